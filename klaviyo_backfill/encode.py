@@ -1,0 +1,230 @@
+"""Encode events as the exact request bodies of each endpoint.
+
+    bulk     POST /api/event-bulk-create-jobs   <= 1,000 events and 5 MB, grouped by profile
+    single   POST /api/events                   one event
+    legacy   GET  /api/track?data=<base64>      the retired v1 Track API payload of the guide
+
+Money is a Decimal up to here and becomes a JSON number; times become ISO 8601 in UTC
+(legacy: UNIX seconds). Each event's JSON is built once; a bulk body joins those bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC
+from decimal import Decimal
+from typing import Any
+
+from .model import Event
+
+__all__ = [
+    "BULK_MAX_BYTES",
+    "BULK_MAX_EVENTS",
+    "ENDPOINTS",
+    "Encoder",
+    "Request",
+    "dumps",
+    "encoder_for",
+    "event_attributes",
+    "legacy_payload",
+]
+
+BULK_MAX_EVENTS = 1000
+BULK_MAX_BYTES = 5 * 1000 * 1000 - 64 * 1024  # Klaviyo's 5 MB, read as decimal, with room
+ENDPOINTS = ("bulk", "single", "legacy")
+BULK_PATH = "/api/event-bulk-create-jobs"
+SINGLE_PATH = "/api/events"
+LEGACY_PATH = "/api/track"
+
+
+def _default(value: object) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON, Decimals as numbers, non-ASCII kept as UTF-8."""
+    return json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _time(event: Event) -> str:
+    return event.time.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
+def event_attributes(event: Event, backfill: bool) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "properties": event.properties,
+        "time": _time(event),
+        "unique_id": event.unique_id,
+        "metric": {"data": {"type": "metric", "attributes": {"name": event.metric}}},
+    }
+    if event.value is not None:
+        attributes["value"] = event.value
+        attributes["value_currency"] = event.currency
+    if backfill:
+        attributes["backfill"] = True
+    return attributes
+
+
+def _profile(attributes: dict[str, Any]) -> dict[str, Any]:
+    return {"data": {"type": "profile", "attributes": attributes}}
+
+
+@dataclass(slots=True)
+class Request:
+    """One request: its body exactly as sent, and the events it carries."""
+
+    endpoint: str
+    body: bytes
+    events: list[Event]
+    entries: list[list[Event]] = field(default_factory=list)  # bulk: events per profile entry
+
+    @property
+    def size(self) -> int:
+        return len(self.body)
+
+
+class Encoder:
+    endpoint = ""
+
+    def __init__(self, backfill: bool = True, public_key: str | None = None) -> None:
+        self.backfill = backfill
+        self.public_key = public_key
+
+    def requests(self, orders: Iterable[list[Event]]) -> Iterator[Request]:
+        raise NotImplementedError
+
+    def rebuild(self, entries: list[list[Event]]) -> Request:
+        """A request for these events again (after some were isolated out of it)."""
+        raise NotImplementedError
+
+
+class SingleEncoder(Encoder):
+    endpoint = "single"
+
+    def body(self, event: Event) -> bytes:
+        attributes = event_attributes(event, self.backfill)
+        attributes["profile"] = _profile(event.profile)
+        return dumps({"data": {"type": "event", "attributes": attributes}})
+
+    def requests(self, orders: Iterable[list[Event]]) -> Iterator[Request]:
+        for events in orders:
+            for event in events:
+                yield Request(self.endpoint, self.body(event), [event], [[event]])
+
+    def rebuild(self, entries: list[list[Event]]) -> Request:
+        event = entries[0][0]
+        return Request(self.endpoint, self.body(event), [event], [[event]])
+
+
+def legacy_payload(event: Event, token: str) -> dict[str, Any]:
+    """The guide's Track API payload: $-prefixed customer properties, UNIX time."""
+    profile = event.profile
+    customer: dict[str, Any] = {}
+    for key, legacy in (
+        ("email", "$email"),
+        ("phone_number", "$phone_number"),
+        ("external_id", "$id"),
+        ("first_name", "$first_name"),
+        ("last_name", "$last_name"),
+    ):
+        if key in profile:
+            customer[legacy] = profile[key]
+    for key, value in profile.get("location", {}).items():
+        customer[f"${key}"] = value
+    properties: dict[str, Any] = {"$event_id": event.unique_id}
+    if event.value is not None:
+        properties["$value"] = event.value
+    properties.update(event.properties)
+    return {
+        "token": token,
+        "event": event.metric,
+        "customer_properties": customer,
+        "properties": properties,
+        "time": int(event.time.timestamp()),
+    }
+
+
+class LegacyEncoder(SingleEncoder):
+    endpoint = "legacy"
+
+    def body(self, event: Event) -> bytes:
+        return dumps(legacy_payload(event, self.public_key or "PUBLIC_API_KEY"))
+
+
+class BulkEncoder(Encoder):
+    endpoint = "bulk"
+    _HEAD = b'{"data":{"type":"event-bulk-create-job","attributes":{"events-bulk-create":{"data":['
+    _TAIL = b"]}}}}"
+
+    def entry(self, events: list[Event]) -> bytes:
+        data = [{"type": "event", "attributes": event_attributes(e, self.backfill)} for e in events]
+        return dumps(
+            {
+                "type": "event-bulk-create",
+                "attributes": {"profile": _profile(events[0].profile), "events": {"data": data}},
+            }
+        )
+
+    def _chunks(self, events: list[Event]) -> Iterator[tuple[list[Event], bytes]]:
+        """An order's events as profile entries that each fit in one body."""
+        for start in range(0, len(events), BULK_MAX_EVENTS):
+            part = events[start : start + BULK_MAX_EVENTS]
+            yield from self._fit(part)
+
+    def _fit(self, part: list[Event]) -> Iterator[tuple[list[Event], bytes]]:
+        encoded = self.entry(part)
+        if len(encoded) + len(self._HEAD) + len(self._TAIL) <= BULK_MAX_BYTES or len(part) == 1:
+            yield part, encoded
+            return
+        half = len(part) // 2
+        yield from self._fit(part[:half])
+        yield from self._fit(part[half:])
+
+    def _join(self, entries: list[list[Event]], encoded: list[bytes]) -> Request:
+        body = self._HEAD + b",".join(encoded) + self._TAIL
+        events = [e for entry in entries for e in entry]
+        return Request(self.endpoint, body, events, entries)
+
+    def requests(self, orders: Iterable[list[Event]]) -> Iterator[Request]:
+        entries: list[list[Event]] = []
+        encoded: list[bytes] = []
+        count = size = 0
+        seen: set[tuple[str, str, str]] = set()
+        for events in orders:
+            for part, data in self._chunks(events):
+                keys = {(_who(e), e.metric, e.unique_id) for e in part}
+                full = count + len(part) > BULK_MAX_EVENTS or (
+                    size + len(data) + 1 + len(self._HEAD) + len(self._TAIL) > BULK_MAX_BYTES
+                )
+                if entries and (full or not seen.isdisjoint(keys)):
+                    yield self._join(entries, encoded)
+                    entries, encoded, count, size = [], [], 0, 0
+                    seen = set()
+                entries.append(part)
+                encoded.append(data)
+                count += len(part)
+                size += len(data) + 1
+                seen |= keys
+        if entries:
+            yield self._join(entries, encoded)
+
+    def rebuild(self, entries: list[list[Event]]) -> Request:
+        return self._join(entries, [self.entry(entry) for entry in entries])
+
+
+def _who(event: Event) -> str:
+    p = event.profile
+    return str(p.get("email") or p.get("phone_number") or p.get("external_id") or "")
+
+
+def encoder_for(endpoint: str, backfill: bool = True, public_key: str | None = None) -> Encoder:
+    kinds: dict[str, type[Encoder]] = {
+        "bulk": BulkEncoder,
+        "single": SingleEncoder,
+        "legacy": LegacyEncoder,
+    }
+    return kinds[endpoint](backfill, public_key)

@@ -1,0 +1,103 @@
+"""The one exception tree of klaviyo-backfill, and the exit codes it maps to.
+
+    BackfillError                  (exit 2 unless said otherwise)
+     ├── UsageError                a bad option or combination of options
+     ├── InputError                a file that cannot be read at all (names file and line)
+     │    └── LayoutError          a layout file, or a column it names, that does not fit
+     ├── CheckpointError           a checkpoint that does not belong to this run
+     └── SendError                 (exit 3) Klaviyo refused the whole job
+          ├── AuthError            401/403: key missing, wrong or lacking scope
+          └── RetiredApiError      410 from the retired Track API
+
+Row-level problems are not exceptions that escape: `FieldError` is raised while one
+order is converted and becomes a rejection of that order, and the run goes on.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = [
+    "AuthError",
+    "BackfillError",
+    "CheckpointError",
+    "ExitCode",
+    "FieldError",
+    "InputError",
+    "LayoutError",
+    "RetiredApiError",
+    "SendError",
+    "UsageError",
+]
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    REJECTED = 1  # finished, but some rows, orders or events were rejected
+    USAGE = 2  # unusable input, options or checkpoint
+    REFUSED = 3  # Klaviyo refused the job (auth, retired API)
+    GAVE_UP = 4  # retries exhausted; progress is checkpointed, --resume continues
+    INTERRUPTED = 130  # Ctrl-C; progress is checkpointed, --resume continues
+
+
+class BackfillError(Exception):
+    """Base of every error this tool reports to a user."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if self.hint is None else f"{self.message}\n{self.hint}"
+
+
+class UsageError(BackfillError):
+    """An option, or a combination of options, that cannot work."""
+
+
+class InputError(BackfillError):
+    """A file that cannot be read at all."""
+
+    def __init__(
+        self, path: str, message: str, line: int | None = None, hint: str | None = None
+    ) -> None:
+        where = path if line is None else f"{path}:{line}"
+        super().__init__(f"{where}: {message}", hint)
+        self.path = path
+        self.line = line
+
+
+class LayoutError(InputError):
+    """A layout file, or the columns it names, do not fit the export."""
+
+
+class CheckpointError(BackfillError):
+    """A checkpoint that does not belong to this run, or a run that would overwrite one."""
+
+
+class SendError(BackfillError):
+    """Klaviyo refused the whole job; sending more would not help."""
+
+    exit_code = ExitCode.REFUSED
+
+
+class AuthError(SendError):
+    """The API key is missing, wrong, or lacks the events:write scope."""
+
+
+class RetiredApiError(SendError):
+    """The Track API answered 410 Gone."""
+
+
+class FieldError(ValueError):
+    """One field of one order cannot be used; the order is rejected, the run goes on."""
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        super().__init__(f"{field}: {reason} ({shown})")
+        self.field = field
+        self.value = value
+        self.reason = reason

@@ -1,0 +1,82 @@
+"""A run's settings, resolved once from the command line: the typed core's one input."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from pathlib import Path
+
+from .convert import Settings
+from .errors import UsageError
+from .layout import Layout, builtin_layouts, load
+from .pipeline import Filters
+from .read import Input, detect_layout, expand_paths
+from .values import parse_time
+
+__all__ = ["Job", "parse_when", "resolve_inputs"]
+
+
+@dataclass(frozen=True)
+class Job:
+    inputs: list[Input]
+    settings: Settings
+    filters: Filters = field(default_factory=Filters)
+    endpoint: str = "bulk"
+    backfill: bool = True
+    revision: str = "2026-07-15"
+    output: str | None = None
+    failures: str | None = None
+    layout_texts: tuple[str, ...] = field(default=())
+
+    def fingerprint(self) -> str:
+        """What binds a checkpoint to its inputs and to the options that change payloads."""
+        h = hashlib.sha256()
+        for source in self.inputs:
+            stat = os.stat(source.path)
+            h.update(
+                f"{os.path.abspath(source.path)}|{stat.st_size}|{source.layout.name}\n".encode()
+            )
+            with open(source.path, "rb") as fh:
+                h.update(fh.read(1 << 16))
+        s = self.settings
+        h.update(
+            f"{self.endpoint}|{self.backfill}|{self.revision}|{s.timezone}|{s.currency}".encode()
+        )
+        h.update(f"|{self.filters.since}|{self.filters.until}".encode())
+        for text in self.layout_texts:
+            h.update(text.encode())
+        return h.hexdigest()[:32]
+
+
+def parse_when(value: str | None, option: str, tz: tzinfo) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = parse_time(value, option, tz)
+    except ValueError:
+        raise UsageError(f"{option} {value!r} is not a date", "Use e.g. 2023-01-31.") from None
+    return None if parsed is None else parsed[0]
+
+
+def _layout_for(path: str, fmt: str | None, mapping: Layout | None, encoding: str | None) -> Input:
+    layouts = builtin_layouts()
+    if mapping is not None:
+        layout = mapping
+    elif fmt is not None:
+        layout = layouts[fmt]
+    else:
+        layout = detect_layout(path, layouts, encoding or "utf-8-sig")
+    return Input(path, layout, encoding or layout.options.encoding or "utf-8-sig")
+
+
+def resolve_inputs(
+    paths: list[str], fmt: str | None, mapping_path: str | None, encoding: str | None
+) -> tuple[list[Input], tuple[str, ...]]:
+    files = expand_paths(paths)
+    if not files:
+        raise UsageError("no export files found in " + ", ".join(paths))
+    mapping = load(mapping_path) if mapping_path else None
+    texts = (Path(mapping_path).read_text("utf-8"),) if mapping_path else ()
+    return [_layout_for(p, fmt, mapping, encoding) for p in files], texts

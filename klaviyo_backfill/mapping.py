@@ -1,0 +1,241 @@
+"""Map a typed Order onto the events of Klaviyo's custom-integration guide.
+
+    Placed Order      one per order          unique_id = order id, value = order total
+    Ordered Product   one per line item      unique_id = "<order id>_<line key>", value = price x qty
+    Fulfilled Order   when fulfilled         unique_id = order id, value = order total
+    Cancelled Order   when cancelled         unique_id = order id, value = order total, Reason
+    Refunded Order    when refunded          unique_id = order id, value = amount refunded, Reason
+
+The line key is the SKU when it is unique within the order, otherwise "<sku or 'item'>-<n>"
+with n counting the lines of that SKU: distinct, and the same on every run.
+Where the export says an order was fulfilled, cancelled or refunded but gives no time for it
+(a WooCommerce status, a Shopify CSV refund), the event takes the order's creation time;
+a refund without a date takes the cancellation time when the order was cancelled. So no
+event is ever dated before its order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from .errors import FieldError
+from .model import Address, Event, Line, Order
+from .values import parse_phone, quantize
+
+__all__ = [
+    "CANCELLED",
+    "FULFILLED",
+    "MAX_ITEMS",
+    "MAX_STRING_BYTES",
+    "METRICS",
+    "ORDERED",
+    "PLACED",
+    "REFUNDED",
+    "map_order",
+    "profile_of",
+]
+
+PLACED, ORDERED = "Placed Order", "Ordered Product"
+FULFILLED, CANCELLED, REFUNDED = "Fulfilled Order", "Cancelled Order", "Refunded Order"
+METRICS = (PLACED, ORDERED, FULFILLED, CANCELLED, REFUNDED)
+MAX_STRING_BYTES = 100 * 1024  # Klaviyo: a string may not exceed 100 KB
+MAX_ITEMS = 4000  # Klaviyo: an array may not exceed 4,000 items
+
+_ADDRESS_PROPS = (
+    ("FirstName", "first_name"),
+    ("LastName", "last_name"),
+    ("Company", "company"),
+    ("Address1", "address1"),
+    ("Address2", "address2"),
+    ("City", "city"),
+    ("Region", "region"),
+    ("RegionCode", "region_code"),
+    ("Country", "country"),
+    ("CountryCode", "country_code"),
+    ("Zip", "zip"),
+    ("Phone", "phone"),
+)
+
+
+def _truncate(text: str, warnings: list[str]) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= MAX_STRING_BYTES:
+        return text
+    warnings.append("string over 100 KB truncated")
+    return encoded[:MAX_STRING_BYTES].decode("utf-8", "ignore")
+
+
+def _put(props: dict[str, Any], key: str, value: Any, warnings: list[str]) -> None:
+    """Set a property when the export has a value; strings are kept within Klaviyo's limit."""
+    if value is None or value == "" or value == []:
+        return
+    props[key] = _truncate(value, warnings) if isinstance(value, str) else value
+
+
+def _address_props(address: Address, warnings: list[str]) -> dict[str, Any]:
+    props: dict[str, Any] = {}
+    for prop, attr in _ADDRESS_PROPS:
+        _put(props, prop, getattr(address, attr), warnings)
+    return props
+
+
+def _unique(values: list[str | None]) -> list[str]:
+    return list(dict.fromkeys(v for v in values if v))
+
+
+def line_keys(lines: list[Line]) -> list[str]:
+    """A key per line, distinct within the order and the same on every run."""
+    counts = Counter(line.sku for line in lines)
+    seen: Counter[str | None] = Counter()
+    keys = []
+    for line in lines:
+        seen[line.sku] += 1
+        if line.sku and counts[line.sku] == 1:
+            keys.append(line.sku)
+        else:
+            keys.append(f"{line.sku or 'item'}-{seen[line.sku]}")
+    return keys
+
+
+def _item(line: Line, currency: str, warnings: list[str]) -> dict[str, Any]:
+    price = quantize(line.price, currency)
+    item: dict[str, Any] = {}
+    _put(item, "ProductID", line.product_id, warnings)
+    _put(item, "SKU", line.sku, warnings)
+    _put(item, "ProductName", line.name, warnings)
+    item["Quantity"] = line.quantity
+    item["ItemPrice"] = price
+    item["RowTotal"] = quantize(line.price * line.quantity, currency)
+    _put(item, "ProductURL", line.url, warnings)
+    _put(item, "ImageURL", line.image_url, warnings)
+    _put(item, "Categories", list(line.categories), warnings)
+    _put(item, "Brand", line.brand, warnings)
+    _put(item, "Variant", line.variant, warnings)
+    return item
+
+
+def _order_props(order: Order, items: list[dict[str, Any]]) -> dict[str, Any]:
+    warnings = order.warnings
+    props: dict[str, Any] = {"OrderId": order.id}
+    if order.number and order.number != order.id:
+        props["OrderNumber"] = order.number
+    _put(
+        props, "Categories", _unique([c for line in order.lines for c in line.categories]), warnings
+    )
+    _put(props, "ItemNames", [line.name or line.sku or "" for line in order.lines], warnings)
+    _put(props, "Brands", _unique([line.brand for line in order.lines]), warnings)
+    _put(props, "DiscountCode", order.discount_code, warnings)
+    if order.discount_value:
+        props["DiscountValue"] = quantize(order.discount_value, order.currency)
+    if len(items) > MAX_ITEMS:
+        warnings.append(f"Items cut to {MAX_ITEMS} of {len(items)} (Klaviyo's array limit)")
+        items = items[:MAX_ITEMS]
+    props["Items"] = items
+    _put(props, "BillingAddress", _address_props(order.billing, warnings) or None, warnings)
+    _put(props, "ShippingAddress", _address_props(order.shipping, warnings) or None, warnings)
+    return props
+
+
+def _phone(order: Order) -> str | None:
+    billing_cc = order.billing.country_code or order.shipping.country_code
+    candidates = (
+        (order.phone, billing_cc),
+        (order.customer_phone, billing_cc),
+        (order.billing.phone, order.billing.country_code or order.shipping.country_code),
+        (order.shipping.phone, order.shipping.country_code or order.billing.country_code),
+    )
+    tried = False
+    for raw, country in candidates:
+        if raw:
+            tried = True
+            phone = parse_phone(raw, country)
+            if phone is not None:
+                return phone
+    if tried:
+        order.warnings.append("phone dropped: not a valid number for its country")
+    return None
+
+
+def _location(order: Order) -> dict[str, str]:
+    address = order.billing if not order.billing.is_empty() else order.shipping
+    location = {
+        "address1": address.address1,
+        "address2": address.address2,
+        "city": address.city,
+        "region": address.region or address.region_code,
+        "zip": address.zip,
+        "country": address.country or address.country_code,
+    }
+    return {k: v for k, v in location.items() if v}
+
+
+def profile_of(order: Order) -> dict[str, Any]:
+    """Klaviyo profile attributes; FieldError when the order identifies nobody."""
+    phone = _phone(order)
+    if order.email is None and phone is None and order.external_id is None:
+        raise FieldError("email", None, "no usable email, phone number or external id")
+    profile: dict[str, Any] = {}
+    for key, value in (
+        ("email", order.email),
+        ("phone_number", phone),
+        ("external_id", order.external_id),
+        ("first_name", order.first_name),
+        ("last_name", order.last_name),
+    ):
+        if value:
+            profile[key] = value
+    location = _location(order)
+    if location:
+        profile["location"] = location
+    return profile
+
+
+def _refund(order: Order) -> tuple[Decimal, datetime | None, str | None]:
+    amount = sum((r.amount for r in order.refunds), Decimal(0))
+    dated = [r.at for r in order.refunds if r.at is not None]
+    reasons = _unique([r.reason for r in order.refunds])
+    return amount, max(dated) if dated else None, "; ".join(reasons) or None
+
+
+def map_order(order: Order) -> list[Event]:
+    """Every event the order yields, Placed Order first."""
+    profile = profile_of(order)
+    items = [_item(line, order.currency, order.warnings) for line in order.lines]
+    props = _order_props(order, items)
+    total = quantize(order.total, order.currency)
+
+    def event(
+        metric: str, time: datetime, value: Decimal, unique_id: str, p: dict[str, Any]
+    ) -> Event:
+        return Event(metric, time, unique_id, p, profile, value, order.currency, order.id)
+
+    events = [event(PLACED, order.created_at, total, order.id, props)]
+    for key, item in zip(line_keys(order.lines), items, strict=True):
+        product = {"OrderId": order.id, **item}
+        if "Brand" in product:
+            product["ProductBrand"] = product.pop("Brand")
+        events.append(
+            event(ORDERED, order.created_at, item["RowTotal"], f"{order.id}_{key}", product)
+        )
+    if order.fulfilled:
+        events.append(
+            event(FULFILLED, order.fulfilled_at or order.created_at, total, order.id, props)
+        )
+    if order.cancelled:
+        cancel = dict(props)
+        _put(cancel, "Reason", order.cancel_reason, order.warnings)
+        events.append(
+            event(CANCELLED, order.cancelled_at or order.created_at, total, order.id, cancel)
+        )
+    if order.refunds:
+        amount, at, reason = _refund(order)
+        refund = dict(props)
+        _put(refund, "Reason", reason, order.warnings)
+        value = quantize(amount, order.currency)
+        events.append(
+            event(REFUNDED, at or order.cancelled_at or order.created_at, value, order.id, refund)
+        )
+    return events

@@ -1,0 +1,133 @@
+"""Typed records that flow through the pipeline: read -> RawOrder -> Order -> Event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+__all__ = ["Address", "Event", "Line", "Order", "RawOrder", "Refund", "Rejection"]
+
+JSON = dict[str, Any]
+
+
+@dataclass(slots=True)
+class RawOrder:
+    """One order as the reader found it: layout field name -> raw value, not yet parsed."""
+
+    source: str
+    line: int
+    fields: dict[str, Any]
+    lines: list[dict[str, Any]]
+    refunds: list[dict[str, Any]] = field(default_factory=list)
+    # field -> IANA zone, where the source that matched names its own (WooCommerce *_gmt)
+    zones: dict[str, str] = field(default_factory=dict)
+
+    def get(self, name: str) -> Any:
+        return self.fields.get(name)
+
+
+@dataclass(slots=True)
+class Address:
+    first_name: str | None = None
+    last_name: str | None = None
+    company: str | None = None
+    address1: str | None = None
+    address2: str | None = None
+    city: str | None = None
+    region: str | None = None
+    region_code: str | None = None
+    country: str | None = None
+    country_code: str | None = None
+    zip: str | None = None
+    phone: str | None = None
+
+    def is_empty(self) -> bool:
+        return not any(
+            (self.address1, self.address2, self.city, self.region, self.zip, self.country)
+        )
+
+
+@dataclass(slots=True)
+class Line:
+    name: str | None
+    quantity: int
+    price: Decimal
+    sku: str | None = None
+    product_id: str | None = None
+    brand: str | None = None
+    categories: tuple[str, ...] = ()
+    url: str | None = None
+    image_url: str | None = None
+    variant: str | None = None
+
+
+@dataclass(slots=True)
+class Refund:
+    amount: Decimal
+    at: datetime | None = None
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class Order:
+    source: str
+    line: int
+    id: str
+    created_at: datetime
+    currency: str
+    total: Decimal
+    lines: list[Line]
+    number: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    customer_phone: str | None = None
+    external_id: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    discount_code: str | None = None
+    discount_value: Decimal | None = None
+    billing: Address = field(default_factory=Address)
+    shipping: Address = field(default_factory=Address)
+    fulfilled: bool = False
+    fulfilled_at: datetime | None = None
+    cancelled: bool = False
+    cancelled_at: datetime | None = None
+    cancel_reason: str | None = None
+    refunds: list[Refund] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Event:
+    """One Klaviyo event, still typed: money as Decimal, time as an aware datetime."""
+
+    metric: str
+    time: datetime
+    unique_id: str
+    properties: JSON
+    profile: JSON
+    value: Decimal | None = None
+    currency: str | None = None
+    order_id: str = ""
+
+
+@dataclass(slots=True)
+class Rejection:
+    """A row, order or event that will not be sent, and why."""
+
+    source: str
+    line: int | None
+    order_id: str | None
+    reason: str
+    detail: str = ""
+
+    def as_json(self) -> JSON:
+        return {
+            "source": self.source,
+            "line": self.line,
+            "order_id": self.order_id,
+            "reason": self.reason,
+            "detail": self.detail,
+        }

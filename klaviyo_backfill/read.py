@@ -1,0 +1,423 @@
+"""Read exports as a stream of RawOrders: CSV (rows grouped into orders) and JSON.
+
+Nothing here holds a whole file: CSV is read row by row, JSON one order object at a time
+(`{"orders": [...]}`, a bare array, or JSON Lines), so memory does not grow with the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import InputError, LayoutError
+from .hooks import HOOKS
+from .layout import Layout, Source
+from .model import RawOrder
+
+__all__ = ["Input", "detect_layout", "expand_paths", "read_orders"]
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+SUFFIXES = (".csv", ".json", ".jsonl", ".ndjson", ".txt")
+_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    path: str
+    layout: Layout
+    encoding: str
+
+
+def expand_paths(paths: list[str]) -> list[str]:
+    """Files as given; a folder becomes its export files, sorted by name."""
+    out: list[str] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            out.extend(
+                str(p)
+                for p in sorted(path.iterdir())
+                if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith(".")
+            )
+        else:
+            out.append(name)
+    return out
+
+
+def open_text(path: str, encoding: str) -> TextIO:
+    try:
+        return open(path, encoding=encoding, newline="")
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except IsADirectoryError:
+        raise InputError(path, "is a folder with no export files in it") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot open: {exc.strerror}") from None
+    except LookupError:
+        raise InputError(path, f"unknown encoding {encoding!r}") from None
+
+
+def _decode_error(
+    path: str, exc: UnicodeDecodeError, encoding: str, line: int | None
+) -> InputError:
+    return InputError(
+        path,
+        f"cannot be decoded as {encoding} (byte 0x{exc.object[exc.start]:02x})",
+        line,
+        hint="Try --encoding latin-1 (or cp1252) if the file was saved by Excel.",
+    )
+
+
+# ---------------------------------------------------------------- detection
+
+
+def _peek(path: str, encoding: str) -> str:
+    with open_text(path, encoding) as fh:
+        try:
+            return fh.read(_CHUNK)
+        except UnicodeDecodeError as exc:
+            raise _decode_error(path, exc, encoding, None) from None
+
+
+def detect_layout(path: str, layouts: dict[str, Layout], encoding: str) -> Layout:
+    """The layout whose signature columns (CSV) or keys (JSON) the file has."""
+    head = _peek(path, encoding)
+    if not head.strip():
+        raise InputError(path, "is empty")
+    if head.lstrip()[0] in "[{":
+        first = next(iter_json_records(path, encoding), None)
+        keys = set(first) if isinstance(first, dict) else set()
+        kind = "json"
+    else:
+        keys = set(next(csv.reader(io.StringIO(head)), []))
+        kind = "csv"
+    for layout in layouts.values():
+        if layout.kind == kind and layout.detect and keys.issuperset(layout.detect):
+            return layout
+    names = ", ".join(sorted(layouts))
+    raise InputError(
+        path,
+        f"is not an export this tool recognises ({kind})",
+        hint=f"Formats: {names}. Choose one with --format, or describe yours with --mapping.",
+    )
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def _csv_getter(header: list[str], sources: tuple[Source, ...]) -> list[tuple[int, Source]]:
+    index = {name: i for i, name in enumerate(header)}
+    return [(index[s.path], s) for s in sources if s.path in index]
+
+
+def _check_columns(path: str, layout: Layout, header: list[str]) -> None:
+    present = set(header)
+    for section, table in (("order", layout.order), ("line", layout.line)):
+        for key, sources in table.items():
+            if not any(s.path in present for s in sources):
+                names = " or ".join(repr(s.path) for s in sources)
+                raise LayoutError(
+                    path,
+                    f"has no column {names} (needed for [{section}] {key} by {layout.name})",
+                    line=1,
+                )
+
+
+class _CsvOrders:
+    """Groups adjacent rows that share the order's key column into RawOrders."""
+
+    def __init__(self, path: str, layout: Layout, header: list[str]) -> None:
+        self.path = path
+        self.order = {k: _csv_getter(header, v) for k, v in layout.order.items()}
+        self.line = {k: _csv_getter(header, v) for k, v in layout.line.items()}
+        key_column = layout.group_by or layout.order["id"][0].path
+        self.key = header.index(key_column) if key_column in header else None
+        self.width = len(header)
+
+    def build(self, rows: list[list[str]], line: int) -> RawOrder:
+        fields: dict[str, Any] = {}
+        zones: dict[str, str] = {}
+        for name, getters in self.order.items():
+            for row in rows:  # first row first; later rows only where it is blank
+                hit = _first_cell(row, getters)
+                if hit is not None:
+                    fields[name] = hit[0]
+                    if hit[1].timezone:
+                        zones[name] = hit[1].timezone
+                    break
+        lines = [self._line(row) for row in rows] if self.line else []
+        return RawOrder(self.path, line, fields, lines, zones=zones)
+
+    def _line(self, row: list[str]) -> dict[str, Any]:
+        out = {}
+        for name, getters in self.line.items():
+            hit = _first_cell(row, getters)
+            if hit is not None:
+                out[name] = hit[0]
+        return out
+
+
+def _first_cell(row: list[str], getters: list[tuple[int, Source]]) -> tuple[str, Source] | None:
+    for index, source in getters:
+        if index < len(row):
+            value = row[index]
+            if value and not value.isspace():
+                return value, source
+    return None
+
+
+def iter_csv(path: str, layout: Layout, encoding: str) -> Iterator[RawOrder]:
+    fh = open_text(path, encoding)
+    reader = csv.reader(fh, delimiter=layout.options.delimiter)
+    try:
+        with fh:
+            header = next(reader, None)
+            if not header:
+                raise InputError(path, "is empty")
+            header = [h.strip() for h in header]
+            _check_columns(path, layout, header)
+            orders = _CsvOrders(path, layout, header)
+            yield from _group_rows(reader, orders)
+    except UnicodeDecodeError as exc:
+        raise _decode_error(path, exc, encoding, reader.line_num + 1) from None
+    except csv.Error as exc:
+        raise InputError(path, f"is not readable CSV: {exc}", reader.line_num) from None
+
+
+def _group_rows(reader: Any, orders: _CsvOrders) -> Iterator[RawOrder]:
+    rows: list[list[str]] = []
+    current: str | None = None
+    start = 0
+    key = orders.key
+    for row in reader:
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # blank line
+        value = row[key].strip() if key is not None and key < len(row) else ""
+        if rows and (key is None or value != current):
+            yield orders.build(rows, start)
+            rows = []
+        if not rows:
+            current, start = value, reader.line_num
+        rows.append(row)
+    if rows:
+        yield orders.build(rows, start)
+
+
+# ---------------------------------------------------------------- JSON
+
+
+class _JsonStream:
+    """Top-level JSON values one at a time, through a sliding buffer (C decoder)."""
+
+    def __init__(self, fh: TextIO, path: str) -> None:
+        self.fh, self.path = fh, path
+        self.buf, self.pos = "", 0
+        self.line, self.line_pos = 1, 0  # line number at buf[line_pos]
+        self.decoder = json.JSONDecoder()
+        self.eof = False
+
+    def _fill(self) -> bool:
+        if self.eof:
+            return False
+        data = self.fh.read(_CHUNK)
+        if not data:
+            self.eof = True
+            return False
+        self.line += self.buf.count("\n", self.line_pos, self.pos)
+        self.buf, self.pos, self.line_pos = self.buf[self.pos :] + data, 0, 0
+        return True
+
+    def peek(self) -> str | None:
+        """The next non-blank character, without consuming it."""
+        while True:
+            while self.pos < len(self.buf) and self.buf[self.pos] in " \t\r\n\ufeff":
+                self.pos += 1
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self._fill():
+                return None
+
+    def expect(self, char: str) -> None:
+        if self.peek() != char:
+            raise self.error(f"expected {char!r}")
+        self.pos += 1
+
+    def line_here(self) -> int:
+        self.line += self.buf.count("\n", self.line_pos, self.pos)
+        self.line_pos = self.pos
+        return self.line
+
+    def value(self) -> Any:
+        self.peek()
+        while True:
+            try:
+                obj, end = self.decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                if self._fill():
+                    continue
+                raise self.error(f"is not valid JSON ({exc.msg})") from None
+            if end == len(self.buf) and not isinstance(obj, dict | list) and self._fill():
+                continue  # a number may go on in the next chunk
+            self.pos = end
+            return obj
+
+    def error(self, message: str) -> InputError:
+        line = self.line_here()
+        if self.peek() is None:
+            return InputError(self.path, "ends before the JSON document does (cut short?)", line)
+        return InputError(self.path, message, line)
+
+
+def _records(stream: _JsonStream) -> Iterator[tuple[int, Any]]:
+    first = stream.peek()
+    if first is None:
+        return
+    if first == "[":
+        yield from _array(stream)
+        return
+    if first != "{":
+        raise stream.error("is not a JSON object, array or JSON Lines")
+    # {"orders": [...]} is streamed key by key; anything else is JSON Lines of orders
+    line = stream.line_here()
+    stream.pos += 1
+    if stream.peek() == '"':
+        key = stream.value()
+        stream.expect(":")
+        if key == "orders" and stream.peek() == "[":
+            yield from _array(stream)
+            while stream.peek() == ",":
+                stream.pos += 1
+                stream.value()
+                stream.expect(":")
+                stream.value()
+            stream.expect("}")
+            return
+        raise _Rewind(line)
+    raise stream.error("expected an order object")
+
+
+class _Rewind(Exception):
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+def _array(stream: _JsonStream) -> Iterator[tuple[int, Any]]:
+    stream.expect("[")
+    if stream.peek() == "]":
+        stream.pos += 1
+        return
+    while True:
+        line = stream.line_here()
+        yield line, stream.value()
+        nxt = stream.peek()
+        if nxt == ",":
+            stream.pos += 1
+        elif nxt == "]":
+            stream.pos += 1
+            return
+        else:
+            raise stream.error("expected ',' or ']' between orders")
+
+
+def _lines(stream: _JsonStream) -> Iterator[tuple[int, Any]]:
+    while stream.peek() is not None:
+        line = stream.line_here()
+        obj = stream.value()
+        if isinstance(obj, dict) and isinstance(obj.get("orders"), list):
+            for item in obj["orders"]:
+                yield line, item
+        else:
+            yield line, obj
+
+
+def iter_json_records(path: str, encoding: str) -> Iterator[Any]:
+    for _line, record in iter_json(path, encoding):
+        yield record
+
+
+def iter_json(path: str, encoding: str) -> Iterator[tuple[int, Any]]:
+    """(line, order object) pairs from any of the three JSON shapes."""
+    try:
+        with open_text(path, encoding) as fh:
+            stream = _JsonStream(fh, path)
+            try:
+                yield from _records(stream)
+                if stream.peek() is not None:
+                    raise stream.error("has more after the end of the JSON document")
+                return
+            except _Rewind:
+                pass
+        with open_text(path, encoding) as fh:
+            yield from _lines(_JsonStream(fh, path))
+    except UnicodeDecodeError as exc:
+        raise _decode_error(path, exc, encoding, None) from None
+
+
+_PATHS: dict[str, tuple[str | int, ...]] = {}
+
+
+def _split(path: str) -> tuple[str | int, ...]:
+    parts = _PATHS.get(path)
+    if parts is None:
+        parts = tuple(int(p) if p.isdigit() else p for p in path.split("."))
+        _PATHS[path] = parts
+    return parts
+
+
+def dig(record: Any, path: str) -> Any:
+    """The value at a dotted path ('billing.email', 'line_items.0.sku'), or None."""
+    value = record
+    for part in _split(path):
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        else:
+            return None
+        if value is None:
+            return None
+    return value
+
+
+def _json_fields(
+    record: Any, table: dict[str, tuple[Source, ...]], zones: dict[str, str] | None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, sources in table.items():
+        for source in sources:
+            value = dig(record, source.path)
+            if value is not None and value != "" and value != []:
+                out[name] = value
+                if zones is not None and source.timezone:
+                    zones[name] = source.timezone
+                break
+    return out
+
+
+def iter_json_orders(path: str, layout: Layout, encoding: str) -> Iterator[RawOrder]:
+    hook: Callable[[Any, RawOrder], None] | None = HOOKS[layout.hook] if layout.hook else None
+    lines_path = layout.options.lines
+    for line, record in iter_json(path, encoding):
+        if not isinstance(record, dict):
+            raise InputError(path, "holds something other than order objects", line)
+        zones: dict[str, str] = {}
+        fields = _json_fields(record, layout.order, zones)
+        items = dig(record, lines_path) if lines_path else None
+        lines = [_json_fields(item, layout.line, None) for item in items or ()]
+        raw = RawOrder(path, line, fields, lines, zones=zones)
+        if hook is not None:
+            hook(record, raw)
+        yield raw
+
+
+def read_orders(source: Input) -> Iterator[RawOrder]:
+    if source.layout.kind == "json":
+        return iter_json_orders(source.path, source.layout, source.encoding)
+    return iter_csv(source.path, source.layout, source.encoding)

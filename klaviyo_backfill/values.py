@@ -1,0 +1,220 @@
+"""Parse the values of an export: money, quantities, times, emails and phone numbers.
+
+Each parser takes the raw value and the layout field name it came from, and raises
+`FieldError` (which rejects that one order) when the value cannot be used.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from dateutil import parser as dateutil_parser
+
+from .errors import FieldError, UsageError
+
+__all__ = [
+    "clean",
+    "minor_units",
+    "parse_email",
+    "parse_money",
+    "parse_phone",
+    "parse_quantity",
+    "parse_time",
+    "quantize",
+    "zone",
+]
+
+_EMAIL = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
+_MONEY_JUNK = re.compile(r"[\s\u00a0'$€£¥₹]|[A-Z]{3}$|^[A-Z]{3}")
+_SHOPIFY_TIME = re.compile(
+    r"^(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d)(?::(\d\d))? ?([+-])(\d\d):?(\d\d)$"
+)
+# ISO 4217 currencies whose minor unit is not the cent.
+_MINOR_UNITS = {
+    **dict.fromkeys(
+        [
+            "BIF",
+            "CLP",
+            "DJF",
+            "GNF",
+            "ISK",
+            "JPY",
+            "KMF",
+            "KRW",
+            "PYG",
+            "RWF",
+            "UGX",
+            "UYI",
+            "VND",
+            "VUV",
+            "XAF",
+            "XOF",
+            "XPF",
+        ],
+        0,
+    ),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
+}
+
+
+def clean(value: Any, unescape: bool = False) -> str | None:
+    """A trimmed string, or None for blank; numbers become their text."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    text = text.strip()
+    if unescape and "&" in text:
+        text = html.unescape(text)
+    return text or None
+
+
+def _strip_apostrophe(text: str) -> str:
+    # spreadsheets keep leading zeros by prefixing an apostrophe: '02110
+    return text[1:] if text.startswith("'") else text
+
+
+def clean_code(value: Any) -> str | None:
+    text = clean(value)
+    return None if text is None else (_strip_apostrophe(text).strip() or None)
+
+
+def parse_money(value: Any, field: str, decimal_comma: bool = False) -> Decimal | None:
+    """Decimal money from '12.50', '1,234.50', '$12.50', 12.5 or (decimal_comma) '1.234,50'."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise FieldError(field, value, "not an amount of money")
+    if isinstance(value, int | float):
+        return Decimal(str(value))
+    text = _MONEY_JUNK.sub("", str(value).strip())
+    if not text:
+        return None
+    if decimal_comma:
+        text = text.replace(".", "").replace(",", ".")
+    elif "," in text:
+        if not re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", text):
+            raise FieldError(field, value, "not an amount of money")
+        text = text.replace(",", "")
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise FieldError(field, value, "not an amount of money") from None
+    if not amount.is_finite():
+        raise FieldError(field, value, "not an amount of money")
+    return amount
+
+
+def minor_units(currency: str) -> int:
+    return _MINOR_UNITS.get(currency.upper(), 2)
+
+
+@lru_cache(maxsize=8)
+def _exponent(places: int) -> Decimal:
+    return Decimal(1).scaleb(-places)
+
+
+def quantize(amount: Decimal, currency: str) -> Decimal:
+    """Round half-up to the currency's minor unit (cents for most)."""
+    return amount.quantize(_exponent(minor_units(currency)), rounding=ROUND_HALF_UP)
+
+
+def parse_quantity(value: Any, field: str) -> int:
+    if value is None or value == "":
+        return 1
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise FieldError(field, value, "not a quantity") from None
+    if not number.is_finite() or number != number.to_integral_value() or number < 0:
+        raise FieldError(field, value, "not a whole, non-negative quantity")
+    return int(number)
+
+
+@lru_cache(maxsize=64)
+def zone(name: str) -> tzinfo:
+    """The IANA zone of that name, or a UsageError that says what a name looks like."""
+    if name.upper() in ("UTC", "Z", "GMT"):
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(
+            f"unknown time zone {name!r}", "Use an IANA name such as America/New_York or UTC."
+        ) from None
+
+
+@lru_cache(maxsize=256)
+def _fixed_offset(sign: str, hours: int, minutes: int) -> timezone:
+    delta = timedelta(hours=hours, minutes=minutes)
+    return timezone(-delta if sign == "-" else delta)
+
+
+def _fast_time(text: str) -> datetime | None:
+    """Shopify's '2021-07-12 04:57:56 -0400' and ISO 8601, without dateutil."""
+    match = _SHOPIFY_TIME.match(text)
+    if match is not None:
+        y, mo, d, h, mi, s, sign, oh, om = match.groups()
+        return datetime(
+            int(y), int(mo), int(d), int(h), int(mi), int(s or 0),
+            tzinfo=_fixed_offset(sign, int(oh), int(om)),
+        )  # fmt: skip
+    if len(text) >= 10 and text[4] == "-" and text[7] == "-":
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    return None
+
+
+def parse_time(
+    value: Any, field: str, default_zone: tzinfo, date_format: str | None = None
+) -> tuple[datetime, bool] | None:
+    """An aware datetime, and whether it was naive (read in `default_zone`)."""
+    text = clean(value)
+    if text is None:
+        return None
+    try:
+        if date_format is not None:
+            moment = datetime.strptime(text, date_format)
+        else:
+            moment = _fast_time(text) or dateutil_parser.parse(text)
+    except (ValueError, OverflowError):
+        raise FieldError(field, value, "not a date and time") from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        return moment.replace(tzinfo=default_zone), True
+    return moment, False
+
+
+def parse_email(value: Any) -> str | None:
+    """The address when it is syntactically an email address; None otherwise."""
+    text = clean(value)
+    if text is None or len(text) > 254 or not _EMAIL.match(text):
+        return None
+    return text
+
+
+def parse_phone(value: Any, country_code: str | None) -> str | None:
+    """E.164 ("+15551234567") when the number is possible for its country, else None."""
+    text = clean_code(value)
+    if text is None:
+        return None
+    region = country_code.upper() if country_code and len(country_code) == 2 else None
+    if region is None and not text.startswith(("+", "00")):
+        return None
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
