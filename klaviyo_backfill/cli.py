@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -12,14 +14,18 @@ import click
 from rich.console import Console
 
 from . import __version__
+from .checkpoint import Ledger, default_path
 from .convert import Settings
 from .encode import ENDPOINTS
-from .errors import BackfillError, ExitCode
+from .errors import BackfillError, CheckpointError, ExitCode, UsageError
 from .job import Job, parse_when, resolve_inputs
 from .layout import builtin_layouts
 from .pipeline import Filters
-from .report import preview, summary_table
-from .run import dry_run
+from .progress import Progress
+from .report import outcome_json, preview, send_summary, status_table, summary_table
+from .run import dry_run, send_job
+from .send import GaveUp, SendConfig, loopback_only
+from .throttle import DEFAULT_LIMITS, parse_rate_limit
 from .values import zone
 
 FORMATS = sorted(builtin_layouts())
@@ -143,4 +149,126 @@ def send(**kw: Any) -> int:
         if failed:
             console.print(f"{failed} rejected order(s) written to {job.failures}")
         return ExitCode.REJECTED if stats.orders_rejected else ExitCode.OK
-    raise NotImplementedError
+    return _real_send(job, console, kw)
+
+
+def _api_key(kw: dict[str, Any]) -> str | None:
+    if kw["endpoint"] == "legacy":
+        if not kw["public_key"]:
+            raise UsageError(
+                "--endpoint legacy needs a public key: set KLAVIYO_PUBLIC_KEY or pass --public-key"
+            )
+        return None
+    key: str | None = kw["api_key"]
+    if not key and sys.stdin.isatty():
+        key = click.prompt("Klaviyo private API key", hide_input=True)
+    if not key:
+        raise UsageError(
+            "no API key: set KLAVIYO_API_KEY (a private key with the events:write scope)"
+        )
+    return key
+
+
+def _resume_command() -> str:
+    """The command line that continues this run, without the key and with --resume."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--api-key", "--restart", "--resume"):
+            skip = arg == "--api-key"
+            continue
+        if arg.startswith("--api-key="):
+            continue
+        args.append(shlex.quote(arg))
+    return " ".join(["klaviyo-backfill", *args, "--resume"])
+
+
+def _open_ledger(job: Job, kw: dict[str, Any], console: Console) -> Ledger | None:
+    path = Path(kw["checkpoint"]) if kw["checkpoint"] else default_path(list(kw["paths"]))
+    if kw["restart"]:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    elif not path.exists() and kw["resume"]:
+        raise CheckpointError(
+            f"no checkpoint at {path} to resume", "Run without --resume to start."
+        )
+    elif path.exists() and not kw["resume"]:
+        ledger = Ledger(path)
+        state = ledger.state
+        ledger.close()
+        if state == "finished":
+            console.print(f"Nothing to do: checkpoint {path} says this export was sent completely. "
+                          "Use --restart to send it again.")  # fmt: skip
+            return None
+        raise CheckpointError(
+            f"an unfinished run ({state}) has a checkpoint at {path}",
+            f"Continue it with: {_resume_command()}\nor start over with --restart.",
+        )
+    ledger = Ledger(path)
+    ledger.claim(
+        job.fingerprint(),
+        "endpoint, timezone, currency, since, until, revision, trigger-flows, layout",
+    )
+    return ledger
+
+
+def _send_config(job: Job, kw: dict[str, Any]) -> SendConfig:
+    loopback_only(kw["base_url"])
+    endpoint = job.endpoint
+    windows = parse_rate_limit(kw["rate_limit"]) if kw["rate_limit"] else DEFAULT_LIMITS[endpoint]
+    concurrency = kw["concurrency"] or (10 if endpoint == "bulk" else 50)
+    return SendConfig(
+        base_url=kw["base_url"], endpoint=endpoint, windows=windows, api_key=_api_key(kw),
+        public_key=kw["public_key"], revision=job.revision, concurrency=concurrency,
+    )  # fmt: skip
+
+
+def _real_send(job: Job, console: Console, kw: dict[str, Any]) -> int:
+    config = _send_config(job, kw)
+    ledger = _open_ledger(job, kw, console)
+    if ledger is None:
+        return ExitCode.OK
+    progress = Progress(console, enabled=not kw["quiet"])
+    try:
+        with progress:
+            outcome = send_job(job, config, ledger, progress.update)
+    finally:
+        ledger.close()
+    console.print(send_summary(outcome))
+    if kw["summary_json"]:
+        Path(kw["summary_json"]).write_text(json.dumps(outcome_json(outcome), indent=2) + "\n")
+    failed = outcome.stats.orders_rejected + outcome.send.events_rejected
+    if failed:
+        console.print(f"{failed} rejected order(s)/event(s) written to {job.failures}")
+    if outcome.interrupted:
+        console.print(f"Stopped. Nothing is lost; continue with:\n  {_resume_command()}")
+        return ExitCode.INTERRUPTED
+    if outcome.error is not None:
+        console.print(f"[red]Error:[/red] {outcome.error}")
+        if isinstance(outcome.error, GaveUp):
+            console.print(f"Continue with:\n  {_resume_command()}")
+        return outcome.error.exit_code
+    return ExitCode.REJECTED if failed else ExitCode.OK
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option(
+    "--checkpoint", type=click.Path(), help="Checkpoint file (default: derived from PATHS)."
+)
+@_edge
+def status(paths: tuple[str, ...], checkpoint: str | None) -> int:
+    """Report a checkpoint: orders done, rejected, and the last run."""
+    if not checkpoint and not paths:
+        raise UsageError("give the export PATHS the run used, or --checkpoint PATH")
+    path = Path(checkpoint) if checkpoint else default_path(list(paths))
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    ledger = Ledger(path)
+    try:
+        Console().print(status_table(path, ledger))
+    finally:
+        ledger.close()
+    return ExitCode.OK

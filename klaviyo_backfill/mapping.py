@@ -176,7 +176,7 @@ def profile_of(order: Order) -> dict[str, Any]:
     """Klaviyo profile attributes; FieldError when the order identifies nobody."""
     phone = _phone(order)
     if order.email is None and phone is None and order.external_id is None:
-        raise FieldError("email", None, "no usable email, phone number or external id")
+        raise FieldError("profile", None, "no usable email, phone number or external id")
     profile: dict[str, Any] = {}
     for key, value in (
         ("email", order.email),

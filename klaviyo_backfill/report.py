@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
 from .mapping import METRICS
-from .pipeline import Stats
+from .pipeline import Stats, describe
 
-__all__ = ["preview", "summary_table"]
+if TYPE_CHECKING:
+    from .checkpoint import Ledger
+    from .run import SendOutcome
+
+__all__ = ["outcome_json", "preview", "send_summary", "status_table", "summary_table"]
 
 
 def _shorten(body: dict[str, Any], entries: int) -> tuple[dict[str, Any], int]:
@@ -66,4 +72,70 @@ def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) 
         table.add_row(f"[yellow]Warning[/yellow]: {warning}", f"{n:,}")
     balance = "yes" if stats.balanced() else "[red]NO[/red]"
     table.add_row("read = mapped + rejected + skipped", balance)
+    return table
+
+
+def send_summary(outcome: SendOutcome) -> Table:
+    stats, send = outcome.stats, outcome.send
+    table = summary_table(stats, "Send summary", dict(send.events_sent))
+    sent = sum(send.events_sent.values())
+    table.add_row("Orders sent completely", f"{send.orders_sent:,}")
+    table.add_row("Orders with events Klaviyo rejected", f"{send.orders_with_rejections:,}")
+    for reason, n in send.rejected.most_common():
+        table.add_row(f"Rejected by Klaviyo: {reason}", f"{n:,}")
+    table.add_row("Requests", f"{send.requests:,} ({send.acknowledged:,} acknowledged)")
+    causes = ", ".join(f"{c} x{n}" for c, n in send.retry_causes.most_common())
+    table.add_row("Retries", f"{send.retries:,}" + (f" ({causes})" if causes else ""))
+    table.add_row("Throttled (429)", f"{send.throttled:,}")
+    table.add_row("Elapsed", f"{outcome.elapsed:,.1f} s")
+    rate = sent / outcome.elapsed if outcome.elapsed else 0.0
+    table.add_row("Throughput", f"{rate:,.1f} events/s")
+    return table
+
+
+def outcome_json(outcome: SendOutcome) -> dict[str, Any]:
+    send = outcome.send
+    return describe(outcome.stats) | {
+        "events_sent": dict(send.events_sent),
+        "events_rejected_by_klaviyo": send.events_rejected,
+        "orders_sent": send.orders_sent,
+        "orders_with_rejected_events": send.orders_with_rejections,
+        "requests": send.requests,
+        "retries": send.retries,
+        "throttled": send.throttled,
+        "elapsed_seconds": round(outcome.elapsed, 3),
+        "interrupted": outcome.interrupted,
+        "error": None if outcome.error is None else outcome.error.message,
+    }
+
+
+def status_table(path: Path, ledger: Ledger) -> Table:
+    counts = ledger.counts()
+    table = Table(title=f"Checkpoint {path}", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("State", ledger.state or "new")
+    table.add_row("Orders sent", f"{counts.get('sent', 0):,}")
+    table.add_row("Orders with rejected events", f"{counts.get('rejected', 0):,}")
+    table.add_row("Events rejected by Klaviyo", f"{counts['events_rejected']:,}")
+    for key in ("started", "ended"):
+        value = ledger.get(key)
+        if value:
+            table.add_row(
+                f"Last run {key}", datetime.fromtimestamp(float(value), UTC).isoformat(sep=" ")
+            )
+    last = json.loads(ledger.get("last_run") or "{}")
+    if last:
+        read = last.get("orders_read", 0)
+        done = counts.get("sent", 0) + counts.get("rejected", 0)
+        table.add_row(
+            "Last run read", f"{read:,} orders ({last.get('orders_rejected', 0):,} rejected)"
+        )
+        if ledger.state == "finished":
+            table.add_row("Left", "0")
+        else:
+            table.add_row(
+                "Left",
+                f"at least {max(0, read - done - last.get('orders_skipped', 0) - last.get('orders_rejected', 0)):,} orders (more if the last run stopped early)",
+            )
     return table

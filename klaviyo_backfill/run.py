@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import IO
 
+from .checkpoint import Ledger
 from .encode import Request, encoder_for
+from .errors import BackfillError
 from .job import Job
-from .pipeline import Failures, MappedOrder, Stats, map_inputs
+from .model import Event
+from .pipeline import Failures, MappedOrder, Stats, describe, map_inputs
+from .send import SendConfig, Sender, SendStats, Tracker, client_for
 
-__all__ = ["dry_run", "open_output"]
+__all__ = ["SendOutcome", "dry_run", "open_output", "send_job"]
 
 
 @contextmanager
@@ -27,7 +36,7 @@ def open_output(path: str | None) -> Iterator[IO[bytes] | None]:
             yield fh
 
 
-def _events(orders: Iterator[MappedOrder]) -> Iterator[list]:  # type: ignore[type-arg]
+def _events(orders: Iterator[MappedOrder]) -> Iterator[list[Event]]:
     for mapped in orders:
         yield mapped.events
 
@@ -49,3 +58,98 @@ def dry_run(job: Job, preview: int = 1) -> tuple[Stats, list[Request], int]:
     finally:
         failures.close()
     return stats, first, failures.count
+
+
+@dataclass
+class SendOutcome:
+    stats: Stats
+    send: SendStats
+    elapsed: float
+    interrupted: bool = False
+    error: BackfillError | None = None
+
+
+def _track(
+    orders: Iterator[MappedOrder], tracker: Tracker, out: IO[bytes] | None
+) -> Iterator[list[Event]]:
+    for mapped in orders:
+        tracker.register(mapped.key, len(mapped.events), mapped.source, mapped.line)
+        yield mapped.events
+
+
+def _outputting(requests: Iterator[Request], out: IO[bytes] | None) -> Iterator[Request]:
+    for request in requests:
+        if out is not None:
+            out.write(request.body + b"\n")
+        yield request
+
+
+async def _send_async(
+    sender: Sender, requests: Iterator[Request], progress: Callable[[], None]
+) -> bool:
+    """Run the sender; Ctrl-C stops new work, lets in-flight requests finish. True if interrupted."""
+    loop = asyncio.get_running_loop()
+    interrupted = False
+
+    def on_sigint() -> None:
+        nonlocal interrupted
+        if interrupted:  # a second Ctrl-C abandons what is in flight
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+        interrupted = True
+        sender.halt()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+        loop.add_signal_handler(signal.SIGTERM, on_sigint)
+    sender.on_progress = progress
+    try:
+        await sender.run(requests)
+    except asyncio.CancelledError:
+        interrupted = True
+    finally:
+        await sender.client.aclose()
+    return interrupted
+
+
+def send_job(
+    job: Job,
+    config: SendConfig,
+    ledger: Ledger,
+    progress: Callable[[Stats, SendStats], None] = lambda s, t: None,
+) -> SendOutcome:
+    """Send everything the checkpoint does not hold yet; record each acknowledgement."""
+    stats, send_stats = Stats(), SendStats()
+    failures = Failures(job.failures)
+    tracker = Tracker(ledger, failures, send_stats)
+    encoder = encoder_for(job.endpoint, job.backfill, config.public_key)
+    reader = ledger.reader()
+    started = time.monotonic()
+    outcome = SendOutcome(stats, send_stats, 0.0)
+    ledger.put(state="running", started=str(time.time()))
+    try:
+        with open_output(job.output) as out:
+            orders = map_inputs(
+                job.inputs, job.settings, job.filters, stats, failures, reader.is_done
+            )
+            requests = _outputting(encoder.requests(_track(orders, tracker, out)), out)
+            sender = Sender(config, encoder, tracker, client_for(config))
+            try:
+                outcome.interrupted = asyncio.run(
+                    _send_async(sender, requests, lambda: progress(stats, send_stats))
+                )
+            except BackfillError as exc:
+                outcome.error = exc
+    finally:
+        failures.close()
+        outcome.elapsed = time.monotonic() - started
+        _close(ledger, job, outcome)
+    return outcome
+
+
+def _close(ledger: Ledger, job: Job, outcome: SendOutcome) -> None:
+    stopped = outcome.interrupted or outcome.error is not None
+    limited = job.filters.limit is not None and outcome.stats.orders_mapped >= job.filters.limit
+    state = "stopped" if stopped else ("limited" if limited else "finished")
+    summary = describe(outcome.stats) | {"sent": dict(outcome.send.events_sent)}
+    ledger.put(state=state, ended=str(time.time()), last_run=summary)

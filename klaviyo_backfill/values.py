@@ -204,7 +204,7 @@ def parse_email(value: Any) -> str | None:
 
 
 def parse_phone(value: Any, country_code: str | None) -> str | None:
-    """E.164 ("+15551234567") when the number is possible for its country, else None."""
+    """E.164 ("+16175550123") when the number is valid for its country, else None."""
     text = clean_code(value)
     if text is None:
         return None
@@ -215,6 +215,6 @@ def parse_phone(value: Any, country_code: str | None) -> str | None:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_possible_number(number):
+    if not phonenumbers.is_valid_number(number):
         return None
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))

@@ -1,0 +1,131 @@
+"""The checkpoint: an SQLite ledger (WAL, synchronous=FULL) of the orders Klaviyo acknowledged.
+
+A row is committed only after Klaviyo acknowledged every event of its order, so a kill -9 at
+any instant loses nothing: `--resume` skips what the ledger holds and resends at most the
+orders that were in flight (a resend is harmless, every event id is deterministic).
+The ledger never holds the API key: only ids, counts, times and the run's fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+
+__all__ = ["FORMAT_VERSION", "Ledger", "default_path"]
+
+FORMAT_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, state TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS rejected (
+    order_id TEXT, metric TEXT, unique_id TEXT, reason TEXT, at REAL NOT NULL
+);
+"""
+
+
+def default_path(paths: list[str]) -> Path:
+    """.klaviyo-backfill/<first export's name>-<hash of every export's path>.sqlite"""
+    import hashlib
+
+    key = "\n".join(sorted(os.path.abspath(p) for p in paths))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    stem = Path(paths[0].rstrip("/")).stem or "export"
+    return Path(".klaviyo-backfill") / f"{stem}-{digest}.sqlite"
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(path, 0o600)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(_SCHEMA)
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{path}{suffix}")
+            if side.exists():
+                os.chmod(side, 0o600)
+
+    # ------------------------------------------------------------ meta
+
+    def get(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put(self, **values: Any) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in values.items()],
+            )
+
+    @property
+    def state(self) -> str | None:
+        return self.get("state")
+
+    def claim(self, fingerprint: str, describe: str) -> None:
+        """Bind a new ledger to this run, or check that an old one belongs to it."""
+        version, known = self.get("version"), self.get("fingerprint")
+        if known is None:
+            self.put(version=FORMAT_VERSION, fingerprint=fingerprint, created=str(time.time()))
+            return
+        if version != FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint {self.path} has format {version}, this version writes {FORMAT_VERSION}",
+                "Start over with --restart.",
+            )
+        if known != fingerprint:
+            raise CheckpointError(
+                f"checkpoint {self.path} belongs to another run: the exports, or options that "
+                f"change what is sent ({describe}), differ",
+                "Rerun with the same files and options, or start over with --restart.",
+            )
+
+    # ------------------------------------------------------------ orders
+
+    def is_done(self, order_id: str) -> bool:
+        return (
+            self.db.execute("SELECT 1 FROM orders WHERE id = ?", (order_id,)).fetchone() is not None
+        )
+
+    def record(
+        self, done: Iterable[str], rejected: Iterable[tuple[str, str, str, str]] = ()
+    ) -> None:
+        """Commit acknowledged orders (and events Klaviyo rejected) durably, in one transaction."""
+        now = time.time()
+        rejected = list(rejected)
+        bad = {r[0] for r in rejected}
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO orders (id, state, at) VALUES (?, ?, ?)",
+                [(o, "rejected" if o in bad else "sent", now) for o in done],
+            )
+            self.db.executemany(
+                "INSERT INTO rejected (order_id, metric, unique_id, reason, at) VALUES (?,?,?,?,?)",
+                [(*r, now) for r in rejected],
+            )
+
+    def counts(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT state, count(*) FROM orders GROUP BY state").fetchall()
+        out = {str(state): int(n) for state, n in rows}
+        out["events_rejected"] = int(self.db.execute("SELECT count(*) FROM rejected").fetchone()[0])
+        return out
+
+    def reader(self) -> Ledger:
+        """A second connection, for the thread that reads the export."""
+        return Ledger(self.path)
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,51 @@
+"""Live progress on stderr while sending; silent when stderr is no terminal or with --quiet."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich import progress as rp
+from rich.console import Console
+
+from .pipeline import Stats
+from .send import SendStats
+
+__all__ = ["Progress"]
+
+
+class Progress:
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        err = Console(stderr=True)
+        self.enabled = enabled and err.is_terminal
+        self.bar = rp.Progress(
+            rp.TextColumn("[bold]events"),
+            rp.BarColumn(),
+            rp.MofNCompleteColumn(),
+            rp.TaskProgressColumn(),
+            rp.TimeRemainingColumn(),
+            rp.TextColumn("{task.fields[line]}"),
+            console=err,
+            disable=not self.enabled,
+            refresh_per_second=4,
+        )
+        self.task = self.bar.add_task("send", total=None, line="")
+
+    def __enter__(self) -> Progress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.bar.__exit__(kind, exc, tb)
+
+    def update(self, stats: Stats, send: SendStats) -> None:
+        if not self.enabled:
+            return
+        done = sum(send.events_sent.values()) + send.events_rejected
+        total = sum(stats.events.values())
+        line = (
+            f"orders {stats.orders_read:,} · retries {send.retries} · "
+            f"throttled {send.throttled} · rejected {send.events_rejected + stats.orders_rejected}"
+        )
+        self.bar.update(self.task, completed=done, total=max(total, done), line=line)

@@ -1,0 +1,87 @@
+"""Client-side rate limiting: both of Klaviyo's windows, sliding, plus a shared pause.
+
+Klaviyo counts requests per account in a burst window (per second) and a steady window
+(per minute). The limiter admits a request only when neither window is full, so a run
+paced by it reaches the ceiling without tripping it; a 429 pauses every sender at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+__all__ = ["DEFAULT_LIMITS", "Limiter", "Window", "parse_rate_limit"]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    limit: int
+    seconds: float
+
+    @property
+    def margin(self) -> float:
+        # requests arrive later than they leave; keep them apart by a little more than the window
+        return max(0.05, self.seconds * 0.005)
+
+
+DEFAULT_LIMITS = {
+    "bulk": (Window(10, 1.0), Window(150, 60.0)),
+    "single": (Window(350, 1.0), Window(3500, 60.0)),
+    "legacy": (Window(350, 1.0), Window(3500, 60.0)),
+}
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate_limit(text: str) -> tuple[Window, ...]:
+    """'10/s,150/m' -> two windows; '5/2s' is five per two seconds."""
+    windows = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([smh])\s*", part)
+        if not match or int(match.group(1)) < 1:
+            raise UsageError(f"--rate-limit {text!r} is not understood", "Write e.g. 10/s,150/m.")
+        count, scale, unit = match.groups()
+        windows.append(Window(int(count), float(scale or 1) * _UNITS[unit]))
+    return tuple(windows)
+
+
+class Limiter:
+    def __init__(
+        self, windows: tuple[Window, ...], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.windows = windows
+        self.clock = clock
+        self.longest = max((w.seconds + w.margin for w in windows), default=0.0)
+        self.stamps: deque[float] = deque()
+        self.paused_until = 0.0
+        self.throttled = 0
+
+    def delay(self, now: float) -> float:
+        """Seconds until one more request may start."""
+        wait = self.paused_until - now
+        stamps = self.stamps
+        for window in self.windows:
+            if len(stamps) >= window.limit:
+                wait = max(wait, stamps[-window.limit] + window.seconds + window.margin - now)
+        return wait
+
+    async def acquire(self) -> None:
+        while True:
+            now = self.clock()
+            while self.stamps and self.stamps[0] < now - self.longest:
+                self.stamps.popleft()
+            wait = self.delay(now)
+            if wait <= 0:
+                self.stamps.append(now)
+                return
+            await asyncio.sleep(wait)
+
+    def pause(self, seconds: float) -> None:
+        """Klaviyo said 429: nobody starts a request for `seconds`."""
+        self.throttled += 1
+        self.paused_until = max(self.paused_until, self.clock() + seconds)

@@ -1,0 +1,683 @@
+"""A small stand-in for Klaviyo's event intake, for end-to-end tests and benchmarks.
+
+It enforces the contract of shared/klaviyo-api.md (auth, revision, media type, the official
+request schemas, semantic limits, per-endpoint sliding-window rate limits, dedupe on
+(profile, metric, unique_id)) and injects faults from a seeded random sequence.
+
+    with StandIn(faults=Faults(server_error=0.1, seed=1)) as s:
+        ...run the CLI against s.url...
+        assert len(s.events) == expected
+
+Run as a process: python tests/standin.py --port 0 --bulk-limits 10/1,150/60 --latency 0.05
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hmac
+import json
+import math
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import takewhile
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jsonschema
+
+JSONAPI = "application/vnd.api+json"
+BULK_PATH, SINGLE_PATH, LEGACY_PATH = "/api/event-bulk-create-jobs", "/api/events", "/api/track"
+MAX_BODY = 5_000_000  # "5 MB"; the stricter reading, so a client that passes here passes there
+MAX_STRING, MAX_PROPS, MAX_ARRAY, MAX_DEPTH, MAX_BULK_EVENTS = 100 * 1024, 400, 4000, 10, 1000
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+REVISION = re.compile(r"^(\d{4}-\d{2}-\d{2})(\.[A-Za-z0-9_-]+)?$")
+IDENTIFIERS = ("email", "phone_number", "external_id")
+
+
+@dataclass
+class Faults:
+    server_error: float = 0.0  # 5xx (500/502/503/504), half JSON:API bodies, half HTML
+    reset: float = 0.0  # close the connection (RST) without answer, nothing stored
+    lost_ack: float = 0.0  # process and STORE, then close without answering
+    html_502: float = 0.0  # CDN-style HTML 502, nothing stored
+    throttle_no_retry_after: float = 0.0  # 429 without Retry-After, nothing stored
+    latency: float = 0.0  # seconds added to every answer
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    burst: int
+    burst_window: float
+    steady: int
+    steady_window: float
+
+    def scaled(self, factor: float) -> Limits:
+        """Same counts, windows multiplied by factor (0.1 -> 10 per 0.1 s, 150 per 6 s)."""
+        return replace(self, burst_window=self.burst_window * factor,
+                       steady_window=self.steady_window * factor)
+
+
+BULK_LIMITS = Limits(10, 1.0, 150, 60.0)
+SINGLE_LIMITS = Limits(350, 1.0, 3500, 60.0)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    metric: str
+    unique_id: str | None  # as sent (None if absent; the dedupe key then uses the time)
+    time: str | None  # normalised to UTC, truncated to the second; None if the event had none
+    value: float | None
+    value_currency: str | None
+    backfill: bool | None
+    properties: dict[str, Any]
+    profile: dict[str, Any]  # profile attributes as sent
+    endpoint: str  # "bulk" | "single" | "legacy"
+    identity: str = ""  # email (lower-cased) else phone_number else external_id else "id:<id>"
+    key_uid: str = ""  # unique_id, or the time to the second when absent
+
+
+@dataclass
+class RequestLog:
+    method: str
+    path: str
+    status: int | None  # None when no answer was written (reset, lost ack)
+    outcome: str  # "answered" | "reset" | "lost_ack"
+    n_events: int  # events found in the body, whatever became of them
+    n_stored: int
+    time_received: float  # time.monotonic()
+    headers: dict[str, str]  # Authorization redacted
+    body: bytes
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, title: str, errors: list[tuple[str, str | None]],
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(title)
+        self.status, self.code, self.title, self.errors = status, code, title, errors
+        self.headers = headers or {}
+
+    def body(self) -> bytes:
+        items = []
+        for detail, pointer in self.errors:
+            items.append({"id": str(uuid.uuid4()), "status": self.status, "code": self.code,
+                          "title": self.title, "detail": detail,
+                          "source": {"pointer": "/data/" if pointer is None else pointer}})
+        return json.dumps({"errors": items}).encode()
+
+
+def _invalid(errors: list[tuple[str, str | None]]) -> ApiError:
+    return ApiError(400, "invalid", "Invalid input.", errors[:50])
+
+
+# ---------------------------------------------------------------- schemas
+def _openapi_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    candidates = [Path(os.environ.get("KLAVIYO_OPENAPI_DIR", "/nonexistent")),
+                  here.parent / "shared" / "klaviyo-openapi",
+                  here.parent.parent / "shared" / "klaviyo-openapi"]
+    for c in candidates:
+        if (c / "create_event.json").exists():
+            return c
+    raise FileNotFoundError("klaviyo-openapi/ not found; set KLAVIYO_OPENAPI_DIR")
+
+
+def _to_json_schema(node: Any, schemas: dict[str, Any]) -> Any:
+    """Inline the file's `$ref`s (none is recursive; inlining is ~30% faster than resolving)
+    and turn OpenAPI 3.0 `nullable: true`, which jsonschema ignores, into a "null" type."""
+    if isinstance(node, list):
+        return [_to_json_schema(n, schemas) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        siblings = {k: v for k, v in node.items() if k != "$ref"}
+        node = {**schemas[node["$ref"].removeprefix("#/components/schemas/")], **siblings}
+    node = {k: _to_json_schema(v, schemas) for k, v in node.items()}
+    if node.pop("nullable", False):
+        if isinstance(node.get("type"), str):
+            node["type"] = [node["type"], "null"]
+        elif "oneOf" in node:
+            node["oneOf"] = [*node["oneOf"], {"type": "null"}]
+    return node
+
+
+@cache
+def validator(filename: str, component: str) -> jsonschema.Draft7Validator:
+    """The request schema `component` of an OpenAPI file in klaviyo-openapi/."""
+    schemas = json.loads((_openapi_dir() / filename).read_text())["components"]["schemas"]
+    return jsonschema.Draft7Validator(_to_json_schema(schemas[component], schemas))
+
+
+def _pointer(path: Any) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
+def schema_errors(body: Any, filename: str, component: str) -> list[tuple[str, str | None]]:
+    out: list[tuple[str, str | None]] = []
+    for e in validator(filename, component).iter_errors(body):
+        path = list(e.absolute_path)
+        if e.validator == "required" and isinstance(e.instance, dict):
+            path += [next(p for p in e.validator_value if p not in e.instance)]
+        out.append((e.message, _pointer(path)))
+    return out
+
+
+# ---------------------------------------------------------------- semantic checks
+def _parse_time(raw: Any, min_year: int) -> tuple[str | None, str | None]:
+    """-> (normalised UTC time or None, error or None)."""
+    if raw is None:
+        return None, None
+    try:
+        t = datetime.fromisoformat(raw)
+    except (TypeError, ValueError):
+        return None, f"'{raw}' is not an ISO 8601 datetime"
+    if t.tzinfo is None:
+        return None, f"'{raw}' has no UTC offset"
+    t = t.astimezone(UTC).replace(microsecond=0)
+    if t < datetime(min_year, 1, 1, tzinfo=UTC):
+        return None, f"time must be after {min_year}-01-01"
+    if t > datetime.now(UTC) + timedelta(days=365):
+        return None, "time must be at most one year in the future"
+    return t.isoformat(), None
+
+
+def _walk_limits(node: Any, ptr: str, depth: int, errors: list[tuple[str, str | None]]) -> None:
+    if isinstance(node, str) and len(node.encode()) > MAX_STRING:
+        errors.append(("string longer than 100 KB", ptr))
+    elif isinstance(node, (dict, list)):
+        if depth > MAX_DEPTH:
+            errors.append((f"nested deeper than {MAX_DEPTH} levels", ptr))
+            return
+        if isinstance(node, list) and len(node) > MAX_ARRAY:
+            errors.append((f"array longer than {MAX_ARRAY} items", ptr))
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for k, v in items:
+            _walk_limits(v, f"{ptr}/{_pointer([k])[1:]}", depth + 1, errors)
+
+
+def check_profile(data: dict[str, Any], ptr: str,
+                  errors: list[tuple[str, str | None]]) -> tuple[str, bool]:
+    """-> (identity, phone ignored?). `ptr` points at profile/data."""
+    attrs = data.get("attributes") or {}
+    present = {k: v for k in IDENTIFIERS if isinstance(v := attrs.get(k), str) and v.strip()}
+    if data.get("id"):
+        present["id"] = data["id"]
+    phone_ignored = False
+    if "phone_number" in present and not E164.match(present["phone_number"]):
+        if "email" in present:
+            phone_ignored = True
+            del present["phone_number"]
+        else:
+            errors.append(("phone_number is not a valid E.164 phone number",
+                           f"{ptr}/attributes/phone_number"))
+            return "", False
+    if not present:
+        errors.append(("profile needs an identifier: email, phone_number, external_id or id",
+                       f"{ptr}/attributes"))
+        return "", False
+    _walk_limits(attrs, f"{ptr}/attributes", 1, errors)
+    if "email" in present:
+        return present["email"].strip().lower(), phone_ignored
+    for k in ("phone_number", "external_id"):
+        if k in present:
+            return present[k], phone_ignored
+    return f"id:{present['id']}", phone_ignored
+
+
+def check_event(attrs: dict[str, Any], ptr: str, revision: date, received: str,
+                errors: list[tuple[str, str | None]]) -> tuple[str, str, str | None]:
+    """-> (metric, dedupe uid, normalised time). `ptr` points at the event's attributes."""
+    name = attrs["metric"]["data"]["attributes"]["name"]
+    if not name or len(name) >= 128:
+        errors.append(("metric name must be 1 to 127 characters",
+                       f"{ptr}/metric/data/attributes/name"))
+    if "backfill" in attrs and revision < date(2026, 4, 15):
+        errors.append(("'backfill' needs revision 2026-04-15 or later", f"{ptr}/backfill"))
+    t, err = _parse_time(attrs.get("time"), 1990 if revision >= date(2026, 7, 15) else 2000)
+    if err:
+        errors.append((err, f"{ptr}/time"))
+    props = attrs["properties"]
+    if len(props) > MAX_PROPS:
+        errors.append((f"more than {MAX_PROPS} properties", f"{ptr}/properties"))
+    _walk_limits(props, f"{ptr}/properties", 1, errors)
+    for k in ("unique_id", "value_currency"):
+        _walk_limits(attrs.get(k), f"{ptr}/{k}", 1, errors)
+    uid = attrs.get("unique_id")
+    return name, uid if uid is not None else (t or received), t
+
+
+def _event(attrs: dict[str, Any], profile: dict[str, Any], endpoint: str, identity: str,
+           uid: str, t: str | None, backfill: bool | None) -> StoredEvent:
+    return StoredEvent(metric=attrs["metric"]["data"]["attributes"]["name"],
+                       unique_id=attrs.get("unique_id"), time=t, value=attrs.get("value"),
+                       value_currency=attrs.get("value_currency"),
+                       backfill=attrs.get("backfill", backfill),
+                       properties=attrs["properties"], profile=profile, endpoint=endpoint,
+                       identity=identity, key_uid=uid)
+
+
+def parse_bulk(body: Any, revision: date, received: str) -> tuple[list[StoredEvent], bool]:
+    if errors := schema_errors(body, "bulk_create_events.json", "EventsBulkCreateJob"):
+        raise _invalid(errors)
+    base = "/data/attributes/events-bulk-create/data"
+    groups = body["data"]["attributes"]["events-bulk-create"]["data"]
+    if sum(len(g["attributes"]["events"]["data"]) for g in groups) > MAX_BULK_EVENTS:
+        raise _invalid([(f"more than {MAX_BULK_EVENTS} events in one request", base)])
+    errors, events, seen, partial = [], [], set(), False
+    for i, g in enumerate(groups):
+        gattrs = g["attributes"]
+        if "backfill" in gattrs and revision < date(2026, 4, 15):
+            errors.append(("'backfill' needs revision 2026-04-15 or later",
+                           f"{base}/{i}/attributes/backfill"))
+        identity, ignored = check_profile(gattrs["profile"]["data"],
+                                          f"{base}/{i}/attributes/profile/data", errors)
+        partial |= ignored
+        for j, ev in enumerate(gattrs["events"]["data"]):
+            ptr = f"{base}/{i}/attributes/events/data/{j}/attributes"
+            metric, uid, t = check_event(ev["attributes"], ptr, revision, received, errors)
+            if identity and (identity, metric, uid) in seen:
+                errors.append((f"unique_id '{uid}' repeated for the same profile and metric "
+                               "in this request", f"{ptr}/unique_id"))
+            seen.add((identity, metric, uid))
+            profile = gattrs["profile"]["data"].get("attributes") or {}
+            events.append(_event(ev["attributes"], profile, "bulk", identity, uid, t,
+                                 gattrs.get("backfill")))
+    if errors:
+        raise _invalid(errors)
+    return events, partial
+
+
+def parse_single(body: Any, revision: date, received: str) -> tuple[list[StoredEvent], bool]:
+    if errors := schema_errors(body, "create_event.json", "EventCreateQueryV2"):
+        raise _invalid(errors)
+    errors = []
+    attrs = body["data"]["attributes"]
+    identity, partial = check_profile(attrs["profile"]["data"], "/data/attributes/profile/data",
+                                      errors)
+    _, uid, t = check_event(attrs, "/data/attributes", revision, received, errors)
+    if errors:
+        raise _invalid(errors)
+    profile = attrs["profile"]["data"].get("attributes") or {}
+    return [_event(attrs, profile, "single", identity, uid, t, None)], partial
+
+
+def parse_legacy(payload: Any, public_key: str) -> StoredEvent | None:
+    """The v1/v2 Track payload -> StoredEvent, or None when the old API would answer `0`."""
+    try:
+        cp, props, t = payload["customer_properties"], payload["properties"], payload["time"]
+        ok = (hmac.compare_digest(str(payload["token"]), public_key)
+              and isinstance(payload["event"], str) and payload["event"]
+              and isinstance(cp, dict) and (cp.get("$email") or cp.get("$phone_number"))
+              and isinstance(props, dict) and props.get("$event_id") not in (None, "")
+              and type(props.get("$value")) in (int, float)
+              and type(t) is int and t >= 631152000)  # 1990-01-01
+        if not ok:
+            return None
+    except (KeyError, TypeError):
+        return None
+    profile = {k.lstrip("$"): v for k, v in cp.items()}
+    identity = (str(cp["$email"]).strip().lower() if cp.get("$email") else cp["$phone_number"])
+    uid = str(props["$event_id"])
+    return StoredEvent(metric=payload["event"], unique_id=uid,
+                       time=datetime.fromtimestamp(t, UTC).isoformat(), value=props["$value"],
+                       value_currency=None, backfill=None,
+                       properties={k: v for k, v in props.items()
+                                   if k not in ("$event_id", "$value")},
+                       profile=profile, endpoint="legacy", identity=identity, key_uid=uid)
+
+
+def _decode_legacy(raw: str) -> Any:
+    raw = raw.strip()
+    if raw.startswith("{"):
+        return json.loads(raw)
+    raw = raw.replace(" ", "+")  # a '+' left unescaped in a query string
+    return json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+
+
+# ---------------------------------------------------------------- rate limiting
+class SlidingWindow:
+    """Two sliding windows counted on arrival; a request at t sees those in (t - w, t]."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.arrivals: deque[float] = deque()
+
+    def admit(self, now: float | None = None) -> tuple[bool, int, int, int]:
+        """-> (admitted, Retry-After or RateLimit-Reset seconds, steady limit, steady left).
+
+        Call under a lock: `now` is read inside it so the arrivals stay in order."""
+        lim, now = self.limits, time.monotonic() if now is None else now
+        while self.arrivals and self.arrivals[0] <= now - lim.steady_window:
+            self.arrivals.popleft()
+        steady = len(self.arrivals)
+        burst = sum(1 for _ in takewhile(lambda a: a > now - lim.burst_window,
+                                         reversed(self.arrivals)))
+        if burst >= lim.burst or steady >= lim.steady:
+            waits = []
+            if burst >= lim.burst:
+                waits.append(self.arrivals[-lim.burst] + lim.burst_window - now)
+            if steady >= lim.steady:
+                waits.append(self.arrivals[-lim.steady] + lim.steady_window - now)
+            return False, max(1, math.ceil(max(waits))), lim.steady, 0
+        self.arrivals.append(now)
+        reset = math.ceil(self.arrivals[0] + lim.steady_window - now)
+        return True, reset, lim.steady, lim.steady - steady - 1
+
+
+# ---------------------------------------------------------------- server
+HTML_PAGE = ("<html><head><title>{0} {1}</title></head><body><center><h1>{0} {1}</h1></center>"
+             "<hr><center>cloudflare</center></body></html>")
+REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+           504: "Gateway Timeout"}
+
+
+class StandIn:
+    def __init__(self, api_key: str = "pk_test_0123456789abcdef", public_key: str = "AbC123",
+                 faults: Faults | None = None, bulk_limits: Limits = BULK_LIMITS,
+                 single_limits: Limits = SINGLE_LIMITS, legacy: str = "gone",
+                 port: int = 0) -> None:
+        if legacy not in ("gone", "accept"):
+            raise ValueError("legacy must be 'gone' or 'accept'")
+        self.api_key, self.public_key, self.legacy, self.port = api_key, public_key, legacy, port
+        self.faults = faults or Faults()
+        self.windows = {"bulk": SlidingWindow(bulk_limits), "single": SlidingWindow(single_limits)}
+        self.events: list[StoredEvent] = []
+        self.requests: list[RequestLog] = []
+        self.stats: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        self._rng = random.Random(self.faults.seed)
+        self._stored: set[tuple[str, str, str]] = set()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.url = ""
+
+    def start(self) -> StandIn:
+        standin = self
+
+        class Handler(_Handler):
+            owner = standin
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> StandIn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def keys(self) -> set[tuple[str, str, str]]:
+        """(profile identity, metric, unique_id) of every stored event."""
+        with self.lock:
+            return set(self._stored)
+
+    def summary(self) -> dict[str, Any]:
+        with self.lock:
+            return {"requests": len(self.requests), "events_stored": len(self.events),
+                    "throttled": self.stats["429"], **dict(sorted(self.stats.items()))}
+
+    def draw_fault(self) -> tuple[str | None, float]:
+        """One fault (or None) and one variant number, from the seeded sequence."""
+        f = self.faults
+        with self.lock:
+            u, variant = self._rng.random(), self._rng.random()
+        for name, p in (("reset", f.reset), ("lost_ack", f.lost_ack), ("html_502", f.html_502),
+                        ("server_error", f.server_error),
+                        ("throttle", f.throttle_no_retry_after)):
+            if u < p:
+                return name, variant
+            u -= p
+        return None, variant
+
+    def store(self, events: list[StoredEvent]) -> int:
+        n = 0
+        with self.lock:
+            for e in events:
+                key = (e.identity, e.metric, e.key_uid)
+                if key in self._stored:
+                    self.stats["duplicates_skipped"] += 1
+                    continue
+                self._stored.add(key)
+                self.events.append(e)
+                self.stats["events_without_time"] += e.time is None
+                n += 1
+        return n
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: StandIn
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes
+    timeout = 30
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def _handle(self) -> None:
+        s, t0 = self.owner, time.monotonic()
+        path = urlsplit(self.path).path
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.send_error(411, "Length Required")  # also closes the connection
+            return
+        body = self.rfile.read(length) if length else b""
+        log = RequestLog(self.command, path, None, "answered", 0, 0, t0,
+                         {k: ("[REDACTED]" if k.lower() == "authorization" else v)
+                          for k, v in self.headers.items()}, body)
+        try:
+            status, payload, headers = self._route(path, body, log)
+        except ApiError as e:
+            status, payload = e.status, e.body()
+            headers = {"Content-Type": JSONAPI, **e.headers}
+        if s.faults.latency:
+            time.sleep(s.faults.latency)
+        if log.outcome != "answered":
+            bucket = log.outcome + "s"
+        else:
+            log.status = status
+            bucket = "5xx" if status >= 500 else "2xx" if status < 300 else str(status)
+        with s.lock:  # recorded before answering, so a client that got its answer sees it
+            s.requests.append(log)
+            s.stats["requests"] += 1
+            s.stats[bucket] += 1
+        if log.outcome != "answered":
+            self._drop(rst=log.outcome == "reset")
+            return
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _drop(self, rst: bool) -> None:
+        self.close_connection = True
+        if rst:  # linger 0: the close sends RST instead of FIN
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        else:
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _route(self, path: str, body: bytes, log: RequestLog) -> tuple[int, bytes, dict[str, str]]:
+        s = self.owner
+        if path == LEGACY_PATH:
+            return self._legacy(body, log)
+        endpoint = {BULK_PATH: "bulk", SINGLE_PATH: "single"}.get(path)
+        if endpoint is None:
+            raise ApiError(404, "not_found", "Not found.", [(f"no route for {path}", None)])
+        if self.command != "POST":
+            raise ApiError(405, "method_not_allowed", "Method not allowed.",
+                           [(f"{self.command} is not allowed here", None)])
+        auth = self.headers.get("Authorization") or ""
+        if not auth.startswith("Klaviyo-API-Key "):
+            raise ApiError(401, "not_authenticated", "Authentication credentials were not "
+                           "provided.", [("Missing or invalid Authorization header.", None)])
+        if not hmac.compare_digest(auth.removeprefix("Klaviyo-API-Key ").strip().encode(),
+                                   s.api_key.encode()):
+            raise ApiError(403, "permission_denied", "Incorrect authentication credentials.",
+                           [("The API key is not valid.", None)])
+        fault, variant = s.draw_fault()
+        if fault == "throttle":
+            raise ApiError(429, "throttled", "Request was throttled.",
+                           [("Request was throttled. Expected available in 1 second.", None)])
+        with s.lock:
+            ok, secs, limit, left = s.windows[endpoint].admit()
+        if not ok:
+            unit = "second" if secs == 1 else "seconds"
+            raise ApiError(429, "throttled", "Request was throttled.",
+                           [(f"Request was throttled. Expected available in {secs} {unit}.",
+                             None)], {"Retry-After": str(secs)})
+        if fault == "reset":
+            log.outcome = "reset"
+            return 0, b"", {}
+        if fault in ("html_502", "server_error"):
+            status = 502 if fault == "html_502" else (500, 502, 503, 504)[int(variant * 8) % 4]
+            if fault == "html_502" or variant >= 0.5:
+                page = HTML_PAGE.format(status, REASONS[status]).encode()
+                return status, page, {"Content-Type": "text/html"}
+            raise ApiError(status, "error", "A server error occurred.",
+                           [("Something went wrong. Please retry.", None)])
+        if fault == "lost_ack":
+            log.outcome = "lost_ack"
+        events, partial = self._validate(endpoint, body, log)
+        log.n_stored = s.store(events)
+        headers = {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(left),
+                   "RateLimit-Reset": str(secs)}
+        if partial:
+            headers["X-Klaviyo-Partial-Failure"] = "phone_number"
+            with s.lock:
+                s.stats["partial_failures"] += 1
+        return 202, b"", headers
+
+    def _validate(self, endpoint: str, body: bytes,
+                  log: RequestLog) -> tuple[list[StoredEvent], bool]:
+        rev = REVISION.match(self.headers.get("revision") or "")
+        try:
+            revision = date.fromisoformat(rev.group(1)) if rev else None
+        except ValueError:
+            revision = None
+        if revision is None:
+            raise _invalid([("A 'revision' header (YYYY-MM-DD) is required.", None)])
+        if endpoint == "bulk" and revision < date(2024, 5, 15):
+            raise _invalid([("This endpoint needs revision 2024-05-15 or later.", None)])
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != JSONAPI:
+            raise ApiError(415, "unsupported_media_type", "Unsupported media type.",
+                           [(f"Content-Type must be {JSONAPI}.", None)])
+        if len(body) > MAX_BODY:
+            raise ApiError(413, "payload_too_large", "Payload too large.",
+                           [("The request body exceeds 5 MB.", None)])
+        try:
+            doc = json.loads(body, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise _invalid([(f"Malformed JSON: {e}", "")]) from None
+        try:
+            groups = doc["data"]["attributes"]["events-bulk-create"]["data"]
+            log.n_events = sum(len(g["attributes"]["events"]["data"]) for g in groups)
+        except (KeyError, TypeError):
+            log.n_events = 1 if endpoint == "single" else 0
+        received = datetime.fromtimestamp(time.time(), UTC).replace(microsecond=0).isoformat()
+        parse = parse_bulk if endpoint == "bulk" else parse_single
+        return parse(doc, revision, received)
+
+    def _legacy(self, body: bytes, log: RequestLog) -> tuple[int, bytes, dict[str, str]]:
+        s = self.owner
+        if s.legacy == "gone":
+            raise ApiError(410, "gone", "Gone.", [("The v1/v2 Track API was retired on "
+                                                  "2024-06-30; use POST /api/events.", None)])
+        fault, _ = s.draw_fault()
+        if fault in ("reset", "lost_ack"):
+            log.outcome = fault
+            if fault == "reset":
+                return 0, b"", {}
+        elif fault in ("html_502", "server_error"):
+            return 502, HTML_PAGE.format(502, REASONS[502]).encode(), {"Content-Type": "text/html"}
+        elif fault == "throttle":
+            raise ApiError(429, "throttled", "Request was throttled.",
+                           [("Request was throttled. Expected available in 1 second.", None)])
+        query = urlsplit(self.path).query if self.command == "GET" else body.decode("latin-1")
+        raw = parse_qs(query).get("data", [""])[0]
+        try:
+            event = parse_legacy(_decode_legacy(raw), s.public_key)
+        except ValueError:
+            event = None
+        log.n_events = 1
+        if event is None:
+            return 200, b"0", {"Content-Type": "text/plain"}
+        log.n_stored = s.store([event])
+        return 200, b"1", {"Content-Type": "text/plain"}
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# ---------------------------------------------------------------- process entry point
+def _limits(text: str) -> Limits:
+    (b, bw), (st, sw) = (part.split("/") for part in text.split(","))
+    return Limits(int(b), float(bw), int(st), float(sw))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--api-key", default="pk_test_0123456789abcdef")
+    ap.add_argument("--public-key", default="AbC123")
+    ap.add_argument("--legacy", choices=["gone", "accept"], default="gone")
+    ap.add_argument("--bulk-limits", type=_limits, default=BULK_LIMITS, help="10/1,150/60")
+    ap.add_argument("--single-limits", type=_limits, default=SINGLE_LIMITS, help="350/1,3500/60")
+    for name in ("server-error", "reset", "lost-ack", "html-502", "throttle-no-retry-after",
+                 "latency"):
+        ap.add_argument(f"--{name}", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    faults = Faults(a.server_error, a.reset, a.lost_ack, a.html_502,
+                    a.throttle_no_retry_after, a.latency, a.seed)
+    standin = StandIn(a.api_key, a.public_key, faults, a.bulk_limits, a.single_limits, a.legacy,
+                      a.port).start()
+    print(f"listening {standin.url}", flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    while not done.wait(0.2):
+        pass
+    standin.stop()
+    print(json.dumps(standin.summary()), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
