@@ -130,6 +130,43 @@ def build_job(
     show_default=True,
     help="Request bodies shown by --dry-run.",
 )
+@click.option(
+    "--api-key",
+    envvar="KLAVIYO_API_KEY",
+    show_envvar=True,
+    help="Private API key (pk_...); prompted for when absent.",
+)
+@click.option(
+    "--public-key",
+    envvar="KLAVIYO_PUBLIC_KEY",
+    show_envvar=True,
+    help="Public key (site id), for --endpoint legacy.",
+)
+@click.option(
+    "--base-url",
+    envvar="KLAVIYO_BASE_URL",
+    show_envvar=True,
+    default="https://a.klaviyo.com",
+    show_default=True,
+)
+@click.option(
+    "--rate-limit",
+    help="Client-side limits, e.g. '10/s,150/m' (default: Klaviyo's for the endpoint).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 200),
+    help="Requests in flight at once. [default: 10 bulk, 50 single]",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(),
+    help="Checkpoint file. [default: .klaviyo-backfill/<export>-<hash>.sqlite]",
+)
+@click.option("--resume", is_flag=True, help="Continue an unfinished run from its checkpoint.")
+@click.option("--restart", is_flag=True, help="Discard the checkpoint and start over.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--summary-json", type=click.Path(), help="Write the final summary as JSON.")
 @_edge
 def send(**kw: Any) -> int:
     """Send the orders in PATHS (files or folders) to Klaviyo."""

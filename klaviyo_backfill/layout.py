@@ -133,6 +133,8 @@ class Layout:
     detect: tuple[str, ...] = ()  # CSV columns / JSON keys that identify the layout
     hook: str | None = None
     origin: str = ""
+    # "order.id", "line.price"...: the keys whose columns must exist; None = every key named
+    required: frozenset[str] | None = None
 
 
 def _sources(value: Any, key: str, origin: str) -> tuple[Source, ...]:
@@ -197,6 +199,7 @@ def parse(doc: dict[str, Any], origin: str) -> Layout:
         detect=tuple(head.get("detect", ())),
         hook=head.get("hook"),
         origin=origin,
+        required=frozenset(head["required"]) if "required" in head else None,
     )
 
 

@@ -118,9 +118,12 @@ def _csv_getter(header: list[str], sources: tuple[Source, ...]) -> list[tuple[in
 
 
 def _check_columns(path: str, layout: Layout, header: list[str]) -> None:
+    """Every column the layout names must exist (built-in layouts: the ones they require)."""
     present = set(header)
     for section, table in (("order", layout.order), ("line", layout.line)):
         for key, sources in table.items():
+            if layout.required is not None and f"{section}.{key}" not in layout.required:
+                continue
             if not any(s.path in present for s in sources):
                 names = " or ".join(repr(s.path) for s in sources)
                 raise LayoutError(
@@ -184,7 +187,12 @@ def iter_csv(path: str, layout: Layout, encoding: str) -> Iterator[RawOrder]:
             header = [h.strip() for h in header]
             _check_columns(path, layout, header)
             orders = _CsvOrders(path, layout, header)
-            yield from _group_rows(reader, orders)
+            empty = True
+            for raw in _group_rows(reader, orders):
+                empty = False
+                yield raw
+            if empty:
+                raise InputError(path, "has a header but no orders", 2)
     except UnicodeDecodeError as exc:
         raise _decode_error(path, exc, encoding, reader.line_num + 1) from None
     except csv.Error as exc:
@@ -262,11 +270,17 @@ class _JsonStream:
             except json.JSONDecodeError as exc:
                 if self._fill():
                     continue
-                raise self.error(f"is not valid JSON ({exc.msg})") from None
+                raise self._invalid(exc) from None
             if end == len(self.buf) and not isinstance(obj, dict | list) and self._fill():
                 continue  # a number may go on in the next chunk
             self.pos = end
             return obj
+
+    def _invalid(self, exc: json.JSONDecodeError) -> InputError:
+        line = self.line_here() + self.buf.count("\n", self.pos, exc.pos)
+        if exc.pos >= len(self.buf.rstrip()) - 1 or exc.msg.startswith("Unterminated"):
+            return InputError(self.path, "ends before the JSON document does (cut short?)", line)
+        return InputError(self.path, f"is not valid JSON: {exc.msg}", line)
 
     def error(self, message: str) -> InputError:
         line = self.line_here()
