@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -105,6 +106,19 @@ def build_job(
     return Job(inputs=inputs, settings=settings, filters=filters, layout_texts=texts, **extra)
 
 
+BACKFILL_REVISION = "2026-04-15"
+
+
+def _check_revision(revision: str, backfill: bool) -> None:
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}(\.[a-z0-9]+)?", revision):
+        raise UsageError(f"--revision {revision!r} is not a revision", "Write e.g. 2026-07-15.")
+    if backfill and revision[:10] < BACKFILL_REVISION:
+        raise UsageError(
+            f"--revision {revision} is older than {BACKFILL_REVISION}, the first with backfill",
+            "Use a newer revision: without backfill, old orders would trigger your flows.",
+        )
+
+
 @main.command()
 @input_options
 @click.option("--endpoint", type=click.Choice(ENDPOINTS), default="bulk", show_default=True)
@@ -171,6 +185,9 @@ def build_job(
 def send(**kw: Any) -> int:
     """Send the orders in PATHS (files or folders) to Klaviyo."""
     paths = kw["paths"]
+    _check_revision(kw["revision"], not kw["trigger_flows"])
+    if kw["rate_limit"]:
+        parse_rate_limit(kw["rate_limit"])
     job = build_job(
         kw["paths"], kw["fmt"], kw["mapping"], kw["encoding"], kw["tz"], kw["currency"],
         kw["since"], kw["until"], kw["limit"],

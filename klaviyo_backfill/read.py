@@ -258,6 +258,8 @@ class _JsonStream:
         self.pos += 1
 
     def line_here(self) -> int:
+        """The line of the next non-blank character."""
+        self.peek()
         self.line += self.buf.count("\n", self.line_pos, self.pos)
         self.line_pos = self.pos
         return self.line

@@ -29,7 +29,7 @@ import httpx
 from . import __version__
 from .checkpoint import Ledger
 from .encode import BULK_PATH, LEGACY_PATH, SINGLE_PATH, Encoder, Request
-from .errors import AuthError, RetiredApiError, SendError
+from .errors import AuthError, RetiredApiError, SendError, UsageError
 from .model import Event, Rejection
 from .pipeline import Failures
 from .throttle import Limiter, Window
@@ -373,7 +373,7 @@ def loopback_only(url: str) -> None:
         return
     if parsed.scheme == "http" and parsed.host in ("127.0.0.1", "localhost", "::1"):
         return
-    raise SendError(
+    raise UsageError(
         f"refusing to send to {parsed.scheme}://{parsed.host}: only https:// (or http:// to "
         "127.0.0.1/localhost for tests) is allowed",
     )

@@ -1,0 +1,155 @@
+"""The command line through click's CliRunner: dry run, output, filters, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import corpus
+import pytest
+from click.testing import CliRunner
+
+from klaviyo_backfill.cli import main
+
+SAMPLE = Path(__file__).parent.parent / "sample_data"
+
+
+def bodies(text: str) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Path:
+    return corpus.write_shopify_csv(corpus.make_orders(60, 7, "shopify"), tmp_path / "shop.csv")
+
+
+def test_dry_run_of_sample_data_previews_and_summarises(tmp_path: Path) -> None:
+    failures = tmp_path / "f.jsonl"
+    code, out, _ = run("send", str(SAMPLE), "--dry-run", "--failures", str(failures))
+    assert code == 1  # the sample data holds orders that identify nobody
+    assert "Preview" in out and '"event-bulk-create-job"' in out
+    assert "Placed Order" in out and "Revenue USD" in out
+    assert "read = mapped + rejected + skipped" in out
+    rejected = failures.read_text().splitlines()
+    assert rejected and all(json.loads(r)["reason"] for r in rejected)
+
+
+def test_output_dash_puts_bodies_on_stdout_and_the_report_on_stderr(
+    shop: Path, tmp_path: Path
+) -> None:
+    code, out, err = run(
+        "send", str(shop), "--dry-run", "--output", "-", "--failures", str(tmp_path / "f")
+    )
+    assert code in (0, 1)
+    lines = out.splitlines()
+    assert lines and all(line.startswith('{"data":') for line in lines)
+    assert "Dry run" in err
+
+
+def test_limit_takes_the_first_n_orders(shop: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.jsonl"
+    run(
+        "send",
+        str(shop),
+        "--dry-run",
+        "--limit",
+        "3",
+        "--endpoint",
+        "single",
+        "--output",
+        str(out),
+        "--failures",
+        str(tmp_path / "f"),
+    )
+    placed = [
+        b
+        for b in bodies(out.read_text())
+        if b["data"]["attributes"]["metric"]["data"]["attributes"]["name"] == "Placed Order"
+    ]
+    assert len(placed) == 3
+
+
+def test_since_and_until_filter_on_order_time(shop: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.jsonl"
+    run("send", str(shop), "--dry-run", "--since", "2019-01-01", "--until", "2021-01-01", "--endpoint", "single",
+        "--output", str(out), "--failures", str(tmp_path / "f"))  # fmt: skip
+    placed = [b["data"]["attributes"] for b in bodies(out.read_text())]
+    placed = [a for a in placed if a["metric"]["data"]["attributes"]["name"] == "Placed Order"]
+    assert placed
+    assert all("2019-01-01" <= a["time"] < "2021-01-01" for a in placed)
+
+
+def test_backfill_flag_is_set_unless_trigger_flows(shop: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.jsonl"
+    run("send", str(shop), "--dry-run", "--output", str(out), "--failures", str(tmp_path / "f"))
+    events = [e for b in bodies(out.read_text()) for p in b["data"]["attributes"]["events-bulk-create"]["data"]
+              for e in p["attributes"]["events"]["data"]]  # fmt: skip
+    assert events and all(e["attributes"]["backfill"] is True for e in events)
+    run(
+        "send",
+        str(shop),
+        "--dry-run",
+        "--trigger-flows",
+        "--output",
+        str(out),
+        "--failures",
+        str(tmp_path / "f"),
+    )
+    assert '"backfill"' not in out.read_text()
+
+
+def test_overlapping_exports_map_each_order_once(tmp_path: Path) -> None:
+    orders = corpus.make_orders(30, 8, "shopify")
+    a = corpus.write_shopify_csv(orders[:20], tmp_path / "a.csv")
+    b = corpus.write_shopify_json(orders[10:], tmp_path / "b.json")
+    out = tmp_path / "o.jsonl"
+    run(
+        "send",
+        str(a),
+        str(b),
+        "--dry-run",
+        "--endpoint",
+        "single",
+        "--output",
+        str(out),
+        "--failures",
+        str(tmp_path / "f"),
+    )
+    placed = [b["data"]["attributes"]["unique_id"] for b in bodies(out.read_text())
+              if b["data"]["attributes"]["metric"]["data"]["attributes"]["name"] == "Placed Order"]  # fmt: skip
+    assert len(placed) == len(set(placed)) == sum(o.identifiable for o in orders)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--timezone", "Mars/Olympus"], "unknown time zone"),
+        (["--since", "someday"], "--since"),
+        (["--revision", "2025-01-15"], "backfill"),
+        (["--rate-limit", "fast"], "--rate-limit"),
+    ],
+)
+def test_bad_options_exit_2_with_a_message(shop: Path, args: list[str], message: str) -> None:
+    code, out, err = run("send", str(shop), "--dry-run", *args)
+    assert code == 2
+    assert message in out + err
+
+
+def test_send_without_key_exits_2_naming_the_variable(
+    shop: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KLAVIYO_API_KEY", raising=False)
+    code, out, err = run("send", str(shop), "--base-url", "http://127.0.0.1:9")
+    assert code == 2
+    assert "KLAVIYO_API_KEY" in out + err
+
+
+def test_plain_http_to_another_host_is_refused(shop: Path) -> None:
+    code, out, err = run("send", str(shop), "--base-url", "http://example.com", "--api-key", "pk_x")
+    assert code in (2, 3)
+    assert "https" in out + err

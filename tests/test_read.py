@@ -1,0 +1,173 @@
+"""Readers: every JSON shape, CSV quirks, format detection, and bad input as clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import corpus
+import pytest
+from click.testing import CliRunner
+
+from klaviyo_backfill.cli import main
+from klaviyo_backfill.errors import InputError
+from klaviyo_backfill.layout import builtin_layouts
+from klaviyo_backfill.read import Input, detect_layout, iter_json, read_orders
+
+LAYOUTS = builtin_layouts()
+
+
+def ids(path: Path, layout: str) -> list[str]:
+    source = Input(str(path), LAYOUTS[layout], "utf-8-sig")
+    return [str(raw.get("id")) for raw in read_orders(source)]
+
+
+@pytest.mark.parametrize("shape", ["wrapped", "array", "jsonl"])
+def test_shopify_json_shapes_yield_every_order_once(tmp_path: Path, shape: str) -> None:
+    orders = corpus.make_orders(40, 3, "shopify")
+    path = corpus.write_shopify_json(orders, tmp_path / f"o.{shape}.json", shape=shape)
+    assert sorted(ids(path, "shopify-json")) == sorted(o.id for o in orders)
+
+
+def test_json_orders_report_the_line_they_start_on(tmp_path: Path) -> None:
+    path = tmp_path / "o.json"
+    path.write_text('{"orders": [\n  {"id": 1},\n\n  {"id": 2}\n]}\n')
+    assert [(line, rec["id"]) for line, rec in iter_json(str(path), "utf-8")] == [(2, 1), (4, 2)]
+
+
+def test_wrapped_json_with_other_keys_first_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "o.json"
+    path.write_text(json.dumps({"count": 2, "orders": [{"id": 1}, {"id": 2}]}))
+    assert [rec["id"] for _, rec in iter_json(str(path), "utf-8")] == [1, 2]
+
+
+def test_json_streams_objects_larger_than_the_read_chunk(tmp_path: Path) -> None:
+    big = [{"id": i, "note": "x" * 200_000} for i in range(3)]
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(big))
+    assert [rec["id"] for _, rec in iter_json(str(path), "utf-8")] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("columns", [75, 78, 79])
+def test_every_shopify_csv_vintage_is_detected_and_read(tmp_path: Path, columns: int) -> None:
+    orders = corpus.make_orders(30, 4, "shopify")
+    path = corpus.write_shopify_csv(orders, tmp_path / "o.csv", columns=columns)
+    assert detect_layout(str(path), LAYOUTS, "utf-8-sig").name == "shopify-csv"
+    assert sorted(ids(path, "shopify-csv")) == sorted(o.id for o in orders)
+
+
+def test_csv_rows_of_an_order_become_its_lines(tmp_path: Path) -> None:
+    orders = corpus.make_orders(20, 5, "shopify")
+    path = corpus.write_shopify_csv(orders, tmp_path / "o.csv", bom=True)
+    source = Input(str(path), LAYOUTS["shopify-csv"], "utf-8-sig")
+    by_id = {str(raw.get("id")): raw for raw in read_orders(source)}
+    for order in orders:
+        assert len(by_id[order.id].lines) == len(order.lines)
+
+
+def test_woocommerce_csv_with_bom_is_detected(tmp_path: Path) -> None:
+    orders = corpus.make_orders(20, 6, "woocommerce")
+    path = corpus.write_woo_csv(orders, tmp_path / "w.csv")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert detect_layout(str(path), LAYOUTS, "utf-8-sig").name == "woocommerce-csv"
+
+
+def test_unknown_layout_names_the_formats(tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(InputError) as err:
+        detect_layout(str(path), LAYOUTS, "utf-8")
+    assert "shopify-csv" in str(err.value) and "--mapping" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return corpus.broken_files(tmp_path_factory.mktemp("broken"))
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("empty", "is empty"),
+        ("header_only", "no orders"),
+        ("missing_created_at", "no column 'Created at'"),
+        ("truncated_json", "cut short"),
+        ("latin1", "--encoding"),
+    ],
+)
+def test_unusable_file_exits_2_with_one_line_naming_it(
+    broken: dict[str, Path], tmp_path: Path, case: str, message: str
+) -> None:
+    path = broken[case]
+    result = CliRunner().invoke(
+        main, ["send", str(path), "--dry-run", "--failures", str(tmp_path / "f")]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert str(path) in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("bad_date", "not a date and time"),
+        ("bad_total", "not an amount of money"),
+        ("year_1970", "before 1990"),
+        ("future_date", "more than a year in the future"),
+    ],
+)
+def test_bad_order_is_rejected_and_the_rest_goes_through(
+    broken: dict[str, Path], tmp_path: Path, case: str, reason: str
+) -> None:
+    failures = tmp_path / "failures.jsonl"
+    out = tmp_path / "out.jsonl"
+    path = broken[case]
+    result = CliRunner().invoke(
+        main,
+        [
+            "send",
+            str(path),
+            "--dry-run",
+            "--failures",
+            str(failures),
+            "--output",
+            str(out),
+            "--endpoint",
+            "single",
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    rows = [json.loads(line) for line in failures.read_text().splitlines()]
+    assert len(rows) == 1
+    assert rows[0]["source"] == str(path) and rows[0]["line"] > 1 and reason in rows[0]["reason"]
+    sent = {
+        json.loads(line)["data"]["attributes"]["properties"]["OrderId"]
+        for line in out.read_text().splitlines()
+    }
+    assert rows[0]["order_id"] not in sent
+    assert sent, "the other orders of the file still go through"
+
+
+def test_latin1_file_reads_with_encoding_option(broken: dict[str, Path], tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "send",
+            str(broken["latin1"]),
+            "--dry-run",
+            "--encoding",
+            "latin-1",
+            "--failures",
+            str(tmp_path / "f"),
+        ],
+    )
+    assert result.exit_code in (0, 1), result.output
+    assert "Dry run" in result.output
+
+
+def test_huge_field_is_read(broken: dict[str, Path], tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["send", str(broken["huge_note"]), "--dry-run", "--failures", str(tmp_path / "f")]
+    )
+    assert result.exit_code in (0, 1), result.output

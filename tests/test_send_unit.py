@@ -1,0 +1,165 @@
+"""The sender's decisions, driven through httpx.MockTransport: pacing, retries, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from klaviyo_backfill.encode import encoder_for
+from klaviyo_backfill.errors import AuthError, RetiredApiError
+from klaviyo_backfill.model import Event
+from klaviyo_backfill.pipeline import Failures
+from klaviyo_backfill.send import SendConfig, Sender, SendStats, Tracker, halves, retry_after
+from klaviyo_backfill.throttle import Limiter, Window, parse_rate_limit
+
+
+def events(n: int, order: str = "1") -> list[Event]:
+    profile = {"email": f"c{order}@example.com"}
+    when = datetime(2021, 1, 1, tzinfo=UTC)
+    return [
+        Event(
+            "Ordered Product",
+            when,
+            f"{order}_{i}",
+            {"OrderId": order},
+            profile,
+            Decimal("1.00"),
+            "USD",
+            order,
+        )
+        for i in range(n)
+    ]
+
+
+def run_sender(handler, batch: list[Event], endpoint: str = "bulk", **config):  # type: ignore[no-untyped-def]
+    stats = SendStats()
+    tracker = Tracker(None, Failures(None), stats)
+    tracker.register(batch[0].order_id, len(batch), "f.csv", 2)
+    encoder = encoder_for(endpoint, public_key="PK")
+    cfg = SendConfig("https://a.klaviyo.test", endpoint, (Window(1000, 1.0),), api_key="pk_secret",
+                     backoff_base=0.001, **config)  # fmt: skip
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    sender = Sender(cfg, encoder, tracker, client)
+
+    async def go() -> None:
+        try:
+            await sender.run(iter(list(encoder.requests([batch]))))
+        finally:
+            await client.aclose()
+
+    asyncio.run(go())
+    return sender, stats
+
+
+def test_rate_limit_syntax() -> None:
+    assert parse_rate_limit("10/s,150/m") == (Window(10, 1.0), Window(150, 60.0))
+    assert parse_rate_limit("5/2s") == (Window(5, 2.0),)
+
+
+def test_limiter_never_admits_more_than_a_window_allows() -> None:
+    now = [0.0]
+    limiter = Limiter((Window(3, 1.0), Window(5, 10.0)), clock=lambda: now[0])
+    starts = []
+    for _ in range(8):
+        wait = limiter.delay(now[0])
+        now[0] += max(0.0, wait)
+        limiter.stamps.append(now[0])
+        starts.append(now[0])
+    for i in range(len(starts)):
+        assert sum(1 for t in starts if starts[i] - 1.0 < t <= starts[i]) <= 3
+        assert sum(1 for t in starts if starts[i] - 10.0 < t <= starts[i]) <= 5
+    assert starts[5] >= 10.0  # the steady window held the sixth back
+
+
+def test_retry_after_header_then_body_detail() -> None:
+    assert retry_after(httpx.Response(429, headers={"Retry-After": "7"})) == 7.0
+    body = {"errors": [{"detail": "Request was throttled. Expected available in 3 seconds."}]}
+    assert retry_after(httpx.Response(429, json=body)) == 3.0
+    assert retry_after(httpx.Response(429, text="<html>")) is None
+
+
+def test_5xx_html_and_resets_are_retried_until_acknowledged() -> None:
+    answers = iter(["reset", 502, 503, 202])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = next(answers)
+        if answer == "reset":
+            raise httpx.RemoteProtocolError("peer closed")
+        if answer == 502:
+            return httpx.Response(502, text="<html>Bad gateway</html>")
+        return httpx.Response(answer)
+
+    _, stats = run_sender(handler, events(3))
+    assert stats.events_sent["Ordered Product"] == 3
+    assert stats.retries == 3 and stats.orders_sent == 1
+
+
+def test_bad_event_named_by_pointer_is_isolated_and_the_rest_resent() -> None:
+    seen: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        entry = body["data"]["attributes"]["events-bulk-create"]["data"][0]
+        uids = [e["attributes"]["unique_id"] for e in entry["attributes"]["events"]["data"]]
+        seen.append(len(uids))
+        if "1_2" in uids:
+            pointer = f"/data/attributes/events-bulk-create/data/0/attributes/events/data/{uids.index('1_2')}/attributes/time"
+            return httpx.Response(400, json={"errors": [{"id": "x", "code": "invalid", "title": "Invalid",
+                                                         "detail": "bad time", "source": {"pointer": pointer}}]})  # fmt: skip
+        return httpx.Response(202)
+
+    _, stats = run_sender(handler, events(5))
+    assert seen == [5, 4]
+    assert stats.events_sent["Ordered Product"] == 4
+    assert stats.events_rejected == 1 and stats.orders_with_rejections == 1
+
+
+def test_unplaceable_400_splits_the_batch_down_to_the_bad_event() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return (
+            httpx.Response(400, text="bad") if b'"1_3"' in request.content else httpx.Response(202)
+        )
+
+    _, stats = run_sender(handler, events(8))
+    assert stats.events_sent["Ordered Product"] == 7 and stats.events_rejected == 1
+
+
+def test_halves_keep_every_event_once() -> None:
+    a, b = events(3, "1"), events(2, "2")
+    left, right = halves([a, b])
+    flat = [e for entry in left + right for e in entry]
+    assert flat == a + b and left and right
+
+
+@pytest.mark.parametrize(("status", "error"), [(401, AuthError), (403, AuthError)])
+def test_auth_failure_stops_and_never_shows_the_key(status: int, error: type) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["Authorization"] == "Klaviyo-API-Key pk_secret"
+        return httpx.Response(status, json={"errors": []})
+
+    with pytest.raises(error) as caught:
+        run_sender(handler, events(2))
+    assert "pk_secret" not in str(caught.value)
+    assert "KLAVIYO_API_KEY" in str(caught.value)
+
+
+def test_track_api_410_says_it_is_retired() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/track" and "data" in request.url.params
+        return httpx.Response(410, text="Gone")
+
+    with pytest.raises(RetiredApiError) as caught:
+        run_sender(handler, events(1), endpoint="legacy")
+    assert "--endpoint bulk" in str(caught.value)
+
+
+def test_gives_up_after_the_attempt_cap() -> None:
+    from klaviyo_backfill.send import GaveUp
+
+    with pytest.raises(GaveUp):
+        run_sender(lambda request: httpx.Response(500), events(1), max_attempts=3)
