@@ -21,10 +21,10 @@ from .encode import ENDPOINTS
 from .errors import BackfillError, CheckpointError, ExitCode, UsageError
 from .job import Job, parse_when, resolve_inputs
 from .layout import builtin_layouts
-from .pipeline import Filters
+from .pipeline import Filters, describe
 from .progress import Progress
-from .report import outcome_json, preview, send_summary, status_table, summary_table
-from .run import dry_run, send_job
+from .report import inspect_report, outcome_json, preview, send_summary, status_table, summary_table
+from .run import dry_run, inspect_job, send_job
 from .send import GaveUp, SendConfig, loopback_only
 from .throttle import DEFAULT_LIMITS, parse_rate_limit
 from .values import zone
@@ -67,6 +67,11 @@ def input_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.argument("paths", nargs=-1, required=True, type=click.Path()),
         click.option("--format", "fmt", type=click.Choice(FORMATS), help="Force a reader."),
         click.option("--mapping", type=click.Path(), help="A layout file (TOML) for any export."),
+        click.option(
+            "--products",
+            type=click.Path(),
+            help="Line items in their own JSON file, joined by order_id (BigCommerce).",
+        ),
         click.option("--encoding", help="Text encoding of the files (default UTF-8, BOM or not)."),
         click.option(
             "--timezone",
@@ -95,10 +100,11 @@ def build_job(
     since: str | None,
     until: str | None,
     limit: int | None,
+    products: str | None = None,
     **extra: Any,
 ) -> Job:
     zone_info = zone(tz)
-    inputs, texts = resolve_inputs(list(paths), fmt, mapping, encoding)
+    inputs, texts = resolve_inputs(list(paths), fmt, mapping, encoding, products)
     filters = Filters(
         parse_when(since, "--since", zone_info), parse_when(until, "--until", zone_info), limit
     )
@@ -190,7 +196,7 @@ def send(**kw: Any) -> int:
         parse_rate_limit(kw["rate_limit"])
     job = build_job(
         kw["paths"], kw["fmt"], kw["mapping"], kw["encoding"], kw["tz"], kw["currency"],
-        kw["since"], kw["until"], kw["limit"],
+        kw["since"], kw["until"], kw["limit"], kw["products"],
         endpoint=kw["endpoint"], backfill=not kw["trigger_flows"], revision=kw["revision"],
         output=kw["output"], failures=kw["failures"] or _default_failures(list(paths)),
     )  # fmt: skip
@@ -305,6 +311,20 @@ def _real_send(job: Job, console: Console, kw: dict[str, Any]) -> int:
             console.print(f"Continue with:\n  {_resume_command()}")
         return outcome.error.exit_code
     return ExitCode.REJECTED if failed else ExitCode.OK
+
+
+@main.command()
+@input_options
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_edge
+def inspect(as_json: bool, **kw: Any) -> int:
+    """Read the exports and report what a backfill would send; send nothing."""
+    stats = inspect_job(build_job(**kw))
+    if as_json:
+        click.echo(json.dumps(describe(stats), indent=2, ensure_ascii=False))
+    else:
+        inspect_report(Console(), stats)
+    return ExitCode.OK
 
 
 @main.command()

@@ -7,6 +7,7 @@ add fields to it. Adding a platform is a layout file, and at most one hook here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from .model import RawOrder
@@ -57,7 +58,24 @@ def woocommerce_json(record: dict[str, Any], raw: RawOrder) -> None:
             raw.refunds.append({"amount": total, "at": None, "reason": refund.get("reason")})
 
 
+def bigcommerce_json(record: dict[str, Any], raw: RawOrder) -> None:
+    """The discount is the manual one plus the coupons'."""
+    amounts = [record.get("discount_amount"), record.get("coupon_discount")]
+    values = [Decimal(str(a)) for a in amounts if _is_number(a)]
+    if values and sum(values):
+        raw.fields["discount_value"] = str(sum(values))
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return False
+    return value is not None and value != ""
+
+
 HOOKS: dict[str, Callable[[Any, RawOrder], None]] = {
+    "bigcommerce_json": bigcommerce_json,
     "shopify_json": shopify_json,
     "woocommerce_json": woocommerce_json,
 }

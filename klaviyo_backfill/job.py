@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from pathlib import Path
+from typing import Any
 
 from .convert import Settings
 from .errors import UsageError
 from .layout import Layout, builtin_layouts, load
 from .pipeline import Filters
-from .read import Input, detect_layout, expand_paths
+from .read import Input, detect_layout, expand_paths, load_side_lines, sniff_kind
 from .values import parse_time
 
 __all__ = ["Job", "parse_when", "resolve_inputs"]
@@ -60,23 +61,34 @@ def parse_when(value: str | None, option: str, tz: tzinfo) -> datetime | None:
     return None if parsed is None else parsed[0]
 
 
-def _layout_for(path: str, fmt: str | None, mapping: Layout | None, encoding: str | None) -> Input:
+def _layout_for(
+    path: str,
+    fmt: str | None,
+    mapping: Layout | None,
+    encoding: str | None,
+    side_lines: dict[str, list[Any]] | None = None,
+) -> Input:
     layouts = builtin_layouts()
     if mapping is not None:
-        layout = mapping
+        layout = mapping if mapping.kind else replace(mapping, kind=sniff_kind(path, encoding))
     elif fmt is not None:
         layout = layouts[fmt]
     else:
         layout = detect_layout(path, layouts, encoding or "utf-8-sig")
-    return Input(path, layout, encoding or layout.options.encoding or "utf-8-sig")
+    return Input(path, layout, encoding or layout.options.encoding or "utf-8-sig", side_lines)
 
 
 def resolve_inputs(
-    paths: list[str], fmt: str | None, mapping_path: str | None, encoding: str | None
+    paths: list[str],
+    fmt: str | None,
+    mapping_path: str | None,
+    encoding: str | None,
+    products: str | None = None,
 ) -> tuple[list[Input], tuple[str, ...]]:
     files = expand_paths(paths)
+    side = load_side_lines(products, encoding or "utf-8-sig") if products else None
     if not files:
         raise UsageError("no export files found in " + ", ".join(paths))
     mapping = load(mapping_path) if mapping_path else None
     texts = (Path(mapping_path).read_text("utf-8"),) if mapping_path else ()
-    return [_layout_for(p, fmt, mapping, encoding) for p in files], texts
+    return [_layout_for(p, fmt, mapping, encoding, side) for p in files], texts

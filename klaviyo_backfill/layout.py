@@ -124,7 +124,7 @@ class Options:
 @dataclass(frozen=True, slots=True)
 class Layout:
     name: str
-    kind: str  # "csv" | "json"
+    kind: str  # "csv" | "json" | "" (a user layout: each file decides)
     order: dict[str, tuple[Source, ...]]
     line: dict[str, tuple[Source, ...]]
     options: Options = field(default_factory=Options)
@@ -185,8 +185,8 @@ def parse(doc: dict[str, Any], origin: str) -> Layout:
         if key not in order:
             raise LayoutError(origin, f"[order] {key} is required")
     options = _options(doc.get("options", {}), origin)
-    kind = head.get("kind") or ("json" if options.lines else "csv")
-    if kind not in ("csv", "json"):
+    kind = head.get("kind", "")  # "" = decided by looking at each file
+    if kind not in ("csv", "json", ""):
         raise LayoutError(origin, f"[layout] kind must be 'csv' or 'json', not {kind!r}")
     return Layout(
         name=head.get("name", Path(origin).stem),

@@ -232,6 +232,8 @@ def map_order(order: Order) -> list[Event]:
         )
     if order.refunds:
         amount, at, reason = _refund(order)
+        if at is None:
+            order.warnings.append("refund without a date: dated by the documented rule")
         refund = dict(props)
         _put(refund, "Reason", reason, order.warnings)
         value = quantize(amount, order.currency)

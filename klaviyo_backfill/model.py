@@ -45,7 +45,15 @@ class Address:
 
     def is_empty(self) -> bool:
         return not any(
-            (self.address1, self.address2, self.city, self.region, self.zip, self.country)
+            (
+                self.address1,
+                self.address2,
+                self.city,
+                self.region,
+                self.zip,
+                self.country,
+                self.country_code,
+            )
         )
 
 

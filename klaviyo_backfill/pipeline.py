@@ -48,6 +48,7 @@ class Stats:
     orders_rejected: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> a few file:line
     events: Counter[str] = field(default_factory=Counter)
     revenue: dict[str, Decimal] = field(default_factory=dict)
     warnings: Counter[str] = field(default_factory=Counter)
@@ -55,7 +56,6 @@ class Stats:
     last: datetime | None = None
     profiles: set[int] = field(default_factory=set)
     line_items: int = 0
-    months: Counter[tuple[str, str]] = field(default_factory=Counter)  # (YYYY-MM, currency)
     month_revenue: dict[tuple[str, str], Decimal] = field(default_factory=dict)
 
     @property
@@ -127,7 +127,11 @@ class _Mapper:
 
     def reject(self, raw: RawOrder, order_id: str | None, exc: FieldError) -> None:
         self.stats.orders_rejected += 1
-        self.stats.rejected[f"{exc.field}: {exc.reason}"] += 1
+        reason = f"{exc.field}: {exc.reason}"
+        self.stats.rejected[reason] += 1
+        examples = self.stats.examples.setdefault(reason, [])
+        if len(examples) < 3:
+            examples.append(f"{raw.source}:{raw.line}")
         self.failures.write(Rejection(raw.source, raw.line, order_id, exc.reason, str(exc)))
 
     def one(self, raw: RawOrder, layout: Layout) -> MappedOrder | None:
@@ -140,6 +144,9 @@ class _Mapper:
             if key in self.seen:
                 stats.skipped["duplicate order id"] += 1
                 stats.warnings["duplicate order id skipped"] += 1
+                examples = stats.examples.setdefault("duplicate order id skipped", [])
+                if len(examples) < 3:
+                    examples.append(f"{raw.source}:{raw.line}")
                 return None
             self.seen.add(key)
             if self.already_sent is not None and self.already_sent(order_id):
@@ -156,6 +163,9 @@ class _Mapper:
             return None
         for warning in dict.fromkeys(order.warnings):
             stats.warnings[warning] += 1
+            examples = stats.examples.setdefault(warning, [])
+            if len(examples) < 3:
+                examples.append(f"{raw.source}:{raw.line}")
         stats.count_order(events, len(order.lines))
         return MappedOrder(order.id, events, raw.source, raw.line)
 
@@ -190,6 +200,10 @@ def describe(stats: Stats) -> dict[str, Any]:
         "orders_skipped": stats.orders_skipped,
         "skipped": dict(stats.skipped),
         "rejected": dict(stats.rejected),
+        "rejected_examples": stats.examples,
+        "revenue_by_month": {
+            f"{month} {cur}": str(v) for (month, cur), v in sorted(stats.month_revenue.items())
+        },
         "events": dict(stats.events),
         "revenue": {k: str(v) for k, v in sorted(stats.revenue.items())},
         "first_order": stats.first.isoformat() if stats.first else None,

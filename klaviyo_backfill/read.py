@@ -20,7 +20,7 @@ from .hooks import HOOKS
 from .layout import Layout, Source
 from .model import RawOrder
 
-__all__ = ["Input", "detect_layout", "expand_paths", "read_orders"]
+__all__ = ["Input", "detect_layout", "expand_paths", "load_side_lines", "read_orders", "sniff_kind"]
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
@@ -33,6 +33,18 @@ class Input:
     path: str
     layout: Layout
     encoding: str
+    # line items kept in a separate file (--products), by order id
+    side_lines: dict[str, list[Any]] | None = None
+
+
+def load_side_lines(path: str, encoding: str) -> dict[str, list[Any]]:
+    """Line items from their own JSON file, grouped by their "order_id" (held in memory)."""
+    grouped: dict[str, list[Any]] = {}
+    for line, item in iter_json(path, encoding):
+        if not isinstance(item, dict) or item.get("order_id") is None:
+            raise InputError(path, "holds a line item without an order_id", line)
+        grouped.setdefault(str(item["order_id"]), []).append(item)
+    return grouped
 
 
 def expand_paths(paths: list[str]) -> list[str]:
@@ -84,6 +96,14 @@ def _peek(path: str, encoding: str) -> str:
             return fh.read(_CHUNK)
         except UnicodeDecodeError as exc:
             raise _decode_error(path, exc, encoding, None) from None
+
+
+def sniff_kind(path: str, encoding: str | None) -> str:
+    """'json' when the file starts like JSON, else 'csv'."""
+    head = _peek(path, encoding or "utf-8-sig").lstrip()
+    if not head:
+        raise InputError(path, "is empty")
+    return "json" if head[0] in "[{" else "csv"
 
 
 def detect_layout(path: str, layouts: dict[str, Layout], encoding: str) -> Layout:
@@ -417,7 +437,9 @@ def _json_fields(
     return out
 
 
-def iter_json_orders(path: str, layout: Layout, encoding: str) -> Iterator[RawOrder]:
+def iter_json_orders(
+    path: str, layout: Layout, encoding: str, side_lines: dict[str, list[Any]] | None = None
+) -> Iterator[RawOrder]:
     hook: Callable[[Any, RawOrder], None] | None = HOOKS[layout.hook] if layout.hook else None
     lines_path = layout.options.lines
     for line, record in iter_json(path, encoding):
@@ -426,6 +448,8 @@ def iter_json_orders(path: str, layout: Layout, encoding: str) -> Iterator[RawOr
         zones: dict[str, str] = {}
         fields = _json_fields(record, layout.order, zones)
         items = dig(record, lines_path) if lines_path else None
+        if not isinstance(items, list):
+            items = side_lines.get(str(fields.get("id")), []) if side_lines else []
         lines = [_json_fields(item, layout.line, None) for item in items or ()]
         raw = RawOrder(path, line, fields, lines, zones=zones)
         if hook is not None:
@@ -435,5 +459,5 @@ def iter_json_orders(path: str, layout: Layout, encoding: str) -> Iterator[RawOr
 
 def read_orders(source: Input) -> Iterator[RawOrder]:
     if source.layout.kind == "json":
-        return iter_json_orders(source.path, source.layout, source.encoding)
+        return iter_json_orders(source.path, source.layout, source.encoding, source.side_lines)
     return iter_csv(source.path, source.layout, source.encoding)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +20,14 @@ if TYPE_CHECKING:
     from .checkpoint import Ledger
     from .run import SendOutcome
 
-__all__ = ["outcome_json", "preview", "send_summary", "status_table", "summary_table"]
+__all__ = [
+    "inspect_report",
+    "outcome_json",
+    "preview",
+    "send_summary",
+    "status_table",
+    "summary_table",
+]
 
 
 def _shorten(body: dict[str, Any], entries: int) -> tuple[dict[str, Any], int]:
@@ -139,3 +147,63 @@ def status_table(path: Path, ledger: Ledger) -> Table:
                 f"at least {max(0, read - done - last.get('orders_skipped', 0) - last.get('orders_rejected', 0)):,} orders (more if the last run stopped early)",
             )
     return table
+
+
+def _bars(stats: Stats) -> Iterator[Table]:
+    currencies = sorted({cur for _, cur in stats.month_revenue})
+    for currency in currencies:
+        months = sorted((m, v) for (m, c), v in stats.month_revenue.items() if c == currency)
+        top = max((v for _, v in months), default=Decimal(0)) or Decimal(1)
+        table = Table(
+            title=f"Revenue per month, {currency}",
+            show_header=False,
+            title_justify="left",
+            box=None,
+        )
+        table.add_column("month", style="bold")
+        table.add_column("amount", justify="right")
+        table.add_column("bar")
+        for month, value in months:
+            width = int(40 * value / top) if value > 0 else 0
+            table.add_row(month, _money(value), "█" * width or "·")
+        yield table
+
+
+def inspect_report(console: Console, stats: Stats) -> None:
+    """What a merchant checks before a backfill: counts, money, time, problems."""
+    overview = Table(title="Inspect: nothing was sent", show_header=False, title_justify="left")
+    overview.add_column("what", style="bold")
+    overview.add_column("value", justify="right")
+    overview.add_row("Orders", f"{stats.orders_read:,} ({stats.orders_mapped:,} would be sent)")
+    overview.add_row("Line items", f"{stats.line_items:,}")
+    overview.add_row("Distinct customers", f"{len(stats.profiles):,}")
+    if stats.first and stats.last:
+        overview.add_row(
+            "Date range", f"{stats.first:%Y-%m-%d %H:%M %z} .. {stats.last:%Y-%m-%d %H:%M %z}"
+        )
+    for metric in METRICS:
+        if stats.events[metric]:
+            overview.add_row(f"Events: {metric}", f"{stats.events[metric]:,}")
+    for currency, amount in sorted(stats.revenue.items()):
+        overview.add_row(f"Revenue {currency}", _money(amount))
+    for reason, n in stats.skipped.most_common():
+        overview.add_row(f"Skipped: {reason}", f"{n:,}")
+    console.print(overview)
+    for table in _bars(stats):
+        console.print(table)
+    if stats.rejected:
+        problems = Table(title="Rejected orders", title_justify="left")
+        problems.add_column("reason")
+        problems.add_column("orders", justify="right")
+        problems.add_column("for example")
+        for reason, n in stats.rejected.most_common():
+            problems.add_row(reason, f"{n:,}", ", ".join(stats.examples.get(reason, [])))
+        console.print(problems)
+    if stats.warnings:
+        warnings = Table(title="Warnings", title_justify="left")
+        warnings.add_column("warning")
+        warnings.add_column("orders", justify="right")
+        warnings.add_column("for example")
+        for warning, n in stats.warnings.most_common():
+            warnings.add_row(warning, f"{n:,}", ", ".join(stats.examples.get(warning, [])))
+        console.print(warnings)

@@ -20,7 +20,7 @@ from .model import Event
 from .pipeline import Failures, MappedOrder, Stats, describe, map_inputs
 from .send import SendConfig, Sender, SendStats, Tracker, client_for
 
-__all__ = ["SendOutcome", "dry_run", "open_output", "send_job"]
+__all__ = ["SendOutcome", "dry_run", "inspect_job", "open_output", "send_job"]
 
 
 @contextmanager
@@ -58,6 +58,14 @@ def dry_run(job: Job, preview: int = 1) -> tuple[Stats, list[Request], int]:
     finally:
         failures.close()
     return stats, first, failures.count
+
+
+def inspect_job(job: Job) -> Stats:
+    """Read and map everything; keep only the statistics."""
+    stats = Stats()
+    for _ in map_inputs(job.inputs, job.settings, job.filters, stats, Failures(None)):
+        pass
+    return stats
 
 
 @dataclass
