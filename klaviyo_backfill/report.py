@@ -195,7 +195,7 @@ def inspect_report(console: Console, stats: Stats) -> None:
         problems = Table(title="Rejected orders", title_justify="left")
         problems.add_column("reason")
         problems.add_column("orders", justify="right")
-        problems.add_column("for example")
+        problems.add_column("for example", overflow="fold")
         for reason, n in stats.rejected.most_common():
             problems.add_row(reason, f"{n:,}", ", ".join(stats.examples.get(reason, [])))
         console.print(problems)
@@ -203,7 +203,7 @@ def inspect_report(console: Console, stats: Stats) -> None:
         warnings = Table(title="Warnings", title_justify="left")
         warnings.add_column("warning")
         warnings.add_column("orders", justify="right")
-        warnings.add_column("for example")
+        warnings.add_column("for example", overflow="fold")
         for warning, n in stats.warnings.most_common():
             warnings.add_row(warning, f"{n:,}", ", ".join(stats.examples.get(warning, [])))
         console.print(warnings)
