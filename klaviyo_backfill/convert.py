@@ -58,7 +58,9 @@ class _Reader:
         self.warnings: list[str] = []
 
     def text(self, name: str) -> str | None:
-        return clean(self.raw.get(name), self.options.unescape_html)
+        """The reader hands over stripped, non-blank text (or nothing)."""
+        value = self.raw.fields.get(name)
+        return value if value is None or type(value) is str else clean(value)
 
     def money(self, name: str, value: Any = None) -> Decimal | None:
         raw = self.raw.get(name) if value is None else value
@@ -95,10 +97,18 @@ def _split_name(full: str | None) -> tuple[str | None, str | None]:
     return first or None, last.strip() or None
 
 
+_SIDE_KEYS = {
+    side: [(key, f"{side}_{key}") for key in _ADDRESS] for side in ("billing", "shipping")
+}
+
+
 def _address(r: _Reader, side: str) -> Address:
-    values = {key: r.text(f"{side}_{key}") for key in _ADDRESS}
-    values["zip"] = clean_code(values["zip"])
-    values["phone"] = clean_code(values["phone"])
+    get = r.raw.fields.get
+    values = {key: get(column) for key, column in _SIDE_KEYS[side]}
+    if values["zip"]:
+        values["zip"] = clean_code(values["zip"])
+    if values["phone"]:
+        values["phone"] = clean_code(values["phone"])
     if not values["first_name"] and not values["last_name"]:
         values["first_name"], values["last_name"] = _split_name(r.text(f"{side}_name"))
     return Address(**values)
@@ -106,33 +116,34 @@ def _address(r: _Reader, side: str) -> Address:
 
 def _lines(r: _Reader) -> list[Line]:
     lines = []
-    unescape = r.options.unescape_html
+    comma = r.options.decimal_comma
     for number, item in enumerate(r.raw.lines, start=1):
-        where = f"line item {number}"
-        price = parse_money(item.get("price"), f"{where} price", r.options.decimal_comma)
+        get = item.get
+        price = parse_money(get("price"), f"line item {number} price", comma)
         if price is None:
-            raise FieldError(f"{where} price", None, "missing")
-        categories = clean(item.get("categories"))
+            raise FieldError(f"line item {number} price", None, "missing")
+        quantity = get("quantity")
         lines.append(
             Line(
-                name=clean(item.get("name"), unescape),
-                quantity=parse_quantity(item.get("quantity"), f"{where} quantity"),
-                price=price,
-                sku=clean(item.get("sku")),
-                product_id=clean(item.get("product_id")),
-                brand=clean(item.get("brand"), unescape),
-                categories=_categories(item.get("categories"), categories, r),
-                url=clean(item.get("url")),
-                image_url=clean(item.get("image_url")),
-                variant=clean(item.get("variant"), unescape),
+                get("name"),
+                parse_quantity(quantity, f"line item {number} quantity") if quantity else 1,
+                price,
+                get("sku"),
+                get("product_id"),
+                get("brand"),
+                _categories(get("categories"), r) if "categories" in item else (),
+                get("url"),
+                get("image_url"),
+                get("variant"),
             )
         )
     return lines
 
 
-def _categories(value: Any, text: str | None, r: _Reader) -> tuple[str, ...]:
+def _categories(value: Any, r: _Reader) -> tuple[str, ...]:
     if isinstance(value, list):
         return tuple(c for c in (clean(v, r.options.unescape_html) for v in value) if c)
+    text = clean(value)
     if not text:
         return ()
     return tuple(c.strip() for c in text.split(r.options.categories_separator) if c.strip())

@@ -68,17 +68,22 @@ def _truncate(text: str, warnings: list[str]) -> str:
     return encoded[:MAX_STRING_BYTES].decode("utf-8", "ignore")
 
 
+_SHORT = MAX_STRING_BYTES // 4  # a string this long cannot pass 100 KB in UTF-8
+
+
 def _put(props: dict[str, Any], key: str, value: Any, warnings: list[str]) -> None:
     """Set a property when the export has a value; strings are kept within Klaviyo's limit."""
-    if value is None or value == "" or value == []:
-        return
-    props[key] = _truncate(value, warnings) if isinstance(value, str) else value
+    if value:
+        if type(value) is str and len(value) > _SHORT:
+            value = _truncate(value, warnings)
+        props[key] = value
 
 
 def _address_props(address: Address, warnings: list[str]) -> dict[str, Any]:
-    props: dict[str, Any] = {}
-    for prop, attr in _ADDRESS_PROPS:
-        _put(props, prop, getattr(address, attr), warnings)
+    props = {prop: v for prop, attr in _ADDRESS_PROPS if (v := getattr(address, attr))}
+    for prop, value in props.items():
+        if len(value) > _SHORT:
+            props[prop] = _truncate(value, warnings)
     return props
 
 
@@ -88,7 +93,10 @@ def _unique(values: list[str | None]) -> list[str]:
 
 def line_keys(lines: list[Line]) -> list[str]:
     """A key per line, distinct within the order and the same on every run."""
-    counts = Counter(line.sku for line in lines)
+    skus = [line.sku for line in lines]
+    if all(skus) and len(set(skus)) == len(skus):
+        return skus  # type: ignore[return-value]
+    counts = Counter(skus)
     seen: Counter[str | None] = Counter()
     keys = []
     for line in lines:

@@ -74,7 +74,8 @@ class Stats:
         if placed.metric == PLACED and placed.value is not None and placed.currency:
             cur = placed.currency
             self.revenue[cur] = self.revenue.get(cur, Decimal(0)) + placed.value
-            month = (placed.time.strftime("%Y-%m"), cur)
+            when = placed.time
+            month = (f"{when.year:04d}-{when.month:02d}", cur)
             self.month_revenue[month] = self.month_revenue.get(month, Decimal(0)) + placed.value
         when = placed.time
         self.first = when if self.first is None or when < self.first else self.first

@@ -7,6 +7,7 @@ Nothing here holds a whole file: CSV is read row by row, JSON one order object a
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import sys
@@ -154,46 +155,59 @@ def _check_columns(path: str, layout: Layout, header: list[str]) -> None:
 
 
 class _CsvOrders:
-    """Groups adjacent rows that share the order's key column into RawOrders."""
+    """Groups adjacent rows that share the order's key column into RawOrders.
+
+    Values are stripped here, and blank ones left out, so later layers see text or nothing.
+    """
 
     def __init__(self, path: str, layout: Layout, header: list[str]) -> None:
         self.path = path
-        self.order = {k: _csv_getter(header, v) for k, v in layout.order.items()}
-        self.line = {k: _csv_getter(header, v) for k, v in layout.line.items()}
+        self.order = _plan(header, layout.order)
+        self.line = _plan(header, layout.line)
         key_column = layout.group_by or layout.order["id"][0].path
         self.key = header.index(key_column) if key_column in header else None
-        self.width = len(header)
+        self.unescape = layout.options.unescape_html
 
     def build(self, rows: list[list[str]], line: int) -> RawOrder:
-        fields: dict[str, Any] = {}
+        """Order fields come from the order's first row (Shopify fills them only there)."""
         zones: dict[str, str] = {}
-        for name, getters in self.order.items():
-            for row in rows:  # first row first; later rows only where it is blank
-                hit = _first_cell(row, getters)
-                if hit is not None:
-                    fields[name] = hit[0]
-                    if hit[1].timezone:
-                        zones[name] = hit[1].timezone
-                    break
-        lines = [self._line(row) for row in rows] if self.line else []
+        fields = _cells(rows[0], self.order, zones)
+        lines = [_cells(row, self.line, None) for row in rows] if self.line else []
+        if self.unescape:
+            for table in (fields, *lines):
+                for key, value in table.items():
+                    if "&" in value:
+                        table[key] = html.unescape(value)
         return RawOrder(self.path, line, fields, lines, zones=zones)
 
-    def _line(self, row: list[str]) -> dict[str, Any]:
-        out = {}
-        for name, getters in self.line.items():
-            hit = _first_cell(row, getters)
-            if hit is not None:
-                out[name] = hit[0]
-        return out
+
+_Plan = list[tuple[str, tuple[tuple[int, str | None], ...]]]
 
 
-def _first_cell(row: list[str], getters: list[tuple[int, Source]]) -> tuple[str, Source] | None:
-    for index, source in getters:
-        if index < len(row):
-            value = row[index]
-            if value and not value.isspace():
-                return value, source
-    return None
+def _plan(header: list[str], table: dict[str, tuple[Source, ...]]) -> _Plan:
+    """(field, ((column index, zone), ...)) for the columns this header has, in priority order."""
+    index = {name: i for i, name in enumerate(header)}
+    plan = []
+    for name, sources in table.items():
+        found = tuple((index[s.path], s.timezone) for s in sources if s.path in index)
+        if found:
+            plan.append((name, found))
+    return plan
+
+
+def _cells(row: list[str], plan: _Plan, zones: dict[str, str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    width = len(row)
+    for name, sources in plan:
+        for i, tz in sources:
+            if i < width:
+                value = row[i].strip()
+                if value:
+                    out[name] = value
+                    if tz and zones is not None:
+                        zones[name] = tz
+                    break
+    return out
 
 
 def iter_csv(path: str, layout: Layout, encoding: str) -> Iterator[RawOrder]:
@@ -422,14 +436,31 @@ def dig(record: Any, path: str) -> Any:
     return value
 
 
+def _scalar(value: Any, unescape: bool) -> Any:
+    """Text stripped (and unescaped), numbers as their text, blanks as None."""
+    if isinstance(value, str):
+        value = value.strip()
+        if unescape and "&" in value:
+            value = html.unescape(value)
+        return value or None
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return str(value)
+    return value if value != [] else None
+
+
 def _json_fields(
-    record: Any, table: dict[str, tuple[Source, ...]], zones: dict[str, str] | None
+    record: Any,
+    table: dict[str, tuple[Source, ...]],
+    zones: dict[str, str] | None,
+    unescape: bool,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, sources in table.items():
         for source in sources:
-            value = dig(record, source.path)
-            if value is not None and value != "" and value != []:
+            value = _scalar(dig(record, source.path), unescape)
+            if value is not None:
                 out[name] = value
                 if zones is not None and source.timezone:
                     zones[name] = source.timezone
@@ -442,15 +473,16 @@ def iter_json_orders(
 ) -> Iterator[RawOrder]:
     hook: Callable[[Any, RawOrder], None] | None = HOOKS[layout.hook] if layout.hook else None
     lines_path = layout.options.lines
+    unescape = layout.options.unescape_html
     for line, record in iter_json(path, encoding):
         if not isinstance(record, dict):
             raise InputError(path, "holds something other than order objects", line)
         zones: dict[str, str] = {}
-        fields = _json_fields(record, layout.order, zones)
+        fields = _json_fields(record, layout.order, zones, unescape)
         items = dig(record, lines_path) if lines_path else None
         if not isinstance(items, list):
             items = side_lines.get(str(fields.get("id")), []) if side_lines else []
-        lines = [_json_fields(item, layout.line, None) for item in items or ()]
+        lines = [_json_fields(item, layout.line, None, unescape) for item in items or ()]
         raw = RawOrder(path, line, fields, lines, zones=zones)
         if hook is not None:
             hook(record, raw)

@@ -35,6 +35,7 @@ _EMAIL = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
 )
+_PLAIN_MONEY = re.compile(r"-?\d+(\.\d+)?\Z")
 _MONEY_JUNK = re.compile(r"[\s\u00a0'$€£¥₹]|[A-Z]{3}$|^[A-Z]{3}")
 _SHOPIFY_TIME = re.compile(
     r"^(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d)(?::(\d\d))? ?([+-])(\d\d):?(\d\d)$"
@@ -96,7 +97,10 @@ def parse_money(value: Any, field: str, decimal_comma: bool = False) -> Decimal 
         raise FieldError(field, value, "not an amount of money")
     if isinstance(value, int | float):
         return Decimal(str(value))
-    text = _MONEY_JUNK.sub("", str(value).strip())
+    text = str(value)
+    if _PLAIN_MONEY.match(text) and not decimal_comma:
+        return Decimal(text)
+    text = _MONEY_JUNK.sub("", text.strip())
     if not text:
         return None
     if decimal_comma:
@@ -131,6 +135,8 @@ def quantize(amount: Decimal, currency: str) -> Decimal:
 def parse_quantity(value: Any, field: str) -> int:
     if value is None or value == "":
         return 1
+    if type(value) is str and value.isdigit():
+        return int(value)
     try:
         number = Decimal(str(value).strip())
     except InvalidOperation:
@@ -209,6 +215,11 @@ def parse_phone(value: Any, country_code: str | None) -> str | None:
     if text is None:
         return None
     region = country_code.upper() if country_code and len(country_code) == 2 else None
+    return _e164(text, region)
+
+
+@lru_cache(maxsize=1 << 16)
+def _e164(text: str, region: str | None) -> str | None:
     if region is None and not text.startswith(("+", "00")):
         return None
     try:
