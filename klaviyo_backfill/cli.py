@@ -293,7 +293,7 @@ def _real_send(job: Job, console: Console, kw: dict[str, Any]) -> int:
     progress = Progress(console, enabled=not kw["quiet"])
     try:
         with progress:
-            outcome = send_job(job, config, ledger, progress.update)
+            outcome = send_job(job, config, ledger, progress.update, resume=kw["resume"])
     finally:
         ledger.close()
     console.print(send_summary(outcome))

@@ -23,6 +23,7 @@ class RawOrder:
     refunds: list[dict[str, Any]] = field(default_factory=list)
     # field -> IANA zone, where the source that matched names its own (WooCommerce *_gmt)
     zones: dict[str, str] = field(default_factory=dict)
+    already_sent: bool = False  # the checkpoint holds it: read no further than its id
 
     def get(self, name: str) -> Any:
         return self.fields.get(name)

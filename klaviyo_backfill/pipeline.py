@@ -87,8 +87,9 @@ class Stats:
 class Failures:
     """The failures file: one JSON line per rejected order or event, opened on first use."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, append: bool = False) -> None:
         self.path = path
+        self.mode = "a" if append else "w"  # a resumed run adds to its earlier failures
         self.count = 0
         self._fh: IO[str] | None = None
 
@@ -97,7 +98,7 @@ class Failures:
         if self.path is None:
             return
         if self._fh is None:
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            self._fh = open(self.path, self.mode, encoding="utf-8")  # noqa: SIM115
         self._fh.write(json.dumps(rejection.as_json(), ensure_ascii=False) + "\n")
         self._fh.flush()
 
@@ -150,7 +151,7 @@ class _Mapper:
                     examples.append(f"{raw.source}:{raw.line}")
                 return None
             self.seen.add(key)
-            if self.already_sent is not None and self.already_sent(order_id):
+            if raw.already_sent or (self.already_sent is not None and self.already_sent(order_id)):
                 stats.skipped["already sent (checkpoint)"] += 1
                 return None
         try:
@@ -183,7 +184,7 @@ def map_inputs(
     mapper = _Mapper(settings, filters, stats, failures, already_sent)
     taken = 0
     for source in inputs:
-        for raw in read_orders(source):
+        for raw in read_orders(source, already_sent):
             if filters.limit is not None and taken >= filters.limit:
                 return
             mapped = mapper.one(raw, source.layout)

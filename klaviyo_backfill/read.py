@@ -160,8 +160,16 @@ class _CsvOrders:
     Values are stripped here, and blank ones left out, so later layers see text or nothing.
     """
 
-    def __init__(self, path: str, layout: Layout, header: list[str]) -> None:
+    def __init__(
+        self,
+        path: str,
+        layout: Layout,
+        header: list[str],
+        skip: Callable[[str], bool] | None = None,
+    ) -> None:
         self.path = path
+        self.skip = skip
+        self.id_plan = _plan(header, {"id": layout.order["id"]})
         self.order = _plan(header, layout.order)
         self.line = _plan(header, layout.line)
         key_column = layout.group_by or layout.order["id"][0].path
@@ -170,6 +178,10 @@ class _CsvOrders:
 
     def build(self, rows: list[list[str]], line: int) -> RawOrder:
         """Order fields come from the order's first row (Shopify fills them only there)."""
+        if self.skip is not None:
+            order_id = _cells(rows[0], self.id_plan, None).get("id")
+            if order_id is not None and self.skip(order_id):
+                return RawOrder(self.path, line, {"id": order_id}, [], already_sent=True)
         zones: dict[str, str] = {}
         fields = _cells(rows[0], self.order, zones)
         lines = [_cells(row, self.line, None) for row in rows] if self.line else []
@@ -210,7 +222,9 @@ def _cells(row: list[str], plan: _Plan, zones: dict[str, str] | None) -> dict[st
     return out
 
 
-def iter_csv(path: str, layout: Layout, encoding: str) -> Iterator[RawOrder]:
+def iter_csv(
+    path: str, layout: Layout, encoding: str, skip: Callable[[str], bool] | None = None
+) -> Iterator[RawOrder]:
     fh = open_text(path, encoding)
     reader = csv.reader(fh, delimiter=layout.options.delimiter)
     try:
@@ -220,7 +234,7 @@ def iter_csv(path: str, layout: Layout, encoding: str) -> Iterator[RawOrder]:
                 raise InputError(path, "is empty")
             header = [h.strip() for h in header]
             _check_columns(path, layout, header)
-            orders = _CsvOrders(path, layout, header)
+            orders = _CsvOrders(path, layout, header, skip)
             empty = True
             for raw in _group_rows(reader, orders):
                 empty = False
@@ -489,7 +503,8 @@ def iter_json_orders(
         yield raw
 
 
-def read_orders(source: Input) -> Iterator[RawOrder]:
+def read_orders(source: Input, skip: Callable[[str], bool] | None = None) -> Iterator[RawOrder]:
+    """RawOrders of one input; a CSV order whose id `skip` accepts is not even extracted."""
     if source.layout.kind == "json":
         return iter_json_orders(source.path, source.layout, source.encoding, source.side_lines)
-    return iter_csv(source.path, source.layout, source.encoding)
+    return iter_csv(source.path, source.layout, source.encoding, skip)

@@ -125,10 +125,11 @@ def send_job(
     config: SendConfig,
     ledger: Ledger,
     progress: Callable[[Stats, SendStats], None] = lambda s, t: None,
+    resume: bool = False,
 ) -> SendOutcome:
     """Send everything the checkpoint does not hold yet; record each acknowledgement."""
     stats, send_stats = Stats(), SendStats()
-    failures = Failures(job.failures)
+    failures = Failures(job.failures, append=resume)
     tracker = Tracker(ledger, failures, send_stats)
     encoder = encoder_for(job.endpoint, job.backfill, config.public_key)
     reader = ledger.reader()
