@@ -24,6 +24,7 @@ class RawOrder:
     # field -> IANA zone, where the source that matched names its own (WooCommerce *_gmt)
     zones: dict[str, str] = field(default_factory=dict)
     already_sent: bool = False  # the checkpoint holds it: read no further than its id
+    offset: int = 0  # bytes of the file read so far (approximate: the reader buffers)
 
     def get(self, name: str) -> Any:
         return self.fields.get(name)

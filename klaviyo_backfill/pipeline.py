@@ -9,6 +9,7 @@ Skipped orders are duplicates (the same order id in an earlier row or file), ord
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -56,6 +57,16 @@ class Stats:
     last: datetime | None = None
     profiles: set[int] = field(default_factory=set)
     line_items: int = 0
+    bytes_total: int = 0  # of every input
+    bytes_done: int = 0  # of the inputs read so far, and of the current one up to here
+
+    def estimated_events(self) -> int:
+        """Events the whole run will hold, extrapolated from the bytes read so far."""
+        done = sum(self.events.values())
+        if not self.bytes_done or not self.bytes_total:
+            return done
+        return max(done, int(done * self.bytes_total / self.bytes_done))
+
     month_revenue: dict[tuple[str, str], Decimal] = field(default_factory=dict)
 
     @property
@@ -183,14 +194,18 @@ def map_inputs(
     """Mapped orders from every input in turn; rejections go to `failures`."""
     mapper = _Mapper(settings, filters, stats, failures, already_sent)
     taken = 0
+    stats.bytes_total = sum(os.path.getsize(source.path) for source in inputs)
+    before = 0
     for source in inputs:
         for raw in read_orders(source, already_sent):
+            stats.bytes_done = before + raw.offset
             if filters.limit is not None and taken >= filters.limit:
                 return
             mapped = mapper.one(raw, source.layout)
             if mapped is not None:
                 taken += 1
                 yield mapped
+        before += os.path.getsize(source.path)
 
 
 def describe(stats: Stats) -> dict[str, Any]:

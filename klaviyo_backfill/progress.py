@@ -19,7 +19,7 @@ class Progress:
         self.enabled = enabled and err.is_terminal
         self.bar = rp.Progress(
             rp.TextColumn("[bold]events"),
-            rp.BarColumn(),
+            rp.BarColumn(bar_width=24),
             rp.MofNCompleteColumn(),
             rp.TaskProgressColumn(),
             rp.TimeRemainingColumn(),
@@ -43,7 +43,7 @@ class Progress:
         if not self.enabled:
             return
         done = sum(send.events_sent.values()) + send.events_rejected
-        total = sum(stats.events.values())
+        total = stats.estimated_events()
         line = (
             f"orders {stats.orders_read:,} · retries {send.retries} · "
             f"throttled {send.throttled} · rejected {send.events_rejected + stats.orders_rejected}"

@@ -169,6 +169,7 @@ class _CsvOrders:
     ) -> None:
         self.path = path
         self.skip = skip
+        self.position: Callable[[], int] = lambda: 0
         self.id_plan = _plan(header, {"id": layout.order["id"]})
         self.order = _plan(header, layout.order)
         self.line = _plan(header, layout.line)
@@ -181,7 +182,9 @@ class _CsvOrders:
         if self.skip is not None:
             order_id = _cells(rows[0], self.id_plan, None).get("id")
             if order_id is not None and self.skip(order_id):
-                return RawOrder(self.path, line, {"id": order_id}, [], already_sent=True)
+                return RawOrder(
+                    self.path, line, {"id": order_id}, [], already_sent=True, offset=self.position()
+                )
         zones: dict[str, str] = {}
         fields = _cells(rows[0], self.order, zones)
         lines = [_cells(row, self.line, None) for row in rows] if self.line else []
@@ -190,7 +193,7 @@ class _CsvOrders:
                 for key, value in table.items():
                     if "&" in value:
                         table[key] = html.unescape(value)
-        return RawOrder(self.path, line, fields, lines, zones=zones)
+        return RawOrder(self.path, line, fields, lines, zones=zones, offset=self.position())
 
 
 _Plan = list[tuple[str, tuple[tuple[int, str | None], ...]]]
@@ -235,6 +238,7 @@ def iter_csv(
             header = [h.strip() for h in header]
             _check_columns(path, layout, header)
             orders = _CsvOrders(path, layout, header, skip)
+            orders.position = fh.buffer.tell
             empty = True
             for raw in _group_rows(reader, orders):
                 empty = False
@@ -406,11 +410,15 @@ def iter_json_records(path: str, encoding: str) -> Iterator[Any]:
         yield record
 
 
-def iter_json(path: str, encoding: str) -> Iterator[tuple[int, Any]]:
+def iter_json(
+    path: str, encoding: str, position: list[Callable[[], int]] | None = None
+) -> Iterator[tuple[int, Any]]:
     """(line, order object) pairs from any of the three JSON shapes."""
     try:
         with open_text(path, encoding) as fh:
             stream = _JsonStream(fh, path)
+            if position is not None:
+                position[:] = [fh.buffer.tell]
             try:
                 yield from _records(stream)
                 if stream.peek() is not None:
@@ -419,6 +427,8 @@ def iter_json(path: str, encoding: str) -> Iterator[tuple[int, Any]]:
             except _Rewind:
                 pass
         with open_text(path, encoding) as fh:
+            if position is not None:
+                position[:] = [fh.buffer.tell]
             yield from _lines(_JsonStream(fh, path))
     except UnicodeDecodeError as exc:
         raise _decode_error(path, exc, encoding, None) from None
@@ -488,7 +498,8 @@ def iter_json_orders(
     hook: Callable[[Any, RawOrder], None] | None = HOOKS[layout.hook] if layout.hook else None
     lines_path = layout.options.lines
     unescape = layout.options.unescape_html
-    for line, record in iter_json(path, encoding):
+    position: list[Callable[[], int]] = [lambda: 0]
+    for line, record in iter_json(path, encoding, position):
         if not isinstance(record, dict):
             raise InputError(path, "holds something other than order objects", line)
         zones: dict[str, str] = {}
@@ -497,7 +508,7 @@ def iter_json_orders(
         if not isinstance(items, list):
             items = side_lines.get(str(fields.get("id")), []) if side_lines else []
         lines = [_json_fields(item, layout.line, None, unescape) for item in items or ()]
-        raw = RawOrder(path, line, fields, lines, zones=zones)
+        raw = RawOrder(path, line, fields, lines, zones=zones, offset=position[0]())
         if hook is not None:
             hook(record, raw)
         yield raw

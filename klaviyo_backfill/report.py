@@ -89,6 +89,9 @@ def send_summary(outcome: SendOutcome) -> Table:
     sent = sum(send.events_sent.values())
     table.add_row("Orders sent completely", f"{send.orders_sent:,}")
     table.add_row("Orders with events Klaviyo rejected", f"{send.orders_with_rejections:,}")
+    unsettled = stats.orders_mapped - send.orders_sent - send.orders_with_rejections
+    if unsettled:
+        table.add_row("Orders not acknowledged (resent by --resume)", f"{unsettled:,}")
     for reason, n in send.rejected.most_common():
         table.add_row(f"Rejected by Klaviyo: {reason}", f"{n:,}")
     table.add_row("Requests", f"{send.requests:,} ({send.acknowledged:,} acknowledged)")
