@@ -303,12 +303,12 @@ def _real_send(job: Job, console: Console, kw: dict[str, Any]) -> int:
     if failed:
         console.print(f"{failed} rejected order(s)/event(s) written to {job.failures}")
     if outcome.interrupted:
-        console.print(f"Stopped. Nothing is lost; continue with:\n  {_resume_command()}")
+        click.echo(f"Stopped. Nothing is lost; continue with:\n  {_resume_command()}", err=True)
         return ExitCode.INTERRUPTED
     if outcome.error is not None:
         console.print(f"[red]Error:[/red] {outcome.error}")
         if isinstance(outcome.error, GaveUp):
-            console.print(f"Continue with:\n  {_resume_command()}")
+            click.echo(f"Continue with:\n  {_resume_command()}", err=True)
         return outcome.error.exit_code
     return ExitCode.REJECTED if failed else ExitCode.OK
 

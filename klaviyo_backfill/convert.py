@@ -129,7 +129,7 @@ def _lines(r: _Reader) -> list[Line]:
                 parse_quantity(quantity, f"line item {number} quantity") if quantity else 1,
                 price,
                 get("sku"),
-                get("product_id"),
+                _product_id(get("product_id")),
                 get("brand"),
                 _categories(get("categories"), r) if "categories" in item else (),
                 get("url"),
@@ -138,6 +138,11 @@ def _lines(r: _Reader) -> list[Line]:
             )
         )
     return lines
+
+
+def _product_id(value: str | None) -> str | None:
+    """WooCommerce writes 0 for a deleted product (and for fees): no product."""
+    return None if value in (None, "0") else value
 
 
 def _categories(value: Any, r: _Reader) -> tuple[str, ...]:

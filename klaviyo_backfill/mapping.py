@@ -92,19 +92,30 @@ def _unique(values: list[str | None]) -> list[str]:
 
 
 def line_keys(lines: list[Line]) -> list[str]:
-    """A key per line, distinct within the order and the same on every run."""
+    """A key per line, distinct within the order and the same on every run.
+
+    A SKU that occurs once is its own key; repeated and empty SKUs become "<sku or item>-<n>",
+    n counting up and passing over any key another line already has.
+    """
     skus = [line.sku for line in lines]
-    if all(skus) and len(set(skus)) == len(skus):
-        return skus  # type: ignore[return-value]
     counts = Counter(skus)
-    seen: Counter[str | None] = Counter()
+    if all(skus) and len(counts) == len(skus):
+        return skus  # type: ignore[return-value]
+    used = {sku for sku in skus if sku and counts[sku] == 1}
+    next_n: Counter[str] = Counter()
     keys = []
-    for line in lines:
-        seen[line.sku] += 1
-        if line.sku and counts[line.sku] == 1:
-            keys.append(line.sku)
-        else:
-            keys.append(f"{line.sku or 'item'}-{seen[line.sku]}")
+    for sku in skus:
+        if sku and counts[sku] == 1:
+            keys.append(sku)
+            continue
+        base = sku or "item"
+        while True:
+            next_n[base] += 1
+            key = f"{base}-{next_n[base]}"
+            if key not in used:
+                break
+        used.add(key)
+        keys.append(key)
     return keys
 
 

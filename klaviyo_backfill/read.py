@@ -255,8 +255,10 @@ def _group_rows(reader: Any, orders: _CsvOrders) -> Iterator[RawOrder]:
     rows: list[list[str]] = []
     current: str | None = None
     start = 0
+    end = reader.line_num  # the last line of the previous row: a row starts after it
     key = orders.key
     for row in reader:
+        first_line, end = end + 1, reader.line_num
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
         value = row[key].strip() if key is not None and key < len(row) else ""
@@ -264,7 +266,7 @@ def _group_rows(reader: Any, orders: _CsvOrders) -> Iterator[RawOrder]:
             yield orders.build(rows, start)
             rows = []
         if not rows:
-            current, start = value, reader.line_num
+            current, start = value, first_line
         rows.append(row)
     if rows:
         yield orders.build(rows, start)

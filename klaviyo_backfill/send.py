@@ -29,7 +29,7 @@ import httpx
 from . import __version__
 from .checkpoint import Ledger
 from .encode import BULK_PATH, LEGACY_PATH, SINGLE_PATH, Encoder, Request
-from .errors import AuthError, RetiredApiError, SendError, UsageError
+from .errors import AuthError, ExitCode, RetiredApiError, SendError, UsageError
 from .model import Event, Rejection
 from .pipeline import Failures
 from .throttle import Limiter, Window
@@ -185,7 +185,9 @@ class _Retry(Exception):
 
 
 class GaveUp(SendError):
-    pass
+    """Retries ran out; the checkpoint holds everything acknowledged so far."""
+
+    exit_code = ExitCode.GAVE_UP
 
 
 class Sender:
