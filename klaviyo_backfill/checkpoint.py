@@ -12,11 +12,12 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
+from .model import Rejection
 
 __all__ = ["FORMAT_VERSION", "Ledger", "default_path"]
 
@@ -25,7 +26,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, state TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS rejected (
-    order_id TEXT, metric TEXT, unique_id TEXT, reason TEXT, at REAL NOT NULL
+    order_id TEXT, metric TEXT, unique_id TEXT, reason TEXT, source TEXT, line INTEGER,
+    at REAL NOT NULL
 );
 """
 
@@ -100,7 +102,9 @@ class Ledger:
         )
 
     def record(
-        self, done: Iterable[str], rejected: Iterable[tuple[str, str, str, str]] = ()
+        self,
+        done: Iterable[str],
+        rejected: Iterable[tuple[str, str, str, str, str, int | None]] = (),
     ) -> None:
         """Commit acknowledged orders (and events Klaviyo rejected) durably, in one transaction."""
         now = time.time()
@@ -113,9 +117,19 @@ class Ledger:
                 [(o, "rejected" if o in bad else "sent", now) for o in done],
             )
             self.db.executemany(
-                "INSERT INTO rejected (order_id, metric, unique_id, reason, at) VALUES (?,?,?,?,?)",
+                "INSERT INTO rejected (order_id, metric, unique_id, reason, source, line, at) "
+                "VALUES (?,?,?,?,?,?,?)",
                 [(*r, now) for r in rejected],
             )
+
+    def rejections(self) -> Iterator[Rejection]:
+        """The events Klaviyo rejected in earlier runs, for a resumed run's failures file."""
+        rows = self.db.execute(
+            "SELECT source, line, order_id, metric, unique_id, reason FROM rejected ORDER BY rowid"
+        )
+        for source, line, order_id, metric, unique_id, reason in rows:
+            yield Rejection(source or "", line, order_id, "rejected by Klaviyo",
+                            f"{metric} {unique_id}: {reason}")  # fmt: skip
 
     def counts(self) -> dict[str, int]:
         rows = self.db.execute("SELECT state, count(*) FROM orders GROUP BY state").fetchall()

@@ -98,9 +98,8 @@ class Stats:
 class Failures:
     """The failures file: one JSON line per rejected order or event, opened on first use."""
 
-    def __init__(self, path: str | None, append: bool = False) -> None:
+    def __init__(self, path: str | None) -> None:
         self.path = path
-        self.mode = "a" if append else "w"  # a resumed run adds to its earlier failures
         self.count = 0
         self._fh: IO[str] | None = None
 
@@ -109,7 +108,7 @@ class Failures:
         if self.path is None:
             return
         if self._fh is None:
-            self._fh = open(self.path, self.mode, encoding="utf-8")  # noqa: SIM115
+            self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
         self._fh.write(json.dumps(rejection.as_json(), ensure_ascii=False) + "\n")
         self._fh.flush()
 

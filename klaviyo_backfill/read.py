@@ -23,7 +23,7 @@ from .model import RawOrder
 
 __all__ = ["Input", "detect_layout", "expand_paths", "load_side_lines", "read_orders", "sniff_kind"]
 
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)  # Shopify notes can pass csv's 128 KB default
 
 SUFFIXES = (".csv", ".json", ".jsonl", ".ndjson", ".txt")
 _CHUNK = 1 << 16
@@ -229,6 +229,7 @@ def iter_csv(
     path: str, layout: Layout, encoding: str, skip: Callable[[str], bool] | None = None
 ) -> Iterator[RawOrder]:
     fh = open_text(path, encoding)
+    csv.field_size_limit(_FIELD_LIMIT)
     reader = csv.reader(fh, delimiter=layout.options.delimiter)
     try:
         with fh:

@@ -129,7 +129,10 @@ def send_job(
 ) -> SendOutcome:
     """Send everything the checkpoint does not hold yet; record each acknowledgement."""
     stats, send_stats = Stats(), SendStats()
-    failures = Failures(job.failures, append=resume)
+    failures = Failures(job.failures)
+    if resume:  # each run writes its input's rejections again; Klaviyo's are in the ledger
+        for rejection in ledger.rejections():
+            failures.write(rejection)
     tracker = Tracker(ledger, failures, send_stats)
     encoder = encoder_for(job.endpoint, job.backfill, config.public_key)
     reader = ledger.reader()

@@ -101,7 +101,7 @@ class Tracker:
 
     def settle(self, sent: list[Event], rejected: list[tuple[Event, str]]) -> None:
         done: list[str] = []
-        bad: list[tuple[str, str, str, str]] = []
+        bad: list[tuple[str, str, str, str, str, int | None]] = []
         with self.lock:
             for event, reason in rejected:
                 entry = self.pending.get(event.order_id)
@@ -112,7 +112,7 @@ class Tracker:
                     Rejection(entry_source[0], entry_source[1], event.order_id, "rejected by Klaviyo",
                               f"{event.metric} {event.unique_id}: {reason}")
                 )  # fmt: skip
-                bad.append((event.order_id, event.metric, event.unique_id, reason))
+                bad.append((event.order_id, event.metric, event.unique_id, reason, *entry_source))
                 self.stats.events_rejected += 1
                 self.stats.rejected[reason[:80]] += 1
             for event in sent:

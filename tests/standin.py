@@ -69,8 +69,9 @@ class Limits:
 
     def scaled(self, factor: float) -> Limits:
         """Same counts, windows multiplied by factor (0.1 -> 10 per 0.1 s, 150 per 6 s)."""
-        return replace(self, burst_window=self.burst_window * factor,
-                       steady_window=self.steady_window * factor)
+        return replace(
+            self, burst_window=self.burst_window * factor, steady_window=self.steady_window * factor
+        )
 
 
 BULK_LIMITS = Limits(10, 1.0, 150, 60.0)
@@ -106,8 +107,14 @@ class RequestLog:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, title: str, errors: list[tuple[str, str | None]],
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        title: str,
+        errors: list[tuple[str, str | None]],
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(title)
         self.status, self.code, self.title, self.errors = status, code, title, errors
         self.headers = headers or {}
@@ -115,9 +122,16 @@ class ApiError(Exception):
     def body(self) -> bytes:
         items = []
         for detail, pointer in self.errors:
-            items.append({"id": str(uuid.uuid4()), "status": self.status, "code": self.code,
-                          "title": self.title, "detail": detail,
-                          "source": {"pointer": "/data/" if pointer is None else pointer}})
+            items.append(
+                {
+                    "id": str(uuid.uuid4()),
+                    "status": self.status,
+                    "code": self.code,
+                    "title": self.title,
+                    "detail": detail,
+                    "source": {"pointer": "/data/" if pointer is None else pointer},
+                }
+            )
         return json.dumps({"errors": items}).encode()
 
 
@@ -128,9 +142,11 @@ def _invalid(errors: list[tuple[str, str | None]]) -> ApiError:
 # ---------------------------------------------------------------- schemas
 def _openapi_dir() -> Path:
     here = Path(__file__).resolve().parent
-    candidates = [Path(os.environ.get("KLAVIYO_OPENAPI_DIR", "/nonexistent")),
-                  here.parent / "shared" / "klaviyo-openapi",
-                  here.parent.parent / "shared" / "klaviyo-openapi"]
+    candidates = [
+        Path(os.environ.get("KLAVIYO_OPENAPI_DIR", "/nonexistent")),
+        here.parent / "shared" / "klaviyo-openapi",
+        here.parent.parent / "shared" / "klaviyo-openapi",
+    ]
     for c in candidates:
         if (c / "create_event.json").exists():
             return c
@@ -210,8 +226,9 @@ def _walk_limits(node: Any, ptr: str, depth: int, errors: list[tuple[str, str | 
             _walk_limits(v, f"{ptr}/{_pointer([k])[1:]}", depth + 1, errors)
 
 
-def check_profile(data: dict[str, Any], ptr: str,
-                  errors: list[tuple[str, str | None]]) -> tuple[str, bool]:
+def check_profile(
+    data: dict[str, Any], ptr: str, errors: list[tuple[str, str | None]]
+) -> tuple[str, bool]:
     """-> (identity, phone ignored?). `ptr` points at profile/data."""
     attrs = data.get("attributes") or {}
     present = {k: v for k in IDENTIFIERS if isinstance(v := attrs.get(k), str) and v.strip()}
@@ -223,12 +240,17 @@ def check_profile(data: dict[str, Any], ptr: str,
             phone_ignored = True
             del present["phone_number"]
         else:
-            errors.append(("phone_number is not a valid E.164 phone number",
-                           f"{ptr}/attributes/phone_number"))
+            errors.append(
+                ("phone_number is not a valid E.164 phone number", f"{ptr}/attributes/phone_number")
+            )
             return "", False
     if not present:
-        errors.append(("profile needs an identifier: email, phone_number, external_id or id",
-                       f"{ptr}/attributes"))
+        errors.append(
+            (
+                "profile needs an identifier: email, phone_number, external_id or id",
+                f"{ptr}/attributes",
+            )
+        )
         return "", False
     _walk_limits(attrs, f"{ptr}/attributes", 1, errors)
     if "email" in present:
@@ -239,13 +261,19 @@ def check_profile(data: dict[str, Any], ptr: str,
     return f"id:{present['id']}", phone_ignored
 
 
-def check_event(attrs: dict[str, Any], ptr: str, revision: date, received: str,
-                errors: list[tuple[str, str | None]]) -> tuple[str, str, str | None]:
+def check_event(
+    attrs: dict[str, Any],
+    ptr: str,
+    revision: date,
+    received: str,
+    errors: list[tuple[str, str | None]],
+) -> tuple[str, str, str | None]:
     """-> (metric, dedupe uid, normalised time). `ptr` points at the event's attributes."""
     name = attrs["metric"]["data"]["attributes"]["name"]
     if not name or len(name) >= 128:
-        errors.append(("metric name must be 1 to 127 characters",
-                       f"{ptr}/metric/data/attributes/name"))
+        errors.append(
+            ("metric name must be 1 to 127 characters", f"{ptr}/metric/data/attributes/name")
+        )
     if "backfill" in attrs and revision < date(2026, 4, 15):
         errors.append(("'backfill' needs revision 2026-04-15 or later", f"{ptr}/backfill"))
     t, err = _parse_time(attrs.get("time"), 1990 if revision >= date(2026, 7, 15) else 2000)
@@ -261,14 +289,28 @@ def check_event(attrs: dict[str, Any], ptr: str, revision: date, received: str,
     return name, uid if uid is not None else (t or received), t
 
 
-def _event(attrs: dict[str, Any], profile: dict[str, Any], endpoint: str, identity: str,
-           uid: str, t: str | None, backfill: bool | None) -> StoredEvent:
-    return StoredEvent(metric=attrs["metric"]["data"]["attributes"]["name"],
-                       unique_id=attrs.get("unique_id"), time=t, value=attrs.get("value"),
-                       value_currency=attrs.get("value_currency"),
-                       backfill=attrs.get("backfill", backfill),
-                       properties=attrs["properties"], profile=profile, endpoint=endpoint,
-                       identity=identity, key_uid=uid)
+def _event(
+    attrs: dict[str, Any],
+    profile: dict[str, Any],
+    endpoint: str,
+    identity: str,
+    uid: str,
+    t: str | None,
+    backfill: bool | None,
+) -> StoredEvent:
+    return StoredEvent(
+        metric=attrs["metric"]["data"]["attributes"]["name"],
+        unique_id=attrs.get("unique_id"),
+        time=t,
+        value=attrs.get("value"),
+        value_currency=attrs.get("value_currency"),
+        backfill=attrs.get("backfill", backfill),
+        properties=attrs["properties"],
+        profile=profile,
+        endpoint=endpoint,
+        identity=identity,
+        key_uid=uid,
+    )
 
 
 def parse_bulk(body: Any, revision: date, received: str) -> tuple[list[StoredEvent], bool]:
@@ -282,21 +324,29 @@ def parse_bulk(body: Any, revision: date, received: str) -> tuple[list[StoredEve
     for i, g in enumerate(groups):
         gattrs = g["attributes"]
         if "backfill" in gattrs and revision < date(2026, 4, 15):
-            errors.append(("'backfill' needs revision 2026-04-15 or later",
-                           f"{base}/{i}/attributes/backfill"))
-        identity, ignored = check_profile(gattrs["profile"]["data"],
-                                          f"{base}/{i}/attributes/profile/data", errors)
+            errors.append(
+                ("'backfill' needs revision 2026-04-15 or later", f"{base}/{i}/attributes/backfill")
+            )
+        identity, ignored = check_profile(
+            gattrs["profile"]["data"], f"{base}/{i}/attributes/profile/data", errors
+        )
         partial |= ignored
         for j, ev in enumerate(gattrs["events"]["data"]):
             ptr = f"{base}/{i}/attributes/events/data/{j}/attributes"
             metric, uid, t = check_event(ev["attributes"], ptr, revision, received, errors)
             if identity and (identity, metric, uid) in seen:
-                errors.append((f"unique_id '{uid}' repeated for the same profile and metric "
-                               "in this request", f"{ptr}/unique_id"))
+                errors.append(
+                    (
+                        f"unique_id '{uid}' repeated for the same profile and metric "
+                        "in this request",
+                        f"{ptr}/unique_id",
+                    )
+                )
             seen.add((identity, metric, uid))
             profile = gattrs["profile"]["data"].get("attributes") or {}
-            events.append(_event(ev["attributes"], profile, "bulk", identity, uid, t,
-                                 gattrs.get("backfill")))
+            events.append(
+                _event(ev["attributes"], profile, "bulk", identity, uid, t, gattrs.get("backfill"))
+            )
     if errors:
         raise _invalid(errors)
     return events, partial
@@ -307,8 +357,9 @@ def parse_single(body: Any, revision: date, received: str) -> tuple[list[StoredE
         raise _invalid(errors)
     errors = []
     attrs = body["data"]["attributes"]
-    identity, partial = check_profile(attrs["profile"]["data"], "/data/attributes/profile/data",
-                                      errors)
+    identity, partial = check_profile(
+        attrs["profile"]["data"], "/data/attributes/profile/data", errors
+    )
     _, uid, t = check_event(attrs, "/data/attributes", revision, received, errors)
     if errors:
         raise _invalid(errors)
@@ -320,25 +371,38 @@ def parse_legacy(payload: Any, public_key: str) -> StoredEvent | None:
     """The v1/v2 Track payload -> StoredEvent, or None when the old API would answer `0`."""
     try:
         cp, props, t = payload["customer_properties"], payload["properties"], payload["time"]
-        ok = (hmac.compare_digest(str(payload["token"]), public_key)
-              and isinstance(payload["event"], str) and payload["event"]
-              and isinstance(cp, dict) and (cp.get("$email") or cp.get("$phone_number"))
-              and isinstance(props, dict) and props.get("$event_id") not in (None, "")
-              and type(props.get("$value")) in (int, float)
-              and type(t) is int and t >= 631152000)  # 1990-01-01
+        ok = (
+            hmac.compare_digest(str(payload["token"]), public_key)
+            and isinstance(payload["event"], str)
+            and payload["event"]
+            and isinstance(cp, dict)
+            and (cp.get("$email") or cp.get("$phone_number"))
+            and isinstance(props, dict)
+            and props.get("$event_id") not in (None, "")
+            and type(props.get("$value")) in (int, float)
+            and type(t) is int
+            and t >= 631152000
+        )  # 1990-01-01
         if not ok:
             return None
     except (KeyError, TypeError):
         return None
     profile = {k.lstrip("$"): v for k, v in cp.items()}
-    identity = (str(cp["$email"]).strip().lower() if cp.get("$email") else cp["$phone_number"])
+    identity = str(cp["$email"]).strip().lower() if cp.get("$email") else cp["$phone_number"]
     uid = str(props["$event_id"])
-    return StoredEvent(metric=payload["event"], unique_id=uid,
-                       time=datetime.fromtimestamp(t, UTC).isoformat(), value=props["$value"],
-                       value_currency=None, backfill=None,
-                       properties={k: v for k, v in props.items()
-                                   if k not in ("$event_id", "$value")},
-                       profile=profile, endpoint="legacy", identity=identity, key_uid=uid)
+    return StoredEvent(
+        metric=payload["event"],
+        unique_id=uid,
+        time=datetime.fromtimestamp(t, UTC).isoformat(),
+        value=props["$value"],
+        value_currency=None,
+        backfill=None,
+        properties={k: v for k, v in props.items() if k not in ("$event_id", "$value")},
+        profile=profile,
+        endpoint="legacy",
+        identity=identity,
+        key_uid=uid,
+    )
 
 
 def _decode_legacy(raw: str) -> Any:
@@ -365,8 +429,9 @@ class SlidingWindow:
         while self.arrivals and self.arrivals[0] <= now - lim.steady_window:
             self.arrivals.popleft()
         steady = len(self.arrivals)
-        burst = sum(1 for _ in takewhile(lambda a: a > now - lim.burst_window,
-                                         reversed(self.arrivals)))
+        burst = sum(
+            1 for _ in takewhile(lambda a: a > now - lim.burst_window, reversed(self.arrivals))
+        )
         if burst >= lim.burst or steady >= lim.steady:
             waits = []
             if burst >= lim.burst:
@@ -380,17 +445,29 @@ class SlidingWindow:
 
 
 # ---------------------------------------------------------------- server
-HTML_PAGE = ("<html><head><title>{0} {1}</title></head><body><center><h1>{0} {1}</h1></center>"
-             "<hr><center>cloudflare</center></body></html>")
-REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-           504: "Gateway Timeout"}
+HTML_PAGE = (
+    "<html><head><title>{0} {1}</title></head><body><center><h1>{0} {1}</h1></center>"
+    "<hr><center>cloudflare</center></body></html>"
+)
+REASONS = {
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 
 
 class StandIn:
-    def __init__(self, api_key: str = "pk_test_0123456789abcdef", public_key: str = "AbC123",
-                 faults: Faults | None = None, bulk_limits: Limits = BULK_LIMITS,
-                 single_limits: Limits = SINGLE_LIMITS, legacy: str = "gone",
-                 port: int = 0) -> None:
+    def __init__(
+        self,
+        api_key: str = "pk_test_0123456789abcdef",
+        public_key: str = "AbC123",
+        faults: Faults | None = None,
+        bulk_limits: Limits = BULK_LIMITS,
+        single_limits: Limits = SINGLE_LIMITS,
+        legacy: str = "gone",
+        port: int = 0,
+    ) -> None:
         if legacy not in ("gone", "accept"):
             raise ValueError("legacy must be 'gone' or 'accept'")
         self.api_key, self.public_key, self.legacy, self.port = api_key, public_key, legacy, port
@@ -415,8 +492,9 @@ class StandIn:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -439,17 +517,25 @@ class StandIn:
 
     def summary(self) -> dict[str, Any]:
         with self.lock:
-            return {"requests": len(self.requests), "events_stored": len(self.events),
-                    "throttled": self.stats["429"], **dict(sorted(self.stats.items()))}
+            return {
+                "requests": len(self.requests),
+                "events_stored": len(self.events),
+                "throttled": self.stats["429"],
+                **dict(sorted(self.stats.items())),
+            }
 
     def draw_fault(self) -> tuple[str | None, float]:
         """One fault (or None) and one variant number, from the seeded sequence."""
         f = self.faults
         with self.lock:
             u, variant = self._rng.random(), self._rng.random()
-        for name, p in (("reset", f.reset), ("lost_ack", f.lost_ack), ("html_502", f.html_502),
-                        ("server_error", f.server_error),
-                        ("throttle", f.throttle_no_retry_after)):
+        for name, p in (
+            ("reset", f.reset),
+            ("lost_ack", f.lost_ack),
+            ("html_502", f.html_502),
+            ("server_error", f.server_error),
+            ("throttle", f.throttle_no_retry_after),
+        ):
             if u < p:
                 return name, variant
             u -= p
@@ -496,9 +582,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(411, "Length Required")  # also closes the connection
             return
         body = self.rfile.read(length) if length else b""
-        log = RequestLog(self.command, path, None, "answered", 0, 0, t0,
-                         {k: ("[REDACTED]" if k.lower() == "authorization" else v)
-                          for k, v in self.headers.items()}, body)
+        log = RequestLog(
+            self.command,
+            path,
+            None,
+            "answered",
+            0,
+            0,
+            t0,
+            {
+                k: ("[REDACTED]" if k.lower() == "authorization" else v)
+                for k, v in self.headers.items()
+            },
+            body,
+        )
         try:
             status, payload, headers = self._route(path, body, log)
         except ApiError as e:
@@ -540,27 +637,48 @@ class _Handler(BaseHTTPRequestHandler):
         if endpoint is None:
             raise ApiError(404, "not_found", "Not found.", [(f"no route for {path}", None)])
         if self.command != "POST":
-            raise ApiError(405, "method_not_allowed", "Method not allowed.",
-                           [(f"{self.command} is not allowed here", None)])
+            raise ApiError(
+                405,
+                "method_not_allowed",
+                "Method not allowed.",
+                [(f"{self.command} is not allowed here", None)],
+            )
         auth = self.headers.get("Authorization") or ""
         if not auth.startswith("Klaviyo-API-Key "):
-            raise ApiError(401, "not_authenticated", "Authentication credentials were not "
-                           "provided.", [("Missing or invalid Authorization header.", None)])
-        if not hmac.compare_digest(auth.removeprefix("Klaviyo-API-Key ").strip().encode(),
-                                   s.api_key.encode()):
-            raise ApiError(403, "permission_denied", "Incorrect authentication credentials.",
-                           [("The API key is not valid.", None)])
+            raise ApiError(
+                401,
+                "not_authenticated",
+                "Authentication credentials were not provided.",
+                [("Missing or invalid Authorization header.", None)],
+            )
+        if not hmac.compare_digest(
+            auth.removeprefix("Klaviyo-API-Key ").strip().encode(), s.api_key.encode()
+        ):
+            raise ApiError(
+                403,
+                "permission_denied",
+                "Incorrect authentication credentials.",
+                [("The API key is not valid.", None)],
+            )
         fault, variant = s.draw_fault()
         if fault == "throttle":
-            raise ApiError(429, "throttled", "Request was throttled.",
-                           [("Request was throttled. Expected available in 1 second.", None)])
+            raise ApiError(
+                429,
+                "throttled",
+                "Request was throttled.",
+                [("Request was throttled. Expected available in 1 second.", None)],
+            )
         with s.lock:
             ok, secs, limit, left = s.windows[endpoint].admit()
         if not ok:
             unit = "second" if secs == 1 else "seconds"
-            raise ApiError(429, "throttled", "Request was throttled.",
-                           [(f"Request was throttled. Expected available in {secs} {unit}.",
-                             None)], {"Retry-After": str(secs)})
+            raise ApiError(
+                429,
+                "throttled",
+                "Request was throttled.",
+                [(f"Request was throttled. Expected available in {secs} {unit}.", None)],
+                {"Retry-After": str(secs)},
+            )
         if fault == "reset":
             log.outcome = "reset"
             return 0, b"", {}
@@ -569,22 +687,30 @@ class _Handler(BaseHTTPRequestHandler):
             if fault == "html_502" or variant >= 0.5:
                 page = HTML_PAGE.format(status, REASONS[status]).encode()
                 return status, page, {"Content-Type": "text/html"}
-            raise ApiError(status, "error", "A server error occurred.",
-                           [("Something went wrong. Please retry.", None)])
+            raise ApiError(
+                status,
+                "error",
+                "A server error occurred.",
+                [("Something went wrong. Please retry.", None)],
+            )
         if fault == "lost_ack":
             log.outcome = "lost_ack"
         events, partial = self._validate(endpoint, body, log)
         log.n_stored = s.store(events)
-        headers = {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(left),
-                   "RateLimit-Reset": str(secs)}
+        headers = {
+            "RateLimit-Limit": str(limit),
+            "RateLimit-Remaining": str(left),
+            "RateLimit-Reset": str(secs),
+        }
         if partial:
             headers["X-Klaviyo-Partial-Failure"] = "phone_number"
             with s.lock:
                 s.stats["partial_failures"] += 1
         return 202, b"", headers
 
-    def _validate(self, endpoint: str, body: bytes,
-                  log: RequestLog) -> tuple[list[StoredEvent], bool]:
+    def _validate(
+        self, endpoint: str, body: bytes, log: RequestLog
+    ) -> tuple[list[StoredEvent], bool]:
         rev = REVISION.match(self.headers.get("revision") or "")
         try:
             revision = date.fromisoformat(rev.group(1)) if rev else None
@@ -596,11 +722,19 @@ class _Handler(BaseHTTPRequestHandler):
             raise _invalid([("This endpoint needs revision 2024-05-15 or later.", None)])
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != JSONAPI:
-            raise ApiError(415, "unsupported_media_type", "Unsupported media type.",
-                           [(f"Content-Type must be {JSONAPI}.", None)])
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                "Unsupported media type.",
+                [(f"Content-Type must be {JSONAPI}.", None)],
+            )
         if len(body) > MAX_BODY:
-            raise ApiError(413, "payload_too_large", "Payload too large.",
-                           [("The request body exceeds 5 MB.", None)])
+            raise ApiError(
+                413,
+                "payload_too_large",
+                "Payload too large.",
+                [("The request body exceeds 5 MB.", None)],
+            )
         try:
             doc = json.loads(body, parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError) as e:
@@ -617,8 +751,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _legacy(self, body: bytes, log: RequestLog) -> tuple[int, bytes, dict[str, str]]:
         s = self.owner
         if s.legacy == "gone":
-            raise ApiError(410, "gone", "Gone.", [("The v1/v2 Track API was retired on "
-                                                  "2024-06-30; use POST /api/events.", None)])
+            raise ApiError(
+                410,
+                "gone",
+                "Gone.",
+                [("The v1/v2 Track API was retired on 2024-06-30; use POST /api/events.", None)],
+            )
         fault, _ = s.draw_fault()
         if fault in ("reset", "lost_ack"):
             log.outcome = fault
@@ -627,8 +765,12 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault in ("html_502", "server_error"):
             return 502, HTML_PAGE.format(502, REASONS[502]).encode(), {"Content-Type": "text/html"}
         elif fault == "throttle":
-            raise ApiError(429, "throttled", "Request was throttled.",
-                           [("Request was throttled. Expected available in 1 second.", None)])
+            raise ApiError(
+                429,
+                "throttled",
+                "Request was throttled.",
+                [("Request was throttled. Expected available in 1 second.", None)],
+            )
         query = urlsplit(self.path).query if self.command == "GET" else body.decode("latin-1")
         raw = parse_qs(query).get("data", [""])[0]
         try:
@@ -660,15 +802,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--legacy", choices=["gone", "accept"], default="gone")
     ap.add_argument("--bulk-limits", type=_limits, default=BULK_LIMITS, help="10/1,150/60")
     ap.add_argument("--single-limits", type=_limits, default=SINGLE_LIMITS, help="350/1,3500/60")
-    for name in ("server-error", "reset", "lost-ack", "html-502", "throttle-no-retry-after",
-                 "latency"):
+    for name in (
+        "server-error",
+        "reset",
+        "lost-ack",
+        "html-502",
+        "throttle-no-retry-after",
+        "latency",
+    ):
         ap.add_argument(f"--{name}", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    faults = Faults(a.server_error, a.reset, a.lost_ack, a.html_502,
-                    a.throttle_no_retry_after, a.latency, a.seed)
-    standin = StandIn(a.api_key, a.public_key, faults, a.bulk_limits, a.single_limits, a.legacy,
-                      a.port).start()
+    faults = Faults(
+        a.server_error,
+        a.reset,
+        a.lost_ack,
+        a.html_502,
+        a.throttle_no_retry_after,
+        a.latency,
+        a.seed,
+    )
+    standin = StandIn(
+        a.api_key, a.public_key, faults, a.bulk_limits, a.single_limits, a.legacy, a.port
+    ).start()
     print(f"listening {standin.url}", flush=True)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

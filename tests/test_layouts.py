@@ -142,7 +142,9 @@ def test_inspect_reports_counts_money_months_and_problems(tmp_path: Path) -> Non
         == report["orders_mapped"] + report["orders_rejected"] + report["orders_skipped"]
     )
     assert all(examples for examples in report["rejected_examples"].values())
-    assert all(e.startswith(f"{sample}:") for es in report["rejected_examples"].values() for e in es)
+    assert all(
+        e.startswith(f"{sample}:") for es in report["rejected_examples"].values() for e in es
+    )
 
 
 @pytest.mark.parametrize("fmt", ["shopify-csv", "woocommerce-csv"])

@@ -22,38 +22,64 @@ except ImportError:  # tests/ made a package
 
 KEY = "pk_test_0123456789abcdef"
 BULK, SINGLE, TRACK = "/api/event-bulk-create-jobs", "/api/events", "/api/track"
-HEADERS = {"Authorization": f"Klaviyo-API-Key {KEY}", "revision": "2026-07-15",
-           "Content-Type": "application/vnd.api+json", "Accept": "application/vnd.api+json"}
+HEADERS = {
+    "Authorization": f"Klaviyo-API-Key {KEY}",
+    "revision": "2026-07-15",
+    "Content-Type": "application/vnd.api+json",
+    "Accept": "application/vnd.api+json",
+}
 BASE = "/data/attributes/events-bulk-create/data"
 
 
 def event(uid: str | None, **attrs: Any) -> dict[str, Any]:
-    a: dict[str, Any] = {"properties": {"OrderId": uid}, "time": "2020-03-01T10:00:00+01:00",
-                         "value": 29.98, "value_currency": "USD", "unique_id": uid,
-                         "backfill": True,
-                         "metric": {"data": {"type": "metric",
-                                             "attributes": {"name": "Placed Order"}}}}
+    a: dict[str, Any] = {
+        "properties": {"OrderId": uid},
+        "time": "2020-03-01T10:00:00+01:00",
+        "value": 29.98,
+        "value_currency": "USD",
+        "unique_id": uid,
+        "backfill": True,
+        "metric": {"data": {"type": "metric", "attributes": {"name": "Placed Order"}}},
+    }
     a.update(attrs)
     return {"type": "event", "attributes": a}
 
 
 def bulk(*groups: tuple[dict[str, Any], list[dict[str, Any]]]) -> dict[str, Any]:
-    return {"data": {"type": "event-bulk-create-job", "attributes": {"events-bulk-create": {
-        "data": [{"type": "event-bulk-create", "attributes": {
-            "profile": {"data": {"type": "profile", "attributes": profile}},
-            "events": {"data": events}}} for profile, events in groups]}}}}
+    return {
+        "data": {
+            "type": "event-bulk-create-job",
+            "attributes": {
+                "events-bulk-create": {
+                    "data": [
+                        {
+                            "type": "event-bulk-create",
+                            "attributes": {
+                                "profile": {"data": {"type": "profile", "attributes": profile}},
+                                "events": {"data": events},
+                            },
+                        }
+                        for profile, events in groups
+                    ]
+                }
+            },
+        }
+    }
 
 
 def single(uid: str, profile: dict[str, Any] | None = None, **attrs: Any) -> dict[str, Any]:
     ev = event(uid, **attrs)
-    ev["attributes"]["profile"] = {"data": {"type": "profile",
-                                            "attributes": profile or {"email": "a@x.com"}}}
+    ev["attributes"]["profile"] = {
+        "data": {"type": "profile", "attributes": profile or {"email": "a@x.com"}}
+    }
     return {"data": ev}
 
 
 def post(c: httpx.Client, path: str, body: Any, **headers: str) -> httpx.Response:
     h = {**HEADERS, **headers}
-    return c.post(path, content=json.dumps(body).encode(), headers={k: v for k, v in h.items() if v})
+    return c.post(
+        path, content=json.dumps(body).encode(), headers={k: v for k, v in h.items() if v}
+    )
 
 
 def pointers(r: httpx.Response) -> list[str]:
@@ -68,33 +94,50 @@ def server() -> Iterator[tuple[st.StandIn, httpx.Client]]:
 
 def test_valid_bulk_is_accepted_and_stored(server: tuple[st.StandIn, httpx.Client]) -> None:
     s, c = server
-    r = post(c, BULK, bulk(({"email": "A@x.com", "first_name": "Ann"}, [event("1"), event("2")]),
-                           ({"phone_number": "+15551234567"}, [event("1")])))
+    r = post(
+        c,
+        BULK,
+        bulk(
+            ({"email": "A@x.com", "first_name": "Ann"}, [event("1"), event("2")]),
+            ({"phone_number": "+15551234567"}, [event("1")]),
+        ),
+    )
     assert r.status_code == 202 and r.content == b""
     assert r.headers["RateLimit-Limit"] == "150" and r.headers["RateLimit-Remaining"] == "149"
     assert int(r.headers["RateLimit-Reset"]) >= 1
-    assert s.keys() == {("a@x.com", "Placed Order", "1"), ("a@x.com", "Placed Order", "2"),
-                        ("+15551234567", "Placed Order", "1")}
+    assert s.keys() == {
+        ("a@x.com", "Placed Order", "1"),
+        ("a@x.com", "Placed Order", "2"),
+        ("+15551234567", "Placed Order", "1"),
+    }
     e = s.events[0]
     assert (e.metric, e.unique_id, e.value, e.value_currency, e.backfill, e.endpoint) == (
-        "Placed Order", "1", 29.98, "USD", True, "bulk")
+        "Placed Order",
+        "1",
+        29.98,
+        "USD",
+        True,
+        "bulk",
+    )
     assert e.time == "2020-03-01T09:00:00+00:00"  # normalised to UTC
     assert e.profile == {"email": "A@x.com", "first_name": "Ann"}
     assert s.stats["2xx"] == 1 and s.requests[0].n_events == 3 and s.requests[0].n_stored == 3
 
 
-def test_single_event_and_dedupe_across_requests(
-        server: tuple[st.StandIn, httpx.Client]) -> None:
+def test_single_event_and_dedupe_across_requests(server: tuple[st.StandIn, httpx.Client]) -> None:
     s, c = server
     assert post(c, SINGLE, single("9")).status_code == 202
     assert post(c, SINGLE, single("9", value=1.0)).status_code == 202  # silently skipped
     assert post(c, BULK, bulk(({"email": "a@x.com"}, [event("9"), event("10")]))).status_code == 202
     assert [(e.unique_id, e.endpoint, e.value) for e in s.events] == [
-        ("9", "single", 29.98), ("10", "bulk", 29.98)]
+        ("9", "single", 29.98),
+        ("10", "bulk", 29.98),
+    ]
     assert s.stats["duplicates_skipped"] == 2
     # another metric may reuse the unique_id
-    cancelled = event("9", metric={"data": {"type": "metric",
-                                            "attributes": {"name": "Cancelled Order"}}})
+    cancelled = event(
+        "9", metric={"data": {"type": "metric", "attributes": {"name": "Cancelled Order"}}}
+    )
     assert post(c, BULK, bulk(({"email": "a@x.com"}, [cancelled]))).status_code == 202
     assert len(s.events) == 3
 
@@ -111,8 +154,12 @@ def test_auth(server: tuple[st.StandIn, httpx.Client]) -> None:
     s, c = server
     wrong = "pk_wrong_key_0000"
     r_none = post(c, BULK, bulk(({"email": "a@x.com"}, [event("1")])), Authorization="")
-    r_wrong = post(c, BULK, bulk(({"email": "a@x.com"}, [event("1")])),
-                   Authorization=f"Klaviyo-API-Key {wrong}")
+    r_wrong = post(
+        c,
+        BULK,
+        bulk(({"email": "a@x.com"}, [event("1")])),
+        Authorization=f"Klaviyo-API-Key {wrong}",
+    )
     assert r_none.status_code == 401 and r_wrong.status_code == 403
     assert r_wrong.headers["Content-Type"] == "application/vnd.api+json"
     for r in (r_none, r_wrong):
@@ -142,11 +189,14 @@ def test_schema_invalid_body_points_at_the_entry(server: tuple[st.StandIn, httpx
     del events[4]["attributes"]["metric"]
     r = post(c, BULK, bulk(({"email": "a@x.com"}, events)))
     assert r.status_code == 400 and r.headers["Content-Type"] == "application/vnd.api+json"
-    assert pointers(r) == [f"{BASE}/0/attributes/events/data/3/attributes/value",
-                           f"{BASE}/0/attributes/events/data/4/attributes/metric"]
+    assert pointers(r) == [
+        f"{BASE}/0/attributes/events/data/3/attributes/value",
+        f"{BASE}/0/attributes/events/data/4/attributes/metric",
+    ]
     doc = json.loads((st._openapi_dir() / "bulk_create_events.json").read_text())
     error_schema = doc["components"]["responses"]["ClientError"]["content"][
-        "application/vnd.api+json"]["schema"]
+        "application/vnd.api+json"
+    ]["schema"]
     jsonschema.validate(r.json(), error_schema)
     assert s.events == []  # the whole request fails
     assert post(c, BULK, {"data": []}).status_code == 400
@@ -154,23 +204,46 @@ def test_schema_invalid_body_points_at_the_entry(server: tuple[st.StandIn, httpx
     assert r.status_code == 400
 
 
-@pytest.mark.parametrize(("profile", "attrs", "pointer"), [
-    ({"first_name": "X"}, {}, "profile/data/attributes"),
-    ({"phone_number": "555-1234"}, {}, "profile/data/attributes/phone_number"),
-    ({"email": "a@x.com"}, {"time": "1989-12-31T23:59:59+00:00"}, "events/data/0/attributes/time"),
-    ({"email": "a@x.com"}, {"time": "2020-03-01 10:00:00"}, "events/data/0/attributes/time"),
-    ({"email": "a@x.com"}, {"time": "2099-01-01T00:00:00Z"}, "events/data/0/attributes/time"),
-    ({"email": "a@x.com"}, {"metric": {"data": {"type": "metric", "attributes": {"name": "M" * 128}}}},
-     "events/data/0/attributes/metric/data/attributes/name"),
-    ({"email": "a@x.com"}, {"properties": {f"p{i}": i for i in range(401)}},
-     "events/data/0/attributes/properties"),
-    ({"email": "a@x.com"}, {"properties": {"Items": list(range(4001))}},
-     "events/data/0/attributes/properties/Items"),
-    ({"email": "a@x.com"}, {"properties": {"Note": "x" * 102_401}},
-     "events/data/0/attributes/properties/Note"),
-])
-def test_semantic_checks(server: tuple[st.StandIn, httpx.Client], profile: dict[str, Any],
-                         attrs: dict[str, Any], pointer: str) -> None:
+@pytest.mark.parametrize(
+    ("profile", "attrs", "pointer"),
+    [
+        ({"first_name": "X"}, {}, "profile/data/attributes"),
+        ({"phone_number": "555-1234"}, {}, "profile/data/attributes/phone_number"),
+        (
+            {"email": "a@x.com"},
+            {"time": "1989-12-31T23:59:59+00:00"},
+            "events/data/0/attributes/time",
+        ),
+        ({"email": "a@x.com"}, {"time": "2020-03-01 10:00:00"}, "events/data/0/attributes/time"),
+        ({"email": "a@x.com"}, {"time": "2099-01-01T00:00:00Z"}, "events/data/0/attributes/time"),
+        (
+            {"email": "a@x.com"},
+            {"metric": {"data": {"type": "metric", "attributes": {"name": "M" * 128}}}},
+            "events/data/0/attributes/metric/data/attributes/name",
+        ),
+        (
+            {"email": "a@x.com"},
+            {"properties": {f"p{i}": i for i in range(401)}},
+            "events/data/0/attributes/properties",
+        ),
+        (
+            {"email": "a@x.com"},
+            {"properties": {"Items": list(range(4001))}},
+            "events/data/0/attributes/properties/Items",
+        ),
+        (
+            {"email": "a@x.com"},
+            {"properties": {"Note": "x" * 102_401}},
+            "events/data/0/attributes/properties/Note",
+        ),
+    ],
+)
+def test_semantic_checks(
+    server: tuple[st.StandIn, httpx.Client],
+    profile: dict[str, Any],
+    attrs: dict[str, Any],
+    pointer: str,
+) -> None:
     s, c = server
     r = post(c, BULK, bulk(({"email": "ok@x.com"}, [event("0")]), (profile, [event("1", **attrs)])))
     assert r.status_code == 400
@@ -179,19 +252,28 @@ def test_semantic_checks(server: tuple[st.StandIn, httpx.Client], profile: dict[
 
 
 def test_bad_phone_next_to_email_is_a_partial_failure(
-        server: tuple[st.StandIn, httpx.Client]) -> None:
+    server: tuple[st.StandIn, httpx.Client],
+) -> None:
     s, c = server
     r = post(c, SINGLE, single("1", {"email": "a@x.com", "phone_number": "555"}, time=None))
     assert r.status_code == 202 and r.headers["X-Klaviyo-Partial-Failure"] == "phone_number"
     assert s.events[0].time is None and s.stats["events_without_time"] == 1
     r = post(c, SINGLE, single("2", {"phone_number": "555"}))
-    assert r.status_code == 400 and pointers(r) == ["/data/attributes/profile/data/attributes/phone_number"]
+    assert r.status_code == 400 and pointers(r) == [
+        "/data/attributes/profile/data/attributes/phone_number"
+    ]
 
 
 def test_request_size_limits(server: tuple[st.StandIn, httpx.Client]) -> None:
     s, c = server
-    r = post(c, BULK, bulk(({"email": "a@x.com"}, [event(str(i)) for i in range(600)]),
-                           ({"email": "b@x.com"}, [event(str(i)) for i in range(401)])))
+    r = post(
+        c,
+        BULK,
+        bulk(
+            ({"email": "a@x.com"}, [event(str(i)) for i in range(600)]),
+            ({"email": "b@x.com"}, [event(str(i)) for i in range(401)]),
+        ),
+    )
     assert r.status_code == 400 and pointers(r) == [BASE]
     big = [event(str(i), properties={"Note": "x" * 100_000}) for i in range(51)]
     assert post(c, BULK, bulk(({"email": "a@x.com"}, big))).status_code == 413
@@ -199,10 +281,17 @@ def test_request_size_limits(server: tuple[st.StandIn, httpx.Client]) -> None:
 
 
 def test_duplicate_unique_id_in_one_request_fails_it_all(
-        server: tuple[st.StandIn, httpx.Client]) -> None:
+    server: tuple[st.StandIn, httpx.Client],
+) -> None:
     s, c = server
-    r = post(c, BULK, bulk(({"email": "a@x.com"}, [event("1"), event("2")]),
-                           ({"email": "A@X.com"}, [event("3"), event("2")])))
+    r = post(
+        c,
+        BULK,
+        bulk(
+            ({"email": "a@x.com"}, [event("1"), event("2")]),
+            ({"email": "A@X.com"}, [event("3"), event("2")]),
+        ),
+    )
     assert r.status_code == 400
     assert pointers(r) == [f"{BASE}/1/attributes/events/data/1/attributes/unique_id"]
     assert s.events == []
@@ -216,8 +305,10 @@ def test_burst_limit() -> None:
         assert codes == [202, 202, 202, 429]
         r = post(c, BULK, body)
         assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
-        assert "Request was throttled. Expected available in 1 second" in r.json()["errors"][0][
-            "detail"]
+        assert (
+            "Request was throttled. Expected available in 1 second"
+            in r.json()["errors"][0]["detail"]
+        )
         assert post(c, SINGLE, single("x")).status_code == 202  # separate windows per endpoint
         time.sleep(0.45)
         assert post(c, BULK, body).status_code == 202  # throttled requests did not count
@@ -234,12 +325,15 @@ def test_sliding_windows_are_exact() -> None:
 
 
 def test_throttle_without_retry_after() -> None:
-    with st.StandIn(faults=st.Faults(throttle_no_retry_after=1.0)) as s, \
-            httpx.Client(base_url=s.url) as c:
+    with (
+        st.StandIn(faults=st.Faults(throttle_no_retry_after=1.0)) as s,
+        httpx.Client(base_url=s.url) as c,
+    ):
         r = post(c, BULK, bulk(({"email": "a@x.com"}, [event("1")])))
         assert r.status_code == 429 and "Retry-After" not in r.headers
-        assert r.json()["errors"][0]["detail"] == ("Request was throttled. "
-                                                   "Expected available in 1 second.")
+        assert r.json()["errors"][0]["detail"] == (
+            "Request was throttled. Expected available in 1 second."
+        )
         assert s.events == []
 
 
@@ -260,8 +354,10 @@ def test_reset_and_server_errors_store_nothing() -> None:
         with pytest.raises(httpx.TransportError):
             post(c, BULK, bulk(({"email": "a@x.com"}, [event("1")])))
         assert s.events == [] and s.stats["resets"] == 1
-    with st.StandIn(faults=st.Faults(server_error=1.0, seed=3)) as s, \
-            httpx.Client(base_url=s.url) as c:
+    with (
+        st.StandIn(faults=st.Faults(server_error=1.0, seed=3)) as s,
+        httpx.Client(base_url=s.url) as c,
+    ):
         rs = [post(c, SINGLE, single("1")) for _ in range(12)]
         assert {r.status_code for r in rs} <= {500, 502, 503, 504}
         kinds = {r.headers["Content-Type"] for r in rs}
@@ -276,6 +372,7 @@ def test_faults_are_deterministic() -> None:
             for i in range(10):
                 post(c, SINGLE, single(str(i)))
             return [q.status for q in s.requests]
+
     first = run()
     assert first == run() and 202 in first and any(x and x >= 500 for x in first)
 
@@ -288,10 +385,13 @@ def test_legacy_gone(server: tuple[st.StandIn, httpx.Client]) -> None:
 
 
 def test_legacy_accept() -> None:
-    payload = {"token": "AbC123", "event": "Placed Order",
-               "customer_properties": {"$email": "john@example.com", "$first_name": "John"},
-               "properties": {"$event_id": "1234", "$value": 29.98, "ItemNames": ["A"]},
-               "time": 1387302423}
+    payload = {
+        "token": "AbC123",
+        "event": "Placed Order",
+        "customer_properties": {"$email": "john@example.com", "$first_name": "John"},
+        "properties": {"$event_id": "1234", "$value": 29.98, "ItemNames": ["A"]},
+        "time": 1387302423,
+    }
     with st.StandIn(legacy="accept") as s, httpx.Client(base_url=s.url) as c:
         encoded = base64.b64encode(json.dumps(payload).encode()).decode()
         r = c.get(TRACK, params={"data": encoded})
@@ -299,24 +399,48 @@ def test_legacy_accept() -> None:
         assert c.post(TRACK, data={"data": json.dumps(payload)}).text == "1"  # deduped
         assert c.post(TRACK, data={"data": json.dumps({**payload, "token": "nope"})}).text == "0"
         assert c.get(TRACK, params={"data": "not base64!"}).text == "0"
-        assert s.events == [st.StoredEvent(
-            metric="Placed Order", unique_id="1234", time="2013-12-17T17:47:03+00:00",
-            value=29.98, value_currency=None, backfill=None, properties={"ItemNames": ["A"]},
-            profile={"email": "john@example.com", "first_name": "John"}, endpoint="legacy",
-            identity="john@example.com", key_uid="1234")]
+        assert s.events == [
+            st.StoredEvent(
+                metric="Placed Order",
+                unique_id="1234",
+                time="2013-12-17T17:47:03+00:00",
+                value=29.98,
+                value_currency=None,
+                backfill=None,
+                properties={"ItemNames": ["A"]},
+                profile={"email": "john@example.com", "first_name": "John"},
+                endpoint="legacy",
+                identity="john@example.com",
+                key_uid="1234",
+            )
+        ]
 
 
 def test_runs_as_a_process() -> None:
     script = Path(st.__file__)
-    proc = subprocess.Popen([sys.executable, str(script), "--port", "0", "--bulk-limits",
-                             "2/1,150/60", "--latency", "0.01"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            "--port",
+            "0",
+            "--bulk-limits",
+            "2/1,150/60",
+            "--latency",
+            "0.01",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
         assert line.startswith("listening http://127.0.0.1:")
         with httpx.Client(base_url=line.split()[1]) as c:
-            codes = [post(c, BULK, bulk(({"email": "a@x.com"}, [event(str(i))]))).status_code
-                     for i in range(3)]
+            codes = [
+                post(c, BULK, bulk(({"email": "a@x.com"}, [event(str(i))]))).status_code
+                for i in range(3)
+            ]
         assert codes == [202, 202, 429]
         proc.terminate()
         out, _ = proc.communicate(timeout=5)
