@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from .errors import FieldError
-from .layout import Layout
+from .layout import ADDRESS_KEYS, Layout
 from .model import Address, Line, Order, RawOrder, Refund
 from .values import (
     clean,
@@ -23,20 +23,6 @@ from .values import (
 __all__ = ["EARLIEST", "Settings", "to_order"]
 
 EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)  # Klaviyo rejects events before 1990
-_ADDRESS = [
-    "first_name",
-    "last_name",
-    "company",
-    "address1",
-    "address2",
-    "city",
-    "region",
-    "region_code",
-    "country",
-    "country_code",
-    "zip",
-    "phone",
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +84,7 @@ def _split_name(full: str | None) -> tuple[str | None, str | None]:
 
 
 _SIDE_KEYS = {
-    side: [(key, f"{side}_{key}") for key in _ADDRESS] for side in ("billing", "shipping")
+    side: [(key, f"{side}_{key}") for key in ADDRESS_KEYS] for side in ("billing", "shipping")
 }
 
 

@@ -15,12 +15,20 @@ from typing import Any
 
 from .errors import LayoutError
 
-__all__ = ["LINE_KEYS", "ORDER_KEYS", "Layout", "Options", "Source", "builtin_layouts", "load"]
+__all__ = [
+    "ADDRESS_KEYS",
+    "LINE_KEYS",
+    "ORDER_KEYS",
+    "Layout",
+    "Options",
+    "Source",
+    "builtin_layouts",
+    "load",
+]
 
-_ADDRESS_KEYS = [
+ADDRESS_KEYS = (  # the fields of model.Address, as billing_*/shipping_* layout keys
     "first_name",
     "last_name",
-    "name",
     "company",
     "address1",
     "address2",
@@ -31,7 +39,7 @@ _ADDRESS_KEYS = [
     "country_code",
     "zip",
     "phone",
-]
+)
 ORDER_KEYS = frozenset(
     [
         "id",
@@ -62,7 +70,7 @@ ORDER_KEYS = frozenset(
         "refunded_at",
         "refund_reason",
     ]
-    + [f"{side}_{key}" for side in ("billing", "shipping") for key in _ADDRESS_KEYS]
+    + [f"{side}_{key}" for side in ("billing", "shipping") for key in (*ADDRESS_KEYS, "name")]
 )
 LINE_KEYS = frozenset(
     [
@@ -150,9 +158,7 @@ def _sources(value: Any, key: str, origin: str) -> tuple[Source, ...]:
     return tuple(out)
 
 
-def _fields(table: Any, known: frozenset[str], section: str, origin: str) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise LayoutError(origin, f"[{section}] must be a table")
+def _known_only(table: dict[str, Any], known: frozenset[str], section: str, origin: str) -> None:
     unknown = sorted(set(table) - known)
     if unknown:
         raise LayoutError(
@@ -160,17 +166,17 @@ def _fields(table: Any, known: frozenset[str], section: str, origin: str) -> dic
             f"unknown key {unknown[0]!r} in [{section}]",
             hint=f"Known keys: {', '.join(sorted(known))}.",
         )
+
+
+def _fields(table: Any, known: frozenset[str], section: str, origin: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise LayoutError(origin, f"[{section}] must be a table")
+    _known_only(table, known, section, origin)
     return {key: _sources(value, f"[{section}] {key}", origin) for key, value in table.items()}
 
 
 def _options(table: dict[str, Any], origin: str) -> Options:
-    unknown = sorted(set(table) - _OPTION_KEYS)
-    if unknown:
-        raise LayoutError(
-            origin,
-            f"unknown key {unknown[0]!r} in [options]",
-            hint=f"Known keys: {', '.join(sorted(_OPTION_KEYS))}.",
-        )
+    _known_only(table, _OPTION_KEYS, "options", origin)
     opts = dict(table)
     for key in ("fulfilled_statuses", "cancelled_statuses", "refunded_statuses"):
         if key in opts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -194,19 +195,21 @@ def inspect_report(console: Console, stats: Stats) -> None:
     console.print(overview)
     for table in _bars(stats):
         console.print(table)
-    if stats.rejected:
-        problems = Table(title="Rejected orders", title_justify="left")
-        problems.add_column("reason")
-        problems.add_column("orders", justify="right")
-        problems.add_column("for example", overflow="fold")
-        for reason, n in stats.rejected.most_common():
-            problems.add_row(reason, f"{n:,}", ", ".join(stats.examples.get(reason, [])))
-        console.print(problems)
-    if stats.warnings:
-        warnings = Table(title="Warnings", title_justify="left")
-        warnings.add_column("warning")
-        warnings.add_column("orders", justify="right")
-        warnings.add_column("for example", overflow="fold")
-        for warning, n in stats.warnings.most_common():
-            warnings.add_row(warning, f"{n:,}", ", ".join(stats.examples.get(warning, [])))
-        console.print(warnings)
+    for title, label, counts in (
+        ("Rejected orders", "reason", stats.rejected),
+        ("Warnings", "warning", stats.warnings),
+    ):
+        if counts:
+            console.print(_with_examples(title, label, counts, stats.examples))
+
+
+def _with_examples(
+    title: str, label: str, counts: Counter[str], examples: dict[str, list[str]]
+) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(label)
+    table.add_column("orders", justify="right")
+    table.add_column("for example", overflow="fold")
+    for what, n in counts.most_common():
+        table.add_row(what, f"{n:,}", ", ".join(examples.get(what, [])))
+    return table
