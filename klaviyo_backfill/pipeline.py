@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import IO, Any
 
 from .convert import Settings, to_order
+from .distinct import DistinctCount, SeenIds
 from .errors import FieldError
 from .layout import Layout
 from .mapping import PLACED, map_order
@@ -55,7 +56,7 @@ class Stats:
     warnings: Counter[str] = field(default_factory=Counter)
     first: datetime | None = None
     last: datetime | None = None
-    profiles: set[int] = field(default_factory=set)
+    profiles: DistinctCount = field(default_factory=DistinctCount)
     line_items: int = 0
     bytes_total: int = 0  # of every input
     bytes_done: int = 0  # of the inputs read so far, and of the current one up to here
@@ -135,7 +136,7 @@ class _Mapper:
     ) -> None:
         self.settings, self.filters, self.stats, self.failures = settings, filters, stats, failures
         self.already_sent = already_sent
-        self.seen: set[int] = set()
+        self.seen = SeenIds()
 
     def reject(self, raw: RawOrder, order_id: str | None, exc: FieldError) -> None:
         self.stats.orders_rejected += 1
@@ -152,15 +153,13 @@ class _Mapper:
         raw_id = raw.get("id")
         order_id = None if raw_id is None else str(raw_id).strip()
         if order_id:
-            key = hash(order_id)
-            if key in self.seen:
+            if not self.seen.add(order_id):
                 stats.skipped["duplicate order id"] += 1
                 stats.warnings["duplicate order id skipped"] += 1
                 examples = stats.examples.setdefault("duplicate order id skipped", [])
                 if len(examples) < 3:
                     examples.append(f"{raw.source}:{raw.line}")
                 return None
-            self.seen.add(key)
             if raw.already_sent or (self.already_sent is not None and self.already_sent(order_id)):
                 stats.skipped["already sent (checkpoint)"] += 1
                 return None
@@ -225,6 +224,7 @@ def describe(stats: Stats) -> dict[str, Any]:
         "first_order": stats.first.isoformat() if stats.first else None,
         "last_order": stats.last.isoformat() if stats.last else None,
         "profiles": len(stats.profiles),
+        "profiles_estimated": stats.profiles.estimated,
         "line_items": stats.line_items,
         "warnings": dict(stats.warnings),
         "balanced": stats.balanced(),

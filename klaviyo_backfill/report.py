@@ -76,7 +76,8 @@ def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) 
     if stats.first and stats.last:
         table.add_row("Orders from", stats.first.isoformat(sep=" "))
         table.add_row("Orders to", stats.last.isoformat(sep=" "))
-    table.add_row("Distinct profiles", f"{len(stats.profiles):,}")
+    about = "about " if stats.profiles.estimated else ""
+    table.add_row("Distinct profiles", f"{about}{len(stats.profiles):,}")
     for warning, n in stats.warnings.most_common():
         table.add_row(f"[yellow]Warning[/yellow]: {warning}", f"{n:,}")
     balance = "yes" if stats.balanced() else "[red]NO[/red]"
@@ -180,7 +181,8 @@ def inspect_report(console: Console, stats: Stats) -> None:
     overview.add_column("value", justify="right")
     overview.add_row("Orders", f"{stats.orders_read:,} ({stats.orders_mapped:,} would be sent)")
     overview.add_row("Line items", f"{stats.line_items:,}")
-    overview.add_row("Distinct customers", f"{len(stats.profiles):,}")
+    about = "about " if stats.profiles.estimated else ""
+    overview.add_row("Distinct customers", f"{about}{len(stats.profiles):,}")
     if stats.first and stats.last:
         overview.add_row(
             "Date range", f"{stats.first:%Y-%m-%d %H:%M %z} .. {stats.last:%Y-%m-%d %H:%M %z}"

@@ -281,8 +281,10 @@ class Sender:
         )
 
     async def _attempt(self, request: Request) -> None:
+        started = time.monotonic()
         try:
             response = await self._post(request)
+            self.limiter.observe(time.monotonic() - started)
         except httpx.TimeoutException as exc:
             raise _Retry(f"timeout ({type(exc).__name__})") from None
         except httpx.TransportError as exc:

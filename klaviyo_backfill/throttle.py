@@ -1,8 +1,10 @@
 """Client-side rate limiting: both of Klaviyo's windows, sliding, plus a shared pause.
 
 Klaviyo counts requests per account in a burst window (per second) and a steady window
-(per minute). The limiter admits a request only when neither window is full, so a run
-paced by it reaches the ceiling without tripping it; a 429 pauses every sender at once.
+(per minute), on arrival. The limiter admits a request only when neither window is full,
+counting from when requests left; since a request arrives some time after it leaves (a
+bulk body is up to 5 MB), each window is widened by the longest recent request time. So a
+run paced by it reaches the ceiling without tripping it; a 429 pauses every sender at once.
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ class Limiter:
         self.stamps: deque[float] = deque()
         self.paused_until = 0.0
         self.throttled = 0
+        self.transit = 0.0  # a slowly forgetting maximum of recent request times
+
+    def observe(self, seconds: float) -> None:
+        """A request took this long from leaving to its answer."""
+        self.transit = max(seconds, self.transit * 0.95)
 
     def delay(self, now: float) -> float:
         """Seconds until one more request may start."""
@@ -67,13 +74,14 @@ class Limiter:
         stamps = self.stamps
         for window in self.windows:
             if len(stamps) >= window.limit:
-                wait = max(wait, stamps[-window.limit] + window.seconds + window.margin - now)
+                extra = window.margin + min(self.transit, window.seconds)
+                wait = max(wait, stamps[-window.limit] + window.seconds + extra - now)
         return wait
 
     async def acquire(self) -> None:
         while True:
             now = self.clock()
-            while self.stamps and self.stamps[0] < now - self.longest:
+            while self.stamps and self.stamps[0] < now - 2 * self.longest:
                 self.stamps.popleft()
             wait = self.delay(now)
             if wait <= 0:

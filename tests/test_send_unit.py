@@ -163,3 +163,12 @@ def test_gives_up_after_the_attempt_cap() -> None:
 
     with pytest.raises(GaveUp):
         run_sender(lambda request: httpx.Response(500), events(1), max_attempts=3)
+
+
+def test_limiter_widens_its_windows_by_the_time_requests_take_to_arrive() -> None:
+    now = [0.0]
+    limiter = Limiter((Window(2, 1.0),), clock=lambda: now[0])
+    limiter.stamps.extend([0.0, 0.0])
+    quick = limiter.delay(0.0)
+    limiter.observe(0.4)  # a large body takes 0.4 s to reach Klaviyo
+    assert limiter.delay(0.0) >= quick + 0.4 - 1e-9
