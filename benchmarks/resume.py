@@ -1,0 +1,166 @@
+"""Resuming a big run: how long until the first new request, and how does skipping the orders
+the checkpoint holds compare with just reading their rows?
+
+Writes an export of N + --new orders, and a checkpoint holding the first N (in file order) as
+sent - built with klaviyo_backfill.checkpoint.Ledger directly, bound to the fingerprint the
+CLI computes (the Job is built by cli.build_job with the CLI's defaults), state "stopped",
+exactly as an interrupted run leaves it. Then runs `klaviyo-backfill send FILE --resume
+--checkpoint CK --base-url URL` against the stand-in (in this process, real limits, 50 ms
+latency) and reads the time from launching the process to the stand-in receiving its first
+request. For comparison: a bare csv.DictReader pass over the first N orders' rows, and the
+CLI's start-up (`--version`).
+
+Targets: <= 10 s to the first new request; skipping <= 1.5x a bare CSV pass over the part
+already sent.
+
+    .venv/bin/python benchmarks/resume.py                 # N for ~1M events (~230k orders)
+    .venv/bin/python benchmarks/resume.py --orders 50000 --new 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import _common as c
+
+TARGET_FIRST_S = 10.0
+TARGET_SKIP_RATIO = 1.5
+
+
+def make_checkpoint(path: Path, export: c.Export, sent: int) -> float:
+    """The ledger an interrupted run leaves after `sent` orders; returns seconds taken."""
+    from klaviyo_backfill import cli as kcli
+    from klaviyo_backfill.checkpoint import Ledger
+
+    started = time.perf_counter()
+    revision = next(p.default for p in kcli.send.params if p.name == "revision")
+    job = kcli.build_job(
+        (str(export.path),), None, None, None, "UTC", None, None, None, None,
+        endpoint="bulk", backfill=True, revision=revision, output=None,
+        failures=str(path.parent / "failures.jsonl"),
+    )  # fmt: skip
+    ledger = Ledger(path)
+    try:
+        ledger.claim(job.fingerprint(), "benchmark")
+        ledger.put(state="running", started=str(time.time()))
+        chunk = 50_000
+        for first in range(0, sent, chunk):
+            ledger.record([export.order_id(i) for i in range(first, min(sent, first + chunk))])
+        ledger.put(state="stopped", ended=str(time.time()))
+    finally:
+        ledger.close()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--orders", type=int, help="orders already sent (default: ~--events events)")
+    ap.add_argument("--events", type=int, default=1_000_000, help="size the sent part by events")
+    ap.add_argument("--new", type=int, default=1000, help="orders not sent yet")
+    ap.add_argument("--latency", type=float, default=0.05)
+    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    from standin import Faults, StandIn
+
+    info = c.machine()
+    print(f"machine: {info['nproc']} cores, {info['cpu']}, Python {info['python']}, "
+          f"load {info['loadavg_1m']}")  # fmt: skip
+    pool = c.make_pool()
+    per_order = sum(pool.event_counts()) / len(pool.rows)
+    sent = args.orders if args.orders is not None else math.ceil(args.events / per_order)
+    total = sent + args.new
+    startup = c.startup_seconds()
+    env = {**os.environ, "KLAVIYO_API_KEY": c.API_KEY}
+    env.pop("KLAVIYO_BASE_URL", None)
+    with c.tempdir(args.keep) as tmp:
+        export = c.write_shopify_export(tmp / "orders.csv", total)
+        sent_rows, sent_events = export.rows_before(sent), export.events_before(sent)
+        new_events = export.events_before(total) - sent_events
+        print(f"export: {total:,} orders, {export.rows:,} rows, {export.bytes / 1e6:.0f} MB "
+              f"(written in {export.seconds:.1f} s); checkpoint: first {sent:,} orders "
+              f"= {sent_rows:,} rows, {sent_events:,} events", flush=True)  # fmt: skip
+        checkpoint = tmp / "checkpoint.sqlite"
+        ck_seconds = make_checkpoint(checkpoint, export, sent)
+        bare, bare_cpu = c.bare_parse(export.path, max_rows=sent_rows)
+
+        summary_path = tmp / "summary.json"
+        cmd = [*c.cli(), "send", str(export.path), "--resume", "--checkpoint", str(checkpoint),
+               "-q", "--summary-json", str(summary_path), "--failures", str(tmp / "failures.jsonl")]  # fmt: skip
+        with StandIn(faults=Faults(latency=args.latency)) as s:
+            cmd += ["--base-url", s.url]
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            launched = time.monotonic()
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)  # fmt: skip
+            try:
+                out, err = proc.communicate(timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            finished = time.monotonic()
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            first = s.requests[0].time_received - launched if s.requests else math.inf
+            stand = s.summary()
+        if not summary_path.exists():
+            print(out, err, file=sys.stderr)
+            raise SystemExit(f"the resumed run failed (exit {proc.returncode})")
+        summary = json.loads(summary_path.read_text())
+
+    skip = first - startup
+    ratio = skip / bare
+    skipped = summary["skipped"].get("already sent (checkpoint)", 0)
+    sent_now = sum(summary["events_sent"].values())
+    correct = skipped == sent and stand["events_stored"] == new_events == sent_now
+    print(c.table(
+        ["what", "seconds"],
+        [(f"checkpoint built (Ledger, {sent:,} orders)", ck_seconds),
+         ("CLI start-up (--version, best of 3)", startup),
+         (f"bare csv.DictReader pass over the sent part ({sent_rows:,} rows)", bare),
+         ("launch -> first new request at the stand-in", first),
+         ("  minus start-up: skipping (+ mapping the first request)", skip),
+         ("whole resumed run (launch -> exit)", finished - launched),
+         ("  its CPU time (user + sys; far below wall = a busy machine)", cpu)],
+        title=f"\nResume after {sent:,} sent orders ({sent_events:,} events), {args.new:,} new"))  # fmt: skip
+    print(
+        f"\nskipping / bare pass: {ratio:.2f}x (start-up excluded; {first / bare:.2f}x including it)"
+    )
+    print(f"resumed run: exit {proc.returncode}, {skipped:,} orders skipped as already sent, "
+          f"{summary['orders_sent']:,} orders / {sent_now:,} events sent in {summary['requests']} "
+          f"requests; stand-in stored {stand['events_stored']:,} (expected {new_events:,}): "
+          f"{'consistent' if correct else 'INCONSISTENT'}")  # fmt: skip
+    print(
+        f"Target: <= {TARGET_FIRST_S:g} s to the first new request: "
+        f"{c.verdict(first <= TARGET_FIRST_S)} ({first:.2f} s)"
+    )
+    print(
+        f"Target: skipping <= {TARGET_SKIP_RATIO:g}x a bare CSV pass: "
+        f"{c.verdict(ratio <= TARGET_SKIP_RATIO)} ({ratio:.2f}x)"
+    )
+    c.emit_json({
+        "benchmark": "resume", "machine": info, "orders_sent_before": sent,
+        "events_sent_before": sent_events, "rows_sent_before": sent_rows, "orders_new": args.new,
+        "export_mb": round(export.bytes / 1e6, 1), "checkpoint_build_s": round(ck_seconds, 2),
+        "startup_s": round(startup, 3), "bare_parse_s": round(bare, 3),
+        "bare_parse_cpu_s": round(bare_cpu, 3), "first_request_s": round(first, 3),
+        "skip_s": round(skip, 3), "skip_ratio": round(ratio, 2),
+        "skip_ratio_with_startup": round(first / bare, 2),
+        "run_s": round(finished - launched, 3), "run_cpu_s": round(cpu, 3), "exit_code": proc.returncode,
+        "orders_skipped": skipped, "events_sent_now": sent_now,
+        "standin_events_stored": stand["events_stored"], "consistent": correct,
+        "targets": {"first_request_max_s": TARGET_FIRST_S, "skip_ratio_max": TARGET_SKIP_RATIO,
+                    "first_ok": first <= TARGET_FIRST_S, "skip_ok": ratio <= TARGET_SKIP_RATIO},
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
