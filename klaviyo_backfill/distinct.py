@@ -2,7 +2,8 @@
 
 `SeenIds` answers "was this order id seen before?" exactly: in memory up to a point, then in
 a temporary SQLite table on disk. `DistinctCount` counts distinct profiles exactly up to a
-point, then estimates (HyperLogLog, 16 KB, about 1% error) and says that it does.
+point, then estimates (HyperLogLog, 16 KB, about 1% error) and says that it does. Both switch at
+50,000, so memory stops growing there.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ __all__ = ["DistinctCount", "SeenIds"]
 
 
 class SeenIds:
-    def __init__(self, spill_after: int = 200_000) -> None:
+    def __init__(self, spill_after: int = 50_000) -> None:
         self.spill_after = spill_after
         self.memory: set[str] = set()
         self.db: sqlite3.Connection | None = None
@@ -46,7 +47,7 @@ _MASK64 = (1 << 64) - 1
 
 
 class DistinctCount:
-    def __init__(self, exact_up_to: int = 100_000) -> None:
+    def __init__(self, exact_up_to: int = 50_000) -> None:
         self.exact_up_to = exact_up_to
         self.exact: set[int] | None = set()
         self.registers = bytearray(_M)
