@@ -176,7 +176,7 @@ def _check_revision(revision: str, backfill: bool) -> None:
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 200),
-    help="Requests in flight at once. [default: 10 bulk, 50 single]",
+    help="Requests in flight at once. [default: 5 bulk, 50 single]",
 )
 @click.option(
     "--checkpoint",
@@ -278,7 +278,7 @@ def _send_config(job: Job, kw: dict[str, Any]) -> SendConfig:
     loopback_only(kw["base_url"])
     endpoint = job.endpoint
     windows = parse_rate_limit(kw["rate_limit"]) if kw["rate_limit"] else DEFAULT_LIMITS[endpoint]
-    concurrency = kw["concurrency"] or (10 if endpoint == "bulk" else 50)
+    concurrency = kw["concurrency"] or (5 if endpoint == "bulk" else 50)
     return SendConfig(
         base_url=kw["base_url"], endpoint=endpoint, windows=windows, api_key=_api_key(kw),
         public_key=kw["public_key"], revision=job.revision, concurrency=concurrency,

@@ -206,7 +206,8 @@ class Sender:
     # ------------------------------------------------------------ the run
 
     async def run(self, requests: Iterator[Request]) -> None:
-        queue: asyncio.Queue[Request | None] = asyncio.Queue(maxsize=self.config.concurrency * 2)
+        # requests ready to go: enough to keep every worker busy, few enough to bound memory
+        queue: asyncio.Queue[Request | None] = asyncio.Queue(maxsize=self.config.concurrency)
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.config.concurrency)]
         try:
             await self._feed(requests, queue)
