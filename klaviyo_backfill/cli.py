@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import sys
@@ -45,6 +46,13 @@ def _edge(func: Callable[..., int]) -> Callable[..., None]:
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(int(ExitCode.INTERRUPTED))
+        except BrokenPipeError:  # `... --output - | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(int(ExitCode.OK))
+        except OSError as exc:  # a file this run writes: output, failures, checkpoint
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"Error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(int(ExitCode.USAGE))
         sys.exit(int(code))
 
     return wrapper
@@ -246,6 +254,8 @@ def _resume_command() -> str:
 
 
 def _open_ledger(job: Job, kw: dict[str, Any], console: Console) -> Ledger | None:
+    if kw["resume"] and kw["restart"]:
+        raise UsageError("--resume and --restart contradict each other: choose one")
     path = Path(kw["checkpoint"]) if kw["checkpoint"] else default_path(list(kw["paths"]))
     if kw["restart"]:
         for suffix in ("", "-wal", "-shm"):

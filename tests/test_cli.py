@@ -153,3 +153,29 @@ def test_plain_http_to_another_host_is_refused(shop: Path) -> None:
     code, out, err = run("send", str(shop), "--base-url", "http://example.com", "--api-key", "pk_x")
     assert code in (2, 3)
     assert "https" in out + err
+
+
+def test_output_to_an_unwritable_place_is_a_message_not_a_traceback(
+    shop: Path, tmp_path: Path
+) -> None:
+    code, out, err = run(
+        "send", str(shop), "--dry-run", "--output", str(tmp_path / "no" / "such" / "dir.jsonl")
+    )
+    assert code == 2
+    assert "No such file or directory" in out + err
+    assert "Traceback" not in out + err
+
+
+def test_output_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    shop = corpus.write_shopify_csv(corpus.make_orders(400, 9, "shopify"), tmp_path / "big.csv")
+    cli = Path(sys.executable).parent / "klaviyo-backfill"
+    pipeline = f"'{cli}' send '{shop}' --dry-run --output - --failures '{tmp_path / 'f'}' | head -c 100 > /dev/null"
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", pipeline], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr  # pipefail: the tool's own exit code
+    assert "Traceback" not in result.stderr
+    assert "BrokenPipe" not in result.stderr
