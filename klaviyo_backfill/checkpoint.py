@@ -21,12 +21,15 @@ from .model import Rejection
 
 __all__ = ["FORMAT_VERSION", "Ledger", "default_path"]
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+Position = tuple[int, int]  # (input index, byte offset): pipeline.Position
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, state TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS rejected (
-    order_id TEXT, metric TEXT, unique_id TEXT, reason TEXT, source TEXT, line INTEGER,
+    kind TEXT NOT NULL,                  -- 'klaviyo': an event Klaviyo refused; 'input': an order
+    source TEXT, line INTEGER, order_id TEXT, reason TEXT, detail TEXT,
+    input INTEGER, offset INTEGER,       -- 'input': where the order is, for --resume
     at REAL NOT NULL
 );
 """
@@ -104,37 +107,60 @@ class Ledger:
     def record(
         self,
         done: Iterable[str],
-        rejected: Iterable[tuple[str, str, str, str, str, int | None]] = (),
+        rejected: Iterable[tuple[Rejection, Position | None]] = (),
+        watermark: Position | None = None,
     ) -> None:
-        """Commit acknowledged orders (and events Klaviyo rejected) durably, in one transaction."""
+        """Commit settled orders, rejections and the resume point durably, in one transaction."""
         now = time.time()
         rejected = list(rejected)
-        bad = {r[0] for r in rejected}
+        klaviyo = {r.order_id for r, at in rejected if at is None}
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany(
                 "INSERT OR REPLACE INTO orders (id, state, at) VALUES (?, ?, ?)",
-                [(o, "rejected" if o in bad else "sent", now) for o in done],
+                [(o, "rejected" if o in klaviyo else "sent", now) for o in done],
             )
             self.db.executemany(
-                "INSERT INTO rejected (order_id, metric, unique_id, reason, source, line, at) "
-                "VALUES (?,?,?,?,?,?,?)",
-                [(*r, now) for r in rejected],
-            )
+                "INSERT INTO rejected (kind, source, line, order_id, reason, detail, input, offset,"
+                " at) VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    ("klaviyo" if at is None else "input", r.source, r.line, r.order_id, r.reason,
+                     r.detail, *(at or (None, None)), now)
+                    for r, at in rejected
+                ],
+            )  # fmt: skip
+            if watermark is not None:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('watermark', ?)",
+                    (json.dumps(list(watermark)),),
+                )
 
-    def rejections(self) -> Iterator[Rejection]:
-        """The events Klaviyo rejected in earlier runs, for a resumed run's failures file."""
+    def watermark(self) -> Position | None:
+        """Where a resumed run picks up: (input index, byte offset)."""
+        value = self.get("watermark")
+        if value is None:
+            return None
+        index, offset = json.loads(value)
+        return int(index), int(offset)
+
+    def rejections(self, before: Position | None) -> Iterator[Rejection]:
+        """Earlier runs' rejections that a resumed run will not meet again: Klaviyo's, and
+        the export's own before the resume point."""
+        index, offset = before or (-1, -1)
         rows = self.db.execute(
-            "SELECT source, line, order_id, metric, unique_id, reason FROM rejected ORDER BY rowid"
+            "SELECT DISTINCT source, line, order_id, reason, detail FROM rejected "
+            "WHERE kind = 'klaviyo' OR input < ? OR (input = ? AND offset < ?) ORDER BY rowid",
+            (index, index, offset),
         )
-        for source, line, order_id, metric, unique_id, reason in rows:
-            yield Rejection(source or "", line, order_id, "rejected by Klaviyo",
-                            f"{metric} {unique_id}: {reason}")  # fmt: skip
+        for source, line, order_id, reason, detail in rows:
+            yield Rejection(source or "", line, order_id, reason, detail or "")
 
     def counts(self) -> dict[str, int]:
         rows = self.db.execute("SELECT state, count(*) FROM orders GROUP BY state").fetchall()
         out = {str(state): int(n) for state, n in rows}
-        out["events_rejected"] = int(self.db.execute("SELECT count(*) FROM rejected").fetchone()[0])
+        out["events_rejected"] = int(
+            self.db.execute("SELECT count(*) FROM rejected WHERE kind = 'klaviyo'").fetchone()[0]
+        )
         return out
 
     def reader(self) -> Ledger:

@@ -309,7 +309,7 @@ def _real_send(job: Job, console: Console, kw: dict[str, Any]) -> int:
     console.print(send_summary(outcome))
     if kw["summary_json"]:
         Path(kw["summary_json"]).write_text(json.dumps(outcome_json(outcome), indent=2) + "\n")
-    failed = outcome.stats.orders_rejected + outcome.send.events_rejected
+    failed = outcome.failures
     if failed:
         console.print(f"{failed} rejected order(s)/event(s) written to {job.failures}")
     if outcome.interrupted:

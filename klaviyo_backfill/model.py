@@ -24,7 +24,8 @@ class RawOrder:
     # field -> IANA zone, where the source that matched names its own (WooCommerce *_gmt)
     zones: dict[str, str] = field(default_factory=dict)
     already_sent: bool = False  # the checkpoint holds it: read no further than its id
-    offset: int = 0  # bytes of the file read so far (approximate: the reader buffers)
+    offset: int = 0  # CSV: the byte offset of its first row; JSON: bytes read so far
+    end: int | None = None  # CSV: the byte offset just past its last row (None: JSON)
 
     def get(self, name: str) -> Any:
         return self.fields.get(name)

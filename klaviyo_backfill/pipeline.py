@@ -23,7 +23,7 @@ from .errors import FieldError
 from .layout import Layout
 from .mapping import PLACED, map_order
 from .model import Event, RawOrder, Rejection
-from .read import Input, read_orders
+from .read import Input, Start, read_orders
 
 __all__ = ["Failures", "Filters", "MappedOrder", "Stats", "map_inputs"]
 
@@ -41,6 +41,18 @@ class MappedOrder:
     events: list[Event]
     source: str = ""
     line: int = 0
+    at: Position = (0, 0)  # where a resumed run would pick this order up
+    after: Position = (0, 0)  # where it would pick up the order after it
+
+
+Position = tuple[int, int]  # (input index, byte offset); JSON inputs have offset 0
+
+
+def position(index: int, raw: RawOrder) -> tuple[Position, Position]:
+    """Resume points before and after an order: exact for CSV, the file's start for JSON."""
+    if raw.end is None:
+        return (index, 0), (index, 0)
+    return (index, raw.offset), (index, raw.end)
 
 
 @dataclass
@@ -58,6 +70,7 @@ class Stats:
     last: datetime | None = None
     profiles: DistinctCount = field(default_factory=DistinctCount)
     line_items: int = 0
+    resumed_at: str | None = None  # file:line where a resumed run picked up
     bytes_total: int = 0  # of every input
     bytes_done: int = 0  # of the inputs read so far, and of the current one up to here
 
@@ -133,23 +146,31 @@ class _Mapper:
         stats: Stats,
         failures: Failures,
         already_sent: Callable[[str], bool] | None,
+        on_reject: Callable[[Rejection, Position], None] | None,
     ) -> None:
         self.settings, self.filters, self.stats, self.failures = settings, filters, stats, failures
         self.already_sent = already_sent
+        self.on_reject = on_reject
         self.seen = SeenIds()
 
-    def reject(self, raw: RawOrder, order_id: str | None, exc: FieldError) -> None:
+    def reject(self, raw: RawOrder, order_id: str | None, exc: FieldError, index: int) -> None:
         self.stats.orders_rejected += 1
         reason = f"{exc.field}: {exc.reason}"
         self.stats.rejected[reason] += 1
         examples = self.stats.examples.setdefault(reason, [])
         if len(examples) < 3:
             examples.append(f"{raw.source}:{raw.line}")
-        self.failures.write(Rejection(raw.source, raw.line, order_id, exc.reason, str(exc)))
+        rejection = Rejection(raw.source, raw.line, order_id, exc.reason, str(exc))
+        self.failures.write(rejection)
+        if self.on_reject is not None:
+            self.on_reject(rejection, position(index, raw)[0])
 
-    def one(self, raw: RawOrder, layout: Layout) -> MappedOrder | None:
+    def one(self, raw: RawOrder, layout: Layout, index: int) -> MappedOrder | None:
         stats = self.stats
         stats.orders_read += 1
+        if raw.already_sent:
+            stats.skipped["already sent (checkpoint)"] += 1
+            return None
         raw_id = raw.get("id")
         order_id = None if raw_id is None else str(raw_id).strip()
         if order_id:
@@ -160,7 +181,7 @@ class _Mapper:
                 if len(examples) < 3:
                     examples.append(f"{raw.source}:{raw.line}")
                 return None
-            if raw.already_sent or (self.already_sent is not None and self.already_sent(order_id)):
+            if self.already_sent is not None and self.already_sent(order_id):
                 stats.skipped["already sent (checkpoint)"] += 1
                 return None
         try:
@@ -170,7 +191,7 @@ class _Mapper:
                 return None
             events = map_order(order)
         except FieldError as exc:
-            self.reject(raw, order_id, exc)
+            self.reject(raw, order_id, exc, index)
             return None
         for warning in dict.fromkeys(order.warnings):
             stats.warnings[warning] += 1
@@ -178,7 +199,8 @@ class _Mapper:
             if len(examples) < 3:
                 examples.append(f"{raw.source}:{raw.line}")
         stats.count_order(events, len(order.lines))
-        return MappedOrder(order.id, events, raw.source, raw.line)
+        at, after = position(index, raw)
+        return MappedOrder(order.id, events, raw.source, raw.line, at, after)
 
 
 def map_inputs(
@@ -188,22 +210,53 @@ def map_inputs(
     stats: Stats,
     failures: Failures,
     already_sent: Callable[[str], bool] | None = None,
+    resume_at: Position | None = None,
+    on_reject: Callable[[Rejection, Position], None] | None = None,
 ) -> Iterator[MappedOrder]:
-    """Mapped orders from every input in turn; rejections go to `failures`."""
-    mapper = _Mapper(settings, filters, stats, failures, already_sent)
+    """Mapped orders from every input in turn; rejections go to `failures`.
+
+    A resumed run starts at `resume_at`: inputs before it are passed over whole, and a CSV
+    input is picked up at the byte offset of the first order not yet settled.
+    """
+    mapper = _Mapper(settings, filters, stats, failures, already_sent, on_reject)
     taken = 0
     stats.bytes_total = sum(os.path.getsize(source.path) for source in inputs)
     before = 0
-    for source in inputs:
-        for raw in read_orders(source, already_sent):
+    for index, source in enumerate(inputs):
+        start = _start(source, index, resume_at)
+        if start is None and resume_at is not None and index < resume_at[0]:
+            before += os.path.getsize(source.path)
+            continue
+        if start is not None:
+            stats.resumed_at = f"{source.path}:{start.line}"
+        for raw in read_orders(source, already_sent, start):
             stats.bytes_done = before + raw.offset
             if filters.limit is not None and taken >= filters.limit:
                 return
-            mapped = mapper.one(raw, source.layout)
+            mapped = mapper.one(raw, source.layout, index)
             if mapped is not None:
                 taken += 1
                 yield mapped
         before += os.path.getsize(source.path)
+
+
+def _start(source: Input, index: int, resume_at: Position | None) -> Start | None:
+    if resume_at is None or resume_at[0] != index or resume_at[1] == 0:
+        return None
+    return Start(resume_at[1], _line_at(source.path, resume_at[1]))
+
+
+def _line_at(path: str, offset: int) -> int:
+    """The line number of the line starting at `offset` (counting newline bytes: fast)."""
+    lines, left = 1, offset
+    with open(path, "rb") as fh:
+        while left > 0:
+            chunk = fh.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            lines += chunk.count(b"\n")
+            left -= len(chunk)
+    return lines
 
 
 def describe(stats: Stats) -> dict[str, Any]:
@@ -228,4 +281,5 @@ def describe(stats: Stats) -> dict[str, Any]:
         "line_items": stats.line_items,
         "warnings": dict(stats.warnings),
         "balanced": stats.balanced(),
+        "resumed_at": stats.resumed_at,
     }

@@ -6,6 +6,7 @@ Nothing here holds a whole file: CSV is read row by row, JSON one order object a
 
 from __future__ import annotations
 
+import codecs
 import csv
 import html
 import io
@@ -14,14 +15,22 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, BinaryIO, TextIO
 
 from .errors import InputError, LayoutError
 from .hooks import HOOKS
 from .layout import Layout, Source
 from .model import RawOrder
 
-__all__ = ["Input", "detect_layout", "expand_paths", "load_side_lines", "read_orders", "sniff_kind"]
+__all__ = [
+    "Input",
+    "Start",
+    "detect_layout",
+    "expand_paths",
+    "load_side_lines",
+    "read_orders",
+    "sniff_kind",
+]
 
 _FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)  # Shopify notes can pass csv's 128 KB default
 
@@ -169,7 +178,6 @@ class _CsvOrders:
     ) -> None:
         self.path = path
         self.skip = skip
-        self.position: Callable[[], int] = lambda: 0
         self.id_plan = _plan(header, {"id": layout.order["id"]})
         self.order = _plan(header, layout.order)
         self.line = _plan(header, layout.line)
@@ -177,13 +185,13 @@ class _CsvOrders:
         self.key = header.index(key_column) if key_column in header else None
         self.unescape = layout.options.unescape_html
 
-    def build(self, rows: list[list[str]], line: int) -> RawOrder:
+    def build(self, rows: list[list[str]], line: int, offset: int, end: int) -> RawOrder:
         """Order fields come from the order's first row (Shopify fills them only there)."""
         if self.skip is not None:
             order_id = _cells(rows[0], self.id_plan, None).get("id")
             if order_id is not None and self.skip(order_id):
                 return RawOrder(
-                    self.path, line, {"id": order_id}, [], already_sent=True, offset=self.position()
+                    self.path, line, {"id": order_id}, [], already_sent=True, offset=offset, end=end
                 )
         zones: dict[str, str] = {}
         fields = _cells(rows[0], self.order, zones)
@@ -193,7 +201,7 @@ class _CsvOrders:
                 for key, value in table.items():
                     if "&" in value:
                         table[key] = html.unescape(value)
-        return RawOrder(self.path, line, fields, lines, zones=zones, offset=self.position())
+        return RawOrder(self.path, line, fields, lines, zones=zones, offset=offset, end=end)
 
 
 _Plan = list[tuple[str, tuple[tuple[int, str | None], ...]]]
@@ -225,12 +233,74 @@ def _cells(row: list[str], plan: _Plan, zones: dict[str, str] | None) -> dict[st
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Where a resumed run picks a CSV file up: an order's first row."""
+
+    offset: int  # in bytes
+    line: int
+
+
+class _Lines:
+    """A file's lines as text, counting the bytes read, so an order's offset is exact."""
+
+    def __init__(self, raw: BinaryIO, encoding: str) -> None:
+        self.raw = raw
+        self.offset = 0
+        self.decode = codecs.getincrementaldecoder(encoding)().decode
+
+    def seek(self, offset: int, encoding: str) -> None:
+        self.raw.seek(offset)
+        self.offset = offset
+        self.decode = codecs.getincrementaldecoder(encoding)().decode
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.raw.readline()
+        if not line:
+            raise StopIteration
+        self.offset += len(line)
+        return self.decode(line)
+
+
+class _TextLines:
+    """UTF-16/32 cannot be split at b"\n": read as text, with no offsets (no resume point)."""
+
+    offset = 0
+
+    def __init__(self, fh: TextIO) -> None:
+        self.fh = fh
+
+    def __iter__(self) -> _TextLines:
+        return self
+
+    def __next__(self) -> str:
+        return next(self.fh)
+
+
+def _open_lines(path: str, encoding: str) -> tuple[IO[Any], _Lines | _TextLines]:
+    if codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):
+        fh = open_text(path, encoding)
+        return fh, _TextLines(fh)
+    open_text(path, encoding).close()  # the same checks and messages as text files get
+    raw = open(path, "rb")  # noqa: SIM115
+    return raw, _Lines(raw, encoding)
+
+
 def iter_csv(
-    path: str, layout: Layout, encoding: str, skip: Callable[[str], bool] | None = None
+    path: str,
+    layout: Layout,
+    encoding: str,
+    skip: Callable[[str], bool] | None = None,
+    start: Start | None = None,
 ) -> Iterator[RawOrder]:
-    fh = open_text(path, encoding)
+    fh, lines = _open_lines(path, encoding)
     csv.field_size_limit(_FIELD_LIMIT)
-    reader = csv.reader(fh, delimiter=layout.options.delimiter)
+    delimiter = layout.options.delimiter
+    reader = csv.reader(lines, delimiter=delimiter)
+    base = 0  # physical lines before the ones this reader counts
     try:
         with fh:
             header = next(reader, None)
@@ -239,38 +309,48 @@ def iter_csv(
             header = [h.strip() for h in header]
             _check_columns(path, layout, header)
             orders = _CsvOrders(path, layout, header, skip)
-            orders.position = fh.buffer.tell
+            resumed = (
+                start is not None and isinstance(lines, _Lines) and start.offset > lines.offset
+            )
+            if resumed and isinstance(lines, _Lines) and start is not None:
+                lines.seek(start.offset, encoding)
+                reader = csv.reader(lines, delimiter=delimiter)
+                base = start.line - 1
             empty = True
-            for raw in _group_rows(reader, orders):
+            for raw in _group_rows(reader, orders, lines, base):
                 empty = False
                 yield raw
-            if empty:
+            if empty and not resumed:
                 raise InputError(path, "has a header but no orders", 2)
     except UnicodeDecodeError as exc:
-        raise _decode_error(path, exc, encoding, reader.line_num + 1) from None
+        raise _decode_error(path, exc, encoding, base + reader.line_num + 1) from None
     except csv.Error as exc:
-        raise InputError(path, f"is not readable CSV: {exc}", reader.line_num) from None
+        raise InputError(path, f"is not readable CSV: {exc}", base + reader.line_num) from None
 
 
-def _group_rows(reader: Any, orders: _CsvOrders) -> Iterator[RawOrder]:
+def _group_rows(
+    reader: Any, orders: _CsvOrders, lines: _Lines | _TextLines, base: int
+) -> Iterator[RawOrder]:
+    """Adjacent rows with the same key, with the first line and byte span of each order."""
     rows: list[list[str]] = []
     current: str | None = None
-    start = 0
-    end = reader.line_num  # the last line of the previous row: a row starts after it
+    start_line = start_offset = 0
+    end_line, end_offset = reader.line_num, lines.offset  # where the previous row ended
     key = orders.key
     for row in reader:
-        first_line, end = end + 1, reader.line_num
+        row_line, row_offset = base + end_line + 1, end_offset
+        end_line, end_offset = reader.line_num, lines.offset
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
         value = row[key].strip() if key is not None and key < len(row) else ""
         if rows and (key is None or value != current):
-            yield orders.build(rows, start)
+            yield orders.build(rows, start_line, start_offset, row_offset)
             rows = []
         if not rows:
-            current, start = value, first_line
+            current, start_line, start_offset = value, row_line, row_offset
         rows.append(row)
     if rows:
-        yield orders.build(rows, start)
+        yield orders.build(rows, start_line, start_offset, lines.offset)
 
 
 # ---------------------------------------------------------------- JSON
@@ -517,8 +597,11 @@ def iter_json_orders(
         yield raw
 
 
-def read_orders(source: Input, skip: Callable[[str], bool] | None = None) -> Iterator[RawOrder]:
-    """RawOrders of one input; a CSV order whose id `skip` accepts is not even extracted."""
+def read_orders(
+    source: Input, skip: Callable[[str], bool] | None = None, start: Start | None = None
+) -> Iterator[RawOrder]:
+    """RawOrders of one input; a CSV order whose id `skip` accepts is not even extracted,
+    and a CSV file can be picked up at an order's `start` (a resumed run)."""
     if source.layout.kind == "json":
         return iter_json_orders(source.path, source.layout, source.encoding, source.side_lines)
-    return iter_csv(source.path, source.layout, source.encoding, skip)
+    return iter_csv(source.path, source.layout, source.encoding, skip, start)

@@ -59,6 +59,8 @@ def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) 
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
+    if stats.resumed_at:
+        table.add_row("Resumed at", stats.resumed_at)
     table.add_row("Orders read", f"{stats.orders_read:,}")
     table.add_row("  mapped", f"{stats.orders_mapped:,}")
     table.add_row("  rejected", f"{stats.orders_rejected:,}")

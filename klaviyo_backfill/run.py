@@ -75,13 +75,12 @@ class SendOutcome:
     elapsed: float
     interrupted: bool = False
     error: BackfillError | None = None
+    failures: int = 0  # lines in the failures file: this job's rejections, earlier runs' too
 
 
-def _track(
-    orders: Iterator[MappedOrder], tracker: Tracker, out: IO[bytes] | None
-) -> Iterator[list[Event]]:
+def _track(orders: Iterator[MappedOrder], tracker: Tracker) -> Iterator[list[Event]]:
     for mapped in orders:
-        tracker.register(mapped.key, len(mapped.events), mapped.source, mapped.line)
+        tracker.register(mapped)
         yield mapped.events
 
 
@@ -130,8 +129,9 @@ def send_job(
     """Send everything the checkpoint does not hold yet; record each acknowledgement."""
     stats, send_stats = Stats(), SendStats()
     failures = Failures(job.failures)
-    if resume:  # each run writes its input's rejections again; Klaviyo's are in the ledger
-        for rejection in ledger.rejections():
+    resume_at = ledger.watermark() if resume else None
+    if resume:  # rejections this run will not meet again come from the ledger
+        for rejection in ledger.rejections(before=resume_at):
             failures.write(rejection)
     tracker = Tracker(ledger, failures, send_stats)
     encoder = encoder_for(job.endpoint, job.backfill, config.public_key)
@@ -142,9 +142,10 @@ def send_job(
     try:
         with open_output(job.output) as out:
             orders = map_inputs(
-                job.inputs, job.settings, job.filters, stats, failures, reader.is_done
-            )
-            requests = _outputting(encoder.requests(_track(orders, tracker, out)), out)
+                job.inputs, job.settings, job.filters, stats, failures, reader.is_done,
+                resume_at, tracker.input_rejected,
+            )  # fmt: skip
+            requests = _outputting(encoder.requests(_track(orders, tracker)), out)
             sender = Sender(config, encoder, tracker, client_for(config))
             try:
                 outcome.interrupted = asyncio.run(
@@ -153,7 +154,9 @@ def send_job(
             except BackfillError as exc:
                 outcome.error = exc
     finally:
+        tracker.flush()
         failures.close()
+        outcome.failures = failures.count
         outcome.elapsed = time.monotonic() - started
         _close(ledger, job, outcome)
     return outcome

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -31,7 +31,7 @@ from .checkpoint import Ledger
 from .encode import BULK_PATH, LEGACY_PATH, SINGLE_PATH, Encoder, Request
 from .errors import AuthError, ExitCode, RetiredApiError, SendError, UsageError
 from .model import Event, Rejection
-from .pipeline import Failures
+from .pipeline import Failures, MappedOrder, Position
 from .throttle import Limiter, Window
 
 __all__ = ["GaveUp", "SendConfig", "SendStats", "Sender", "Tracker", "client_for", "loopback_only"]
@@ -87,34 +87,45 @@ class SendStats:
 
 
 class Tracker:
-    """Which orders still wait for events: an order is recorded once all its events are settled."""
+    """Which orders still wait for events: an order is recorded once all its events are settled.
+
+    It also keeps the resume point: the position of the first order not yet settled (or,
+    with none pending, the position after the last order handed to the encoder), committed
+    with each acknowledgement so that a resumed run can seek straight to it.
+    """
 
     def __init__(self, ledger: Ledger | None, failures: Failures, stats: SendStats) -> None:
         self.ledger, self.failures, self.stats = ledger, failures, stats
         self.lock = threading.Lock()
-        self.pending: dict[str, list[Any]] = {}  # order id -> [events left, source, line, bad]
+        # order id -> [events left, source, line, any rejected, position]
+        self.pending: dict[str, list[Any]] = {}
+        self.frontier: Position | None = None
+        self.inputs_rejected: list[tuple[Rejection, Position | None]] = []
 
-    def register(self, order_id: str, events: int, source: str, line: int) -> None:
+    def register(self, mapped: MappedOrder) -> None:
         with self.lock:
-            entry = self.pending.setdefault(order_id, [0, source, line, False])
-            entry[0] += events
+            entry = self.pending.setdefault(
+                mapped.key, [0, mapped.source, mapped.line, False, mapped.at]
+            )
+            entry[0] += len(mapped.events)
+            self.frontier = mapped.after
+
+    def input_rejected(self, rejection: Rejection, at: Position) -> None:
+        """An order the export itself could not give: kept for a resumed run's failures file."""
+        with self.lock:
+            self.inputs_rejected.append((rejection, at))
+
+    def _watermark(self) -> Position | None:
+        for entry in self.pending.values():
+            return cast(Position, entry[4])  # the first pending order is the earliest
+        return self.frontier
 
     def settle(self, sent: list[Event], rejected: list[tuple[Event, str]]) -> None:
         done: list[str] = []
-        bad: list[tuple[str, str, str, str, str, int | None]] = []
+        bad: list[tuple[Rejection, Position | None]] = []
         with self.lock:
             for event, reason in rejected:
-                entry = self.pending.get(event.order_id)
-                entry_source = (entry[1], entry[2]) if entry else ("", None)
-                if entry:
-                    entry[3] = True
-                self.failures.write(
-                    Rejection(entry_source[0], entry_source[1], event.order_id, "rejected by Klaviyo",
-                              f"{event.metric} {event.unique_id}: {reason}")
-                )  # fmt: skip
-                bad.append((event.order_id, event.metric, event.unique_id, reason, *entry_source))
-                self.stats.events_rejected += 1
-                self.stats.rejected[reason[:80]] += 1
+                bad.append((self._klaviyo_rejected(event, reason), None))
             for event in sent:
                 self.stats.events_sent[event.metric] += 1
             for event in [*sent, *(e for e, _ in rejected)]:
@@ -129,8 +140,27 @@ class Tracker:
                         self.stats.orders_with_rejections += 1
                     else:
                         self.stats.orders_sent += 1
+            bad.extend(self.inputs_rejected)
+            self.inputs_rejected = []
+            watermark = self._watermark()
         if self.ledger is not None and (done or bad):
-            self.ledger.record(done, bad)
+            self.ledger.record(done, bad, watermark)
+
+    def flush(self) -> None:
+        """Commit what is settled but not yet recorded (input rejections at the end of a run)."""
+        self.settle([], [])
+
+    def _klaviyo_rejected(self, event: Event, reason: str) -> Rejection:
+        entry = self.pending.get(event.order_id)
+        if entry:
+            entry[3] = True
+        source, line = (entry[1], entry[2]) if entry else ("", None)
+        rejection = Rejection(source, line, event.order_id, "rejected by Klaviyo",
+                              f"{event.metric} {event.unique_id}: {reason}")  # fmt: skip
+        self.failures.write(rejection)
+        self.stats.events_rejected += 1
+        self.stats.rejected[reason[:80]] += 1
+        return rejection
 
 
 def _errors(response: httpx.Response) -> list[dict[str, Any]]:

@@ -43,7 +43,7 @@ import pytest
 from klaviyo_backfill.encode import encoder_for
 from klaviyo_backfill.errors import ExitCode
 from klaviyo_backfill.model import Event
-from klaviyo_backfill.pipeline import Failures
+from klaviyo_backfill.pipeline import Failures, MappedOrder
 from klaviyo_backfill.send import GaveUp, SendConfig, Sender, SendStats, Tracker
 from klaviyo_backfill.throttle import Window
 
@@ -505,7 +505,7 @@ def test_sender_isolates_one_bad_event_of_a_bulk_request(tmp_path: Path) -> None
     tracker = Tracker(None, failures, stats)
     for entry in entries:
         for e in entry:
-            tracker.register(e.order_id, 1, "hand-made", 1)
+            tracker.register(MappedOrder(e.order_id, [e], "hand-made", 1))
     with st.StandIn(api_key=KEY, bulk_limits=BULK_LIMITS) as s:
         config = SendConfig(base_url=s.url, endpoint="bulk", windows=(Window(10, 1.0),),
                             api_key=KEY, concurrency=2)  # fmt: skip
@@ -730,7 +730,7 @@ def test_giving_up_after_retries_maps_to_exit_4(tmp_path: Path) -> None:
     encoder = encoder_for("bulk")
     request = encoder.rebuild([[_event("G1", "g@example.com")]])
     tracker = Tracker(None, Failures(None), SendStats())
-    tracker.register("G1", 1, "hand-made", 1)
+    tracker.register(MappedOrder("G1", request.events, "hand-made", 1))
     with st.StandIn(api_key=KEY, faults=st.Faults(server_error=1.0)) as s:
         config = SendConfig(base_url=s.url, endpoint="bulk", windows=(Window(10, 1.0),),
                             api_key=KEY, concurrency=1, max_attempts=2, backoff_base=0.01,

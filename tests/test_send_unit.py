@@ -13,7 +13,7 @@ import pytest
 from klaviyo_backfill.encode import encoder_for
 from klaviyo_backfill.errors import AuthError, RetiredApiError
 from klaviyo_backfill.model import Event
-from klaviyo_backfill.pipeline import Failures
+from klaviyo_backfill.pipeline import Failures, MappedOrder
 from klaviyo_backfill.send import SendConfig, Sender, SendStats, Tracker, halves, retry_after
 from klaviyo_backfill.throttle import Limiter, Window, parse_rate_limit
 
@@ -39,7 +39,7 @@ def events(n: int, order: str = "1") -> list[Event]:
 def run_sender(handler, batch: list[Event], endpoint: str = "bulk", **config):  # type: ignore[no-untyped-def]
     stats = SendStats()
     tracker = Tracker(None, Failures(None), stats)
-    tracker.register(batch[0].order_id, len(batch), "f.csv", 2)
+    tracker.register(MappedOrder(batch[0].order_id, batch, "f.csv", 2))
     encoder = encoder_for(endpoint, public_key="PK")
     cfg = SendConfig("https://a.klaviyo.test", endpoint, (Window(1000, 1.0),), api_key="pk_secret",
                      backoff_base=0.001, **config)  # fmt: skip
