@@ -10,6 +10,10 @@ latency) and reads the time from launching the process to the stand-in receiving
 request. For comparison: a bare csv.DictReader pass over the first N orders' rows, and the
 CLI's start-up (`--version`).
 
+The checkpoint holds the resume point (the byte offset of the first unsent order) as the
+tool records it; `--no-resume-point` leaves it out, so the run skips the sent orders by
+their ids (the path JSON inputs take).
+
 Targets: <= 10 s to the first new request; skipping <= 1.5x a bare CSV pass over the part
 already sent.
 
@@ -35,10 +39,25 @@ TARGET_FIRST_S = 10.0
 TARGET_SKIP_RATIO = 1.5
 
 
-def make_checkpoint(path: Path, export: c.Export, sent: int) -> float:
-    """The ledger an interrupted run leaves after `sent` orders; returns seconds taken."""
+def resume_offset(export: c.Export, sent: int) -> int:
+    """The byte offset of order number `sent` (0-based): the resume point the tool records."""
+    from klaviyo_backfill.layout import builtin_layouts
+    from klaviyo_backfill.read import Input, read_orders
+
+    source = Input(str(export.path), builtin_layouts()["shopify-csv"], "utf-8-sig")
+    for number, raw in enumerate(read_orders(source, skip=lambda _: True)):
+        if number == sent:
+            return raw.offset
+    raise ValueError(f"the export has fewer than {sent + 1} orders")
+
+
+def make_checkpoint(path: Path, export: c.Export, sent: int, watermark: bool = True) -> float:
+    """The ledger an interrupted run leaves after `sent` orders; returns seconds taken
+    (finding the resume point's offset is not counted)."""
     from klaviyo_backfill import cli as kcli
     from klaviyo_backfill.checkpoint import Ledger
+
+    offset = resume_offset(export, sent) if watermark else None
 
     started = time.perf_counter()
     revision = next(p.default for p in kcli.send.params if p.name == "revision")
@@ -54,6 +73,8 @@ def make_checkpoint(path: Path, export: c.Export, sent: int) -> float:
         chunk = 50_000
         for first in range(0, sent, chunk):
             ledger.record([export.order_id(i) for i in range(first, min(sent, first + chunk))])
+        if offset is not None:  # what the tool commits with its last acknowledgement
+            ledger.record([], [], (0, offset))
         ledger.put(state="stopped", ended=str(time.time()))
     finally:
         ledger.close()
@@ -68,6 +89,11 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument(
+        "--no-resume-point",
+        action="store_true",
+        help="a checkpoint without the byte offset (as JSON inputs have): skip by id only",
+    )
     args = ap.parse_args()
     from standin import Faults, StandIn
 
@@ -89,7 +115,7 @@ def main() -> None:
               f"(written in {export.seconds:.1f} s); checkpoint: first {sent:,} orders "
               f"= {sent_rows:,} rows, {sent_events:,} events", flush=True)  # fmt: skip
         checkpoint = tmp / "checkpoint.sqlite"
-        ck_seconds = make_checkpoint(checkpoint, export, sent)
+        ck_seconds = make_checkpoint(checkpoint, export, sent, not args.no_resume_point)
         bare, bare_cpu = c.bare_parse(export.path, max_rows=sent_rows)
 
         summary_path = tmp / "summary.json"
@@ -120,7 +146,10 @@ def main() -> None:
     ratio = skip / bare
     skipped = summary["skipped"].get("already sent (checkpoint)", 0)
     sent_now = sum(summary["events_sent"].values())
-    correct = skipped == sent and stand["events_stored"] == new_events == sent_now
+    resumed_at = summary.get("resumed_at")
+    # with the resume point the sent orders are not read at all; without it, skipped by id
+    passed_over = summary["orders_read"] == args.new if resumed_at else skipped == sent
+    correct = passed_over and stand["events_stored"] == new_events == sent_now
     print(c.table(
         ["what", "seconds"],
         [(f"checkpoint built (Ledger, {sent:,} orders)", ck_seconds),
@@ -134,7 +163,10 @@ def main() -> None:
     print(
         f"\nskipping / bare pass: {ratio:.2f}x (start-up excluded; {first / bare:.2f}x including it)"
     )
-    print(f"resumed run: exit {proc.returncode}, {skipped:,} orders skipped as already sent, "
+    how = (
+        f"resumed at {resumed_at}" if resumed_at else f"{skipped:,} orders skipped as already sent"
+    )
+    print(f"resumed run: exit {proc.returncode}, {how}, "
           f"{summary['orders_sent']:,} orders / {sent_now:,} events sent in {summary['requests']} "
           f"requests; stand-in stored {stand['events_stored']:,} (expected {new_events:,}): "
           f"{'consistent' if correct else 'INCONSISTENT'}")  # fmt: skip
@@ -155,7 +187,7 @@ def main() -> None:
         "skip_s": round(skip, 3), "skip_ratio": round(ratio, 2),
         "skip_ratio_with_startup": round(first / bare, 2),
         "run_s": round(finished - launched, 3), "run_cpu_s": round(cpu, 3), "exit_code": proc.returncode,
-        "orders_skipped": skipped, "events_sent_now": sent_now,
+        "orders_skipped": skipped, "resumed_at": resumed_at, "events_sent_now": sent_now,
         "standin_events_stored": stand["events_stored"], "consistent": correct,
         "targets": {"first_request_max_s": TARGET_FIRST_S, "skip_ratio_max": TARGET_SKIP_RATIO,
                     "first_ok": first <= TARGET_FIRST_S, "skip_ok": ratio <= TARGET_SKIP_RATIO},
