@@ -23,6 +23,15 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def placed(tmp_path: Path, *args: str) -> list[dict]:  # type: ignore[type-arg]
+    """The Placed Order events a single-endpoint dry run over `args` would send."""
+    out = tmp_path / "o.jsonl"
+    run("send", *args, "--dry-run", "--endpoint", "single", "--output", str(out),
+        "--failures", str(tmp_path / "f"))  # fmt: skip
+    events = [b["data"]["attributes"] for b in bodies(out.read_text())]
+    return [e for e in events if e["metric"]["data"]["attributes"]["name"] == "Placed Order"]
+
+
 @pytest.fixture
 def shop(tmp_path: Path) -> Path:
     return corpus.write_shopify_csv(corpus.make_orders(60, 7, "shopify"), tmp_path / "shop.csv")
@@ -52,36 +61,13 @@ def test_output_dash_puts_bodies_on_stdout_and_the_report_on_stderr(
 
 
 def test_limit_takes_the_first_n_orders(shop: Path, tmp_path: Path) -> None:
-    out = tmp_path / "o.jsonl"
-    run(
-        "send",
-        str(shop),
-        "--dry-run",
-        "--limit",
-        "3",
-        "--endpoint",
-        "single",
-        "--output",
-        str(out),
-        "--failures",
-        str(tmp_path / "f"),
-    )
-    placed = [
-        b
-        for b in bodies(out.read_text())
-        if b["data"]["attributes"]["metric"]["data"]["attributes"]["name"] == "Placed Order"
-    ]
-    assert len(placed) == 3
+    assert len(placed(tmp_path, str(shop), "--limit", "3")) == 3
 
 
 def test_since_and_until_filter_on_order_time(shop: Path, tmp_path: Path) -> None:
-    out = tmp_path / "o.jsonl"
-    run("send", str(shop), "--dry-run", "--since", "2019-01-01", "--until", "2021-01-01", "--endpoint", "single",
-        "--output", str(out), "--failures", str(tmp_path / "f"))  # fmt: skip
-    placed = [b["data"]["attributes"] for b in bodies(out.read_text())]
-    placed = [a for a in placed if a["metric"]["data"]["attributes"]["name"] == "Placed Order"]
-    assert placed
-    assert all("2019-01-01" <= a["time"] < "2021-01-01" for a in placed)
+    events = placed(tmp_path, str(shop), "--since", "2019-01-01", "--until", "2021-01-01")
+    assert events
+    assert all("2019-01-01" <= e["time"] < "2021-01-01" for e in events)
 
 
 def test_backfill_flag_is_set_unless_trigger_flows(shop: Path, tmp_path: Path) -> None:
@@ -107,22 +93,8 @@ def test_overlapping_exports_map_each_order_once(tmp_path: Path) -> None:
     orders = corpus.make_orders(30, 8, "shopify")
     a = corpus.write_shopify_csv(orders[:20], tmp_path / "a.csv")
     b = corpus.write_shopify_json(orders[10:], tmp_path / "b.json")
-    out = tmp_path / "o.jsonl"
-    run(
-        "send",
-        str(a),
-        str(b),
-        "--dry-run",
-        "--endpoint",
-        "single",
-        "--output",
-        str(out),
-        "--failures",
-        str(tmp_path / "f"),
-    )
-    placed = [b["data"]["attributes"]["unique_id"] for b in bodies(out.read_text())
-              if b["data"]["attributes"]["metric"]["data"]["attributes"]["name"] == "Placed Order"]  # fmt: skip
-    assert len(placed) == len(set(placed)) == sum(o.identifiable for o in orders)
+    ids = [e["unique_id"] for e in placed(tmp_path, str(a), str(b))]
+    assert len(ids) == len(set(ids)) == sum(o.identifiable for o in orders)
 
 
 @pytest.mark.parametrize(
