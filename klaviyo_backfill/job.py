@@ -36,8 +36,10 @@ class Job:
         h = hashlib.sha256()
         for source in self.inputs:
             stat = os.stat(source.path)
+            side = sum(len(items) for items in (source.side_lines or {}).values())
             h.update(
-                f"{os.path.abspath(source.path)}|{stat.st_size}|{source.layout.name}\n".encode()
+                f"{os.path.abspath(source.path)}|{stat.st_size}|{source.layout.name}|"
+                f"{source.encoding}|{side}\n".encode()
             )
             with open(source.path, "rb") as fh:
                 h.update(fh.read(1 << 16))
