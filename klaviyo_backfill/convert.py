@@ -194,6 +194,8 @@ def _after(moment: datetime | None, start: datetime) -> datetime | None:
 
 def to_order(raw: RawOrder, layout: Layout, settings: Settings) -> Order:
     """The typed order; raises FieldError naming the field when one cannot be used."""
+    if raw.problem is not None:
+        raise FieldError("order", None, raw.problem)
     r = _Reader(raw, layout, settings)
     order_id = r.text("id")
     if order_id is None:

@@ -583,8 +583,10 @@ def iter_json_orders(
     unescape = layout.options.unescape_html
     position: list[Callable[[], int]] = [lambda: 0]
     for line, record in iter_json(path, encoding, position):
-        if not isinstance(record, dict):
-            raise InputError(path, "holds something other than order objects", line)
+        if not isinstance(record, dict):  # rejected by the mapper; the rest goes on
+            kind = type(record).__name__
+            yield RawOrder(path, line, {}, [], problem=f"a JSON {kind} where an order should be")
+            continue
         zones: dict[str, str] = {}
         fields = _json_fields(record, layout.order, zones, unescape)
         items = dig(record, lines_path) if lines_path else None

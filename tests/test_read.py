@@ -171,3 +171,23 @@ def test_huge_field_is_read(broken: dict[str, Path], tmp_path: Path) -> None:
         main, ["send", str(broken["huge_note"]), "--dry-run", "--failures", str(tmp_path / "f")]
     )
     assert result.exit_code in (0, 1), result.output
+
+
+def test_a_stray_value_in_a_json_array_is_rejected_and_the_rest_goes_through(
+    tmp_path: Path,
+) -> None:
+    orders = corpus.make_orders(6, 12, "shopify")
+    good = corpus.write_shopify_json(orders, tmp_path / "good.json", shape="array")
+    records = json.loads(good.read_text())
+    path = tmp_path / "stray.json"
+    path.write_text(json.dumps([records[0], "oops", *records[1:]], indent=1))
+    failures, out = tmp_path / "f.jsonl", tmp_path / "out.jsonl"
+    args = ["send", str(path), "--dry-run", "--endpoint", "single", "--output", str(out)]
+    result = CliRunner().invoke(main, [*args, "--failures", str(failures)])
+    assert result.exit_code == 1, result.output
+    rows = [json.loads(line) for line in failures.read_text().splitlines()]
+    stray = [r for r in rows if "JSON str" in r["reason"]]
+    assert len(stray) == 1 and stray[0]["line"] > 1
+    names = [json.loads(b)["data"]["attributes"]["metric"]["data"]["attributes"]["name"]
+             for b in out.read_text().splitlines()]  # fmt: skip
+    assert names.count("Placed Order") == sum(o.identifiable for o in orders)
