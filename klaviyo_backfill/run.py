@@ -50,11 +50,9 @@ def dry_run(job: Job, preview: int = 1) -> tuple[Stats, list[Request], int]:
     try:
         with open_output(job.output) as out:
             orders = map_inputs(job.inputs, job.settings, job.filters, stats, failures)
-            for request in encoder.requests(_events(orders)):
+            for request in _outputting(encoder.requests(_events(orders)), out):
                 if len(first) < preview:
                     first.append(request)
-                if out is not None:
-                    out.write(request.body + b"\n")
     finally:
         failures.close()
     return stats, first, failures.count
