@@ -37,15 +37,24 @@ def shop(tmp_path: Path) -> Path:
     return corpus.write_shopify_csv(corpus.make_orders(60, 7, "shopify"), tmp_path / "shop.csv")
 
 
-def test_dry_run_of_sample_data_previews_and_summarises(tmp_path: Path) -> None:
+def test_dry_run_of_sample_data_previews_summarises_and_exits_0(tmp_path: Path) -> None:
     failures = tmp_path / "f.jsonl"
     code, out, _ = run("send", str(SAMPLE), "--dry-run", "--failures", str(failures))
-    assert code == 1  # the sample data holds orders that identify nobody
+    assert code == 0  # the README's first command
     assert "Preview" in out and '"event-bulk-create-job"' in out
     assert "Placed Order" in out and "Revenue USD" in out
     assert "read = mapped + rejected + skipped" in out
-    rejected = failures.read_text().splitlines()
-    assert rejected and all(json.loads(r)["reason"] for r in rejected)
+    assert not failures.exists()
+
+
+def test_rejected_orders_go_to_the_failures_file_and_exit_1(tmp_path: Path) -> None:
+    failures = tmp_path / "f.jsonl"
+    export = SAMPLE / "problems" / "shopify_orders_with_problems.csv"
+    code, out, _ = run("send", str(export), "--dry-run", "--failures", str(failures))
+    assert code == 1
+    rejected = [json.loads(r) for r in failures.read_text().splitlines()]
+    assert rejected and all(r["reason"] and r["source"] == str(export) for r in rejected)
+    assert f"{len(rejected)} rejected order(s) written to {failures}" in " ".join(out.split())
 
 
 def test_output_dash_puts_bodies_on_stdout_and_the_report_on_stderr(

@@ -122,7 +122,12 @@ def test_bigcommerce_orders_with_nested_and_separate_products(tmp_path: Path) ->
 
 
 def test_inspect_reports_counts_money_months_and_problems(tmp_path: Path) -> None:
-    sample = Path(__file__).parent.parent / "sample_data" / "shopify_orders_export.csv"
+    sample = (
+        Path(__file__).parent.parent
+        / "sample_data"
+        / "problems"
+        / "shopify_orders_with_problems.csv"
+    )
     code, output = invoke("inspect", str(sample))
     assert code == 0
     for heading in (
