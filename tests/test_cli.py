@@ -140,7 +140,13 @@ def test_output_to_an_unwritable_place_is_a_message_not_a_traceback(
     shop: Path, tmp_path: Path
 ) -> None:
     code, out, err = run(
-        "send", str(shop), "--dry-run", "--output", str(tmp_path / "no" / "such" / "dir.jsonl")
+        "send",
+        str(shop),
+        "--dry-run",
+        "--failures",
+        str(tmp_path / "f"),
+        "--output",
+        str(tmp_path / "no" / "such" / "dir.jsonl"),
     )
     assert code == 2
     assert "No such file or directory" in out + err
