@@ -157,6 +157,7 @@ def send_job(
         outcome.failures = failures.count
         outcome.elapsed = time.monotonic() - started
         _close(ledger, job, outcome)
+        reader.close()
     return outcome
 
 
