@@ -262,7 +262,8 @@ class _Lines:
         if not line:
             raise StopIteration
         self.offset += len(line)
-        return self.decode(line)
+        text = self.decode(line)
+        return text.replace("\x00", "") if "\x00" in text else text  # csv refuses NUL
 
 
 class _TextLines:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+import warnings
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from dateutil import parser as dateutil_parser
+from dateutil.parser import UnknownTimezoneWarning
 
 from .errors import FieldError, UsageError
 
@@ -66,6 +68,22 @@ _MINOR_UNITS = {
     ),
     **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
 }
+
+
+# An abbreviation dateutil does not know leaves the time naive: read in --timezone, and
+# counted in the summary's warnings, rather than warned about once per row on stderr.
+warnings.filterwarnings("ignore", category=UnknownTimezoneWarning)
+
+# Zone abbreviations seen in exports, as the fixed offsets they stand for (dateutil warns and
+# drops the ones it does not know).
+_ZONE_NAMES = {
+    name: int(hours * 3600)
+    for name, hours in {
+        "UTC": 0, "GMT": 0, "Z": 0, "BST": 1, "CET": 1, "CEST": 2, "EET": 2, "EEST": 3,
+        "EST": -5, "EDT": -4, "CST": -6, "CDT": -5, "MST": -7, "MDT": -6, "PST": -8, "PDT": -7,
+        "AKST": -9, "AKDT": -8, "HST": -10, "AEST": 10, "AEDT": 11, "JST": 9,
+    }.items()
+}  # fmt: skip
 
 
 def clean(value: Any, unescape: bool = False) -> str | None:
@@ -193,8 +211,8 @@ def parse_time(
         if date_format is not None:
             moment = datetime.strptime(text, date_format)
         else:
-            moment = _fast_time(text) or dateutil_parser.parse(text)
-    except (ValueError, OverflowError):
+            moment = _fast_time(text) or dateutil_parser.parse(text, tzinfos=_ZONE_NAMES)
+    except (ValueError, OverflowError, TypeError):
         raise FieldError(field, value, "not a date and time") from None
     if moment.tzinfo is None or moment.utcoffset() is None:
         return moment.replace(tzinfo=default_zone), True

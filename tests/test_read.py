@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import corpus
@@ -191,3 +192,30 @@ def test_a_stray_value_in_a_json_array_is_rejected_and_the_rest_goes_through(
     names = [json.loads(b)["data"]["attributes"]["metric"]["data"]["attributes"]["name"]
              for b in out.read_text().splitlines()]  # fmt: skip
     assert names.count("Placed Order") == sum(o.identifiable for o in orders)
+
+
+def test_nul_bytes_and_zone_abbreviations_do_not_stop_a_csv(tmp_path: Path) -> None:
+    orders = corpus.make_orders(8, 21, "shopify")
+    path = corpus.write_shopify_csv(orders, tmp_path / "o.csv")
+    first = next(o for o in orders if o.identifiable)
+    text = path.read_text(encoding="utf-8")
+    assert first.last_name in text
+    text = text.replace(first.last_name, first.last_name[:1] + "\x00" + first.last_name[1:])
+    stamp = corpus.csv_date(first.created_at)
+    when = first.created_at.astimezone(UTC).replace(tzinfo=None)
+    est = (when - timedelta(hours=5)).strftime("%b %d %Y %I:%M:%S %p") + " EST"
+    path.write_text(text.replace(stamp, est), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(
+        main, ["send", str(path), "--dry-run", "--endpoint", "single", "--output", str(out),
+               "--failures", str(tmp_path / "f")],
+    )  # fmt: skip
+    assert result.exit_code in (0, 1), result.output
+    attributes = [json.loads(b)["data"]["attributes"] for b in out.read_text().splitlines()]
+    placed = {
+        a["unique_id"]: a
+        for a in attributes
+        if a["metric"]["data"]["attributes"]["name"] == "Placed Order"
+    }
+    assert placed[first.id]["time"] == when.replace(tzinfo=UTC).isoformat()
+    assert len(placed) == sum(o.identifiable for o in orders)
