@@ -90,14 +90,14 @@ _SIDE_KEYS = {
 
 def _address(r: _Reader, side: str) -> Address:
     get = r.raw.fields.get
-    values = {key: get(column) for key, column in _SIDE_KEYS[side]}
-    if values["zip"]:
-        values["zip"] = clean_code(values["zip"])
-    if values["phone"]:
-        values["phone"] = clean_code(values["phone"])
-    if not values["first_name"] and not values["last_name"]:
-        values["first_name"], values["last_name"] = _split_name(r.text(f"{side}_name"))
-    return Address(**values)
+    address = Address(*[get(column) for _, column in _SIDE_KEYS[side]])
+    if address.zip:
+        address.zip = clean_code(address.zip)
+    if address.phone:
+        address.phone = clean_code(address.phone)
+    if not address.first_name and not address.last_name:
+        address.first_name, address.last_name = _split_name(r.text(f"{side}_name"))
+    return address
 
 
 def _lines(r: _Reader) -> list[Line]:

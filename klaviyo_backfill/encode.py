@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -40,10 +41,9 @@ SINGLE_PATH = "/api/events"
 LEGACY_PATH = "/api/track"
 
 
-def _default(value: object) -> Any:
-    if isinstance(value, Decimal):
-        return float(value)
-    raise TypeError(f"cannot encode {type(value).__name__}")
+def _default(value: Decimal) -> float:
+    """orjson calls this for what it cannot encode: money, which becomes a JSON number."""
+    return float(value)
 
 
 def dumps(value: Any) -> bytes:
@@ -51,16 +51,22 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_default)
 
 
-def _time(event: Event) -> str:
-    return event.time.astimezone(UTC).replace(microsecond=0).isoformat()
+@lru_cache(maxsize=1024)  # an order's events mostly share its time
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
+@lru_cache(maxsize=64)
+def _metric(name: str) -> dict[str, Any]:
+    return {"data": {"type": "metric", "attributes": {"name": name}}}
 
 
 def event_attributes(event: Event, backfill: bool) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "properties": event.properties,
-        "time": _time(event),
+        "time": _iso(event.time),
         "unique_id": event.unique_id,
-        "metric": {"data": {"type": "metric", "attributes": {"name": event.metric}}},
+        "metric": _metric(event.metric),
     }
     if event.value is not None:
         attributes["value"] = event.value

@@ -94,8 +94,7 @@ class Stats:
         placed = events[0]
         self.orders_mapped += 1
         self.line_items += lines
-        for event in events:
-            self.events[event.metric] += 1
+        self.events.update([event.metric for event in events])
         if placed.metric == PLACED and placed.value is not None and placed.currency:
             cur = placed.currency
             self.revenue[cur] = self.revenue.get(cur, Decimal(0)) + placed.value

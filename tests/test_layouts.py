@@ -159,3 +159,12 @@ def test_inspect_with_a_forced_format_on_the_wrong_file_explains(tmp_path: Path,
     code, output = invoke("inspect", str(export), "--format", fmt)
     assert code == 2
     assert "has no column" in output
+
+
+def test_address_layout_keys_are_the_address_fields_in_order() -> None:
+    from dataclasses import fields
+
+    from klaviyo_backfill.layout import ADDRESS_KEYS
+    from klaviyo_backfill.model import Address
+
+    assert tuple(f.name for f in fields(Address)) == ADDRESS_KEYS
