@@ -90,6 +90,12 @@ class Stats:
     def balanced(self) -> bool:
         return self.orders_read == self.orders_mapped + self.orders_rejected + self.orders_skipped
 
+    def example(self, key: str, raw: RawOrder) -> None:
+        """Keep the first few file:line places of a reason or warning."""
+        places = self.examples.setdefault(key, [])
+        if len(places) < 3:
+            places.append(f"{raw.source}:{raw.line}")
+
     def count_order(self, events: list[Event], lines: int) -> None:
         placed = events[0]
         self.orders_mapped += 1
@@ -156,9 +162,7 @@ class _Mapper:
         self.stats.orders_rejected += 1
         reason = f"{exc.field}: {exc.reason}"
         self.stats.rejected[reason] += 1
-        examples = self.stats.examples.setdefault(reason, [])
-        if len(examples) < 3:
-            examples.append(f"{raw.source}:{raw.line}")
+        self.stats.example(reason, raw)
         rejection = Rejection(raw.source, raw.line, order_id, exc.reason, str(exc))
         self.failures.write(rejection)
         if self.on_reject is not None:
@@ -176,9 +180,7 @@ class _Mapper:
             if not self.seen.add(order_id):
                 stats.skipped["duplicate order id"] += 1
                 stats.warnings["duplicate order id skipped"] += 1
-                examples = stats.examples.setdefault("duplicate order id skipped", [])
-                if len(examples) < 3:
-                    examples.append(f"{raw.source}:{raw.line}")
+                stats.example("duplicate order id skipped", raw)
                 return None
             if self.already_sent is not None and self.already_sent(order_id):
                 stats.skipped["already sent (checkpoint)"] += 1
@@ -194,9 +196,7 @@ class _Mapper:
             return None
         for warning in dict.fromkeys(order.warnings):
             stats.warnings[warning] += 1
-            examples = stats.examples.setdefault(warning, [])
-            if len(examples) < 3:
-                examples.append(f"{raw.source}:{raw.line}")
+            stats.example(warning, raw)
         stats.count_order(events, len(order.lines))
         at, after = position(index, raw)
         return MappedOrder(order.id, events, raw.source, raw.line, at, after)
