@@ -182,7 +182,9 @@ class _Mapper:
                 stats.warnings["duplicate order id skipped"] += 1
                 stats.example("duplicate order id skipped", raw)
                 return None
-            if self.already_sent is not None and self.already_sent(order_id):
+            # a CSV reader asked the checkpoint already (raw.already_sent); JSON asks here
+            checked = layout.kind == "csv"
+            if not checked and self.already_sent is not None and self.already_sent(order_id):
                 stats.skipped["already sent (checkpoint)"] += 1
                 return None
         try:
