@@ -20,7 +20,7 @@ from .values import (
     zone,
 )
 
-__all__ = ["EARLIEST", "Settings", "to_order"]
+__all__ = ["EARLIEST", "Converter", "Settings", "to_order"]
 
 EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)  # Klaviyo rejects events before 1990
 
@@ -34,39 +34,139 @@ class Settings:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-class _Reader:
-    """Reads one RawOrder's fields with the layout's options."""
+def _text(value: Any) -> str | None:
+    """The reader hands over stripped, non-blank text (or nothing); hooks may hand numbers."""
+    return value if value is None or type(value) is str else clean(value)
 
-    def __init__(self, raw: RawOrder, layout: Layout, settings: Settings) -> None:
-        self.raw, self.layout, self.settings = raw, layout, settings
-        self.options = layout.options
-        self.zone = zone(self.options.timezone) if self.options.timezone else settings.timezone
-        self.warnings: list[str] = []
 
-    def text(self, name: str) -> str | None:
-        """The reader hands over stripped, non-blank text (or nothing)."""
-        value = self.raw.fields.get(name)
-        return value if value is None or type(value) is str else clean(value)
+def _code(value: Any) -> str | None:
+    """A zip code or phone number: text without a spreadsheet's leading apostrophe."""
+    if type(value) is str and value[0] != "'":
+        return value
+    return clean_code(value)
 
-    def money(self, name: str, value: Any = None) -> Decimal | None:
-        raw = self.raw.get(name) if value is None else value
-        return parse_money(raw, name, self.options.decimal_comma)
 
-    def time(self, name: str, value: Any = None) -> datetime | None:
-        raw = self.raw.get(name) if value is None else value
-        override = self.raw.zones.get(name)
+class Converter:
+    """Reads the RawOrders of one layout into Orders, with the run's options resolved once."""
+
+    def __init__(self, layout: Layout, settings: Settings) -> None:
+        self.layout, self.settings = layout, settings
+        self.options = options = layout.options
+        self.zone = zone(options.timezone) if options.timezone else settings.timezone
+        self.comma = options.decimal_comma
+        self.date_format = options.date_format
+        self.latest = settings.now + timedelta(days=365)
+        self.total_required = "total" in layout.order
+
+    def money(self, raw: RawOrder, name: str, value: Any = None) -> Decimal | None:
+        return parse_money(raw.fields.get(name) if value is None else value, name, self.comma)
+
+    def time(
+        self, raw: RawOrder, name: str, warnings: list[str], value: Any = None
+    ) -> datetime | None:
+        text = raw.fields.get(name) if value is None else value
+        if text is None:
+            return None
+        override = raw.zones.get(name) if raw.zones else None
         tz = zone(override) if override else self.zone
-        parsed = parse_time(raw, name, tz, self.options.date_format)
+        parsed = parse_time(text, name, tz, self.date_format)
         if parsed is None:
             return None
         moment, naive = parsed
         if naive and override is None:
-            self.warnings.append(f"naive time read as {tz}")
+            warnings.append(f"naive time read as {tz}")
         return moment
 
-    def status(self) -> set[str]:
-        values = (self.raw.get("status"), self.raw.get("fulfillment_status"))
-        return {str(v).strip().lower() for v in values if v is not None}
+    def order(self, raw: RawOrder) -> Order:
+        """The typed order; raises FieldError naming the field when one cannot be used."""
+        if raw.problem is not None:
+            raise FieldError("order", None, raw.problem)
+        fields = raw.fields
+        late: list[str] = []  # time warnings, listed after the order's own
+        order_id = _text(fields.get("id"))
+        if order_id is None:
+            raise FieldError("id", None, "missing order id")
+        created = self.time(raw, "created_at", late)
+        if created is None:
+            raise FieldError("created_at", None, "missing order date")
+        if created < EARLIEST or created > self.latest:
+            _check_range(created, "created_at", fields.get("created_at"), self.settings.now)
+        lines = _lines(raw, self.comma, self.options.categories_separator, self.options)
+        total = self.money(raw, "total")
+        if total is None:
+            if self.total_required:
+                raise FieldError("total", None, "missing order total")
+            total = sum((line.price * line.quantity for line in lines), Decimal(0))
+        order = Order(
+            raw.source,
+            raw.line,
+            order_id,
+            created,
+            "",
+            total,
+            lines,
+            number=_text(fields.get("number")),
+            discount_code=_text(fields.get("discount_code")),
+            discount_value=self.money(raw, "discount_value"),
+            billing=_address(fields, "billing"),
+            shipping=_address(fields, "shipping"),
+        )
+        order.currency = self.currency(fields, order)
+        _identity(fields, order)
+        status = _status(fields)
+        options = self.options
+        order.fulfilled_at = _after(self.time(raw, "fulfilled_at", late), created)
+        order.fulfilled = order.fulfilled_at is not None or bool(
+            status & options.fulfilled_statuses
+        )
+        order.cancelled_at = _after(self.time(raw, "cancelled_at", late), created)
+        order.cancelled = order.cancelled_at is not None or bool(
+            status & options.cancelled_statuses
+        )
+        order.cancel_reason = _text(fields.get("cancel_reason"))
+        order.refunds = self.refunds(raw, total, created, status, late)
+        order.warnings.extend(late)
+        return order
+
+    def currency(self, fields: dict[str, Any], order: Order) -> str:
+        code = _text(fields.get("currency")) or self.settings.currency or self.options.currency
+        if code is None:
+            order.warnings.append("no currency in the export: USD assumed (use --currency)")
+            return "USD"
+        code = code.upper()
+        if len(code) != 3 or not code.isalpha():
+            raise FieldError("currency", code, "not an ISO 4217 currency code")
+        return code
+
+    def refunds(
+        self, raw: RawOrder, total: Decimal, order_time: datetime, status: set[str], late: list[str]
+    ) -> list[Refund]:
+        refunds = []
+        for entry in raw.refunds:
+            amount = self.money(raw, "refund amount", entry.get("amount"))
+            if amount:
+                at = self.time(raw, "refunded_at", late, entry["at"]) if entry.get("at") else None
+                refunds.append(Refund(abs(amount), at, clean(entry.get("reason"))))
+        if not refunds:
+            fields = raw.fields
+            amount = self.money(raw, "refunded_amount")
+            if amount or status & self.options.refunded_statuses:
+                refunds.append(
+                    Refund(
+                        abs(amount) if amount else total,
+                        self.time(raw, "refunded_at", late),
+                        _text(fields.get("refund_reason")),
+                    )
+                )
+        for refund in refunds:
+            if refund.at is not None and refund.at < order_time:
+                refund.at = order_time
+        return refunds
+
+
+def _status(fields: dict[str, Any]) -> set[str]:
+    values = (fields.get("status"), fields.get("fulfillment_status"))
+    return {str(v).strip().lower() for v in values if v is not None}
 
 
 def _check_range(moment: datetime, name: str, value: Any, now: datetime) -> None:
@@ -83,41 +183,45 @@ def _split_name(full: str | None) -> tuple[str | None, str | None]:
     return first or None, last.strip() or None
 
 
-_SIDE_KEYS = {
-    side: [(key, f"{side}_{key}") for key in ADDRESS_KEYS] for side in ("billing", "shipping")
+_SIDE_COLUMNS = {
+    side: [f"{side}_{key}" for key in ADDRESS_KEYS] for side in ("billing", "shipping")
 }
 
 
-def _address(r: _Reader, side: str) -> Address:
-    get = r.raw.fields.get
-    address = Address(*[get(column) for _, column in _SIDE_KEYS[side]])
+def _address(fields: dict[str, Any], side: str) -> Address:
+    address = Address(*map(fields.get, _SIDE_COLUMNS[side]))
     if address.zip:
-        address.zip = clean_code(address.zip)
+        address.zip = _code(address.zip)
     if address.phone:
-        address.phone = clean_code(address.phone)
+        address.phone = _code(address.phone)
     if not address.first_name and not address.last_name:
-        address.first_name, address.last_name = _split_name(r.text(f"{side}_name"))
+        address.first_name, address.last_name = _split_name(_text(fields.get(f"{side}_name")))
     return address
 
 
-def _lines(r: _Reader) -> list[Line]:
+def _lines(raw: RawOrder, comma: bool, separator: str, options: Any) -> list[Line]:
     lines = []
-    comma = r.options.decimal_comma
-    for number, item in enumerate(r.raw.lines, start=1):
+    for number, item in enumerate(raw.lines, start=1):
         get = item.get
-        price = parse_money(get("price"), f"line item {number} price", comma)
-        if price is None:
-            raise FieldError(f"line item {number} price", None, "missing")
-        quantity = get("quantity")
+        try:
+            price = parse_money(get("price"), "price", comma)
+            if price is None:
+                raise FieldError("price", None, "missing")
+            quantity = get("quantity")
+            count = parse_quantity(quantity, "quantity") if quantity else 1
+        except FieldError as exc:
+            raise FieldError(f"line item {number} {exc.field}", exc.value, exc.reason) from None
         lines.append(
             Line(
                 get("name"),
-                parse_quantity(quantity, f"line item {number} quantity") if quantity else 1,
+                count,
                 price,
                 get("sku"),
                 _product_id(get("product_id")),
                 get("brand"),
-                _categories(get("categories"), r) if "categories" in item else (),
+                _categories(get("categories"), separator, options.unescape_html)
+                if "categories" in item
+                else (),
                 get("url"),
                 get("image_url"),
                 get("variant"),
@@ -131,61 +235,32 @@ def _product_id(value: str | None) -> str | None:
     return None if value in (None, "0") else value
 
 
-def _categories(value: Any, r: _Reader) -> tuple[str, ...]:
+def _categories(value: Any, separator: str, unescape: bool) -> tuple[str, ...]:
     if isinstance(value, list):
-        return tuple(c for c in (clean(v, r.options.unescape_html) for v in value) if c)
+        return tuple(c for c in (clean(v, unescape) for v in value) if c)
     text = clean(value)
     if not text:
         return ()
-    return tuple(c.strip() for c in text.split(r.options.categories_separator) if c.strip())
+    return tuple(c.strip() for c in text.split(separator) if c.strip())
 
 
-def _refunds(r: _Reader, total: Decimal, order_time: datetime) -> list[Refund]:
-    refunds = []
-    for entry in r.raw.refunds:
-        amount = r.money("refund amount", entry.get("amount"))
-        if amount:
-            at = r.time("refunded_at", entry.get("at")) if entry.get("at") else None
-            refunds.append(Refund(abs(amount), at, clean(entry.get("reason"))))
-    if not refunds:
-        amount = r.money("refunded_amount")
-        if amount:
-            refunds.append(Refund(abs(amount), r.time("refunded_at"), r.text("refund_reason")))
-        elif r.status() & r.options.refunded_statuses:
-            refunds.append(Refund(total, r.time("refunded_at"), r.text("refund_reason")))
-    for refund in refunds:
-        if refund.at is not None and refund.at < order_time:
-            refund.at = order_time
-    return refunds
-
-
-def _identity(r: _Reader, order: Order) -> None:
-    raw_email = r.text("email")
+def _identity(fields: dict[str, Any], order: Order) -> None:
+    get = fields.get
+    raw_email = _text(get("email"))
     order.email = parse_email(raw_email)
     if raw_email and order.email is None:
         order.warnings.append("malformed email ignored")
-    order.phone = clean_code(r.text("phone"))
-    order.customer_phone = clean_code(r.text("customer_phone"))
-    order.external_id = r.text("external_id")
-    order.first_name, order.last_name = r.text("first_name"), r.text("last_name")
+    order.phone = clean_code(_text(get("phone")))
+    order.customer_phone = clean_code(_text(get("customer_phone")))
+    order.external_id = _text(get("external_id"))
+    order.first_name, order.last_name = _text(get("first_name")), _text(get("last_name"))
     if not order.first_name and not order.last_name:
-        order.first_name, order.last_name = _split_name(r.text("name"))
+        order.first_name, order.last_name = _split_name(_text(get("name")))
     if not order.first_name and not order.last_name:
         for address in (order.billing, order.shipping):
             if address.first_name or address.last_name:
                 order.first_name, order.last_name = address.first_name, address.last_name
                 break
-
-
-def _currency(r: _Reader, order: Order) -> str:
-    code = r.text("currency") or r.settings.currency or r.options.currency
-    if code is None:
-        order.warnings.append("no currency in the export: USD assumed (use --currency)")
-        return "USD"
-    code = code.upper()
-    if len(code) != 3 or not code.isalpha():
-        raise FieldError("currency", code, "not an ISO 4217 currency code")
-    return code
 
 
 def _after(moment: datetime | None, start: datetime) -> datetime | None:
@@ -194,44 +269,4 @@ def _after(moment: datetime | None, start: datetime) -> datetime | None:
 
 def to_order(raw: RawOrder, layout: Layout, settings: Settings) -> Order:
     """The typed order; raises FieldError naming the field when one cannot be used."""
-    if raw.problem is not None:
-        raise FieldError("order", None, raw.problem)
-    r = _Reader(raw, layout, settings)
-    order_id = r.text("id")
-    if order_id is None:
-        raise FieldError("id", None, "missing order id")
-    created = r.time("created_at")
-    if created is None:
-        raise FieldError("created_at", None, "missing order date")
-    _check_range(created, "created_at", raw.get("created_at"), settings.now)
-    lines = _lines(r)
-    total = r.money("total")
-    if total is None:
-        if "total" in layout.order:
-            raise FieldError("total", None, "missing order total")
-        total = sum((line.price * line.quantity for line in lines), Decimal(0))
-    order = Order(
-        source=raw.source,
-        line=raw.line,
-        id=order_id,
-        number=r.text("number"),
-        created_at=created,
-        currency="",
-        total=total,
-        lines=lines,
-        discount_code=r.text("discount_code"),
-        discount_value=r.money("discount_value"),
-        billing=_address(r, "billing"),
-        shipping=_address(r, "shipping"),
-    )
-    order.currency = _currency(r, order)
-    _identity(r, order)
-    status = r.status()
-    order.fulfilled_at = _after(r.time("fulfilled_at"), created)
-    order.fulfilled = order.fulfilled_at is not None or bool(status & r.options.fulfilled_statuses)
-    order.cancelled_at = _after(r.time("cancelled_at"), created)
-    order.cancelled = order.cancelled_at is not None or bool(status & r.options.cancelled_statuses)
-    order.cancel_reason = r.text("cancel_reason")
-    order.refunds = _refunds(r, total, created)
-    order.warnings.extend(r.warnings)
-    return order
+    return Converter(layout, settings).order(raw)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
+from operator import attrgetter
 from typing import Any
 
 from .errors import FieldError
 from .model import Address, Event, Line, Order
-from .values import parse_phone, quantize
+from .values import parse_phone, quantize, quantum
 
 __all__ = [
     "CANCELLED",
@@ -79,11 +80,15 @@ def _put(props: dict[str, Any], key: str, value: Any, warnings: list[str]) -> No
         props[key] = value
 
 
+_ADDRESS_NAMES = tuple(prop for prop, _ in _ADDRESS_PROPS)
+_address_values = attrgetter(*(attr for _, attr in _ADDRESS_PROPS))
+
+
 def _address_props(address: Address, warnings: list[str]) -> dict[str, Any]:
-    props = {prop: v for prop, attr in _ADDRESS_PROPS if (v := getattr(address, attr))}
-    for prop, value in props.items():
-        if len(value) > _SHORT:
-            props[prop] = _truncate(value, warnings)
+    props = {prop: v for prop, v in zip(_ADDRESS_NAMES, _address_values(address), strict=True) if v}
+    if props and max(map(len, props.values())) > _SHORT:
+        for prop, value in props.items():
+            props[prop] = _fit(value, warnings)
     return props
 
 
@@ -98,9 +103,9 @@ def line_keys(lines: list[Line]) -> list[str]:
     n counting up and passing over any key another line already has.
     """
     skus = [line.sku for line in lines]
-    counts = Counter(skus)
-    if all(skus) and len(counts) == len(skus):
+    if all(skus) and len(set(skus)) == len(skus):
         return skus  # type: ignore[return-value]
+    counts = Counter(skus)
     used = {sku for sku in skus if sku and counts[sku] == 1}
     next_n: Counter[str] = Counter()
     keys = []
@@ -119,20 +124,32 @@ def line_keys(lines: list[Line]) -> list[str]:
     return keys
 
 
-def _item(line: Line, currency: str, warnings: list[str]) -> dict[str, Any]:
-    price = quantize(line.price, currency)
+def _fit(value: str, warnings: list[str]) -> str:
+    """A string within Klaviyo's 100 KB limit (a length check first: truncation is rare)."""
+    return value if len(value) <= _SHORT else _truncate(value, warnings)
+
+
+def _item(line: Line, quantum: Decimal, warnings: list[str]) -> dict[str, Any]:
     item: dict[str, Any] = {}
-    _put(item, "ProductID", line.product_id, warnings)
-    _put(item, "SKU", line.sku, warnings)
-    _put(item, "ProductName", line.name, warnings)
+    if line.product_id:
+        item["ProductID"] = _fit(line.product_id, warnings)
+    if line.sku:
+        item["SKU"] = _fit(line.sku, warnings)
+    if line.name:
+        item["ProductName"] = _fit(line.name, warnings)
     item["Quantity"] = line.quantity
-    item["ItemPrice"] = price
-    item["RowTotal"] = quantize(line.price * line.quantity, currency)
-    _put(item, "ProductURL", line.url, warnings)
-    _put(item, "ImageURL", line.image_url, warnings)
-    _put(item, "Categories", list(line.categories), warnings)
-    _put(item, "Brand", line.brand, warnings)
-    _put(item, "Variant", line.variant, warnings)
+    item["ItemPrice"] = line.price.quantize(quantum, ROUND_HALF_UP)
+    item["RowTotal"] = (line.price * line.quantity).quantize(quantum, ROUND_HALF_UP)
+    if line.url:
+        item["ProductURL"] = _fit(line.url, warnings)
+    if line.image_url:
+        item["ImageURL"] = _fit(line.image_url, warnings)
+    if line.categories:
+        item["Categories"] = list(line.categories)
+    if line.brand:
+        item["Brand"] = _fit(line.brand, warnings)
+    if line.variant:
+        item["Variant"] = _fit(line.variant, warnings)
     return item
 
 
@@ -222,22 +239,26 @@ def _refund(order: Order) -> tuple[Decimal, datetime | None, str | None]:
 def map_order(order: Order) -> list[Event]:
     """Every event the order yields, Placed Order first."""
     profile = profile_of(order)
-    items = [_item(line, order.currency, order.warnings) for line in order.lines]
+    unit = quantum(order.currency)
+    items = [_item(line, unit, order.warnings) for line in order.lines]
     props = _order_props(order, items)
     total = quantize(order.total, order.currency)
+
+    oid, currency, created = order.id, order.currency, order.created_at
 
     def event(
         metric: str, time: datetime, value: Decimal, unique_id: str, p: dict[str, Any]
     ) -> Event:
-        return Event(metric, time, unique_id, p, profile, value, order.currency, order.id)
+        return Event(metric, time, unique_id, p, profile, value, currency, oid)
 
-    events = [event(PLACED, order.created_at, total, order.id, props)]
+    events = [Event(PLACED, created, oid, props, profile, total, currency, oid)]
     for key, item in zip(line_keys(order.lines), items, strict=True):
-        product = {"OrderId": order.id, **item}
+        product = {"OrderId": oid, **item}
         if "Brand" in product:
             product["ProductBrand"] = product.pop("Brand")
+        value = item["RowTotal"]
         events.append(
-            event(ORDERED, order.created_at, item["RowTotal"], f"{order.id}_{key}", product)
+            Event(ORDERED, created, f"{oid}_{key}", product, profile, value, currency, oid)
         )
     if order.fulfilled:
         events.append(

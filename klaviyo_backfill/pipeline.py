@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import IO, Any
 
-from .convert import Settings, to_order
+from .convert import Converter, Settings
 from .distinct import DistinctCount, SeenIds
 from .errors import FieldError
 from .layout import Layout
@@ -157,6 +157,7 @@ class _Mapper:
         self.already_sent = already_sent
         self.on_reject = on_reject
         self.seen = SeenIds()
+        self.converters: dict[int, Converter] = {}
 
     def reject(self, raw: RawOrder, order_id: str | None, exc: FieldError, index: int) -> None:
         self.stats.orders_rejected += 1
@@ -188,7 +189,10 @@ class _Mapper:
                 stats.skipped["already sent (checkpoint)"] += 1
                 return None
         try:
-            order = to_order(raw, layout, self.settings)
+            converter = self.converters.get(index)
+            if converter is None:
+                converter = self.converters[index] = Converter(layout, self.settings)
+            order = converter.order(raw)
             if not _in_window(order.created_at, self.filters):
                 stats.skipped["outside --since/--until"] += 1
                 return None

@@ -14,6 +14,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TextIO
 
@@ -142,11 +143,6 @@ def detect_layout(path: str, layouts: dict[str, Layout], encoding: str) -> Layou
 # ---------------------------------------------------------------- CSV
 
 
-def _csv_getter(header: list[str], sources: tuple[Source, ...]) -> list[tuple[int, Source]]:
-    index = {name: i for i, name in enumerate(header)}
-    return [(index[s.path], s) for s in sources if s.path in index]
-
-
 def _check_columns(path: str, layout: Layout, header: list[str]) -> None:
     """Every column the layout names must exist (built-in layouts: the ones they require)."""
     present = set(header)
@@ -178,9 +174,9 @@ class _CsvOrders:
     ) -> None:
         self.path = path
         self.skip = skip
-        self.id_plan = _plan(header, {"id": layout.order["id"]})
-        self.order = _plan(header, layout.order)
-        self.line = _plan(header, layout.line)
+        self.id_plan = _Plan(header, {"id": layout.order["id"]})
+        self.order = _Plan(header, layout.order)
+        self.line = _Plan(header, layout.line)
         key_column = layout.group_by or layout.order["id"][0].path
         self.key = header.index(key_column) if key_column in header else None
         self.unescape = layout.options.unescape_html
@@ -188,14 +184,15 @@ class _CsvOrders:
     def build(self, rows: list[list[str]], line: int, offset: int, end: int) -> RawOrder:
         """Order fields come from the order's first row (Shopify fills them only there)."""
         if self.skip is not None:
-            order_id = _cells(rows[0], self.id_plan, None).get("id")
+            order_id = self.id_plan.cells(rows[0]).get("id")
             if order_id is not None and self.skip(order_id):
                 return RawOrder(
                     self.path, line, {"id": order_id}, [], already_sent=True, offset=offset, end=end
                 )
         zones: dict[str, str] = {}
-        fields = _cells(rows[0], self.order, zones)
-        lines = [_cells(row, self.line, None) for row in rows] if self.line else []
+        fields = self.order.cells(rows[0], zones)
+        plan = self.line
+        lines = [plan.cells(row) for row in rows] if plan else []
         if self.unescape:
             for table in (fields, *lines):
                 for key, value in table.items():
@@ -204,33 +201,57 @@ class _CsvOrders:
         return RawOrder(self.path, line, fields, lines, zones=zones, offset=offset, end=end)
 
 
-_Plan = list[tuple[str, tuple[tuple[int, str | None], ...]]]
+class _Plan:
+    """Which cells of a row make which fields, for one header.
 
+    A field with one column and no zone of its own is read by one `itemgetter` over the row
+    (the common case, done in C); fields with fallback columns or a zone go through a loop.
+    """
 
-def _plan(header: list[str], table: dict[str, tuple[Source, ...]]) -> _Plan:
-    """(field, ((column index, zone), ...)) for the columns this header has, in priority order."""
-    index = {name: i for i, name in enumerate(header)}
-    plan = []
-    for name, sources in table.items():
-        found = tuple((index[s.path], s.timezone) for s in sources if s.path in index)
-        if found:
-            plan.append((name, found))
-    return plan
+    def __init__(self, header: list[str], table: dict[str, tuple[Source, ...]]) -> None:
+        index = {name: i for i, name in enumerate(header)}
+        names: list[str] = []
+        columns: list[int] = []
+        self.fallbacks: list[tuple[str, tuple[tuple[int, str | None], ...]]] = []
+        for name, sources in table.items():
+            found = tuple((index[s.path], s.timezone) for s in sources if s.path in index)
+            if len(found) == 1 and found[0][1] is None:
+                names.append(name)
+                columns.append(found[0][0])
+            elif found:
+                self.fallbacks.append((name, found))
+        self.names = tuple(names)
+        self.width = max(columns, default=-1) + 1
+        self.take = itemgetter(*columns) if len(columns) > 1 else None
+        self.columns = tuple(columns)
 
+    def __bool__(self) -> bool:
+        return bool(self.names or self.fallbacks)
 
-def _cells(row: list[str], plan: _Plan, zones: dict[str, str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    width = len(row)
-    for name, sources in plan:
-        for i, tz in sources:
-            if i < width:
-                value = row[i].strip()
-                if value:
+    def cells(self, row: list[str], zones: dict[str, str] | None = None) -> dict[str, Any]:
+        """Stripped, non-blank values by field name."""
+        if self.take is not None and len(row) >= self.width:
+            values = self.take(row)
+            out = {
+                name: text
+                for name, v in zip(self.names, values, strict=True)
+                if (text := v.strip())
+            }
+        else:  # one column, or a short row
+            width = len(row)
+            out = {
+                name: text
+                for name, i in zip(self.names, self.columns, strict=True)
+                if i < width and (text := row[i].strip())
+            }
+        for name, sources in self.fallbacks:
+            for i, tz in sources:
+                if i < len(row) and (value := row[i].strip()):
                     out[name] = value
                     if tz and zones is not None:
                         zones[name] = tz
                     break
-    return out
+        return out
 
 
 @dataclass(frozen=True, slots=True)

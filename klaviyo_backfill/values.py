@@ -30,6 +30,7 @@ __all__ = [
     "parse_quantity",
     "parse_time",
     "quantize",
+    "quantum",
     "zone",
 ]
 
@@ -140,14 +141,15 @@ def minor_units(currency: str) -> int:
     return _MINOR_UNITS.get(currency.upper(), 2)
 
 
-@lru_cache(maxsize=8)
-def _exponent(places: int) -> Decimal:
-    return Decimal(1).scaleb(-places)
+@lru_cache(maxsize=256)
+def quantum(currency: str) -> Decimal:
+    """The currency's minor unit: Decimal('0.01') for most, Decimal('1') for JPY."""
+    return Decimal(1).scaleb(-minor_units(currency))
 
 
 def quantize(amount: Decimal, currency: str) -> Decimal:
     """Round half-up to the currency's minor unit (cents for most)."""
-    return amount.quantize(_exponent(minor_units(currency)), rounding=ROUND_HALF_UP)
+    return amount.quantize(quantum(currency), rounding=ROUND_HALF_UP)
 
 
 def parse_quantity(value: Any, field: str) -> int:
@@ -184,20 +186,21 @@ def _fixed_offset(sign: str, hours: int, minutes: int) -> timezone:
 
 
 def _fast_time(text: str) -> datetime | None:
-    """Shopify's '2021-07-12 04:57:56 -0400' and ISO 8601, without dateutil."""
-    match = _SHOPIFY_TIME.match(text)
-    if match is not None:
-        y, mo, d, h, mi, s, sign, oh, om = match.groups()
-        return datetime(
-            int(y), int(mo), int(d), int(h), int(mi), int(s or 0),
-            tzinfo=_fixed_offset(sign, int(oh), int(om)),
-        )  # fmt: skip
-    if len(text) >= 10 and text[4] == "-" and text[7] == "-":
-        try:
-            return datetime.fromisoformat(text)
-        except ValueError:
-            return None
-    return None
+    """ISO 8601 and Shopify's '2021-07-12 04:57:56 -0400', without dateutil."""
+    if len(text) < 10 or text[4] != "-" or text[7] != "-":
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
+    match = _SHOPIFY_TIME.match(text)  # an offset after a space, or with no colon
+    if match is None:
+        return None
+    y, mo, d, h, mi, s, sign, oh, om = match.groups()
+    return datetime(
+        int(y), int(mo), int(d), int(h), int(mi), int(s or 0),
+        tzinfo=_fixed_offset(sign, int(oh), int(om)),
+    )  # fmt: skip
 
 
 def parse_time(
