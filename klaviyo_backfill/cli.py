@@ -92,6 +92,12 @@ def input_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--since", help="Only orders at or after this date."),
         click.option("--until", help="Only orders before this date."),
         click.option("--limit", type=click.IntRange(min=1), help="Only the first N orders."),
+        click.option(
+            "--jobs",
+            type=click.IntRange(min=1),
+            help="Processes that read and map a large CSV for --dry-run and inspect "
+            "(default: one per core). A real send maps in one: the rate limit sets its pace.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -109,6 +115,7 @@ def build_job(
     until: str | None,
     limit: int | None,
     products: str | None = None,
+    jobs: int | None = None,
     **extra: Any,
 ) -> Job:
     zone_info = zone(tz)
@@ -117,7 +124,9 @@ def build_job(
         parse_when(since, "--since", zone_info), parse_when(until, "--until", zone_info), limit
     )
     settings = Settings(timezone=zone_info, currency=currency.upper() if currency else None)
-    return Job(inputs=inputs, settings=settings, filters=filters, layout_texts=texts, **extra)
+    return Job(
+        inputs=inputs, settings=settings, filters=filters, layout_texts=texts, jobs=jobs, **extra
+    )
 
 
 BACKFILL_REVISION = "2026-04-15"
@@ -204,7 +213,7 @@ def send(**kw: Any) -> int:
         parse_rate_limit(kw["rate_limit"])
     job = build_job(
         kw["paths"], kw["fmt"], kw["mapping"], kw["encoding"], kw["tz"], kw["currency"],
-        kw["since"], kw["until"], kw["limit"], kw["products"],
+        kw["since"], kw["until"], kw["limit"], kw["products"], kw["jobs"],
         endpoint=kw["endpoint"], backfill=not kw["trigger_flows"], revision=kw["revision"],
         output=kw["output"], failures=kw["failures"] or _default_failures(list(paths)),
     )  # fmt: skip

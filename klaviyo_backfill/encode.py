@@ -26,6 +26,7 @@ __all__ = [
     "BULK_MAX_EVENTS",
     "ENDPOINTS",
     "Encoder",
+    "Part",
     "Request",
     "dumps",
     "encoder_for",
@@ -94,6 +95,21 @@ class Request:
         return len(self.body)
 
 
+@dataclass(slots=True)
+class Part:
+    """A piece of a request, encoded once: a bulk profile entry, or a whole single body.
+
+    `keys` are (profile, metric, unique_id) of its events: two parts that share one may not
+    go in the same request. `events` is empty when the part was encoded in another process
+    (a dry run on several cores), which needs only the bytes.
+    """
+
+    body: bytes
+    count: int
+    keys: frozenset[tuple[str, str, str]]
+    events: list[Event]
+
+
 class Encoder:
     endpoint = ""
 
@@ -102,6 +118,15 @@ class Encoder:
         self.public_key = public_key
 
     def requests(self, orders: Iterable[list[Event]]) -> Iterator[Request]:
+        """Each order's events, encoded and gathered into requests."""
+        return self.assemble(self.parts(events) for events in orders)
+
+    def parts(self, events: list[Event]) -> list[Part]:
+        """An order's events, encoded (the per-order half of `requests`)."""
+        raise NotImplementedError
+
+    def assemble(self, orders: Iterable[list[Part]]) -> Iterator[Request]:
+        """Requests from each order's encoded parts, in order."""
         raise NotImplementedError
 
     def rebuild(self, entries: list[list[Event]]) -> Request:
@@ -117,10 +142,13 @@ class SingleEncoder(Encoder):
         attributes["profile"] = _profile(event.profile)
         return dumps({"data": {"type": "event", "attributes": attributes}})
 
-    def requests(self, orders: Iterable[list[Event]]) -> Iterator[Request]:
-        for events in orders:
-            for event in events:
-                yield Request(self.endpoint, self.body(event), [event], [[event]])
+    def parts(self, events: list[Event]) -> list[Part]:
+        return [Part(self.body(e), 1, _keys([e]), [e]) for e in events]
+
+    def assemble(self, orders: Iterable[list[Part]]) -> Iterator[Request]:
+        for parts in orders:
+            for part in parts:
+                yield Request(self.endpoint, part.body, part.events, [part.events])
 
     def rebuild(self, entries: list[list[Event]]) -> Request:
         event = entries[0][0]
@@ -176,11 +204,13 @@ class BulkEncoder(Encoder):
             }
         )
 
-    def _chunks(self, events: list[Event]) -> Iterator[tuple[list[Event], bytes]]:
+    def parts(self, events: list[Event]) -> list[Part]:
         """An order's events as profile entries that each fit in one body."""
+        parts = []
         for start in range(0, len(events), BULK_MAX_EVENTS):
-            part = events[start : start + BULK_MAX_EVENTS]
-            yield from self._fit(part)
+            for chunk, body in self._fit(events[start : start + BULK_MAX_EVENTS]):
+                parts.append(Part(body, len(chunk), _keys(chunk), chunk))
+        return parts
 
     def _fit(self, part: list[Event]) -> Iterator[tuple[list[Event], bytes]]:
         encoded = self.entry(part)
@@ -196,31 +226,34 @@ class BulkEncoder(Encoder):
         events = [e for entry in entries for e in entry]
         return Request(self.endpoint, body, events, entries)
 
-    def requests(self, orders: Iterable[list[Event]]) -> Iterator[Request]:
+    def assemble(self, orders: Iterable[list[Part]]) -> Iterator[Request]:
         entries: list[list[Event]] = []
         encoded: list[bytes] = []
         count = size = 0
         seen: set[tuple[str, str, str]] = set()
-        for events in orders:
-            for part, data in self._chunks(events):
-                keys = {(_who(e), e.metric, e.unique_id) for e in part}
-                full = count + len(part) > BULK_MAX_EVENTS or (
-                    size + len(data) + 1 + len(self._HEAD) + len(self._TAIL) > BULK_MAX_BYTES
-                )
-                if entries and (full or not seen.isdisjoint(keys)):
+        room = BULK_MAX_BYTES - len(self._HEAD) - len(self._TAIL)
+        for parts in orders:
+            for part in parts:
+                full = count + part.count > BULK_MAX_EVENTS or size + len(part.body) + 1 > room
+                if encoded and (full or not seen.isdisjoint(part.keys)):
                     yield self._join(entries, encoded)
                     entries, encoded, count, size = [], [], 0, 0
                     seen = set()
-                entries.append(part)
-                encoded.append(data)
-                count += len(part)
-                size += len(data) + 1
-                seen |= keys
-        if entries:
+                entries.append(part.events)
+                encoded.append(part.body)
+                count += part.count
+                size += len(part.body) + 1
+                seen |= part.keys
+        if encoded:
             yield self._join(entries, encoded)
 
     def rebuild(self, entries: list[list[Event]]) -> Request:
         return self._join(entries, [self.entry(entry) for entry in entries])
+
+
+def _keys(events: list[Event]) -> frozenset[tuple[str, str, str]]:
+    who = _who(events[0])  # the events of one part share their profile
+    return frozenset((who, e.metric, e.unique_id) for e in events)
 
 
 def _who(event: Event) -> str:

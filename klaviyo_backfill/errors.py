@@ -16,6 +16,7 @@ order is converted and becomes a rejection of that order, and the run goes on.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 __all__ = [
     "AuthError",
@@ -52,6 +53,17 @@ class BackfillError(Exception):
 
     def __str__(self) -> str:
         return self.message if self.hint is None else f"{self.message}\n{self.hint}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Picklable whatever a subclass's __init__ takes (a worker process raises these)."""
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[BackfillError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class UsageError(BackfillError):

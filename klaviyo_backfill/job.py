@@ -30,6 +30,7 @@ class Job:
     output: str | None = None
     failures: str | None = None
     layout_texts: tuple[str, ...] = field(default=())
+    jobs: int | None = None  # processes for a dry run or inspect (None: one per core)
 
     def fingerprint(self) -> str:
         """What binds a checkpoint to its inputs and to the options that change payloads."""

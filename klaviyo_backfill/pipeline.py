@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import IO, Any
 
 from .convert import Converter, Settings
 from .distinct import DistinctCount, SeenIds
+from .encode import Encoder, Part
 from .errors import FieldError
 from .layout import Layout
 from .mapping import PLACED, map_order
@@ -35,6 +38,9 @@ class Filters:
     limit: int | None = None
 
 
+Position = tuple[int, int]  # (input index, byte offset); JSON inputs have offset 0
+
+
 @dataclass(slots=True)
 class MappedOrder:
     key: str  # the order's id: what dedupe and the checkpoint know it by
@@ -43,9 +49,76 @@ class MappedOrder:
     line: int = 0
     at: Position = (0, 0)  # where a resumed run would pick this order up
     after: Position = (0, 0)  # where it would pick up the order after it
+    parts: list[Part] = field(default_factory=list)  # its events encoded, when asked for
 
 
-Position = tuple[int, int]  # (input index, byte offset); JSON inputs have offset 0
+@dataclass(slots=True)
+class Tally:
+    """What the summary needs of a mapped order's events (which may stay in another process)."""
+
+    metrics: tuple[str, ...]
+    time: datetime  # of its first event, the Placed Order
+    revenue: Decimal | None  # the Placed Order's value, with its currency
+    currency: str | None
+    who: tuple[str | None, str | None, str | None]  # email, phone, external id
+
+    @classmethod
+    def of(cls, events: list[Event]) -> Tally:
+        placed, p = events[0], events[0].profile
+        revenue = placed.value if placed.metric == PLACED and placed.currency else None
+        who = (p.get("email"), p.get("phone_number"), p.get("external_id"))
+        return cls(tuple(e.metric for e in events), placed.time, revenue, placed.currency, who)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One order after the work that needs nothing but the order: convert, map, encode.
+
+    Pure, so it can be done in any process and in any order; what depends on the orders
+    before it (duplicates, the checkpoint, --limit, the summary) is `_Mapper.settle`'s.
+    """
+
+    source: str
+    line: int
+    at: Position
+    after: Position
+    raw_id: str | None  # the id as read: what duplicates are found by
+    key: str = ""  # the order's id once converted
+    rejected: tuple[str, str, str] | None = None  # field, reason, message
+    outside: bool = False  # outside --since/--until
+    lines: int = 0
+    warnings: list[str] = field(default_factory=list)
+    tally: Tally | None = None
+    events: list[Event] = field(default_factory=list)  # empty when prepared elsewhere
+    parts: list[Part] = field(default_factory=list)
+
+
+def raw_id(raw: RawOrder) -> str | None:
+    value = raw.get("id")
+    return (None if value is None else str(value).strip()) or None
+
+
+def prepare(
+    raw: RawOrder, converter: Converter, filters: Filters, index: int, encoder: Encoder | None
+) -> Prepared:
+    """Convert, map and (given an encoder) encode one order; a FieldError becomes `rejected`."""
+    at, after = position(index, raw)
+    prepared = Prepared(raw.source, raw.line, at, after, raw_id(raw))
+    try:
+        order = converter.order(raw)
+        if not _in_window(order.created_at, filters):
+            prepared.outside = True
+            return prepared
+        events = map_order(order)
+    except FieldError as exc:
+        prepared.rejected = (exc.field, exc.reason, str(exc))
+        return prepared
+    prepared.key, prepared.lines, prepared.warnings = order.id, len(order.lines), order.warnings
+    prepared.tally = Tally.of(events)
+    prepared.events = events
+    if encoder is not None:
+        prepared.parts = encoder.parts(events)
+    return prepared
 
 
 def position(index: int, raw: RawOrder) -> tuple[Position, Position]:
@@ -90,28 +163,25 @@ class Stats:
     def balanced(self) -> bool:
         return self.orders_read == self.orders_mapped + self.orders_rejected + self.orders_skipped
 
-    def example(self, key: str, raw: RawOrder) -> None:
+    def example(self, key: str, source: str, line: int) -> None:
         """Keep the first few file:line places of a reason or warning."""
         places = self.examples.setdefault(key, [])
         if len(places) < 3:
-            places.append(f"{raw.source}:{raw.line}")
+            places.append(f"{source}:{line}")
 
-    def count_order(self, events: list[Event], lines: int) -> None:
-        placed = events[0]
+    def count_order(self, tally: Tally, lines: int) -> None:
         self.orders_mapped += 1
         self.line_items += lines
-        self.events.update([event.metric for event in events])
-        if placed.metric == PLACED and placed.value is not None and placed.currency:
-            cur = placed.currency
-            self.revenue[cur] = self.revenue.get(cur, Decimal(0)) + placed.value
-            when = placed.time
+        self.events.update(tally.metrics)
+        when = tally.time
+        if tally.revenue is not None and tally.currency:
+            cur, value = tally.currency, tally.revenue
+            self.revenue[cur] = self.revenue.get(cur, Decimal(0)) + value
             month = (f"{when.year:04d}-{when.month:02d}", cur)
-            self.month_revenue[month] = self.month_revenue.get(month, Decimal(0)) + placed.value
-        when = placed.time
+            self.month_revenue[month] = self.month_revenue.get(month, Decimal(0)) + value
         self.first = when if self.first is None or when < self.first else self.first
         self.last = when if self.last is None or when > self.last else self.last
-        p = placed.profile
-        self.profiles.add(hash((p.get("email"), p.get("phone_number"), p.get("external_id"))))
+        self.profiles.add(hash(tally.who))
 
 
 class Failures:
@@ -152,60 +222,81 @@ class _Mapper:
         failures: Failures,
         already_sent: Callable[[str], bool] | None,
         on_reject: Callable[[Rejection, Position], None] | None,
+        encoder: Encoder | None = None,
     ) -> None:
         self.settings, self.filters, self.stats, self.failures = settings, filters, stats, failures
         self.already_sent = already_sent
         self.on_reject = on_reject
+        self.encoder = encoder
         self.seen = SeenIds()
         self.converters: dict[int, Converter] = {}
 
-    def reject(self, raw: RawOrder, order_id: str | None, exc: FieldError, index: int) -> None:
+    def one(self, raw: RawOrder, layout: Layout, index: int) -> MappedOrder | None:
+        """Read, prepare and settle one order here (skipped ones are not even converted)."""
+        self.stats.orders_read += 1
+        if raw.already_sent:
+            self.stats.skipped["already sent (checkpoint)"] += 1
+            return None
+        # a CSV reader asked the checkpoint already (raw.already_sent); JSON asks here
+        if not self.first_sight(raw_id(raw), raw.source, raw.line, layout.kind != "csv"):
+            return None
+        converter = self.converters.get(index)
+        if converter is None:
+            converter = self.converters[index] = Converter(layout, self.settings)
+        return self.settle(prepare(raw, converter, self.filters, index, self.encoder))
+
+    def prepared(self, prepared: Prepared) -> MappedOrder | None:
+        """Settle an order prepared elsewhere (a dry run on several cores: no checkpoint)."""
+        self.stats.orders_read += 1
+        if not self.first_sight(prepared.raw_id, prepared.source, prepared.line, False):
+            return None
+        return self.settle(prepared)
+
+    def first_sight(self, order_id: str | None, source: str, line: int, ask: bool) -> bool:
+        """False for an order to skip: a duplicate id, or (when `ask`) one already sent."""
+        if not order_id:
+            return True
+        stats = self.stats
+        if not self.seen.add(order_id):
+            stats.skipped["duplicate order id"] += 1
+            stats.warnings["duplicate order id skipped"] += 1
+            stats.example("duplicate order id skipped", source, line)
+            return False
+        if ask and self.already_sent is not None and self.already_sent(order_id):
+            stats.skipped["already sent (checkpoint)"] += 1
+            return False
+        return True
+
+    def settle(self, prepared: Prepared) -> MappedOrder | None:
+        stats = self.stats
+        if prepared.rejected is not None:
+            self.reject(prepared)
+            return None
+        if prepared.outside:
+            stats.skipped["outside --since/--until"] += 1
+            return None
+        for warning in dict.fromkeys(prepared.warnings):
+            stats.warnings[warning] += 1
+            stats.example(warning, prepared.source, prepared.line)
+        assert prepared.tally is not None  # every mapped order has one
+        stats.count_order(prepared.tally, prepared.lines)
+        p = prepared
+        return MappedOrder(p.key, p.events, p.source, p.line, p.at, p.after, p.parts)
+
+    def reject(self, prepared: Prepared) -> None:
+        assert prepared.rejected is not None
+        field_name, reason, message = prepared.rejected
         self.stats.orders_rejected += 1
-        reason = f"{exc.field}: {exc.reason}"
-        self.stats.rejected[reason] += 1
-        self.stats.example(reason, raw)
-        rejection = Rejection(raw.source, raw.line, order_id, exc.reason, str(exc))
+        key = f"{field_name}: {reason}"
+        self.stats.rejected[key] += 1
+        self.stats.example(key, prepared.source, prepared.line)
+        rejection = Rejection(prepared.source, prepared.line, prepared.raw_id, reason, message)
         self.failures.write(rejection)
         if self.on_reject is not None:
-            self.on_reject(rejection, position(index, raw)[0])
+            self.on_reject(rejection, prepared.at)
 
-    def one(self, raw: RawOrder, layout: Layout, index: int) -> MappedOrder | None:
-        stats = self.stats
-        stats.orders_read += 1
-        if raw.already_sent:
-            stats.skipped["already sent (checkpoint)"] += 1
-            return None
-        raw_id = raw.get("id")
-        order_id = None if raw_id is None else str(raw_id).strip()
-        if order_id:
-            if not self.seen.add(order_id):
-                stats.skipped["duplicate order id"] += 1
-                stats.warnings["duplicate order id skipped"] += 1
-                stats.example("duplicate order id skipped", raw)
-                return None
-            # a CSV reader asked the checkpoint already (raw.already_sent); JSON asks here
-            checked = layout.kind == "csv"
-            if not checked and self.already_sent is not None and self.already_sent(order_id):
-                stats.skipped["already sent (checkpoint)"] += 1
-                return None
-        try:
-            converter = self.converters.get(index)
-            if converter is None:
-                converter = self.converters[index] = Converter(layout, self.settings)
-            order = converter.order(raw)
-            if not _in_window(order.created_at, self.filters):
-                stats.skipped["outside --since/--until"] += 1
-                return None
-            events = map_order(order)
-        except FieldError as exc:
-            self.reject(raw, order_id, exc, index)
-            return None
-        for warning in dict.fromkeys(order.warnings):
-            stats.warnings[warning] += 1
-            stats.example(warning, raw)
-        stats.count_order(events, len(order.lines))
-        at, after = position(index, raw)
-        return MappedOrder(order.id, events, raw.source, raw.line, at, after)
+
+Elsewhere = Callable[[Input, int], "Generator[Prepared, None, None] | None"]
 
 
 def map_inputs(
@@ -217,13 +308,20 @@ def map_inputs(
     already_sent: Callable[[str], bool] | None = None,
     resume_at: Position | None = None,
     on_reject: Callable[[Rejection, Position], None] | None = None,
+    encoder: Encoder | None = None,
+    elsewhere: Elsewhere | None = None,
 ) -> Iterator[MappedOrder]:
     """Mapped orders from every input in turn; rejections go to `failures`.
 
     A resumed run starts at `resume_at`: inputs before it are passed over whole, and a CSV
-    input is picked up at the byte offset of the first order not yet settled.
+    input is picked up at the byte offset of the first order not yet settled. Given an
+    encoder, each order comes with its events encoded (`MappedOrder.parts`). `elsewhere` may
+    prepare an input's orders in other processes (parallel.py; not with a checkpoint): they
+    are settled here, in file order, as if prepared here.
     """
-    mapper = _Mapper(settings, filters, stats, failures, already_sent, on_reject)
+    if elsewhere is not None and (already_sent is not None or resume_at is not None):
+        raise ValueError("orders prepared elsewhere cannot be checked against a checkpoint")
+    mapper = _Mapper(settings, filters, stats, failures, already_sent, on_reject, encoder)
     taken = 0
     stats.bytes_total = sum(os.path.getsize(source.path) for source in inputs)
     before = 0
@@ -234,15 +332,37 @@ def map_inputs(
             continue
         if start is not None:
             stats.resumed_at = f"{source.path}:{start.line}"
-        for raw in read_orders(source, already_sent, start):
-            stats.bytes_done = before + raw.offset
-            if filters.limit is not None and taken >= filters.limit:
-                return
-            mapped = mapper.one(raw, source.layout, index)
-            if mapped is not None:
-                taken += 1
-                yield mapped
+        prepared = elsewhere(source, index) if elsewhere is not None else None
+        with closing(_orders_of(mapper, source, index, already_sent, start, prepared)) as orders:
+            for offset, settle in orders:
+                stats.bytes_done = before + offset
+                if filters.limit is not None and taken >= filters.limit:
+                    return
+                mapped = settle()
+                if mapped is not None:
+                    taken += 1
+                    yield mapped
         before += os.path.getsize(source.path)
+
+
+def _orders_of(
+    mapper: _Mapper,
+    source: Input,
+    index: int,
+    already_sent: Callable[[str], bool] | None,
+    start: Start | None,
+    prepared: Generator[Prepared, None, None] | None,
+) -> Generator[tuple[int, Callable[[], MappedOrder | None]], None, None]:
+    """Each order's offset, and what settles it: read and prepared here, or prepared elsewhere
+    (`closing` this stops the workers when --limit ends the run early)."""
+    if prepared is not None:
+        with closing(prepared):
+            for order in prepared:
+                yield order.at[1], partial(mapper.prepared, order)
+        return
+    layout = source.layout
+    for raw in read_orders(source, already_sent, start):
+        yield raw.offset, partial(mapper.one, raw, layout, index)
 
 
 def _start(source: Input, index: int, resume_at: Position | None) -> Start | None:

@@ -7,7 +7,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
@@ -17,7 +17,9 @@ from .encode import Request, encoder_for
 from .errors import BackfillError
 from .job import Job
 from .model import Event
-from .pipeline import Failures, MappedOrder, Stats, describe, map_inputs
+from .parallel import EncodeAs, prepared_pieces, splittable, workers_for
+from .pipeline import Elsewhere, Failures, MappedOrder, Prepared, Stats, describe, map_inputs
+from .read import Input
 from .send import SendConfig, Sender, SendStats, Tracker, client_for
 
 __all__ = ["SendOutcome", "dry_run", "inspect_job", "open_output", "send_job"]
@@ -36,21 +38,36 @@ def open_output(path: str | None) -> Iterator[IO[bytes] | None]:
             yield fh
 
 
-def _events(orders: Iterator[MappedOrder]) -> Iterator[list[Event]]:
-    for mapped in orders:
-        yield mapped.events
+def _elsewhere(job: Job, encode: EncodeAs | None) -> Elsewhere:
+    """Large CSV inputs are prepared on every core (--jobs); the rest in this process."""
+    workers = workers_for(job.jobs)
+
+    def prepared(source: Input, index: int) -> Generator[Prepared, None, None] | None:
+        if not splittable(source, workers):
+            return None
+        return prepared_pieces(source, index, job.settings, job.filters, encode, workers)
+
+    return prepared
 
 
 def dry_run(job: Job, preview: int = 1) -> tuple[Stats, list[Request], int]:
-    """Map and encode everything, send nothing: (stats, first requests, failures written)."""
+    """Map and encode everything, send nothing: (stats, first requests, failures written).
+
+    The bodies are those a send would make (`send_job` encodes the same orders the same way).
+    """
     stats = Stats()
     failures = Failures(job.failures)
     encoder = encoder_for(job.endpoint, job.backfill)
+    elsewhere = _elsewhere(job, EncodeAs(job.endpoint, job.backfill, None))
     first: list[Request] = []
     try:
         with open_output(job.output) as out:
-            orders = map_inputs(job.inputs, job.settings, job.filters, stats, failures)
-            for request in _outputting(encoder.requests(_events(orders)), out):
+            orders = map_inputs(
+                job.inputs, job.settings, job.filters, stats, failures,
+                encoder=encoder, elsewhere=elsewhere,
+            )  # fmt: skip
+            requests = encoder.assemble(mapped.parts for mapped in orders)
+            for request in _outputting(requests, out):
                 if len(first) < preview:
                     first.append(request)
     finally:
@@ -61,7 +78,10 @@ def dry_run(job: Job, preview: int = 1) -> tuple[Stats, list[Request], int]:
 def inspect_job(job: Job) -> Stats:
     """Read and map everything; keep only the statistics."""
     stats = Stats()
-    for _ in map_inputs(job.inputs, job.settings, job.filters, stats, Failures(None)):
+    elsewhere = _elsewhere(job, None)
+    for _ in map_inputs(
+        job.inputs, job.settings, job.filters, stats, Failures(None), elsewhere=elsewhere
+    ):
         pass
     return stats
 

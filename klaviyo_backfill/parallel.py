@@ -1,0 +1,213 @@
+"""Prepare the orders of a large CSV export on every core (a dry run, `inspect`).
+
+The file is cut into pieces at row starts: after a newline that is outside quotes, found by
+counting quote bytes, which is exact for CSV in UTF-8 and the single-byte encodings. Worker
+processes read, convert, map and encode a piece each; the main process settles the prepared
+orders in file order, as one process would (duplicates, the summary, the failures file and the
+requests come out the same, byte for byte: the tests compare them).
+
+An order whose rows cross a cut belongs to the piece its first row is in: that worker reads on
+past the cut to the order's last row, and the next piece's first order (those same rows,
+without their first) is dropped.
+
+A real send stays in one process: Klaviyo's rate limits, not mapping, set its pace.
+"""
+
+from __future__ import annotations
+
+import codecs
+import multiprocessing
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Generator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from .convert import Converter, Settings
+from .encode import Part, encoder_for
+from .errors import BackfillError
+from .pipeline import Filters, Prepared, Tally, prepare
+from .read import Input, Start, read_orders
+
+__all__ = [
+    "PIECE_BYTES",
+    "SPLIT_FROM_BYTES",
+    "EncodeAs",
+    "cuts",
+    "prepared_pieces",
+    "splittable",
+    "workers_for",
+]
+
+PIECE_BYTES = 1 << 20  # a piece of work: ~1,000 Shopify orders
+SPLIT_FROM_BYTES = 16 << 20  # below this, starting workers costs more than it saves
+_BLOCK = 1 << 20
+_AHEAD = 2  # pieces in flight per worker: enough to keep them busy, bounded in memory
+_SPLITTABLE = {"utf-8", "utf-8-sig", "ascii", "latin-1", "iso8859-15"} | {
+    f"cp{n}" for n in range(1250, 1259)
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EncodeAs:
+    """What the workers encode for (None: they only map, as `inspect` needs)."""
+
+    endpoint: str
+    backfill: bool
+    public_key: str | None
+
+
+def workers_for(requested: int | None) -> int:
+    """--jobs, or the cores this process may use."""
+    if requested:
+        return requested
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def splittable(source: Input, workers: int) -> bool:
+    """A CSV file in a byte-exact encoding, big enough to be worth splitting."""
+    if workers < 2 or source.layout.kind != "csv":
+        return False
+    if codecs.lookup(source.encoding).name not in _SPLITTABLE:
+        return False
+    return os.path.getsize(source.path) >= max(SPLIT_FROM_BYTES, 2 * PIECE_BYTES)
+
+
+def cuts(path: str, every: int) -> list[tuple[int, int]]:
+    """(byte offset, line number) of row starts about `every` bytes apart, the first not 0."""
+    found: list[tuple[int, int]] = []
+    quoted = False  # inside a quoted field at the start of the block
+    target, pos, lines = every, 0, 1
+    with open(path, "rb") as fh:
+        while block := fh.read(_BLOCK):
+            i = 0
+            while (j := max(i, target - pos)) < len(block):
+                quoted ^= bool(block.count(b'"', i, j) & 1)
+                newline = block.find(b"\n", j)
+                if newline < 0:
+                    quoted ^= bool(block.count(b'"', j) & 1)
+                    target = pos + len(block)  # the next newline is in a later block
+                    i = len(block)
+                    break
+                quoted ^= bool(block.count(b'"', j, newline) & 1)
+                i = newline + 1
+                if quoted:  # a newline inside a field: try the next one
+                    target = pos + i
+                    continue
+                found.append((pos + i, lines + block.count(b"\n", 0, i)))
+                target = pos + i + every
+            quoted ^= bool(block.count(b'"', i) & 1)
+            lines += block.count(b"\n")
+            pos += len(block)
+    return [(offset, line) for offset, line in found if offset < pos]
+
+
+@dataclass(frozen=True, slots=True)
+class _Piece:
+    source: Input
+    index: int
+    start: int  # 0: the file's first row, after its header
+    line: int
+    end: int  # orders that start here or later belong to the next piece
+    settings: Settings
+    filters: Filters
+    encode: EncodeAs | None
+
+
+@dataclass(slots=True)
+class _Done:
+    orders: list[tuple[Any, ...]]  # packed Prepared: plain tuples pickle several times faster
+    last_end: int  # where the piece's last order ends (past `end` when it crossed the cut)
+    error: BackfillError | None = None
+
+
+def _pack(p: Prepared) -> tuple[Any, ...]:
+    """What the main process needs of a Prepared order (not its events), as plain values."""
+    t = p.tally  # times and money as text: their own pickling is slow
+    revenue = None if t is None or t.revenue is None else str(t.revenue)
+    tally = None if t is None else (t.metrics, t.time.isoformat(), revenue, t.currency, t.who)
+    parts = tuple((part.body, part.count, part.keys) for part in p.parts)
+    return (p.line, p.at, p.after, p.raw_id, p.key, p.rejected, p.outside, p.lines,
+            p.warnings, tally, parts)  # fmt: skip
+
+
+def _tally(
+    metrics: tuple[str, ...], time: str, revenue: str | None, currency: str | None, who: Any
+) -> Tally:
+    money = None if revenue is None else Decimal(revenue)
+    return Tally(metrics, datetime.fromisoformat(time), money, currency, who)
+
+
+def _unpack(packed: tuple[Any, ...], source: str) -> Prepared:
+    line, at, after, raw_id, key, rejected, outside, lines, warnings, tally, parts = packed
+    return Prepared(
+        source, line, at, after, raw_id, key, rejected, outside, lines, warnings,
+        None if tally is None else _tally(*tally), [],
+        [Part(body, count, keys, []) for body, count, keys in parts],
+    )  # fmt: skip
+
+
+def _prepare_piece(piece: _Piece) -> _Done:
+    """In a worker: every order that starts in the piece, prepared, with its events dropped."""
+    source = piece.source
+    converter = Converter(source.layout, piece.settings)
+    spec = piece.encode
+    encoder = encoder_for(spec.endpoint, spec.backfill, spec.public_key) if spec else None
+    start = Start(piece.start, piece.line) if piece.start else None
+    done = _Done([], piece.start)
+    try:
+        for raw in read_orders(source, None, start):
+            if raw.offset >= piece.end:
+                break
+            done.orders.append(_pack(prepare(raw, converter, piece.filters, piece.index, encoder)))
+            done.last_end = raw.end if raw.end is not None else raw.offset
+    except BackfillError as exc:
+        done.error = exc
+    return done
+
+
+def _quiet_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
+
+
+def prepared_pieces(
+    source: Input,
+    index: int,
+    settings: Settings,
+    filters: Filters,
+    encode: EncodeAs | None,
+    workers: int,
+) -> Generator[Prepared, None, None]:
+    """The file's orders, prepared by `workers` processes, in file order."""
+    starts = [(0, 1), *cuts(source.path, PIECE_BYTES)]
+    ends = [offset for offset, _ in starts[1:]] + [os.path.getsize(source.path) + 1]
+    pieces = [
+        _Piece(source, index, start, line, end, settings, filters, encode)
+        for (start, line), end in zip(starts, ends, strict=True)
+    ]
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_quiet_worker)
+    try:
+        pending: deque[Future[_Done]] = deque()
+        queue = iter(pieces)
+        crossed = False  # the previous piece's last order ran past this piece's start
+        for number, _ in enumerate(pieces):
+            while len(pending) < workers * _AHEAD and (nxt := next(queue, None)) is not None:
+                pending.append(pool.submit(_prepare_piece, nxt))
+            done = pending.popleft().result()
+            orders = done.orders[1:] if crossed and done.orders else done.orders
+            for packed in orders:
+                yield _unpack(packed, source.path)
+            if done.error is not None:
+                raise done.error
+            crossed = done.last_end > pieces[number].end
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,160 @@
+"""A dry run (and `inspect`) on several processes says and writes exactly what one process does.
+
+The pieces are made tiny here (a few KB), so that orders, quoted multi-line notes and
+duplicate ids fall across the cuts many times over; the workers are real processes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import corpus
+import pytest
+from click.testing import CliRunner
+
+from klaviyo_backfill import parallel
+from klaviyo_backfill.cli import main
+
+
+@pytest.fixture
+def small_pieces(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Pieces of 3 KB; returns how many pieces each split file was cut into."""
+    monkeypatch.setattr(parallel, "PIECE_BYTES", 3000)
+    monkeypatch.setattr(parallel, "SPLIT_FROM_BYTES", 0)
+    counted: list[int] = []
+    cuts = parallel.cuts
+
+    def counting(path: str, every: int) -> list[tuple[int, int]]:
+        found = cuts(path, every)
+        counted.append(len(found) + 1)
+        return found
+
+    monkeypatch.setattr(parallel, "cuts", counting)
+    return counted
+
+
+@pytest.fixture(scope="module")
+def shop_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("parallel")
+    orders = corpus.make_orders(300, 11, "shopify")
+    return corpus.write_shopify_csv(orders, folder / "orders.csv")
+
+
+def _row_starts(path: Path) -> dict[int, int]:
+    """Byte offset -> line number of every row start, the slow and obvious way."""
+    data = path.read_bytes()
+    starts: dict[int, int] = {0: 1}
+    line, quoted = 1, False
+    for i, byte in enumerate(data):
+        if byte == ord('"'):
+            quoted = not quoted
+        elif byte == ord("\n"):
+            line += 1
+            if not quoted and i + 1 < len(data):
+                starts[i + 1] = line
+    return starts
+
+
+@pytest.mark.parametrize("every", [1, 700, 3000, 50_000])
+def test_every_cut_is_a_row_start_with_its_line_number(shop_csv: Path, every: int) -> None:
+    starts = _row_starts(shop_csv)
+    found = parallel.cuts(str(shop_csv), every)
+    assert found, "a file of this size is cut at least once"
+    for offset, line in found:
+        assert starts.get(offset) == line, (offset, line)
+    offsets = [offset for offset, _ in found]
+    assert offsets == sorted(set(offsets)) and offsets[0] > 0
+    assert offsets[-1] < shop_csv.stat().st_size
+    if every == 1:  # every row start but the header's
+        assert offsets == sorted(starts)[1:]
+
+
+def test_a_cut_never_falls_inside_a_quoted_newline(shop_csv: Path) -> None:
+    text = shop_csv.read_bytes()
+    assert b'"Please leave' in text or b'"Gift for my mum' in text  # the corpus has such notes
+    width = len(next(csv.reader(io.StringIO(text.decode("utf-8")))))
+    for offset, _ in parallel.cuts(str(shop_csv), 1):
+        reader = csv.reader(io.StringIO(text[offset : offset + 20_000].decode("utf-8", "ignore")))
+        rows = list(itertools.islice(reader, 2))
+        assert [len(row) for row in rows] == [width] * len(rows) and rows, offset
+
+
+def _dry_run(files: list[Path], out: Path, tag: str, *extra: str) -> dict[str, Any]:
+    output, failures = out / f"{tag}.jsonl", out / f"{tag}.failures"
+    summary = out / f"{tag}.summary"
+    args = ["send", *map(str, files), "--dry-run", "--preview", "1", "--output", str(output)]
+    args += ["--failures", str(failures), *extra]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    inspect = CliRunner().invoke(main, ["inspect", *map(str, files), "--json", *extra[:-2]])
+    return {
+        "exit": result.exit_code,
+        "stdout": result.output.replace(str(out / tag), "<out>"),
+        "bodies": output.read_bytes() if output.exists() else b"",
+        "failures": failures.read_bytes() if failures.exists() else b"",
+        "inspect": json.loads(inspect.output) if inspect.exit_code == 0 else inspect.output,
+        "summary": summary,
+    }
+
+
+def _same(files: list[Path], tmp_path: Path, *extra: str) -> dict[str, Any]:
+    one = _dry_run(files, tmp_path, "one", *extra, "--jobs", "1")
+    many = _dry_run(files, tmp_path, "many", *extra, "--jobs", "3")
+    for key in ("exit", "bodies", "failures", "inspect"):
+        assert many[key] == one[key], key
+    assert many["stdout"].replace("many", "one") == one["stdout"]
+    return one
+
+
+def test_a_split_dry_run_writes_the_same_bytes(
+    small_pieces: list[int], shop_csv: Path, tmp_path: Path
+) -> None:
+    one = _same([shop_csv], tmp_path)
+    assert small_pieces and min(small_pieces) > 50  # the dry run and inspect were split
+    assert b'"events-bulk-create"' in one["bodies"] and one["failures"]
+    assert one["inspect"]["orders_read"] == 300
+
+
+@pytest.mark.parametrize("endpoint", ["single", "legacy"])
+def test_each_endpoint(
+    small_pieces: list[int], shop_csv: Path, tmp_path: Path, endpoint: str
+) -> None:
+    _same([shop_csv], tmp_path, "--public-key", "ABC123", "--endpoint", endpoint)
+
+
+def test_filters_limit_and_several_files(
+    small_pieces: list[int], shop_csv: Path, tmp_path: Path
+) -> None:
+    orders = corpus.make_orders(120, 12, "woocommerce")
+    woo = corpus.write_woo_json(orders, tmp_path / "woo.json", shape="array")
+    _same([shop_csv, woo], tmp_path, "--since", "2018-01-01", "--until", "2024-01-01")
+    one = _same([shop_csv], tmp_path, "--limit", "77")
+    assert one["inspect"]["orders_mapped"] == 77
+
+
+def test_duplicate_ids_across_pieces_are_skipped_once(
+    small_pieces: list[int], shop_csv: Path, tmp_path: Path
+) -> None:
+    rows = shop_csv.read_bytes()
+    header, _, body = rows.partition(b"\n")
+    doubled = tmp_path / "doubled.csv"
+    doubled.write_bytes(header + b"\n" + body + body)  # every order twice, far apart
+    one = _same([doubled], tmp_path)
+    assert one["inspect"]["skipped"]["duplicate order id"] == 300
+
+
+def test_an_unreadable_row_stops_both_at_the_same_order(
+    small_pieces: list[int], shop_csv: Path, tmp_path: Path
+) -> None:
+    data = shop_csv.read_bytes()
+    broken = tmp_path / "broken.csv"
+    cut = len(data) * 2 // 3
+    cut = data.index(b"\n", cut) + 1
+    broken.write_bytes(data[:cut] + b"\xff\xfe not utf-8\n" + data[cut:])
+    one = _same([broken], tmp_path)
+    assert one["exit"] == 2 and "broken.csv:" in one["stdout"]
+    assert one["failures"]  # what came before the bad row was read and reported
