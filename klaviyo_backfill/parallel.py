@@ -7,8 +7,13 @@ orders in file order, as one process would (duplicates, the summary, the failure
 requests come out the same, byte for byte: the tests compare them).
 
 An order whose rows cross a cut belongs to the piece its first row is in: that worker reads on
-past the cut to the order's last row, and the next piece's first order (those same rows,
-without their first) is dropped.
+past the cut to the order's last row, and the next piece's orders that start before where it
+stopped (those same rows, without their first) are dropped.
+
+Quote parity can be misled: csv takes the quote in an unquoted `27" monitor` as text. So
+each worker checks that the next piece's cut is a row start of the rows it read itself, in
+order; where it is not, the rest of the file is read in this process from the last order
+that worker saw begin. A misleading file costs speed, never an order.
 
 A real send stays in one process: Klaviyo's rate limits, not mapping, set its pace.
 """
@@ -32,7 +37,7 @@ from .convert import Converter, Settings
 from .encode import Part, encoder_for
 from .errors import BackfillError
 from .pipeline import Filters, Prepared, Tally, prepare
-from .read import Input, Start, read_orders
+from .read import Input, Start, read_orders, row_starts
 
 __all__ = [
     "PIECE_BYTES",
@@ -44,7 +49,7 @@ __all__ = [
     "workers_for",
 ]
 
-PIECE_BYTES = 1 << 20  # a piece of work: ~1,000 Shopify orders
+PIECE_BYTES = 1 << 19  # a piece of work: ~500 Shopify orders
 SPLIT_FROM_BYTES = 16 << 20  # below this, starting workers costs more than it saves
 _BLOCK = 1 << 20
 _AHEAD = 2  # pieces in flight per worker: enough to keep them busy, bounded in memory
@@ -127,6 +132,8 @@ class _Done:
     orders: list[tuple[Any, ...]]  # packed Prepared: plain tuples pickle several times faster
     last_end: int  # where the piece's last order ends (past `end` when it crossed the cut)
     error: BackfillError | None = None
+    next_at: Start | None = None  # the first order past the piece (None: the file ended)
+    cut_ok: bool = True  # the next piece starts at a row start this worker read
 
 
 def _pack(p: Prepared) -> tuple[Any, ...]:
@@ -163,15 +170,35 @@ def _prepare_piece(piece: _Piece) -> _Done:
     encoder = encoder_for(spec.endpoint, spec.backfill, spec.public_key) if spec else None
     start = Start(piece.start, piece.line) if piece.start else None
     done = _Done([], piece.start)
+    last = start
     try:
         for raw in read_orders(source, None, start):
             if raw.offset >= piece.end:
+                done.next_at = Start(raw.offset, raw.line)
                 break
             done.orders.append(_pack(prepare(raw, converter, piece.filters, piece.index, encoder)))
             done.last_end = raw.end if raw.end is not None else raw.offset
+            last = Start(raw.offset, raw.line)
+        if done.next_at is not None:
+            known = row_starts(source, last, piece.end) if last is not None else set()
+            done.cut_ok = piece.end in known
     except BackfillError as exc:
         done.error = exc
     return done
+
+
+def _in_order(
+    source: Input,
+    index: int,
+    settings: Settings,
+    filters: Filters,
+    encode: EncodeAs | None,
+    start: Start,
+) -> Generator[Prepared, None, None]:
+    converter = Converter(source.layout, settings)
+    encoder = encoder_for(encode.endpoint, encode.backfill, encode.public_key) if encode else None
+    for raw in read_orders(source, None, start):
+        yield prepare(raw, converter, filters, index, encoder)
 
 
 def _quiet_worker() -> None:
@@ -198,16 +225,22 @@ def prepared_pieces(
     try:
         pending: deque[Future[_Done]] = deque()
         queue = iter(pieces)
-        crossed = False  # the previous piece's last order ran past this piece's start
-        for number, _ in enumerate(pieces):
+        floor = 0  # orders that start before this were read by the previous piece's worker
+        for _ in pieces:
             while len(pending) < workers * _AHEAD and (nxt := next(queue, None)) is not None:
                 pending.append(pool.submit(_prepare_piece, nxt))
             done = pending.popleft().result()
-            orders = done.orders[1:] if crossed and done.orders else done.orders
-            for packed in orders:
-                yield _unpack(packed, source.path)
+            for packed in done.orders:
+                prepared = _unpack(packed, source.path)
+                if prepared.at[1] >= floor:
+                    yield prepared
             if done.error is not None:
                 raise done.error
-            crossed = done.last_end > pieces[number].end
+            floor = done.last_end
+            if not done.cut_ok:  # the next piece began inside a row: read on here, in order
+                pool.shutdown(wait=False, cancel_futures=True)
+                if done.next_at is not None:
+                    yield from _in_order(source, index, settings, filters, encode, done.next_at)
+                return
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -30,6 +30,7 @@ __all__ = [
     "expand_paths",
     "load_side_lines",
     "read_orders",
+    "row_starts",
     "sniff_kind",
 ]
 
@@ -348,6 +349,22 @@ def iter_csv(
         raise _decode_error(path, exc, encoding, base + reader.line_num + 1) from None
     except csv.Error as exc:
         raise InputError(path, f"is not readable CSV: {exc}", base + reader.line_num) from None
+
+
+def row_starts(source: Input, start: Start, upto: int) -> set[int]:
+    """Offsets where CSV records begin, read in order from a known record start up to `upto`."""
+    fh, lines = _open_lines(source.path, source.encoding)
+    found: set[int] = set()
+    with fh:
+        if not isinstance(lines, _Lines):
+            return found
+        lines.seek(start.offset, source.encoding)
+        reader = csv.reader(lines, delimiter=source.layout.options.delimiter)
+        while lines.offset <= upto:
+            found.add(lines.offset)
+            if next(reader, None) is None:
+                break
+    return found
 
 
 def _group_rows(

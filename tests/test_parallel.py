@@ -158,3 +158,49 @@ def test_an_unreadable_row_stops_both_at_the_same_order(
     one = _same([broken], tmp_path)
     assert one["exit"] == 2 and "broken.csv:" in one["stdout"]
     assert one["failures"]  # what came before the bad row was read and reported
+
+
+def test_a_stray_quote_that_misleads_the_cutter_costs_speed_not_orders(
+    small_pieces: list[int], shop_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`5" screen` in an unquoted field is text to csv but flips the cutter's quote parity:
+    cuts may then land inside a quoted multi-line note. Each cut is checked against the rows
+    a worker really read, and the rest of the file is read in order from the last good one."""
+    data = shop_csv.read_bytes()
+    at = data.index(b",Classic Tee - ", len(data) // 10)
+    stray = tmp_path / "stray.csv"
+    stray.write_bytes(data[:at] + b',Classic 5" Tee - ' + data[at + len(b",Classic Tee - ") :])
+    assert b'Classic 5" Tee' in stray.read_bytes()
+    in_order = parallel._in_order
+    fell_back: list[int] = []
+
+    def spy(*args: Any) -> Any:
+        fell_back.append(args[-1].offset)
+        return in_order(*args)
+
+    monkeypatch.setattr(parallel, "_in_order", spy)
+    one = _same([stray], tmp_path)
+    assert fell_back and min(fell_back) > at  # each split run read on in order after the quote
+    assert one["inspect"]["orders_read"] == 300
+    assert any('Classic 5\\" Tee' in line for line in one["bodies"].decode().splitlines())
+
+
+def test_a_worker_knows_a_cut_inside_a_quoted_note_from_a_row_start(shop_csv: Path) -> None:
+    from klaviyo_backfill.convert import Settings
+    from klaviyo_backfill.job import resolve_inputs
+    from klaviyo_backfill.pipeline import Filters
+
+    data = shop_csv.read_bytes()
+    inside = data.index(b"Gate code")  # the second line of a quoted note
+    assert data[inside - 1 : inside] == b"\n"
+    row = next(offset for offset in sorted(_row_starts(shop_csv)) if offset > inside)
+    (source,), _ = resolve_inputs([str(shop_csv)], None, None, None)
+
+    def checked(end: int) -> bool:
+        piece = parallel._Piece(source, 0, 0, 1, end, Settings(), Filters(), None)
+        done = parallel._prepare_piece(piece)
+        assert done.error is None and done.next_at is not None
+        return done.cut_ok
+
+    assert checked(row) is True
+    assert checked(inside) is False
