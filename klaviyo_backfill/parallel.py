@@ -53,7 +53,7 @@ PIECE_BYTES = 1 << 19  # a piece of work: ~500 Shopify orders
 SPLIT_FROM_BYTES = 16 << 20  # below this, starting workers costs more than it saves
 _BLOCK = 1 << 20
 _AHEAD = 2  # pieces in flight per worker: enough to keep them busy, bounded in memory
-_SPLITTABLE = {"utf-8", "utf-8-sig", "ascii", "latin-1", "iso8859-15"} | {
+_SPLITTABLE = {"utf-8", "utf-8-sig", "ascii", "iso8859-1", "iso8859-15"} | {
     f"cp{n}" for n in range(1250, 1259)
 }
 
@@ -165,9 +165,7 @@ def _unpack(packed: tuple[Any, ...], source: str) -> Prepared:
 def _prepare_piece(piece: _Piece) -> _Done:
     """In a worker: every order that starts in the piece, prepared, with its events dropped."""
     source = piece.source
-    converter = Converter(source.layout, piece.settings)
-    spec = piece.encode
-    encoder = encoder_for(spec.endpoint, spec.backfill, spec.public_key) if spec else None
+    converter, encoder = _tools(source, piece.settings, piece.encode)
     start = Start(piece.start, piece.line) if piece.start else None
     done = _Done([], piece.start)
     last = start
@@ -195,10 +193,14 @@ def _in_order(
     encode: EncodeAs | None,
     start: Start,
 ) -> Generator[Prepared, None, None]:
-    converter = Converter(source.layout, settings)
-    encoder = encoder_for(encode.endpoint, encode.backfill, encode.public_key) if encode else None
+    converter, encoder = _tools(source, settings, encode)
     for raw in read_orders(source, None, start):
         yield prepare(raw, converter, filters, index, encoder)
+
+
+def _tools(source: Input, settings: Settings, encode: EncodeAs | None) -> tuple[Converter, Any]:
+    encoder = encoder_for(encode.endpoint, encode.backfill, encode.public_key) if encode else None
+    return Converter(source.layout, settings), encoder
 
 
 def _quiet_worker() -> None:
@@ -237,10 +239,11 @@ def prepared_pieces(
             if done.error is not None:
                 raise done.error
             floor = done.last_end
+            if done.next_at is None:  # this worker read on to the end of the file
+                return
             if not done.cut_ok:  # the next piece began inside a row: read on here, in order
                 pool.shutdown(wait=False, cancel_futures=True)
-                if done.next_at is not None:
-                    yield from _in_order(source, index, settings, filters, encode, done.next_at)
+                yield from _in_order(source, index, settings, filters, encode, done.next_at)
                 return
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -84,29 +84,34 @@ def test_a_cut_never_falls_inside_a_quoted_newline(shop_csv: Path) -> None:
         assert [len(row) for row in rows] == [width] * len(rows) and rows, offset
 
 
-def _dry_run(files: list[Path], out: Path, tag: str, *extra: str) -> dict[str, Any]:
+SEND_ONLY = ("--endpoint", "--public-key")
+
+
+def _dry_run(files: list[Path], out: Path, jobs: str, *extra: str) -> dict[str, Any]:
+    tag = f"jobs{jobs}"
     output, failures = out / f"{tag}.jsonl", out / f"{tag}.failures"
-    summary = out / f"{tag}.summary"
     args = ["send", *map(str, files), "--dry-run", "--preview", "1", "--output", str(output)]
-    args += ["--failures", str(failures), *extra]
+    args += ["--failures", str(failures), "--jobs", jobs, *extra]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
-    inspect = CliRunner().invoke(main, ["inspect", *map(str, files), "--json", *extra[:-2]])
+    pairs = [extra[i : i + 2] for i in range(0, len(extra), 2)]
+    shared = [word for pair in pairs if pair[0] not in SEND_ONLY for word in pair]
+    inspect = CliRunner().invoke(
+        main, ["inspect", *map(str, files), "--json", "--jobs", jobs, *shared]
+    )
     return {
         "exit": result.exit_code,
-        "stdout": result.output.replace(str(out / tag), "<out>"),
+        "stdout": result.output.replace(tag, "<tag>"),
         "bodies": output.read_bytes() if output.exists() else b"",
         "failures": failures.read_bytes() if failures.exists() else b"",
         "inspect": json.loads(inspect.output) if inspect.exit_code == 0 else inspect.output,
-        "summary": summary,
     }
 
 
 def _same(files: list[Path], tmp_path: Path, *extra: str) -> dict[str, Any]:
-    one = _dry_run(files, tmp_path, "one", *extra, "--jobs", "1")
-    many = _dry_run(files, tmp_path, "many", *extra, "--jobs", "3")
-    for key in ("exit", "bodies", "failures", "inspect"):
+    one = _dry_run(files, tmp_path, "1", *extra)
+    many = _dry_run(files, tmp_path, "3", *extra)
+    for key in ("exit", "stdout", "bodies", "failures", "inspect"):
         assert many[key] == one[key], key
-    assert many["stdout"].replace("many", "one") == one["stdout"]
     return one
 
 
@@ -123,7 +128,8 @@ def test_a_split_dry_run_writes_the_same_bytes(
 def test_each_endpoint(
     small_pieces: list[int], shop_csv: Path, tmp_path: Path, endpoint: str
 ) -> None:
-    _same([shop_csv], tmp_path, "--public-key", "ABC123", "--endpoint", endpoint)
+    one = _same([shop_csv], tmp_path, "--public-key", "ABC123", "--endpoint", endpoint)
+    assert one["bodies"].count(b"\n") > 300 and isinstance(one["inspect"], dict)
 
 
 def test_filters_limit_and_several_files(
@@ -134,6 +140,14 @@ def test_filters_limit_and_several_files(
     _same([shop_csv, woo], tmp_path, "--since", "2018-01-01", "--until", "2024-01-01")
     one = _same([shop_csv], tmp_path, "--limit", "77")
     assert one["inspect"]["orders_mapped"] == 77
+
+
+def test_a_single_byte_encoding(small_pieces: list[int], shop_csv: Path, tmp_path: Path) -> None:
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(shop_csv.read_text("utf-8").encode("latin-1", "replace"))
+    one = _same([latin], tmp_path, "--encoding", "latin-1")
+    assert "Crème Brûlée".encode() in one["bodies"]
+    assert small_pieces and min(small_pieces) > 50
 
 
 def test_duplicate_ids_across_pieces_are_skipped_once(
