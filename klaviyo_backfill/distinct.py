@@ -8,10 +8,19 @@ point, then estimates (HyperLogLog, 16 KB, about 1% error) and says that it does
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sqlite3
+from collections.abc import Iterable
 
-__all__ = ["DistinctCount", "SeenIds"]
+__all__ = ["DistinctCount", "SeenIds", "stable_hash"]
+
+
+def stable_hash(parts: Iterable[str | None]) -> int:
+    """A 64-bit hash that is the same in every run and process (Python's hash() of a str is
+    salted per process, which would make an estimate differ from one run to the next)."""
+    text = "\x1f".join("" if part is None else part for part in parts)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
 class SeenIds:
@@ -57,7 +66,7 @@ class DistinctCount:
         return self.exact is None
 
     def add(self, value: int) -> None:
-        """Add a value's 64-bit hash (Python's hash() of a str or tuple of str)."""
+        """Add a value's 64-bit hash (`stable_hash`)."""
         if self.exact is not None:
             self.exact.add(value)
             if len(self.exact) > self.exact_up_to:

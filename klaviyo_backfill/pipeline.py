@@ -20,7 +20,7 @@ from functools import partial
 from typing import IO, Any
 
 from .convert import Converter, Settings
-from .distinct import DistinctCount, SeenIds
+from .distinct import DistinctCount, SeenIds, stable_hash
 from .encode import Encoder, Part
 from .errors import FieldError
 from .layout import Layout
@@ -181,7 +181,7 @@ class Stats:
             self.month_revenue[month] = self.month_revenue.get(month, Decimal(0)) + value
         self.first = when if self.first is None or when < self.first else self.first
         self.last = when if self.last is None or when > self.last else self.last
-        self.profiles.add(hash(tally.who))
+        self.profiles.add(stable_hash(tally.who))
 
 
 class Failures:
