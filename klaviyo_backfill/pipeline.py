@@ -28,7 +28,18 @@ from .mapping import PLACED, map_order
 from .model import Event, RawOrder, Rejection
 from .read import Input, Start, read_orders
 
-__all__ = ["Failures", "Filters", "MappedOrder", "Stats", "map_inputs"]
+__all__ = [
+    "Elsewhere",
+    "Failures",
+    "Filters",
+    "MappedOrder",
+    "Prepared",
+    "Stats",
+    "Tally",
+    "map_inputs",
+    "prepare",
+    "raw_id",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -218,3 +218,27 @@ def test_a_worker_knows_a_cut_inside_a_quoted_note_from_a_row_start(shop_csv: Pa
 
     assert checked(row) is True
     assert checked(inside) is False
+
+
+def test_the_real_cli_splits_a_large_export_by_default(shop_csv: Path, tmp_path: Path) -> None:
+    """No knobs turned: a CSV over SPLIT_FROM_BYTES, the installed CLI, real processes."""
+    import subprocess
+    import sys
+
+    header, _, body = shop_csv.read_bytes().partition(b"\n")
+    copies = parallel.SPLIT_FROM_BYTES // len(body) + 1
+    big = tmp_path / "big.csv"
+    with big.open("wb") as fh:  # the same orders again and again: duplicates after the first
+        fh.write(header + b"\n" + body * copies)
+    assert big.stat().st_size >= parallel.SPLIT_FROM_BYTES
+
+    def dry_run(*jobs: str) -> tuple[int, str, bytes]:
+        out = tmp_path / f"out{jobs}.jsonl"
+        cmd = [sys.executable, "-m", "klaviyo_backfill", "send", str(big), "--dry-run"]
+        cmd += ["--preview", "0", "--output", str(out), "--failures", str(tmp_path / "f"), *jobs]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        return done.returncode, done.stdout, out.read_bytes()
+
+    default, one = dry_run(), dry_run("--jobs", "1")
+    assert default == one
+    assert f"{300 * (copies - 1):,}" in one[1]  # the duplicates were found across pieces
