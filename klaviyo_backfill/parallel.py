@@ -21,12 +21,12 @@ A real send stays in one process: Klaviyo's rate limits, not mapping, set its pa
 from __future__ import annotations
 
 import codecs
+import itertools
 import multiprocessing
 import os
 import signal
-import sys
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,6 +52,9 @@ __all__ = [
 PIECE_BYTES = 1 << 19  # a piece of work: ~500 Shopify orders
 SPLIT_FROM_BYTES = 16 << 20  # below this, starting workers costs more than it saves
 _BLOCK = 1 << 20
+# forkserver: workers forked from a clean server process, not from this one (which has threads
+# by then: forking it is deprecated from Python 3.12); spawn where there is no fork.
+_START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 _AHEAD = 2  # pieces in flight per worker: enough to keep them busy, bounded in memory
 _SPLITTABLE = {"utf-8", "utf-8-sig", "ascii", "iso8859-1", "iso8859-15"} | {
     f"cp{n}" for n in range(1250, 1259)
@@ -86,9 +89,9 @@ def splittable(source: Input, workers: int) -> bool:
     return os.path.getsize(source.path) >= max(SPLIT_FROM_BYTES, 2 * PIECE_BYTES)
 
 
-def cuts(path: str, every: int) -> list[tuple[int, int]]:
-    """(byte offset, line number) of row starts about `every` bytes apart, the first not 0."""
-    found: list[tuple[int, int]] = []
+def cuts(path: str, every: int) -> Iterator[tuple[int, int]]:
+    """(byte offset, line number) of row starts about `every` bytes apart, the first not 0,
+    as the file is scanned (so the first pieces are at work while the rest is cut)."""
     quoted = False  # inside a quoted field at the start of the block
     target, pos, lines = every, 0, 1
     with open(path, "rb") as fh:
@@ -107,12 +110,12 @@ def cuts(path: str, every: int) -> list[tuple[int, int]]:
                 if quoted:  # a newline inside a field: try the next one
                     target = pos + i
                     continue
-                found.append((pos + i, lines + block.count(b"\n", 0, i)))
+                if i < len(block) or fh.peek(1):  # not at the very end of the file
+                    yield pos + i, lines + block.count(b"\n", 0, i)
                 target = pos + i + every
             quoted ^= bool(block.count(b'"', i) & 1)
             lines += block.count(b"\n")
             pos += len(block)
-    return [(offset, line) for offset, line in found if offset < pos]
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,21 +219,22 @@ def prepared_pieces(
     workers: int,
 ) -> Generator[Prepared, None, None]:
     """The file's orders, prepared by `workers` processes, in file order."""
-    starts = [(0, 1), *cuts(source.path, PIECE_BYTES)]
-    ends = [offset for offset, _ in starts[1:]] + [os.path.getsize(source.path) + 1]
-    pieces = [
+    size = os.path.getsize(source.path)
+    starts = itertools.chain([(0, 1)], cuts(source.path, PIECE_BYTES), [(size + 1, 0)])
+    pieces = (
         _Piece(source, index, start, line, end, settings, filters, encode)
-        for (start, line), end in zip(starts, ends, strict=True)
-    ]
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        for (start, line), (end, _) in itertools.pairwise(starts)
+    )
+    context = multiprocessing.get_context(_START_METHOD)
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_quiet_worker)
     try:
         pending: deque[Future[_Done]] = deque()
-        queue = iter(pieces)
         floor = 0  # orders that start before this were read by the previous piece's worker
-        for _ in pieces:
-            while len(pending) < workers * _AHEAD and (nxt := next(queue, None)) is not None:
+        while True:
+            while len(pending) < workers * _AHEAD and (nxt := next(pieces, None)) is not None:
                 pending.append(pool.submit(_prepare_piece, nxt))
+            if not pending:
+                return
             done = pending.popleft().result()
             for packed in done.orders:
                 prepared = _unpack(packed, source.path)
