@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from .errors import FieldError
-from .layout import ADDRESS_KEYS, Layout
+from .layout import ADDRESS_KEYS, Layout, Options
 from .model import Address, Line, Order, RawOrder, Refund
 from .values import (
     clean,
@@ -91,7 +91,7 @@ class Converter:
             raise FieldError("created_at", None, "missing order date")
         if created < EARLIEST or created > self.latest:
             _check_range(created, "created_at", fields.get("created_at"), self.settings.now)
-        lines = _lines(raw, self.comma, self.options.categories_separator, self.options)
+        lines = _lines(raw, self.options)
         total = self.money(raw, "total")
         if total is None:
             if self.total_required:
@@ -199,8 +199,9 @@ def _address(fields: dict[str, Any], side: str) -> Address:
     return address
 
 
-def _lines(raw: RawOrder, comma: bool, separator: str, options: Any) -> list[Line]:
+def _lines(raw: RawOrder, options: Options) -> list[Line]:
     lines = []
+    comma, separator = options.decimal_comma, options.categories_separator
     for number, item in enumerate(raw.lines, start=1):
         get = item.get
         try:
