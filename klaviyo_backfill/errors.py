@@ -5,6 +5,7 @@
      ├── InputError                a file that cannot be read at all (names file and line)
      │    └── LayoutError          a layout file, or a column it names, that does not fit
      ├── CheckpointError           a checkpoint that does not belong to this run
+     ├── WorkerError               a worker process of a split dry run or inspect died
      └── SendError                 (exit 3) Klaviyo refused the whole job
           ├── AuthError            401/403: key missing, wrong or lacking scope
           └── RetiredApiError      410 from the retired Track API
@@ -29,6 +30,7 @@ __all__ = [
     "RetiredApiError",
     "SendError",
     "UsageError",
+    "WorkerError",
 ]
 
 
@@ -88,6 +90,10 @@ class LayoutError(InputError):
 
 class CheckpointError(BackfillError):
     """A checkpoint that does not belong to this run, or a run that would overwrite one."""
+
+
+class WorkerError(BackfillError):
+    """A worker process preparing a piece of an export died (out of memory, or killed)."""
 
 
 class SendError(BackfillError):

@@ -30,6 +30,7 @@ import threading
 from collections import deque
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -37,7 +38,7 @@ from typing import Any
 
 from .convert import Converter, Settings
 from .encode import Part, encoder_for
-from .errors import BackfillError
+from .errors import BackfillError, WorkerError
 from .pipeline import Filters, Prepared, Tally, prepare
 from .read import Input, Start, read_orders, row_starts
 
@@ -244,7 +245,13 @@ def prepared_pieces(
                 pending.append(pool.submit(_prepare_piece, nxt))
             if not pending:
                 return
-            done = pending.popleft().result()
+            try:
+                done = pending.popleft().result()
+            except BrokenProcessPool:
+                raise WorkerError(
+                    f"a worker process died while reading {source.path} (out of memory, or killed)",
+                    "Rerun with --jobs 1 to read it in one process.",
+                ) from None
             for packed in done.orders:
                 prepared = _unpack(packed, source.path)
                 if prepared.at[1] >= floor:

@@ -10,6 +10,11 @@ import csv
 import io
 import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -221,17 +226,18 @@ def test_a_worker_knows_a_cut_inside_a_quoted_note_from_a_row_start(shop_csv: Pa
     assert checked(inside) is False
 
 
-def test_the_real_cli_splits_a_large_export_by_default(shop_csv: Path, tmp_path: Path) -> None:
-    """No knobs turned: a CSV over SPLIT_FROM_BYTES, the installed CLI, real processes."""
-    import subprocess
-    import sys
-
+def _big_export(shop_csv: Path, tmp_path: Path) -> tuple[Path, int]:
+    """Over SPLIT_FROM_BYTES: the same orders again and again (duplicates after the first)."""
     header, _, body = shop_csv.read_bytes().partition(b"\n")
     copies = parallel.SPLIT_FROM_BYTES // len(body) + 1
     big = tmp_path / "big.csv"
-    with big.open("wb") as fh:  # the same orders again and again: duplicates after the first
-        fh.write(header + b"\n" + body * copies)
-    assert big.stat().st_size >= parallel.SPLIT_FROM_BYTES
+    big.write_bytes(header + b"\n" + body * copies)
+    return big, copies
+
+
+def test_the_real_cli_splits_a_large_export_by_default(shop_csv: Path, tmp_path: Path) -> None:
+    """No knobs turned: a CSV over SPLIT_FROM_BYTES, the installed CLI, real processes."""
+    big, copies = _big_export(shop_csv, tmp_path)
 
     def dry_run(*jobs: str) -> tuple[int, str, bytes]:
         out = tmp_path / f"out{jobs}.jsonl"
@@ -243,3 +249,27 @@ def test_the_real_cli_splits_a_large_export_by_default(shop_csv: Path, tmp_path:
     default, one = dry_run(), dry_run("--jobs", "1")
     assert default == one
     assert f"{300 * (copies - 1):,}" in one[1]  # the duplicates were found across pieces
+
+
+def test_a_worker_that_dies_is_a_message_not_a_traceback(shop_csv: Path, tmp_path: Path) -> None:
+    big, _ = _big_export(shop_csv, tmp_path)
+    big.write_bytes(big.read_bytes() * 4)  # long enough to be caught at work
+    cmd = [sys.executable, "-m", "klaviyo_backfill", "send", str(big), "--dry-run", "--jobs", "2"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while len(workers) < 2 and proc.poll() is None:
+            assert time.monotonic() < deadline, "no workers started"
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            workers = [int(pid) for pid in children]
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before a worker could be killed"
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    message = err.decode()
+    assert proc.returncode == 2, message
+    assert "a worker process died" in message and "--jobs 1" in message
+    assert "Traceback" not in message
