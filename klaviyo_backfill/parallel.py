@@ -37,7 +37,7 @@ from decimal import Decimal
 from typing import Any
 
 from .convert import Converter, Settings
-from .encode import Part, encoder_for
+from .encode import Encoder, Part
 from .errors import BackfillError, WorkerError
 from .pipeline import Filters, Prepared, Tally, prepare
 from .read import Input, Start, read_orders, row_starts
@@ -45,7 +45,6 @@ from .read import Input, Start, read_orders, row_starts
 __all__ = [
     "PIECE_BYTES",
     "SPLIT_FROM_BYTES",
-    "EncodeAs",
     "cuts",
     "prepared_pieces",
     "splittable",
@@ -59,15 +58,6 @@ _AHEAD = 2  # pieces in flight per worker: enough to keep them busy, bounded in 
 _SPLITTABLE = {"utf-8", "utf-8-sig", "ascii", "iso8859-1", "iso8859-15"} | {
     f"cp{n}" for n in range(1250, 1259)
 }
-
-
-@dataclass(frozen=True, slots=True)
-class EncodeAs:
-    """What the workers encode for (None: they only map, as `inspect` needs)."""
-
-    endpoint: str
-    backfill: bool
-    public_key: str | None
 
 
 def workers_for(requested: int | None) -> int:
@@ -127,7 +117,7 @@ class _Piece:
     end: int  # orders that start here or later belong to the next piece
     settings: Settings
     filters: Filters
-    encode: EncodeAs | None
+    encoder: Encoder | None  # None: map only, as `inspect` needs
 
 
 @dataclass(slots=True)
@@ -168,10 +158,10 @@ def _unpack(packed: tuple[Any, ...], source: str) -> Prepared:
 def _prepare_piece(piece: _Piece) -> _Done:
     """In a worker: every order that starts in the piece, prepared, with its events dropped."""
     source = piece.source
-    converter, encoder = _tools(source, piece.settings, piece.encode)
+    converter, encoder = Converter(source.layout, piece.settings), piece.encoder
     start = Start(piece.start, piece.line) if piece.start else None
     done = _Done([], piece.start)
-    last = start
+    last = None
     try:
         for raw in read_orders(source, None, start):
             if raw.offset >= piece.end:
@@ -179,9 +169,9 @@ def _prepare_piece(piece: _Piece) -> _Done:
                 break
             done.orders.append(_pack(prepare(raw, converter, piece.filters, piece.index, encoder)))
             done.last_end = raw.end if raw.end is not None else raw.offset
-            last = Start(raw.offset, raw.line)
+            last = raw
         if done.next_at is not None:
-            known = row_starts(source, last, piece.end) if last is not None else set()
+            known = row_starts(source, Start(last.offset, last.line), piece.end) if last else set()
             done.cut_ok = piece.end in known
     except BackfillError as exc:
         done.error = exc
@@ -193,17 +183,12 @@ def _in_order(
     index: int,
     settings: Settings,
     filters: Filters,
-    encode: EncodeAs | None,
+    encoder: Encoder | None,
     start: Start,
 ) -> Generator[Prepared, None, None]:
-    converter, encoder = _tools(source, settings, encode)
+    converter = Converter(source.layout, settings)
     for raw in read_orders(source, None, start):
         yield prepare(raw, converter, filters, index, encoder)
-
-
-def _tools(source: Input, settings: Settings, encode: EncodeAs | None) -> tuple[Converter, Any]:
-    encoder = encoder_for(encode.endpoint, encode.backfill, encode.public_key) if encode else None
-    return Converter(source.layout, settings), encoder
 
 
 def _start_method() -> multiprocessing.context.BaseContext:
@@ -225,14 +210,14 @@ def prepared_pieces(
     index: int,
     settings: Settings,
     filters: Filters,
-    encode: EncodeAs | None,
+    encoder: Encoder | None,
     workers: int,
 ) -> Generator[Prepared, None, None]:
     """The file's orders, prepared by `workers` processes, in file order."""
     size = os.path.getsize(source.path)
     starts = itertools.chain([(0, 1)], cuts(source.path, PIECE_BYTES), [(size + 1, 0)])
     pieces = (
-        _Piece(source, index, start, line, end, settings, filters, encode)
+        _Piece(source, index, start, line, end, settings, filters, encoder)
         for (start, line), (end, _) in itertools.pairwise(starts)
     )
     context = _start_method()
@@ -263,7 +248,7 @@ def prepared_pieces(
                 return
             if not done.cut_ok:  # the next piece began inside a row: read on here, in order
                 pool.shutdown(wait=False, cancel_futures=True)
-                yield from _in_order(source, index, settings, filters, encode, done.next_at)
+                yield from _in_order(source, index, settings, filters, encoder, done.next_at)
                 return
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import IO
 
 from .checkpoint import Ledger
-from .encode import Request, encoder_for
+from .encode import Encoder, Request, encoder_for
 from .errors import BackfillError
 from .job import Job
 from .model import Event
-from .parallel import EncodeAs, prepared_pieces, splittable, workers_for
+from .parallel import prepared_pieces, splittable, workers_for
 from .pipeline import Elsewhere, Failures, MappedOrder, Prepared, Stats, describe, map_inputs
 from .read import Input
 from .send import SendConfig, Sender, SendStats, Tracker, client_for
@@ -38,14 +38,14 @@ def open_output(path: str | None) -> Iterator[IO[bytes] | None]:
             yield fh
 
 
-def _elsewhere(job: Job, encode: EncodeAs | None) -> Elsewhere:
+def _elsewhere(job: Job, encoder: Encoder | None) -> Elsewhere:
     """Large CSV inputs are prepared on every core (--jobs); the rest in this process."""
     workers = workers_for(job.jobs)
 
     def prepared(source: Input, index: int) -> Generator[Prepared, None, None] | None:
         if not splittable(source, workers):
             return None
-        return prepared_pieces(source, index, job.settings, job.filters, encode, workers)
+        return prepared_pieces(source, index, job.settings, job.filters, encoder, workers)
 
     return prepared
 
@@ -58,7 +58,7 @@ def dry_run(job: Job, preview: int = 1) -> tuple[Stats, list[Request], int]:
     stats = Stats()
     failures = Failures(job.failures)
     encoder = encoder_for(job.endpoint, job.backfill)
-    elsewhere = _elsewhere(job, EncodeAs(job.endpoint, job.backfill, None))
+    elsewhere = _elsewhere(job, encoder)  # the workers encode with this same encoder
     first: list[Request] = []
     try:
         with open_output(job.output) as out:
