@@ -39,13 +39,6 @@ def _text(value: Any) -> str | None:
     return value if value is None or type(value) is str else clean(value)
 
 
-def _code(value: Any) -> str | None:
-    """A zip code or phone number: text without a spreadsheet's leading apostrophe."""
-    if type(value) is str and value[0] != "'":
-        return value
-    return clean_code(value)
-
-
 class Converter:
     """Reads the RawOrders of one layout into Orders, with the run's options resolved once."""
 
@@ -191,9 +184,9 @@ _SIDE_COLUMNS = {
 def _address(fields: dict[str, Any], side: str) -> Address:
     address = Address(*map(fields.get, _SIDE_COLUMNS[side]))
     if address.zip:
-        address.zip = _code(address.zip)
+        address.zip = clean_code(address.zip)
     if address.phone:
-        address.phone = _code(address.phone)
+        address.phone = clean_code(address.phone)
     if not address.first_name and not address.last_name:
         address.first_name, address.last_name = _split_name(_text(fields.get(f"{side}_name")))
     return address
