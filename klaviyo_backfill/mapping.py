@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
 from .errors import FieldError
 from .model import Address, Event, Line, Order
-from .values import parse_phone, quantize, quantum
+from .values import parse_phone, quantize
 
 __all__ = [
     "CANCELLED",
@@ -75,9 +75,7 @@ _SHORT = MAX_STRING_BYTES // 4  # a string this long cannot pass 100 KB in UTF-8
 def _put(props: dict[str, Any], key: str, value: Any, warnings: list[str]) -> None:
     """Set a property when the export has a value; strings are kept within Klaviyo's limit."""
     if value:
-        if type(value) is str and len(value) > _SHORT:
-            value = _truncate(value, warnings)
-        props[key] = value
+        props[key] = _fit(value, warnings) if type(value) is str else value
 
 
 _ADDRESS_NAMES = tuple(prop for prop, _ in _ADDRESS_PROPS)
@@ -129,7 +127,7 @@ def _fit(value: str, warnings: list[str]) -> str:
     return value if len(value) <= _SHORT else _truncate(value, warnings)
 
 
-def _item(line: Line, quantum: Decimal, warnings: list[str]) -> dict[str, Any]:
+def _item(line: Line, currency: str, warnings: list[str]) -> dict[str, Any]:
     item: dict[str, Any] = {}
     if line.product_id:
         item["ProductID"] = _fit(line.product_id, warnings)
@@ -138,8 +136,8 @@ def _item(line: Line, quantum: Decimal, warnings: list[str]) -> dict[str, Any]:
     if line.name:
         item["ProductName"] = _fit(line.name, warnings)
     item["Quantity"] = line.quantity
-    item["ItemPrice"] = line.price.quantize(quantum, ROUND_HALF_UP)
-    item["RowTotal"] = (line.price * line.quantity).quantize(quantum, ROUND_HALF_UP)
+    item["ItemPrice"] = quantize(line.price, currency)
+    item["RowTotal"] = quantize(line.price * line.quantity, currency)
     if line.url:
         item["ProductURL"] = _fit(line.url, warnings)
     if line.image_url:
@@ -239,8 +237,7 @@ def _refund(order: Order) -> tuple[Decimal, datetime | None, str | None]:
 def map_order(order: Order) -> list[Event]:
     """Every event the order yields, Placed Order first."""
     profile = profile_of(order)
-    unit = quantum(order.currency)
-    items = [_item(line, unit, order.warnings) for line in order.lines]
+    items = [_item(line, order.currency, order.warnings) for line in order.lines]
     props = _order_props(order, items)
     total = quantize(order.total, order.currency)
 
