@@ -40,7 +40,7 @@ from .convert import Converter, Settings
 from .encode import Encoder, Part
 from .errors import BackfillError, WorkerError
 from .pipeline import Filters, Prepared, Tally, prepare
-from .read import Input, Start, read_orders, row_starts
+from .read import BYTE_EXACT, Input, Start, read_orders, row_starts
 
 __all__ = [
     "PIECE_BYTES",
@@ -55,9 +55,6 @@ PIECE_BYTES = 1 << 19  # a piece of work: ~500 Shopify orders
 SPLIT_FROM_BYTES = 16 << 20  # below this, starting workers costs more than it saves
 _BLOCK = 1 << 20
 _AHEAD = 2  # pieces in flight per worker: enough to keep them busy, bounded in memory
-_SPLITTABLE = {"utf-8", "utf-8-sig", "ascii", "iso8859-1", "iso8859-15"} | {
-    f"cp{n}" for n in range(1250, 1259)
-}
 
 
 def workers_for(requested: int | None) -> int:
@@ -74,7 +71,7 @@ def splittable(source: Input, workers: int) -> bool:
     """A CSV file in a byte-exact encoding, big enough to be worth splitting."""
     if workers < 2 or source.layout.kind != "csv":
         return False
-    if codecs.lookup(source.encoding).name not in _SPLITTABLE:
+    if codecs.lookup(source.encoding).name not in BYTE_EXACT:
         return False
     return os.path.getsize(source.path) >= max(SPLIT_FROM_BYTES, 2 * PIECE_BYTES)
 
@@ -134,7 +131,7 @@ def _pack(p: Prepared) -> tuple[Any, ...]:
     t = p.tally  # times and money as text: their own pickling is slow
     revenue = None if t is None or t.revenue is None else str(t.revenue)
     tally = None if t is None else (t.metrics, t.time.isoformat(), revenue, t.currency, t.who)
-    parts = tuple((part.body, part.count, part.keys) for part in p.parts)
+    parts = tuple((part.body, part.who, part.metrics, part.unique_ids) for part in p.parts)
     return (p.line, p.at, p.after, p.raw_id, p.key, p.rejected, p.outside, p.lines,
             p.warnings, tally, parts)  # fmt: skip
 
@@ -151,7 +148,7 @@ def _unpack(packed: tuple[Any, ...], source: str) -> Prepared:
     return Prepared(
         source, line, at, after, raw_id, key, rejected, outside, lines, warnings,
         None if tally is None else _tally(*tally), [],
-        [Part(body, count, keys, []) for body, count, keys in parts],
+        [Part(body, who, metrics, ids, []) for body, who, metrics, ids in parts],
     )  # fmt: skip
 
 

@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TextIO
 
@@ -232,12 +232,8 @@ class _Plan:
     def cells(self, row: list[str], zones: dict[str, str] | None = None) -> dict[str, Any]:
         """Stripped, non-blank values by field name."""
         if self.take is not None and len(row) >= self.width:
-            values = self.take(row)
-            out = {
-                name: text
-                for name, v in zip(self.names, values, strict=True)
-                if (text := v.strip())
-            }
+            # (name, stripped value) pairs, the blank ones filtered out: all in C
+            out = dict(filter(_VALUE, zip(self.names, map(str.strip, self.take(row)), strict=True)))
         else:  # one column, or a short row
             width = len(row)
             out = {
@@ -255,6 +251,9 @@ class _Plan:
         return out
 
 
+_VALUE = itemgetter(1)
+
+
 @dataclass(frozen=True, slots=True)
 class Start:
     """Where a resumed run picks a CSV file up: an order's first row."""
@@ -263,18 +262,35 @@ class Start:
     line: int
 
 
+# Encodings in which b"\n" always ends a character, and no state runs from one line to the
+# next: a line of bytes decodes on its own (and a file can be cut at any row start).
+BYTE_EXACT = {"utf-8", "utf-8-sig", "ascii", "iso8859-1", "iso8859-15"} | {
+    f"cp{n}" for n in range(1250, 1259)
+}
+
+
 class _Lines:
     """A file's lines as text, counting the bytes read, so an order's offset is exact."""
 
     def __init__(self, raw: BinaryIO, encoding: str) -> None:
         self.raw = raw
         self.offset = 0
-        self.decode = codecs.getincrementaldecoder(encoding)().decode
+        self._decoder(encoding)
+
+    def _decoder(self, encoding: str) -> None:
+        self.decode: Callable[[bytes], str]
+        name = codecs.lookup(encoding).name
+        if name not in BYTE_EXACT:
+            self.decode = codecs.getincrementaldecoder(encoding)().decode
+        elif name == "utf-8-sig" and self.offset > 0:  # a byte order mark only opens a file
+            self.decode = _decoding("utf-8")
+        else:
+            self.decode = _decoding(name)
 
     def seek(self, offset: int, encoding: str) -> None:
         self.raw.seek(offset)
         self.offset = offset
-        self.decode = codecs.getincrementaldecoder(encoding)().decode
+        self._decoder(encoding)
 
     def __iter__(self) -> _Lines:
         return self
@@ -283,9 +299,19 @@ class _Lines:
         line = self.raw.readline()
         if not line:
             raise StopIteration
-        self.offset += len(line)
         text = self.decode(line)
+        if self.decode is _SIG:  # a byte order mark only opens a file
+            self.decode = _decoding("utf-8")
+        self.offset += len(line)
         return text.replace("\x00", "") if "\x00" in text else text  # csv refuses NUL
+
+
+def _decoding(name: str) -> Callable[[bytes], str]:
+    """Decode one line on its own, in C (the incremental decoders are Python code)."""
+    return _SIG if name == "utf-8-sig" else methodcaller("decode", name)
+
+
+_SIG = methodcaller("decode", "utf-8-sig")
 
 
 class _TextLines:
