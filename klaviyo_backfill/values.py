@@ -110,6 +110,8 @@ def clean_code(value: Any) -> str | None:
 
 def parse_money(value: Any, field: str, decimal_comma: bool = False) -> Decimal | None:
     """Decimal money from '12.50', '1,234.50', '$12.50', 12.5 or (decimal_comma) '1.234,50'."""
+    if type(value) is str and not decimal_comma and _PLAIN_MONEY.match(value):
+        return Decimal(value)  # the common case, first
     if value is None:
         return None
     if isinstance(value, bool):
