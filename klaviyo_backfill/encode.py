@@ -10,11 +10,12 @@ Money is a Decimal up to here and becomes a JSON number; times become ISO 8601 i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -52,9 +53,23 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_default)
 
 
-@lru_cache(maxsize=1024)  # an order's events mostly share its time
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
+class _Times:
+    """ISO times of one order's events, which mostly share one datetime object."""
+
+    __slots__ = ("last", "text")
+
+    def __init__(self) -> None:
+        self.last: datetime | None = None
+        self.text = ""
+
+    def __call__(self, moment: datetime) -> str:
+        if moment is not self.last:
+            self.last, self.text = moment, _iso(moment)
+        return self.text
 
 
 @lru_cache(maxsize=64)
@@ -62,10 +77,12 @@ def _metric(name: str) -> dict[str, Any]:
     return {"data": {"type": "metric", "attributes": {"name": name}}}
 
 
-def event_attributes(event: Event, backfill: bool) -> dict[str, Any]:
+def event_attributes(
+    event: Event, backfill: bool, iso: Callable[[datetime], str] = _iso
+) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "properties": event.properties,
-        "time": _iso(event.time),
+        "time": iso(event.time),
         "unique_id": event.unique_id,
         "metric": _metric(event.metric),
     }
@@ -99,15 +116,29 @@ class Request:
 class Part:
     """A piece of a request, encoded once: a bulk profile entry, or a whole single body.
 
-    `keys` are (profile, metric, unique_id) of its events: two parts that share one may not
-    go in the same request. `events` is empty when the part was encoded in another process
-    (a dry run on several cores), which needs only the bytes.
+    Its events' keys are (profile, metric, unique_id): two parts that share one may not go in
+    the same request. They are kept as plain strings and tuples (cheap to build, and to send
+    between processes). `events` is empty when the part was encoded in another process (a dry
+    run on several cores), which needs only the bytes.
     """
 
     body: bytes
-    count: int
-    keys: frozenset[tuple[str, str, str]]
+    who: str  # the profile its events share
+    metrics: tuple[str, ...]
+    unique_ids: tuple[str, ...]
     events: list[Event]
+
+    @classmethod
+    def of(cls, body: bytes, events: list[Event]) -> Part:
+        metrics = tuple(e.metric for e in events)
+        return cls(body, _who(events[0]), metrics, tuple(e.unique_id for e in events), events)
+
+    @property
+    def count(self) -> int:
+        return len(self.metrics)
+
+    def keys(self) -> tuple[tuple[str, str, str], ...]:
+        return tuple(zip(repeat(self.who), self.metrics, self.unique_ids))
 
 
 class Encoder:
@@ -143,7 +174,7 @@ class SingleEncoder(Encoder):
         return dumps({"data": {"type": "event", "attributes": attributes}})
 
     def parts(self, events: list[Event]) -> list[Part]:
-        return [Part(self.body(e), 1, _keys([e]), [e]) for e in events]
+        return [Part.of(self.body(e), [e]) for e in events]
 
     def assemble(self, orders: Iterable[list[Part]]) -> Iterator[Request]:
         for parts in orders:
@@ -196,7 +227,8 @@ class BulkEncoder(Encoder):
     _TAIL = b"]}}}}"
 
     def entry(self, events: list[Event]) -> bytes:
-        data = [{"type": "event", "attributes": event_attributes(e, self.backfill)} for e in events]
+        iso, backfill = _Times(), self.backfill
+        data = [{"type": "event", "attributes": event_attributes(e, backfill, iso)} for e in events]
         return dumps(
             {
                 "type": "event-bulk-create",
@@ -209,7 +241,7 @@ class BulkEncoder(Encoder):
         parts = []
         for start in range(0, len(events), BULK_MAX_EVENTS):
             for chunk, body in self._fit(events[start : start + BULK_MAX_EVENTS]):
-                parts.append(Part(body, len(chunk), _keys(chunk), chunk))
+                parts.append(Part.of(body, chunk))
         return parts
 
     def _fit(self, part: list[Event]) -> Iterator[tuple[list[Event], bytes]]:
@@ -234,8 +266,9 @@ class BulkEncoder(Encoder):
         room = BULK_MAX_BYTES - len(self._HEAD) - len(self._TAIL)
         for parts in orders:
             for part in parts:
+                keys = part.keys()
                 full = count + part.count > BULK_MAX_EVENTS or size + len(part.body) + 1 > room
-                if encoded and (full or not seen.isdisjoint(part.keys)):
+                if encoded and (full or not seen.isdisjoint(keys)):
                     yield self._join(entries, encoded)
                     entries, encoded, count, size = [], [], 0, 0
                     seen = set()
@@ -243,17 +276,12 @@ class BulkEncoder(Encoder):
                 encoded.append(part.body)
                 count += part.count
                 size += len(part.body) + 1
-                seen |= part.keys
+                seen.update(keys)
         if encoded:
             yield self._join(entries, encoded)
 
     def rebuild(self, entries: list[list[Event]]) -> Request:
         return self._join(entries, [self.entry(entry) for entry in entries])
-
-
-def _keys(events: list[Event]) -> frozenset[tuple[str, str, str]]:
-    who = _who(events[0])  # the events of one part share their profile
-    return frozenset((who, e.metric, e.unique_id) for e in events)
 
 
 def _who(event: Event) -> str:

@@ -71,13 +71,13 @@ class Tally:
     time: datetime  # of its first event, the Placed Order
     revenue: Decimal | None  # the Placed Order's value, with its currency
     currency: str | None
-    who: tuple[str | None, str | None, str | None]  # email, phone, external id
+    who: int  # the profile (email, phone, external id), as its `stable_hash`
 
     @classmethod
     def of(cls, events: list[Event]) -> Tally:
         placed, p = events[0], events[0].profile
         revenue = placed.value if placed.metric == PLACED and placed.currency else None
-        who = (p.get("email"), p.get("phone_number"), p.get("external_id"))
+        who = stable_hash((p.get("email"), p.get("phone_number"), p.get("external_id")))
         return cls(tuple(e.metric for e in events), placed.time, revenue, placed.currency, who)
 
 
@@ -192,7 +192,7 @@ class Stats:
             self.month_revenue[month] = self.month_revenue.get(month, Decimal(0)) + value
         self.first = when if self.first is None or when < self.first else self.first
         self.last = when if self.last is None or when > self.last else self.last
-        self.profiles.add(stable_hash(tally.who))
+        self.profiles.add(tally.who)
 
 
 class Failures:
