@@ -54,7 +54,7 @@ def dumps(value: Any) -> bytes:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).replace(microsecond=0).isoformat()
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 class _Times:
@@ -87,7 +87,7 @@ def event_attributes(
         "metric": _metric(event.metric),
     }
     if event.value is not None:
-        attributes["value"] = event.value
+        attributes["value"] = float(event.value)  # as `_default` would, without its call
         attributes["value_currency"] = event.currency
     if backfill:
         attributes["backfill"] = True
