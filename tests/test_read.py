@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from klaviyo_backfill.cli import main
 from klaviyo_backfill.errors import InputError
 from klaviyo_backfill.layout import builtin_layouts
-from klaviyo_backfill.read import Input, detect_layout, iter_json, read_orders
+from klaviyo_backfill.read import Input, Start, detect_layout, iter_json, read_orders
 
 LAYOUTS = builtin_layouts()
 
@@ -219,3 +219,36 @@ def test_nul_bytes_and_zone_abbreviations_do_not_stop_a_csv(tmp_path: Path) -> N
     }
     assert placed[first.id]["time"] == when.replace(tzinfo=UTC).isoformat()
     assert len(placed) == sum(o.identifiable for o in orders)
+
+
+def test_a_byte_order_mark_opens_the_file_only(tmp_path: Path) -> None:
+    """Each CSV line is decoded on its own (in C): the mark is dropped at offset 0 only, a
+    resumed read still starts right, and the offsets of orders stay exact byte positions."""
+    source_csv = corpus.write_woo_csv(corpus.make_orders(4, 9, "woocommerce"), tmp_path / "s.csv")
+    path = tmp_path / "bom.csv"
+    text = source_csv.read_bytes().lstrip(b"\xef\xbb\xbf")
+    path.write_bytes(b"\xef\xbb\xbf" + text)
+    source = Input(str(path), LAYOUTS["woocommerce-csv"], "utf-8-sig")
+    raws = list(read_orders(source))
+    assert raws and all(not str(raw.get("id")).startswith("\ufeff") for raw in raws)
+    data = path.read_bytes()
+    for raw in raws:  # an order's offset is where its first row's bytes begin
+        assert data[raw.offset :].startswith(data[raw.offset : raw.end])
+        assert data[raw.offset - 1 : raw.offset] == b"\n"
+    second = raws[1]
+    resumed = list(read_orders(source, start=Start(second.offset, second.line)))
+    assert [r.get("id") for r in resumed] == [r.get("id") for r in raws[1:]]
+    assert [(r.offset, r.line) for r in resumed] == [(r.offset, r.line) for r in raws[1:]]
+
+
+def test_a_character_cut_short_at_the_end_of_a_file_is_an_error_not_lost(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cut.csv"
+    whole = corpus.write_woo_csv(corpus.make_orders(3, 9, "woocommerce"), tmp_path / "w.csv")
+    path.write_bytes(whole.read_bytes().rstrip(b"\r\n") + "é".encode()[:1])  # no newline after
+    source = Input(str(path), LAYOUTS["woocommerce-csv"], "utf-8-sig")
+    with pytest.raises(InputError) as caught:
+        list(read_orders(source))
+    assert "cannot be decoded as utf-8-sig" in str(caught.value)
+    assert caught.value.line == path.read_bytes().count(b"\n") + 1
