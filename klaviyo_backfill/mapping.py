@@ -129,25 +129,17 @@ def _fit(value: str, warnings: list[str]) -> str:
 
 def _item(line: Line, currency: str, warnings: list[str]) -> dict[str, Any]:
     item: dict[str, Any] = {}
-    if line.product_id:
-        item["ProductID"] = _fit(line.product_id, warnings)
-    if line.sku:
-        item["SKU"] = _fit(line.sku, warnings)
-    if line.name:
-        item["ProductName"] = _fit(line.name, warnings)
+    _put(item, "ProductID", line.product_id, warnings)
+    _put(item, "SKU", line.sku, warnings)
+    _put(item, "ProductName", line.name, warnings)
     item["Quantity"] = line.quantity
     item["ItemPrice"] = quantize(line.price, currency)
     item["RowTotal"] = quantize(line.price * line.quantity, currency)
-    if line.url:
-        item["ProductURL"] = _fit(line.url, warnings)
-    if line.image_url:
-        item["ImageURL"] = _fit(line.image_url, warnings)
-    if line.categories:
-        item["Categories"] = list(line.categories)
-    if line.brand:
-        item["Brand"] = _fit(line.brand, warnings)
-    if line.variant:
-        item["Variant"] = _fit(line.variant, warnings)
+    _put(item, "ProductURL", line.url, warnings)
+    _put(item, "ImageURL", line.image_url, warnings)
+    _put(item, "Categories", list(line.categories), warnings)
+    _put(item, "Brand", line.brand, warnings)
+    _put(item, "Variant", line.variant, warnings)
     return item
 
 
