@@ -17,7 +17,7 @@ from rich.console import Console
 
 from . import __version__
 from .checkpoint import Ledger, default_path
-from .convert import Settings
+from .convert import Settings, earliest_for
 from .encode import ENDPOINTS
 from .errors import BackfillError, CheckpointError, ExitCode, UsageError
 from .job import Job, parse_when, resolve_inputs
@@ -123,7 +123,13 @@ def build_job(
     filters = Filters(
         parse_when(since, "--since", zone_info), parse_when(until, "--until", zone_info), limit
     )
-    settings = Settings(timezone=zone_info, currency=currency.upper() if currency else None)
+    # the time floor is the v3 API's, by revision; the legacy Track API sends no revision
+    revision = None if extra.get("endpoint") == "legacy" else extra.get("revision")
+    settings = Settings(
+        timezone=zone_info,
+        currency=currency.upper() if currency else None,
+        earliest=earliest_for(revision),
+    )
     return Job(
         inputs=inputs, settings=settings, filters=filters, layout_texts=texts, jobs=jobs, **extra
     )

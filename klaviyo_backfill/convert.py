@@ -20,9 +20,18 @@ from .values import (
     zone,
 )
 
-__all__ = ["EARLIEST", "Converter", "Settings", "to_order"]
+__all__ = ["EARLIEST", "Converter", "Settings", "earliest_for", "to_order"]
 
 EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)  # Klaviyo rejects events before 1990
+_FLOOR_1990_FROM = "2026-07-15"  # the first API revision that takes them: before it, 2000
+
+
+def earliest_for(revision: str | None) -> datetime:
+    """The earliest event time Klaviyo accepts at this API revision (None: no revision header,
+    the retired Track API)."""
+    if revision is None or revision[:10] >= _FLOOR_1990_FROM:
+        return EARLIEST
+    return datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +41,7 @@ class Settings:
     timezone: tzinfo = UTC
     currency: str | None = None  # used when the export has no currency column
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    earliest: datetime = EARLIEST  # orders before it are rejected (`earliest_for`)
 
 
 def _text(value: Any) -> str | None:
@@ -82,8 +92,8 @@ class Converter:
         created = self.time(raw, "created_at", late)
         if created is None:
             raise FieldError("created_at", None, "missing order date")
-        if created < EARLIEST or created > self.latest:
-            _check_range(created, "created_at", fields.get("created_at"), self.settings.now)
+        if created < self.settings.earliest or created > self.latest:
+            _check_range(created, "created_at", fields.get("created_at"), self.settings)
         lines = _lines(raw, self.options)
         total = self.money(raw, "total")
         if total is None:
@@ -162,10 +172,14 @@ def _status(fields: dict[str, Any]) -> set[str]:
     return {str(v).strip().lower() for v in values if v is not None}
 
 
-def _check_range(moment: datetime, name: str, value: Any, now: datetime) -> None:
-    if moment < EARLIEST:
-        raise FieldError(name, value, "before 1990, which Klaviyo does not accept")
-    if moment > now + timedelta(days=365):
+def _check_range(moment: datetime, name: str, value: Any, settings: Settings) -> None:
+    floor = settings.earliest
+    if moment < floor:
+        reason = f"before {floor.year}, which Klaviyo does not accept"
+        if floor > EARLIEST:
+            reason += f" before API revision {_FLOOR_1990_FROM}"
+        raise FieldError(name, value, reason)
+    if moment > settings.now + timedelta(days=365):
         raise FieldError(name, value, "more than a year in the future")
 
 

@@ -58,6 +58,9 @@ class Faults:
     throttle_no_retry_after: float = 0.0  # 429 without Retry-After, nothing stored
     latency: float = 0.0  # seconds added to every answer
     seed: int = 0
+    # events with these unique ids are refused with a 400 naming them: a rule of Klaviyo's
+    # that no client can check beforehand (bulk and single endpoints)
+    refuse_uids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,7 @@ def check_event(
     revision: date,
     received: str,
     errors: list[tuple[str, str | None]],
+    refuse: frozenset[str] = frozenset(),
 ) -> tuple[str, str, str | None]:
     """-> (metric, dedupe uid, normalised time). `ptr` points at the event's attributes."""
     name = attrs["metric"]["data"]["attributes"]["name"]
@@ -286,6 +290,8 @@ def check_event(
     for k in ("unique_id", "value_currency"):
         _walk_limits(attrs.get(k), f"{ptr}/{k}", 1, errors)
     uid = attrs.get("unique_id")
+    if uid in refuse:
+        errors.append((f"unique_id '{uid}' is refused (injected fault)", f"{ptr}/unique_id"))
     return name, uid if uid is not None else (t or received), t
 
 
@@ -313,7 +319,9 @@ def _event(
     )
 
 
-def parse_bulk(body: Any, revision: date, received: str) -> tuple[list[StoredEvent], bool]:
+def parse_bulk(
+    body: Any, revision: date, received: str, refuse: frozenset[str] = frozenset()
+) -> tuple[list[StoredEvent], bool]:
     if errors := schema_errors(body, "bulk_create_events.json", "EventsBulkCreateJob"):
         raise _invalid(errors)
     base = "/data/attributes/events-bulk-create/data"
@@ -333,7 +341,7 @@ def parse_bulk(body: Any, revision: date, received: str) -> tuple[list[StoredEve
         partial |= ignored
         for j, ev in enumerate(gattrs["events"]["data"]):
             ptr = f"{base}/{i}/attributes/events/data/{j}/attributes"
-            metric, uid, t = check_event(ev["attributes"], ptr, revision, received, errors)
+            metric, uid, t = check_event(ev["attributes"], ptr, revision, received, errors, refuse)
             if identity and (identity, metric, uid) in seen:
                 errors.append(
                     (
@@ -352,7 +360,9 @@ def parse_bulk(body: Any, revision: date, received: str) -> tuple[list[StoredEve
     return events, partial
 
 
-def parse_single(body: Any, revision: date, received: str) -> tuple[list[StoredEvent], bool]:
+def parse_single(
+    body: Any, revision: date, received: str, refuse: frozenset[str] = frozenset()
+) -> tuple[list[StoredEvent], bool]:
     if errors := schema_errors(body, "create_event.json", "EventCreateQueryV2"):
         raise _invalid(errors)
     errors = []
@@ -360,7 +370,7 @@ def parse_single(body: Any, revision: date, received: str) -> tuple[list[StoredE
     identity, partial = check_profile(
         attrs["profile"]["data"], "/data/attributes/profile/data", errors
     )
-    _, uid, t = check_event(attrs, "/data/attributes", revision, received, errors)
+    _, uid, t = check_event(attrs, "/data/attributes", revision, received, errors, refuse)
     if errors:
         raise _invalid(errors)
     profile = attrs["profile"]["data"].get("attributes") or {}
@@ -746,7 +756,7 @@ class _Handler(BaseHTTPRequestHandler):
             log.n_events = 1 if endpoint == "single" else 0
         received = datetime.fromtimestamp(time.time(), UTC).replace(microsecond=0).isoformat()
         parse = parse_bulk if endpoint == "bulk" else parse_single
-        return parse(doc, revision, received)
+        return parse(doc, revision, received, self.owner.faults.refuse_uids)
 
     def _legacy(self, body: bytes, log: RequestLog) -> tuple[int, bytes, dict[str, str]]:
         s = self.owner

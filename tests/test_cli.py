@@ -79,6 +79,28 @@ def test_since_and_until_filter_on_order_time(shop: Path, tmp_path: Path) -> Non
     assert all("2019-01-01" <= e["time"] < "2021-01-01" for e in events)
 
 
+@pytest.mark.parametrize(
+    ("args", "floor"),
+    [([], 1990), (["--revision", "2026-05-01"], 2000), (["--revision", "2026-07-15.pre"], 1990),
+     (["--revision", "2026-05-01", "--endpoint", "legacy"], 1990)],
+)  # fmt: skip
+def test_the_time_floor_is_the_revisions(tmp_path: Path, args: list[str], floor: int) -> None:
+    """Revisions before 2026-07-15 refuse events before 2000; the Track API has no revision."""
+    rows = ["Name,Email,Financial Status,Currency,Total,Created at,Lineitem quantity,"
+            "Lineitem name,Lineitem price"]  # fmt: skip
+    rows += [f"#{year},c{year}@example.com,paid,USD,5.00,{year}-06-01 12:00:00 +0000,1,Tee,5.00"
+             for year in (1989, 1995, 2001)]  # fmt: skip
+    export = tmp_path / "orders.csv"
+    export.write_text("\n".join(rows) + "\n")
+    failures = tmp_path / "f.jsonl"
+    code, _, _ = run("send", str(export), "--dry-run", "--failures", str(failures), *args)
+    rejected = [json.loads(line) for line in failures.read_text().splitlines()]
+    assert code == 1
+    assert [r["order_id"] for r in rejected] == [f"#{y}" for y in (1989, 1995) if y < floor]
+    assert all(r["reason"].startswith(f"before {floor}, ") for r in rejected)
+    assert all(r["line"] == 2 + (1989, 1995).index(int(r["order_id"][1:])) for r in rejected)
+
+
 def test_backfill_flag_is_set_unless_trigger_flows(shop: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.jsonl"
     run("send", str(shop), "--dry-run", "--output", str(out), "--failures", str(tmp_path / "f"))

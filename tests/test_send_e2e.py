@@ -455,41 +455,63 @@ def test_klaviyo_throttling_with_retry_after_is_waited_out(big: Export, tmp_path
 def test_an_event_only_klaviyo_refuses_is_isolated_and_reported(
     small: Export, tmp_path: Path
 ) -> None:
-    """Revision 2026-04-15 still takes `backfill` but refuses times before 2000; the tool checks
-    the 1990 floor only. One order placed in 1998 (fulfilled in its own later year) passes the
-    tool and is refused by the stand-in: its pre-2000 events must go to the failures file with
-    Klaviyo's detail, and the other ~980 events of the same bulk request must be stored."""
+    """The stand-in refuses the events of one order (an injected fault: a rule of Klaviyo's the
+    tool cannot check beforehand). They must go to the failures file with Klaviyo's detail,
+    and the other ~980 events of the same bulk request must be stored."""
+    small.copy_to(tmp_path)
+    order = next(o for o in small.orders
+                 if o.identifiable and o.fulfilled_at and not o.cancelled_at and not o.refunds)  # fmt: skip
+    invalid = {key for key in small.expected if key[2] == order.id}  # Placed and Fulfilled Order
+    assert {metric for _, metric, _ in invalid} == {"Placed Order", "Fulfilled Order"}
+    faults = st.Faults(refuse_uids=frozenset({order.id}))
+    with st.StandIn(api_key=KEY, bulk_limits=BULK_LIMITS, faults=faults) as s:
+        result = cli(tmp_path, "send", "orders.csv", "--base-url", s.url, "--rate-limit",
+                     BULK_RATE, "--failures", "failures.jsonl", "--summary-json", "summary.json",
+                     "-q")  # fmt: skip
+        assert result.returncode == 1, said(result)
+        assert s.keys() == small.expected - invalid  # everything else was stored
+        # the pointer named the bad events: one 400, then one resend without them
+        assert [r.status for r in s.requests] == [400, 202]
+        assert s.requests[1].n_events == s.requests[0].n_events - len(invalid)
+    failures = [json.loads(x) for x in (tmp_path / "failures.jsonl").read_text().splitlines()]
+    by_klaviyo = [f for f in failures if f["reason"] == "rejected by Klaviyo"]
+    assert len(by_klaviyo) == len(invalid)
+    assert {f["order_id"] for f in by_klaviyo} == {order.id}
+    for _, metric, uid in invalid:
+        assert any(f"{metric} {uid}:" in f["detail"] and "refused (injected fault)" in f["detail"]
+                   for f in by_klaviyo), (metric, uid, by_klaviyo)  # fmt: skip
+    assert len(failures) == len(by_klaviyo) + len(small.unidentifiable)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["events_rejected_by_klaviyo"] == len(invalid)
+    assert summary["orders_with_rejected_events"] == 1
+
+
+def test_the_time_floor_follows_the_api_revision(small: Export, tmp_path: Path) -> None:
+    """Klaviyo takes events from 1990 on at revision 2026-07-15, from 2000 on before it. An
+    order placed in 1998 is rejected by the tool itself at 2026-04-15, naming the revision, so
+    the dry run shows it and Klaviyo refuses nothing; at the default revision it is sent."""
     orders = list(small.orders)
-    i = next(i for i, o in enumerate(orders)
-             if o.identifiable and o.fulfilled_at and not o.cancelled_at and not o.refunds)  # fmt: skip
-    orders[i] = replace(orders[i], created_at=orders[i].created_at.replace(year=1998))
-    export = make_export(tmp_path, orders, revision="2026-04-15")
-    assert export.invalid, (
-        "the dry run no longer holds the 1998 events: if the tool now pre-detects the "
-        "revision's time floor, pick another defect only the server sees"
-    )
-    assert all("after 2000-01-01" in d for d in export.invalid.values()), export.invalid
+    i = next(i for i, o in enumerate(orders) if o.identifiable and not o.refunds)
+    orders[i] = replace(orders[i], created_at=orders[i].created_at.replace(year=1998),
+                        fulfilled_at=None, cancelled_at=None)  # fmt: skip
+    export = make_export(tmp_path, orders)
+    old = {key for key in export.expected if key[2].split("_")[0] == orders[i].id}
+    assert old and not export.invalid  # at 2026-07-15 the 1998 order is an ordinary one
     with st.StandIn(api_key=KEY, bulk_limits=BULK_LIMITS) as s:
         result = cli(tmp_path, "send", "orders.csv", "--base-url", s.url, "--rate-limit",
                      BULK_RATE, "--revision", "2026-04-15", "--failures", "failures.jsonl",
                      "--summary-json", "summary.json", "-q")  # fmt: skip
         assert result.returncode == 1, said(result)
-        assert s.keys() == export.expected  # everything else was stored
-        assert not s.keys() & set(export.invalid)
-        # the pointer named the bad events: one 400, then one resend without them
-        assert [r.status for r in s.requests] == [400, 202]
-        assert s.requests[1].n_events == s.requests[0].n_events - len(export.invalid)
+        assert statuses(s) == Counter({"202": len(s.requests)})  # nothing refused
+        assert s.keys() == export.expected - old
     failures = [json.loads(x) for x in (tmp_path / "failures.jsonl").read_text().splitlines()]
-    by_klaviyo = [f for f in failures if f["reason"] == "rejected by Klaviyo"]
-    assert len(by_klaviyo) == len(export.invalid)
-    assert {f["order_id"] for f in by_klaviyo} == {orders[i].id}
-    for _, metric, uid in export.invalid:
-        assert any(f"{metric} {uid}:" in f["detail"] and "after 2000-01-01" in f["detail"]
-                   for f in by_klaviyo), (metric, uid, by_klaviyo)  # fmt: skip
-    assert len(failures) == len(by_klaviyo) + len(export.unidentifiable)
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["events_rejected_by_klaviyo"] == len(export.invalid)
-    assert summary["orders_with_rejected_events"] == 1
+    floor = [f for f in failures if f["order_id"] == orders[i].id]
+    assert len(floor) == 1
+    assert floor[0]["reason"] == (
+        "before 2000, which Klaviyo does not accept before API revision 2026-07-15"
+    )
+    assert floor[0]["line"] and floor[0]["source"].endswith("orders.csv")
+    assert len(failures) == 1 + len({o.id for o in orders if not o.identifiable})
 
 
 def _event(uid: str, email: str, **kw: Any) -> Event:
