@@ -7,7 +7,8 @@
     Refunded Order    when refunded          unique_id = order id, value = amount refunded, Reason
 
 The line key is the SKU when it is unique within the order, otherwise "<sku or 'item'>-<n>"
-with n counting the lines of that SKU: distinct, and the same on every run.
+with n counting the lines of that SKU: distinct, and the same on every run. (A SKU counts
+by its first 1,000 characters, which keeps every unique_id within Klaviyo's 100 KB.)
 Where the export says an order was fulfilled, cancelled or refunded but gives no time for it
 (a WooCommerce status, a Shopify CSV refund), the event takes the order's creation time;
 a refund without a date takes the cancellation time when the order was cancelled. So no
@@ -69,6 +70,7 @@ def _truncate(text: str, warnings: list[str]) -> str:
     return encoded[:MAX_STRING_BYTES].decode("utf-8", "ignore")
 
 
+KEY_CHARS = 1000  # of a SKU, in a line key
 _SHORT = MAX_STRING_BYTES // 4  # a string this long cannot pass 100 KB in UTF-8
 
 
@@ -100,7 +102,7 @@ def line_keys(lines: list[Line]) -> list[str]:
     A SKU that occurs once is its own key; repeated and empty SKUs become "<sku or item>-<n>",
     n counting up and passing over any key another line already has.
     """
-    skus = [line.sku for line in lines]
+    skus = [line.sku[:KEY_CHARS] if line.sku else line.sku for line in lines]
     if all(skus) and len(set(skus)) == len(skus):
         return skus  # type: ignore[return-value]
     counts = Counter(skus)
@@ -127,6 +129,16 @@ def _fit(value: str, warnings: list[str]) -> str:
     return value if len(value) <= _SHORT else _truncate(value, warnings)
 
 
+def _array(values: list[Any], name: str, warnings: list[str]) -> list[Any]:
+    """An array property within Klaviyo's limits: 4,000 items, each text within 100 KB."""
+    if len(values) > MAX_ITEMS:
+        warnings.append(f"{name} cut to {MAX_ITEMS} of {len(values)} (Klaviyo's array limit)")
+        values = values[:MAX_ITEMS]
+    if values and type(values[0]) is str and max(map(len, values)) > _SHORT:
+        values = [_fit(v, warnings) for v in values]
+    return values
+
+
 def _item(line: Line, currency: str, warnings: list[str]) -> dict[str, Any]:
     item: dict[str, Any] = {}
     _put(item, "ProductID", line.product_id, warnings)
@@ -137,7 +149,8 @@ def _item(line: Line, currency: str, warnings: list[str]) -> dict[str, Any]:
     item["RowTotal"] = quantize(line.price * line.quantity, currency)
     _put(item, "ProductURL", line.url, warnings)
     _put(item, "ImageURL", line.image_url, warnings)
-    _put(item, "Categories", list(line.categories), warnings)
+    if line.categories:
+        item["Categories"] = _array(list(line.categories), "Categories", warnings)
     _put(item, "Brand", line.brand, warnings)
     _put(item, "Variant", line.variant, warnings)
     return item
@@ -148,18 +161,17 @@ def _order_props(order: Order, items: list[dict[str, Any]]) -> dict[str, Any]:
     props: dict[str, Any] = {"OrderId": order.id}
     if order.number and order.number != order.id:
         props["OrderNumber"] = order.number
-    _put(
-        props, "Categories", _unique([c for line in order.lines for c in line.categories]), warnings
-    )
-    _put(props, "ItemNames", [line.name or line.sku or "" for line in order.lines], warnings)
-    _put(props, "Brands", _unique([line.brand for line in order.lines]), warnings)
+    lines = order.lines
+    categories = _unique([c for line in lines for c in line.categories])
+    _put(props, "Categories", _array(categories, "Categories", warnings), warnings)
+    names = [line.name or line.sku or "" for line in lines]
+    _put(props, "ItemNames", _array(names, "ItemNames", warnings), warnings)
+    brands = _unique([line.brand for line in lines])
+    _put(props, "Brands", _array(brands, "Brands", warnings), warnings)
     _put(props, "DiscountCode", order.discount_code, warnings)
     if order.discount_value:
         props["DiscountValue"] = quantize(order.discount_value, order.currency)
-    if len(items) > MAX_ITEMS:
-        warnings.append(f"Items cut to {MAX_ITEMS} of {len(items)} (Klaviyo's array limit)")
-        items = items[:MAX_ITEMS]
-    props["Items"] = items
+    props["Items"] = _array(items, "Items", warnings)
     _put(props, "BillingAddress", _address_props(order.billing, warnings) or None, warnings)
     _put(props, "ShippingAddress", _address_props(order.shipping, warnings) or None, warnings)
     return props
@@ -207,14 +219,16 @@ def profile_of(order: Order) -> dict[str, Any]:
     for key, value in (
         ("email", order.email),
         ("phone_number", phone),
-        ("external_id", order.external_id),
-        ("first_name", order.first_name),
-        ("last_name", order.last_name),
+        ("external_id", order.external_id),  # an identifier: never cut (Klaviyo says so)
     ):
         if value:
             profile[key] = value
+    _put(profile, "first_name", order.first_name, order.warnings)
+    _put(profile, "last_name", order.last_name, order.warnings)
     location = _location(order)
     if location:
+        if max(map(len, location.values())) > _SHORT:
+            location = {k: _fit(v, order.warnings) for k, v in location.items()}
         profile["location"] = location
     return profile
 

@@ -23,7 +23,7 @@ from klaviyo_backfill.convert import Settings
 from klaviyo_backfill.encode import encoder_for, legacy_payload
 from klaviyo_backfill.job import resolve_inputs
 from klaviyo_backfill.mapping import map_order
-from klaviyo_backfill.model import Event, Line, Order, Refund
+from klaviyo_backfill.model import Address, Event, Line, Order, Refund
 from klaviyo_backfill.pipeline import Failures, Filters, Stats, map_inputs
 
 try:  # tests/ as a plain directory on sys.path, or as a package
@@ -255,6 +255,48 @@ def test_an_order_too_big_for_one_body_by_bytes_is_split_by_size() -> None:
     assert 3_000_000 < sizes[0] < MAX_BYTES
     bodies = _check_bulk([events])
     assert bodies >= 4  # no two of the four big events fit in one body
+
+
+def test_arrays_over_4000_items_are_cut_to_klaviyos_limit_with_a_warning() -> None:
+    """4,100 lines, each its own category: Items, ItemNames and Categories are cut to 4,000
+    (each said in a warning), the bodies pass the stand-in's checks, and every line still gets
+    its Ordered Product."""
+    order = big_order("900005", 4100)
+    for i, line in enumerate(order.lines):
+        line.categories = (f"Category {i}",)
+    events = map_order(order)
+    for name in ("Items", "ItemNames", "Categories"):
+        assert f"{name} cut to 4000 of 4100 (Klaviyo's array limit)" in order.warnings
+    placed = events[0].properties
+    assert len(placed["Items"]) == len(placed["ItemNames"]) == len(placed["Categories"]) == 4000
+    assert sum(e.metric == "Ordered Product" for e in events) == 4100
+    _check_bulk([events])
+
+
+def test_texts_over_100_kb_are_cut_to_klaviyos_limit_with_a_warning() -> None:
+    """Every text the export gives (names, address, product fields, codes, reasons) at 150 KB of
+    UTF-8: the bodies pass the stand-in's checks (no string over 100 KB anywhere, profile
+    included), and the order says what was cut."""
+    long = "é" * 75_000  # 150,000 bytes
+    order = big_order("900004", 2)
+    order.first_name = order.last_name = order.discount_code = order.cancel_reason = long
+    order.billing = Address(long, long, long, long, long, long, long, "MA", long, "US", long)
+    order.refunds[0].reason = long
+    for line in order.lines:
+        line.name = line.brand = line.url = line.variant = line.sku = line.product_id = long
+        line.categories = (long, "Bags")
+    events = map_order(order)
+    assert "string over 100 KB truncated" in order.warnings
+    assert all(len(e.unique_id.encode()) <= 100 * 1024 for e in events)
+    assert len({(e.metric, e.unique_id) for e in events}) == len(events)  # the SKUs are alike
+    _check_bulk([events])
+    _check_single([events])
+    for event in events:
+        profile, props = event.profile, event.properties
+        assert 0 < len(profile["first_name"].encode()) <= 100 * 1024
+        assert all(0 < len(v.encode()) <= 100 * 1024 for v in profile["location"].values())
+        assert profile["location"]["region"] == long[: len(profile["location"]["region"])]
+        assert all(len(v.encode()) <= 100 * 1024 for v in props.values() if isinstance(v, str))
 
 
 # --------------------------------------------------------------------------------------
