@@ -19,7 +19,7 @@ from . import __version__
 from .checkpoint import Ledger, default_path
 from .convert import Settings, earliest_for
 from .encode import ENDPOINTS
-from .errors import BackfillError, CheckpointError, ExitCode, UsageError
+from .errors import BackfillError, CheckpointError, ExitCode, OutputError, UsageError
 from .job import Job, parse_when, resolve_inputs
 from .layout import builtin_layouts
 from .pipeline import Filters, describe
@@ -332,8 +332,10 @@ def _real_send(job: Job, console: Console, kw: dict[str, Any]) -> int:
         return ExitCode.INTERRUPTED
     if outcome.error is not None:
         console.print(f"[red]Error:[/red] {outcome.error}")
-        if isinstance(outcome.error, GaveUp):
+        if isinstance(outcome.error, GaveUp | OutputError):
             click.echo(f"Continue with:\n  {_resume_command()}", err=True)
+        if isinstance(outcome.error, OutputError) and outcome.error.broken_pipe:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
         return outcome.error.exit_code
     return ExitCode.REJECTED if failed else ExitCode.OK
 

@@ -6,6 +6,7 @@
      │    └── LayoutError          a layout file, or a column it names, that does not fit
      ├── CheckpointError           a checkpoint that does not belong to this run
      ├── WorkerError               a worker process of a split dry run or inspect died
+     ├── OutputError               --output stopped taking bodies during a send
      └── SendError                 (exit 3) Klaviyo refused the whole job
           ├── AuthError            401/403: key missing, wrong or lacking scope
           └── RetiredApiError      410 from the retired Track API
@@ -27,6 +28,7 @@ __all__ = [
     "FieldError",
     "InputError",
     "LayoutError",
+    "OutputError",
     "RetiredApiError",
     "SendError",
     "UsageError",
@@ -94,6 +96,20 @@ class CheckpointError(BackfillError):
 
 class WorkerError(BackfillError):
     """A worker process preparing a piece of an export died (out of memory, or killed)."""
+
+
+class OutputError(BackfillError):
+    """--output could not be written during a real send (a closed pipe, a full disk): sending
+    stops there, with what was acknowledged in the checkpoint."""
+
+    def __init__(self, output: str, exc: OSError) -> None:
+        where = "standard output" if output == "-" else output
+        if isinstance(exc, BrokenPipeError):
+            why = "its reader went away (broken pipe)"
+        else:
+            why = exc.strerror or str(exc)
+        super().__init__(f"--output: {where} could not be written: {why}; sending stopped")
+        self.broken_pipe = isinstance(exc, BrokenPipeError)
 
 
 class SendError(BackfillError):

@@ -14,7 +14,7 @@ from typing import IO
 
 from .checkpoint import Ledger
 from .encode import Encoder, Request, encoder_for
-from .errors import BackfillError
+from .errors import BackfillError, OutputError
 from .job import Job
 from .model import Event
 from .parallel import prepared_pieces, splittable, workers_for
@@ -102,10 +102,20 @@ def _track(orders: Iterator[MappedOrder], tracker: Tracker) -> Iterator[list[Eve
         yield mapped.events
 
 
-def _outputting(requests: Iterator[Request], out: IO[bytes] | None) -> Iterator[Request]:
+def _outputting(
+    requests: Iterator[Request], out: IO[bytes] | None, sending: str | None = None
+) -> Iterator[Request]:
+    """Write each body to --output before it goes on. In a real send (`sending` names the
+    output), a failed write stops the send as an OutputError; in a dry run it is left to the
+    CLI (`| head` closing the pipe is a preview that has what it wanted)."""
     for request in requests:
         if out is not None:
-            out.write(request.body + b"\n")
+            try:
+                out.write(request.body + b"\n")
+            except OSError as exc:
+                if sending is None:
+                    raise
+                raise OutputError(sending, exc) from None
         yield request
 
 
@@ -157,13 +167,14 @@ def send_job(
     started = time.monotonic()
     outcome = SendOutcome(stats, send_stats, 0.0)
     ledger.put(state="running", started=str(time.time()))
+    ended = False  # an exception that escapes leaves the run "stopped", never "finished"
     try:
         with open_output(job.output) as out:
             orders = map_inputs(
                 job.inputs, job.settings, job.filters, stats, failures, reader.is_done,
                 resume_at, tracker.input_rejected,
             )  # fmt: skip
-            requests = _outputting(encoder.requests(_track(orders, tracker)), out)
+            requests = _outputting(encoder.requests(_track(orders, tracker)), out, job.output)
             sender = Sender(config, encoder, tracker, client_for(config))
             try:
                 outcome.interrupted = asyncio.run(
@@ -171,18 +182,19 @@ def send_job(
                 )
             except BackfillError as exc:
                 outcome.error = exc
+        ended = True
     finally:
         tracker.flush()
         failures.close()
         outcome.failures = failures.count
         outcome.elapsed = time.monotonic() - started
-        _close(ledger, job, outcome)
+        _close(ledger, job, outcome, ended)
         reader.close()
     return outcome
 
 
-def _close(ledger: Ledger, job: Job, outcome: SendOutcome) -> None:
-    stopped = outcome.interrupted or outcome.error is not None
+def _close(ledger: Ledger, job: Job, outcome: SendOutcome, ended: bool) -> None:
+    stopped = not ended or outcome.interrupted or outcome.error is not None
     limited = job.filters.limit is not None and outcome.stats.orders_mapped >= job.filters.limit
     state = "stopped" if stopped else ("limited" if limited else "finished")
     summary = describe(outcome.stats) | {"sent": dict(outcome.send.events_sent)}

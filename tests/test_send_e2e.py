@@ -652,6 +652,40 @@ def test_ctrl_c_exits_130_and_the_printed_command_resumes(few: Export, tmp_path:
         assert statuses(s)["400"] == 0
 
 
+def test_a_send_whose_output_pipe_closes_stops_unfinished_and_resumes(
+    big: Export, tmp_path: Path
+) -> None:
+    """`send --output - | head -1`: the reader takes one body and goes. Sending stops there
+    (exit 2, saying why and how to continue, no traceback), the checkpoint says "stopped",
+    not "finished", and --resume sends the rest: nothing is lost."""
+    big.copy_to(tmp_path)
+    with st.StandIn(api_key=KEY, bulk_limits=BULK_LIMITS) as s:
+        base = ["send", "orders.csv", "--base-url", s.url, "--rate-limit", BULK_RATE,
+                "--failures", "failures.jsonl", "-q"]  # fmt: skip
+        proc = subprocess.Popen([CLI, *base, "--output", "-"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=_env(KLAVIYO_API_KEY=KEY))  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            first = json.loads(proc.stdout.readline())
+            proc.stdout.close()  # what `head -1` does
+            err = proc.stderr.read().decode()
+            proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert first["data"]["type"] == "event-bulk-create-job"
+        assert proc.returncode == ExitCode.USAGE, err
+        assert "broken pipe" in err and "sending stopped" in err and "--resume" in err, err
+        assert "Traceback" not in err, err
+        assert ledger_state(checkpoint_in(tmp_path)) == "stopped"
+        assert 0 < len(s.keys()) < len(big.expected)
+
+        resumed = cli(tmp_path, *base, "--resume")
+        assert resumed.returncode == 1, said(resumed)  # finished, with the rejected orders
+        assert s.keys() == big.expected
+    assert ledger_state(checkpoint_in(tmp_path)) == "finished"
+
+
 def test_ctrl_c_prints_the_resume_command_on_one_line(few: Export, tmp_path: Path) -> None:
     """Not wrapped at 80 columns when the output is no terminal (a log, a CI job)."""
     few.copy_to(tmp_path)
