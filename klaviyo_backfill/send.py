@@ -6,7 +6,8 @@
 
 Retried: 429 (the whole sender pauses for Retry-After, or the wait the body names), 5xx,
 connection errors and timeouts, with jittered exponential backoff, capped in attempts and
-time. Not retried: 400/413/422 (the offending events are isolated and reported, the rest
+time. A 429 is Klaviyo pacing the account (which other apps share), not a failure: it uses no
+attempt, only time. Not retried: 400/413/422 (the offending events are isolated and reported, the rest
 resent), 401/403 and 410 (the run stops).
 """
 
@@ -210,8 +211,8 @@ def halves(entries: list[list[Event]]) -> tuple[list[list[Event]], list[list[Eve
 
 
 class _Retry(Exception):
-    def __init__(self, cause: str, wait: float | None = None) -> None:
-        self.cause, self.wait = cause, wait
+    def __init__(self, cause: str, wait: float | None = None, throttled: bool = False) -> None:
+        self.cause, self.wait, self.throttled = cause, wait, throttled
 
 
 class GaveUp(SendError):
@@ -273,24 +274,25 @@ class Sender:
 
     async def deliver(self, request: Request) -> None:
         started = time.monotonic()
-        attempt = 0
+        failed = tries = 0  # failed: tries that were not a 429
         while not self.stop.is_set():
-            attempt += 1
+            tries += 1
             await self.limiter.acquire()
             try:
                 await self._attempt(request)
                 return
             except _Retry as retry:
-                if not await self._backoff(retry, attempt, started):
+                failed += not retry.throttled
+                if not await self._backoff(retry, failed, tries, started):
                     return
 
-    async def _backoff(self, retry: _Retry, attempt: int, started: float) -> bool:
+    async def _backoff(self, retry: _Retry, attempt: int, tries: int, started: float) -> bool:
         config = self.config
         self.stats.retries += 1
         self.stats.retry_causes[retry.cause] += 1
         elapsed = time.monotonic() - started
         if attempt >= config.max_attempts or elapsed >= config.max_retry_seconds:
-            self.halt(GaveUp(f"gave up after {attempt} attempts over {elapsed:.0f} s (last: {retry.cause})",
+            self.halt(GaveUp(f"gave up after {tries} tries over {elapsed:.0f} s (last: {retry.cause})",
                              "Progress is saved: rerun with --resume when Klaviyo answers again."))  # fmt: skip
             return False
         wait = retry.wait
@@ -330,7 +332,7 @@ class Sender:
             self.stats.throttled += 1
             wait = retry_after(response)
             self.limiter.pause(wait if wait is not None else self.config.backoff_base * 4)
-            raise _Retry("429 throttled", wait if wait is not None else None)
+            raise _Retry("429 throttled", wait, throttled=True)
         elif status >= 500:
             raise _Retry(f"HTTP {status}")
         elif status in (401, 403):

@@ -165,6 +165,31 @@ def test_gives_up_after_the_attempt_cap() -> None:
         run_sender(lambda request: httpx.Response(500), events(1), max_attempts=3)
 
 
+def test_429s_use_no_attempts_but_failures_between_them_do() -> None:
+    """Klaviyo pacing an account that other apps share answers 429 for a while: the request
+    waits it out, however many 429s that takes (only time caps it); 5xx answers still count,
+    so three failures among the 429s give up at max_attempts=3."""
+    from klaviyo_backfill.send import GaveUp
+
+    throttled = httpx.Response(429, headers={"Retry-After": "0"})
+    answers = [throttled] * 12 + [httpx.Response(500)] * 2 + [throttled] * 5
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return answers[len(calls) - 1] if len(calls) <= len(answers) else httpx.Response(202)
+
+    sender, stats = run_sender(handler, events(1), max_attempts=3)
+    assert len(calls) == len(answers) + 1 and stats.throttled == 17
+    assert sender.fatal is None and stats.acknowledged == 1
+
+    answers[-1] = httpx.Response(503)  # a third failure
+    calls.clear()
+    with pytest.raises(GaveUp) as caught:
+        run_sender(handler, events(1), max_attempts=3)
+    assert "gave up after 19 tries" in str(caught.value) and "HTTP 503" in str(caught.value)
+
+
 def test_limiter_widens_its_windows_by_the_time_requests_take_to_arrive() -> None:
     now = [0.0]
     limiter = Limiter((Window(2, 1.0),), clock=lambda: now[0])
