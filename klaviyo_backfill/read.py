@@ -88,14 +88,20 @@ def open_text(path: str, encoding: str) -> TextIO:
         raise InputError(path, f"unknown encoding {encoding!r}") from None
 
 
-def _decode_error(
-    path: str, exc: UnicodeDecodeError, encoding: str, line: int | None
-) -> InputError:
+def _decode_error(path: str, exc: UnicodeError, encoding: str, line: int | None) -> InputError:
+    if not isinstance(exc, UnicodeDecodeError):  # e.g. utf-16 asked of a file without its BOM
+        return InputError(path, f"cannot be decoded as {encoding} ({exc})", line,
+                          hint="Name the file's own encoding with --encoding, or leave it out for UTF-8.")  # fmt: skip
+    data = bytes(exc.object)
+    if (
+        data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        or data.count(0) > len(data) // 4
+    ):
+        hint = "The file looks like UTF-16: try --encoding utf-16."
+    else:
+        hint = "Try --encoding latin-1 (or cp1252) if the file was saved by Excel."
     return InputError(
-        path,
-        f"cannot be decoded as {encoding} (byte 0x{exc.object[exc.start]:02x})",
-        line,
-        hint="Try --encoding latin-1 (or cp1252) if the file was saved by Excel.",
+        path, f"cannot be decoded as {encoding} (byte 0x{data[exc.start]:02x})", line, hint=hint
     )
 
 
@@ -106,7 +112,7 @@ def _peek(path: str, encoding: str) -> str:
     with open_text(path, encoding) as fh:
         try:
             return fh.read(_CHUNK)
-        except UnicodeDecodeError as exc:
+        except UnicodeError as exc:
             raise _decode_error(path, exc, encoding, None) from None
 
 
@@ -371,7 +377,7 @@ def iter_csv(
                 yield raw
             if empty and not resumed:
                 raise InputError(path, "has a header but no orders", 2)
-    except UnicodeDecodeError as exc:
+    except UnicodeError as exc:
         raise _decode_error(path, exc, encoding, base + reader.line_num + 1) from None
     except csv.Error as exc:
         raise InputError(path, f"is not readable CSV: {exc}", base + reader.line_num) from None
@@ -578,7 +584,7 @@ def iter_json(
             if position is not None:
                 position[:] = [fh.buffer.tell]
             yield from _lines(_JsonStream(fh, path))
-    except UnicodeDecodeError as exc:
+    except UnicodeError as exc:
         raise _decode_error(path, exc, encoding, None) from None
 
 

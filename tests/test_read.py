@@ -109,6 +109,26 @@ def test_unusable_file_exits_2_with_one_line_naming_it(
     assert "Traceback" not in result.output
 
 
+def test_utf16_is_named_in_the_message_either_way_and_reads_when_asked_for(
+    broken: dict[str, Path], tmp_path: Path
+) -> None:
+    utf8 = broken["bad_date"]  # any export in UTF-8
+    utf16 = tmp_path / "orders-utf16.csv"
+    utf16.write_text(utf8.read_text(encoding="utf-8"), encoding="utf-16")
+    failures = ["--dry-run", "--preview", "0", "--failures", str(tmp_path / "f")]
+    for path, extra, said in (
+        (utf16, [], "The file looks like UTF-16: try --encoding utf-16."),
+        (utf8, ["--encoding", "utf-16"], "cannot be decoded as utf-16"),
+    ):
+        result = CliRunner().invoke(main, ["send", str(path), *failures, *extra])
+        assert result.exit_code == 2, result.output
+        assert str(path) in result.output and said in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    result = CliRunner().invoke(main, ["send", str(utf16), *failures, "--encoding", "utf-16"])
+    assert result.exit_code == 1, result.output  # read, with its one bad date rejected
+    assert "not a date and time" in (tmp_path / "f").read_text()
+
+
 @pytest.mark.parametrize(
     ("case", "reason"),
     [
