@@ -123,6 +123,10 @@ def build_job(
     filters = Filters(
         parse_when(since, "--since", zone_info), parse_when(until, "--until", zone_info), limit
     )
+    if filters.since and filters.until and filters.since >= filters.until:
+        raise UsageError(f"--since {since} is not before --until {until}: no order could pass")
+    if currency and not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
+        raise UsageError(f"--currency {currency!r} is not an ISO 4217 code", "Write e.g. EUR.")
     # the time floor is the v3 API's, by revision; the legacy Track API sends no revision
     revision = None if extra.get("endpoint") == "legacy" else extra.get("revision")
     settings = Settings(
