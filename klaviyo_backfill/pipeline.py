@@ -196,12 +196,17 @@ class Stats:
 
 
 class Failures:
-    """The failures file: one JSON line per rejected order or event, opened on first use."""
+    """The failures file: one JSON line per rejected order or event, opened on first use.
+
+    It lists this run's rejections (a resumed run writes the earlier ones again first): a file
+    left by an earlier run goes at once, so a clean rerun leaves none behind."""
 
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.count = 0
         self._fh: IO[str] | None = None
+        if path is not None and os.path.isfile(path):
+            os.unlink(path)
 
     def write(self, rejection: Rejection) -> None:
         self.count += 1
