@@ -23,6 +23,7 @@ from .values import (
 __all__ = ["EARLIEST", "Converter", "Settings", "earliest_for", "to_order"]
 
 EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)  # Klaviyo rejects events before 1990
+_FUTURE = "more than a year in the future"  # Klaviyo rejects events past a year from now
 _FLOOR_1990_FROM = "2026-07-15"  # the first API revision that takes them: before it, 2000
 
 
@@ -80,6 +81,16 @@ class Converter:
             warnings.append(f"naive time read as {tz}")
         return moment
 
+    def after(
+        self, raw: RawOrder, name: str, warnings: list[str], created: datetime
+    ) -> datetime | None:
+        """A later moment of the order (fulfilled, cancelled): never before its creation, and
+        rejected, as a creation time would be, when more than a year ahead."""
+        moment = self.time(raw, name, warnings)
+        if moment is not None and moment > self.latest:
+            raise FieldError(name, raw.fields.get(name), _FUTURE)
+        return _after(moment, created)
+
     def order(self, raw: RawOrder) -> Order:
         """The typed order; raises FieldError naming the field when one cannot be used."""
         if raw.problem is not None:
@@ -118,11 +129,11 @@ class Converter:
         _identity(fields, order)
         status = _status(fields)
         options = self.options
-        order.fulfilled_at = _after(self.time(raw, "fulfilled_at", late), created)
+        order.fulfilled_at = self.after(raw, "fulfilled_at", late, created)
         order.fulfilled = order.fulfilled_at is not None or bool(
             status & options.fulfilled_statuses
         )
-        order.cancelled_at = _after(self.time(raw, "cancelled_at", late), created)
+        order.cancelled_at = self.after(raw, "cancelled_at", late, created)
         order.cancelled = order.cancelled_at is not None or bool(
             status & options.cancelled_statuses
         )
@@ -164,6 +175,8 @@ class Converter:
         for refund in refunds:
             if refund.at is not None and refund.at < order_time:
                 refund.at = order_time
+            elif refund.at is not None and refund.at > self.latest:
+                raise FieldError("refunded_at", refund.at.isoformat(), _FUTURE)
         return refunds
 
 
@@ -180,7 +193,7 @@ def _check_range(moment: datetime, name: str, value: Any, settings: Settings) ->
             reason += f" before API revision {_FLOOR_1990_FROM}"
         raise FieldError(name, value, reason)
     if moment > settings.now + timedelta(days=365):
-        raise FieldError(name, value, "more than a year in the future")
+        raise FieldError(name, value, _FUTURE)
 
 
 def _split_name(full: str | None) -> tuple[str | None, str | None]:

@@ -275,6 +275,8 @@ def map_order(order: Order) -> list[Event]:
         )
     if order.refunds:
         amount, at, reason = _refund(order)
+        if amount > order.total:
+            order.warnings.append("refunded more than the order total")
         if at is None:
             order.warnings.append("refund without a date: dated by the documented rule")
         refund = dict(props)

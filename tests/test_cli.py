@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import corpus
@@ -57,6 +58,21 @@ def test_rejected_orders_go_to_the_failures_file_and_exit_1(tmp_path: Path) -> N
     assert f"{len(rejected)} rejected order(s) written to {failures}" in " ".join(out.split())
 
 
+def test_a_clean_rerun_leaves_no_failures_file_from_the_run_before(
+    shop: Path, tmp_path: Path
+) -> None:
+    failures = tmp_path / "f.jsonl"
+    problems = SAMPLE / "problems" / "shopify_orders_with_problems.csv"
+    assert run("send", str(problems), "--dry-run", "--failures", str(failures))[0] == 1
+    assert failures.read_text()
+    clean = corpus.write_shopify_csv(
+        [o for o in corpus.make_orders(20, 9, "shopify") if o.identifiable], tmp_path / "ok.csv"
+    )
+    code, out, _ = run("send", str(clean), "--dry-run", "--failures", str(failures))
+    assert code == 0, out
+    assert not failures.exists()
+
+
 def test_output_dash_puts_bodies_on_stdout_and_the_report_on_stderr(
     shop: Path, tmp_path: Path
 ) -> None:
@@ -101,6 +117,29 @@ def test_the_time_floor_is_the_revisions(tmp_path: Path, args: list[str], floor:
     assert all(r["line"] == 2 + (1989, 1995).index(int(r["order_id"][1:])) for r in rejected)
 
 
+def test_later_dates_past_a_year_ahead_reject_the_order_and_big_refunds_are_warned(
+    tmp_path: Path,
+) -> None:
+    """Klaviyo refuses any event over a year ahead, not only a Placed Order: a fulfilment or
+    refund dated so is rejected with its field, as a creation date is; a refund larger than the
+    order's total goes through with a warning."""
+    ahead = (datetime.now(UTC) + timedelta(days=800)).strftime("%Y-%m-%d %H:%M:%S +0000")
+    rows = ["Name,Email,Financial Status,Currency,Total,Created at,Fulfilled at,Refunded Amount,"
+            "Lineitem quantity,Lineitem name,Lineitem price",
+            f"#1,a@example.com,paid,USD,10.00,2021-06-01 12:00:00 +0000,{ahead},,1,Tee,10.00",
+            "#2,b@example.com,refunded,USD,10.00,2021-06-01 12:00:00 +0000,,50.00,1,Tee,10.00",
+            "#3,c@example.com,paid,USD,10.00,2021-06-01 12:00:00 +0000,,,1,Tee,10.00"]  # fmt: skip
+    export = tmp_path / "orders.csv"
+    export.write_text("\n".join(rows) + "\n")
+    failures = tmp_path / "f.jsonl"
+    code, out, _ = run("send", str(export), "--dry-run", "--failures", str(failures))
+    assert code == 1
+    (rejected,) = [json.loads(line) for line in failures.read_text().splitlines()]
+    assert (rejected["order_id"], rejected["line"]) == ("#1", 2)
+    assert rejected["detail"].startswith("fulfilled_at: more than a year in the future")
+    assert "refunded more than the order total" in " ".join(out.split())
+
+
 def test_backfill_flag_is_set_unless_trigger_flows(shop: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.jsonl"
     run("send", str(shop), "--dry-run", "--output", str(out), "--failures", str(tmp_path / "f"))
@@ -135,6 +174,8 @@ def test_overlapping_exports_map_each_order_once(tmp_path: Path) -> None:
         (["--since", "someday"], "--since"),
         (["--revision", "2025-01-15"], "backfill"),
         (["--rate-limit", "fast"], "--rate-limit"),
+        (["--currency", "EURO"], "--currency 'EURO' is not an ISO 4217 code"),
+        (["--since", "2021-01-01", "--until", "2020-01-01"], "is not before --until"),
     ],
 )
 def test_bad_options_exit_2_with_a_message(shop: Path, args: list[str], message: str) -> None:
