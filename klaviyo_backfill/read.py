@@ -11,6 +11,7 @@ import csv
 import html
 import io
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -181,6 +182,7 @@ class _CsvOrders:
     ) -> None:
         self.path = path
         self.skip = skip
+        self.width = len(header)
         self.id_plan = _Plan(header, {"id": layout.order["id"]})
         self.order = _Plan(header, layout.order)
         self.line = _Plan(header, layout.line)
@@ -298,6 +300,11 @@ class _Lines:
         self.offset = offset
         self._decoder(encoding)
 
+    def ends_a_line(self) -> bool:
+        """Whether the file's last byte ends a line (read once, at the end)."""
+        self.raw.seek(-1, os.SEEK_END)
+        return self.raw.read(1) in (b"\n", b"\r")
+
     def __iter__(self) -> _Lines:
         return self
 
@@ -333,6 +340,9 @@ class _TextLines:
 
     def __next__(self) -> str:
         return next(self.fh)
+
+    def ends_a_line(self) -> bool:
+        return True  # not checked in UTF-16/32
 
 
 def _open_lines(path: str, encoding: str) -> tuple[IO[Any], _Lines | _TextLines]:
@@ -421,6 +431,14 @@ def _group_rows(
             current, start_line, start_offset = value, row_line, row_offset
         rows.append(row)
     if rows:
+        if len(rows[-1]) < orders.width and not lines.ends_a_line():
+            raise InputError(
+                orders.path,
+                f"ends inside a row: its last row has {len(rows[-1])} of {orders.width} columns"
+                " and no line break (cut short?)",
+                base + end_line,
+                hint="If the file is complete, end its last line with a line break.",
+            )
         yield orders.build(rows, start_line, start_offset, lines.offset)
 
 

@@ -109,6 +109,32 @@ def test_unusable_file_exits_2_with_one_line_naming_it(
     assert "Traceback" not in result.output
 
 
+def test_a_csv_cut_inside_a_row_stops_the_run_and_one_without_a_final_line_break_reads(
+    tmp_path: Path,
+) -> None:
+    """`head -c` of an export ends inside a row: read as it is, the row's order would go out
+    with the columns before the cut only (another id, fewer lines). A complete file whose
+    last line has no line break is fine."""
+    whole = corpus.write_shopify_csv(corpus.make_orders(8, 3, "shopify"), tmp_path / "all.csv")
+    data = whole.read_bytes()
+    lines = data.split(b"\n")
+    cut = len(b"\n".join(lines[:5])) + 1 + len(lines[5]) // 2  # halfway into line 6
+    cut_file = tmp_path / "cut.csv"
+    cut_file.write_bytes(data[:cut])
+    args = ["--dry-run", "--preview", "0", "--failures", str(tmp_path / "f")]
+    result = CliRunner().invoke(main, ["send", str(cut_file), *args])
+    assert result.exit_code == 2, result.output
+    assert f"{cut_file}:6: ends inside a row" in result.output and "cut short" in result.output
+    no_break = tmp_path / "no-break.csv"
+    no_break.write_bytes(data.rstrip(b"\r\n"))
+    whole_run = CliRunner().invoke(main, ["send", str(whole), *args])
+    no_break_run = CliRunner().invoke(main, ["send", str(no_break), *args])
+    assert no_break_run.exit_code == whole_run.exit_code != 2, no_break_run.output
+    assert no_break_run.output.replace(str(no_break), "X") == whole_run.output.replace(
+        str(whole), "X"
+    )
+
+
 def test_utf16_is_named_in_the_message_either_way_and_reads_when_asked_for(
     broken: dict[str, Path], tmp_path: Path
 ) -> None:
