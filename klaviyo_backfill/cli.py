@@ -24,7 +24,14 @@ from .job import Job, parse_when, resolve_inputs
 from .layout import builtin_layouts
 from .pipeline import Filters, describe
 from .progress import Progress
-from .report import inspect_report, outcome_json, preview, send_summary, status_table, summary_table
+from .report import (
+    inspect_report,
+    outcome_json,
+    preview,
+    send_summary,
+    status_table,
+    summary_table,
+)
 from .run import dry_run, inspect_job, send_job
 from .send import GaveUp, SendConfig, loopback_only
 from .throttle import DEFAULT_LIMITS, parse_rate_limit
@@ -56,6 +63,21 @@ def _edge(func: Callable[..., int]) -> Callable[..., None]:
         sys.exit(int(code))
 
     return wrapper
+
+
+def _check_writable(path: str, option: str) -> None:
+    """Before any work: a file the run writes at its end must be writable then."""
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        why = "is a folder" if target.is_dir() else f"cannot be written in {folder}"
+        raise UsageError(f"{option} {path} {why}")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise UsageError(f"{option} {path} cannot be written")
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _default_failures(paths: list[str]) -> str:
@@ -219,6 +241,8 @@ def send(**kw: Any) -> int:
     """Send the orders in PATHS (files or folders) to Klaviyo."""
     paths = kw["paths"]
     _check_revision(kw["revision"], not kw["trigger_flows"])
+    if kw["summary_json"]:
+        _check_writable(kw["summary_json"], "--summary-json")
     if kw["rate_limit"]:
         parse_rate_limit(kw["rate_limit"])
     job = build_job(
@@ -233,6 +257,8 @@ def send(**kw: Any) -> int:
         if first and kw["preview_count"]:
             preview(console, job.endpoint, [r.body for r in first])
         console.print(summary_table(stats, "Dry run: nothing was sent"))
+        if kw["summary_json"]:
+            _write_json(kw["summary_json"], describe(stats) | {"dry_run": True})
         if failed:
             console.print(f"{failed} rejected order(s) written to {job.failures}")
         return ExitCode.REJECTED if stats.orders_rejected else ExitCode.OK
@@ -327,7 +353,7 @@ def _real_send(job: Job, console: Console, kw: dict[str, Any]) -> int:
         ledger.close()
     console.print(send_summary(outcome))
     if kw["summary_json"]:
-        Path(kw["summary_json"]).write_text(json.dumps(outcome_json(outcome), indent=2) + "\n")
+        _write_json(kw["summary_json"], outcome_json(outcome) | {"dry_run": False})
     failed = outcome.failures
     if failed:
         console.print(f"{failed} rejected order(s)/event(s) written to {job.failures}")

@@ -73,6 +73,28 @@ def test_a_clean_rerun_leaves_no_failures_file_from_the_run_before(
     assert not failures.exists()
 
 
+def test_summary_json_is_written_by_a_dry_run_and_checked_before_any_work(
+    shop: Path, tmp_path: Path
+) -> None:
+    summary = tmp_path / "summary.json"
+    failures = tmp_path / "f.jsonl"
+    code, _, _ = run("send", str(shop), "--dry-run", "--failures", str(failures),
+                     "--summary-json", str(summary))  # fmt: skip
+    written = json.loads(summary.read_text())
+    assert written["dry_run"] is True and written["orders_read"] == 60
+    rejected = len(failures.read_text().splitlines())
+    assert written["orders_read"] == written["orders_mapped"] + rejected + sum(
+        written["skipped"].values()
+    )
+    assert code == (1 if rejected else 0)
+    failures.unlink()
+    nowhere = tmp_path / "no-such-folder" / "summary.json"
+    code, out, err = run("send", str(shop), "--dry-run", "--failures", str(failures),
+                         "--summary-json", str(nowhere))  # fmt: skip
+    assert code == 2 and f"--summary-json {nowhere} cannot be written" in out + err
+    assert not failures.exists()  # stopped before reading a single order
+
+
 def test_output_dash_puts_bodies_on_stdout_and_the_report_on_stderr(
     shop: Path, tmp_path: Path
 ) -> None:
