@@ -77,7 +77,7 @@ class Converter:
         if parsed is None:
             return None
         moment, naive = parsed
-        if naive and override is None:
+        if naive and override is None and not self.options.timezone:  # the layout names none
             warnings.append(f"naive time read as {tz}")
         return moment
 

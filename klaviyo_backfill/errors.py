@@ -131,7 +131,7 @@ class FieldError(ValueError):
 
     def __init__(self, field: str, value: object, reason: str) -> None:
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        super().__init__(f"{field}: {reason} ({shown})")
+        super().__init__(f"{field}: {reason}" + ("" if value is None else f" ({shown})"))
         self.field = field
         self.value = value
         self.reason = reason

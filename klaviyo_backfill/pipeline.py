@@ -409,7 +409,8 @@ def describe(stats: Stats) -> dict[str, Any]:
         "orders_skipped": stats.orders_skipped,
         "skipped": dict(stats.skipped),
         "rejected": dict(stats.rejected),
-        "rejected_examples": stats.examples,
+        "rejected_examples": {k: v for k, v in stats.examples.items() if k in stats.rejected},
+        "warning_examples": {k: v for k, v in stats.examples.items() if k in stats.warnings},
         "revenue_by_month": {
             f"{month} {cur}": str(v) for (month, cur), v in sorted(stats.month_revenue.items())
         },

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from .mapping import METRICS
 from .pipeline import Stats, describe
+from .values import minor_units, quantum
 
 if TYPE_CHECKING:
     from .checkpoint import Ledger
@@ -51,8 +52,12 @@ def preview(console: Console, endpoint: str, bodies: list[bytes], entries: int =
             console.print(f"[dim]... and {cut} more profile entries in this request[/dim]")
 
 
-def _money(amount: Decimal) -> str:
-    return f"{amount:,.2f}" if amount == amount.quantize(Decimal("0.01")) else f"{amount:,}"
+def _money(amount: Decimal, currency: str) -> str:
+    """In the currency's minor unit (12.50 USD, 1,250 JPY), or exactly as summed if finer."""
+    places = minor_units(currency)
+    if amount == amount.quantize(quantum(currency)):
+        return f"{amount:,.{places}f}"
+    return f"{amount:,}"
 
 
 def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) -> Table:
@@ -74,7 +79,7 @@ def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) 
     for reason, n in stats.rejected.most_common():
         table.add_row(f"Rejected: {reason}", f"{n:,}")
     for currency, amount in sorted(stats.revenue.items()):
-        table.add_row(f"Revenue {currency}", _money(amount))
+        table.add_row(f"Revenue {currency}", _money(amount, currency))
     if stats.first and stats.last:
         table.add_row("Orders from", stats.first.isoformat(sep=" "))
         table.add_row("Orders to", stats.last.isoformat(sep=" "))
@@ -172,7 +177,7 @@ def _bars(stats: Stats) -> Iterator[Table]:
         table.add_column("bar")
         for month, value in months:
             width = int(40 * value / top) if value > 0 else 0
-            table.add_row(month, _money(value), "█" * width or "·")
+            table.add_row(month, _money(value, currency), "█" * width or "·")
         yield table
 
 
@@ -193,7 +198,7 @@ def inspect_report(console: Console, stats: Stats) -> None:
         if stats.events[metric]:
             overview.add_row(f"Events: {metric}", f"{stats.events[metric]:,}")
     for currency, amount in sorted(stats.revenue.items()):
-        overview.add_row(f"Revenue {currency}", _money(amount))
+        overview.add_row(f"Revenue {currency}", _money(amount, currency))
     for reason, n in stats.skipped.most_common():
         overview.add_row(f"Skipped: {reason}", f"{n:,}")
     console.print(overview)

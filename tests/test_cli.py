@@ -95,6 +95,41 @@ def test_summary_json_is_written_by_a_dry_run_and_checked_before_any_work(
     assert not failures.exists()  # stopped before reading a single order
 
 
+def test_a_layout_that_names_its_zone_is_not_warned_about_naive_times(tmp_path: Path) -> None:
+    cart = SAMPLE / "custom_cart"
+    code, out, _ = run("send", str(cart / "orders.csv"), "--mapping", str(cart / "layout.toml"),
+                       "--dry-run", "--failures", str(tmp_path / "f"))  # fmt: skip
+    assert code == 0 and "Orders read" in out
+    assert "naive time" not in out  # the layout says America/Chicago: nothing was guessed
+    code, out, _ = run("send", str(cart / "orders.csv"), "--mapping", str(cart / "layout.toml"),
+                       "--dry-run", "--failures", str(tmp_path / "f"), "--endpoint", "single",
+                       "--output", str(tmp_path / "o.jsonl"))  # fmt: skip
+    first = json.loads((tmp_path / "o.jsonl").read_text().splitlines()[0])
+    assert first["data"]["attributes"]["time"] == "2022-02-01T06:17:00+00:00"  # 00:17 CST
+
+
+def test_inspect_json_keeps_warning_examples_apart_from_rejections_and_yen_has_no_cents(
+    tmp_path: Path,
+) -> None:
+    rows = ["Name,Email,Financial Status,Currency,Total,Created at,Lineitem quantity,"
+            "Lineitem name,Lineitem price",
+            "#1,a@example.com,paid,JPY,1250,2021-06-01 12:00:00 +0000,1,Tea,1250",
+            "#2,,paid,JPY,990,2021-06-02 12:00:00 +0000,1,Tea,990",
+            "#3,c@example.com,paid,JPY,990,2021-06-03 12:00:00,1,Tea,990"]  # fmt: skip
+    export = tmp_path / "orders.csv"
+    export.write_text("\n".join(rows) + "\n")
+    code, out, _ = run("inspect", str(export), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["rejected"] and report["warnings"]
+    assert set(report["rejected_examples"]) == set(report["rejected"])
+    assert set(report["warning_examples"]) == set(report["warnings"])
+    failures = tmp_path / "f.jsonl"
+    code, out, _ = run("send", str(export), "--dry-run", "--failures", str(failures))
+    assert code == 1 and "Revenue JPY" in out and "2,240" in out and "2,240.00" not in out
+    details = [json.loads(line)["detail"] for line in failures.read_text().splitlines()]
+    assert details and not any(d.endswith("(None)") for d in details), details
+
+
 def test_output_dash_puts_bodies_on_stdout_and_the_report_on_stderr(
     shop: Path, tmp_path: Path
 ) -> None:
