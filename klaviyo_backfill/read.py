@@ -680,6 +680,14 @@ def iter_json_orders(
         fields = _json_fields(record, layout.order, zones, unescape)
         items = dig(record, lines_path) if lines_path else None
         if not isinstance(items, list):
+            if items is not None and side_lines is None:  # a link to them (BigCommerce V2)
+                raise InputError(
+                    path,
+                    f"order {fields.get('id')} has no line items in the export, only a link "
+                    f"to them ({lines_path!r})",
+                    line,
+                    hint="Export the line items too and pass them with --products FILE.",
+                )
             items = side_lines.get(str(fields.get("id")), []) if side_lines else []
         lines = [_json_fields(item, layout.line, None, unescape) for item in items or ()]
         raw = RawOrder(path, line, fields, lines, zones=zones, offset=position[0]())

@@ -121,6 +121,20 @@ def test_bigcommerce_orders_with_nested_and_separate_products(tmp_path: Path) ->
     assert got[("Refunded Order", "101")]["value"] == 10.0
 
 
+def test_bigcommerce_orders_with_only_a_link_to_their_products_ask_for_products(
+    tmp_path: Path,
+) -> None:
+    """Sent without them, those orders would reach Klaviyo with no items: a Placed Order that
+    a later run with --products could not mend (Klaviyo keeps the first)."""
+    orders = tmp_path / "orders.json"
+    orders.write_text(json.dumps(BIGCOMMERCE))
+    code, output = invoke("send", str(orders), "--dry-run", "--failures", str(tmp_path / "f"))
+    assert code == 2, output
+    said = " ".join(output.split())
+    assert f"{orders}:1: order 100 has no line items in the export" in said
+    assert "--products" in said
+
+
 def test_inspect_reports_counts_money_months_and_problems(tmp_path: Path) -> None:
     sample = (
         Path(__file__).parent.parent
