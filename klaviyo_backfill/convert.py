@@ -23,7 +23,11 @@ from .values import (
 __all__ = ["EARLIEST", "Converter", "Settings", "earliest_for", "to_order"]
 
 EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)  # Klaviyo rejects events before 1990
-_FUTURE = "more than a year in the future"  # Klaviyo rejects events past a year from now
+_FUTURE = "more than a year in the future"
+_ORPHAN_ROWS = (  # a CSV order's later rows, apart from its first: the export is out of order
+    "line item rows without their order's first row (no date, no total): the rows of one "
+    "order must be adjacent; sort the export by order"
+)  # Klaviyo rejects events past a year from now
 _FLOOR_1990_FROM = "2026-07-15"  # the first API revision that takes them: before it, 2000
 
 
@@ -102,6 +106,8 @@ class Converter:
             raise FieldError("id", None, "missing order id")
         created = self.time(raw, "created_at", late)
         if created is None:
+            if raw.lines and fields.get("total") is None and self.layout.kind == "csv":
+                raise FieldError("order", None, _ORPHAN_ROWS)
             raise FieldError("created_at", None, "missing order date")
         if created < self.settings.earliest or created > self.latest:
             _check_range(created, "created_at", fields.get("created_at"), self.settings)

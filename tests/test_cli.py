@@ -197,6 +197,21 @@ def test_later_dates_past_a_year_ahead_reject_the_order_and_big_refunds_are_warn
     assert "refunded more than the order total" in " ".join(out.split())
 
 
+def test_an_order_whose_rows_are_apart_is_said_to_be_so(tmp_path: Path) -> None:
+    rows = ["Name,Id,Email,Financial Status,Currency,Total,Created at,Lineitem quantity,"
+            "Lineitem name,Lineitem price,Lineitem sku",
+            "#4,104,a@example.com,paid,USD,30.00,2021-06-01 12:00:00 +0000,1,Tee,10.00,T1",
+            "#5,105,b@example.com,paid,USD,10.00,2021-06-02 12:00:00 +0000,1,Tee,10.00,T1",
+            "#4,,,,,,,2,Cap,10.00,C1"]  # fmt: skip
+    export = tmp_path / "orders.csv"
+    export.write_text("\n".join(rows) + "\n")
+    failures = tmp_path / "f.jsonl"
+    code, _, _ = run("send", str(export), "--dry-run", "--failures", str(failures))
+    (rejected,) = [json.loads(line) for line in failures.read_text().splitlines()]
+    assert code == 1 and (rejected["order_id"], rejected["line"]) == ("#4", 4)
+    assert "rows of one order must be adjacent" in rejected["reason"]
+
+
 def test_backfill_flag_is_set_unless_trigger_flows(shop: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.jsonl"
     run("send", str(shop), "--dry-run", "--output", str(out), "--failures", str(tmp_path / "f"))
