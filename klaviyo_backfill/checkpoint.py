@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -78,6 +79,32 @@ class Ledger:
     @property
     def state(self) -> str | None:
         return self.get("state")
+
+    def mark_running(self) -> None:
+        """State "running", with this process's id and host: see `runner_alive`."""
+        self.put(state="running", started=str(time.time()), pid=str(os.getpid()),
+                 host=socket.gethostname())  # fmt: skip
+
+    def runner_alive(self) -> bool | None:
+        """For a "running" ledger: whether the process that runs it is still alive (a
+        klaviyo-backfill process with its id on this host); None when that cannot be told
+        (another host, or not recorded). False means it stopped abruptly (kill -9, a crash)."""
+        pid, host = self.get("pid"), self.get("host")
+        if self.state != "running" or pid is None or host != socket.gethostname():
+            return None
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if Path("/proc/self/cmdline").exists():  # Linux: the process must be one of ours
+            try:
+                return b"klaviyo" in cmdline.read_bytes()
+            except OSError:
+                return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except (PermissionError, ValueError):
+            return None
+        return True
 
     def claim(self, fingerprint: str, describe: str) -> None:
         """Bind a new ledger to this run, or check that an old one belongs to it."""

@@ -298,6 +298,17 @@ def _resume_command() -> str:
     return " ".join(["klaviyo-backfill", *args, "--resume"])
 
 
+def _refuse_if_running(ledger: Ledger, path: Path) -> None:
+    """Two runs on one checkpoint would send the same orders twice over."""
+    if ledger.runner_alive():
+        pid = ledger.get("pid")
+        ledger.close()
+        raise CheckpointError(
+            f"process {pid} is sending with checkpoint {path} right now",
+            "Let it finish (or stop it with Ctrl-C) before another run on the same export.",
+        )
+
+
 def _open_ledger(job: Job, kw: dict[str, Any], console: Console) -> Ledger | None:
     if kw["resume"] and kw["restart"]:
         raise UsageError("--resume and --restart contradict each other: choose one")
@@ -312,6 +323,7 @@ def _open_ledger(job: Job, kw: dict[str, Any], console: Console) -> Ledger | Non
     elif path.exists() and not kw["resume"]:
         ledger = Ledger(path)
         state = ledger.state
+        _refuse_if_running(ledger, path)
         ledger.close()
         if state == "finished":
             console.print(f"Nothing to do: checkpoint {path} says this export was sent completely. "
@@ -322,6 +334,7 @@ def _open_ledger(job: Job, kw: dict[str, Any], console: Console) -> Ledger | Non
             f"Continue it with: {_resume_command()}\nor start over with --restart.",
         )
     ledger = Ledger(path)
+    _refuse_if_running(ledger, path)
     ledger.claim(
         job.fingerprint(),
         "endpoint, timezone, currency, since, until, revision, trigger-flows, layout",

@@ -129,12 +129,22 @@ def outcome_json(outcome: SendOutcome) -> dict[str, Any]:
     }
 
 
+def _state(ledger: Ledger) -> str:
+    state = ledger.state or "new"
+    alive = ledger.runner_alive()
+    if alive is True:
+        return f"running (process {ledger.get('pid')})"
+    if alive is False:
+        return f"stopped abruptly (process {ledger.get('pid')} is gone): --resume continues"
+    return state
+
+
 def status_table(path: Path, ledger: Ledger) -> Table:
     counts = ledger.counts()
     table = Table(title=f"Checkpoint {path}", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value")
-    table.add_row("State", ledger.state or "new")
+    table.add_row("State", _state(ledger))
     table.add_row("Orders sent", f"{counts.get('sent', 0):,}")
     table.add_row("Orders with rejected events", f"{counts.get('rejected', 0):,}")
     table.add_row("Events rejected by Klaviyo", f"{counts['events_rejected']:,}")

@@ -166,7 +166,7 @@ def send_job(
     reader = ledger.reader()
     started = time.monotonic()
     outcome = SendOutcome(stats, send_stats, 0.0)
-    ledger.put(state="running", started=str(time.time()))
+    ledger.mark_running()
     ended = False  # an exception that escapes leaves the run "stopped", never "finished"
     try:
         with open_output(job.output) as out:

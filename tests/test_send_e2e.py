@@ -686,6 +686,34 @@ def test_a_send_whose_output_pipe_closes_stops_unfinished_and_resumes(
     assert ledger_state(checkpoint_in(tmp_path)) == "finished"
 
 
+def test_a_second_run_on_a_busy_checkpoint_is_refused_and_status_tells_a_killed_run(
+    few: Export, tmp_path: Path
+) -> None:
+    few.copy_to(tmp_path)
+    with st.StandIn(api_key=KEY, faults=st.Faults(latency=0.02)) as s:
+        base = ["send", "orders.csv", "--base-url", s.url, "--endpoint", "single",
+                "--rate-limit", SINGLE_RATE, "--concurrency", "4", "--failures", "f.jsonl", "-q"]  # fmt: skip
+        proc = popen(tmp_path, "first", *base)
+        try:
+            wait_for_requests(s, 20, proc)
+            assert proc.poll() is None, "finished before the second run could start"
+            status = cli(tmp_path, "status", "orders.csv")
+            assert f"running (process {proc.pid})" in " ".join(status.stdout.split()), said(status)
+            second = cli(tmp_path, *base, "--resume")
+            assert second.returncode == 2, said(second)
+            assert f"process {proc.pid} is sending with checkpoint" in second.stderr
+            proc.kill()  # SIGKILL: no chance to record anything
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        status = cli(tmp_path, "status", "orders.csv")
+        assert "stopped abruptly" in " ".join(status.stdout.split()), said(status)
+        resumed = cli(tmp_path, *base, "--resume")
+        assert resumed.returncode == 1, said(resumed)
+        assert s.keys() == few.expected
+
+
 def test_ctrl_c_prints_the_resume_command_on_one_line(few: Export, tmp_path: Path) -> None:
     """Not wrapped at 80 columns when the output is no terminal (a log, a CI job)."""
     few.copy_to(tmp_path)
