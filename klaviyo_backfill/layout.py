@@ -13,7 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import LayoutError
+from .errors import LayoutError, UsageError
+from .values import zone
 
 __all__ = [
     "ADDRESS_KEYS",
@@ -152,10 +153,21 @@ def _sources(value: Any, key: str, origin: str) -> tuple[Source, ...]:
         if isinstance(item, str):
             out.append(Source(item))
         elif isinstance(item, dict) and isinstance(item.get("path"), str):
-            out.append(Source(item["path"], item.get("timezone")))
+            out.append(Source(item["path"], _zone_name(item.get("timezone"), key, origin)))
         else:
             raise LayoutError(origin, f"{key}: expected a column name, a list, or {{path=...}}")
     return tuple(out)
+
+
+def _zone_name(name: Any, key: str, origin: str) -> str | None:
+    """A zone a layout names must exist: said here, with the layout file, not at the first order."""
+    if name is None:
+        return None
+    try:
+        zone(str(name))
+    except UsageError as exc:
+        raise LayoutError(origin, f"{key}: {exc.message}", hint=exc.hint) from None
+    return str(name)
 
 
 def _known_only(table: dict[str, Any], known: frozenset[str], section: str, origin: str) -> None:
@@ -178,6 +190,7 @@ def _fields(table: Any, known: frozenset[str], section: str, origin: str) -> dic
 def _options(table: dict[str, Any], origin: str) -> Options:
     _known_only(table, _OPTION_KEYS, "options", origin)
     opts = dict(table)
+    _zone_name(opts.get("timezone"), "[options] timezone", origin)
     for key in ("fulfilled_statuses", "cancelled_statuses", "refunded_statuses"):
         if key in opts:
             opts[key] = frozenset(str(s).lower() for s in opts[key])

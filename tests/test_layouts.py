@@ -60,6 +60,19 @@ def test_layout_with_unknown_key_exits_2_naming_it(tmp_path: Path) -> None:
     assert "shoe_size" in output and str(layout) in output
 
 
+@pytest.mark.parametrize(
+    "text",
+    ['[order]\nid = "Order No"\ncreated_at = "Placed"\n[options]\ntimezone = "America/Chicagoo"\n',
+     '[order]\nid = "Order No"\ncreated_at = {path = "Placed", timezone = "Mars/Olympus"}\n'],
+)  # fmt: skip
+def test_layout_naming_an_unknown_zone_exits_2_naming_the_layout(tmp_path: Path, text: str) -> None:
+    layout = tmp_path / "zone.toml"
+    layout.write_text(text)
+    code, output = invoke("send", str(CART / "orders.csv"), "--mapping", str(layout), "--dry-run")
+    assert code == 2, output
+    assert f"{layout}:" in output and "unknown time zone" in output
+
+
 def test_layout_naming_a_missing_column_exits_2_naming_it(tmp_path: Path) -> None:
     layout = tmp_path / "missing.toml"
     layout.write_text('[order]\nid = "Order No"\ncreated_at = "Placed At"\n')
