@@ -671,6 +671,7 @@ def iter_json_orders(
     lines_path = layout.options.lines
     unescape = layout.options.unescape_html
     position: list[Callable[[], int]] = [lambda: 0]
+    line = 0
     for line, record in iter_json(path, encoding, position):
         if not isinstance(record, dict):  # rejected by the mapper; the rest goes on
             kind = type(record).__name__
@@ -694,6 +695,8 @@ def iter_json_orders(
         if hook is not None:
             hook(record, raw)
         yield raw
+    if line == 0:  # as a CSV file with a header and no rows
+        raise InputError(path, "holds no orders")
 
 
 def read_orders(

@@ -135,6 +135,19 @@ def test_a_csv_cut_inside_a_row_stops_the_run_and_one_without_a_final_line_break
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "fmt"), [('{"orders": []}', "shopify-json"), ("[]", "woocommerce-json")]
+)
+def test_a_json_export_without_orders_exits_2_as_a_csv_one_does(
+    tmp_path: Path, text: str, fmt: str
+) -> None:
+    path = tmp_path / "orders.json"
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["send", str(path), "--format", fmt, "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert f"{path}: holds no orders" in result.output
+
+
 def test_utf16_is_named_in_the_message_either_way_and_reads_when_asked_for(
     broken: dict[str, Path], tmp_path: Path
 ) -> None:
