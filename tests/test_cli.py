@@ -33,6 +33,16 @@ def placed(tmp_path: Path, *args: str) -> list[dict]:  # type: ignore[type-arg]
     return [e for e in events if e["metric"]["data"]["attributes"]["name"] == "Placed Order"]
 
 
+def dry_run_rows(tmp_path: Path, rows: list[str], *args: str) -> tuple[int, str, list[dict]]:  # type: ignore[type-arg]
+    """Write `rows` as orders.csv, dry-run it: (exit code, stdout, the failures file's rows)."""
+    export = tmp_path / "orders.csv"
+    export.write_text("\n".join(rows) + "\n")
+    failures = tmp_path / "f.jsonl"
+    code, out, _ = run("send", str(export), "--dry-run", "--failures", str(failures), *args)
+    lines = failures.read_text().splitlines() if failures.exists() else []
+    return code, out, [json.loads(line) for line in lines]
+
+
 @pytest.fixture
 def shop(tmp_path: Path) -> Path:
     return corpus.write_shopify_csv(corpus.make_orders(60, 7, "shopify"), tmp_path / "shop.csv")
@@ -116,18 +126,15 @@ def test_inspect_json_keeps_warning_examples_apart_from_rejections_and_yen_has_n
             "#1,a@example.com,paid,JPY,1250,2021-06-01 12:00:00 +0000,1,Tea,1250",
             "#2,,paid,JPY,990,2021-06-02 12:00:00 +0000,1,Tea,990",
             "#3,c@example.com,paid,JPY,990,2021-06-03 12:00:00,1,Tea,990"]  # fmt: skip
-    export = tmp_path / "orders.csv"
-    export.write_text("\n".join(rows) + "\n")
-    code, out, _ = run("inspect", str(export), "--json")
+    code, out, rejected = dry_run_rows(tmp_path, rows)
+    assert code == 1 and "Revenue JPY" in out and "2,240" in out and "2,240.00" not in out
+    details = [r["detail"] for r in rejected]
+    assert details and not any(d.endswith("(None)") for d in details), details
+    code, out, _ = run("inspect", str(tmp_path / "orders.csv"), "--json")
     report = json.loads(out)
     assert code == 0 and report["rejected"] and report["warnings"]
     assert set(report["rejected_examples"]) == set(report["rejected"])
     assert set(report["warning_examples"]) == set(report["warnings"])
-    failures = tmp_path / "f.jsonl"
-    code, out, _ = run("send", str(export), "--dry-run", "--failures", str(failures))
-    assert code == 1 and "Revenue JPY" in out and "2,240" in out and "2,240.00" not in out
-    details = [json.loads(line)["detail"] for line in failures.read_text().splitlines()]
-    assert details and not any(d.endswith("(None)") for d in details), details
 
 
 def test_output_dash_puts_bodies_on_stdout_and_the_report_on_stderr(
@@ -163,11 +170,7 @@ def test_the_time_floor_is_the_revisions(tmp_path: Path, args: list[str], floor:
             "Lineitem name,Lineitem price"]  # fmt: skip
     rows += [f"#{year},c{year}@example.com,paid,USD,5.00,{year}-06-01 12:00:00 +0000,1,Tee,5.00"
              for year in (1989, 1995, 2001)]  # fmt: skip
-    export = tmp_path / "orders.csv"
-    export.write_text("\n".join(rows) + "\n")
-    failures = tmp_path / "f.jsonl"
-    code, _, _ = run("send", str(export), "--dry-run", "--failures", str(failures), *args)
-    rejected = [json.loads(line) for line in failures.read_text().splitlines()]
+    code, _, rejected = dry_run_rows(tmp_path, rows, *args)
     assert code == 1
     assert [r["order_id"] for r in rejected] == [f"#{y}" for y in (1989, 1995) if y < floor]
     assert all(r["reason"].startswith(f"before {floor}, ") for r in rejected)
@@ -186,12 +189,8 @@ def test_later_dates_past_a_year_ahead_reject_the_order_and_big_refunds_are_warn
             f"#1,a@example.com,paid,USD,10.00,2021-06-01 12:00:00 +0000,{ahead},,1,Tee,10.00",
             "#2,b@example.com,refunded,USD,10.00,2021-06-01 12:00:00 +0000,,50.00,1,Tee,10.00",
             "#3,c@example.com,paid,USD,10.00,2021-06-01 12:00:00 +0000,,,1,Tee,10.00"]  # fmt: skip
-    export = tmp_path / "orders.csv"
-    export.write_text("\n".join(rows) + "\n")
-    failures = tmp_path / "f.jsonl"
-    code, out, _ = run("send", str(export), "--dry-run", "--failures", str(failures))
+    code, out, (rejected,) = dry_run_rows(tmp_path, rows)
     assert code == 1
-    (rejected,) = [json.loads(line) for line in failures.read_text().splitlines()]
     assert (rejected["order_id"], rejected["line"]) == ("#1", 2)
     assert rejected["detail"].startswith("fulfilled_at: more than a year in the future")
     assert "refunded more than the order total" in " ".join(out.split())
@@ -203,11 +202,7 @@ def test_an_order_whose_rows_are_apart_is_said_to_be_so(tmp_path: Path) -> None:
             "#4,104,a@example.com,paid,USD,30.00,2021-06-01 12:00:00 +0000,1,Tee,10.00,T1",
             "#5,105,b@example.com,paid,USD,10.00,2021-06-02 12:00:00 +0000,1,Tee,10.00,T1",
             "#4,,,,,,,2,Cap,10.00,C1"]  # fmt: skip
-    export = tmp_path / "orders.csv"
-    export.write_text("\n".join(rows) + "\n")
-    failures = tmp_path / "f.jsonl"
-    code, _, _ = run("send", str(export), "--dry-run", "--failures", str(failures))
-    (rejected,) = [json.loads(line) for line in failures.read_text().splitlines()]
+    code, _, (rejected,) = dry_run_rows(tmp_path, rows)
     assert code == 1 and (rejected["order_id"], rejected["line"]) == ("#4", 4)
     assert "rows of one order must be adjacent" in rejected["reason"]
 
