@@ -72,7 +72,9 @@ def make_checkpoint(path: Path, export: c.Export, sent: int, watermark: bool = T
         ledger.put(state="running", started=str(time.time()))
         chunk = 50_000
         for first in range(0, sent, chunk):
-            ledger.record([export.order_id(i) for i in range(first, min(sent, first + chunk))])
+            ledger.record(
+                [(export.order_id(i), False) for i in range(first, min(sent, first + chunk))]
+            )
         if offset is not None:  # what the tool commits with its last acknowledgement
             ledger.record([], [], (0, offset))
         ledger.put(state="stopped", ended=str(time.time()))

@@ -133,27 +133,29 @@ class Ledger:
 
     def record(
         self,
-        done: Iterable[str],
+        done: Iterable[tuple[str, bool]],
         rejected: Iterable[tuple[Rejection, Position | None]] = (),
         watermark: Position | None = None,
     ) -> None:
-        """Commit settled orders, rejections and the resume point durably, in one transaction."""
+        """Commit settled orders (id, whether Klaviyo rejected any of its events), rejections
+        and the resume point durably, in one transaction. A rejection the ledger holds
+        already (an order resent after a kill, refused again) is not added twice."""
         now = time.time()
-        rejected = list(rejected)
-        klaviyo = {r.order_id for r, at in rejected if at is None}
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany(
                 "INSERT OR REPLACE INTO orders (id, state, at) VALUES (?, ?, ?)",
-                [(o, "rejected" if o in klaviyo else "sent", now) for o in done],
+                [(o, "rejected" if bad else "sent", now) for o, bad in done],
             )
             self.db.executemany(
                 "INSERT INTO rejected (kind, source, line, order_id, reason, detail, input, offset,"
-                " at) VALUES (?,?,?,?,?,?,?,?,?)",
+                " at) SELECT ?,?,?,?,?,?,?,?,? WHERE NOT EXISTS (SELECT 1 FROM rejected WHERE"
+                " kind = 'klaviyo' AND ? = 'klaviyo' AND order_id IS ? AND detail IS ?)",
                 [
-                    ("klaviyo" if at is None else "input", r.source, r.line, r.order_id, r.reason,
-                     r.detail, *(at or (None, None)), now)
+                    (kind, r.source, r.line, r.order_id, r.reason, r.detail,
+                     *(at or (None, None)), now, kind, r.order_id, r.detail)
                     for r, at in rejected
+                    for kind in ("klaviyo" if at is None else "input",)
                 ],
             )  # fmt: skip
             if watermark is not None:
@@ -189,6 +191,14 @@ class Ledger:
             self.db.execute("SELECT count(*) FROM rejected WHERE kind = 'klaviyo'").fetchone()[0]
         )
         return out
+
+    def rejected_total(self) -> int:
+        """Rejections the job met, each once: orders the export could not give, and events
+        Klaviyo refused."""
+        row = self.db.execute(
+            "SELECT count(*) FROM (SELECT DISTINCT kind, order_id, detail FROM rejected)"
+        ).fetchone()
+        return int(row[0])
 
     def reader(self) -> Ledger:
         """A second connection, for the thread that reads the export."""

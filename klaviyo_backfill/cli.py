@@ -309,7 +309,8 @@ def _refuse_if_running(ledger: Ledger, path: Path) -> None:
         )
 
 
-def _open_ledger(job: Job, kw: dict[str, Any], console: Console) -> Ledger | None:
+def _open_ledger(job: Job, kw: dict[str, Any], console: Console) -> Ledger | ExitCode:
+    """The checkpoint to send with, or the exit code when there is nothing left to send."""
     if kw["resume"] and kw["restart"]:
         raise UsageError("--resume and --restart contradict each other: choose one")
     path = Path(kw["checkpoint"]) if kw["checkpoint"] else default_path(list(kw["paths"]))
@@ -322,13 +323,15 @@ def _open_ledger(job: Job, kw: dict[str, Any], console: Console) -> Ledger | Non
         )
     elif path.exists() and not kw["resume"]:
         ledger = Ledger(path)
-        state = ledger.state
+        state, rejected = ledger.state, ledger.rejected_total()
         _refuse_if_running(ledger, path)
         ledger.close()
         if state == "finished":
-            console.print(f"Nothing to do: checkpoint {path} says this export was sent completely. "
-                          "Use --restart to send it again.")  # fmt: skip
-            return None
+            console.print(f"Nothing to do: checkpoint {path} says this export was sent completely"
+                          + (f", with {rejected} rejected order(s)/event(s) (`status` reports"
+                             " them)" if rejected else "")
+                          + ". Use --restart to send it again.")  # fmt: skip
+            return ExitCode.REJECTED if rejected else ExitCode.OK
         raise CheckpointError(
             f"an unfinished run ({state}) has a checkpoint at {path}",
             f"Continue it with: {_resume_command()}\nor start over with --restart.",
@@ -356,8 +359,8 @@ def _send_config(job: Job, kw: dict[str, Any]) -> SendConfig:
 def _real_send(job: Job, console: Console, kw: dict[str, Any]) -> int:
     config = _send_config(job, kw)
     ledger = _open_ledger(job, kw, console)
-    if ledger is None:
-        return ExitCode.OK
+    if isinstance(ledger, ExitCode):
+        return ledger
     progress = Progress(console, enabled=not kw["quiet"])
     try:
         with progress:

@@ -158,10 +158,11 @@ def send_job(
     stats, send_stats = Stats(), SendStats()
     failures = Failures(job.failures)
     resume_at = ledger.watermark() if resume else None
+    tracker = Tracker(ledger, failures, send_stats)
     if resume:  # rejections this run will not meet again come from the ledger
         for rejection in ledger.rejections(before=resume_at):
             failures.write(rejection)
-    tracker = Tracker(ledger, failures, send_stats)
+            tracker.reported.add((rejection.order_id, rejection.detail))
     encoder = encoder_for(job.endpoint, job.backfill, config.public_key)
     reader = ledger.reader()
     started = time.monotonic()

@@ -102,6 +102,9 @@ class Tracker:
         self.pending: dict[str, list[Any]] = {}
         self.frontier: Position | None = None
         self.inputs_rejected: list[tuple[Rejection, Position | None]] = []
+        # (order id, detail) of Klaviyo's rejections in the failures file already: a resumed
+        # run's earlier ones, so an order resent after a kill is not listed twice
+        self.reported: set[tuple[str | None, str]] = set()
 
     def register(self, mapped: MappedOrder) -> None:
         with self.lock:
@@ -122,7 +125,7 @@ class Tracker:
         return self.frontier
 
     def settle(self, sent: list[Event], rejected: list[tuple[Event, str]]) -> None:
-        done: list[str] = []
+        done: list[tuple[str, bool]] = []
         bad: list[tuple[Rejection, Position | None]] = []
         with self.lock:
             for event, reason in rejected:
@@ -136,7 +139,7 @@ class Tracker:
                 entry[0] -= 1
                 if entry[0] <= 0:
                     del self.pending[event.order_id]
-                    done.append(event.order_id)
+                    done.append((event.order_id, entry[3]))
                     if entry[3]:
                         self.stats.orders_with_rejections += 1
                     else:
@@ -158,7 +161,9 @@ class Tracker:
         source, line = (entry[1], entry[2]) if entry else ("", None)
         rejection = Rejection(source, line, event.order_id, "rejected by Klaviyo",
                               f"{event.metric} {event.unique_id}: {reason}")  # fmt: skip
-        self.failures.write(rejection)
+        if (rejection.order_id, rejection.detail) not in self.reported:
+            self.reported.add((rejection.order_id, rejection.detail))
+            self.failures.write(rejection)
         self.stats.events_rejected += 1
         self.stats.rejected[reason[:80]] += 1
         return rejection

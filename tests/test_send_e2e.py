@@ -486,6 +486,51 @@ def test_an_event_only_klaviyo_refuses_is_isolated_and_reported(
     assert summary["orders_with_rejected_events"] == 1
 
 
+def test_a_run_killed_between_a_rejection_and_its_resend_reports_it_once_after_resume(
+    big: Export, tmp_path: Path
+) -> None:
+    """Klaviyo refuses two events of an order; the tool records that, and is killed while the
+    rest of the request (that order's other events among them) is being resent. --resume sends
+    the order again and Klaviyo refuses the same two again: the failures file, the checkpoint
+    and `status` list them once; the order counts as one with rejected events, and a rerun
+    over the finished checkpoint says so (exit 1)."""
+    big.copy_to(tmp_path)
+    order = next(o for o in big.orders
+                 if o.identifiable and o.fulfilled_at and not o.cancelled_at and not o.refunds)  # fmt: skip
+    invalid = {key for key in big.expected if key[2] == order.id}
+    faults = st.Faults(refuse_uids=frozenset({order.id}), latency=0.4)
+    base = ["send", "orders.csv", "--rate-limit", BULK_RATE, "--concurrency", "1",
+            "--failures", "failures.jsonl", "-q"]  # fmt: skip
+    with st.StandIn(api_key=KEY, bulk_limits=BULK_LIMITS, faults=faults) as s:
+        proc = popen(tmp_path, "first", *base, "--base-url", s.url)
+        try:
+            deadline = time.monotonic() + 30
+            while not any(r.status == 400 for r in s.requests):
+                assert proc.poll() is None and time.monotonic() < deadline, logs(tmp_path, "first")
+                time.sleep(0.005)
+            time.sleep(0.1)  # the rejection is recorded; the resend waits out the latency
+            proc.kill()
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert order.id not in ledger_orders(checkpoint_in(tmp_path))  # not settled yet
+        resumed = cli(tmp_path, *base, "--base-url", s.url, "--resume", timeout=120)
+        assert resumed.returncode == 1, said(resumed)
+        assert s.keys() == big.expected - invalid
+        assert [r.status for r in s.requests].count(400) == 2  # refused again after the resume
+        rerun = cli(tmp_path, *base, "--base-url", s.url)
+    failures = [json.loads(x) for x in (tmp_path / "failures.jsonl").read_text().splitlines()]
+    by_klaviyo = [f["detail"] for f in failures if f["reason"] == "rejected by Klaviyo"]
+    assert len(by_klaviyo) == len(set(by_klaviyo)) == len(invalid), by_klaviyo
+    status = " ".join(cli(tmp_path, "status", "orders.csv").stdout.split())
+    assert re.search(r"Orders with rejected events\W+1\b", status), status
+    assert re.search(rf"Events rejected by Klaviyo\W+{len(invalid)}\b", status), status
+    assert rerun.returncode == 1 and "Nothing to do" in rerun.stdout, said(rerun)
+    rejected = len(invalid) + len(big.unidentifiable)
+    assert f"with {rejected} rejected order(s)/event(s)" in " ".join(rerun.stdout.split())
+
+
 def test_the_time_floor_follows_the_api_revision(small: Export, tmp_path: Path) -> None:
     """Klaviyo takes events from 1990 on at revision 2026-07-15, from 2000 on before it. An
     order placed in 1998 is rejected by the tool itself at 2026-04-15, naming the revision, so
@@ -766,7 +811,7 @@ def test_checkpoint_refusals_status_and_nothing_to_do(small: Export, tmp_path: P
         seen = len(s.requests)
 
         rerun = cli(tmp_path, *base)
-        assert rerun.returncode == 0, said(rerun)
+        assert rerun.returncode == 1, said(rerun)  # the job's outcome: orders were rejected
         assert "Nothing to do" in rerun.stdout + rerun.stderr
         assert len(s.requests) == seen, "a finished export was sent again"
 
