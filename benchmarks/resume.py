@@ -55,7 +55,7 @@ def make_checkpoint(path: Path, export: c.Export, sent: int, watermark: bool = T
     """The ledger an interrupted run leaves after `sent` orders; returns seconds taken
     (finding the resume point's offset is not counted)."""
     from klaviyo_backfill import cli as kcli
-    from klaviyo_backfill.checkpoint import Ledger
+    from klaviyo_backfill.checkpoint import Landmarks, Ledger
 
     offset = resume_offset(export, sent) if watermark else None
 
@@ -76,7 +76,8 @@ def make_checkpoint(path: Path, export: c.Export, sent: int, watermark: bool = T
                 [(export.order_id(i), False) for i in range(first, min(sent, first + chunk))]
             )
         if offset is not None:  # what the tool commits with its last acknowledgement
-            ledger.record([], [], (0, offset))
+            point = (0, offset)
+            ledger.record([], [], point, Landmarks([str(export.path)]).at(point))
         ledger.put(state="stopped", ended=str(time.time()))
     finally:
         ledger.close()

@@ -8,6 +8,7 @@ The ledger never holds the API key: only ids, counts, times and the run's finger
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -20,7 +21,7 @@ from typing import Any
 from .errors import CheckpointError
 from .model import Rejection
 
-__all__ = ["FORMAT_VERSION", "Ledger", "default_path"]
+__all__ = ["FORMAT_VERSION", "Landmarks", "Ledger", "default_path"]
 
 FORMAT_VERSION = "2"
 Position = tuple[int, int]  # (input index, byte offset): pipeline.Position
@@ -38,12 +39,34 @@ CREATE TABLE IF NOT EXISTS rejected (
 
 def default_path(paths: list[str]) -> Path:
     """.klaviyo-backfill/<first export's name>-<hash of every export's path>.sqlite"""
-    import hashlib
-
     key = "\n".join(sorted(os.path.abspath(p) for p in paths))
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     stem = Path(paths[0].rstrip("/")).stem or "export"
     return Path(".klaviyo-backfill") / f"{stem}-{digest}.sqlite"
+
+
+class Landmarks:
+    """A digest of the bytes just before a resume point, kept with it: a resumed run seeks to
+    the point only where those bytes are still there, so an export edited before the point
+    (same size, same first 64 KB: the fingerprint cannot tell) is never read from the middle
+    of a row. Elsewhere the run falls back to reading from the start, skipping by id."""
+
+    SPAN = 64
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def at(self, position: Position) -> str:
+        index, offset = position
+        if offset <= 0 or index >= len(self.paths):
+            return ""
+        try:
+            with open(self.paths[index], "rb") as fh:
+                fh.seek(max(0, offset - self.SPAN))
+                data = fh.read(min(offset, self.SPAN))
+        except OSError:
+            return "unreadable"
+        return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 class Ledger:
@@ -136,6 +159,7 @@ class Ledger:
         done: Iterable[tuple[str, bool]],
         rejected: Iterable[tuple[Rejection, Position | None]] = (),
         watermark: Position | None = None,
+        landmark: str = "",
     ) -> None:
         """Commit settled orders (id, whether Klaviyo rejected any of its events), rejections
         and the resume point durably, in one transaction. A rejection the ledger holds
@@ -159,18 +183,22 @@ class Ledger:
                 ],
             )  # fmt: skip
             if watermark is not None:
-                self.db.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('watermark', ?)",
-                    (json.dumps(list(watermark)),),
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    [("watermark", json.dumps(list(watermark))), ("landmark", landmark)],
                 )
 
-    def watermark(self) -> Position | None:
-        """Where a resumed run picks up: (input index, byte offset)."""
+    def watermark(self, landmarks: Landmarks | None = None) -> Position | None:
+        """Where a resumed run picks up: (input index, byte offset); given the exports'
+        landmarks, None where the bytes before that point are no longer those recorded."""
         value = self.get("watermark")
         if value is None:
             return None
         index, offset = json.loads(value)
-        return int(index), int(offset)
+        point = int(index), int(offset)
+        if landmarks is not None and landmarks.at(point) != (self.get("landmark") or ""):
+            return None
+        return point
 
     def rejections(self, before: Position | None) -> Iterator[Rejection]:
         """Earlier runs' rejections that a resumed run will not meet again: Klaviyo's, and

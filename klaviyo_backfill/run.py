@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
-from .checkpoint import Ledger
+from .checkpoint import Landmarks, Ledger
 from .encode import Encoder, Request, encoder_for
 from .errors import BackfillError, OutputError
 from .job import Job
@@ -157,8 +157,14 @@ def send_job(
     """Send everything the checkpoint does not hold yet; record each acknowledgement."""
     stats, send_stats = Stats(), SendStats()
     failures = Failures(job.failures)
-    resume_at = ledger.watermark() if resume else None
+    landmarks = Landmarks([source.path for source in job.inputs])
+    resume_at = ledger.watermark(landmarks) if resume else None
+    if resume and resume_at is None and ledger.watermark() is not None:
+        stats.resumed_at = (
+            "the start (the export changed before its resume point: sent orders skipped by id)"
+        )
     tracker = Tracker(ledger, failures, send_stats)
+    tracker.landmarks = landmarks
     if resume:  # rejections this run will not meet again come from the ledger
         for rejection in ledger.rejections(before=resume_at):
             failures.write(rejection)

@@ -28,7 +28,7 @@ from typing import Any, cast
 import httpx
 
 from . import __version__
-from .checkpoint import Ledger
+from .checkpoint import Landmarks, Ledger
 from .encode import BULK_PATH, LEGACY_PATH, SINGLE_PATH, Encoder, Request
 from .errors import AuthError, ExitCode, RetiredApiError, SendError, UsageError
 from .model import Event, Rejection
@@ -105,6 +105,7 @@ class Tracker:
         # (order id, detail) of Klaviyo's rejections in the failures file already: a resumed
         # run's earlier ones, so an order resent after a kill is not listed twice
         self.reported: set[tuple[str | None, str]] = set()
+        self.landmarks: Landmarks | None = None  # recorded with each resume point
 
     def register(self, mapped: MappedOrder) -> None:
         with self.lock:
@@ -148,7 +149,8 @@ class Tracker:
             self.inputs_rejected = []
             watermark = self._watermark()
         if self.ledger is not None and (done or bad):
-            self.ledger.record(done, bad, watermark)
+            mark = self.landmarks.at(watermark) if self.landmarks and watermark else ""
+            self.ledger.record(done, bad, watermark, mark)
 
     def flush(self) -> None:
         """Commit what is settled but not yet recorded (input rejections at the end of a run)."""

@@ -40,6 +40,7 @@ from typing import Any
 import httpx
 import pytest
 
+from klaviyo_backfill.checkpoint import Ledger
 from klaviyo_backfill.encode import encoder_for
 from klaviyo_backfill.errors import ExitCode
 from klaviyo_backfill.model import Event
@@ -757,6 +758,40 @@ def test_a_second_run_on_a_busy_checkpoint_is_refused_and_status_tells_a_killed_
         resumed = cli(tmp_path, *base, "--resume")
         assert resumed.returncode == 1, said(resumed)
         assert s.keys() == few.expected
+
+
+def test_an_export_edited_before_its_resume_point_is_read_from_the_start_not_mid_row(
+    big: Export, tmp_path: Path
+) -> None:
+    """Same size and same first 64 KB, so the checkpoint's fingerprint still fits, but two
+    bytes fewer before the resume point and two more after it: seeking to the recorded offset
+    would start inside a row. The resumed run sees that the bytes before the point changed,
+    reads from the start skipping sent orders by id, and Klaviyo ends up with every event."""
+    export = big.copy_to(tmp_path)
+    base = ["send", "orders.csv", "--rate-limit", BULK_RATE, "--failures", "f.jsonl", "-q"]
+    with st.StandIn(api_key=KEY, bulk_limits=BULK_LIMITS) as s:
+        first = cli(tmp_path, *base, "--base-url", s.url, "--limit", "300")
+        assert first.returncode == 1, said(first)
+        ledger = Ledger(checkpoint_in(tmp_path))
+        point = ledger.watermark()
+        ledger.close()
+        assert point is not None and point[1] > 100_000
+        data = export.read_bytes()
+        before = data.index(b"Apt 4B", 70_000)
+        after = data.index(b"Apt 4B", point[1])
+        assert before < point[1] - 1000
+        edited = (
+            data[:before] + b"Apt4" + data[before + 6 : after] + b"Apt 4B!!" + data[after + 6 :]
+        )
+        export.write_bytes(edited)
+        assert len(edited) == len(data) and edited[:65536] == data[:65536]
+        resumed = cli(tmp_path, *base, "--base-url", s.url, "--resume", "--summary-json", "s.json")
+        assert resumed.returncode == 1, said(resumed)
+        assert s.keys() == big.expected
+    failures = [json.loads(x) for x in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert {f["order_id"] for f in failures} == big.unidentifiable  # no row read from its middle
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["resumed_at"].startswith("the start (the export changed")
 
 
 def test_ctrl_c_prints_the_resume_command_on_one_line(few: Export, tmp_path: Path) -> None:
