@@ -146,6 +146,8 @@ class Converter:
         order.cancel_reason = _text(fields.get("cancel_reason"))
         order.refunds = self.refunds(raw, total, created, status, late)
         order.warnings.extend(late)
+        if raw.notes:
+            order.warnings.extend(raw.notes)
         return order
 
     def currency(self, fields: dict[str, Any], order: Order) -> str:

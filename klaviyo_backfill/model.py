@@ -27,6 +27,7 @@ class RawOrder:
     offset: int = 0  # CSV: the byte offset of its first row; JSON: bytes read so far
     end: int | None = None  # CSV: the byte offset just past its last row (None: JSON)
     problem: str | None = None  # the reader could not make an order of it: rejected as such
+    notes: tuple[str, ...] = ()  # warnings the reader has for the order
 
     def get(self, name: str) -> Any:
         return self.fields.get(name)

@@ -692,6 +692,8 @@ def iter_json_orders(
             items = side_lines.get(str(fields.get("id")), []) if side_lines else []
         lines = [_json_fields(item, layout.line, None, unescape) for item in items or ()]
         raw = RawOrder(path, line, fields, lines, zones=zones, offset=position[0]())
+        if side_lines is not None and not lines:
+            raw.notes = ("no line items for the order in --products",)
         if hook is not None:
             hook(record, raw)
         yield raw

@@ -148,6 +148,22 @@ def test_bigcommerce_orders_with_only_a_link_to_their_products_ask_for_products(
     assert "--products" in said
 
 
+def test_bigcommerce_orders_missing_from_products_are_warned(tmp_path: Path) -> None:
+    orders = tmp_path / "orders.json"
+    orders.write_text(json.dumps(BIGCOMMERCE))
+    products = tmp_path / "products.json"
+    products.write_text(json.dumps([{"order_id": 999, "name": "Mug", "sku": "MUG",
+                                     "quantity": 1, "price_ex_tax": "10.0000"}]))  # fmt: skip
+    summary = tmp_path / "summary.json"
+    code, output = invoke("send", str(orders), "--products", str(products), "--dry-run",
+                          "--failures", str(tmp_path / "f"), "--summary-json", str(summary))  # fmt: skip
+    assert code == 0, output
+    report = json.loads(summary.read_text())
+    warned = "no line items for the order in --products"
+    assert report["warnings"][warned] == 1  # order 100; 101 nests its own
+    assert report["warning_examples"][warned] == [f"{orders}:1"]
+
+
 def test_inspect_reports_counts_money_months_and_problems(tmp_path: Path) -> None:
     sample = (
         Path(__file__).parent.parent
