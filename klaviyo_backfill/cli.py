@@ -126,6 +126,15 @@ def input_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def _given(param: str) -> bool:
+    """Whether the user set this option (rather than click filling in its default)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.get_parameter_source(param) not in (
+        None,
+        click.core.ParameterSource.DEFAULT,
+    )
+
+
 def build_job(
     paths: tuple[str, ...],
     fmt: str | None,
@@ -153,6 +162,7 @@ def build_job(
     revision = None if extra.get("endpoint") == "legacy" else extra.get("revision")
     settings = Settings(
         timezone=zone_info,
+        zone_named=_given("tz"),
         currency=currency.upper() if currency else None,
         earliest=earliest_for(revision),
     )

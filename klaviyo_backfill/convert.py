@@ -47,6 +47,7 @@ class Settings:
     currency: str | None = None  # used when the export has no currency column
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     earliest: datetime = EARLIEST  # orders before it are rejected (`earliest_for`)
+    zone_named: bool = False  # --timezone given: naive times are read in it without a warning
 
 
 def _text(value: Any) -> str | None:
@@ -61,6 +62,7 @@ class Converter:
         self.layout, self.settings = layout, settings
         self.options = options = layout.options
         self.zone = zone(options.timezone) if options.timezone else settings.timezone
+        self.named_zone = bool(options.timezone) or settings.zone_named  # nothing to warn of
         self.comma = options.decimal_comma
         self.date_format = options.date_format
         self.latest = settings.now + timedelta(days=365)
@@ -81,7 +83,7 @@ class Converter:
         if parsed is None:
             return None
         moment, naive = parsed
-        if naive and override is None and not self.options.timezone:  # the layout names none
+        if naive and override is None and not self.named_zone:
             warnings.append(f"naive time read as {tz}")
         return moment
 

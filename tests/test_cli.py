@@ -118,6 +118,17 @@ def test_a_layout_that_names_its_zone_is_not_warned_about_naive_times(tmp_path: 
     assert first["data"]["attributes"]["time"] == "2022-02-01T06:17:00+00:00"  # 00:17 CST
 
 
+def test_naive_times_are_warned_of_only_when_the_zone_was_guessed(tmp_path: Path) -> None:
+    woo = str(SAMPLE / "woocommerce_orders.csv")  # its dates carry no offset
+    guessed = run("send", woo, "--dry-run", "--currency", "EUR", "--failures", str(tmp_path / "f"))
+    named = run("send", woo, "--dry-run", "--currency", "EUR", "--failures", str(tmp_path / "f"),
+                "--timezone", "UTC")  # fmt: skip
+    assert "naive time read as UTC" in guessed[1]
+    assert "naive time" not in named[1]
+    preview = [out.split("Dry run: nothing was sent")[0] for _, out, _ in (guessed, named)]
+    assert preview[0] == preview[1] and '"time"' in preview[0]  # the same times either way
+
+
 def test_inspect_json_keeps_warning_examples_apart_from_rejections_and_yen_has_no_cents(
     tmp_path: Path,
 ) -> None:
