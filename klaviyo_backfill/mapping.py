@@ -213,13 +213,17 @@ def _location(order: Order) -> dict[str, str]:
 def profile_of(order: Order) -> dict[str, Any]:
     """Klaviyo profile attributes; FieldError when the order identifies nobody."""
     phone = _phone(order)
-    if order.email is None and phone is None and order.external_id is None:
+    external_id = order.external_id
+    if external_id and len(external_id) > _SHORT and len(external_id.encode()) > MAX_STRING_BYTES:
+        order.warnings.append("external id over 100 KB ignored")  # an identifier: never cut
+        external_id = None
+    if order.email is None and phone is None and external_id is None:
         raise FieldError("profile", None, "no usable email, phone number or external id")
     profile: dict[str, Any] = {}
     for key, value in (
         ("email", order.email),
         ("phone_number", phone),
-        ("external_id", order.external_id),  # an identifier: never cut (Klaviyo says so)
+        ("external_id", external_id),
     ):
         if value:
             profile[key] = value

@@ -21,6 +21,7 @@ import pytest
 
 from klaviyo_backfill.convert import Settings
 from klaviyo_backfill.encode import encoder_for, legacy_payload
+from klaviyo_backfill.errors import FieldError
 from klaviyo_backfill.job import resolve_inputs
 from klaviyo_backfill.mapping import map_order
 from klaviyo_backfill.model import Address, Event, Line, Order, Refund
@@ -271,6 +272,21 @@ def test_arrays_over_4000_items_are_cut_to_klaviyos_limit_with_a_warning() -> No
     assert len(placed["Items"]) == len(placed["ItemNames"]) == len(placed["Categories"]) == 4000
     assert sum(e.metric == "Ordered Product" for e in events) == 4100
     _check_bulk([events])
+
+
+def test_an_external_id_over_100_kb_is_never_cut_but_ignored() -> None:
+    """An identifier cut short could name another customer: it is left out, with a warning,
+    and an order it alone identified is rejected as identifying nobody."""
+    order = big_order("900006", 1)
+    order.external_id = "C" * 150_000
+    events = map_order(order)
+    assert "external_id" not in events[0].profile and events[0].profile["email"]
+    assert "external id over 100 KB ignored" in order.warnings
+    _check_bulk([events])
+    alone = big_order("900007", 1, email="x")
+    alone.email, alone.external_id = None, "C" * 150_000
+    with pytest.raises(FieldError, match="no usable email, phone number or external id"):
+        map_order(alone)
 
 
 def test_texts_over_100_kb_are_cut_to_klaviyos_limit_with_a_warning() -> None:
