@@ -23,6 +23,7 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
+from .encode import dumps
 from .errors import FieldError
 from .model import Address, Event, Line, Order
 from .values import parse_phone, quantize
@@ -71,6 +72,8 @@ def _truncate(text: str, warnings: list[str]) -> str:
 
 
 KEY_CHARS = 1000  # of a SKU, in a line key
+MAX_PROPERTIES_BYTES = 4_500_000  # an event's properties, leaving room in a 5 MB body
+_MEASURED_FROM = 200  # lines: an order this long has its properties' size measured
 _SHORT = MAX_STRING_BYTES // 4  # a string this long cannot pass 100 KB in UTF-8
 
 
@@ -244,11 +247,28 @@ def _refund(order: Order) -> tuple[Decimal, datetime | None, str | None]:
     return amount, max(dated) if dated else None, "; ".join(reasons) or None
 
 
+def _fit_size(props: dict[str, Any], warnings: list[str]) -> None:
+    """Cut an order's arrays so that each of its order-level events (which all carry them)
+    stays within Klaviyo's 5 MB body: a long order with long product names can pass it."""
+    size = len(dumps(props))
+    if size <= MAX_PROPERTIES_BYTES:
+        return
+    whole = {k: props[k] for k in ("Items", "ItemNames", "Categories", "Brands") if k in props}
+    n = keep = len(props["Items"])
+    while size > MAX_PROPERTIES_BYTES and keep > 1:
+        keep = max(1, int(keep * MAX_PROPERTIES_BYTES / size * 0.95))
+        props.update({k: v[:keep] for k, v in whole.items()})
+        size = len(dumps(props))
+    warnings.append(f"Items cut to {keep} of {n} to keep each event within Klaviyo's 5 MB")
+
+
 def map_order(order: Order) -> list[Event]:
     """Every event the order yields, Placed Order first."""
     profile = profile_of(order)
     items = [_item(line, order.currency, order.warnings) for line in order.lines]
     props = _order_props(order, items)
+    if len(items) > _MEASURED_FROM:
+        _fit_size(props, order.warnings)
     total = quantize(order.total, order.currency)
 
     oid, currency, created = order.id, order.currency, order.created_at

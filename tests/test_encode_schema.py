@@ -315,6 +315,24 @@ def test_texts_over_100_kb_are_cut_to_klaviyos_limit_with_a_warning() -> None:
         assert all(len(v.encode()) <= 100 * 1024 for v in props.values() if isinstance(v, str))
 
 
+def test_an_order_too_big_for_one_event_has_its_arrays_cut_to_fit_5_mb() -> None:
+    """3,000 lines with 1,300-character names: Items and ItemNames alone would make each
+    order-level event ~8 MB, which no body can carry. They are cut (with a warning) so that
+    every event fits a body; every line still gets its Ordered Product."""
+    order = big_order("900008", 3000, name_length=1300)
+    events = map_order(order)
+    (said,) = [w for w in order.warnings if "within Klaviyo's 5 MB" in w]
+    kept = len(events[0].properties["Items"])
+    assert said == f"Items cut to {kept} of 3000 to keep each event within Klaviyo's 5 MB"
+    assert 1000 < kept < 3000 and len(events[0].properties["ItemNames"]) == kept
+    assert sum(e.metric == "Ordered Product" for e in events) == 3000
+    order_level = [e for e in events if e.metric != "Ordered Product"]
+    for event in order_level:
+        (request,) = encoder_for("single").requests([[event]])
+        assert len(request.body) <= MAX_BYTES
+    _check_bulk([events])
+
+
 # --------------------------------------------------------------------------------------
 # The legacy Track payload
 # --------------------------------------------------------------------------------------
