@@ -230,6 +230,10 @@ def prepared_pieces(
             try:
                 done = pending.popleft().result()
             except BrokenProcessPool:
+                # let the pool's manager thread finish closing its pipes now: if it is still
+                # at it when the interpreter exits, concurrent.futures' exit hook writes to a
+                # closed pipe and prints a traceback (Python 3.11)
+                pool.shutdown(wait=True, cancel_futures=True)
                 raise WorkerError(
                     f"a worker process died while reading {source.path} (out of memory, or killed)",
                     "Rerun with --jobs 1 to read it in one process.",
