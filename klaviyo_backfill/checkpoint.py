@@ -188,17 +188,17 @@ class Ledger:
                     [("watermark", json.dumps(list(watermark))), ("landmark", landmark)],
                 )
 
-    def watermark(self, landmarks: Landmarks | None = None) -> Position | None:
-        """Where a resumed run picks up: (input index, byte offset); given the exports'
-        landmarks, None where the bytes before that point are no longer those recorded."""
+    def watermark(self) -> Position | None:
+        """Where a resumed run picks up: (input index, byte offset)."""
         value = self.get("watermark")
         if value is None:
             return None
         index, offset = json.loads(value)
-        point = int(index), int(offset)
-        if landmarks is not None and landmarks.at(point) != (self.get("landmark") or ""):
-            return None
-        return point
+        return int(index), int(offset)
+
+    def still_there(self, point: Position, landmarks: Landmarks) -> bool:
+        """Whether the bytes before the resume point are those recorded with it."""
+        return landmarks.at(point) == (self.get("landmark") or "")
 
     def rejections(self, before: Position | None) -> Iterator[Rejection]:
         """Earlier runs' rejections that a resumed run will not meet again: Klaviyo's, and

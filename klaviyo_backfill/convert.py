@@ -23,11 +23,11 @@ from .values import (
 __all__ = ["EARLIEST", "Converter", "Settings", "earliest_for", "to_order"]
 
 EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)  # Klaviyo rejects events before 1990
-_FUTURE = "more than a year in the future"
+_FUTURE = "more than a year in the future"  # Klaviyo rejects events past a year from now
 _ORPHAN_ROWS = (  # a CSV order's later rows, apart from its first: the export is out of order
     "line item rows without their order's first row (no date, no total): the rows of one "
     "order must be adjacent; sort the export by order"
-)  # Klaviyo rejects events past a year from now
+)
 _FLOOR_1990_FROM = "2026-07-15"  # the first API revision that takes them: before it, 2000
 
 

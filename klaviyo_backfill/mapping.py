@@ -89,10 +89,14 @@ _address_values = attrgetter(*(attr for _, attr in _ADDRESS_PROPS))
 
 def _address_props(address: Address, warnings: list[str]) -> dict[str, Any]:
     props = {prop: v for prop, v in zip(_ADDRESS_NAMES, _address_values(address), strict=True) if v}
-    if props and max(map(len, props.values())) > _SHORT:
-        for prop, value in props.items():
-            props[prop] = _fit(value, warnings)
-    return props
+    return _fit_texts(props, warnings)
+
+
+def _fit_texts(texts: dict[str, str], warnings: list[str]) -> dict[str, str]:
+    """A table of texts (an address, a location), each within Klaviyo's 100 KB limit."""
+    if texts and max(map(len, texts.values())) > _SHORT:
+        return {key: _fit(value, warnings) for key, value in texts.items()}
+    return texts
 
 
 def _unique(values: list[str | None]) -> list[str]:
@@ -232,10 +236,8 @@ def profile_of(order: Order) -> dict[str, Any]:
             profile[key] = value
     _put(profile, "first_name", order.first_name, order.warnings)
     _put(profile, "last_name", order.last_name, order.warnings)
-    location = _location(order)
+    location = _fit_texts(_location(order), order.warnings)
     if location:
-        if max(map(len, location.values())) > _SHORT:
-            location = {k: _fit(v, order.warnings) for k, v in location.items()}
         profile["location"] = location
     return profile
 

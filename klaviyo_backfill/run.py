@@ -158,13 +158,13 @@ def send_job(
     stats, send_stats = Stats(), SendStats()
     failures = Failures(job.failures)
     landmarks = Landmarks([source.path for source in job.inputs])
-    resume_at = ledger.watermark(landmarks) if resume else None
-    if resume and resume_at is None and ledger.watermark() is not None:
+    resume_at = ledger.watermark() if resume else None
+    if resume_at is not None and not ledger.still_there(resume_at, landmarks):
+        resume_at = None  # read from the start, skipping sent orders by id
         stats.resumed_at = (
             "the start (the export changed before its resume point: sent orders skipped by id)"
         )
-    tracker = Tracker(ledger, failures, send_stats)
-    tracker.landmarks = landmarks
+    tracker = Tracker(ledger, failures, send_stats, landmarks)
     if resume:  # rejections this run will not meet again come from the ledger
         for rejection in ledger.rejections(before=resume_at):
             failures.write(rejection)

@@ -7,8 +7,8 @@
 Retried: 429 (the whole sender pauses for Retry-After, or the wait the body names), 5xx,
 connection errors and timeouts, with jittered exponential backoff, capped in attempts and
 time. A 429 is Klaviyo pacing the account (which other apps share), not a failure: it uses no
-attempt, only time. Not retried: 400/413/422 (the offending events are isolated and reported, the rest
-resent), 401/403 and 410 (the run stops).
+attempt, only time. Not retried: 400/413/422 (the offending events are isolated and reported,
+the rest resent), 401/403 and 410 (the run stops).
 """
 
 from __future__ import annotations
@@ -95,8 +95,15 @@ class Tracker:
     with each acknowledgement so that a resumed run can seek straight to it.
     """
 
-    def __init__(self, ledger: Ledger | None, failures: Failures, stats: SendStats) -> None:
+    def __init__(
+        self,
+        ledger: Ledger | None,
+        failures: Failures,
+        stats: SendStats,
+        landmarks: Landmarks | None = None,  # recorded with each resume point
+    ) -> None:
         self.ledger, self.failures, self.stats = ledger, failures, stats
+        self.landmarks = landmarks
         self.lock = threading.Lock()
         # order id -> [events left, source, line, any rejected, position]
         self.pending: dict[str, list[Any]] = {}
@@ -105,7 +112,6 @@ class Tracker:
         # (order id, detail) of Klaviyo's rejections in the failures file already: a resumed
         # run's earlier ones, so an order resent after a kill is not listed twice
         self.reported: set[tuple[str | None, str]] = set()
-        self.landmarks: Landmarks | None = None  # recorded with each resume point
 
     def register(self, mapped: MappedOrder) -> None:
         with self.lock:
