@@ -190,9 +190,12 @@ class Pool:
         """Events per pool order, by running the tool's own reader and mapper over the pool."""
         if self._events is None:
             from klaviyo_backfill.convert import Settings
-            from klaviyo_backfill.layout import builtin_layouts
-            from klaviyo_backfill.pipeline import Failures, Filters, Stats, map_inputs
+            from klaviyo_backfill.failures import Failures
+            from klaviyo_backfill.job import Job
+            from klaviyo_backfill.layouts import builtin_layouts
+            from klaviyo_backfill.orders import mapped_orders
             from klaviyo_backfill.read import Input
+            from klaviyo_backfill.summary import Stats
             from klaviyo_backfill.values import zone
 
             with tempdir() as tmp:
@@ -204,7 +207,7 @@ class Pool:
                 ids = [rows[0][self.header.index("Id")] for rows in self.rows]
                 index = {oid: i for i, oid in enumerate(ids)}
                 settings = Settings(timezone=zone("UTC"), currency=None)
-                for mapped in map_inputs(inputs, settings, Filters(), Stats(), Failures(None)):
+                for mapped in mapped_orders(Job(inputs, settings), None, Stats(), Failures(None)):
                     counts[index[mapped.key]] = len(mapped.events)
             self._events = [counts[i] for i in range(len(self.rows))]
         return self._events

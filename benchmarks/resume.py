@@ -41,7 +41,7 @@ TARGET_SKIP_RATIO = 1.5
 
 def resume_offset(export: c.Export, sent: int) -> int:
     """The byte offset of order number `sent` (0-based): the resume point the tool records."""
-    from klaviyo_backfill.layout import builtin_layouts
+    from klaviyo_backfill.layouts import builtin_layouts
     from klaviyo_backfill.read import Input, read_orders
 
     source = Input(str(export.path), builtin_layouts()["shopify-csv"], "utf-8-sig")

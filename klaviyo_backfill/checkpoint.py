@@ -1,4 +1,5 @@
-"""The checkpoint: an SQLite ledger (WAL, synchronous=FULL) of the orders Klaviyo acknowledged.
+"""The checkpoint: an SQLite ledger (WAL, synchronous=FULL) of the orders Klaviyo acknowledged,
+and the rules for opening one (`open_ledger`): a new job, a resumed one, or a restart.
 
 A row is committed only after Klaviyo acknowledged every event of its order, so a kill -9 at
 any instant loses nothing: `--resume` skips what the ledger holds and resends at most the
@@ -15,16 +16,25 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from .errors import CheckpointError
-from .model import Rejection
+from .errors import CheckpointError, UnfinishedRun
+from .model import Position, Rejection
 
-__all__ = ["FORMAT_VERSION", "Landmarks", "Ledger", "default_path"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Finished",
+    "Landmarks",
+    "Ledger",
+    "Mode",
+    "default_path",
+    "open_ledger",
+]
 
 FORMAT_VERSION = "2"
-Position = tuple[int, int]  # (input index, byte offset): pipeline.Position
+Mode = Literal["new", "resume", "restart"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, state TEXT NOT NULL, at REAL NOT NULL);
@@ -234,3 +244,56 @@ class Ledger:
 
     def close(self) -> None:
         self.db.close()
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A checkpoint that says its export was sent completely: a new run has nothing to do."""
+
+    path: Path
+    rejected: int  # rejections the job met (`Ledger.rejected_total`)
+
+
+def open_ledger(path: Path, mode: Mode, fingerprint: str, describe: str) -> Ledger | Finished:
+    """The ledger to send with, bound to this job's `fingerprint` (what `describe` names).
+
+    new      refuses an unfinished checkpoint (UnfinishedRun: continue it, or restart), and
+             returns Finished for one that says the export was sent completely
+    resume   continues an existing checkpoint; there must be one
+    restart  deletes any checkpoint (with its -wal and -shm) and starts over
+    A checkpoint that a live process is sending with is refused in every mode.
+    """
+    if mode == "restart":
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    elif mode == "resume" and not path.exists():
+        raise CheckpointError(
+            f"no checkpoint at {path} to resume", "Run without --resume to start."
+        )
+    elif mode == "new" and path.exists():
+        ledger = Ledger(path)
+        try:
+            _refuse_if_running(ledger)
+            state, rejected = ledger.state, ledger.rejected_total()
+        finally:
+            ledger.close()
+        if state == "finished":
+            return Finished(path, rejected)
+        raise UnfinishedRun(f"an unfinished run ({state}) has a checkpoint at {path}")
+    ledger = Ledger(path)
+    try:
+        _refuse_if_running(ledger)
+        ledger.claim(fingerprint, describe)
+    except BaseException:
+        ledger.close()
+        raise
+    return ledger
+
+
+def _refuse_if_running(ledger: Ledger) -> None:
+    """Two runs on one checkpoint would send the same orders twice over."""
+    if ledger.runner_alive():
+        raise CheckpointError(
+            f"process {ledger.get('pid')} is sending with checkpoint {ledger.path} right now",
+            "Let it finish (or stop it with Ctrl-C) before another run on the same export.",
+        )

@@ -1,43 +1,38 @@
-"""The command line: parse options, call the core, translate errors into messages and exit codes."""
+"""The command line: parse options, call the core (run.py), render, and translate errors into
+messages and exit codes. No business rule lives here.
+
+The core, rich and httpx are imported inside the commands, so `--help` starts fast.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import re
 import shlex
 import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
 from . import __version__
-from .checkpoint import Ledger, default_path
-from .convert import Settings, earliest_for
-from .encode import ENDPOINTS
-from .errors import BackfillError, CheckpointError, ExitCode, OutputError, UsageError
-from .job import Job, parse_when, resolve_inputs
-from .layout import builtin_layouts
-from .pipeline import Filters, describe
-from .progress import Progress
-from .report import (
-    inspect_report,
-    outcome_json,
-    preview,
-    send_summary,
-    status_table,
-    summary_table,
+from .errors import BackfillError, ExitCode, GaveUp, OutputError, UnfinishedRun, UsageError
+from .options import (
+    DEFAULT_BASE_URL,
+    DEFAULT_REVISION,
+    ENDPOINT_NAMES,
+    InputOptions,
+    SendOptions,
+    format_names,
 )
-from .run import dry_run, inspect_job, send_job
-from .send import GaveUp, SendConfig, loopback_only
-from .throttle import DEFAULT_LIMITS, parse_rate_limit
-from .values import zone
 
-FORMATS = sorted(builtin_layouts())
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .run import DryRun, Finished, SendOutcome
 
 
 def _edge(func: Callable[..., int]) -> Callable[..., None]:
@@ -47,6 +42,11 @@ def _edge(func: Callable[..., int]) -> Callable[..., None]:
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             code = func(*args, **kwargs)
+        except UnfinishedRun as exc:
+            click.echo(f"Error: {exc.message}", err=True)
+            click.echo(f"Continue it with: {_resume_command()}\nor start over with --restart.",
+                       err=True)  # fmt: skip
+            sys.exit(int(exc.exit_code))
         except BackfillError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(int(exc.exit_code))
@@ -54,7 +54,7 @@ def _edge(func: Callable[..., int]) -> Callable[..., None]:
             click.echo("Interrupted.", err=True)
             sys.exit(int(ExitCode.INTERRUPTED))
         except BrokenPipeError:  # `... --output - | head`: the reader has what it wanted
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _quiet_stdout()
             sys.exit(int(ExitCode.OK))
         except OSError as exc:  # a file this run writes: output, failures, checkpoint
             where = f"{exc.filename}: " if exc.filename else ""
@@ -63,6 +63,11 @@ def _edge(func: Callable[..., int]) -> Callable[..., None]:
         sys.exit(int(code))
 
     return wrapper
+
+
+def _quiet_stdout() -> None:
+    """stdout's reader went away: point it at /dev/null so the exit flush does not fail."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _check_writable(path: str, option: str) -> None:
@@ -80,9 +85,24 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _default_failures(paths: list[str]) -> str:
-    stem = Path(paths[0].rstrip("/")).stem or "export"
-    return f"{stem}.failures.jsonl"
+def _logging(verbose: int, log_file: str | None) -> None:
+    """-v: retries, 429 pauses and isolation splits on stderr; -vv: every throttle wait and
+    checkpoint commit too. --log FILE: all of it, to a file. Never the key, never personal
+    data: lines name requests by their size and orders by their id."""
+    root = logging.getLogger("klaviyo_backfill")
+    if not verbose and not log_file:
+        return
+    root.setLevel(logging.DEBUG)
+    fmt = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+    if verbose:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    if log_file:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
 
 
 @click.group()
@@ -95,8 +115,9 @@ def main() -> None:
 def input_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.argument("paths", nargs=-1, required=True, type=click.Path()),
-        click.option("--format", "fmt", type=click.Choice(FORMATS), help="Force a reader."),
-        click.option("--mapping", type=click.Path(), help="A layout file (TOML) for any export."),
+        click.option("--format", "fmt", type=click.Choice(format_names()), help="Force a reader."),
+        click.option("--layout", type=click.Path(), help="A layout file (TOML) for any export."),
+        click.option("--mapping", type=click.Path(), hidden=True),  # the old name of --layout
         click.option(
             "--products",
             type=click.Path(),
@@ -135,58 +156,36 @@ def _given(param: str) -> bool:
     )
 
 
-def build_job(
-    paths: tuple[str, ...],
-    fmt: str | None,
-    mapping: str | None,
-    encoding: str | None,
-    tz: str,
-    currency: str | None,
-    since: str | None,
-    until: str | None,
-    limit: int | None,
-    products: str | None = None,
-    jobs: int | None = None,
-    **extra: Any,
-) -> Job:
-    zone_info = zone(tz)
-    inputs, texts = resolve_inputs(list(paths), fmt, mapping, encoding, products)
-    filters = Filters(
-        parse_when(since, "--since", zone_info), parse_when(until, "--until", zone_info), limit
-    )
-    if filters.since and filters.until and filters.since >= filters.until:
-        raise UsageError(f"--since {since} is not before --until {until}: no order could pass")
-    if currency and not (len(currency) == 3 and currency.isascii() and currency.isalpha()):
-        raise UsageError(f"--currency {currency!r} is not an ISO 4217 code", "Write e.g. EUR.")
-    # the time floor is the v3 API's, by revision; the legacy Track API sends no revision
-    revision = None if extra.get("endpoint") == "legacy" else extra.get("revision")
-    settings = Settings(
-        timezone=zone_info,
-        zone_named=_given("tz"),
-        currency=currency.upper() if currency else None,
-        earliest=earliest_for(revision),
-    )
-    return Job(
-        inputs=inputs, settings=settings, filters=filters, layout_texts=texts, jobs=jobs, **extra
-    )
+def _inputs(kw: dict[str, Any]) -> InputOptions:
+    if kw["layout"] and kw["mapping"]:
+        raise UsageError("--mapping is the old name of --layout: give one of them")
+    return InputOptions(
+        paths=kw["paths"], fmt=kw["fmt"], layout=kw["layout"] or kw["mapping"],
+        products=kw["products"], encoding=kw["encoding"], timezone=kw["tz"],
+        timezone_given=_given("tz"), currency=kw["currency"], since=kw["since"],
+        until=kw["until"], limit=kw["limit"], jobs=kw["jobs"],
+    )  # fmt: skip
 
 
-BACKFILL_REVISION = "2026-04-15"
+def _mode(kw: dict[str, Any]) -> str:
+    if kw["resume"] and kw["restart"]:
+        raise UsageError("--resume and --restart contradict each other: choose one")
+    return "resume" if kw["resume"] else "restart" if kw["restart"] else "new"
 
 
-def _check_revision(revision: str, backfill: bool) -> None:
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}(\.[a-z0-9]+)?", revision):
-        raise UsageError(f"--revision {revision!r} is not a revision", "Write e.g. 2026-07-15.")
-    if backfill and revision[:10] < BACKFILL_REVISION:
-        raise UsageError(
-            f"--revision {revision} is older than {BACKFILL_REVISION}, the first with backfill",
-            "Use a newer revision: without backfill, old orders would trigger your flows.",
-        )
+def _send_options(kw: dict[str, Any]) -> SendOptions:
+    return SendOptions(
+        inputs=_inputs(kw), endpoint=kw["endpoint"], trigger_flows=kw["trigger_flows"],
+        revision=kw["revision"], output=kw["output"], failures=kw["failures"],
+        base_url=kw["base_url"], api_key=kw["api_key"], public_key=kw["public_key"],
+        rate_limit=kw["rate_limit"], concurrency=kw["concurrency"],
+        checkpoint=kw["checkpoint"], mode=_mode(kw),  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 @main.command()
 @input_options
-@click.option("--endpoint", type=click.Choice(ENDPOINTS), default="bulk", show_default=True)
+@click.option("--endpoint", type=click.Choice(ENDPOINT_NAMES), default="bulk", show_default=True)
 @click.option("--dry-run", is_flag=True, help="Read, map and encode everything; send nothing.")
 @click.option(
     "--output", type=click.Path(), help="Write every request body as a JSON line ('-': stdout)."
@@ -200,7 +199,7 @@ def _check_revision(revision: str, backfill: bool) -> None:
     "--trigger-flows", is_flag=True, help="Let these events trigger flows (no backfill flag)."
 )
 @click.option(
-    "--revision", default="2026-07-15", show_default=True, help="Klaviyo API revision header."
+    "--revision", default=DEFAULT_REVISION, show_default=True, help="Klaviyo API revision header."
 )
 @click.option(
     "--preview",
@@ -225,7 +224,7 @@ def _check_revision(revision: str, backfill: bool) -> None:
     "--base-url",
     envvar="KLAVIYO_BASE_URL",
     show_envvar=True,
-    default="https://a.klaviyo.com",
+    default=DEFAULT_BASE_URL,
     show_default=True,
 )
 @click.option(
@@ -246,49 +245,44 @@ def _check_revision(revision: str, backfill: bool) -> None:
 @click.option("--restart", is_flag=True, help="Discard the checkpoint and start over.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--summary-json", type=click.Path(), help="Write the final summary as JSON.")
+@click.option(
+    "--verbose", "-v", count=True, help="Log retries, waits and splits to stderr (-vv: more)."
+)
+@click.option("--log", "log_file", type=click.Path(), help="Write the full log to this file.")
 @_edge
 def send(**kw: Any) -> int:
     """Send the orders in PATHS (files or folders) to Klaviyo."""
-    paths = kw["paths"]
-    _check_revision(kw["revision"], not kw["trigger_flows"])
+    options = _send_options(kw)
     if kw["summary_json"]:
         _check_writable(kw["summary_json"], "--summary-json")
-    if kw["rate_limit"]:
-        parse_rate_limit(kw["rate_limit"])
-    job = build_job(
-        kw["paths"], kw["fmt"], kw["mapping"], kw["encoding"], kw["tz"], kw["currency"],
-        kw["since"], kw["until"], kw["limit"], kw["products"], kw["jobs"],
-        endpoint=kw["endpoint"], backfill=not kw["trigger_flows"], revision=kw["revision"],
-        output=kw["output"], failures=kw["failures"] or _default_failures(list(paths)),
-    )  # fmt: skip
-    console = Console(stderr=kw["output"] == "-")
+    _logging(kw["verbose"], kw["log_file"])
+    from rich.console import Console
+
+    console = Console(stderr=options.output == "-")
     if kw["dry_run"]:
-        stats, first, failed = dry_run(job, kw["preview_count"])
-        if first and kw["preview_count"]:
-            preview(console, job.endpoint, [r.body for r in first])
-        console.print(summary_table(stats, "Dry run: nothing was sent"))
-        if kw["summary_json"]:
-            _write_json(kw["summary_json"], describe(stats) | {"dry_run": True})
-        if failed:
-            console.print(f"{failed} rejected order(s) written to {job.failures}")
-        return ExitCode.REJECTED if stats.orders_rejected else ExitCode.OK
-    return _real_send(job, console, kw)
+        return _dry_run(options, console, kw)
+    return _real_send(options, console, kw)
 
 
-def _api_key(kw: dict[str, Any]) -> str | None:
-    if kw["endpoint"] == "legacy":
-        if not kw["public_key"]:
-            raise UsageError(
-                "--endpoint legacy needs a public key: set KLAVIYO_PUBLIC_KEY or pass --public-key"
-            )
+def _dry_run(options: SendOptions, console: Console, kw: dict[str, Any]) -> int:
+    from .report import describe, preview, summary_table
+    from .run import dry_run
+
+    result: DryRun = dry_run(options, kw["preview_count"])
+    if result.first and kw["preview_count"]:
+        preview(console, result.endpoint, [r.body for r in result.first])
+    console.print(summary_table(result.stats, "Dry run: nothing was sent"))
+    if kw["summary_json"]:
+        _write_json(kw["summary_json"], describe(result.stats) | {"dry_run": True})
+    if result.failures:
+        console.print(f"{result.failures} rejected order(s) written to {result.failures_path}")
+    return ExitCode.REJECTED if result.stats.orders_rejected else ExitCode.OK
+
+
+def _ask_key() -> str | None:
+    if not sys.stdin.isatty():
         return None
-    key: str | None = kw["api_key"]
-    if not key and sys.stdin.isatty():
-        key = click.prompt("Klaviyo private API key", hide_input=True)
-    if not key:
-        raise UsageError(
-            "no API key: set KLAVIYO_API_KEY (a private key with the events:write scope)"
-        )
+    key: str = click.prompt("Klaviyo private API key", hide_input=True)
     return key
 
 
@@ -308,91 +302,46 @@ def _resume_command() -> str:
     return " ".join(["klaviyo-backfill", *args, "--resume"])
 
 
-def _refuse_if_running(ledger: Ledger, path: Path) -> None:
-    """Two runs on one checkpoint would send the same orders twice over."""
-    if ledger.runner_alive():
-        pid = ledger.get("pid")
-        ledger.close()
-        raise CheckpointError(
-            f"process {pid} is sending with checkpoint {path} right now",
-            "Let it finish (or stop it with Ctrl-C) before another run on the same export.",
-        )
+def _nothing_to_do(console: Console, finished: Finished) -> int:
+    rejected = finished.rejected
+    console.print(f"Nothing to do: checkpoint {finished.path} says this export was sent completely"
+                  + (f", with {rejected} rejected order(s)/event(s) (`status` reports"
+                     " them)" if rejected else "")
+                  + ". Use --restart to send it again.")  # fmt: skip
+    return ExitCode.REJECTED if rejected else ExitCode.OK
 
 
-def _open_ledger(job: Job, kw: dict[str, Any], console: Console) -> Ledger | ExitCode:
-    """The checkpoint to send with, or the exit code when there is nothing left to send."""
-    if kw["resume"] and kw["restart"]:
-        raise UsageError("--resume and --restart contradict each other: choose one")
-    path = Path(kw["checkpoint"]) if kw["checkpoint"] else default_path(list(kw["paths"]))
-    if kw["restart"]:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-    elif not path.exists() and kw["resume"]:
-        raise CheckpointError(
-            f"no checkpoint at {path} to resume", "Run without --resume to start."
-        )
-    elif path.exists() and not kw["resume"]:
-        ledger = Ledger(path)
-        state, rejected = ledger.state, ledger.rejected_total()
-        _refuse_if_running(ledger, path)
-        ledger.close()
-        if state == "finished":
-            console.print(f"Nothing to do: checkpoint {path} says this export was sent completely"
-                          + (f", with {rejected} rejected order(s)/event(s) (`status` reports"
-                             " them)" if rejected else "")
-                          + ". Use --restart to send it again.")  # fmt: skip
-            return ExitCode.REJECTED if rejected else ExitCode.OK
-        raise CheckpointError(
-            f"an unfinished run ({state}) has a checkpoint at {path}",
-            f"Continue it with: {_resume_command()}\nor start over with --restart.",
-        )
-    ledger = Ledger(path)
-    _refuse_if_running(ledger, path)
-    ledger.claim(
-        job.fingerprint(),
-        "endpoint, timezone, currency, since, until, revision, trigger-flows, layout",
-    )
-    return ledger
+def _real_send(options: SendOptions, console: Console, kw: dict[str, Any]) -> int:
+    from .progress import Progress
+    from .report import outcome_json, send_summary
+    from .run import SendOutcome, send
 
-
-def _send_config(job: Job, kw: dict[str, Any]) -> SendConfig:
-    loopback_only(kw["base_url"])
-    endpoint = job.endpoint
-    windows = parse_rate_limit(kw["rate_limit"]) if kw["rate_limit"] else DEFAULT_LIMITS[endpoint]
-    concurrency = kw["concurrency"] or (5 if endpoint == "bulk" else 50)
-    return SendConfig(
-        base_url=kw["base_url"], endpoint=endpoint, windows=windows, api_key=_api_key(kw),
-        public_key=kw["public_key"], revision=job.revision, concurrency=concurrency,
-    )  # fmt: skip
-
-
-def _real_send(job: Job, console: Console, kw: dict[str, Any]) -> int:
-    config = _send_config(job, kw)
-    ledger = _open_ledger(job, kw, console)
-    if isinstance(ledger, ExitCode):
-        return ledger
     progress = Progress(console, enabled=not kw["quiet"])
-    try:
-        with progress:
-            outcome = send_job(job, config, ledger, progress.update, resume=kw["resume"])
-    finally:
-        ledger.close()
+    with progress:
+        outcome = send(options, progress.update, _ask_key)
+    if not isinstance(outcome, SendOutcome):
+        return _nothing_to_do(console, outcome)
     console.print(send_summary(outcome))
     if kw["summary_json"]:
         _write_json(kw["summary_json"], outcome_json(outcome) | {"dry_run": False})
+    return _send_exit(console, outcome)
+
+
+def _send_exit(console: Console, outcome: SendOutcome) -> int:
     failed = outcome.failures
     if failed:
-        console.print(f"{failed} rejected order(s)/event(s) written to {job.failures}")
+        console.print(f"{failed} rejected order(s)/event(s) written to {outcome.failures_path}")
     if outcome.interrupted:
         click.echo(f"Stopped. Nothing is lost; continue with:\n  {_resume_command()}", err=True)
         return ExitCode.INTERRUPTED
-    if outcome.error is not None:
-        console.print(f"[red]Error:[/red] {outcome.error}")
-        if isinstance(outcome.error, GaveUp | OutputError):
+    error = outcome.error
+    if error is not None:
+        console.print(f"[red]Error:[/red] {error}")
+        if isinstance(error, GaveUp | OutputError):
             click.echo(f"Continue with:\n  {_resume_command()}", err=True)
-        if isinstance(outcome.error, OutputError) and outcome.error.broken_pipe:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error
-        return outcome.error.exit_code
+        if isinstance(error, OutputError) and error.broken_pipe:
+            _quiet_stdout()
+        return error.exit_code
     return ExitCode.REJECTED if failed else ExitCode.OK
 
 
@@ -402,10 +351,15 @@ def _real_send(job: Job, console: Console, kw: dict[str, Any]) -> int:
 @_edge
 def inspect(as_json: bool, **kw: Any) -> int:
     """Read the exports and report what a backfill would send; send nothing."""
-    stats = inspect_job(build_job(**kw))
+    from .report import describe, inspect_report
+    from .run import inspect as inspect_exports
+
+    stats = inspect_exports(SendOptions(inputs=_inputs(kw)))
     if as_json:
         click.echo(json.dumps(describe(stats), indent=2, ensure_ascii=False))
     else:
+        from rich.console import Console
+
         inspect_report(Console(), stats)
     return ExitCode.OK
 
@@ -418,14 +372,11 @@ def inspect(as_json: bool, **kw: Any) -> int:
 @_edge
 def status(paths: tuple[str, ...], checkpoint: str | None) -> int:
     """Report a checkpoint: orders done, rejected, and the last run."""
-    if not checkpoint and not paths:
-        raise UsageError("give the export PATHS the run used, or --checkpoint PATH")
-    path = Path(checkpoint) if checkpoint else default_path(list(paths))
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}")
-    ledger = Ledger(path)
-    try:
+    from rich.console import Console
+
+    from .report import status_table
+    from .run import open_status
+
+    with open_status(paths, checkpoint) as (path, ledger):
         Console().print(status_table(path, ledger))
-    finally:
-        ledger.close()
     return ExitCode.OK

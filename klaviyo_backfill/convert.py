@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from .errors import FieldError
-from .layout import ADDRESS_KEYS, Layout, Options
+from .layouts import ADDRESS_KEYS, Layout, Options
 from .model import Address, Line, Order, RawOrder, Refund
 from .values import (
     clean,

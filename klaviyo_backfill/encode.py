@@ -25,22 +25,19 @@ from .model import Event
 __all__ = [
     "BULK_MAX_BYTES",
     "BULK_MAX_EVENTS",
-    "ENDPOINTS",
+    "BulkEncoder",
     "Encoder",
+    "LegacyEncoder",
     "Part",
     "Request",
+    "SingleEncoder",
     "dumps",
-    "encoder_for",
     "event_attributes",
     "legacy_payload",
 ]
 
 BULK_MAX_EVENTS = 1000
 BULK_MAX_BYTES = 5 * 1000 * 1000 - 64 * 1024  # Klaviyo's 5 MB, read as decimal, with room
-ENDPOINTS = ("bulk", "single", "legacy")
-BULK_PATH = "/api/event-bulk-create-jobs"
-SINGLE_PATH = "/api/events"
-LEGACY_PATH = "/api/track"
 
 
 def _default(value: Decimal) -> float:
@@ -287,12 +284,3 @@ class BulkEncoder(Encoder):
 def _who(event: Event) -> str:
     p = event.profile
     return str(p.get("email") or p.get("phone_number") or p.get("external_id") or "")
-
-
-def encoder_for(endpoint: str, backfill: bool = True, public_key: str | None = None) -> Encoder:
-    kinds: dict[str, type[Encoder]] = {
-        "bulk": BulkEncoder,
-        "single": SingleEncoder,
-        "legacy": LegacyEncoder,
-    }
-    return kinds[endpoint](backfill, public_key)

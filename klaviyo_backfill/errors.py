@@ -5,11 +5,13 @@
      ├── InputError                a file that cannot be read at all (names file and line)
      │    └── LayoutError          a layout file, or a column it names, that does not fit
      ├── CheckpointError           a checkpoint that does not belong to this run
+     │    └── UnfinishedRun        a new run over an unfinished one (--resume or --restart)
      ├── WorkerError               a worker process of a split dry run or inspect died
      ├── OutputError               --output stopped taking bodies during a send
-     └── SendError                 (exit 3) Klaviyo refused the whole job
-          ├── AuthError            401/403: key missing, wrong or lacking scope
-          └── RetiredApiError      410 from the retired Track API
+     ├── SendError                 (exit 3) Klaviyo refused the whole job
+     │    ├── AuthError            401/403: key missing, wrong or lacking scope
+     │    └── RetiredApiError      410 from the retired Track API
+     └── GaveUp                    (exit 4) retries ran out; --resume continues
 
 Row-level problems are not exceptions that escape: `FieldError` is raised while one
 order is converted and becomes a rejection of that order, and the run goes on.
@@ -26,11 +28,13 @@ __all__ = [
     "CheckpointError",
     "ExitCode",
     "FieldError",
+    "GaveUp",
     "InputError",
     "LayoutError",
     "OutputError",
     "RetiredApiError",
     "SendError",
+    "UnfinishedRun",
     "UsageError",
     "WorkerError",
 ]
@@ -94,6 +98,11 @@ class CheckpointError(BackfillError):
     """A checkpoint that does not belong to this run, or a run that would overwrite one."""
 
 
+class UnfinishedRun(CheckpointError):
+    """A new run where an unfinished one has a checkpoint: it must be resumed or restarted
+    (the command line adds the exact command that resumes it)."""
+
+
 class WorkerError(BackfillError):
     """A worker process preparing a piece of an export died (out of memory, or killed)."""
 
@@ -124,6 +133,12 @@ class AuthError(SendError):
 
 class RetiredApiError(SendError):
     """The Track API answered 410 Gone."""
+
+
+class GaveUp(BackfillError):
+    """Retries ran out; the checkpoint holds everything acknowledged so far."""
+
+    exit_code = ExitCode.GAVE_UP
 
 
 class FieldError(ValueError):

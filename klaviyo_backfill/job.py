@@ -1,22 +1,41 @@
-"""A run's settings, resolved once from the command line: the typed core's one input."""
+"""A job: a run's options, checked and resolved once (inputs and their layouts, zone, dates,
+the endpoint): the one input of the two stages in run.py."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from .convert import Settings
+from .convert import Settings, earliest_for
 from .errors import UsageError
-from .layout import Layout, builtin_layouts, load
-from .pipeline import Filters
+from .klaviyo.endpoints import BACKFILL_REVISION, BULK, DEFAULT_REVISION, ENDPOINTS, Endpoint
+from .klaviyo.throttle import parse_rate_limit
+from .layouts import Layout, builtin_layouts, load
+from .options import InputOptions, SendOptions
 from .read import Input, detect_layout, expand_paths, load_side_lines, sniff_kind
-from .values import parse_time
+from .values import parse_time, zone
 
-__all__ = ["Job", "parse_when", "resolve_inputs"]
+__all__ = [
+    "Filters",
+    "Job",
+    "check_revision",
+    "default_failures",
+    "job_from",
+    "parse_when",
+    "resolve_inputs",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -24,9 +43,9 @@ class Job:
     inputs: list[Input]
     settings: Settings
     filters: Filters = field(default_factory=Filters)
-    endpoint: str = "bulk"
+    endpoint: Endpoint = BULK
     backfill: bool = True
-    revision: str = "2026-07-15"
+    revision: str = DEFAULT_REVISION
     output: str | None = None
     failures: str | None = None
     layout_texts: tuple[str, ...] = field(default=())
@@ -46,7 +65,7 @@ class Job:
                 h.update(fh.read(1 << 16))
         s = self.settings
         h.update(
-            f"{self.endpoint}|{self.backfill}|{self.revision}|{s.timezone}|{s.currency}".encode()
+            f"{self.endpoint.name}|{self.backfill}|{self.revision}|{s.timezone}|{s.currency}".encode()
         )
         h.update(f"|{self.filters.since}|{self.filters.until}".encode())
         for text in self.layout_texts:
@@ -67,13 +86,13 @@ def parse_when(value: str | None, option: str, tz: tzinfo) -> datetime | None:
 def _layout_for(
     path: str,
     fmt: str | None,
-    mapping: Layout | None,
+    custom: Layout | None,
     encoding: str | None,
     side_lines: dict[str, list[Any]] | None = None,
 ) -> Input:
     layouts = builtin_layouts()
-    if mapping is not None:
-        layout = mapping if mapping.kind else replace(mapping, kind=sniff_kind(path, encoding))
+    if custom is not None:
+        layout = custom if custom.kind else replace(custom, kind=sniff_kind(path, encoding))
     elif fmt is not None:
         layout = layouts[fmt]
     else:
@@ -84,7 +103,7 @@ def _layout_for(
 def resolve_inputs(
     paths: list[str],
     fmt: str | None,
-    mapping_path: str | None,
+    layout_path: str | None,
     encoding: str | None,
     products: str | None = None,
 ) -> tuple[list[Input], tuple[str, ...]]:
@@ -92,6 +111,68 @@ def resolve_inputs(
     side = load_side_lines(products, encoding or "utf-8-sig") if products else None
     if not files:
         raise UsageError("no export files found in " + ", ".join(paths))
-    mapping = load(mapping_path) if mapping_path else None
-    texts = (Path(mapping_path).read_text("utf-8"),) if mapping_path else ()
-    return [_layout_for(p, fmt, mapping, encoding, side) for p in files], texts
+    custom = load(layout_path) if layout_path else None
+    texts = (Path(layout_path).read_text("utf-8"),) if layout_path else ()
+    return [_layout_for(p, fmt, custom, encoding, side) for p in files], texts
+
+
+def check_revision(revision: str, backfill: bool) -> None:
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}(\.[a-z0-9]+)?", revision):
+        raise UsageError(f"--revision {revision!r} is not a revision", "Write e.g. 2026-07-15.")
+    if backfill and revision[:10] < BACKFILL_REVISION:
+        raise UsageError(
+            f"--revision {revision} is older than {BACKFILL_REVISION}, the first with backfill",
+            "Use a newer revision: without backfill, old orders would trigger your flows.",
+        )
+
+
+def default_failures(paths: tuple[str, ...]) -> str:
+    """<first export's name>.failures.jsonl, in the current folder."""
+    stem = Path(paths[0].rstrip("/")).stem or "export"
+    return f"{stem}.failures.jsonl"
+
+
+def _filters(source: InputOptions, zone_info: tzinfo) -> Filters:
+    since = parse_when(source.since, "--since", zone_info)
+    until = parse_when(source.until, "--until", zone_info)
+    if since and until and since >= until:
+        raise UsageError(
+            f"--since {source.since} is not before --until {source.until}: no order could pass"
+        )
+    return Filters(since, until, source.limit)
+
+
+def _currency(code: str | None) -> str | None:
+    if code and not (len(code) == 3 and code.isascii() and code.isalpha()):
+        raise UsageError(f"--currency {code!r} is not an ISO 4217 code", "Write e.g. EUR.")
+    return code.upper() if code else None
+
+
+def job_from(options: SendOptions) -> Job:
+    """Check the options and resolve them: every problem a UsageError (or an InputError
+    naming a file) before any order is read."""
+    source = options.inputs
+    endpoint = ENDPOINTS.get(options.endpoint)
+    if endpoint is None:
+        raise UsageError(f"--endpoint {options.endpoint!r} is not one of {', '.join(ENDPOINTS)}")
+    check_revision(options.revision, not options.trigger_flows)
+    if options.rate_limit:
+        parse_rate_limit(options.rate_limit)
+    zone_info = zone(source.timezone)
+    inputs, texts = resolve_inputs(
+        list(source.paths), source.fmt, source.layout, source.encoding, source.products
+    )
+    filters = _filters(source, zone_info)
+    # the time floor is the v3 API's, by revision; the legacy Track API sends no revision
+    settings = Settings(
+        timezone=zone_info,
+        zone_named=source.timezone_given,
+        currency=_currency(source.currency),
+        earliest=earliest_for(options.revision if endpoint.versioned else None),
+    )
+    return Job(
+        inputs=inputs, settings=settings, filters=filters, endpoint=endpoint,
+        backfill=not options.trigger_flows, revision=options.revision, output=options.output,
+        failures=options.failures or default_failures(source.paths), layout_texts=texts,
+        jobs=source.jobs,
+    )  # fmt: skip

@@ -7,9 +7,25 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["Address", "Event", "Line", "Order", "RawOrder", "Refund", "Rejection"]
+__all__ = [
+    "METRICS",
+    "Address",
+    "Event",
+    "Line",
+    "Order",
+    "Position",
+    "RawOrder",
+    "Refund",
+    "Rejection",
+]
 
 JSON = dict[str, Any]
+
+# the metrics of Klaviyo's custom-integration guide, in the order an order yields them
+PLACED, ORDERED = "Placed Order", "Ordered Product"
+FULFILLED, CANCELLED, REFUNDED = "Fulfilled Order", "Cancelled Order", "Refunded Order"
+METRICS = (PLACED, ORDERED, FULFILLED, CANCELLED, REFUNDED)
+Position = tuple[int, int]  # (input index, byte offset) of an order; JSON inputs have offset 0
 
 
 @dataclass(slots=True)

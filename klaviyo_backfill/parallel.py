@@ -39,8 +39,10 @@ from typing import Any
 from .convert import Converter, Settings
 from .encode import Encoder, Part
 from .errors import BackfillError, WorkerError
-from .pipeline import Filters, Prepared, Tally, prepare
+from .job import Filters
+from .prepare import Prepared, prepare
 from .read import BYTE_EXACT, Input, Start, read_orders, row_starts
+from .summary import Tally
 
 __all__ = [
     "PIECE_BYTES",

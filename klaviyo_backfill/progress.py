@@ -7,8 +7,8 @@ from types import TracebackType
 from rich import progress as rp
 from rich.console import Console
 
-from .pipeline import Stats
-from .send import SendStats
+from .klaviyo.client import SendStats
+from .summary import Stats
 
 __all__ = ["Progress"]
 
@@ -29,19 +29,23 @@ class Progress:
             refresh_per_second=4,
         )
         self.task = self.bar.add_task("send", total=None, line="")
+        self.started = False
 
     def __enter__(self) -> Progress:
-        self.bar.__enter__()
-        return self
+        return self  # the bar starts with the first update: after any prompt for the key
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.bar.__exit__(kind, exc, tb)
+        if self.started:
+            self.bar.__exit__(kind, exc, tb)
 
     def update(self, stats: Stats, send: SendStats) -> None:
         if not self.enabled:
             return
+        if not self.started:
+            self.bar.start()
+            self.started = True
         done = sum(send.events_sent.values()) + send.events_rejected
         total = stats.estimated_events()
         line = (

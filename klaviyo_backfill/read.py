@@ -21,7 +21,7 @@ from typing import IO, Any, BinaryIO, TextIO
 
 from .errors import InputError, LayoutError
 from .hooks import HOOKS
-from .layout import Layout, Source
+from .layouts import Layout, Source
 from .model import RawOrder
 
 __all__ = [

@@ -14,15 +14,15 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from .mapping import METRICS
-from .pipeline import Stats, describe
-from .values import minor_units, quantum
+from .model import METRICS
+from .summary import Stats, describe
 
 if TYPE_CHECKING:
     from .checkpoint import Ledger
     from .run import SendOutcome
 
 __all__ = [
+    "describe",
     "inspect_report",
     "outcome_json",
     "preview",
@@ -54,6 +54,8 @@ def preview(console: Console, endpoint: str, bodies: list[bytes], entries: int =
 
 def _money(amount: Decimal, currency: str) -> str:
     """In the currency's minor unit (12.50 USD, 1,250 JPY), or exactly as summed if finer."""
+    from .values import minor_units, quantum  # phonenumbers and dateutil: not for `status`
+
     places = minor_units(currency)
     if amount == amount.quantize(quantum(currency)):
         return f"{amount:,.{places}f}"

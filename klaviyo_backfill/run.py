@@ -1,4 +1,16 @@
-"""The library-callable core: a dry run, and (send.py) a real one."""
+"""The library-callable core: a dry run, `inspect`, a send and `status`, from typed options.
+
+Every run is the same two stages, and they differ only in what consumes the requests:
+
+    orders(job, ...)              read -> convert -> events -> encode, settled in file order
+    requests(orders, encoder)     the encoded orders gathered into request bodies
+
+    dry run    writes the bodies (--output) and keeps the first few for a preview
+    inspect    keeps only the statistics
+    send       hands them to the Klaviyo client, and each answer to the checkpoint
+
+So "a dry run is the send minus the network" holds by construction.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +19,59 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
-from .checkpoint import Landmarks, Ledger
-from .encode import Encoder, Request, encoder_for
-from .errors import BackfillError, OutputError
-from .job import Job
-from .model import Event
-from .parallel import prepared_pieces, splittable, workers_for
-from .pipeline import Elsewhere, Failures, MappedOrder, Prepared, Stats, describe, map_inputs
-from .read import Input
-from .send import SendConfig, Sender, SendStats, Tracker, client_for
+from .checkpoint import Finished, Landmarks, Ledger, default_path, open_ledger
+from .errors import BackfillError, CheckpointError, OutputError, UsageError
+from .failures import Failures
+from .options import SendOptions
 
-__all__ = ["SendOutcome", "dry_run", "inspect_job", "open_output", "send_job"]
+if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
+    # `--help` need neither (start-up time)
+    from .encode import Encoder, Request
+    from .job import Job
+    from .klaviyo.client import SendConfig, Sender, SendStats
+    from .model import Position
+    from .orders import MappedOrder, Resume
+    from .summary import Stats
+    from .tracker import Tracker
+
+__all__ = [
+    "DryRun",
+    "Finished",
+    "SendOutcome",
+    "dry_run",
+    "inspect",
+    "open_status",
+    "orders",
+    "requests",
+    "send",
+    "send_job",
+]
+
+# what a checkpoint's fingerprint covers, besides the exports: named when they differ
+FINGERPRINTED = "endpoint, timezone, currency, since, until, revision, trigger-flows, layout"
+
+
+# ---------------------------------------------------------------- the two stages
+
+
+def orders(
+    job: Job, encoder: Encoder, stats: Stats, failures: Failures, resume: Resume | None = None
+) -> Iterator[MappedOrder]:
+    """Stage one: every order of the job's exports, mapped and encoded, in file order."""
+    from .orders import mapped_orders
+
+    return mapped_orders(job, encoder, stats, failures, resume)
+
+
+def requests(encoded: Iterable[MappedOrder], encoder: Encoder) -> Iterator[Request]:
+    """Stage two: the orders' encoded parts gathered into request bodies."""
+    return encoder.assemble(mapped.parts for mapped in encoded)
 
 
 @contextmanager
@@ -38,77 +87,13 @@ def open_output(path: str | None) -> Iterator[IO[bytes] | None]:
             yield fh
 
 
-def _elsewhere(job: Job, encoder: Encoder | None) -> Elsewhere:
-    """Large CSV inputs are prepared on every core (--jobs); the rest in this process."""
-    workers = workers_for(job.jobs)
-
-    def prepared(source: Input, index: int) -> Generator[Prepared, None, None] | None:
-        if not splittable(source, workers):
-            return None
-        return prepared_pieces(source, index, job.settings, job.filters, encoder, workers)
-
-    return prepared
-
-
-def dry_run(job: Job, preview: int = 1) -> tuple[Stats, list[Request], int]:
-    """Map and encode everything, send nothing: (stats, first requests, failures written).
-
-    The bodies are those a send would make (`send_job` encodes the same orders the same way).
-    """
-    stats = Stats()
-    failures = Failures(job.failures)
-    encoder = encoder_for(job.endpoint, job.backfill)
-    elsewhere = _elsewhere(job, encoder)  # the workers encode with this same encoder
-    first: list[Request] = []
-    try:
-        with open_output(job.output) as out:
-            orders = map_inputs(
-                job.inputs, job.settings, job.filters, stats, failures,
-                encoder=encoder, elsewhere=elsewhere,
-            )  # fmt: skip
-            requests = encoder.assemble(mapped.parts for mapped in orders)
-            for request in _outputting(requests, out):
-                if len(first) < preview:
-                    first.append(request)
-    finally:
-        failures.close()
-    return stats, first, failures.count
-
-
-def inspect_job(job: Job) -> Stats:
-    """Read and map everything; keep only the statistics."""
-    stats = Stats()
-    elsewhere = _elsewhere(job, None)
-    for _ in map_inputs(
-        job.inputs, job.settings, job.filters, stats, Failures(None), elsewhere=elsewhere
-    ):
-        pass
-    return stats
-
-
-@dataclass
-class SendOutcome:
-    stats: Stats
-    send: SendStats
-    elapsed: float
-    interrupted: bool = False
-    error: BackfillError | None = None
-    failures: int = 0  # lines in the failures file: this job's rejections, earlier runs' too
-
-
-def _track(orders: Iterator[MappedOrder], tracker: Tracker) -> Iterator[list[Event]]:
-    for mapped in orders:
-        tracker.register(mapped)
-        yield mapped.events
-
-
 def _outputting(
-    requests: Iterator[Request], out: IO[bytes] | None, sending: str | None = None
+    bodies: Iterator[Request], out: IO[bytes] | None, sending: str | None = None
 ) -> Iterator[Request]:
     """Write each body to --output before it goes on. In a real send (`sending` names the
     output), a failed write stops the send as an OutputError; in a dry run it is left to the
-    CLI (`| head` closing the pipe is a preview that has what it wanted)."""
-    for request in requests:
+    caller (`| head` closing the pipe is a preview that has what it wanted)."""
+    for request in bodies:
         if out is not None:
             try:
                 out.write(request.body + b"\n")
@@ -119,8 +104,140 @@ def _outputting(
         yield request
 
 
+# ---------------------------------------------------------------- offline runs
+
+
+@dataclass
+class DryRun:
+    stats: Stats
+    first: list[Request]  # the first requests, for a preview
+    failures: int  # lines written to the failures file
+    endpoint: str
+    failures_path: str | None
+
+
+def dry_run(options: SendOptions, preview: int = 1) -> DryRun:
+    """Read, map and encode everything, send nothing (the bodies a send would make)."""
+    from .job import job_from
+    from .summary import Stats
+
+    job = job_from(options)
+    stats, failures = Stats(), Failures(job.failures)
+    encoder = job.endpoint.encoder(job.backfill)
+    first: list[Request] = []
+    try:
+        with open_output(job.output) as out:
+            bodies = requests(orders(job, encoder, stats, failures), encoder)
+            for request in _outputting(bodies, out):
+                if len(first) < preview:
+                    first.append(request)
+    finally:
+        failures.close()
+    return DryRun(stats, first, failures.count, job.endpoint.name, job.failures)
+
+
+def inspect(options: SendOptions) -> Stats:
+    """Read, map and encode everything; keep only the statistics."""
+    from .job import job_from
+    from .summary import Stats
+
+    job = job_from(options)
+    stats = Stats()
+    encoder = job.endpoint.encoder(job.backfill)
+    for _ in requests(orders(job, encoder, stats, Failures(None)), encoder):
+        pass
+    return stats
+
+
+@contextmanager
+def open_status(paths: tuple[str, ...], checkpoint: str | None) -> Iterator[tuple[Path, Ledger]]:
+    """The checkpoint of these exports (or the one named), open for reading."""
+    if not checkpoint and not paths:
+        raise UsageError("give the export PATHS the run used, or --checkpoint PATH")
+    path = Path(checkpoint) if checkpoint else default_path(list(paths))
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    ledger = Ledger(path)
+    try:
+        yield path, ledger
+    finally:
+        ledger.close()
+
+
+# ---------------------------------------------------------------- a send
+
+
+@dataclass
+class SendOutcome:
+    stats: Stats
+    send: SendStats
+    elapsed: float
+    interrupted: bool = False
+    error: BackfillError | None = None
+    failures: int = 0  # lines in the failures file: this job's rejections, earlier runs' too
+    failures_path: str | None = None
+
+
+Progress = Callable[["Stats", "SendStats"], None]
+
+
+def send_config(job: Job, options: SendOptions, ask_key: Callable[[], str | None]) -> SendConfig:
+    """Where and how fast to send: checked before any checkpoint is touched."""
+    from .klaviyo.client import SendConfig, loopback_only
+    from .klaviyo.throttle import parse_rate_limit
+
+    loopback_only(options.base_url)
+    endpoint = job.endpoint
+    windows = parse_rate_limit(options.rate_limit) if options.rate_limit else endpoint.windows
+    if not endpoint.versioned:
+        if not options.public_key:
+            raise UsageError(
+                "--endpoint legacy needs a public key: set KLAVIYO_PUBLIC_KEY or pass --public-key"
+            )
+        key = None
+    else:
+        key = options.api_key or ask_key()
+        if not key:
+            raise UsageError(
+                "no API key: set KLAVIYO_API_KEY (a private key with the events:write scope)"
+            )
+    return SendConfig(
+        base_url=options.base_url, endpoint=endpoint, windows=windows, api_key=key,
+        public_key=options.public_key, revision=job.revision,
+        concurrency=options.concurrency or endpoint.concurrency,
+    )  # fmt: skip
+
+
+def send(
+    options: SendOptions,
+    progress: Progress = lambda s, t: None,
+    ask_key: Callable[[], str | None] = lambda: None,
+) -> SendOutcome | Finished:
+    """Send everything the checkpoint does not hold yet, or say there is nothing to do."""
+    from .job import job_from
+
+    job = job_from(options)
+    config = send_config(job, options, ask_key)
+    path = (
+        Path(options.checkpoint) if options.checkpoint else default_path(list(options.inputs.paths))
+    )
+    ledger = open_ledger(path, options.mode, job.fingerprint(), FINGERPRINTED)
+    if isinstance(ledger, Finished):
+        return ledger
+    try:
+        return send_job(job, config, ledger, progress, resume=options.mode == "resume")
+    finally:
+        ledger.close()
+
+
+def _track(encoded: Iterator[MappedOrder], tracker: Tracker) -> Iterator[MappedOrder]:
+    for mapped in encoded:
+        tracker.register(mapped)
+        yield mapped
+
+
 async def _send_async(
-    sender: Sender, requests: Iterator[Request], progress: Callable[[], None]
+    sender: Sender, bodies: Iterator[Request], progress: Callable[[], None]
 ) -> bool:
     """Run the sender; Ctrl-C stops new work, lets in-flight requests finish. True if interrupted."""
     loop = asyncio.get_running_loop()
@@ -139,7 +256,7 @@ async def _send_async(
         loop.add_signal_handler(signal.SIGTERM, on_sigint)
     sender.on_progress = progress
     try:
-        await sender.run(requests)
+        await sender.run(bodies)
     except asyncio.CancelledError:
         interrupted = True
     finally:
@@ -147,45 +264,55 @@ async def _send_async(
     return interrupted
 
 
+def _resume_point(ledger: Ledger, landmarks: Landmarks, stats: Stats) -> Position | None:
+    """Where a resumed run seeks to; None (read from the start, skipping sent orders by id)
+    where there is none, or the export changed before it."""
+    point = ledger.watermark()
+    if point is not None and not ledger.still_there(point, landmarks):
+        point = None
+        stats.resumed_at = (
+            "the start (the export changed before its resume point: sent orders skipped by id)"
+        )
+    return point
+
+
 def send_job(
     job: Job,
     config: SendConfig,
     ledger: Ledger,
-    progress: Callable[[Stats, SendStats], None] = lambda s, t: None,
+    progress: Progress = lambda s, t: None,
     resume: bool = False,
 ) -> SendOutcome:
-    """Send everything the checkpoint does not hold yet; record each acknowledgement."""
+    """Send the job with an open ledger; record each acknowledgement."""
+    from .klaviyo.client import Sender, SendStats, client_for
+    from .orders import Resume
+    from .summary import Stats
+    from .tracker import Tracker
+
     stats, send_stats = Stats(), SendStats()
     failures = Failures(job.failures)
     landmarks = Landmarks([source.path for source in job.inputs])
-    resume_at = ledger.watermark() if resume else None
-    if resume_at is not None and not ledger.still_there(resume_at, landmarks):
-        resume_at = None  # read from the start, skipping sent orders by id
-        stats.resumed_at = (
-            "the start (the export changed before its resume point: sent orders skipped by id)"
-        )
     tracker = Tracker(ledger, failures, send_stats, landmarks)
+    reader = ledger.reader()
+    point = _resume_point(ledger, landmarks, stats) if resume else None
     if resume:  # rejections this run will not meet again come from the ledger
-        for rejection in ledger.rejections(before=resume_at):
+        for rejection in ledger.rejections(before=point):
             failures.write(rejection)
             tracker.reported.add((rejection.order_id, rejection.detail))
-    encoder = encoder_for(job.endpoint, job.backfill, config.public_key)
-    reader = ledger.reader()
+    checked = Resume(reader.is_done, point, tracker.input_rejected)
+    encoder = config.endpoint.encoder(job.backfill, config.public_key)
     started = time.monotonic()
-    outcome = SendOutcome(stats, send_stats, 0.0)
+    outcome = SendOutcome(stats, send_stats, 0.0, failures_path=job.failures)
     ledger.mark_running()
     ended = False  # an exception that escapes leaves the run "stopped", never "finished"
     try:
         with open_output(job.output) as out:
-            orders = map_inputs(
-                job.inputs, job.settings, job.filters, stats, failures, reader.is_done,
-                resume_at, tracker.input_rejected,
-            )  # fmt: skip
-            requests = _outputting(encoder.requests(_track(orders, tracker)), out, job.output)
+            tracked = _track(orders(job, encoder, stats, failures, checked), tracker)
+            bodies = _outputting(requests(tracked, encoder), out, job.output)
             sender = Sender(config, encoder, tracker, client_for(config))
             try:
                 outcome.interrupted = asyncio.run(
-                    _send_async(sender, requests, lambda: progress(stats, send_stats))
+                    _send_async(sender, bodies, lambda: progress(stats, send_stats))
                 )
             except BackfillError as exc:
                 outcome.error = exc
@@ -201,6 +328,8 @@ def send_job(
 
 
 def _close(ledger: Ledger, job: Job, outcome: SendOutcome, ended: bool) -> None:
+    from .summary import describe
+
     stopped = not ended or outcome.interrupted or outcome.error is not None
     limited = job.filters.limit is not None and outcome.stats.orders_mapped >= job.filters.limit
     state = "stopped" if stopped else ("limited" if limited else "finished")

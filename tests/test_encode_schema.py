@@ -20,12 +20,15 @@ from typing import Any
 import pytest
 
 from klaviyo_backfill.convert import Settings
-from klaviyo_backfill.encode import encoder_for, legacy_payload
+from klaviyo_backfill.encode import legacy_payload
 from klaviyo_backfill.errors import FieldError
-from klaviyo_backfill.job import resolve_inputs
-from klaviyo_backfill.mapping import map_order
+from klaviyo_backfill.events import map_order
+from klaviyo_backfill.failures import Failures
+from klaviyo_backfill.job import Job, resolve_inputs
+from klaviyo_backfill.klaviyo.endpoints import ENDPOINTS
 from klaviyo_backfill.model import Address, Event, Line, Order, Refund
-from klaviyo_backfill.pipeline import Failures, Filters, Stats, map_inputs
+from klaviyo_backfill.orders import mapped_orders
+from klaviyo_backfill.summary import Stats
 
 try:  # tests/ as a plain directory on sys.path, or as a package
     import corpus
@@ -72,7 +75,7 @@ def test_the_official_schemas_are_there_and_are_the_ones_used() -> None:
 def _map(paths: list[str], currency: str | None = None) -> list[list[Event]]:
     inputs, _ = resolve_inputs(paths, None, None, None)
     settings = Settings(currency=currency)
-    mapped = map_inputs(inputs, settings, Filters(), Stats(), Failures(None))
+    mapped = mapped_orders(Job(inputs, settings), None, Stats(), Failures(None))
     return [m.events for m in mapped]
 
 
@@ -131,7 +134,7 @@ def _key(event: Event) -> tuple[str, str]:
 
 def _check_bulk(orders: list[list[Event]], backfill: bool = True) -> int:
     """Encode, and check every body: schema, limits, keys, values, and that nothing is lost."""
-    requests = list(encoder_for("bulk", backfill).requests(orders))
+    requests = list(ENDPOINTS["bulk"].encoder(backfill).requests(orders))
     sent: list[tuple[str, str]] = []
     for request in requests:
         assert len(request.body) <= MAX_BYTES
@@ -155,7 +158,7 @@ def _check_bulk(orders: list[list[Event]], backfill: bool = True) -> int:
 
 
 def _check_single(orders: list[list[Event]]) -> None:
-    requests = list(encoder_for("single").requests(orders))
+    requests = list(ENDPOINTS["single"].encoder().requests(orders))
     assert [r.events for r in requests] == [[e] for events in orders for e in events]
     for request in requests:
         assert len(request.body) <= MAX_BYTES
@@ -252,7 +255,7 @@ def test_an_order_too_big_for_one_body_by_bytes_is_split_by_size() -> None:
     """1,200 lines with long names: Placed, Fulfilled, Cancelled and Refunded Order each carry
     ~3.5 MB of Items and ItemNames: several bodies, though the order has < 1,000 events."""
     events = map_order(big_order("900003", 1200, name_length=1300))
-    sizes = [len(encoder_for("single").requests([[e]]).__next__().body) for e in events[:1]]
+    sizes = [len(ENDPOINTS["single"].encoder().requests([[e]]).__next__().body) for e in events[:1]]
     assert 3_000_000 < sizes[0] < MAX_BYTES
     bodies = _check_bulk([events])
     assert bodies >= 4  # no two of the four big events fit in one body
@@ -328,7 +331,7 @@ def test_an_order_too_big_for_one_event_has_its_arrays_cut_to_fit_5_mb() -> None
     assert sum(e.metric == "Ordered Product" for e in events) == 3000
     order_level = [e for e in events if e.metric != "Ordered Product"]
     for event in order_level:
-        (request,) = encoder_for("single").requests([[event]])
+        (request,) = ENDPOINTS["single"].encoder().requests([[event]])
         assert len(request.body) <= MAX_BYTES
     _check_bulk([events])
 
@@ -339,7 +342,7 @@ def test_an_order_too_big_for_one_event_has_its_arrays_cut_to_fit_5_mb() -> None
 
 
 def test_legacy_payloads_have_the_track_api_shape(sample_orders: list[list[Event]]) -> None:
-    encoder = encoder_for("legacy", public_key="AbC123")
+    encoder = ENDPOINTS["legacy"].encoder(public_key="AbC123")
     count = 0
     for request in encoder.requests(sample_orders):
         (event,) = request.events

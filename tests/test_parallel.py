@@ -207,8 +207,7 @@ def test_a_stray_quote_that_misleads_the_cutter_costs_speed_not_orders(
 
 def test_a_worker_knows_a_cut_inside_a_quoted_note_from_a_row_start(shop_csv: Path) -> None:
     from klaviyo_backfill.convert import Settings
-    from klaviyo_backfill.job import resolve_inputs
-    from klaviyo_backfill.pipeline import Filters
+    from klaviyo_backfill.job import Filters, resolve_inputs
 
     data = shop_csv.read_bytes()
     inside = data.index(b"Gate code")  # the second line of a quoted note

@@ -18,8 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from klaviyo_backfill.convert import Settings, to_order
-from klaviyo_backfill.layout import builtin_layouts
-from klaviyo_backfill.mapping import (
+from klaviyo_backfill.events import (
     CANCELLED,
     FULFILLED,
     ORDERED,
@@ -28,6 +27,7 @@ from klaviyo_backfill.mapping import (
     line_keys,
     map_order,
 )
+from klaviyo_backfill.layouts import builtin_layouts
 from klaviyo_backfill.model import Event, Line, Order, RawOrder, Refund
 from klaviyo_backfill.values import minor_units, quantize
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from klaviyo_backfill.cli import main
 from klaviyo_backfill.errors import InputError
-from klaviyo_backfill.layout import builtin_layouts
+from klaviyo_backfill.layouts import builtin_layouts
 from klaviyo_backfill.read import Input, Start, detect_layout, iter_json, read_orders
 
 LAYOUTS = builtin_layouts()

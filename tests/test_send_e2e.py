@@ -41,12 +41,15 @@ import httpx
 import pytest
 
 from klaviyo_backfill.checkpoint import Ledger
-from klaviyo_backfill.encode import encoder_for
-from klaviyo_backfill.errors import ExitCode
+from klaviyo_backfill.errors import ExitCode, GaveUp
+from klaviyo_backfill.failures import Failures
+from klaviyo_backfill.klaviyo.client import SendConfig, Sender, SendStats
+from klaviyo_backfill.klaviyo.endpoints import ENDPOINTS
+from klaviyo_backfill.klaviyo.retry import RetryPolicy
+from klaviyo_backfill.klaviyo.throttle import Window
 from klaviyo_backfill.model import Event
-from klaviyo_backfill.pipeline import Failures, MappedOrder
-from klaviyo_backfill.send import GaveUp, SendConfig, Sender, SendStats, Tracker
-from klaviyo_backfill.throttle import Window
+from klaviyo_backfill.orders import MappedOrder
+from klaviyo_backfill.tracker import Tracker
 
 try:
     import corpus
@@ -579,7 +582,7 @@ def test_sender_isolates_one_bad_event_of_a_bulk_request(tmp_path: Path) -> None
         [_event("B1", "b@example.com"), bad],
         [_event("C1", "c@example.com")],
     ]
-    encoder = encoder_for("bulk")
+    encoder = ENDPOINTS["bulk"].encoder()
     request = encoder.rebuild(entries)
     failures = Failures(str(tmp_path / "failures.jsonl"))
     stats = SendStats()
@@ -588,7 +591,7 @@ def test_sender_isolates_one_bad_event_of_a_bulk_request(tmp_path: Path) -> None
         for e in entry:
             tracker.register(MappedOrder(e.order_id, [e], "hand-made", 1))
     with st.StandIn(api_key=KEY, bulk_limits=BULK_LIMITS) as s:
-        config = SendConfig(base_url=s.url, endpoint="bulk", windows=(Window(10, 1.0),),
+        config = SendConfig(base_url=s.url, endpoint=ENDPOINTS["bulk"], windows=(Window(10, 1.0),),
                             api_key=KEY, concurrency=2)  # fmt: skip
 
         async def go() -> None:
@@ -904,14 +907,15 @@ def test_plain_http_off_this_machine_is_refused_before_any_network_use(
 
 
 def test_giving_up_after_retries_maps_to_exit_4(tmp_path: Path) -> None:
-    encoder = encoder_for("bulk")
+    encoder = ENDPOINTS["bulk"].encoder()
     request = encoder.rebuild([[_event("G1", "g@example.com")]])
     tracker = Tracker(None, Failures(None), SendStats())
     tracker.register(MappedOrder("G1", request.events, "hand-made", 1))
     with st.StandIn(api_key=KEY, faults=st.Faults(server_error=1.0)) as s:
-        config = SendConfig(base_url=s.url, endpoint="bulk", windows=(Window(10, 1.0),),
-                            api_key=KEY, concurrency=1, max_attempts=2, backoff_base=0.01,
-                            backoff_cap=0.02)  # fmt: skip
+        config = SendConfig(base_url=s.url, endpoint=ENDPOINTS["bulk"], windows=(Window(10, 1.0),),
+                            api_key=KEY, concurrency=1,
+                            retry=RetryPolicy(max_attempts=2, backoff_base=0.01,
+                                              backoff_cap=0.02))  # fmt: skip
 
         async def go() -> None:
             async with httpx.AsyncClient(timeout=10) as client:

@@ -10,12 +10,16 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from klaviyo_backfill.encode import encoder_for
 from klaviyo_backfill.errors import AuthError, RetiredApiError
+from klaviyo_backfill.failures import Failures
+from klaviyo_backfill.klaviyo.answers import retry_after
+from klaviyo_backfill.klaviyo.client import SendConfig, Sender, SendStats, halves
+from klaviyo_backfill.klaviyo.endpoints import ENDPOINTS
+from klaviyo_backfill.klaviyo.retry import RetryPolicy
+from klaviyo_backfill.klaviyo.throttle import Limiter, Window, parse_rate_limit
 from klaviyo_backfill.model import Event
-from klaviyo_backfill.pipeline import Failures, MappedOrder
-from klaviyo_backfill.send import SendConfig, Sender, SendStats, Tracker, halves, retry_after
-from klaviyo_backfill.throttle import Limiter, Window, parse_rate_limit
+from klaviyo_backfill.orders import MappedOrder
+from klaviyo_backfill.tracker import Tracker
 
 
 def events(n: int, order: str = "1") -> list[Event]:
@@ -40,9 +44,9 @@ def run_sender(handler, batch: list[Event], endpoint: str = "bulk", **config):  
     stats = SendStats()
     tracker = Tracker(None, Failures(None), stats)
     tracker.register(MappedOrder(batch[0].order_id, batch, "f.csv", 2))
-    encoder = encoder_for(endpoint, public_key="PK")
-    cfg = SendConfig("https://a.klaviyo.test", endpoint, (Window(1000, 1.0),), api_key="pk_secret",
-                     backoff_base=0.001, **config)  # fmt: skip
+    encoder = ENDPOINTS[endpoint].encoder(public_key="PK")
+    cfg = SendConfig("https://a.klaviyo.test", ENDPOINTS[endpoint], (Window(1000, 1.0),),
+                     api_key="pk_secret", retry=RetryPolicy(backoff_base=0.001, **config))  # fmt: skip
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     sender = Sender(cfg, encoder, tracker, client)
 
@@ -159,7 +163,7 @@ def test_track_api_410_says_it_is_retired() -> None:
 
 
 def test_gives_up_after_the_attempt_cap() -> None:
-    from klaviyo_backfill.send import GaveUp
+    from klaviyo_backfill.errors import GaveUp
 
     with pytest.raises(GaveUp):
         run_sender(lambda request: httpx.Response(500), events(1), max_attempts=3)
@@ -169,7 +173,7 @@ def test_429s_use_no_attempts_but_failures_between_them_do() -> None:
     """Klaviyo pacing an account that other apps share answers 429 for a while: the request
     waits it out, however many 429s that takes (only time caps it); 5xx answers still count,
     so three failures among the 429s give up at max_attempts=3."""
-    from klaviyo_backfill.send import GaveUp
+    from klaviyo_backfill.errors import GaveUp
 
     throttled = httpx.Response(429, headers={"Retry-After": "0"})
     answers = [throttled] * 12 + [httpx.Response(500)] * 2 + [throttled] * 5

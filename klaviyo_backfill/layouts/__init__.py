@@ -1,6 +1,6 @@
 """Layouts: how the columns (CSV) or paths (JSON) of an export map onto order fields.
 
-A layout is data, a TOML file: the built-in ones live in `layouts/`, and `--mapping FILE`
+A layout is data, a TOML file: the built-in ones live in `layouts/`, and `--layout FILE`
 loads a user's. A layout may name one small hook (see `hooks.py`) for what a table
 cannot say, such as Shopify's refund transactions.
 """
@@ -13,8 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import LayoutError, UsageError
-from .values import zone
+from ..errors import LayoutError, UsageError
+from ..values import zone
 
 __all__ = [
     "ADDRESS_KEYS",
@@ -238,7 +238,7 @@ def load(path: str | Path) -> Layout:
 def builtin_layouts() -> dict[str, Layout]:
     """The layouts shipped in klaviyo_backfill/layouts/, by name."""
     found = {}
-    for entry in sorted(resources.files(__package__).joinpath("layouts").iterdir(), key=str):
+    for entry in sorted(resources.files(__package__).iterdir(), key=str):
         if entry.name.endswith(".toml"):
             layout = parse(tomllib.loads(entry.read_text("utf-8")), f"layouts/{entry.name}")
             found[layout.name] = layout

@@ -1,4 +1,4 @@
-"""Map a typed Order onto the events of Klaviyo's custom-integration guide.
+"""Events: map a typed Order onto the events of Klaviyo's custom-integration guide.
 
     Placed Order      one per order          unique_id = order id, value = order total
     Ordered Product   one per line item      unique_id = "<order id>_<line key>", value = price x qty
@@ -23,9 +23,21 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
-from .encode import dumps
+import orjson
+
 from .errors import FieldError
-from .model import Address, Event, Line, Order
+from .model import (
+    CANCELLED,
+    FULFILLED,
+    METRICS,
+    ORDERED,
+    PLACED,
+    REFUNDED,
+    Address,
+    Event,
+    Line,
+    Order,
+)
 from .values import parse_phone, quantize
 
 __all__ = [
@@ -41,9 +53,6 @@ __all__ = [
     "profile_of",
 ]
 
-PLACED, ORDERED = "Placed Order", "Ordered Product"
-FULFILLED, CANCELLED, REFUNDED = "Fulfilled Order", "Cancelled Order", "Refunded Order"
-METRICS = (PLACED, ORDERED, FULFILLED, CANCELLED, REFUNDED)
 MAX_STRING_BYTES = 100 * 1024  # Klaviyo: a string may not exceed 100 KB
 MAX_ITEMS = 4000  # Klaviyo: an array may not exceed 4,000 items
 
@@ -249,10 +258,16 @@ def _refund(order: Order) -> tuple[Decimal, datetime | None, str | None]:
     return amount, max(dated) if dated else None, "; ".join(reasons) or None
 
 
+def _json_size(value: Any) -> int:
+    """The size of `value` as the JSON Klaviyo receives (money as numbers, UTF-8 kept):
+    measured here, so the event layer needs no encoder."""
+    return len(orjson.dumps(value, default=float))
+
+
 def _fit_size(props: dict[str, Any], warnings: list[str]) -> None:
     """Cut an order's arrays so that each of its order-level events (which all carry them)
     stays within Klaviyo's 5 MB body: a long order with long product names can pass it."""
-    size = len(dumps(props))
+    size = _json_size(props)
     if size <= MAX_PROPERTIES_BYTES:
         return
     whole = {k: props[k] for k in ("Items", "ItemNames", "Categories", "Brands") if k in props}
@@ -260,7 +275,7 @@ def _fit_size(props: dict[str, Any], warnings: list[str]) -> None:
     while size > MAX_PROPERTIES_BYTES and keep > 1:
         keep = max(1, int(keep * MAX_PROPERTIES_BYTES / size * 0.95))
         props.update({k: v[:keep] for k, v in whole.items()})
-        size = len(dumps(props))
+        size = _json_size(props)
     warnings.append(f"Items cut to {keep} of {n} to keep each event within Klaviyo's 5 MB")
 
 

@@ -14,29 +14,13 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from .errors import UsageError
+from ..errors import UsageError
+from .endpoints import Window
 
-__all__ = ["DEFAULT_LIMITS", "Limiter", "Window", "parse_rate_limit"]
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    limit: int
-    seconds: float
-
-    @property
-    def margin(self) -> float:
-        # requests arrive later than they leave; keep them apart by a little more than the window
-        return max(0.05, self.seconds * 0.005)
+__all__ = ["Limiter", "Window", "parse_rate_limit"]
 
 
-DEFAULT_LIMITS = {
-    "bulk": (Window(10, 1.0), Window(150, 60.0)),
-    "single": (Window(350, 1.0), Window(3500, 60.0)),
-    "legacy": (Window(350, 1.0), Window(3500, 60.0)),
-}
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 

@@ -1,0 +1,39 @@
+"""The failures file: every rejected order or event, one JSON line each, with its reason."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import IO
+
+from .model import Rejection
+
+__all__ = ["Failures"]
+
+
+class Failures:
+    """The failures file: one JSON line per rejected order or event, opened on first use.
+
+    It lists this run's rejections (a resumed run writes the earlier ones again first): a file
+    left by an earlier run goes at once, so a clean rerun leaves none behind."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.count = 0
+        self._fh: IO[str] | None = None
+        if path is not None and os.path.isfile(path):
+            os.unlink(path)
+
+    def write(self, rejection: Rejection) -> None:
+        self.count += 1
+        if self.path is None:
+            return
+        if self._fh is None:
+            self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+        self._fh.write(json.dumps(rejection.as_json(), ensure_ascii=False) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

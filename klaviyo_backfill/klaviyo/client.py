@@ -1,0 +1,315 @@
+"""Send encoded requests to Klaviyo: concurrent, throttled, retried; each answer settled.
+
+    feeder (one thread: read -> map -> encode)  ->  queue  ->  N workers  ->  Klaviyo
+                                                                  |
+                                              settler (the checkpoint, after each answer)
+
+Retried (klaviyo/retry.py): 429 (the whole sender pauses for Retry-After, or the wait the
+body names), 5xx, connection errors and timeouts. Not retried: 400/413/422 (the offending
+events are isolated and reported, the rest resent), 401/403 and 410 (the run stops).
+This module knows requests and answers only: what an acknowledgement means for an order
+is the `Settler`'s business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from .. import __version__
+from ..encode import Encoder, Request
+from ..errors import AuthError, BackfillError, GaveUp, RetiredApiError, SendError, UsageError
+from ..model import Event
+from .answers import detail, json_api_errors, retry_after
+from .endpoints import DEFAULT_REVISION, Endpoint, Window
+from .retry import Attempts, Retry, RetryPolicy
+from .throttle import Limiter
+
+__all__ = [
+    "SendConfig",
+    "SendStats",
+    "Sender",
+    "Settler",
+    "client_for",
+    "halves",
+    "loopback_only",
+]
+
+log = logging.getLogger("klaviyo_backfill.client")
+
+
+@dataclass(frozen=True)
+class SendConfig:
+    base_url: str
+    endpoint: Endpoint
+    windows: tuple[Window, ...]
+    api_key: str | None = field(default=None, repr=False)
+    public_key: str | None = field(default=None, repr=False)
+    revision: str = DEFAULT_REVISION
+    concurrency: int = 10
+    timeout: float = 60.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @property
+    def url(self) -> str:
+        return self.base_url.rstrip("/") + self.endpoint.path
+
+    def headers(self) -> dict[str, str]:
+        headers = {"User-Agent": f"klaviyo-backfill/{__version__}"}
+        if self.endpoint.versioned:
+            headers.update(
+                {
+                    "Authorization": f"Klaviyo-API-Key {self.api_key}",
+                    "revision": self.revision,
+                    "Content-Type": "application/vnd.api+json",
+                    "Accept": "application/vnd.api+json",
+                }
+            )
+        return headers
+
+
+@dataclass
+class SendStats:
+    requests: int = 0
+    acknowledged: int = 0  # requests
+    events_sent: Counter[str] = field(default_factory=Counter)
+    events_rejected: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    retry_causes: Counter[str] = field(default_factory=Counter)
+    throttled: int = 0
+    orders_sent: int = 0
+    orders_with_rejections: int = 0
+
+
+class Settler(Protocol):
+    """Told of every event's fate, once: taken by Klaviyo, or refused with a reason."""
+
+    stats: SendStats
+
+    def settle(self, sent: list[Event], rejected: list[tuple[Event, str]]) -> None: ...
+
+
+def halves(entries: list[list[Event]]) -> tuple[list[list[Event]], list[list[Event]]]:
+    """Split a request's events in two, keeping each profile's events together where it can."""
+    flat = [(i, e) for i, entry in enumerate(entries) for e in entry]
+    middle = len(flat) // 2
+
+    def group(part: list[tuple[int, Event]]) -> list[list[Event]]:
+        out: list[list[Event]] = []
+        last = -1
+        for i, event in part:
+            if i != last:
+                out.append([])
+                last = i
+            out[-1].append(event)
+        return out
+
+    return group(flat[:middle]), group(flat[middle:])
+
+
+class Sender:
+    def __init__(
+        self, config: SendConfig, encoder: Encoder, settler: Settler, client: httpx.AsyncClient
+    ) -> None:
+        self.config, self.encoder, self.settler, self.client = config, encoder, settler, client
+        self.stats = settler.stats
+        self.limiter = Limiter(config.windows)
+        self.stop = asyncio.Event()
+        self.fatal: BackfillError | None = None
+        self.url = config.url
+        self.headers = config.headers()
+        self.on_progress: Callable[[], None] = lambda: None
+
+    # ------------------------------------------------------------ the run
+
+    async def run(self, requests: Iterator[Request]) -> None:
+        # requests ready to go: enough to keep every worker busy, few enough to bound memory
+        queue: asyncio.Queue[Request | None] = asyncio.Queue(maxsize=self.config.concurrency)
+        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.config.concurrency)]
+        try:
+            await self._feed(requests, queue)
+        finally:
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        if self.fatal is not None:
+            raise self.fatal
+
+    async def _feed(
+        self, requests: Iterator[Request], queue: asyncio.Queue[Request | None]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(1, thread_name_prefix="read") as pool:
+            while not self.stop.is_set():
+                request = await loop.run_in_executor(pool, next, requests, None)
+                if request is None:
+                    return
+                await queue.put(request)
+
+    async def _worker(self, queue: asyncio.Queue[Request | None]) -> None:
+        while (request := await queue.get()) is not None:
+            if not self.stop.is_set():
+                await self.deliver(request)
+
+    def halt(self, error: BackfillError | None = None) -> None:
+        if error is not None and self.fatal is None:
+            self.fatal = error
+        self.stop.set()
+
+    # ------------------------------------------------------------ one request
+
+    async def deliver(self, request: Request) -> None:
+        what = f"a request of {len(request.events)} events ({len(request.body):,} bytes)"
+        attempts = Attempts(self.config.retry, what)
+        while not self.stop.is_set():
+            attempts.tries += 1
+            await self.limiter.acquire()
+            try:
+                await self._attempt(request)
+                return
+            except Retry as retry:
+                self.stats.retries += 1
+                self.stats.retry_causes[retry.cause] += 1
+                try:
+                    wait = attempts.wait_after(retry)
+                except GaveUp as exc:
+                    self.halt(exc)
+                    return
+                self.on_progress()
+                await asyncio.sleep(wait)
+
+    async def _post(self, request: Request) -> httpx.Response:
+        self.stats.requests += 1
+        if self.config.endpoint.versioned:
+            return await self.client.post(self.url, content=request.body, headers=self.headers)
+        data = base64.b64encode(request.body).decode()
+        if len(data) < 6000:
+            return await self.client.get(self.url, params={"data": data}, headers=self.headers)
+        return await self.client.post(
+            self.url, data={"data": request.body.decode()}, headers=self.headers
+        )
+
+    async def _attempt(self, request: Request) -> None:
+        started = time.monotonic()
+        try:
+            response = await self._post(request)
+            self.limiter.observe(time.monotonic() - started)
+        except httpx.TimeoutException as exc:
+            raise Retry(f"timeout ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise Retry(f"connection error ({type(exc).__name__})") from None
+        await self._answer(request, response)
+
+    async def _answer(self, request: Request, response: httpx.Response) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            self._acknowledged(request, response)
+        elif status == 429:
+            self.stats.throttled += 1
+            wait = retry_after(response)
+            self.limiter.pause(wait if wait is not None else self.config.retry.backoff_base * 4)
+            raise Retry("429 throttled", wait, throttled=True)
+        elif status >= 500:
+            raise Retry(f"HTTP {status}")
+        elif status in (401, 403):
+            self.halt(AuthError(
+                f"Klaviyo refused the API key (HTTP {status}).",
+                "Check KLAVIYO_API_KEY (or --api-key): a private key (pk_...) with the events:write scope.",
+            ))  # fmt: skip
+        elif status == 410:
+            self.halt(RetiredApiError(
+                "Klaviyo answered 410 Gone: the Track API was retired on 2024-06-30.",
+                "Use --endpoint bulk (the default), which replaces it.",
+            ))  # fmt: skip
+        elif status in (400, 413, 422):
+            await self._isolate(request, response)
+        else:
+            self.halt(SendError(f"Klaviyo answered HTTP {status} to {self.url}"))
+
+    def _acknowledged(self, request: Request, response: httpx.Response) -> None:
+        if not self.config.endpoint.acknowledged(response.text):
+            self.settler.settle([], [(e, "Track API answered 0") for e in request.events])
+        else:
+            self.stats.acknowledged += 1
+            self.settler.settle(request.events, [])
+        self.on_progress()
+
+    async def _isolate(self, request: Request, response: httpx.Response) -> None:
+        """Reject the events Klaviyo named, and send the rest again."""
+        errors = json_api_errors(response)
+        details = "; ".join(detail(e) for e in errors) or f"HTTP {response.status_code}"
+        if len(request.events) == 1:
+            self.settler.settle([], [(request.events[0], details)])
+            return
+        bad = self._pointed(request, errors) if response.status_code != 413 else {}
+        if not bad:
+            log.info("isolating: Klaviyo refused a request of %d events (%s) without naming "
+                     "them: sending it again in two halves", len(request.events), details[:200])  # fmt: skip
+            for part in halves(request.entries):
+                await self.deliver(self.encoder.rebuild(part))
+            return
+        rejected = [(e, reason) for e, reason in bad.values()]
+        log.info("isolating: Klaviyo refused %d of %d events; resending the rest",
+                 len(rejected), len(request.events))  # fmt: skip
+        self.settler.settle([], rejected)
+        keep = [[e for e in entry if id(e) not in bad] for entry in request.entries]
+        keep = [entry for entry in keep if entry]
+        if keep:
+            await self.deliver(self.encoder.rebuild(keep))
+
+    def _pointed(
+        self, request: Request, errors: list[dict[str, Any]]
+    ) -> dict[int, tuple[Event, str]]:
+        bad: dict[int, tuple[Event, str]] = {}
+        pattern = self.config.endpoint.pointer
+        if pattern is None:
+            return bad
+        for error in errors:
+            pointer = str((error.get("source") or {}).get("pointer") or "")
+            match = pattern.match(pointer)
+            if match is None:
+                return {}  # an error we cannot place: fall back to splitting
+            i = int(match.group(1))
+            if i >= len(request.entries):
+                return {}
+            entry = request.entries[i]
+            if match.group(2) is None:
+                targets = entry
+            elif int(match.group(2)) < len(entry):
+                targets = [entry[int(match.group(2))]]
+            else:
+                return {}
+            for event in targets:
+                bad[id(event)] = (event, detail(error))
+        return bad
+
+
+def loopback_only(url: str) -> None:
+    """TLS always; plain http:// only to this machine (tests, a local stand-in)."""
+    parsed = httpx.URL(url)
+    if parsed.scheme == "https":
+        return
+    if parsed.scheme == "http" and parsed.host in ("127.0.0.1", "localhost", "::1"):
+        return
+    raise UsageError(
+        f"refusing to send to {parsed.scheme}://{parsed.host}: only https:// (or http:// to "
+        "127.0.0.1/localhost for tests) is allowed",
+    )
+
+
+def client_for(config: SendConfig) -> httpx.AsyncClient:
+    limits = httpx.Limits(
+        max_connections=config.concurrency, max_keepalive_connections=config.concurrency
+    )
+    timeout = httpx.Timeout(config.timeout, connect=10.0)
+    return httpx.AsyncClient(timeout=timeout, limits=limits, verify=True, follow_redirects=False)

@@ -1,0 +1,114 @@
+"""Klaviyo's APIs as data: one `Endpoint` per API this tool speaks, and the revision it sends.
+
+    bulk     POST /api/event-bulk-create-jobs   10/s, 150/min   5 in flight   (the default)
+    single   POST /api/events                   350/s, 3500/min 50 in flight
+    legacy   GET  /api/track?data=<base64>      the retired v1 Track API (no revision header)
+
+Everything that differs between them lives here, so no other module branches on a name:
+its path and rate windows, how many requests go at once, how its body is encoded, how an
+acknowledgement and an error's JSON pointer are read, and the first revision that takes
+its backfill flag. Light to import (no HTTP, no JSON): the command line reads its names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..encode import Encoder
+
+__all__ = [
+    "BACKFILL_REVISION",
+    "BULK",
+    "DEFAULT_REVISION",
+    "ENDPOINTS",
+    "LEGACY",
+    "SINGLE",
+    "Endpoint",
+    "Window",
+]
+
+DEFAULT_REVISION = "2026-07-15"  # the API revision this version is written against
+BACKFILL_REVISION = "2026-04-15"  # the first revision with the backfill flag
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A rate window: at most `limit` requests in any `seconds`."""
+
+    limit: int
+    seconds: float
+
+    @property
+    def margin(self) -> float:
+        # requests arrive later than they leave; keep them apart by a little more than the window
+        return max(0.05, self.seconds * 0.005)
+
+
+def _bulk_encoder(backfill: bool, public_key: str | None) -> Encoder:
+    from ..encode import BulkEncoder
+
+    return BulkEncoder(backfill, public_key)
+
+
+def _single_encoder(backfill: bool, public_key: str | None) -> Encoder:
+    from ..encode import SingleEncoder
+
+    return SingleEncoder(backfill, public_key)
+
+
+def _legacy_encoder(backfill: bool, public_key: str | None) -> Encoder:
+    from ..encode import LegacyEncoder
+
+    return LegacyEncoder(backfill, public_key)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    path: str
+    windows: tuple[Window, ...]  # Klaviyo's published limits, per account
+    concurrency: int  # requests in flight by default
+    make_encoder: Callable[[bool, str | None], Encoder]
+    versioned: bool = True  # the v3 API: private key, revision header, JSON:API bodies
+    pointer: re.Pattern[str] | None = None  # an error's source.pointer -> (entry, event)
+
+    def encoder(self, backfill: bool = True, public_key: str | None = None) -> Encoder:
+        return self.make_encoder(backfill, public_key)
+
+    def acknowledged(self, text: str) -> bool:
+        """Whether a 2xx answer's body says the events were taken (the Track API answers
+        200 with "0" for a payload it dropped)."""
+        return self.versioned or text.strip() == "1"
+
+    @property
+    def revision_floor(self) -> str | None:
+        """The first revision that takes this endpoint's backfill flag (None: no revision)."""
+        return BACKFILL_REVISION if self.versioned else None
+
+
+BULK = Endpoint(
+    "bulk",
+    "/api/event-bulk-create-jobs",
+    (Window(10, 1.0), Window(150, 60.0)),
+    5,
+    _bulk_encoder,
+    pointer=re.compile(
+        r"^/data/attributes/events-bulk-create/data/(\d+)(?:/attributes/events/data/(\d+))?"
+    ),
+)
+SINGLE = Endpoint(
+    "single", "/api/events", (Window(350, 1.0), Window(3500, 60.0)), 50, _single_encoder
+)
+LEGACY = Endpoint(
+    "legacy",
+    "/api/track",
+    (Window(350, 1.0), Window(3500, 60.0)),
+    50,
+    _legacy_encoder,
+    versioned=False,
+)
+ENDPOINTS = {endpoint.name: endpoint for endpoint in (BULK, SINGLE, LEGACY)}

@@ -1,0 +1,71 @@
+"""The retry policy: what a failed try costs, how long to wait, and when to give up.
+
+Retried (by the client): 429, 5xx, connection errors and timeouts. A 429 is Klaviyo pacing
+the account (which other apps share), not a failure: it waits as told and uses no attempt,
+only time. Anything else waits a jittered exponential backoff. A request gives up after
+`max_attempts` failed tries or `max_seconds` since its first, whichever comes first.
+Every retry is logged (logger `klaviyo_backfill.retry`) with its cause and wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import GaveUp
+
+__all__ = ["Attempts", "Retry", "RetryPolicy"]
+
+log = logging.getLogger("klaviyo_backfill.retry")
+
+
+class Retry(Exception):
+    """This try failed in a way worth another: why, and the wait Klaviyo asked for."""
+
+    def __init__(self, cause: str, wait: float | None = None, throttled: bool = False) -> None:
+        super().__init__(cause)
+        self.cause, self.wait, self.throttled = cause, wait, throttled
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 10
+    max_seconds: float = 900.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: a uniform wait up to base x 2^attempt, capped."""
+        return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
+
+
+class Attempts:
+    """One request's tries under a policy."""
+
+    def __init__(
+        self, policy: RetryPolicy, what: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.policy, self.what, self.clock = policy, what, clock
+        self.started = clock()
+        self.tries = 0
+        self.failed = 0  # tries that were not a 429
+
+    def wait_after(self, retry: Retry) -> float:
+        """The wait before the next try; GaveUp when the policy allows none."""
+        policy = self.policy
+        self.failed += not retry.throttled
+        elapsed = self.clock() - self.started
+        if self.failed >= policy.max_attempts or elapsed >= policy.max_seconds:
+            log.warning("giving up on %s after %d tries over %.0f s (last: %s)",
+                        self.what, self.tries, elapsed, retry.cause)  # fmt: skip
+            raise GaveUp(
+                f"gave up after {self.tries} tries over {elapsed:.0f} s (last: {retry.cause})",
+                "Progress is saved: rerun with --resume when Klaviyo answers again.",
+            )
+        wait = retry.wait if retry.wait is not None else policy.backoff(self.failed)
+        log.info("retry %s after try %d (%s): waiting %.2f s",
+                 self.what, self.tries, retry.cause, wait)  # fmt: skip
+        return wait

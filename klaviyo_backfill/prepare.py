@@ -1,0 +1,84 @@
+"""Prepare one order: convert, map and encode it, with nothing but the order itself.
+
+Pure, so it can be done in any process and in any order (parallel.py prepares large CSV
+exports on every core); what depends on the orders before it (duplicates, the checkpoint,
+--limit, the summary) is settled in file order by orders.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .convert import Converter
+from .encode import Encoder, Part
+from .errors import FieldError
+from .events import map_order
+from .job import Filters
+from .model import Event, Position, RawOrder
+from .summary import Tally
+
+__all__ = ["Prepared", "position", "prepare", "raw_id"]
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One order after the work that needs nothing but the order: convert, map, encode.
+
+    What depends on the orders before it is settled by `orders._Mapper.settle`.
+    """
+
+    source: str
+    line: int
+    at: Position
+    after: Position
+    raw_id: str | None  # the id as read: what duplicates are found by
+    key: str = ""  # the order's id once converted
+    rejected: tuple[str, str, str] | None = None  # field, reason, message
+    outside: bool = False  # outside --since/--until
+    lines: int = 0
+    warnings: list[str] = field(default_factory=list)
+    tally: Tally | None = None
+    events: list[Event] = field(default_factory=list)  # empty when prepared elsewhere
+    parts: list[Part] = field(default_factory=list)
+
+
+def raw_id(raw: RawOrder) -> str | None:
+    value = raw.get("id")
+    return (None if value is None else str(value).strip()) or None
+
+
+def prepare(
+    raw: RawOrder, converter: Converter, filters: Filters, index: int, encoder: Encoder | None
+) -> Prepared:
+    """Convert, map and (given an encoder) encode one order; a FieldError becomes `rejected`."""
+    at, after = position(index, raw)
+    prepared = Prepared(raw.source, raw.line, at, after, raw_id(raw))
+    try:
+        order = converter.order(raw)
+        if not _in_window(order.created_at, filters):
+            prepared.outside = True
+            return prepared
+        events = map_order(order)
+    except FieldError as exc:
+        prepared.rejected = (exc.field, exc.reason, str(exc))
+        return prepared
+    prepared.key, prepared.lines, prepared.warnings = order.id, len(order.lines), order.warnings
+    prepared.tally = Tally.of(events)
+    prepared.events = events
+    if encoder is not None:
+        prepared.parts = encoder.parts(events)
+    return prepared
+
+
+def position(index: int, raw: RawOrder) -> tuple[Position, Position]:
+    """Resume points before and after an order: exact for CSV, the file's start for JSON."""
+    if raw.end is None:
+        return (index, 0), (index, 0)
+    return (index, raw.offset), (index, raw.end)
+
+
+def _in_window(when: datetime, filters: Filters) -> bool:
+    if filters.since is not None and when < filters.since:
+        return False
+    return not (filters.until is not None and when >= filters.until)
