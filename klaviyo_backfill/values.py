@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import re
 import warnings
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
@@ -26,6 +26,7 @@ __all__ = [
     "minor_units",
     "parse_email",
     "parse_money",
+    "parse_period",
     "parse_phone",
     "parse_quantity",
     "parse_time",
@@ -240,6 +241,11 @@ def read_time(text: str) -> tuple[datetime, tuple[str, ...]]:
     return moment, tuple(missing)
 
 
+# What read_time may find missing in a date that stands for a span: a moment (nothing), a
+# day (its time), a month (its day), a year (its month).
+_PERIODS = ((), ("time",), ("day", "time"), ("month", "day", "time"))
+
+
 def _none_of(parts: tuple[str, ...]) -> str:
     """'no day', 'no year or month', 'no year, month or day'."""
     return "no " + (parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} or {parts[-1]}")
@@ -271,6 +277,39 @@ def parse_time(
     if moment.tzinfo is None or moment.utcoffset() is None:
         return moment.replace(tzinfo=default_zone), True
     return moment, False
+
+
+def parse_period(text: str, field: str, default_zone: tzinfo) -> tuple[datetime, datetime]:
+    """The span a date stands for: a year (`2024`), a month (`2024-03`, `March 2024`) or a day
+    (`2024-03-05`), as its first moment and the first moment after it, in `default_zone`
+    unless the text has an offset; a moment (`2024-03-05 14:30`) spans nothing (start ==
+    end). FieldError for a text without a year, or a day without a month, or a time without
+    a day (`Monday`, `March`, `Dec 5`, `12`): nothing is completed from today."""
+    try:
+        moment, missing = read_time(text)
+    except (ValueError, OverflowError, TypeError):
+        raise FieldError(field, text, "not a date") from None
+    if missing not in _PERIODS:
+        date_parts = tuple(part for part in missing if part != "time")
+        raise FieldError(field, text, f"not a date: it has {_none_of(date_parts)}")
+    aware = moment.tzinfo is not None and moment.utcoffset() is not None
+    tz = moment.tzinfo if aware else default_zone
+    if not missing:
+        moment = moment.replace(tzinfo=tz)
+        return moment, moment
+    year, month, day = moment.year, moment.month, moment.day
+    try:
+        if missing == ("time",):
+            start = date(year, month, day)
+            end = start + timedelta(days=1)
+        elif missing == ("day", "time"):
+            start = date(year, month, 1)
+            end = date(year + 1, 1, 1) if month == 12 else date(year, month + 1, 1)
+        else:
+            start, end = date(year, 1, 1), date(year + 1, 1, 1)
+    except (ValueError, OverflowError):  # the end of 9999
+        raise FieldError(field, text, "not a date") from None
+    return datetime.combine(start, time(), tz), datetime.combine(end, time(), tz)
 
 
 def parse_email(value: Any) -> str | None:

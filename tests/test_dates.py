@@ -1,8 +1,9 @@
 """Dates that leave out a part: never completed from today.
 
 dateutil fills what a text does not say from today's date, so `2024` read as this day of 2024
-and `Monday` as the coming Monday: orders went out with made-up dates. An export's time needs
-a year, a month and a day, or it rejects its order.
+and `Monday` as the coming Monday: orders went out with made-up dates, and --since/--until
+chose the wrong ones. An export's time needs a year, a month and a day or rejects its order;
+on the command line a year, month or day is a period, and anything less is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from klaviyo_backfill.cli import main
-from klaviyo_backfill.errors import FieldError
+from klaviyo_backfill.errors import FieldError, UsageError
+from klaviyo_backfill.job import parse_when
 from klaviyo_backfill.values import parse_time, read_time
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -91,6 +93,61 @@ def test_read_time_names_what_the_text_leaves_out() -> None:
         read_time("someday")
 
 
+# --- --since and --until ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "since", "until"),
+    [
+        ("2024", datetime(2024, 1, 1), datetime(2025, 1, 1)),
+        ("March 2024", datetime(2024, 3, 1), datetime(2024, 4, 1)),
+        ("2024-03", datetime(2024, 3, 1), datetime(2024, 4, 1)),
+        ("2024-12", datetime(2024, 12, 1), datetime(2025, 1, 1)),
+        ("2024-02-29", datetime(2024, 2, 29), datetime(2024, 3, 1)),
+        ("2024-03-05", datetime(2024, 3, 5), datetime(2024, 3, 6)),
+        ("2024-12-31", datetime(2024, 12, 31), datetime(2025, 1, 1)),
+        ("2024-03-10", datetime(2024, 3, 10), datetime(2024, 3, 11)),  # 23 hours in New York
+        ("2024-03-05 14:30", datetime(2024, 3, 5, 14, 30), datetime(2024, 3, 5, 14, 30)),
+        ("2024-03-05T00:00", datetime(2024, 3, 5), datetime(2024, 3, 5)),  # a moment
+    ],
+)
+def test_a_period_is_its_start_for_since_and_its_end_for_until(
+    text: str, since: datetime, until: datetime
+) -> None:
+    """In the run's zone; --until keeps the orders before the moment it returns."""
+    assert parse_when(text, "--since", NEW_YORK) == since.replace(tzinfo=NEW_YORK)
+    assert parse_when(text, "--until", NEW_YORK) == until.replace(tzinfo=NEW_YORK)
+    assert parse_when(text, "--since", NEW_YORK).tzinfo is NEW_YORK  # type: ignore[union-attr]
+
+
+def test_an_offset_in_the_value_wins_over_the_zone() -> None:
+    moment = parse_when("2024-03-05 10:00 +02:00", "--until", NEW_YORK)
+    assert moment == datetime(2024, 3, 5, 8, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("Monday", "it has no year, month or day"),
+        ("12", "it has no year or month"),
+        ("March", "it has no year or day"),
+        ("Dec 5", "it has no year"),
+        ("2024 10:00", "it has no month or day"),
+        ("someday", None),
+        ("", None),
+    ],
+)
+@pytest.mark.parametrize("option", ["--since", "--until"])
+def test_less_than_a_year_on_the_command_line_is_refused(
+    option: str, text: str, why: str | None
+) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_when(text, option, UTC)
+    expected = f"{option} {text!r} is not a date" + ("" if why is None else f": {why}")
+    assert caught.value.message == expected
+    assert caught.value.hint and "2024-03" in caught.value.hint
+
+
 # --- through the command line -----------------------------------------------------------
 
 
@@ -121,6 +178,67 @@ def _dry_run(
     ]
     rejected = [json.loads(line) for line in failures.read_text().splitlines()] if failures.exists() else []  # fmt: skip
     return code, sent, rejected
+
+
+def test_since_a_year_takes_the_whole_year(tmp_path: Path) -> None:
+    code, sent, _ = _dry_run(
+        tmp_path,
+        {
+            "#old": "2023-12-31 23:59:59 +0000",
+            "#first": "2024-01-01 00:00:00 +0000",
+            "#feb": "2024-02-01 12:00:00 +0000",
+            "#dec": "2024-12-31 12:00:00 +0000",
+        },
+        "--since", "2024",
+    )  # fmt: skip
+    assert code == 0
+    assert sent == ["#first", "#feb", "#dec"]
+
+
+def test_until_a_year_keeps_all_of_it(tmp_path: Path) -> None:
+    code, sent, _ = _dry_run(
+        tmp_path,
+        {
+            "#feb": "2024-02-01 12:00:00 +0000",
+            "#dec": "2024-12-31 12:00:00 +0000",
+            "#last": "2024-12-31 23:59:59 +0000",
+            "#new": "2025-01-01 00:00:00 +0000",
+        },
+        "--until", "2024",
+    )  # fmt: skip
+    assert code == 0
+    assert sent == ["#feb", "#dec", "#last"]
+
+
+def test_a_month_or_a_day_is_a_period_in_the_runs_zone(tmp_path: Path) -> None:
+    orders = {
+        "#feb": "2024-02-29 23:00:00",
+        "#mar1": "2024-03-01 00:00:00",
+        "#mar5": "2024-03-05 18:00:00",
+        "#mar31": "2024-03-31 23:59:00",
+        "#apr": "2024-04-01 00:00:00",
+    }
+    new_york = ("--timezone", "America/New_York")
+    assert _dry_run(tmp_path, orders, "--since", "March 2024", "--until", "2024-03", *new_york)[
+        1
+    ] == ["#mar1", "#mar5", "#mar31"]
+    assert _dry_run(tmp_path, orders, "--since", "2024-03-05", "--until", "2024-03-05")[1] == [
+        "#mar5"
+    ]
+    assert _dry_run(tmp_path, orders, "--until", "2024-03-05 18:00")[1] == ["#feb", "#mar1"]
+
+
+@pytest.mark.parametrize("option", ["--since", "--until"])
+@pytest.mark.parametrize("value", ["Monday", "12", "March", "Dec 5"])
+def test_a_date_without_a_year_on_the_command_line_exits_2(
+    tmp_path: Path, option: str, value: str
+) -> None:
+    export = tmp_path / "orders.csv"
+    export.write_text(HEADER + "\n#1,a@example.com,paid,USD,5.00,2024-02-01,1,Tee,5.00\n")
+    code, out = _run("send", str(export), "--dry-run", option, value)
+    assert code == 2
+    assert f"{option} {value!r} is not a date: it has no year" in out
+    assert "Traceback" not in out
 
 
 def test_orders_dated_without_a_day_month_and_year_are_rejected_and_the_rest_sent(
