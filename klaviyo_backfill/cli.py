@@ -132,8 +132,16 @@ def input_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="IANA zone for times without an offset.",
         ),
         click.option("--currency", help="Currency for exports without a currency column."),
-        click.option("--since", help="Only orders at or after this date."),
-        click.option("--until", help="Only orders before this date."),
+        click.option(
+            "--since",
+            help="Only orders at or after this moment; a year, month or day (2024, 2024-03, "
+            "2024-03-05) from its start.",
+        ),
+        click.option(
+            "--until",
+            help="Only orders before this moment; a year, month or day (2024, 2024-03, "
+            "2024-03-05) through its end.",
+        ),
         click.option("--limit", type=click.IntRange(min=1), help="Only the first N orders."),
         click.option(
             "--jobs",

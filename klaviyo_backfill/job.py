@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from .convert import Settings, earliest_for
-from .errors import UsageError
+from .errors import FieldError, UsageError
 from .klaviyo.endpoints import BACKFILL_REVISION, BULK, DEFAULT_REVISION, ENDPOINTS, Endpoint
 from .klaviyo.throttle import parse_rate_limit
 from .layouts import Layout, builtin_layouts, load
 from .options import InputOptions, SendOptions
 from .read import Input, detect_layout, expand_paths, load_side_lines, sniff_kind
-from .values import parse_time, zone
+from .values import parse_period, zone
 
 __all__ = [
     "Filters",
@@ -36,6 +36,10 @@ class Filters:
     since: datetime | None = None
     until: datetime | None = None
     limit: int | None = None
+
+_WHEN_HINT = (
+    "Give a year (2024), a month (2024-03), a day (2024-03-05) or a moment (2024-03-05 14:30)."
+)
 
 
 @dataclass(frozen=True)
@@ -74,13 +78,20 @@ class Job:
 
 
 def parse_when(value: str | None, option: str, tz: tzinfo) -> datetime | None:
+    """The moment --since or --until stands for, in `tz` unless the value has an offset.
+
+    A year, month or day (`2024`, `2024-03`, `2024-03-05`) is a period: --since is its first
+    moment (orders at or after it pass), --until the first moment after it (orders before it
+    pass), so `--since 2024 --until 2024` is the orders of 2024. A value with a time of day
+    is that moment for both. A value without a year (`Monday`, `March`, `Dec 5`) is refused,
+    never completed from today."""
     if value is None:
         return None
     try:
-        parsed = parse_time(value, option, tz)
-    except ValueError:
-        raise UsageError(f"{option} {value!r} is not a date", "Use e.g. 2023-01-31.") from None
-    return None if parsed is None else parsed[0]
+        start, end = parse_period(value.strip(), option, tz)
+    except FieldError as exc:
+        raise UsageError(f"{option} {value!r} is {exc.reason}", _WHEN_HINT) from None
+    return end if option == "--until" else start
 
 
 def _layout_for(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import re
 import warnings
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
@@ -26,11 +26,13 @@ __all__ = [
     "minor_units",
     "parse_email",
     "parse_money",
+    "parse_period",
     "parse_phone",
     "parse_quantity",
     "parse_time",
     "quantize",
     "quantum",
+    "read_time",
     "zone",
 ]
 
@@ -85,6 +87,13 @@ _ZONE_NAMES = {
         "AKST": -9, "AKDT": -8, "HST": -10, "AEST": 10, "AEDT": 11, "JST": 9,
     }.items()
 }  # fmt: skip
+
+
+# The defaults read_time gives dateutil. No part of one may be read as the other's: each
+# year (both leap years) and month (both of 31 days) apart, each day a week or more from the
+# other's (a weekday moves a missing day up to six days on), midnight in the first.
+_PROBE = datetime(2000, 1, 3)
+_OTHER_PROBE = datetime(2004, 3, 17, 1)
 
 
 def clean(value: Any, unescape: bool = False) -> str | None:
@@ -205,23 +214,102 @@ def _fast_time(text: str) -> datetime | None:
     )  # fmt: skip
 
 
+def read_time(text: str) -> tuple[datetime, tuple[str, ...]]:
+    """What dateutil reads in `text`, and the parts of a moment it does not give, of "year",
+    "month", "day" and "time" (a day without a time reads as its midnight).
+
+    dateutil fills what a text leaves out from a default, today's date unless told: `2024`
+    would read as this day of 2024, `Monday` as the coming Monday. Read with a default no
+    date can be mistaken for (year, month and day each) and, where the result could still be
+    that default's, with a second one: a part that differs between the two readings came
+    from the default. Raises ValueError or OverflowError when dateutil reads no date at all.
+    """
+    moment = dateutil_parser.parse(text, default=_PROBE, tzinfos=_ZONE_NAMES)
+    if (
+        moment.year != _PROBE.year
+        and moment.month != _PROBE.month
+        and not _PROBE.day <= moment.day < _PROBE.day + 7  # a weekday moves a missing day on
+        and moment.hour != 0
+    ):
+        return moment, ()  # no part of it can have come from the default
+    other = dateutil_parser.parse(text, default=_OTHER_PROBE, tzinfos=_ZONE_NAMES)
+    missing = [
+        part for part in ("year", "month", "day") if getattr(moment, part) != getattr(other, part)
+    ]
+    if moment.hour != other.hour:
+        missing.append("time")
+    return moment, tuple(missing)
+
+
+# What read_time may find missing in a date that stands for a span: a moment (nothing), a
+# day (its time), a month (its day), a year (its month).
+_PERIODS = ((), ("time",), ("day", "time"), ("month", "day", "time"))
+
+
+def _none_of(parts: tuple[str, ...]) -> str:
+    """'no day', 'no year or month', 'no year, month or day'."""
+    return "no " + (parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} or {parts[-1]}")
+
+
 def parse_time(
     value: Any, field: str, default_zone: tzinfo, date_format: str | None = None
 ) -> tuple[datetime, bool] | None:
-    """An aware datetime, and whether it was naive (read in `default_zone`)."""
+    """An aware datetime, and whether it was naive (read in `default_zone`).
+
+    A value without a year, a month and a day (`2024`, `June 2020`, `Monday`, `12`) is no
+    moment of an order: FieldError, never a date completed from today."""
     text = clean(value)
     if text is None:
         return None
+    missing: tuple[str, ...] = ()
     try:
         if date_format is not None:
             moment = datetime.strptime(text, date_format)
+        elif (fast := _fast_time(text)) is not None:
+            moment = fast
         else:
-            moment = _fast_time(text) or dateutil_parser.parse(text, tzinfos=_ZONE_NAMES)
+            moment, missing = read_time(text)
     except (ValueError, OverflowError, TypeError):
         raise FieldError(field, value, "not a date and time") from None
+    if missing and missing != ("time",):
+        date_parts = tuple(part for part in missing if part != "time")
+        raise FieldError(field, value, f"not a full date: {_none_of(date_parts)}")
     if moment.tzinfo is None or moment.utcoffset() is None:
         return moment.replace(tzinfo=default_zone), True
     return moment, False
+
+
+def parse_period(text: str, field: str, default_zone: tzinfo) -> tuple[datetime, datetime]:
+    """The span a date stands for: a year (`2024`), a month (`2024-03`, `March 2024`) or a day
+    (`2024-03-05`), as its first moment and the first moment after it, in `default_zone`
+    unless the text has an offset; a moment (`2024-03-05 14:30`) spans nothing (start ==
+    end). FieldError for a text without a year, or a day without a month, or a time without
+    a day (`Monday`, `March`, `Dec 5`, `12`): nothing is completed from today."""
+    try:
+        moment, missing = read_time(text)
+    except (ValueError, OverflowError, TypeError):
+        raise FieldError(field, text, "not a date") from None
+    if missing not in _PERIODS:
+        date_parts = tuple(part for part in missing if part != "time")
+        raise FieldError(field, text, f"not a date: it has {_none_of(date_parts)}")
+    aware = moment.tzinfo is not None and moment.utcoffset() is not None
+    tz = moment.tzinfo if aware else default_zone
+    if not missing:
+        moment = moment.replace(tzinfo=tz)
+        return moment, moment
+    year, month, day = moment.year, moment.month, moment.day
+    try:
+        if missing == ("time",):
+            start = date(year, month, day)
+            end = start + timedelta(days=1)
+        elif missing == ("day", "time"):
+            start = date(year, month, 1)
+            end = date(year + 1, 1, 1) if month == 12 else date(year, month + 1, 1)
+        else:
+            start, end = date(year, 1, 1), date(year + 1, 1, 1)
+    except (ValueError, OverflowError):  # the end of 9999
+        raise FieldError(field, text, "not a date") from None
+    return datetime.combine(start, time(), tz), datetime.combine(end, time(), tz)
 
 
 def parse_email(value: Any) -> str | None:
