@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -161,7 +162,18 @@ def test_output_dash_puts_bodies_on_stdout_and_the_report_on_stderr(
 
 
 def test_limit_takes_the_first_n_orders(shop: Path, tmp_path: Path) -> None:
-    assert len(placed(tmp_path, str(shop), "--limit", "3")) == 3
+    """--limit N sends the first N orders that can be sent, in file order (newest first here,
+    so neither id nor date order): an order rejected among them does not count."""
+    with shop.open(newline="", encoding="utf-8") as fh:
+        in_file = [row["Id"] for row in csv.DictReader(fh) if row["Total"]]  # first rows only
+    truth = {o.id: o for o in corpus.make_orders(60, 7, "shopify")}
+    sendable = [i for i in in_file if truth[i].identifiable]
+    assert not all(truth[i].identifiable for i in in_file[:5]), "one of the first 5 is rejected"
+    assert sendable[:5] != sorted(sendable)[:5]
+    events = placed(tmp_path, str(shop), "--limit", "5")
+    assert [e["properties"]["OrderId"] for e in events] == sendable[:5]
+    out = bodies((tmp_path / "o.jsonl").read_text())
+    assert {b["data"]["attributes"]["properties"]["OrderId"] for b in out} == set(sendable[:5])
 
 
 def test_since_and_until_filter_on_order_time(shop: Path, tmp_path: Path) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from dataclasses import replace
 from datetime import UTC, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import corpus
@@ -11,8 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from klaviyo_backfill.cli import main
+from klaviyo_backfill.convert import Settings, to_order
 from klaviyo_backfill.errors import InputError
-from klaviyo_backfill.layouts import builtin_layouts
+from klaviyo_backfill.layouts import Source, builtin_layouts
 from klaviyo_backfill.read import Input, Start, detect_layout, iter_json, read_orders
 
 LAYOUTS = builtin_layouts()
@@ -226,11 +230,64 @@ def test_latin1_file_reads_with_encoding_option(broken: dict[str, Path], tmp_pat
     assert "Dry run" in result.output
 
 
+def _csv_orders(path: Path) -> dict[str, list[dict[str, str]]]:
+    """The rows of a Shopify CSV by order name, read by the csv module with no field limit."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    finally:
+        csv.field_size_limit(limit)
+    by_name: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_name.setdefault(row["Name"], []).append(row)
+    return by_name
+
+
 def test_huge_field_is_read(broken: dict[str, Path], tmp_path: Path) -> None:
+    """A 200 KB note (past csv's 128 KB default field limit, with quotes, commas and
+    newlines) neither rejects its order nor shifts a column: every order goes through whole."""
+    path = broken["huge_note"]
+    cells = _csv_orders(path)
+    note = cells[corpus.BROKEN_ORDER_NAME][0]["Notes"]
+    assert len(note) > 131072 and '"' in note and "," in note and "\n" in note
+    failures, out, summary = tmp_path / "f.jsonl", tmp_path / "o.jsonl", tmp_path / "s.json"
     result = CliRunner().invoke(
-        main, ["send", str(broken["huge_note"]), "--dry-run", "--failures", str(tmp_path / "f")]
-    )
-    assert result.exit_code in (0, 1), result.output
+        main,
+        ["send", str(path), "--dry-run", "--endpoint", "single", "--output", str(out),
+         "--failures", str(failures), "--summary-json", str(summary)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert not failures.exists()
+    counts = json.loads(summary.read_text())
+    assert counts["orders_read"] == counts["orders_mapped"] == len(cells)
+    assert counts["orders_rejected"] == 0 and counts["rejected"] == {}
+    events = [json.loads(line)["data"]["attributes"] for line in out.read_text().splitlines()]
+    placed = {
+        e["properties"]["OrderNumber"]: e
+        for e in events
+        if e["metric"]["data"]["attributes"]["name"] == "Placed Order"
+    }
+    assert placed.keys() == cells.keys()
+    for name, rows in cells.items():  # the victim, and the order after it in the file
+        assert placed[name]["unique_id"] == rows[0]["Id"]
+        assert Decimal(str(placed[name]["value"])) == Decimal(rows[0]["Total"])
+        assert placed[name]["properties"]["ItemNames"] == [r["Lineitem name"] for r in rows]
+
+
+def test_huge_field_arrives_whole_in_its_order(broken: dict[str, Path]) -> None:
+    """Read through a layout that maps the notes column, the 200 KB note is the order's value,
+    byte for byte, and the order is still converted."""
+    path = broken["huge_note"]
+    note = _csv_orders(path)[corpus.BROKEN_ORDER_NAME][0]["Notes"]
+    shopify = LAYOUTS["shopify-csv"]
+    layout = replace(shopify, order={**shopify.order, "cancel_reason": (Source("Notes"),)})
+    raws = {raw.get("number"): raw for raw in read_orders(Input(str(path), layout, "utf-8-sig"))}
+    assert raws[corpus.BROKEN_ORDER_NAME].get("cancel_reason") == note.strip()
+    order = to_order(raws[corpus.BROKEN_ORDER_NAME], layout, Settings())
+    assert order.cancel_reason == note.strip()
+    assert len(order.cancel_reason) > 131072  # csv's default field size limit
 
 
 def test_a_stray_value_in_a_json_array_is_rejected_and_the_rest_goes_through(

@@ -162,11 +162,26 @@ def test_track_api_410_says_it_is_retired() -> None:
     assert "--endpoint bulk" in str(caught.value)
 
 
-def test_gives_up_after_the_attempt_cap() -> None:
-    from klaviyo_backfill.errors import GaveUp
+@pytest.mark.parametrize("cap", [1, 3, 5])
+def test_gives_up_after_the_attempt_cap(cap: int) -> None:
+    """A request that always fails is tried exactly max_attempts times, never more, and the
+    GaveUp error (exit 4) says how many tries and the last cause."""
+    from klaviyo_backfill.errors import ExitCode, GaveUp
 
-    with pytest.raises(GaveUp):
-        run_sender(lambda request: httpx.Response(500), events(1), max_attempts=3)
+    bodies: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        return httpx.Response(500)
+
+    with pytest.raises(GaveUp) as caught:
+        run_sender(handler, events(1), max_attempts=cap)
+    assert len(bodies) == cap
+    assert len(set(bodies)) == 1, "every attempt resends the same request"
+    assert caught.value.exit_code == ExitCode.GAVE_UP == 4
+    assert str(caught.value).startswith(f"gave up after {cap} tries over ")
+    assert "(last: HTTP 500)" in str(caught.value)
+    assert "--resume" in str(caught.value)
 
 
 def test_429s_use_no_attempts_but_failures_between_them_do() -> None:
