@@ -30,6 +30,8 @@ __all__ = [
     "Ledger",
     "Mode",
     "default_path",
+    "found_for",
+    "locate",
     "open_ledger",
 ]
 
@@ -47,12 +49,43 @@ CREATE TABLE IF NOT EXISTS rejected (
 """
 
 
-def default_path(paths: list[str]) -> Path:
-    """.klaviyo-backfill/<first export's name>-<hash of every export's path>.sqlite"""
+def default_path(paths: list[str], account: str | None = None) -> Path:
+    """.klaviyo-backfill/<first export's name>-<hash of every export's path>-<account>.sqlite
+
+    Without `account`: the path versions before 0.2 used, for any account."""
     key = "\n".join(sorted(os.path.abspath(p) for p in paths))
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     stem = Path(paths[0].rstrip("/")).stem or "export"
-    return Path(".klaviyo-backfill") / f"{stem}-{digest}.sqlite"
+    suffix = f"-{account}" if account else ""
+    return Path(".klaviyo-backfill") / f"{stem}-{digest}{suffix}.sqlite"
+
+
+def locate(paths: list[str], account: str, mode: Mode, explicit: str | None = None) -> Path:
+    """The checkpoint of these exports for this account: `explicit` if given, else the
+    default path. A checkpoint at the path of earlier versions (keyed by the exports alone,
+    whichever account they went to) is never taken for this account's silently: resuming it
+    must name it, so that a staging account's progress cannot hide orders from another."""
+    if explicit:
+        return Path(explicit)
+    path = default_path(paths, account)
+    older = default_path(paths)
+    if mode == "resume" and not path.exists() and older.exists():
+        raise CheckpointError(
+            f"the checkpoint of these exports, {older}, was written by an earlier version, "
+            "which did not record the Klaviyo account it sent to",
+            f"If it was this account, continue it with --checkpoint {older} --resume.\n"
+            "If not, run without --resume: everything is sent (Klaviyo drops repeats).",
+        )
+    return path
+
+
+def found_for(paths: list[str]) -> list[Path]:
+    """Every checkpoint of these exports at the default location: one per account, and one
+    of an earlier version's."""
+    older = default_path(paths)
+    pattern = older.name.removesuffix(".sqlite") + "-*.sqlite"
+    keyed = sorted(older.parent.glob(pattern)) if older.parent.is_dir() else []
+    return keyed + ([older] if older.exists() else [])
 
 
 class Landmarks:
@@ -139,22 +172,35 @@ class Ledger:
             return None
         return True
 
-    def claim(self, fingerprint: str, describe: str) -> None:
-        """Bind a new ledger to this run, or check that an old one belongs to it."""
+    def claim(self, fingerprint: str, describe: str, account: str | None = None) -> None:
+        """Bind a new ledger to this run and account, or check that an old one belongs to
+        them (a checkpoint of before accounts were recorded is bound to this one)."""
+        self.check_account(account)
         version, known = self.get("version"), self.get("fingerprint")
         if known is None:
             self.put(version=FORMAT_VERSION, fingerprint=fingerprint, created=str(time.time()))
-            return
-        if version != FORMAT_VERSION:
+        elif version != FORMAT_VERSION:
             raise CheckpointError(
                 f"checkpoint {self.path} has format {version}, this version writes {FORMAT_VERSION}",
                 "Start over with --restart.",
             )
-        if known != fingerprint:
+        elif known != fingerprint:
             raise CheckpointError(
                 f"checkpoint {self.path} belongs to another run: the exports, or options that "
                 f"change what is sent ({describe}), differ",
                 "Rerun with the same files and options, or start over with --restart.",
+            )
+        if account is not None and self.get("account") is None:
+            self.put(account=account)
+
+    def check_account(self, account: str | None) -> None:
+        """A checkpoint records what one Klaviyo account acknowledged: never another's."""
+        known = self.get("account")
+        if account is not None and known is not None and known != account:
+            raise CheckpointError(
+                f"checkpoint {self.path} records what another Klaviyo account acknowledged "
+                f"(account {known}; this key and base URL are account {account})",
+                "Leave out --checkpoint (each account gets its own), or name another file.",
             )
 
     # ------------------------------------------------------------ orders
@@ -254,8 +300,11 @@ class Finished:
     rejected: int  # rejections the job met (`Ledger.rejected_total`)
 
 
-def open_ledger(path: Path, mode: Mode, fingerprint: str, describe: str) -> Ledger | Finished:
-    """The ledger to send with, bound to this job's `fingerprint` (what `describe` names).
+def open_ledger(
+    path: Path, mode: Mode, fingerprint: str, describe: str, account: str | None = None
+) -> Ledger | Finished:
+    """The ledger to send with, bound to this job's `fingerprint` (what `describe` names) and
+    to the Klaviyo `account` it sends to (klaviyo/account.py).
 
     new      refuses an unfinished checkpoint (UnfinishedRun: continue it, or restart), and
              returns Finished for one that says the export was sent completely
@@ -274,6 +323,7 @@ def open_ledger(path: Path, mode: Mode, fingerprint: str, describe: str) -> Ledg
         ledger = Ledger(path)
         try:
             _refuse_if_running(ledger)
+            ledger.check_account(account)
             state, rejected = ledger.state, ledger.rejected_total()
         finally:
             ledger.close()
@@ -283,7 +333,7 @@ def open_ledger(path: Path, mode: Mode, fingerprint: str, describe: str) -> Ledg
     ledger = Ledger(path)
     try:
         _refuse_if_running(ledger)
-        ledger.claim(fingerprint, describe)
+        ledger.claim(fingerprint, describe, account)
     except BaseException:
         ledger.close()
         raise

@@ -247,7 +247,7 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
 @click.option(
     "--checkpoint",
     type=click.Path(),
-    help="Checkpoint file. [default: .klaviyo-backfill/<export>-<hash>.sqlite]",
+    help="Checkpoint file. [default: .klaviyo-backfill/<export>-<hash>-<account>.sqlite]",
 )
 @click.option("--resume", is_flag=True, help="Continue an unfinished run from its checkpoint.")
 @click.option("--restart", is_flag=True, help="Discard the checkpoint and start over.")
@@ -385,6 +385,7 @@ def status(paths: tuple[str, ...], checkpoint: str | None) -> int:
     from .report import status_table
     from .run import open_status
 
-    with open_status(paths, checkpoint) as (path, ledger):
-        Console().print(status_table(path, ledger))
+    with open_status(paths, checkpoint) as found:
+        for path, ledger in found:
+            Console().print(status_table(path, ledger))
     return ExitCode.OK

@@ -147,6 +147,9 @@ def status_table(path: Path, ledger: Ledger) -> Table:
     table.add_column("what", style="bold")
     table.add_column("value")
     table.add_row("State", _state(ledger))
+    account = ledger.get("account")
+    if account:
+        table.add_row("Klaviyo account", f"{account} (a keyed hash of the key and base URL)")
     table.add_row("Orders sent", f"{counts.get('sent', 0):,}")
     table.add_row("Orders with rejected events", f"{counts.get('rejected', 0):,}")
     table.add_row("Events rejected by Klaviyo", f"{counts['events_rejected']:,}")

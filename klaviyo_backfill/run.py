@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from .checkpoint import Finished, Landmarks, Ledger, default_path, open_ledger
+from .checkpoint import Finished, Landmarks, Ledger, found_for, locate, open_ledger
 from .errors import BackfillError, CheckpointError, OutputError, UsageError
 from .failures import Failures
 from .options import SendOptions
@@ -150,18 +150,23 @@ def inspect(options: SendOptions) -> Stats:
 
 
 @contextmanager
-def open_status(paths: tuple[str, ...], checkpoint: str | None) -> Iterator[tuple[Path, Ledger]]:
-    """The checkpoint of these exports (or the one named), open for reading."""
+def open_status(
+    paths: tuple[str, ...], checkpoint: str | None
+) -> Iterator[list[tuple[Path, Ledger]]]:
+    """The checkpoints of these exports (one per Klaviyo account they were sent to), or the
+    one named, open for reading."""
     if not checkpoint and not paths:
         raise UsageError("give the export PATHS the run used, or --checkpoint PATH")
-    path = Path(checkpoint) if checkpoint else default_path(list(paths))
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}")
-    ledger = Ledger(path)
+    found = [Path(checkpoint)] if checkpoint else found_for(list(paths))
+    if not found or not found[0].exists():
+        where = checkpoint or f"for {', '.join(paths)} in .klaviyo-backfill/"
+        raise CheckpointError(f"no checkpoint {'at ' if checkpoint else ''}{where}")
+    ledgers = [(path, Ledger(path)) for path in found]
     try:
-        yield path, ledger
+        yield ledgers
     finally:
-        ledger.close()
+        for _, ledger in ledgers:
+            ledger.close()
 
 
 # ---------------------------------------------------------------- a send
@@ -218,10 +223,9 @@ def send(
 
     job = job_from(options)
     config = send_config(job, options, ask_key)
-    path = (
-        Path(options.checkpoint) if options.checkpoint else default_path(list(options.inputs.paths))
-    )
-    ledger = open_ledger(path, options.mode, job.fingerprint(), FINGERPRINTED)
+    account = config.account
+    path = locate(list(options.inputs.paths), account, options.mode, options.checkpoint)
+    ledger = open_ledger(path, options.mode, job.fingerprint(), FINGERPRINTED, account)
     if isinstance(ledger, Finished):
         return ledger
     try:

@@ -29,6 +29,7 @@ from .. import __version__
 from ..encode import Encoder, Request
 from ..errors import AuthError, BackfillError, GaveUp, RetiredApiError, SendError, UsageError
 from ..model import Event
+from .account import account_id
 from .answers import detail, json_api_errors, retry_after
 from .endpoints import DEFAULT_REVISION, Endpoint, Window
 from .retry import Attempts, Retry, RetryPolicy
@@ -58,6 +59,11 @@ class SendConfig:
     concurrency: int = 10
     timeout: float = 60.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @property
+    def account(self) -> str:
+        """The account this config sends to (klaviyo/account.py): never the key itself."""
+        return account_id(self.base_url, self.api_key or self.public_key or "")
 
     @property
     def url(self) -> str:

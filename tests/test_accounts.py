@@ -1,0 +1,130 @@
+"""A checkpoint belongs to one Klaviyo account: the same export sent to a staging account and
+then to the real one sends every event to both (issue: "the same export to a second account
+sends nothing"). End to end, through the CLI, against two stand-ins on one address."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+try:
+    import standin as st
+except ImportError:  # tests/ made a package
+    from tests import standin as st
+
+CLI = shutil.which("klaviyo-backfill", path=str(Path(sys.executable).parent)) or str(
+    Path(sys.executable).parent / "klaviyo-backfill"
+)
+EXPORT = Path(__file__).resolve().parent.parent / "sample_data" / "shopify_orders_export.csv"
+STAGING = "pk_staging_" + secrets.token_hex(12)
+REAL = "pk_real_" + secrets.token_hex(12)
+FAST = ["--rate-limit", "100/s,1000/m", "-q"]
+
+
+def run(cwd: Path, key: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
+    env.update(KLAVIYO_API_KEY=key, COLUMNS="200")
+    return subprocess.run(
+        [CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def send_to(cwd: Path, key: str, port: int, *extra: str) -> tuple[set[object], str, int]:
+    """Send the export to the account of `key`, a stand-in at `port`: (its events, output, exit)."""
+    with st.StandIn(api_key=key, port=port) as s:
+        done = run(cwd, key, "send", "orders.csv", "--base-url", s.url, *FAST, *extra)
+        return s.keys(), done.stdout + done.stderr, done.returncode
+
+
+def test_the_same_export_to_a_second_account_sends_every_event(tmp_path: Path) -> None:
+    shutil.copy(EXPORT, tmp_path / "orders.csv")
+    port = free_port()
+    staging, said, code = send_to(tmp_path, STAGING, port)
+    assert code in (0, 1), said
+    assert staging, "the first account received events"
+    real, said, code = send_to(tmp_path, REAL, port)
+    assert "Nothing to do" not in said
+    assert code in (0, 1), said
+    assert real == staging  # every event, to the second account too
+    again, said, _ = send_to(tmp_path, REAL, port)
+    assert "Nothing to do" in said and not again  # the same account: nothing twice
+    checkpoints = sorted((tmp_path / ".klaviyo-backfill").glob("*.sqlite"))
+    assert len(checkpoints) == 2, checkpoints
+    for path in checkpoints:
+        data = path.read_bytes()
+        assert STAGING.encode() not in data and REAL.encode() not in data
+        assert STAGING not in path.name and REAL not in path.name
+
+
+def test_status_shows_each_accounts_checkpoint(tmp_path: Path) -> None:
+    shutil.copy(EXPORT, tmp_path / "orders.csv")
+    port = free_port()
+    send_to(tmp_path, STAGING, port)
+    send_to(tmp_path, REAL, port)
+    status = run(tmp_path, REAL, "status", "orders.csv")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("Klaviyo account") == 2
+    assert status.stdout.count("finished") == 2
+
+
+def test_a_named_checkpoint_refuses_another_account(tmp_path: Path) -> None:
+    shutil.copy(EXPORT, tmp_path / "orders.csv")
+    port = free_port()
+    _, said, code = send_to(tmp_path, STAGING, port, "--checkpoint", "cp.sqlite")
+    assert code in (0, 1), said
+    real, said, code = send_to(tmp_path, REAL, port, "--checkpoint", "cp.sqlite")
+    assert code == 2, said
+    assert "another Klaviyo account" in said and "Nothing to do" not in said
+    assert not real
+    assert REAL not in said and STAGING not in said
+
+
+def test_a_checkpoint_of_an_earlier_version_is_not_resumed_for_an_unknown_account(
+    tmp_path: Path,
+) -> None:
+    """Before accounts were recorded, the default path was keyed by the export alone: it may
+    hold a staging account's progress, so --resume names it instead of taking it."""
+    shutil.copy(EXPORT, tmp_path / "orders.csv")
+    port = free_port()
+    send_to(tmp_path, STAGING, port)
+    (keyed,) = (tmp_path / ".klaviyo-backfill").glob("*.sqlite")
+    older = keyed.with_name(keyed.name.rsplit("-", 1)[0] + ".sqlite")  # the pre-account name
+    keyed.rename(older)
+    db = sqlite3.connect(older)
+    db.execute("DELETE FROM meta WHERE key = 'account'")
+    db.execute("UPDATE meta SET value = 'stopped' WHERE key = 'state'")
+    db.commit()
+    db.close()
+    real, said, code = send_to(tmp_path, REAL, port, "--resume")
+    assert code == 2 and not real, said
+    assert f"--checkpoint {older.relative_to(tmp_path)} --resume" in said
+    real, said, code = send_to(tmp_path, REAL, port)  # without --resume: everything goes
+    assert code in (0, 1), said
+    assert real
+
+
+def test_a_wrong_key_leaves_nothing_that_blocks_the_right_one(tmp_path: Path) -> None:
+    """A 401 stops the run; the corrected run sends everything, without --resume."""
+    shutil.copy(EXPORT, tmp_path / "orders.csv")
+    port = free_port()
+    with st.StandIn(api_key=REAL, port=port) as s:
+        wrong = run(tmp_path, "pk_wrong_" + secrets.token_hex(8), "send", "orders.csv",
+                    "--base-url", s.url, *FAST)  # fmt: skip
+        assert wrong.returncode == 3, wrong.stdout + wrong.stderr
+        assert not s.keys()
+        right = run(tmp_path, REAL, "send", "orders.csv", "--base-url", s.url, *FAST)
+        assert right.returncode in (0, 1), right.stdout + right.stderr
+        assert "--resume" not in right.stderr
+        assert s.keys()
