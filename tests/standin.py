@@ -21,6 +21,7 @@ import math
 import os
 import random
 import re
+import select
 import signal
 import socket
 import struct
@@ -467,6 +468,28 @@ REASONS = {
 }
 
 
+class _Server(ThreadingHTTPServer):
+    """Counts the connections it has accepted and not yet closed (`StandIn.idle`)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self.count_lock = threading.Lock()
+        self.open_connections = 0
+        super().__init__(address, handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        with self.count_lock:  # accepted and counted at once: `idle` never sees one between
+            request = super().get_request()
+            self.open_connections += 1
+        return request
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        with self.count_lock:
+            self.open_connections -= 1
+
+
 class StandIn:
     def __init__(
         self,
@@ -489,7 +512,7 @@ class StandIn:
         self.lock = threading.Lock()
         self._rng = random.Random(self.faults.seed)
         self._stored: set[tuple[str, str, str]] = set()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
 
@@ -499,8 +522,7 @@ class StandIn:
         class Handler(_Handler):
             owner = standin
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", self.port), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -519,6 +541,18 @@ class StandIn:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def idle(self) -> bool:
+        """No connection open, none waiting to be accepted: every request that reached the
+        stand-in has been logged (a request is logged before its connection can close).
+        Once a client is dead, this turns true for good when the stand-in has dealt with
+        what it left behind, however long validating its last bodies takes."""
+        server = self._server
+        if server is None:
+            return True
+        with server.count_lock:
+            waiting, _, _ = select.select([server.socket], [], [], 0)
+            return server.open_connections == 0 and not waiting
 
     def keys(self) -> set[tuple[str, str, str]]:
         """(profile identity, metric, unique_id) of every stored event."""
