@@ -355,7 +355,12 @@ def test_kill_9_at_random_moments_then_resume_loses_nothing(
                 state = ledger_state(checkpoint_in(tmp_path))
                 refused = cli(tmp_path, *base)
                 if state == "finished":  # the kill came after its last write, before its exit
-                    assert refused.returncode == 0 and "Nothing to do" in refused.stdout
+                    # not sent again; the job's outcome stands: exit 1 for its rejections
+                    rejected = len(export.unidentifiable) + len(export.invalid)
+                    told = " ".join(refused.stdout.split())
+                    outcome = ExitCode.REJECTED if rejected else ExitCode.OK
+                    assert refused.returncode == outcome, said(refused)
+                    assert "Nothing to do" in told and f"with {rejected} rejected" in told, told
                 else:
                     assert refused.returncode == 2 and "--resume" in refused.stderr, said(refused)
                 assert len(s.requests) == count
