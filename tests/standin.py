@@ -144,17 +144,19 @@ def _invalid(errors: list[tuple[str, str | None]]) -> ApiError:
 
 
 # ---------------------------------------------------------------- schemas
+OPENAPI_FILES = ("bulk_create_events.json", "create_event.json")
+
+
 def _openapi_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    candidates = [
-        Path(os.environ.get("KLAVIYO_OPENAPI_DIR", "/nonexistent")),
-        here.parent / "shared" / "klaviyo-openapi",
-        here.parent.parent / "shared" / "klaviyo-openapi",
-    ]
-    for c in candidates:
-        if (c / "create_event.json").exists():
-            return c
-    raise FileNotFoundError("klaviyo-openapi/ not found; set KLAVIYO_OPENAPI_DIR")
+    """Klaviyo's OpenAPI operations: $KLAVIYO_OPENAPI_DIR when set, else the copies vendored
+    beside this file (tests/klaviyo-openapi/)."""
+    env = os.environ.get("KLAVIYO_OPENAPI_DIR")
+    folder = Path(env) if env else Path(__file__).resolve().parent / "klaviyo-openapi"
+    missing = [name for name in OPENAPI_FILES if not (folder / name).is_file()]
+    if missing:
+        where = "$KLAVIYO_OPENAPI_DIR" if env else "the vendored copy"
+        raise FileNotFoundError(f"{where} {folder} lacks {', '.join(missing)}")
+    return folder
 
 
 def _to_json_schema(node: Any, schemas: dict[str, Any]) -> Any:
