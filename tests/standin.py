@@ -21,6 +21,7 @@ import math
 import os
 import random
 import re
+import select
 import signal
 import socket
 import struct
@@ -143,17 +144,19 @@ def _invalid(errors: list[tuple[str, str | None]]) -> ApiError:
 
 
 # ---------------------------------------------------------------- schemas
+OPENAPI_FILES = ("bulk_create_events.json", "create_event.json")
+
+
 def _openapi_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    candidates = [
-        Path(os.environ.get("KLAVIYO_OPENAPI_DIR", "/nonexistent")),
-        here.parent / "shared" / "klaviyo-openapi",
-        here.parent.parent / "shared" / "klaviyo-openapi",
-    ]
-    for c in candidates:
-        if (c / "create_event.json").exists():
-            return c
-    raise FileNotFoundError("klaviyo-openapi/ not found; set KLAVIYO_OPENAPI_DIR")
+    """Klaviyo's OpenAPI operations: $KLAVIYO_OPENAPI_DIR when set, else the copies vendored
+    beside this file (tests/klaviyo-openapi/)."""
+    env = os.environ.get("KLAVIYO_OPENAPI_DIR")
+    folder = Path(env) if env else Path(__file__).resolve().parent / "klaviyo-openapi"
+    missing = [name for name in OPENAPI_FILES if not (folder / name).is_file()]
+    if missing:
+        where = "$KLAVIYO_OPENAPI_DIR" if env else "the vendored copy"
+        raise FileNotFoundError(f"{where} {folder} lacks {', '.join(missing)}")
+    return folder
 
 
 def _to_json_schema(node: Any, schemas: dict[str, Any]) -> Any:
@@ -467,6 +470,28 @@ REASONS = {
 }
 
 
+class _Server(ThreadingHTTPServer):
+    """Counts the connections it has accepted and not yet closed (`StandIn.idle`)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self.count_lock = threading.Lock()
+        self.open_connections = 0
+        super().__init__(address, handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        with self.count_lock:  # accepted and counted at once: `idle` never sees one between
+            request = super().get_request()
+            self.open_connections += 1
+        return request
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)
+        with self.count_lock:
+            self.open_connections -= 1
+
+
 class StandIn:
     def __init__(
         self,
@@ -489,7 +514,7 @@ class StandIn:
         self.lock = threading.Lock()
         self._rng = random.Random(self.faults.seed)
         self._stored: set[tuple[str, str, str]] = set()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
 
@@ -499,8 +524,7 @@ class StandIn:
         class Handler(_Handler):
             owner = standin
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", self.port), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -519,6 +543,18 @@ class StandIn:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def idle(self) -> bool:
+        """No connection open, none waiting to be accepted: every request that reached the
+        stand-in has been logged (a request is logged before its connection can close).
+        Once a client is dead, this turns true for good when the stand-in has dealt with
+        what it left behind, however long validating its last bodies takes."""
+        server = self._server
+        if server is None:
+            return True
+        with server.count_lock:
+            waiting, _, _ = select.select([server.socket], [], [], 0)
+            return server.open_connections == 0 and not waiting
 
     def keys(self) -> set[tuple[str, str, str]]:
         """(profile identity, metric, unique_id) of every stored event."""

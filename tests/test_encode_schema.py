@@ -2,8 +2,9 @@
 
 Bodies come from the sample corpus (sample_data/), from a larger generated corpus (so bulk
 bodies fill up and split), and from hand-built orders with 2,500 line items. Schemas: the
-copies of Klaviyo's OpenAPI operations in shared/klaviyo-openapi/ (found like tests/standin.py
-finds them), validated with the stand-in's helpers, which also apply Klaviyo's semantic checks.
+copies of Klaviyo's OpenAPI operations vendored in tests/klaviyo-openapi/ ($KLAVIYO_OPENAPI_DIR
+overrides it, as for tests/standin.py), validated with the stand-in's helpers, which also apply
+Klaviyo's semantic checks.
 """
 
 from __future__ import annotations
@@ -44,22 +45,10 @@ REVISION = date(2026, 7, 15)
 MAX_EVENTS, MAX_BYTES = 1000, 5_000_000  # Klaviyo: 1,000 events and 5 MB per bulk request
 
 
-def openapi_dir() -> Path:
-    """$KLAVIYO_OPENAPI_DIR, <repo>/shared/klaviyo-openapi or <repo>/../shared/klaviyo-openapi."""
-    env = os.environ.get("KLAVIYO_OPENAPI_DIR")
-    candidates = [Path(env)] if env else []
-    candidates += [
-        HERE.parent / "shared" / "klaviyo-openapi",
-        HERE.parent.parent / "shared" / "klaviyo-openapi",
-    ]
-    for folder in candidates:
-        if (folder / SINGLE_FILE).exists() and (folder / BULK_FILE).exists():
-            return folder
-    raise AssertionError("shared/klaviyo-openapi not found: set KLAVIYO_OPENAPI_DIR")
-
-
 def test_the_official_schemas_are_there_and_are_the_ones_used() -> None:
-    folder = openapi_dir()
+    folder = standin._openapi_dir()  # the folder the stand-in validates with
+    if not os.environ.get("KLAVIYO_OPENAPI_DIR"):
+        assert folder == HERE / "klaviyo-openapi"  # the vendored copy: no checkout beside it
     for filename, component in ((BULK_FILE, BULK_SCHEMA), (SINGLE_FILE, SINGLE_SCHEMA)):
         schemas = json.loads((folder / filename).read_text())["components"]["schemas"]
         assert component in schemas
