@@ -166,10 +166,13 @@ def quantize(amount: Decimal, currency: str) -> Decimal:
 def parse_quantity(value: Any, field: str) -> int:
     if value is None or value == "":
         return 1
-    if type(value) is str and value.isdigit():
+    if type(value) is str and value.isascii() and value.isdigit():
         return int(value)
+    text = str(value).strip()
+    if not text.isascii():  # '²' passes isdigit, not int(); '٣' both: only 0-9 count
+        raise FieldError(field, value, "not a quantity")
     try:
-        number = Decimal(str(value).strip())
+        number = Decimal(text)
     except InvalidOperation:
         raise FieldError(field, value, "not a quantity") from None
     if not number.is_finite() or number != number.to_integral_value() or number < 0:

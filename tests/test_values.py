@@ -182,15 +182,13 @@ def test_fractional_negative_or_unreadable_quantities_are_refused(value: object)
     assert caught.value.field == "quantity"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: str.isdigit() is true for '²' and '①', int() is not: a bare ValueError escapes "
-    "instead of a FieldError, and the whole run stops with a traceback",
-)
-@pytest.mark.parametrize("value", ["²", "①"])
+@pytest.mark.parametrize("value", ["²", "①", " ² ", "1²", "\u0663", "\uff13", "1.\u0665"])
 def test_digit_like_symbols_are_a_field_error(value: str) -> None:
-    with pytest.raises(FieldError):
+    """str.isdigit() is true for '²' and '①', int() is not (a bare ValueError stopped the run);
+    Arabic-Indic and full-width digits read as numbers to both: only ASCII digits are read."""
+    with pytest.raises(FieldError) as caught:
         parse_quantity(value, "quantity")
+    assert caught.value.field == "quantity" and caught.value.value == value
 
 
 # ---------------------------------------------------------------- parse_email
