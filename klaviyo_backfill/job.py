@@ -37,6 +37,7 @@ class Filters:
     until: datetime | None = None
     limit: int | None = None
 
+
 _WHEN_HINT = (
     "Give a year (2024), a month (2024-03), a day (2024-03-05) or a moment (2024-03-05 14:30)."
 )
