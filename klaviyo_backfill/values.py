@@ -134,7 +134,11 @@ def parse_money(value: Any, field: str, decimal_comma: bool = False) -> Decimal 
     if not text:
         return None
     if decimal_comma:
-        text = text.replace(".", "").replace(",", ".")
+        if "." in text:  # a thousands separator: only where it groups three digits
+            if not re.fullmatch(r"-?\d{1,3}(\.\d{3})+(,\d+)?", text):
+                raise FieldError(field, value, "not an amount of money")
+            text = text.replace(".", "")
+        text = text.replace(",", ".")
     elif "," in text:
         if not re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", text):
             raise FieldError(field, value, "not an amount of money")

@@ -69,7 +69,8 @@ def test_thousands_separators_are_dropped(text: str, want: str) -> None:
 @pytest.mark.parametrize(
     ("text", "want"),
     [("1.234,50", "1234.50"), ("12,50", "12.50"), ("0,99", "0.99"),
-     ("€ 1.234.567,89", "1234567.89"), ("1 234,50", "1234.50"), ("-3,10", "-3.10")],
+     ("€ 1.234.567,89", "1234567.89"), ("1 234,50", "1234.50"), ("-3,10", "-3.10"),
+     ("1.234", "1234"), ("1.234.567", "1234567"), ("-1.234,5", "-1234.5"), ("12", "12")],
 )  # fmt: skip
 def test_decimal_comma_reads_comma_as_the_decimal_point(text: str, want: str) -> None:
     assert same_decimal(parse_money(text, "total", decimal_comma=True), want)
@@ -82,15 +83,15 @@ def test_without_decimal_comma_commas_that_are_not_thousands_groups_are_refused(
     assert caught.value.field == "total"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: with decimal_comma, a dot is dropped wherever it is, unchecked: '12.50' is read "
-    "as 1250 and '1,234.5' as 1.2345, where the default mode refuses the mirror case '12,50'",
+@pytest.mark.parametrize(
+    "text", ["12.50", "1,234.5", "12.5.3", "1.23,45", "1234.567", "1.2345", ".5", "USD 0.99"]
 )
-@pytest.mark.parametrize("text", ["12.50", "1,234.5", "12.5.3"])
 def test_decimal_comma_refuses_dots_that_are_not_thousands_groups(text: str) -> None:
-    with pytest.raises(FieldError):
+    """The mirror of the default mode's '12,50': a dot was dropped wherever it was, so '12.50'
+    read as 1250 and '1,234.5' as 1.2345."""
+    with pytest.raises(FieldError) as caught:
         parse_money(text, "total", decimal_comma=True)
+    assert caught.value.field == "total" and caught.value.value == text
 
 
 @pytest.mark.parametrize(
