@@ -366,8 +366,11 @@ def parse_phone(value: Any, country_code: str | None) -> str | None:
 
 @lru_cache(maxsize=1 << 16)
 def _e164(text: str, region: str | None) -> str | None:
-    if region is None and not text.startswith(("+", "00")):
-        return None
+    if region is None:
+        if text.startswith("00"):  # the international prefix: phonenumbers reads it only
+            text = "+" + text[2:]  # for a region that dials it, so write it as "+"
+        elif not text.startswith("+"):
+            return None
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:

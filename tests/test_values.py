@@ -274,13 +274,24 @@ def test_numbers_that_cannot_be_made_valid_are_none(value: str | None, country: 
     assert parse_phone(value, country) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: parse_phone lets a number starting with the '00' international prefix through "
-    "without a country, but phonenumbers cannot read '00' without a region: always None",
-)
-def test_00_international_prefix_is_read_without_a_country() -> None:
-    assert parse_phone("0044 20 7946 0958", None) == "+442079460958"
+@pytest.mark.parametrize(
+    ("value", "want"),
+    [("0044 20 7946 0958", "+442079460958"), ("001 650-253-0000", "+16502530000"),
+     ("00 81 90-1234-5678", "+819012345678"), ("'0044 20 7946 0958", "+442079460958")],
+)  # fmt: skip
+def test_00_international_prefix_is_read_without_a_country(value: str, want: str) -> None:
+    """parse_phone let a '00' number through without a country, but phonenumbers reads '00'
+    only for a region that dials it: it was always None."""
+    assert parse_phone(value, None) == want
+
+
+@pytest.mark.parametrize("value", ["00", "0044", "0000 20 7946 0958", "00 1 000-000-0000"])
+def test_00_numbers_that_are_not_valid_are_none(value: str) -> None:
+    assert parse_phone(value, None) is None
+
+
+def test_00_with_a_country_that_dials_it_is_read_as_before() -> None:
+    assert parse_phone("0044 20 7946 0958", "DE") == "+442079460958"
 
 
 # ---------------------------------------------------------------- parse_time
