@@ -299,7 +299,8 @@ def send_job(
     tracker = Tracker(ledger, failures, send_stats, landmarks)
     reader = ledger.reader()
     point = _resume_point(ledger, landmarks, stats) if resume else None
-    if resume:  # rejections this run will not meet again come from the ledger
+    if resume:  # rejections this run will not meet again come from the ledger; those it
+        ledger.forget_from(point)  # meets again, it records again
         for rejection in ledger.rejections(before=point):
             failures.write(rejection)
             tracker.reported.add((rejection.order_id, rejection.detail))
