@@ -205,6 +205,9 @@ class Ledger:
 
     # ------------------------------------------------------------ orders
 
+    def has_orders(self) -> bool:
+        return self.db.execute("SELECT 1 FROM orders LIMIT 1").fetchone() is not None
+
     def is_done(self, order_id: str) -> bool:
         return (
             self.db.execute("SELECT 1 FROM orders WHERE id = ?", (order_id,)).fetchone() is not None

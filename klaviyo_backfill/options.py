@@ -69,3 +69,4 @@ class SendOptions:
     concurrency: int | None = None  # None: the endpoint's default
     checkpoint: str | None = None  # None: derived from the exports' paths
     mode: Mode = "new"
+    resend: bool = False  # send what the account holds already too (Klaviyo drops repeats)
