@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .account_ledger import state_dir
 from .errors import CheckpointError, UnfinishedRun
 from .model import Position, Rejection
 
@@ -29,7 +30,9 @@ __all__ = [
     "Landmarks",
     "Ledger",
     "Mode",
+    "checkpoints_dir",
     "default_path",
+    "earlier_path",
     "found_for",
     "locate",
     "open_ledger",
@@ -49,26 +52,49 @@ CREATE TABLE IF NOT EXISTS rejected (
 """
 
 
-def default_path(paths: list[str], account: str | None = None) -> Path:
-    """.klaviyo-backfill/<first export's name>-<hash of every export's path>-<account>.sqlite
-
-    Without `account`: the path versions before 0.2 used, for any account."""
+def _name(paths: list[str], account: str | None) -> str:
+    """<first export's name>-<hash of every export's absolute path>[-<account>].sqlite"""
     key = "\n".join(sorted(os.path.abspath(p) for p in paths))
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     stem = Path(paths[0].rstrip("/")).stem or "export"
     suffix = f"-{account}" if account else ""
-    return Path(".klaviyo-backfill") / f"{stem}-{digest}{suffix}.sqlite"
+    return f"{stem}-{digest}{suffix}.sqlite"
+
+
+def checkpoints_dir() -> Path:
+    """Where checkpoints live: the user's state folder, whatever the current folder."""
+    return state_dir() / "checkpoints"
+
+
+def default_path(paths: list[str], account: str) -> Path:
+    """$XDG_STATE_HOME/klaviyo-backfill/checkpoints/<export>-<hash>-<account>.sqlite: keyed
+    by the exports' absolute paths and the account, so a run from any folder finds it."""
+    return checkpoints_dir() / _name(paths, account)
+
+
+def earlier_path(paths: list[str], account: str | None = None) -> Path:
+    """Where versions before 0.3 kept it: ./.klaviyo-backfill/, under the folder the run was
+    started from (without `account`: the name of versions before 0.2, for any account)."""
+    return Path(".klaviyo-backfill") / _name(paths, account)
 
 
 def locate(paths: list[str], account: str, mode: Mode, explicit: str | None = None) -> Path:
-    """The checkpoint of these exports for this account: `explicit` if given, else the
-    default path. A checkpoint at the path of earlier versions (keyed by the exports alone,
-    whichever account they went to) is never taken for this account's silently: resuming it
-    must name it, so that a staging account's progress cannot hide orders from another."""
+    """The checkpoint of these exports for this account: `explicit` if given, else the one in
+    the state folder, unless an earlier version left one under the current folder (which is
+    continued where it is; `--restart` discards it and starts afresh in the state folder).
+
+    A checkpoint of versions before 0.2 (keyed by the exports alone, whichever account they
+    went to) is never taken for this account's silently: resuming it must name it, so that a
+    staging account's progress cannot hide orders from another."""
     if explicit:
         return Path(explicit)
-    path = default_path(paths, account)
-    older = default_path(paths)
+    path, earlier = default_path(paths, account), earlier_path(paths, account)
+    if mode == "restart":
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{earlier}{suffix}").unlink(missing_ok=True)
+    elif earlier.exists() and not path.exists():
+        return earlier
+    older = earlier_path(paths)
     if mode == "resume" and not path.exists() and older.exists():
         raise CheckpointError(
             f"the checkpoint of these exports, {older}, was written by an earlier version, "
@@ -80,12 +106,14 @@ def locate(paths: list[str], account: str, mode: Mode, explicit: str | None = No
 
 
 def found_for(paths: list[str]) -> list[Path]:
-    """Every checkpoint of these exports at the default location: one per account, and one
-    of an earlier version's."""
-    older = default_path(paths)
-    pattern = older.name.removesuffix(".sqlite") + "-*.sqlite"
-    keyed = sorted(older.parent.glob(pattern)) if older.parent.is_dir() else []
-    return keyed + ([older] if older.exists() else [])
+    """Every checkpoint of these exports: one per account in the state folder, and those an
+    earlier version left under the current folder (per account, and one without)."""
+    pattern = _name(paths, None).removesuffix(".sqlite") + "-*.sqlite"
+    found: list[Path] = []
+    for folder in (checkpoints_dir(), Path(".klaviyo-backfill")):
+        found.extend(sorted(folder.glob(pattern)) if folder.is_dir() else [])
+    older = earlier_path(paths)
+    return found + ([older] if older.exists() else [])
 
 
 class Landmarks:
@@ -115,7 +143,7 @@ class Landmarks:
 class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         os.chmod(path, 0o600)

@@ -248,7 +248,8 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
 @click.option(
     "--checkpoint",
     type=click.Path(),
-    help="Checkpoint file. [default: .klaviyo-backfill/<export>-<hash>-<account>.sqlite]",
+    help="Checkpoint file. [default: one per export and account in "
+    "~/.local/state/klaviyo-backfill/checkpoints/]",
 )
 @click.option("--resume", is_flag=True, help="Continue an unfinished run from its checkpoint.")
 @click.option("--restart", is_flag=True, help="Discard the checkpoint and start over.")

@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from .checkpoint import Finished, Landmarks, Ledger, found_for, locate, open_ledger
+from .checkpoint import (
+    Finished,
+    Landmarks,
+    Ledger,
+    checkpoints_dir,
+    found_for,
+    locate,
+    open_ledger,
+)
 from .errors import BackfillError, CheckpointError, OutputError, UsageError
 from .failures import Failures
 from .options import SendOptions
@@ -160,8 +168,14 @@ def open_status(
         raise UsageError("give the export PATHS the run used, or --checkpoint PATH")
     found = [Path(checkpoint)] if checkpoint else found_for(list(paths))
     if not found or not found[0].exists():
-        where = checkpoint or f"for {', '.join(paths)} in .klaviyo-backfill/"
-        raise CheckpointError(f"no checkpoint {'at ' if checkpoint else ''}{where}")
+        if checkpoint:
+            raise CheckpointError(f"no checkpoint at {checkpoint}")
+        raise CheckpointError(
+            f"no checkpoint for {', '.join(paths)} in {checkpoints_dir()} (nor in "
+            ".klaviyo-backfill/ here, where earlier versions kept them)",
+            "A checkpoint is keyed by the exports' full paths: name them as the send did, "
+            "or pass --checkpoint FILE.",
+        )
     ledgers = [(path, Ledger(path)) for path in found]
     try:
         yield ledgers

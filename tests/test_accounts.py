@@ -48,7 +48,14 @@ def send_to(cwd: Path, key: str, port: int, *extra: str) -> tuple[set[object], s
         return s.keys(), done.stdout + done.stderr, done.returncode
 
 
-def test_the_same_export_to_a_second_account_sends_every_event(tmp_path: Path) -> None:
+def checkpoints_in(state: Path) -> list[Path]:
+    """The checkpoints runs kept in this state folder (conftest's `own_state_folder`)."""
+    return sorted((state / "klaviyo-backfill" / "checkpoints").glob("*.sqlite"))
+
+
+def test_the_same_export_to_a_second_account_sends_every_event(
+    tmp_path: Path, own_state_folder: Path
+) -> None:
     shutil.copy(EXPORT, tmp_path / "orders.csv")
     port = free_port()
     staging, said, code = send_to(tmp_path, STAGING, port)
@@ -60,7 +67,7 @@ def test_the_same_export_to_a_second_account_sends_every_event(tmp_path: Path) -
     assert real == staging  # every event, to the second account too
     again, said, _ = send_to(tmp_path, REAL, port)
     assert "Nothing to do" in said and not again  # the same account: nothing twice
-    checkpoints = sorted((tmp_path / ".klaviyo-backfill").glob("*.sqlite"))
+    checkpoints = checkpoints_in(own_state_folder)
     assert len(checkpoints) == 2, checkpoints
     for path in checkpoints:
         data = path.read_bytes()
@@ -92,16 +99,18 @@ def test_a_named_checkpoint_refuses_another_account(tmp_path: Path) -> None:
 
 
 def test_a_checkpoint_of_an_earlier_version_is_not_resumed_for_an_unknown_account(
-    tmp_path: Path,
+    tmp_path: Path, own_state_folder: Path
 ) -> None:
-    """Before accounts were recorded, the default path was keyed by the export alone: it may
-    hold a staging account's progress, so --resume names it instead of taking it."""
+    """Before accounts were recorded, the default path was keyed by the export alone (under
+    ./.klaviyo-backfill/): it may hold a staging account's progress, so --resume names it
+    instead of taking it."""
     shutil.copy(EXPORT, tmp_path / "orders.csv")
     port = free_port()
     send_to(tmp_path, STAGING, port)
-    (keyed,) = (tmp_path / ".klaviyo-backfill").glob("*.sqlite")
-    older = keyed.with_name(keyed.name.rsplit("-", 1)[0] + ".sqlite")  # the pre-account name
-    keyed.rename(older)
+    (keyed,) = checkpoints_in(own_state_folder)
+    older = tmp_path / ".klaviyo-backfill" / (keyed.name.rsplit("-", 1)[0] + ".sqlite")
+    older.parent.mkdir()
+    keyed.rename(older)  # the pre-account name, where versions before 0.2 kept it
     db = sqlite3.connect(older)
     db.execute("DELETE FROM meta WHERE key = 'account'")
     db.execute("UPDATE meta SET value = 'stopped' WHERE key = 'state'")

@@ -130,8 +130,15 @@ def settle(s: st.StandIn, where: str = "") -> None:
         time.sleep(0.01)
 
 
+def checkpoints_of(cwd: Path) -> Path:
+    """Where a run from `cwd` keeps its checkpoints: the state folder it was given (a module
+    fixture's run: `cwd/state`; a test's: its own, from conftest), never `cwd` itself."""
+    state = cwd / "state" if (cwd / "state").is_dir() else Path(os.environ["XDG_STATE_HOME"])
+    return state / "klaviyo-backfill" / "checkpoints"
+
+
 def checkpoint_in(cwd: Path, where: str = "") -> Path:
-    found = sorted((cwd / ".klaviyo-backfill").glob("*.sqlite"))
+    found = sorted(checkpoints_of(cwd).glob("*.sqlite"))
     assert len(found) == 1, f"{found} {where}"
     return found[0]
 
@@ -422,10 +429,13 @@ def hostile(big: Export, tmp_path_factory: pytest.TempPathFactory) -> HostileRun
     """One complete bulk run through resets, lost answers, HTML 502s, 5xx and bare 429s."""
     cwd = tmp_path_factory.mktemp("hostile")
     big.copy_to(cwd)
+    state = cwd / "state"  # its own (conftest's is the first test's), looked into for the key
+    state.mkdir()
     with st.StandIn(api_key=KEY, bulk_limits=BULK_LIMITS, faults=HOSTILE) as s:
         result = cli(cwd, "send", "orders.csv", "--base-url", s.url, "--rate-limit", BULK_RATE,
                      "--concurrency", "3", "--failures", "failures.jsonl", "--summary-json",
-                     "summary.json", "--output", "sent.jsonl", timeout=90)  # fmt: skip
+                     "summary.json", "--output", "sent.jsonl", timeout=90,
+                     KLAVIYO_API_KEY=KEY, XDG_STATE_HOME=str(state))  # fmt: skip
     return HostileRun(cwd, result, s, big)
 
 
@@ -887,7 +897,7 @@ def test_checkpoint_refusals_status_and_nothing_to_do(small: Export, tmp_path: P
         first = cli(tmp_path, *base, "--limit", "10")
         assert first.returncode in (0, 1), said(first)
         checkpoint = checkpoint_in(tmp_path)
-        assert checkpoint.parent == tmp_path / ".klaviyo-backfill"
+        assert not (tmp_path / ".klaviyo-backfill").exists()  # the state folder, not here
         assert checkpoint.name.startswith("orders-")
         status = cli(tmp_path, "status", "--checkpoint", str(checkpoint))
         assert status.returncode == 0 and "limited" in status.stdout, said(status)
@@ -962,7 +972,7 @@ def test_plain_http_off_this_machine_is_refused_before_any_network_use(
         assert result.returncode == 2, said(result)
         assert not trap.requests
     assert "https://" in result.stderr, said(result)
-    assert not (tmp_path / ".klaviyo-backfill").exists()  # refused before the checkpoint, too
+    assert not checkpoints_of(tmp_path).exists()  # refused before the checkpoint, too
     assert KEY not in result.stdout + result.stderr
 
 

@@ -1,0 +1,100 @@
+"""Checkpoints are found from any folder (issue #14, "the first hour", item 3): they live in
+the user's state folder, keyed by the exports' absolute paths and the account, and one an
+earlier version left under ./.klaviyo-backfill/ is continued where it is.
+
+End to end, through the CLI, against the stand-in."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+try:
+    import standin as st
+except ImportError:  # tests/ made a package
+    from tests import standin as st
+
+CLI = shutil.which("klaviyo-backfill", path=str(Path(sys.executable).parent)) or str(
+    Path(sys.executable).parent / "klaviyo-backfill"
+)
+EXPORT = Path(__file__).resolve().parent.parent / "sample_data" / "shopify_orders_export.csv"
+KEY = "pk_where_" + secrets.token_hex(12)
+FAST = ["--rate-limit", "100/s,1000/m", "-q", "--failures", "failures.jsonl"]
+
+
+def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
+    env.update(KLAVIYO_API_KEY=KEY, COLUMNS="200")
+    return subprocess.run(
+        [CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def said(done: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+
+
+def checkpoints_in(state: Path) -> list[Path]:
+    return sorted((state / "klaviyo-backfill" / "checkpoints").glob("*.sqlite"))
+
+
+def test_resume_and_status_from_another_folder_find_the_checkpoint(
+    tmp_path: Path, own_state_folder: Path
+) -> None:
+    shop, elsewhere = tmp_path / "shop", tmp_path / "elsewhere"
+    shop.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(EXPORT, shop / "orders.csv")
+    with st.StandIn(api_key=KEY) as s:
+        first = run(shop, "send", "orders.csv", "--base-url", s.url, *FAST, "--limit", "5")
+        assert first.returncode in (0, 1), said(first)
+        assert not (shop / ".klaviyo-backfill").exists()
+        assert len(checkpoints_in(own_state_folder)) == 1
+        sent = s.keys()
+
+        status = run(elsewhere, "status", "../shop/orders.csv")
+        assert status.returncode == 0, said(status)
+        assert "limited" in status.stdout and "no checkpoint" not in status.stderr
+
+        resumed = run(elsewhere, "send", str(shop / "orders.csv"), "--base-url", s.url, *FAST,
+                      "--resume")  # fmt: skip
+        assert resumed.returncode in (0, 1), said(resumed)
+        assert "Run without --resume" not in resumed.stderr
+        assert s.keys() > sent
+        every = run(tmp_path, "send", "shop/orders.csv", "--base-url", s.url, *FAST)
+        assert "Nothing to do" in every.stdout, said(every)  # from a third folder, too
+    assert len(checkpoints_in(own_state_folder)) == 1
+
+
+def test_a_checkpoint_an_earlier_version_left_here_is_continued_where_it_is(
+    tmp_path: Path, own_state_folder: Path
+) -> None:
+    shutil.copy(EXPORT, tmp_path / "orders.csv")
+    with st.StandIn(api_key=KEY) as s:
+        first = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST, "--limit", "5")
+        assert first.returncode in (0, 1), said(first)
+        (kept,) = checkpoints_in(own_state_folder)
+        earlier = tmp_path / ".klaviyo-backfill" / kept.name  # where 0.2 kept it
+        earlier.parent.mkdir()
+        kept.rename(earlier)
+
+        status = run(tmp_path, "status", "orders.csv")
+        assert status.returncode == 0 and "limited" in status.stdout, said(status)
+        sent = s.keys()
+        resumed = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST, "--resume")
+        assert resumed.returncode in (0, 1), said(resumed)
+        assert s.keys() > sent
+    assert not checkpoints_in(own_state_folder)  # continued where it was
+    assert "finished" in run(tmp_path, "status", "orders.csv").stdout
+
+
+def test_status_without_a_checkpoint_says_where_it_looked(tmp_path: Path) -> None:
+    shutil.copy(EXPORT, tmp_path / "orders.csv")
+    status = run(tmp_path, "status", "orders.csv")
+    assert status.returncode == 2
+    told = " ".join(status.stderr.split())
+    assert "klaviyo-backfill/checkpoints" in told and "full paths" in told, told
