@@ -32,6 +32,7 @@ __all__ = [
     "Mode",
     "checkpoints_dir",
     "default_path",
+    "discard",
     "earlier_path",
     "found_for",
     "locate",
@@ -90,8 +91,7 @@ def locate(paths: list[str], account: str, mode: Mode, explicit: str | None = No
         return Path(explicit)
     path, earlier = default_path(paths, account), earlier_path(paths, account)
     if mode == "restart":
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{earlier}{suffix}").unlink(missing_ok=True)
+        discard(earlier)
     elif earlier.exists() and not path.exists():
         return earlier
     older = earlier_path(paths)
@@ -103,6 +103,12 @@ def locate(paths: list[str], account: str, mode: Mode, explicit: str | None = No
             "If not, run without --resume: everything is sent (Klaviyo drops repeats).",
         )
     return path
+
+
+def discard(path: Path) -> None:
+    """Delete a checkpoint, with its -wal and -shm."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def found_for(paths: list[str]) -> list[Path]:
@@ -362,8 +368,7 @@ def open_ledger(
     A checkpoint that a live process is sending with is refused in every mode.
     """
     if mode == "restart":
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        discard(path)
     elif mode == "resume" and not path.exists():
         raise CheckpointError(
             f"no checkpoint at {path} to resume", "Run without --resume to start."

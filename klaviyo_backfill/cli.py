@@ -336,6 +336,8 @@ def _real_send(options: SendOptions, console: Console, kw: dict[str, Any]) -> in
         outcome = send(options, progress.update, _ask_key)
     if not isinstance(outcome, SendOutcome):
         return _nothing_to_do(console, outcome)
+    if outcome.error is not None:  # what stopped the run comes first, before any summary
+        click.echo(f"Error: {outcome.error}", err=True)
     console.print(send_summary(outcome))
     if kw["summary_json"]:
         _write_json(kw["summary_json"], outcome_json(outcome) | {"dry_run": False})
@@ -351,7 +353,6 @@ def _send_exit(console: Console, outcome: SendOutcome) -> int:
         return ExitCode.INTERRUPTED
     error = outcome.error
     if error is not None:
-        console.print(f"[red]Error:[/red] {error}")
         if isinstance(error, GaveUp | OutputError):
             click.echo(f"Continue with:\n  {_resume_command()}", err=True)
         if isinstance(error, OutputError) and error.broken_pipe:

@@ -30,11 +30,12 @@ from .checkpoint import (
     Landmarks,
     Ledger,
     checkpoints_dir,
+    discard,
     found_for,
     locate,
     open_ledger,
 )
-from .errors import BackfillError, CheckpointError, OutputError, UsageError
+from .errors import BackfillError, CheckpointError, OutputError, SendError, UsageError
 from .failures import Failures
 from .options import SendOptions
 
@@ -250,11 +251,15 @@ def send(
         ledger.close()
         raise
     try:
-        return send_job(job, config, ledger, progress, options.mode == "resume", held,
-                        skip_held=not options.resend)  # fmt: skip
+        outcome = send_job(job, config, ledger, progress, options.mode == "resume", held,
+                           skip_held=not options.resend)  # fmt: skip
+        unused = isinstance(outcome.error, SendError) and not ledger.has_orders()
     finally:
         ledger.close()
         held.close()
+    if unused:  # the job was refused (a wrong key) before Klaviyo acknowledged anything:
+        discard(path)  # a checkpoint would only stand in the way of the corrected run
+    return outcome
 
 
 def _track(encoded: Iterator[MappedOrder], tracker: Tracker) -> Iterator[MappedOrder]:

@@ -124,15 +124,24 @@ def test_a_checkpoint_of_an_earlier_version_is_not_resumed_for_an_unknown_accoun
     assert real
 
 
-def test_a_wrong_key_leaves_nothing_that_blocks_the_right_one(tmp_path: Path) -> None:
-    """A 401 stops the run; the corrected run sends everything, without --resume."""
+def test_a_wrong_key_leaves_nothing_that_blocks_the_right_one(
+    tmp_path: Path, own_state_folder: Path
+) -> None:
+    """A 401 stops the run, saying so before anything else, and leaves no checkpoint (nothing
+    was acknowledged); the corrected run sends everything, without --resume."""
     shutil.copy(EXPORT, tmp_path / "orders.csv")
     port = free_port()
     with st.StandIn(api_key=REAL, port=port) as s:
-        wrong = run(tmp_path, "pk_wrong_" + secrets.token_hex(8), "send", "orders.csv",
-                    "--base-url", s.url, *FAST)  # fmt: skip
-        assert wrong.returncode == 3, wrong.stdout + wrong.stderr
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
+        env.update(KLAVIYO_API_KEY="pk_wrong_" + secrets.token_hex(8), COLUMNS="200")
+        wrong = subprocess.run([CLI, "send", "orders.csv", "--base-url", s.url, *FAST],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, timeout=120)  # fmt: skip
+        assert wrong.returncode == 3, wrong.stdout
+        assert wrong.stdout.startswith("Error: Klaviyo refused the API key"), wrong.stdout
+        assert wrong.stdout.count("refused the API key") == 1, wrong.stdout
         assert not s.keys()
+        assert not checkpoints_in(own_state_folder)
         right = run(tmp_path, REAL, "send", "orders.csv", "--base-url", s.url, *FAST)
         assert right.returncode in (0, 1), right.stdout + right.stderr
         assert "--resume" not in right.stderr

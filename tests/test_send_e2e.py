@@ -932,21 +932,23 @@ def test_checkpoint_refusals_status_and_nothing_to_do(small: Export, tmp_path: P
     assert by_paths.returncode == 0 and "finished" in by_paths.stdout, said(by_paths)
 
 
-def test_failures_file_lists_each_rejected_order_once_after_a_resume(
+def test_failures_file_lists_each_rejected_order_once_after_a_refused_key(
     small: Export, tmp_path: Path
 ) -> None:
     small.copy_to(tmp_path)
     # the account (this key at this address) refuses the key at first (its scope, say), so
     # the run stops; the same account then takes it. Bulk packs the whole export into one
-    # request, so it is all read, its rejections recorded, before the 403
+    # request, so it is all read, its rejections recorded, before the 403; nothing was
+    # acknowledged, so no checkpoint is left to resume: the corrected run starts afresh
     with st.StandIn(api_key="pk_not_this_one", bulk_limits=BULK_LIMITS) as refusing:
         port = int(refusing.url.rsplit(":", 1)[1])
         base = ["send", "orders.csv", "--base-url", refusing.url, "--rate-limit", BULK_RATE,
                 "--failures", "failures.jsonl", "-q"]  # fmt: skip
         first = cli(tmp_path, *base)
         assert first.returncode == 3, said(first)
+        assert not list(checkpoints_of(tmp_path).glob("*"))
     with st.StandIn(api_key=KEY, bulk_limits=BULK_LIMITS, port=port) as s:
-        resumed = cli(tmp_path, *base, "--resume")
+        resumed = cli(tmp_path, *base)
         assert resumed.returncode == 1, said(resumed)
         assert s.keys() == small.expected
     ids = [
