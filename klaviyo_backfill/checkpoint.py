@@ -37,6 +37,7 @@ __all__ = [
     "found_for",
     "locate",
     "open_ledger",
+    "process_start",
 ]
 
 FORMAT_VERSION = "2"
@@ -180,20 +181,34 @@ class Ledger:
     def state(self) -> str | None:
         return self.get("state")
 
-    def mark_running(self) -> None:
-        """State "running", with this process's id and host: see `runner_alive`."""
-        self.put(state="running", started=str(time.time()), pid=str(os.getpid()),
-                 host=socket.gethostname())  # fmt: skip
+    def drop(self, *keys: str) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in keys])
+
+    def mark_running(self, inputs: list[str] | None = None) -> None:
+        """State "running", with this process's id, start time and host (see `runner_alive`),
+        and the exports' paths; an earlier run's end and summary go (they are not this run's)."""
+        pid = os.getpid()
+        self.drop("ended", "last_run", "pid_start")
+        self.put(state="running", started=str(time.time()), pid=str(pid),
+                 host=socket.gethostname(), pid_start=process_start(pid) or "")  # fmt: skip
+        if inputs is not None:
+            self.put(inputs=[os.path.abspath(p) for p in inputs])
 
     def runner_alive(self) -> bool | None:
-        """For a "running" ledger: whether the process that runs it is still alive (a
-        klaviyo-backfill process with its id on this host); None when that cannot be told
-        (another host, or not recorded). False means it stopped abruptly (kill -9, a crash)."""
+        """For a "running" ledger: whether the process that runs it is still alive (the
+        process with its id on this host, started when it was: a process id is reused);
+        None when that cannot be told (another host, or not recorded). False means it stopped
+        abruptly (kill -9, a crash)."""
         pid, host = self.get("pid"), self.get("host")
         if self.state != "running" or pid is None or host != socket.gethostname():
             return None
         cmdline = Path(f"/proc/{pid}/cmdline")
         if Path("/proc/self/cmdline").exists():  # Linux: the process must be one of ours
+            started = self.get("pid_start")
+            if started:
+                return process_start(int(pid)) == started
             try:
                 return b"klaviyo" in cmdline.read_bytes()
             except OSError:
@@ -339,6 +354,26 @@ class Ledger:
         ).fetchone()
         return int(row[0])
 
+    def condition(self) -> str:
+        """The state as a person reads it: a "running" ledger whose process is gone
+        "stopped abruptly"."""
+        alive = self.runner_alive()
+        if alive is True:
+            return f"running (process {self.get('pid')})"
+        if alive is False:
+            return f"stopped abruptly (process {self.get('pid')} is gone)"
+        return self.state or "new"
+
+    def rejected_apart(self) -> tuple[int, int]:
+        """(orders the export could not give, events Klaviyo refused), each counted as
+        `rejected_total` counts them."""
+        row = self.db.execute(
+            "SELECT (SELECT count(*) FROM rejected WHERE kind = 'input'),"
+            " (SELECT count(*) FROM (SELECT DISTINCT order_id, detail FROM rejected"
+            " WHERE kind = 'klaviyo'))"
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
     def reader(self) -> Ledger:
         """A second connection, for the thread that reads the export."""
         return Ledger(self.path)
@@ -352,7 +387,13 @@ class Finished:
     """A checkpoint that says its export was sent completely: a new run has nothing to do."""
 
     path: Path
-    rejected: int  # rejections the job met (`Ledger.rejected_total`)
+    orders_rejected: int  # orders the export could not give (`Ledger.rejected_apart`)
+    events_rejected: int  # events Klaviyo refused
+
+    @property
+    def rejected(self) -> int:
+        """Rejections the job met (`Ledger.rejected_total`)."""
+        return self.orders_rejected + self.events_rejected
 
 
 def open_ledger(
@@ -378,12 +419,12 @@ def open_ledger(
         try:
             _refuse_if_running(ledger)
             ledger.check_account(account)
-            state, rejected = ledger.state, ledger.rejected_total()
+            state, condition, rejected = ledger.state, ledger.condition(), ledger.rejected_apart()
         finally:
             ledger.close()
         if state == "finished":
-            return Finished(path, rejected)
-        raise UnfinishedRun(f"an unfinished run ({state}) has a checkpoint at {path}")
+            return Finished(path, *rejected)
+        raise UnfinishedRun(f"an unfinished run ({condition}) has a checkpoint at {path}")
     ledger = Ledger(path)
     try:
         _refuse_if_running(ledger)
@@ -392,6 +433,17 @@ def open_ledger(
         ledger.close()
         raise
     return ledger
+
+
+def process_start(pid: int) -> str | None:
+    """When a process started (Linux: /proc/<pid>/stat field 22, in clock ticks since boot),
+    which tells it from a later process given the same id; None where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # the name, in parentheses, may hold spaces
+    return fields[19] if len(fields) > 19 else None
 
 
 def _refuse_if_running(ledger: Ledger) -> None:

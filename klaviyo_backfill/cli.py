@@ -280,7 +280,7 @@ def send(**kw: Any) -> int:
 
 
 def _dry_run(options: SendOptions, console: Console, kw: dict[str, Any]) -> int:
-    from .report import describe, preview, summary_table
+    from .report import describe, preview, rejections, summary_table
     from .run import dry_run
 
     result: DryRun = dry_run(options, kw["preview_count"])
@@ -290,7 +290,9 @@ def _dry_run(options: SendOptions, console: Console, kw: dict[str, Any]) -> int:
     if kw["summary_json"]:
         _write_json(kw["summary_json"], describe(result.stats) | {"dry_run": True})
     if result.failures:
-        console.print(f"{result.failures} rejected order(s) written to {result.failures_path}")
+        kinds = result.failure_kinds
+        told = rejections(kinds.get("orders", 0), kinds.get("events", 0), kinds.get("changed", 0))
+        console.print(f"{told} written to {result.failures_path}")
     return ExitCode.REJECTED if result.stats.orders_rejected else ExitCode.OK
 
 
@@ -318,12 +320,13 @@ def _resume_command() -> str:
 
 
 def _nothing_to_do(console: Console, finished: Finished) -> int:
-    rejected = finished.rejected
+    from .report import rejections
+
+    told = rejections(finished.orders_rejected, finished.events_rejected)
     console.print(f"Nothing to do: checkpoint {finished.path} says this export was sent completely"
-                  + (f", with {rejected} rejected order(s)/event(s) (`status` reports"
-                     " them)" if rejected else "")
+                  + (f", with {told} (`status` reports them)" if told else "")
                   + ". Use --restart --resend to send it again.")  # fmt: skip
-    return ExitCode.REJECTED if rejected else ExitCode.OK
+    return ExitCode.REJECTED if finished.rejected else ExitCode.OK
 
 
 def _real_send(options: SendOptions, console: Console, kw: dict[str, Any]) -> int:
@@ -345,9 +348,13 @@ def _real_send(options: SendOptions, console: Console, kw: dict[str, Any]) -> in
 
 
 def _send_exit(console: Console, outcome: SendOutcome) -> int:
+    from .report import rejections
+
     failed = outcome.failures
     if failed:
-        console.print(f"{failed} rejected order(s)/event(s) written to {outcome.failures_path}")
+        kinds = outcome.failure_kinds
+        told = rejections(kinds.get("orders", 0), kinds.get("events", 0), kinds.get("changed", 0))
+        console.print(f"{told} written to {outcome.failures_path}")
     if outcome.interrupted:
         click.echo(f"Stopped. Nothing is lost; continue with:\n  {_resume_command()}", err=True)
         return ExitCode.INTERRUPTED

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from typing import IO
 
 from .model import Rejection
 
-__all__ = ["Failures"]
+__all__ = ["KLAVIYO_REJECTED", "Failures", "kind_of"]
+
+KLAVIYO_REJECTED = "rejected by Klaviyo"  # the reason of an event Klaviyo refused
+CHANGED = "changed since it was sent"  # the reason of an order the account holds otherwise
+
+
+def kind_of(rejection: Rejection) -> str:
+    """'events' Klaviyo refused, 'changed' orders it holds otherwise (not sent), or 'orders'
+    the export could not give: a failures file's lines count apart by these."""
+    if rejection.reason == KLAVIYO_REJECTED:
+        return "events"
+    return "changed" if rejection.reason == CHANGED else "orders"
 
 
 class Failures:
@@ -20,12 +32,14 @@ class Failures:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.count = 0
+        self.kinds: Counter[str] = Counter()  # lines by `kind_of`
         self._fh: IO[str] | None = None
         if path is not None and os.path.isfile(path):
             os.unlink(path)
 
     def write(self, rejection: Rejection) -> None:
         self.count += 1
+        self.kinds[kind_of(rejection)] += 1
         if self.path is None:
             return
         if self._fh is None:

@@ -26,6 +26,7 @@ __all__ = [
     "inspect_report",
     "outcome_json",
     "preview",
+    "rejections",
     "send_summary",
     "status_table",
     "summary_table",
@@ -133,48 +134,80 @@ def outcome_json(outcome: SendOutcome) -> dict[str, Any]:
     }
 
 
-def _state(ledger: Ledger) -> str:
-    state = ledger.state or "new"
-    alive = ledger.runner_alive()
-    if alive is True:
-        return f"running (process {ledger.get('pid')})"
-    if alive is False:
-        return f"stopped abruptly (process {ledger.get('pid')} is gone): --resume continues"
-    return state
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}" + ("" if n == 1 else "s")
+
+
+def rejections(orders: int, events: int, changed: int = 0) -> str:
+    """'45 rejected orders, 2 events Klaviyo refused and 1 changed order not sent': orders
+    and events counted apart, never summed."""
+    parts = [
+        _count(orders, "rejected order") if orders else "",
+        _count(events, "event") + " Klaviyo refused" if events else "",
+        _count(changed, "changed order") + " not sent" if changed else "",
+    ]
+    parts = [p for p in parts if p]
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else "".join(parts)
+
+
+def _when(value: str | None) -> str | None:
+    if not value:
+        return None
+    return f"{datetime.fromtimestamp(float(value), UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _left(ledger: Ledger) -> str:
+    """What a resumed run would still read, from the resume point the checkpoint holds."""
+    if ledger.state == "finished":
+        return "nothing"
+    inputs = json.loads(ledger.get("inputs") or "[]")
+    point = ledger.watermark()
+    try:
+        sizes = [Path(name).stat().st_size for name in inputs]
+    except OSError:
+        sizes = []
+    if point is None or not sizes or point[0] >= len(sizes) or point[1] <= 0:
+        return "the orders not counted above: --resume reads the export again, skipping those"
+    index, offset = point
+    left = sizes[index] - offset + sum(sizes[index + 1 :])
+    share = 100 * left / (sum(sizes) or 1)
+    where = f"byte {offset:,} of {Path(inputs[index]).name}"
+    return f"about {share:.0f}% of the export, from its resume point ({where})"
 
 
 def status_table(path: Path, ledger: Ledger) -> Table:
+    """One checkpoint: the job's totals from the ledger, then its last run."""
     counts = ledger.counts()
+    orders_rejected, events_rejected = ledger.rejected_apart()
     table = Table(title=f"Checkpoint {path}", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value")
-    table.add_row("State", _state(ledger))
+    state = ledger.condition()
+    if state.startswith("stopped abruptly"):
+        state += ": --resume continues"
+    table.add_row("State", state)
     account = ledger.get("account")
     if account:
         table.add_row("Klaviyo account", f"{account} (a keyed hash of the key and base URL)")
     table.add_row("Orders sent", f"{counts.get('sent', 0):,}")
-    table.add_row("Orders with rejected events", f"{counts.get('rejected', 0):,}")
-    table.add_row("Events rejected by Klaviyo", f"{counts['events_rejected']:,}")
-    for key in ("started", "ended"):
-        value = ledger.get(key)
-        if value:
-            table.add_row(
-                f"Last run {key}", datetime.fromtimestamp(float(value), UTC).isoformat(sep=" ")
-            )
+    table.add_row("Orders with events Klaviyo rejected", f"{counts.get('rejected', 0):,}")
+    table.add_row("Orders rejected (not sent)", f"{orders_rejected:,}")
+    table.add_row("Events rejected by Klaviyo", f"{events_rejected:,}")
+    started, ended = _when(ledger.get("started")), _when(ledger.get("ended"))
+    if started:
+        table.add_row("Last run started", started)
+    if ended:
+        table.add_row("Last run ended", ended)
     last = json.loads(ledger.get("last_run") or "{}")
     if last:
-        read = last.get("orders_read", 0)
-        done = counts.get("sent", 0) + counts.get("rejected", 0)
+        read, rejected = last.get("orders_read", 0), last.get("orders_rejected", 0)
+        skipped = last.get("orders_skipped", 0)
         table.add_row(
-            "Last run read", f"{read:,} orders ({last.get('orders_rejected', 0):,} rejected)"
+            "Last run read",
+            f"{read:,} orders: {last.get('orders_settled', 0):,} acknowledged, "
+            f"{rejected:,} rejected, {skipped:,} skipped",
         )
-        if ledger.state == "finished":
-            table.add_row("Left", "0")
-        else:
-            table.add_row(
-                "Left",
-                f"at least {max(0, read - done - last.get('orders_skipped', 0) - last.get('orders_rejected', 0)):,} orders (more if the last run stopped early)",
-            )
+    table.add_row("Left", _left(ledger))
     return table
 
 

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -124,6 +124,7 @@ class DryRun:
     failures: int  # lines written to the failures file
     endpoint: str
     failures_path: str | None
+    failure_kinds: dict[str, int] = field(default_factory=dict)  # lines by failures.kind_of
 
 
 def dry_run(options: SendOptions, preview: int = 1) -> DryRun:
@@ -143,7 +144,8 @@ def dry_run(options: SendOptions, preview: int = 1) -> DryRun:
                     first.append(request)
     finally:
         failures.close()
-    return DryRun(stats, first, failures.count, job.endpoint.name, job.failures)
+    kinds = dict(failures.kinds)
+    return DryRun(stats, first, failures.count, job.endpoint.name, job.failures, kinds)
 
 
 def inspect(options: SendOptions) -> Stats:
@@ -197,6 +199,7 @@ class SendOutcome:
     error: BackfillError | None = None
     failures: int = 0  # lines in the failures file: this job's rejections, earlier runs' too
     failures_path: str | None = None
+    failure_kinds: dict[str, int] = field(default_factory=dict)  # lines by failures.kind_of
 
 
 Progress = Callable[["Stats", "SendStats"], None]
@@ -342,7 +345,7 @@ def send_job(
     encoder = config.endpoint.encoder(job.backfill, config.public_key)
     started = time.monotonic()
     outcome = SendOutcome(stats, send_stats, 0.0, failures_path=job.failures)
-    ledger.mark_running()
+    ledger.mark_running([source.path for source in job.inputs])
     ended = False  # an exception that escapes leaves the run "stopped", never "finished"
     try:
         with open_output(job.output) as out:
@@ -360,6 +363,7 @@ def send_job(
         tracker.flush()
         failures.close()
         outcome.failures = failures.count
+        outcome.failure_kinds = dict(failures.kinds)
         outcome.elapsed = time.monotonic() - started
         _close(ledger, job, outcome, ended)
         reader.close()
@@ -372,5 +376,11 @@ def _close(ledger: Ledger, job: Job, outcome: SendOutcome, ended: bool) -> None:
     stopped = not ended or outcome.interrupted or outcome.error is not None
     limited = job.filters.limit is not None and outcome.stats.orders_mapped >= job.filters.limit
     state = "stopped" if stopped else ("limited" if limited else "finished")
-    summary = describe(outcome.stats) | {"sent": dict(outcome.send.events_sent)}
+    stats, send = outcome.stats, outcome.send
+    summary = describe(stats) | {
+        "sent": dict(send.events_sent),
+        "orders_settled": send.orders_sent + send.orders_with_rejections,
+        "bytes_read": stats.bytes_done,
+        "bytes_total": stats.bytes_total,
+    }
     ledger.put(state=state, ended=str(time.time()), last_run=summary)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from .account_ledger import AccountLedger, OrderFacts, event_key
 from .checkpoint import Landmarks, Ledger
 from .delta import facts_of
-from .failures import Failures
+from .failures import KLAVIYO_REJECTED, Failures
 from .klaviyo.client import SendStats
 from .model import Event, Position, Rejection, identity
 from .orders import MappedOrder
@@ -129,7 +129,7 @@ class Tracker:
         if entry:
             entry.rejected = True
         source, line = (entry.source, entry.line) if entry else ("", None)
-        rejection = Rejection(source, line, event.order_id, "rejected by Klaviyo",
+        rejection = Rejection(source, line, event.order_id, KLAVIYO_REJECTED,
                               f"{event.metric} {event.unique_id}: {reason}")  # fmt: skip
         if (rejection.order_id, rejection.detail) not in self.reported:
             self.reported.add((rejection.order_id, rejection.detail))

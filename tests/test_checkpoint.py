@@ -308,3 +308,11 @@ def test_mark_running_records_this_process(ledger: Ledger) -> None:
     assert ledger.state == "running"
     assert ledger.get("pid") == str(os.getpid())
     assert ledger.get("host") == socket.gethostname()
+
+
+def test_a_new_run_drops_the_end_and_summary_of_the_run_before(ledger: Ledger) -> None:
+    """`status` showed "Last run ended" (the earlier run's) before "Last run started"."""
+    ledger.put(state="stopped", ended="100.0", last_run={"orders_read": 3})
+    ledger.mark_running(["orders.csv"])
+    assert ledger.get("ended") is None and ledger.get("last_run") is None
+    assert ledger.get("inputs") == f'["{os.path.abspath("orders.csv")}"]'

@@ -66,7 +66,7 @@ def test_rejected_orders_go_to_the_failures_file_and_exit_1(tmp_path: Path) -> N
     assert code == 1
     rejected = [json.loads(r) for r in failures.read_text().splitlines()]
     assert rejected and all(r["reason"] and r["source"] == str(export) for r in rejected)
-    assert f"{len(rejected)} rejected order(s) written to {failures}" in " ".join(out.split())
+    assert f"{len(rejected)} rejected orders written to {failures}" in " ".join(out.split())
 
 
 def test_a_clean_rerun_leaves_no_failures_file_from_the_run_before(
