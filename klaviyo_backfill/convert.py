@@ -13,6 +13,7 @@ from .model import Address, Line, Order, RawOrder, Refund
 from .values import (
     clean,
     clean_code,
+    is_currency,
     parse_email,
     parse_money,
     parse_quantity,
@@ -158,7 +159,7 @@ class Converter:
             order.warnings.append("no currency in the export: USD assumed (use --currency)")
             return "USD"
         code = code.upper()
-        if len(code) != 3 or not code.isalpha():
+        if not is_currency(code):
             raise FieldError("currency", code, "not an ISO 4217 currency code")
         return code
 

@@ -18,7 +18,7 @@ from .klaviyo.throttle import parse_rate_limit
 from .layouts import Layout, builtin_layouts, load
 from .options import InputOptions, SendOptions
 from .read import Input, detect_layout, expand_paths, load_side_lines, sniff_kind
-from .values import parse_period, zone
+from .values import is_currency, parse_period, zone
 
 __all__ = [
     "Filters",
@@ -164,7 +164,7 @@ def _filters(source: InputOptions, zone_info: tzinfo) -> Filters:
 
 
 def _currency(code: str | None) -> str | None:
-    if code and not (len(code) == 3 and code.isascii() and code.isalpha()):
+    if code and not is_currency(code):
         raise UsageError(f"--currency {code!r} is not an ISO 4217 code", "Write e.g. EUR.")
     return code.upper() if code else None
 

@@ -23,6 +23,7 @@ from .errors import FieldError, UsageError
 
 __all__ = [
     "clean",
+    "is_currency",
     "minor_units",
     "parse_email",
     "parse_money",
@@ -178,6 +179,11 @@ def parse_money(value: Any, field: str, decimal_comma: bool = False) -> Decimal 
 
 def _iso_code_out(match: re.Match[str]) -> str:
     return "" if match.group() in _ISO_4217 else match.group()
+
+
+def is_currency(code: str) -> bool:
+    """Whether `code` (any case) is an ISO 4217 currency code, current or withdrawn since 2011."""
+    return code.upper() in _ISO_4217
 
 
 def minor_units(currency: str) -> int:

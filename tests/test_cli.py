@@ -285,6 +285,7 @@ def test_overlapping_exports_map_each_order_once(tmp_path: Path) -> None:
         (["--revision", "2025-01-15"], "backfill"),
         (["--rate-limit", "fast"], "--rate-limit"),
         (["--currency", "EURO"], "--currency 'EURO' is not an ISO 4217 code"),
+        (["--currency", "XYZ"], "--currency 'XYZ' is not an ISO 4217 code"),
         (["--since", "2021-01-01", "--until", "2020-01-01"], "is not before --until"),
     ],
 )
@@ -339,3 +340,26 @@ def test_output_piped_into_head_ends_quietly(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr  # pipefail: the tool's own exit code
     assert "Traceback" not in result.stderr
     assert "BrokenPipe" not in result.stderr
+
+
+def test_a_layout_or_a_column_with_a_currency_that_is_no_iso_4217_code(tmp_path: Path) -> None:
+    """Three letters were taken for a code: `--currency XYZ` went out as the currency of
+    every order. A layout's `[options] currency` stops the run naming the layout; a column's
+    value rejects its order."""
+    export = SAMPLE / "custom_cart" / "orders.csv"
+    layout = (SAMPLE / "custom_cart" / "layout.toml").read_text()
+    bad = tmp_path / "layout.toml"
+    bad.write_text(layout.replace('currency = "USD"', 'currency = "XYZ"'))
+    code, out, err = run("send", str(export), "--layout", str(bad), "--dry-run")
+    assert code == 2 and "[options] currency 'XYZ' is not an ISO 4217 code" in out + err
+    assert run("send", str(export), "--layout", str(bad), "--currency", "usd", "--dry-run")[0] == 2
+    code, out, rows = dry_run_rows(
+        tmp_path,
+        ["Name,Email,Financial Status,Currency,Total,Created at,Lineitem quantity,"
+         "Lineitem name,Lineitem price,Lineitem sku,Id",
+         "#1,a@example.com,paid,XYZ,10.00,2024-03-01 10:00:00 +0000,1,Tee,10.00,T,1",
+         "#2,b@example.com,paid,chf,10.00,2024-03-01 10:00:00 +0000,1,Tee,10.00,T,2"],
+    )  # fmt: skip
+    assert code == 1 and [(r["order_id"], r["reason"]) for r in rows] == [
+        ("1", "not an ISO 4217 currency code")
+    ]

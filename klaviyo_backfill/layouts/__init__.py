@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LayoutError, UsageError
-from ..values import zone
+from ..values import is_currency, zone
 
 __all__ = [
     "ADDRESS_KEYS",
@@ -191,6 +191,10 @@ def _options(table: dict[str, Any], origin: str) -> Options:
     _known_only(table, _OPTION_KEYS, "options", origin)
     opts = dict(table)
     _zone_name(opts.get("timezone"), "[options] timezone", origin)
+    currency = opts.get("currency")
+    if currency is not None and not is_currency(str(currency)):
+        raise LayoutError(origin, f"[options] currency {currency!r} is not an ISO 4217 code",
+                          hint="Write e.g. EUR.")  # fmt: skip
     for key in ("fulfilled_statuses", "cancelled_statuses", "refunded_statuses"):
         if key in opts:
             opts[key] = frozenset(str(s).lower() for s in opts[key])
