@@ -384,7 +384,7 @@ def inspect(as_json: bool, **kw: Any) -> int:
         from rich.console import Console
 
         inspect_report(Console(), stats)
-    return ExitCode.OK
+    return ExitCode.REJECTED if stats.orders_rejected else ExitCode.OK  # as a dry run
 
 
 @main.command()

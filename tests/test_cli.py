@@ -144,7 +144,7 @@ def test_inspect_json_keeps_warning_examples_apart_from_rejections_and_yen_has_n
     assert details and not any(d.endswith("(None)") for d in details), details
     code, out, _ = run("inspect", str(tmp_path / "orders.csv"), "--json")
     report = json.loads(out)
-    assert code == 0 and report["rejected"] and report["warnings"]
+    assert code == 1 and report["rejected"] and report["warnings"]
     assert set(report["rejected_examples"]) == set(report["rejected"])
     assert set(report["warning_examples"]) == set(report["warnings"])
 
@@ -363,3 +363,15 @@ def test_a_layout_or_a_column_with_a_currency_that_is_no_iso_4217_code(tmp_path:
     assert code == 1 and [(r["order_id"], r["reason"]) for r in rows] == [
         ("1", "not an ISO 4217 currency code")
     ]
+
+
+@pytest.mark.parametrize(
+    ("export", "code"),
+    [("shopify_orders_export.csv", 0), ("problems/shopify_orders_with_problems.csv", 1)],
+)
+def test_inspect_and_a_dry_run_exit_alike(tmp_path: Path, export: str, code: int) -> None:
+    """One rule for both: 1 when an order would be rejected, else 0 (inspect said 0)."""
+    path = str(SAMPLE / export)
+    assert run("send", path, "--dry-run", "--failures", str(tmp_path / "f"))[0] == code
+    assert run("inspect", path)[0] == code
+    assert run("inspect", path, "--json")[0] == code

@@ -172,7 +172,7 @@ def test_inspect_reports_counts_money_months_and_problems(tmp_path: Path) -> Non
         / "shopify_orders_with_problems.csv"
     )
     code, output = invoke("inspect", str(sample))
-    assert code == 0
+    assert code == 1  # orders would be rejected, as the dry run says
     for heading in (
         "Orders",
         "Line items",

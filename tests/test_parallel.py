@@ -109,7 +109,7 @@ def _dry_run(files: list[Path], out: Path, jobs: str, *extra: str) -> dict[str, 
         "stdout": result.output.replace(tag, "<tag>"),
         "bodies": output.read_bytes() if output.exists() else b"",
         "failures": failures.read_bytes() if failures.exists() else b"",
-        "inspect": json.loads(inspect.output) if inspect.exit_code == 0 else inspect.output,
+        "inspect": json.loads(inspect.output) if inspect.exit_code in (0, 1) else inspect.output,
     }
 
 
