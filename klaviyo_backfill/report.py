@@ -10,9 +10,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from .model import METRICS
 from .summary import Stats, describe
@@ -265,10 +266,15 @@ def inspect_report(console: Console, stats: Stats) -> None:
 def _with_examples(
     title: str, label: str, counts: Counter[str], examples: dict[str, list[str]]
 ) -> Table:
+    """Each reason with its count, and its examples below it, one `file:line` a line, never
+    broken (a path has no place to break; cut at the end only if wider than the screen)."""
     table = Table(title=title, title_justify="left")
-    table.add_column(label)
     table.add_column("orders", justify="right")
-    table.add_column("for example", overflow="fold")
+    table.add_column(f"{label} (for example, file:line)")
     for what, n in counts.most_common():
-        table.add_row(what, f"{n:,}", ", ".join(examples.get(what, [])))
+        places = [
+            Text(f"  {place}", style="dim", no_wrap=True, overflow="ellipsis")
+            for place in examples.get(what, [])
+        ]
+        table.add_row(f"{n:,}", Group(Text(what), *places))
     return table

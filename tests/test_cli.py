@@ -375,3 +375,21 @@ def test_inspect_and_a_dry_run_exit_alike(tmp_path: Path, export: str, code: int
     assert run("send", path, "--dry-run", "--failures", str(tmp_path / "f"))[0] == code
     assert run("inspect", path)[0] == code
     assert run("inspect", path, "--json")[0] == code
+
+
+@pytest.mark.parametrize("width", [60, 80])
+def test_inspect_never_breaks_a_file_line_example(
+    width: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 80 columns the examples column folded `shopify.csv:2` / `4,`."""
+    monkeypatch.chdir(SAMPLE)
+    export = "problems/shopify_orders_with_problems.csv"
+    report = json.loads(run("inspect", export, "--json")[1])
+    places = [p for kind in ("rejected_examples", "warning_examples") for ps in report[kind].values()
+              for p in ps]  # fmt: skip
+    assert len(places) >= 4
+    out = CliRunner().invoke(main, ["inspect", export], env={"COLUMNS": str(width)}).stdout
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= width
+    for place in places:
+        assert any(line.strip(" │").strip() == place for line in lines), (place, out)
