@@ -213,9 +213,9 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
 @click.option(
     "--preview",
     "preview_count",
-    default=1,
-    show_default=True,
-    help="Request bodies shown by --dry-run.",
+    type=click.IntRange(min=0),
+    help="--dry-run shows the first N request bodies in full (0: none). "
+    "[default: the first event of each metric, compact]",
 )
 @click.option(
     "--api-key",
@@ -280,12 +280,14 @@ def send(**kw: Any) -> int:
 
 
 def _dry_run(options: SendOptions, console: Console, kw: dict[str, Any]) -> int:
-    from .report import describe, preview, rejections, summary_table
+    from .report import describe, preview, rejections, samples, summary_table
     from .run import dry_run
 
     result: DryRun = dry_run(options, kw["preview_count"])
-    if result.first and kw["preview_count"]:
+    if result.first:
         preview(console, result.endpoint, [r.body for r in result.first])
+    elif result.samples:
+        samples(console, result.endpoint, result.samples)
     console.print(summary_table(result.stats, "Dry run: nothing was sent"))
     if kw["summary_json"]:
         _write_json(kw["summary_json"], describe(result.stats) | {"dry_run": True})

@@ -28,30 +28,64 @@ __all__ = [
     "outcome_json",
     "preview",
     "rejections",
+    "samples",
     "send_summary",
     "status_table",
     "summary_table",
 ]
 
 
-def _shorten(body: dict[str, Any], entries: int) -> tuple[dict[str, Any], int]:
-    """A bulk body cut to its first `entries` profile entries, and how many were cut."""
-    try:
-        data = body["data"]["attributes"]["events-bulk-create"]["data"]
-    except (KeyError, TypeError):
-        return body, 0
-    body["data"]["attributes"]["events-bulk-create"]["data"] = data[:entries]
-    return body, max(0, len(data) - entries)
-
-
-def preview(console: Console, endpoint: str, bodies: list[bytes], entries: int = 1) -> None:
+def preview(console: Console, endpoint: str, bodies: list[bytes]) -> None:
+    """`--preview N`: the first N request bodies, in full, exactly as they would be sent."""
     console.rule(f"[bold]Preview: the first request{'s' if len(bodies) > 1 else ''} ({endpoint})")
     for raw in bodies:
-        body, cut = _shorten(json.loads(raw), entries)
-        text = json.dumps(body, indent=2, ensure_ascii=False)
+        text = json.dumps(json.loads(raw), indent=2, ensure_ascii=False)
         console.print(Syntax(text, "json", theme="ansi_dark", word_wrap=True))
-        if cut:
-            console.print(f"[dim]... and {cut} more profile entries in this request[/dim]")
+
+
+def _glance(value: Any, depth: int = 0) -> Any:
+    """A value cut for a glance: texts to 40 characters, lists to their first item, tables
+    below the top to their size."""
+    if isinstance(value, str) and len(value) > 40:
+        return value[:39] + "…"
+    if isinstance(value, list):
+        head = [_glance(v, depth + 1) for v in value[:1]]
+        return head + ([f"… {len(value) - 1} more"] if len(value) > 1 else [])
+    if isinstance(value, dict):
+        if depth > 0:
+            return f"{{{len(value)} fields}}"
+        return {k: _glance(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+def _inline(value: Any) -> str:
+    return json.dumps(_glance(value), ensure_ascii=False, separators=(", ", ": "))
+
+
+def samples(console: Console, endpoint: str, events: list[dict[str, Any]]) -> None:
+    """The default preview: the first event of each metric at a glance (a few lines each),
+    in place of hundreds of lines of request body."""
+    console.rule(f"[bold]Preview: the first event of each metric ({endpoint})")
+    for attributes in events:
+        metric = attributes.get("metric", {}).get("data", {}).get("attributes", {}).get("name")
+        value = attributes.get("value")
+        worth = f" · {value} {attributes.get('value_currency')}" if value is not None else ""
+        flag = " · backfill" if attributes.get("backfill") else ""
+        console.print(
+            f"[bold]{metric}[/bold] {attributes.get('unique_id')} · {attributes.get('time')}"
+            f"{worth}{flag}",
+            highlight=False,
+        )
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column()
+        grid.add_row("  profile", _inline(attributes.get("profile", {})))
+        grid.add_row("  properties", _inline(attributes.get("properties", {})))
+        console.print(grid, highlight=False)
+    console.print(
+        "[dim]Texts, lists and nested fields cut here; --preview N shows the first N request "
+        "bodies in full, --output FILE writes every one.[/dim]"
+    )
 
 
 def _money(amount: Decimal, currency: str) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from .checkpoint import (
     Finished,
@@ -37,6 +37,7 @@ from .checkpoint import (
 )
 from .errors import BackfillError, CheckpointError, OutputError, SendError, UsageError
 from .failures import Failures
+from .model import METRICS
 from .options import SendOptions
 
 if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
@@ -45,7 +46,7 @@ if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `s
     from .encode import Encoder, Request
     from .job import Job
     from .klaviyo.client import SendConfig, Sender, SendStats
-    from .model import Position
+    from .model import Event, Position
     from .orders import MappedOrder, Resume
     from .summary import Stats
     from .tracker import Tracker
@@ -120,15 +121,18 @@ def _outputting(
 @dataclass
 class DryRun:
     stats: Stats
-    first: list[Request]  # the first requests, for a preview
+    first: list[Request]  # the first requests, for a preview (`preview` N)
     failures: int  # lines written to the failures file
     endpoint: str
     failures_path: str | None
     failure_kinds: dict[str, int] = field(default_factory=dict)  # lines by failures.kind_of
+    samples: list[dict[str, Any]] = field(default_factory=list)  # `preview` None: see dry_run
 
 
-def dry_run(options: SendOptions, preview: int = 1) -> DryRun:
-    """Read, map and encode everything, send nothing (the bodies a send would make)."""
+def dry_run(options: SendOptions, preview: int | None = None) -> DryRun:
+    """Read, map and encode everything, send nothing (the bodies a send would make). For a
+    preview, keep the first `preview` requests, or (None) the first event of each metric, as
+    its attributes go in a body, with its profile."""
     from .job import job_from
     from .summary import Stats
 
@@ -136,16 +140,31 @@ def dry_run(options: SendOptions, preview: int = 1) -> DryRun:
     stats, failures = Stats(), Failures(job.failures)
     encoder = job.endpoint.encoder(job.backfill)
     first: list[Request] = []
+    seen: dict[str, Event] = {}
     try:
         with open_output(job.output) as out:
             bodies = requests(orders(job, encoder, stats, failures), encoder)
             for request in _outputting(bodies, out):
-                if len(first) < preview:
+                if preview is not None and len(first) < preview:
                     first.append(request)
+                elif preview is None and len(seen) < len(METRICS):
+                    seen.update((e.metric, e) for e in request.events if e.metric not in seen)
     finally:
         failures.close()
     kinds = dict(failures.kinds)
-    return DryRun(stats, first, failures.count, job.endpoint.name, job.failures, kinds)
+    samples = [_sample(seen[metric], job.backfill) for metric in METRICS if metric in seen]
+    return DryRun(stats, first, failures.count, job.endpoint.name, job.failures, kinds, samples)
+
+
+def _sample(event: Event, backfill: bool) -> dict[str, Any]:
+    """An event as its attributes go in a request body, with its profile (plain JSON data)."""
+    import json
+
+    from .encode import dumps, event_attributes
+
+    attributes = event_attributes(event, backfill) | {"profile": event.profile}
+    sample: dict[str, Any] = json.loads(dumps(attributes))
+    return sample
 
 
 def inspect(options: SendOptions) -> Stats:

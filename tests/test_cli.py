@@ -53,7 +53,7 @@ def test_dry_run_of_sample_data_previews_summarises_and_exits_0(tmp_path: Path) 
     failures = tmp_path / "f.jsonl"
     code, out, _ = run("send", str(SAMPLE), "--dry-run", "--failures", str(failures))
     assert code == 0  # the README's first command
-    assert "Preview" in out and '"event-bulk-create-job"' in out
+    assert "Preview: the first event of each metric" in out
     assert "Placed Order" in out and "Revenue USD" in out
     assert "read = mapped + rejected + skipped" in out
     assert not failures.exists()
@@ -121,9 +121,10 @@ def test_a_layout_that_names_its_zone_is_not_warned_about_naive_times(tmp_path: 
 
 def test_naive_times_are_warned_of_only_when_the_zone_was_guessed(tmp_path: Path) -> None:
     woo = str(SAMPLE / "woocommerce_orders.csv")  # its dates carry no offset
-    guessed = run("send", woo, "--dry-run", "--currency", "EUR", "--failures", str(tmp_path / "f"))
+    guessed = run("send", woo, "--dry-run", "--currency", "EUR", "--failures", str(tmp_path / "f"),
+                  "--preview", "1")  # fmt: skip
     named = run("send", woo, "--dry-run", "--currency", "EUR", "--failures", str(tmp_path / "f"),
-                "--timezone", "UTC")  # fmt: skip
+                "--timezone", "UTC", "--preview", "1")  # fmt: skip
     assert "naive time read as UTC" in guessed[1]
     assert "naive time" not in named[1]
     preview = [out.split("Dry run: nothing was sent")[0] for _, out, _ in (guessed, named)]
@@ -393,3 +394,30 @@ def test_inspect_never_breaks_a_file_line_example(
     assert max(len(line) for line in lines) <= width
     for place in places:
         assert any(line.strip(" │").strip() == place for line in lines), (place, out)
+
+
+def test_a_dry_run_previews_one_event_per_metric_and_full_bodies_on_request(
+    tmp_path: Path,
+) -> None:
+    """The dry run opened with 425 lines of JSON (one request body, cut to one profile)."""
+    f = str(tmp_path / "f")
+    out = CliRunner().invoke(main, ["send", str(SAMPLE), "--dry-run", "--failures", f],
+                             env={"COLUMNS": "80"}).stdout  # fmt: skip
+    preview = out.split("Dry run: nothing was sent")[0].splitlines()
+    assert len(preview) <= 60, "\n".join(preview)
+    metrics = ["Placed Order", "Ordered Product", "Fulfilled Order", "Cancelled Order",
+               "Refunded Order"]  # fmt: skip
+    headings = [line.split(" ")[0] + " " + line.split(" ")[1] for line in preview
+                if line.split(" ")[:2] and " ".join(line.split(" ")[:2]) in metrics]  # fmt: skip
+    assert headings == metrics
+    assert "--preview N" in " ".join(preview)
+
+    bodies_out = tmp_path / "bodies.jsonl"
+    code, out, _ = run("send", str(SAMPLE), "--dry-run", "--failures", f, "--preview", "1",
+                       "--output", str(bodies_out))  # fmt: skip
+    assert code == 0
+    first = json.loads(bodies_out.read_text().splitlines()[0])
+    entries = first["data"]["attributes"]["events-bulk-create"]["data"]
+    assert len(entries) > 1 and out.count('"type": "event-bulk-create"') == len(entries)
+    none = run("send", str(SAMPLE), "--dry-run", "--failures", f, "--preview", "0")[1]
+    assert "Preview" not in none and "Dry run: nothing was sent" in none
