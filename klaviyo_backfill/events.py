@@ -319,7 +319,11 @@ def map_order(order: Order) -> list[Event]:
         if amount > order.total:
             order.warnings.append("refunded more than the order total")
         if at is None:
-            order.warnings.append("refund without a date: dated by the documented rule")
+            order.warnings.append(
+                "refund without a date: dated at the order's cancellation time"
+                if order.cancelled_at is not None
+                else "refund without a date: dated at the order's time"
+            )
         refund = dict(props)
         _put(refund, "Reason", reason, order.warnings)
         value = quantize(amount, order.currency)

@@ -421,3 +421,25 @@ def test_a_dry_run_previews_one_event_per_metric_and_full_bodies_on_request(
     assert len(entries) > 1 and out.count('"type": "event-bulk-create"') == len(entries)
     none = run("send", str(SAMPLE), "--dry-run", "--failures", f, "--preview", "0")[1]
     assert "Preview" not in none and "Dry run: nothing was sent" in none
+
+
+def test_a_refund_without_a_date_names_the_date_it_took(tmp_path: Path) -> None:
+    """The warning said "dated by the documented rule" without saying which date."""
+    head = ("Name,Email,Financial Status,Currency,Total,Refunded Amount,Created at,Cancelled at,"
+            "Lineitem quantity,Lineitem name,Lineitem price,Lineitem sku,Id")  # fmt: skip
+    at, later = "2024-03-01 10:00:00 +0000", "2024-03-02 10:00:00 +0000"
+    rows = [head,
+            f"#1,a@example.com,refunded,USD,10.00,10.00,{at},{later},1,Tee,10.00,T,1",
+            f"#2,b@example.com,partially_refunded,USD,10.00,4.00,{at},,1,Tee,10.00,T,2"]  # fmt: skip
+    out, summary = tmp_path / "o.jsonl", tmp_path / "s.json"
+    code, _, _ = dry_run_rows(tmp_path, rows, "--endpoint", "single", "--output", str(out),
+                              "--summary-json", str(summary))  # fmt: skip
+    assert code == 0
+    warnings = json.loads(summary.read_text())["warnings"]
+    assert warnings == {
+        "refund without a date: dated at the order's cancellation time": 1,
+        "refund without a date: dated at the order's time": 1,
+    }
+    refunds = {e["unique_id"]: e["time"] for e in (b["data"]["attributes"] for b in bodies(
+        out.read_text())) if e["metric"]["data"]["attributes"]["name"] == "Refunded Order"}  # fmt: skip
+    assert refunds == {"1": "2024-03-02T10:00:00+00:00", "2": "2024-03-01T10:00:00+00:00"}
