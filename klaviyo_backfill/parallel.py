@@ -131,18 +131,32 @@ class _Done:
 def _pack(p: Prepared) -> tuple[Any, ...]:
     """What the main process needs of a Prepared order (not its events), as plain values."""
     t = p.tally  # times and money as text: their own pickling is slow
-    revenue = None if t is None or t.revenue is None else str(t.revenue)
-    tally = None if t is None else (t.metrics, t.time.isoformat(), revenue, t.currency, t.who)
+    tally = None if t is None else (t.metrics, t.time.isoformat(), _text(t.revenue), t.currency,
+                                    t.who, _text(t.cancelled), _text(t.refunded))  # fmt: skip
     parts = tuple((part.body, part.who, part.metrics, part.unique_ids) for part in p.parts)
     return (p.line, p.at, p.after, p.raw_id, p.key, p.rejected, p.outside, p.lines,
             p.warnings, tally, parts)  # fmt: skip
 
 
+def _text(amount: Decimal | None) -> str | None:
+    return None if amount is None else str(amount)
+
+
+def _money(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
 def _tally(
-    metrics: tuple[str, ...], time: str, revenue: str | None, currency: str | None, who: Any
+    metrics: tuple[str, ...],
+    time: str,
+    revenue: str | None,
+    currency: str | None,
+    who: Any,
+    cancelled: str | None,
+    refunded: str | None,
 ) -> Tally:
-    money = None if revenue is None else Decimal(revenue)
-    return Tally(metrics, datetime.fromisoformat(time), money, currency, who)
+    return Tally(metrics, datetime.fromisoformat(time), _money(revenue), currency, who,
+                 _money(cancelled), _money(refunded))  # fmt: skip
 
 
 def _unpack(packed: tuple[Any, ...], source: str) -> Prepared:

@@ -98,6 +98,22 @@ def _money(amount: Decimal, currency: str) -> str:
     return f"{amount:,}"
 
 
+def _revenue(table: Table, stats: Stats) -> None:
+    """Per currency: gross (every order placed: pending and voided ones too), less the totals
+    of cancelled orders and the refunds of the others, and the net that leaves."""
+    zero = Decimal(0)
+    for currency, gross in sorted(stats.revenue.items()):
+        cancelled, refunded = (
+            stats.cancelled.get(currency, zero),
+            stats.refunded.get(currency, zero),
+        )
+        table.add_row(f"Revenue {currency}: gross (every order)", _money(gross, currency))
+        if cancelled or refunded:
+            table.add_row("  less cancelled orders", _money(cancelled, currency))
+            table.add_row("  less refunds (other orders)", _money(refunded, currency))
+            table.add_row(f"  net {currency}", _money(stats.net(currency), currency))
+
+
 def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) -> Table:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("what", style="bold")
@@ -118,8 +134,7 @@ def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) 
             table.add_row(f"Events: {metric}", f"{stats.events[metric]:,}{done}")
     for reason, n in stats.rejected.most_common():
         table.add_row(f"Rejected: {reason}", f"{n:,}")
-    for currency, amount in sorted(stats.revenue.items()):
-        table.add_row(f"Revenue {currency}", _money(amount, currency))
+    _revenue(table, stats)
     if stats.first and stats.last:
         table.add_row("Orders from", stats.first.isoformat(sep=" "))
         table.add_row("Orders to", stats.last.isoformat(sep=" "))
@@ -282,8 +297,7 @@ def inspect_report(console: Console, stats: Stats) -> None:
     for metric in METRICS:
         if stats.events[metric]:
             overview.add_row(f"Events: {metric}", f"{stats.events[metric]:,}")
-    for currency, amount in sorted(stats.revenue.items()):
-        overview.add_row(f"Revenue {currency}", _money(amount, currency))
+    _revenue(overview, stats)
     for reason, n in stats.skipped.most_common():
         overview.add_row(f"Skipped: {reason}", f"{n:,}")
     console.print(overview)

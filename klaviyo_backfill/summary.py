@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from .distinct import DistinctCount, stable_hash
-from .model import PLACED, Event
+from .model import CANCELLED, PLACED, REFUNDED, Event
 
 __all__ = ["Stats", "Tally", "describe"]
 
@@ -29,13 +29,17 @@ class Tally:
     revenue: Decimal | None  # the Placed Order's value, with its currency
     currency: str | None
     who: int  # the profile (email, phone, external id), as its `stable_hash`
+    cancelled: Decimal | None = None  # the Cancelled Order's value (the order total)
+    refunded: Decimal | None = None  # the Refunded Order's value
 
     @classmethod
     def of(cls, events: list[Event]) -> Tally:
         placed, p = events[0], events[0].profile
         revenue = placed.value if placed.metric == PLACED and placed.currency else None
         who = stable_hash((p.get("email"), p.get("phone_number"), p.get("external_id")))
-        return cls(tuple(e.metric for e in events), placed.time, revenue, placed.currency, who)
+        values = {e.metric: e.value for e in events[1:] if e.metric in (CANCELLED, REFUNDED)}
+        return cls(tuple(e.metric for e in events), placed.time, revenue, placed.currency, who,
+                   values.get(CANCELLED), values.get(REFUNDED))  # fmt: skip
 
 
 @dataclass
@@ -47,7 +51,9 @@ class Stats:
     rejected: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> a few file:line
     events: Counter[str] = field(default_factory=Counter)
-    revenue: dict[str, Decimal] = field(default_factory=dict)
+    revenue: dict[str, Decimal] = field(default_factory=dict)  # gross: every order placed
+    cancelled: dict[str, Decimal] = field(default_factory=dict)  # totals of cancelled orders
+    refunded: dict[str, Decimal] = field(default_factory=dict)  # refunds of the others
     warnings: Counter[str] = field(default_factory=Counter)
     first: datetime | None = None
     last: datetime | None = None
@@ -66,6 +72,15 @@ class Stats:
         return max(done, int(done * self.bytes_total / self.bytes_done))
 
     month_revenue: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+
+    def net(self, currency: str) -> Decimal:
+        """Gross, less cancelled orders and the refunds of orders not cancelled."""
+        zero = Decimal(0)
+        return (
+            self.revenue.get(currency, zero)
+            - self.cancelled.get(currency, zero)
+            - self.refunded.get(currency, zero)
+        )
 
     @property
     def orders_skipped(self) -> int:
@@ -88,6 +103,10 @@ class Stats:
         if tally.revenue is not None and tally.currency:
             cur, value = tally.currency, tally.revenue
             self.revenue[cur] = self.revenue.get(cur, Decimal(0)) + value
+            if tally.cancelled is not None:  # void: its refund, if any, is no further loss
+                self.cancelled[cur] = self.cancelled.get(cur, Decimal(0)) + value
+            elif tally.refunded is not None:
+                self.refunded[cur] = self.refunded.get(cur, Decimal(0)) + tally.refunded
             month = (f"{when.year:04d}-{when.month:02d}", cur)
             self.month_revenue[month] = self.month_revenue.get(month, Decimal(0)) + value
         self.first = when if self.first is None or when < self.first else self.first
@@ -110,7 +129,10 @@ def describe(stats: Stats) -> dict[str, Any]:
             f"{month} {cur}": str(v) for (month, cur), v in sorted(stats.month_revenue.items())
         },
         "events": dict(stats.events),
-        "revenue": {k: str(v) for k, v in sorted(stats.revenue.items())},
+        "revenue": {k: str(v) for k, v in sorted(stats.revenue.items())},  # gross
+        "revenue_cancelled": {k: str(v) for k, v in sorted(stats.cancelled.items())},
+        "revenue_refunded": {k: str(v) for k, v in sorted(stats.refunded.items())},
+        "revenue_net": {k: str(stats.net(k)) for k in sorted(stats.revenue)},
         "first_order": stats.first.isoformat() if stats.first else None,
         "last_order": stats.last.isoformat() if stats.last else None,
         "profiles": len(stats.profiles),

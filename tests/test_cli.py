@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -443,3 +444,28 @@ def test_a_refund_without_a_date_names_the_date_it_took(tmp_path: Path) -> None:
     refunds = {e["unique_id"]: e["time"] for e in (b["data"]["attributes"] for b in bodies(
         out.read_text())) if e["metric"]["data"]["attributes"]["name"] == "Refunded Order"}  # fmt: skip
     assert refunds == {"1": "2024-03-02T10:00:00+00:00", "2": "2024-03-01T10:00:00+00:00"}
+
+
+def test_revenue_is_shown_gross_less_cancelled_and_refunded_and_net(tmp_path: Path) -> None:
+    """The summary's one "Revenue" was gross, cancelled and refunded orders included."""
+    head = ("Name,Email,Financial Status,Currency,Total,Refunded Amount,Created at,Cancelled at,"
+            "Lineitem quantity,Lineitem name,Lineitem price,Lineitem sku,Id")  # fmt: skip
+    at = "2024-03-01 10:00:00 +0000"
+    rows = [head,
+            f"#1,a@example.com,refunded,USD,10.00,10.00,{at},{at},1,Tee,10.00,T,1",  # cancelled
+            f"#2,b@example.com,partially_refunded,USD,10.00,4.00,{at},,1,Tee,10.00,T,2",
+            f"#3,c@example.com,paid,USD,10.00,,{at},,1,Tee,10.00,T,3"]  # fmt: skip
+    summary = tmp_path / "s.json"
+    code, out, _ = dry_run_rows(tmp_path, rows, "--summary-json", str(summary), "--preview", "0")
+    assert code == 0
+    told = json.loads(summary.read_text())
+    assert told["revenue"] == {"USD": "30.00"}  # gross
+    assert told["revenue_cancelled"] == {"USD": "10.00"}
+    assert told["revenue_refunded"] == {"USD": "4.00"}  # #1's refund is of a cancelled order
+    assert told["revenue_net"] == {"USD": "16.00"}
+    for label, amount in [("Revenue USD: gross (every order)", "30.00"),
+                          ("less cancelled orders", "10.00"),
+                          ("less refunds (other orders)", "4.00"), ("net USD", "16.00")]:  # fmt: skip
+        assert re.search(rf"{re.escape(label)}\s*│\s*{re.escape(amount)} │", out), out
+    report = json.loads(run("inspect", str(tmp_path / "orders.csv"), "--json")[1])
+    assert report["revenue_net"] == {"USD": "16.00"}
