@@ -207,11 +207,23 @@ def _check_range(moment: datetime, name: str, value: Any, settings: Settings) ->
         raise FieldError(name, value, _FUTURE)
 
 
+# What a form or a spreadsheet writes for "nothing": never a name, a zip or an address
+_PLACEHOLDERS = frozenset(
+    {"-", "--", "---", "\u2013", "\u2014", ".", "..", "...", "?", "n/a", "n.a.", "#n/a"}
+)
+
+
+def _filled(value: Any) -> str | None:
+    """The text, or None for a blank or a placeholder (`-`, `.`, `n/a`)."""
+    text = _text(value)
+    return None if text is None or text.lower() in _PLACEHOLDERS else text
+
+
 def _split_name(full: str | None) -> tuple[str | None, str | None]:
     if not full:
         return None, None
     first, _, last = full.strip().partition(" ")
-    return first or None, last.strip() or None
+    return _filled(first), _filled(last.strip())
 
 
 _SIDE_COLUMNS = {
@@ -220,13 +232,13 @@ _SIDE_COLUMNS = {
 
 
 def _address(fields: dict[str, Any], side: str) -> Address:
-    address = Address(*map(fields.get, _SIDE_COLUMNS[side]))
+    address = Address(*(_filled(fields.get(column)) for column in _SIDE_COLUMNS[side]))
     if address.zip:
         address.zip = clean_code(address.zip)
     if address.phone:
         address.phone = clean_code(address.phone)
     if not address.first_name and not address.last_name:
-        address.first_name, address.last_name = _split_name(_text(fields.get(f"{side}_name")))
+        address.first_name, address.last_name = _split_name(_filled(fields.get(f"{side}_name")))
     return address
 
 
@@ -278,16 +290,16 @@ def _categories(value: Any, separator: str, unescape: bool) -> tuple[str, ...]:
 
 def _identity(fields: dict[str, Any], order: Order) -> None:
     get = fields.get
-    raw_email = _text(get("email"))
+    raw_email = _filled(get("email"))
     order.email = parse_email(raw_email)
     if raw_email and order.email is None:
         order.warnings.append("malformed email ignored")
     order.phone = clean_code(_text(get("phone")))
     order.customer_phone = clean_code(_text(get("customer_phone")))
     order.external_id = _text(get("external_id"))
-    order.first_name, order.last_name = _text(get("first_name")), _text(get("last_name"))
+    order.first_name, order.last_name = _filled(get("first_name")), _filled(get("last_name"))
     if not order.first_name and not order.last_name:
-        order.first_name, order.last_name = _split_name(_text(get("name")))
+        order.first_name, order.last_name = _split_name(_filled(get("name")))
     if not order.first_name and not order.last_name:
         for address in (order.billing, order.shipping):
             if address.first_name or address.last_name:

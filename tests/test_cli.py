@@ -469,3 +469,29 @@ def test_revenue_is_shown_gross_less_cancelled_and_refunded_and_net(tmp_path: Pa
         assert re.search(rf"{re.escape(label)}\s*│\s*{re.escape(amount)} │", out), out
     report = json.loads(run("inspect", str(tmp_path / "orders.csv"), "--json")[1])
     assert report["revenue_net"] == {"USD": "16.00"}
+
+
+def test_a_placeholder_is_no_name_zip_or_address(tmp_path: Path) -> None:
+    """A zip of `-` or a name of `Jane .` went out as the profile's zip and last name."""
+    head = ("Name,Email,Financial Status,Currency,Total,Created at,Lineitem quantity,"
+            "Lineitem name,Lineitem price,Lineitem sku,Id,Billing Name,Billing Address1,"
+            "Billing City,Billing Zip,Billing Country,Shipping Name,Shipping Zip")  # fmt: skip
+    at = "2024-03-01 10:00:00 +0000"
+    rows = [head,
+            f"#1,a@example.com,paid,USD,10.00,{at},1,Tee,10.00,T,1,Jane .,1 Main St,N/A,-,US,-,n/a",
+            f"#2,-,paid,USD,10.00,{at},1,Tee,10.00,T,2,Jo Doe,--,Springfield,12345,US,,"]  # fmt: skip
+    out, summary = tmp_path / "o.jsonl", tmp_path / "s.json"
+    code, _, rejected = dry_run_rows(tmp_path, rows, "--endpoint", "single", "--output",
+                                     str(out), "--summary-json", str(summary))  # fmt: skip
+    assert code == 1 and [r["order_id"] for r in rejected] == ["2"]  # nobody: `-` is no email
+    assert "malformed email ignored" not in json.loads(summary.read_text())["warnings"]
+    placed = [b["data"]["attributes"] for b in bodies(out.read_text())
+              if b["data"]["attributes"]["metric"]["data"]["attributes"]["name"] == "Placed Order"]  # fmt: skip
+    (jane,) = placed
+    profile = jane["profile"]["data"]["attributes"]
+    assert profile["first_name"] == "Jane" and "last_name" not in profile
+    assert profile["location"] == {"address1": "1 Main St", "country": "US"}
+    assert jane["properties"]["BillingAddress"] == {
+        "FirstName": "Jane", "Address1": "1 Main St", "CountryCode": "US"
+    }  # fmt: skip
+    assert "ShippingAddress" not in jane["properties"]
