@@ -55,6 +55,8 @@ def load_side_lines(path: str, encoding: str) -> dict[str, list[Any]]:
     """Line items from their own JSON file, grouped by their "order_id" (held in memory)."""
     grouped: dict[str, list[Any]] = {}
     for line, item in iter_json(path, encoding):
+        if isinstance(item, Broken):
+            raise InputError(path, item.message, line)
         if not isinstance(item, dict) or item.get("order_id") is None:
             raise InputError(path, "holds a line item without an order_id", line)
         grouped.setdefault(str(item["order_id"]), []).append(item)
@@ -617,16 +619,69 @@ def _lines(stream: _JsonStream) -> Iterator[tuple[int, Any]]:
             yield line, obj
 
 
+class Broken:
+    """A line of a JSON Lines file that is no JSON: one order the export cannot give."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+_JSON_LINES = (".jsonl", ".ndjson")
+
+
+def _lines_whole(path: str, encoding: str) -> bool:
+    """Whether the first non-blank line is a JSON value of its own: JSON Lines, not a
+    pretty-printed document or sequence of objects (read as a stream)."""
+    with open_text(path, encoding) as fh:
+        for text in fh:
+            if text.strip():
+                try:
+                    json.loads(text)
+                except json.JSONDecodeError:
+                    return False
+                return True
+    return False
+
+
+def _json_lines(fh: TextIO) -> Iterator[tuple[int, Any]]:
+    """JSON Lines, line by line: a line that is no JSON is one `Broken` order, named by its
+    own line, and the rest goes on."""
+    for number, text in enumerate(fh, start=1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield number, Broken(f"not valid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("orders"), list):
+            obj = obj["orders"]
+        if isinstance(obj, list):  # a page of orders on one line
+            for item in obj:
+                yield number, item
+        else:
+            yield number, obj
+
+
 def iter_json_records(path: str, encoding: str) -> Iterator[Any]:
     for _line, record in iter_json(path, encoding):
-        yield record
+        if not isinstance(record, Broken):
+            yield record
 
 
 def iter_json(
     path: str, encoding: str, position: list[Callable[[], int]] | None = None
 ) -> Iterator[tuple[int, Any]]:
-    """(line, order object) pairs from any of the three JSON shapes."""
+    """(line, order object) pairs from any of the three JSON shapes. JSON Lines (a .jsonl or
+    .ndjson file, or one whose first line is a whole object) are read line by line, a line
+    that is no JSON yielded as `Broken`."""
     try:
+        if path.lower().endswith(_JSON_LINES) and _lines_whole(path, encoding):
+            with open_text(path, encoding) as fh:
+                if position is not None:
+                    position[:] = [fh.buffer.tell]
+                yield from _json_lines(fh)
+            return
         with open_text(path, encoding) as fh:
             stream = _JsonStream(fh, path)
             if position is not None:
@@ -638,10 +693,11 @@ def iter_json(
                 return
             except _Rewind:
                 pass
+        whole = _lines_whole(path, encoding)
         with open_text(path, encoding) as fh:
             if position is not None:
                 position[:] = [fh.buffer.tell]
-            yield from _lines(_JsonStream(fh, path))
+            yield from _json_lines(fh) if whole else _lines(_JsonStream(fh, path))
     except UnicodeError as exc:
         raise _decode_error(path, exc, encoding, None) from None
 
@@ -713,7 +769,10 @@ def iter_json_orders(
     position: list[Callable[[], int]] = [lambda: 0]
     line = 0
     for line, record in iter_json(path, encoding, position):
-        if not isinstance(record, dict):  # rejected by the mapper; the rest goes on
+        if isinstance(record, Broken):  # rejected by the mapper; the rest goes on
+            yield RawOrder(path, line, {}, [], problem=record.message)
+            continue
+        if not isinstance(record, dict):
             kind = type(record).__name__
             yield RawOrder(path, line, {}, [], problem=f"a JSON {kind} where an order should be")
             continue

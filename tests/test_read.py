@@ -368,3 +368,29 @@ def test_a_character_cut_short_at_the_end_of_a_file_is_an_error_not_lost(
         list(read_orders(source))
     assert "cannot be decoded as utf-8-sig" in str(caught.value)
     assert caught.value.line == path.read_bytes().count(b"\n") + 1
+
+
+@pytest.mark.parametrize("name", ["orders.jsonl", "orders.json"])
+def test_a_broken_json_lines_line_is_one_rejected_order_named_by_its_line(
+    tmp_path: Path, name: str
+) -> None:
+    """One broken line stopped the whole file, and the error named line 10 for line 8."""
+    from click.testing import CliRunner
+
+    from klaviyo_backfill.cli import main
+
+    orders = [o for o in corpus.make_orders(20, 9, "shopify") if o.identifiable][:10]
+    lines = corpus.write_shopify_json(orders, tmp_path / "o.json", shape="jsonl").read_text()
+    rows = lines.splitlines()
+    assert len(rows) == 10
+    rows[7] = rows[7][: len(rows[7]) // 2]  # line 8 cut in the middle
+    (tmp_path / name).write_text("\n".join(rows) + "\n")
+    failures, summary = tmp_path / "f.jsonl", tmp_path / "s.json"
+    result = CliRunner().invoke(main, ["send", str(tmp_path / name), "--dry-run", "--preview",
+                                       "0", "--failures", str(failures), "--summary-json",
+                                       str(summary)])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    (rejected,) = [json.loads(x) for x in failures.read_text().splitlines()]
+    assert rejected["line"] == 8 and rejected["reason"].startswith("not valid JSON"), rejected
+    told = json.loads(summary.read_text())
+    assert (told["orders_read"], told["orders_mapped"], told["orders_rejected"]) == (10, 9, 1)
