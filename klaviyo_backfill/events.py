@@ -53,7 +53,7 @@ __all__ = [
     "profile_of",
 ]
 
-MAX_STRING_BYTES = 100 * 1024  # Klaviyo: a string may not exceed 100 KB
+MAX_STRING_BYTES = 100_000  # Klaviyo: a string may not exceed 100 KB (the smaller reading)
 MAX_ITEMS = 4000  # Klaviyo: an array may not exceed 4,000 items
 
 _ADDRESS_PROPS = (

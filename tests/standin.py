@@ -44,7 +44,8 @@ import jsonschema
 JSONAPI = "application/vnd.api+json"
 BULK_PATH, SINGLE_PATH, LEGACY_PATH = "/api/event-bulk-create-jobs", "/api/events", "/api/track"
 MAX_BODY = 5_000_000  # "5 MB"; the stricter reading, so a client that passes here passes there
-MAX_STRING, MAX_PROPS, MAX_ARRAY, MAX_DEPTH, MAX_BULK_EVENTS = 100 * 1024, 400, 4000, 10, 1000
+# "100 KB" read as 100,000 bytes, the stricter reading, as for MAX_BODY
+MAX_STRING, MAX_PROPS, MAX_ARRAY, MAX_DEPTH, MAX_BULK_EVENTS = 100_000, 400, 4000, 10, 1000
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 REVISION = re.compile(r"^(\d{4}-\d{2}-\d{2})(\.[A-Za-z0-9_-]+)?$")
 IDENTIFIERS = ("email", "phone_number", "external_id")

@@ -295,16 +295,29 @@ def test_texts_over_100_kb_are_cut_to_klaviyos_limit_with_a_warning() -> None:
         line.categories = (long, "Bags")
     events = map_order(order)
     assert "string over 100 KB truncated" in order.warnings
-    assert all(len(e.unique_id.encode()) <= 100 * 1024 for e in events)
+    assert all(len(e.unique_id.encode()) <= 100_000 for e in events)
     assert len({(e.metric, e.unique_id) for e in events}) == len(events)  # the SKUs are alike
     _check_bulk([events])
     _check_single([events])
     for event in events:
         profile, props = event.profile, event.properties
-        assert 0 < len(profile["first_name"].encode()) <= 100 * 1024
-        assert all(0 < len(v.encode()) <= 100 * 1024 for v in profile["location"].values())
+        assert 0 < len(profile["first_name"].encode()) <= 100_000
+        assert all(0 < len(v.encode()) <= 100_000 for v in profile["location"].values())
         assert profile["location"]["region"] == long[: len(profile["location"]["region"])]
-        assert all(len(v.encode()) <= 100 * 1024 for v in props.values() if isinstance(v, str))
+        assert all(len(v.encode()) <= 100_000 for v in props.values() if isinstance(v, str))
+
+
+def test_klaviyos_100_kb_is_read_as_100000_bytes() -> None:
+    """The tool cut at 102,400 bytes: a text of 101,000 went out whole, over the smaller
+    reading of Klaviyo's "100 KB"."""
+    order = big_order("900008", 1)
+    order.first_name = "a" * 101_000
+    order.lines[0].name = "b" * 100_000  # exactly at the limit: kept whole
+    events = map_order(order)
+    assert len(events[0].profile["first_name"]) == 100_000
+    assert events[1].properties["ProductName"] == "b" * 100_000
+    assert "string over 100 KB truncated" in order.warnings
+    _check_bulk([events])
 
 
 def test_an_order_too_big_for_one_event_has_its_arrays_cut_to_fit_5_mb() -> None:
