@@ -6,24 +6,21 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 import secrets
-import shutil
-import socket
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 try:
+    import cli_helpers
     import standin as st
+    from cli_helpers import free_port
 except ImportError:  # tests/ made a package
+    from tests import cli_helpers
     from tests import standin as st
+    from tests.cli_helpers import free_port
 
-CLI = shutil.which("klaviyo-backfill", path=str(Path(sys.executable).parent)) or str(
-    Path(sys.executable).parent / "klaviyo-backfill"
-)
 KEY = "pk_profiles_" + secrets.token_hex(12)
 FAST = ["--rate-limit", "100/s,1000/m", "-q", "--failures", "failures.jsonl"]
 HEADER = ["Name", "Email", "Financial Status", "Currency", "Total", "Created at",
@@ -35,16 +32,7 @@ CITIES = ["Boston", "Lyon", "Osaka", "Porto", "Leeds", "Graz", "Cork", "Turku"]
 
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
-    env.update(KLAVIYO_API_KEY=KEY, COLUMNS="200")
-    return subprocess.run([CLI, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=180)  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return cli_helpers.run(cwd, KEY, *args)
 
 
 def make_orders(seed: int, customers: int = 250, orders: int = 800) -> list[dict[str, str]]:
