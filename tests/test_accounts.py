@@ -4,6 +4,7 @@ sends nothing"). End to end, through the CLI, against two stand-ins on one addre
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import sqlite3
@@ -122,7 +123,7 @@ def test_a_wrong_key_leaves_nothing_that_blocks_the_right_one(
     with st.StandIn(api_key=REAL, port=port) as s:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
         env.update(KLAVIYO_API_KEY="pk_wrong_" + secrets.token_hex(8), COLUMNS="200")
-        wrong = subprocess.run([CLI, "send", "orders.csv", "--base-url", s.url, *FAST],
+        wrong = subprocess.run([cli_helpers.CLI, "send", "orders.csv", "--base-url", s.url, *FAST],
                                cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, timeout=120)  # fmt: skip
         assert wrong.returncode == 3, wrong.stdout
