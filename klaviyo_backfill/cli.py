@@ -266,7 +266,12 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
     is_flag=True,
     help="Send what this Klaviyo account holds already too (Klaviyo drops repeats).",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="No progress (a bar on a terminal, a line every 30 s in a log).",
+)
 @click.option("--summary-json", type=click.Path(), help="Write the final summary as JSON.")
 @click.option(
     "--verbose", "-v", count=True, help="Log retries, waits and splits to stderr (-vv: more)."
@@ -344,9 +349,9 @@ def _real_send(options: SendOptions, console: Console, kw: dict[str, Any]) -> in
     from .report import outcome_json, send_summary
     from .run import SendOutcome, send
 
-    progress = Progress(console, enabled=not kw["quiet"])
+    progress = Progress(enabled=not kw["quiet"])
     with progress:
-        outcome = send(options, progress.update, _ask_key)
+        outcome = send(options, progress, _ask_key)
     if not isinstance(outcome, SendOutcome):
         return _nothing_to_do(console, outcome)
     if outcome.error is not None:  # what stopped the run comes first, before any summary

@@ -140,6 +140,7 @@ class Part:
 
 class Encoder:
     endpoint = ""
+    max_events = 1  # events one request carries at most
 
     def __init__(self, backfill: bool = True, public_key: str | None = None) -> None:
         self.backfill = backfill
@@ -220,6 +221,7 @@ class LegacyEncoder(SingleEncoder):
 
 class BulkEncoder(Encoder):
     endpoint = "bulk"
+    max_events = BULK_MAX_EVENTS
     _HEAD = b'{"data":{"type":"event-bulk-create-job","attributes":{"events-bulk-create":{"data":['
     _TAIL = b"]}}}}"
 

@@ -22,8 +22,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from .checkpoint import (
     Finished,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `s
     from .encode import Encoder, Request
     from .job import Job
     from .klaviyo.client import SendConfig, Sender, SendStats
+    from .klaviyo.throttle import Wait, Window
     from .model import Event, Position
     from .orders import MappedOrder, Resume
     from .summary import Stats
@@ -56,6 +58,8 @@ __all__ = [
     "DryRun",
     "Finished",
     "SendOutcome",
+    "Unwatched",
+    "Watcher",
     "dry_run",
     "inspect",
     "open_status",
@@ -249,7 +253,36 @@ class SendOutcome:
     failure_kinds: dict[str, int] = field(default_factory=dict)  # lines by failures.kind_of
 
 
-Progress = Callable[["Stats", "SendStats"], None]
+class Watcher(Protocol):
+    """Whoever watches a send (progress.py renders it): told of progress, of the pace the rate
+    limits allow, of every wait, and of a stop. Called from the sending thread."""
+
+    def update(self, stats: Stats, send: SendStats) -> None: ...
+
+    def pacing(self, windows: tuple[Window, ...], per_request: int, whose: str) -> None:
+        """The windows requests are paced to, at most `per_request` events each; `whose`
+        names their source ("Klaviyo's", or "--rate-limit's")."""
+
+    def waiting(self, wait: Wait) -> None: ...
+
+    def stopping(self, in_flight: int) -> None:
+        """The first Ctrl-C (or SIGTERM): requests in flight finish, nothing new starts."""
+
+
+class Unwatched:
+    """A send no one watches (a library caller's default)."""
+
+    def update(self, stats: Stats, send: SendStats) -> None:
+        pass
+
+    def pacing(self, windows: tuple[Window, ...], per_request: int, whose: str) -> None:
+        pass
+
+    def waiting(self, wait: Wait) -> None:
+        pass
+
+    def stopping(self, in_flight: int) -> None:
+        pass
 
 
 def send_config(job: Job, options: SendOptions, ask_key: Callable[[], str | None]) -> SendConfig:
@@ -281,7 +314,7 @@ def send_config(job: Job, options: SendOptions, ask_key: Callable[[], str | None
 
 def send(
     options: SendOptions,
-    progress: Progress = lambda s, t: None,
+    progress: Watcher | None = None,
     ask_key: Callable[[], str | None] = lambda: None,
 ) -> SendOutcome | Finished:
     """Send everything the checkpoint does not hold yet, or say there is nothing to do."""
@@ -319,9 +352,10 @@ def _track(encoded: Iterator[MappedOrder], tracker: Tracker) -> Iterator[MappedO
 
 
 async def _send_async(
-    sender: Sender, bodies: Iterator[Request], progress: Callable[[], None]
+    sender: Sender, bodies: Iterator[Request], progress: Callable[[], None], watcher: Watcher
 ) -> bool:
-    """Run the sender; Ctrl-C stops new work, lets in-flight requests finish. True if interrupted."""
+    """Run the sender; Ctrl-C stops new work (waits end at once), lets in-flight requests
+    finish, and says so at once. True if interrupted."""
     loop = asyncio.get_running_loop()
     interrupted = False
 
@@ -330,6 +364,8 @@ async def _send_async(
         if interrupted:  # a second Ctrl-C abandons what is in flight
             for task in asyncio.all_tasks(loop):
                 task.cancel()
+        else:
+            watcher.stopping(sender.stats.in_flight)
         interrupted = True
         sender.halt()
 
@@ -362,7 +398,7 @@ def send_job(
     job: Job,
     config: SendConfig,
     ledger: Ledger,
-    progress: Progress = lambda s, t: None,
+    progress: Watcher | None = None,
     resume: bool = False,
     account: AccountLedger | None = None,
     skip_held: bool = True,
@@ -391,7 +427,8 @@ def send_job(
     checked = Resume(is_done, point, tracker.input_rejected, delta)
     try:
         with profiles_for(job, delta, account) as job:  # latest: one pass over the exports
-            return _sending(job, config, ledger, progress, checked, tracker, stats)
+            return _sending(job, config, ledger, progress or Unwatched(), checked, tracker,
+                            stats)  # fmt: skip
     finally:
         failures.close()
         reader.close()
@@ -401,7 +438,7 @@ def _sending(
     job: Job,
     config: SendConfig,
     ledger: Ledger,
-    progress: Progress,
+    progress: Watcher,
     checked: Resume,
     tracker: Tracker,
     stats: Stats,
@@ -419,10 +456,10 @@ def _sending(
             tracked = _track(orders(job, encoder, stats, failures, checked), tracker)
             bodies = _outputting(requests(tracked, encoder), out, job.output)
             sender = Sender(config, encoder, tracker, client_for(config))
+            _watch(sender, config, progress)
             try:
-                outcome.interrupted = asyncio.run(
-                    _send_async(sender, bodies, lambda: progress(stats, send_stats))
-                )
+                updated = partial(progress.update, stats, send_stats)
+                outcome.interrupted = asyncio.run(_send_async(sender, bodies, updated, progress))
             except BackfillError as exc:
                 outcome.error = exc
         ended = True
@@ -434,6 +471,13 @@ def _sending(
         outcome.elapsed = time.monotonic() - started
         _close(ledger, job, outcome, ended)
     return outcome
+
+
+def _watch(sender: Sender, config: SendConfig, watcher: Watcher) -> None:
+    """Tell the watcher the pace the sender will keep, and each wait it meets."""
+    whose = "Klaviyo's" if config.windows == config.endpoint.windows else "--rate-limit's"
+    watcher.pacing(config.windows, sender.encoder.max_events, whose)
+    sender.limiter.observer = watcher.waiting
 
 
 def _close(ledger: Ledger, job: Job, outcome: SendOutcome, ended: bool) -> None:

@@ -69,3 +69,17 @@ def test_help_and_status_import_neither_httpx_nor_the_pipeline() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", ["klaviyo.client", "klaviyo.throttle", "klaviyo.retry"])
+def test_the_sender_reports_waits_without_drawing_them(module: str) -> None:
+    """Waits go to an observer the orchestration passes in; progress.py draws them."""
+    path = PACKAGE / (module.replace(".", "/") + ".py")
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    roots = {
+        (node.module or "").split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and not node.level
+    } | {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+         for a in node.names}  # fmt: skip
+    assert "rich" not in roots and "progress" not in imported(module)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -33,7 +34,7 @@ from .account import account_id
 from .answers import detail, json_api_errors, retry_after
 from .endpoints import DEFAULT_REVISION, Endpoint, Window
 from .retry import Attempts, Retry, RetryPolicy
-from .throttle import Limiter
+from .throttle import Limiter, Wait
 
 __all__ = [
     "SendConfig",
@@ -95,6 +96,7 @@ class SendStats:
     throttled: int = 0
     orders_sent: int = 0
     orders_with_rejections: int = 0
+    in_flight: int = 0  # requests sent and not yet answered
 
 
 class Settler(Protocol):
@@ -179,7 +181,8 @@ class Sender:
         attempts = Attempts(self.config.retry, what)
         while not self.stop.is_set():
             attempts.tries += 1
-            await self.limiter.acquire()
+            if not await self.limiter.acquire(self.stop):
+                return  # stopped while waiting for its turn
             try:
                 await self._attempt(request)
                 return
@@ -191,11 +194,26 @@ class Sender:
                 except GaveUp as exc:
                     self.halt(exc)
                     return
+                if not retry.throttled:  # a 429's wait is the limiter's pause, told there
+                    now = time.monotonic()
+                    self.limiter.tell(Wait(wait, now + wait, "retry", detail=retry.cause))
                 self.on_progress()
-                await asyncio.sleep(wait)
+                await self._nap(wait)
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep, unless the run stops first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), seconds)
 
     async def _post(self, request: Request) -> httpx.Response:
         self.stats.requests += 1
+        self.stats.in_flight += 1
+        try:
+            return await self._exchange(request)
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _exchange(self, request: Request) -> httpx.Response:
         if self.config.endpoint.versioned:
             return await self.client.post(self.url, content=request.body, headers=self.headers)
         data = base64.b64encode(request.body).decode()

@@ -14,11 +14,23 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..errors import UsageError
 from .endpoints import Window
 
-__all__ = ["Limiter", "Window", "parse_rate_limit"]
+__all__ = ["Limiter", "Wait", "Window", "parse_rate_limit"]
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """A wait the sender is in, told to whoever watches the run (the limiter's `observer`)."""
+
+    seconds: float
+    until: float  # on the limiter's clock (time.monotonic)
+    cause: str  # "window": a rate window is full; "429": Klaviyo asked; "retry": a backoff
+    window: Window | None = None  # the full window ("window")
+    detail: str = ""  # why a request is retried ("retry")
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -47,6 +59,8 @@ class Limiter:
         self.paused_until = 0.0
         self.throttled = 0
         self.transit = 0.0  # a slowly forgetting maximum of recent request times
+        self.observer: Callable[[Wait], None] = lambda wait: None
+        self._told: dict[str, float] = {}  # cause -> when the last wait told of ends
 
     def observe(self, seconds: float) -> None:
         """A request took this long from leaving to its answer."""
@@ -54,26 +68,50 @@ class Limiter:
 
     def delay(self, now: float) -> float:
         """Seconds until one more request may start."""
-        wait = self.paused_until - now
+        return self._blocking(now)[0]
+
+    def _blocking(self, now: float) -> tuple[float, Window | None]:
+        """`delay`, and the window that sets it (None: a 429's pause, or no wait)."""
+        wait, blocking = self.paused_until - now, None
         stamps = self.stamps
         for window in self.windows:
             if len(stamps) >= window.limit:
                 extra = window.margin + min(self.transit, window.seconds)
-                wait = max(wait, stamps[-window.limit] + window.seconds + extra - now)
-        return wait
+                until = stamps[-window.limit] + window.seconds + extra - now
+                if until > wait:
+                    wait, blocking = until, window
+        return wait, blocking
 
-    async def acquire(self) -> None:
+    async def acquire(self, stop: asyncio.Event | None = None) -> bool:
+        """Wait for a turn to start a request: True, or False when `stop` was set first."""
         while True:
             now = self.clock()
             while self.stamps and self.stamps[0] < now - 2 * self.longest:
                 self.stamps.popleft()
-            wait = self.delay(now)
+            wait, window = self._blocking(now)
             if wait <= 0:
                 self.stamps.append(now)
-                return
-            await asyncio.sleep(wait)
+                return True
+            if window is not None:
+                self.tell(Wait(wait, now + wait, "window", window))
+            if stop is None:
+                await asyncio.sleep(wait)
+                continue
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+                return False
+            except TimeoutError:
+                pass
+
+    def tell(self, wait: Wait) -> None:
+        """Tell the observer of a wait, once (every worker meets the same one)."""
+        if wait.until > self._told.get(wait.cause, 0.0) + 0.5:
+            self._told[wait.cause] = wait.until
+            self.observer(wait)
 
     def pause(self, seconds: float) -> None:
         """Klaviyo said 429: nobody starts a request for `seconds`."""
         self.throttled += 1
-        self.paused_until = max(self.paused_until, self.clock() + seconds)
+        now = self.clock()
+        self.paused_until = max(self.paused_until, now + seconds)
+        self.tell(Wait(seconds, now + seconds, "429"))

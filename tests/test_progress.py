@@ -1,0 +1,285 @@
+"""Progress that tells the truth (issue #14, "the first hour", item 2), on a terminal and off it.
+
+- At any width from 60 columns: events done / total, events/s, the ETA, and the counters
+  that are not zero (the bar cut the count and the ETA at 80 and showed zero counters).
+- The ETA follows the pace the rate windows allow, not the first burst; a wait over 2 s is a
+  status line ("waiting 5 s for ... limit", "Klaviyo asked to wait 30 s (429)").
+- The first Ctrl-C says at once what happens ("stopping: ..."), even during a wait.
+- With stderr no terminal, a plain line every 30 s and at each wait over 10 s.
+
+The rendering is tested with rich at fixed widths; the rest end to end, through the CLI: in
+a pseudo-terminal of 80 columns, and with stderr a file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import re
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from klaviyo_backfill.klaviyo.client import SendStats
+from klaviyo_backfill.klaviyo.throttle import Wait, Window
+from klaviyo_backfill.progress import Progress, Reading, plain, render
+from klaviyo_backfill.summary import Stats
+
+try:
+    import standin as st
+except ImportError:  # tests/ made a package
+    from tests import standin as st
+
+CLI = shutil.which("klaviyo-backfill", path=str(Path(sys.executable).parent)) or str(
+    Path(sys.executable).parent / "klaviyo-backfill"
+)
+EXPORT = Path(__file__).resolve().parent.parent / "sample_data" / "shopify_orders_export.csv"
+KEY = "pk_progress_0123456789abcdef"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-B]")
+
+
+def drawn(reading: Reading, width: int) -> list[str]:
+    console = Console(width=width, force_terminal=True, color_system=None, file=io.StringIO())
+    with console.capture() as captured:
+        console.print(render(reading, width))
+    return captured.get().splitlines()
+
+
+# ---------------------------------------------------------------- drawing, at fixed widths
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_counts_rate_and_eta_are_kept_whole_at_any_width_from_60(width: int) -> None:
+    counters = ["12 retries", "3 throttled (429)", "45 rejected orders", "2 events Klaviyo refused"]
+    reading = Reading(1_234_567, 12_345_678, 2_480.4, 45_296, counters)
+    lines = drawn(reading, width)
+    text = "\n".join(lines)
+    assert all(len(line) <= width for line in lines), lines
+    assert "1,234,567/12,345,678 events" in text and "2,480 events/s" in text
+    assert "ETA 12:34:56" in text
+    for counter in counters:
+        assert counter in text, (counter, lines)
+
+
+def test_counters_that_are_zero_are_not_shown_and_a_bar_fills_the_room() -> None:
+    (line,) = drawn(Reading(500, 1000, 25.0, 20.0), 80)
+    assert len(line) == 80 and line.startswith("━") and "retries" not in line
+    assert line.endswith("500/1,000 events · 25 events/s · ETA 0:00:20")
+
+
+def test_a_wait_is_a_status_line_below() -> None:
+    lines = drawn(Reading(1, 2, None, None, status="waiting 41 s for Klaviyo's per-minute limit"),
+                  80)  # fmt: skip
+    assert lines[-1] == "waiting 41 s for Klaviyo's per-minute limit"
+
+
+def test_a_log_line_is_plain() -> None:
+    line = plain(Reading(250, 1000, 12.0, 62.5, ["1 retry"]), 3725)
+    assert line == "[1:02:05] 250/1,000 events (25%) · 12 events/s · ETA 0:01:02 · 1 retry"
+
+
+# ---------------------------------------------------------------- the ETA and the waits
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def quiet_progress(clock: Clock, every: float = 30.0) -> tuple[Progress, io.StringIO]:
+    out = io.StringIO()
+    err = Console(file=out, force_terminal=False, width=200)
+    return Progress(err=err, every=every, clock=clock), out
+
+
+def sent(stats: Stats, send: SendStats, events: int, requests: int) -> None:
+    send.events_sent = Counter({"Placed Order": events})
+    send.acknowledged = requests
+    stats.events = Counter({"Placed Order": 450_000})
+
+
+def test_the_eta_follows_the_ceiling_of_the_rate_windows_not_the_first_burst() -> None:
+    """Bulk at Klaviyo's limits: 150 requests of 1,000 events go in 15 s, then the
+    per-minute window holds the rest of the minute. The ETA said 0:00:03 before that freeze;
+    it must say what 150 requests a minute (2,500 events/s) take."""
+    clock = Clock()
+    progress, _ = quiet_progress(clock)
+    progress.pacing((Window(10, 1.0), Window(150, 60.0)), 1000, "Klaviyo's")
+    stats, send = Stats(), SendStats()
+    progress.update(stats, send)
+    clock.now += 15
+    sent(stats, send, 150_000, 150)
+    progress.update(stats, send)
+    reading = progress.reading()
+    assert reading.rate == pytest.approx(10_000)  # what the burst measured
+    assert reading.eta == pytest.approx(300_000 / 2_500)  # what the windows allow: 2 min
+    clock.now += 45  # the freeze: the measured rate falls, the ETA does not jump
+    assert progress.reading().eta == pytest.approx(120)
+
+
+def test_waits_are_told_as_they_are() -> None:
+    clock = Clock()
+    progress, _ = quiet_progress(clock)
+    progress.pacing((Window(10, 1.0), Window(150, 60.0)), 1000, "Klaviyo's")
+    progress.update(Stats(), SendStats())
+    progress.waiting(Wait(41.0, clock.now + 41, "window", Window(150, 60.0)))
+    assert progress.reading().status == "waiting 41 s for Klaviyo's per-minute limit"
+    clock.now += 30
+    assert progress.reading().status == "waiting 11 s for Klaviyo's per-minute limit"
+    progress.waiting(Wait(30.0, clock.now + 30, "429"))
+    assert progress.reading().status == "Klaviyo asked to wait 30 s (429)"
+    clock.now += 31
+    assert progress.reading().status is None
+    progress.waiting(Wait(1.5, clock.now + 1.5, "window", Window(10, 1.0)))
+    assert progress.reading().status is None  # 2 s or less: not worth a line
+
+
+def test_off_a_terminal_a_line_every_interval_and_at_each_long_wait() -> None:
+    clock = Clock()
+    progress, out = quiet_progress(clock, every=0.05)
+    assert progress.mode == "log"
+    with progress:
+        progress.pacing((Window(10, 1.0),), 1, "Klaviyo's")
+        progress.update(Stats(), SendStats())
+        time.sleep(0.3)
+        progress.waiting(Wait(41.0, clock.now + 41, "window", Window(150, 60.0)))
+        progress.waiting(Wait(5.0, clock.now + 5, "window", Window(10, 1.0)))  # not logged
+    lines = out.getvalue().splitlines()
+    assert sum("events/s" in line for line in lines) >= 2, lines
+    assert [line for line in lines if "waiting" in line] == [
+        "[0:00:00] waiting 41 s for Klaviyo's per-minute limit"
+    ]
+
+
+# ---------------------------------------------------------------- end to end, through the CLI
+
+
+def env(**extra: str) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
+    out.pop("COLUMNS", None)
+    out.update(KLAVIYO_API_KEY=KEY, TERM="xterm-256color", **extra)
+    return out
+
+
+def in_a_terminal(cwd: Path, args: list[str], columns: int = 80) -> tuple[int, str]:
+    """The CLI with its output a pseudo-terminal of `columns` columns: (exit, what it drew)."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    proc = subprocess.Popen([CLI, *args], cwd=cwd, stdin=slave, stdout=slave, stderr=slave,
+                            env=env(COLUMNS=str(columns)))  # fmt: skip
+    os.close(slave)
+    drawn = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    proc.wait(10)
+    return proc.returncode, drawn.decode("utf-8", "replace")
+
+
+def frames(drawn: str) -> list[str]:
+    """Every line the terminal showed, cursor movements and colours taken out."""
+    text = ANSI.sub("", drawn).replace("\r\n", "\n").replace("\r", "\n")
+    return [line.rstrip() for line in text.split("\n") if line.strip()]
+
+
+def test_a_terminal_of_80_columns_shows_count_rate_eta_and_each_wait(tmp_path: Path) -> None:
+    shutil.copy(EXPORT, tmp_path / "orders.csv")
+    with st.StandIn(api_key=KEY, faults=st.Faults(latency=0.02)) as s:
+        code, drawn = in_a_terminal(tmp_path, ["send", "orders.csv", "--base-url", s.url,
+                                               "--endpoint", "single", "--rate-limit",
+                                               "100/s,20/4s", "--limit", "8"])  # fmt: skip
+    assert code in (0, 1), drawn
+    lines = frames(drawn)
+    bars = [line for line in lines if re.search(r"\d+/\d+ events · [\d,-]+ events/s · ETA ", line)]
+    assert bars, lines
+    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    assert any(re.search(r"ETA \d:\d\d:\d\d$", line) for line in bars), bars
+    assert any(re.search(r"\d+ events/s", line) for line in bars), bars
+    assert any(re.fullmatch(r"waiting [1-4] s for --rate-limit's 20-per-4-s limit", line)
+               for line in lines), lines  # fmt: skip
+    assert not any("retries" in line or "throttled" in line for line in bars)  # all zero
+
+
+def test_off_a_terminal_a_long_wait_is_written_to_the_log(tmp_path: Path) -> None:
+    shutil.copy(EXPORT, tmp_path / "orders.csv")
+    with st.StandIn(api_key=KEY) as s, open(tmp_path / "log.txt", "w") as log:
+        done = subprocess.run([CLI, "send", "orders.csv", "--base-url", s.url, "--endpoint",
+                               "single", "--rate-limit", "100/s,10/11s", "--limit", "4"],
+                              cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=log,
+                              timeout=120)  # fmt: skip
+    told = (tmp_path / "log.txt").read_text()
+    assert done.returncode in (0, 1), told
+    assert re.search(r"^\[0:00:0\d\] waiting 1[01] s for --rate-limit's 10-per-11-s limit$", told,
+                     re.MULTILINE), told  # fmt: skip
+    assert "\x1b[" not in told and "━" not in told  # no bar, no colour in a log
+
+
+def test_the_first_ctrl_c_during_a_wait_says_at_once_what_happens(tmp_path: Path) -> None:
+    """It printed nothing for up to a minute, the tool waiting out its own window."""
+    shutil.copy(EXPORT, tmp_path / "orders.csv")
+    with st.StandIn(api_key=KEY) as s:
+        proc = subprocess.Popen([CLI, "send", "orders.csv", "--base-url", s.url, "--endpoint",
+                                 "single", "--rate-limit", "100/s,10/60s", "-q"], cwd=tmp_path,
+                                env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while len(s.requests) < 10:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+            time.sleep(0.5)  # the tenth answered; the eleventh waits a minute for its turn
+            interrupted = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=20)
+            took = time.monotonic() - interrupted
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 130, err
+    assert "stopping: no request in flight; saving the checkpoint" in err
+    assert took < 10, f"took {took:.1f} s to stop"  # not the minute's wait
+    assert len(s.requests) == 10  # nothing sent after the Ctrl-C
+
+
+def test_the_first_ctrl_c_names_the_requests_in_flight(tmp_path: Path) -> None:
+    shutil.copy(EXPORT, tmp_path / "orders.csv")
+    with st.StandIn(api_key=KEY, faults=st.Faults(latency=3.0)) as s:
+        proc = subprocess.Popen([CLI, "send", "orders.csv", "--base-url", s.url, "--endpoint",
+                                 "single", "--concurrency", "3", "--rate-limit", "100/s", "-q"],
+                                cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            time.sleep(1.5)  # three requests out, their answers 3 s away
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 130, err
+    assert "stopping: finishing 3 requests in flight; Ctrl-C again to abandon them" in err, err
+    assert len(s.requests) == 3
