@@ -1,6 +1,10 @@
 """Which orders still wait for Klaviyo: an order is recorded in the checkpoint once every
 one of its events is settled (taken, or refused), never before.
 
+With each order it records the events Klaviyo acknowledged, per metric, UTC month and
+currency (`checkpoint.Total`), in the transaction that records the order: `verify` compares
+those with what Klaviyo holds.
+
 It also keeps the resume point: the position of the first order not yet settled (or, with
 none pending, the position after the last order handed to the encoder), committed with each
 acknowledgement so that a resumed run can seek straight to it.
@@ -10,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
-from .checkpoint import Landmarks, Ledger
+from .checkpoint import Landmarks, Ledger, Total, TotalKey
 from .failures import Failures
 from .klaviyo.client import SendStats
-from .model import Event, Position, Rejection
+from .model import Event, Position, Rejection, utc_month
 from .orders import MappedOrder
 
 __all__ = ["Tracker"]
@@ -32,6 +37,8 @@ class _Pending:
     line: int
     at: Position  # where a resumed run would pick it up
     rejected: bool = False  # Klaviyo refused one of its events
+    # its events Klaviyo acknowledged so far, per metric, UTC month and currency
+    totals: dict[TotalKey, Total] = field(default_factory=dict)
 
 
 class Tracker:
@@ -77,11 +84,17 @@ class Tracker:
     def settle(self, sent: list[Event], rejected: list[tuple[Event, str]]) -> None:
         done: list[tuple[str, bool]] = []
         bad: list[tuple[Rejection, Position | None]] = []
+        totals: dict[str, dict[TotalKey, Total]] = {}
+        now = time.time()
         with self.lock:
             for event, reason in rejected:
                 bad.append((self._klaviyo_rejected(event, reason), None))
             for event in sent:
                 self.stats.events_sent[event.metric] += 1
+                entry = self.pending.get(event.order_id)
+                if entry is not None:
+                    key = (event.metric, utc_month(event.time), event.currency or "")
+                    entry.totals.setdefault(key, Total()).add(event.value, now)
             for event in [*sent, *(e for e, _ in rejected)]:
                 entry = self.pending.get(event.order_id)
                 if entry is None:
@@ -90,6 +103,7 @@ class Tracker:
                 if entry.left <= 0:
                     del self.pending[event.order_id]
                     done.append((event.order_id, entry.rejected))
+                    totals[event.order_id] = entry.totals
                     if entry.rejected:
                         self.stats.orders_with_rejections += 1
                     else:
@@ -99,7 +113,7 @@ class Tracker:
             watermark = self._watermark()
         if self.ledger is not None and (done or bad):
             mark = self.landmarks.at(watermark) if self.landmarks and watermark else ""
-            self.ledger.record(done, bad, watermark, mark)
+            self.ledger.record(done, bad, watermark, mark, totals)
             log.debug("checkpoint: %d orders done, %d rejections, resume point %s",
                       len(done), len(bad), watermark)  # fmt: skip
 
