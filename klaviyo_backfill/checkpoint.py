@@ -357,6 +357,15 @@ class Ledger:
         for source, line, order_id, reason, detail in rows:
             yield Rejection(source or "", line, order_id, reason, detail or "")
 
+    def rejected_rows(self, limit: int = 1000) -> list[Rejection]:
+        """The job's rejections (each once), the first `limit` of them."""
+        rows = self.db.execute(
+            "SELECT source, line, order_id, reason, detail FROM rejected GROUP BY kind, "
+            "source, line, order_id, detail ORDER BY min(rowid) LIMIT ?",
+            (limit,),
+        )
+        return [Rejection(s or "", line, oid, reason, d or "") for s, line, oid, reason, d in rows]
+
     def counts(self) -> dict[str, int]:
         rows = self.db.execute("SELECT state, count(*) FROM orders GROUP BY state").fetchall()
         out = {str(state): int(n) for state, n in rows}
