@@ -347,7 +347,9 @@ def preflight_report(console: Console, report: Preflight) -> None:
                   f"about {_duration(report.seconds)} at its rate limit")  # fmt: skip
     others = ", ".join(f"{m.name} ({m.integration or m.category})" for m in report.others)
     table.add_row("Other integrations' metrics of these names", others or "none")
-    if report.flows is not None:
+    if report.flows == {}:
+        table.add_row("Flows", "none: the account has no API metric of these names yet")
+    elif report.flows is not None:
         for metric, flows in sorted(report.flows.items(), key=lambda i: metric_order(i[0])):
             names = ", ".join(f"{f.name} ({f.status})" for f in flows) or "none"
             table.add_row(f"Flows {metric} triggers", names)

@@ -413,6 +413,18 @@ def _export_pass(job: Job) -> tuple[Stats, int]:
     return stats, bodies
 
 
+def _months_pass(job: Job) -> Stats:
+    """The export read, converted and mapped, not encoded: events per metric and UTC month
+    (`Stats.metric_months`), on every core for a large CSV."""
+    from .orders import mapped_orders
+    from .summary import Stats
+
+    stats = Stats()
+    for _ in mapped_orders(job, None, stats, Failures(None)):
+        pass
+    return stats
+
+
 async def _metrics(config: ReadConfig, integration: str | None = None) -> list[Metric]:
     from .klaviyo.reading import Reader
 
@@ -460,7 +472,7 @@ def overlap_check(job: Job, config: SendConfig, notify: Callable[[str], None]) -
                "another integration already holds these orders was not checked.")  # fmt: skip
         return "not checked: the key cannot read metrics"
     if others:
-        stats, _ = _export_pass(job)
+        stats = _months_pass(job)
 
         async def count() -> list[OtherCounts]:
             async with Reader(read) as reader:
