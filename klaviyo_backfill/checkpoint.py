@@ -242,6 +242,9 @@ class Ledger:
 
     # ------------------------------------------------------------ orders
 
+    def has_orders(self) -> bool:
+        return self.db.execute("SELECT 1 FROM orders LIMIT 1").fetchone() is not None
+
     def is_done(self, order_id: str) -> bool:
         return (
             self.db.execute("SELECT 1 FROM orders WHERE id = ?", (order_id,)).fetchone() is not None
@@ -347,10 +350,11 @@ class Ledger:
 
     def rejections(self, before: Position | None) -> Iterator[Rejection]:
         """Earlier runs' rejections that a resumed run will not meet again: Klaviyo's, and
-        the export's own before the resume point."""
+        the export's own before the resume point. Each is one row (see `forget_from`): two
+        alike are two orders (stray values on one line of a JSON file share its place)."""
         index, offset = before or (-1, -1)
         rows = self.db.execute(
-            "SELECT DISTINCT source, line, order_id, reason, detail FROM rejected "
+            "SELECT source, line, order_id, reason, detail FROM rejected "
             "WHERE kind = 'klaviyo' OR input < ? OR (input = ? AND offset < ?) ORDER BY rowid",
             (index, index, offset),
         )
@@ -358,13 +362,27 @@ class Ledger:
             yield Rejection(source or "", line, order_id, reason, detail or "")
 
     def rejected_rows(self, limit: int = 1000) -> list[Rejection]:
-        """The job's rejections (each once), the first `limit` of them."""
+        """The job's rejections (each is one row), the first `limit` of them."""
         rows = self.db.execute(
-            "SELECT source, line, order_id, reason, detail FROM rejected GROUP BY kind, "
-            "source, line, order_id, detail ORDER BY min(rowid) LIMIT ?",
+            "SELECT source, line, order_id, reason, detail FROM rejected ORDER BY rowid LIMIT ?",
             (limit,),
         )
         return [Rejection(s or "", line, oid, reason, d or "") for s, line, oid, reason, d in rows]
+
+    def forget_from(self, before: Position | None) -> None:
+        """Forget the export's rejections at and after the resume point (all of them for
+        None): a resumed run reads the export from there, meets them again and records them
+        anew. Klaviyo's stay (`record` adds each once). So every rejection is one row: no
+        key could tell one met again from another alike, as a JSON order's place is its
+        file's start and its line may be the file's one line."""
+        index, offset = before or (-1, -1)
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "DELETE FROM rejected WHERE kind = 'input'"
+                " AND NOT (input < ? OR (input = ? AND offset < ?))",
+                (index, index, offset),
+            )
 
     def counts(self) -> dict[str, int]:
         rows = self.db.execute("SELECT state, count(*) FROM orders GROUP BY state").fetchall()
@@ -375,10 +393,12 @@ class Ledger:
         return out
 
     def rejected_total(self) -> int:
-        """Rejections the job met, each once: orders the export could not give, and events
-        Klaviyo refused."""
+        """Rejections the job met, each once: orders the export could not give (a row each,
+        see `forget_from`), and events Klaviyo refused (one per order and event)."""
         row = self.db.execute(
-            "SELECT count(*) FROM (SELECT DISTINCT kind, order_id, detail FROM rejected)"
+            "SELECT (SELECT count(*) FROM rejected WHERE kind = 'input')"
+            " + (SELECT count(*) FROM (SELECT DISTINCT order_id, detail FROM rejected"
+            " WHERE kind = 'klaviyo'))"
         ).fetchone()
         return int(row[0])
 

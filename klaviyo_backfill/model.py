@@ -17,6 +17,7 @@ __all__ = [
     "RawOrder",
     "Refund",
     "Rejection",
+    "identity",
     "utc_month",
 ]
 
@@ -36,6 +37,13 @@ def utc_month(when: datetime) -> str:
     return f"{t.year:04d}-{t.month:02d}"
 
 
+def identity(profile: dict[str, Any]) -> str:
+    """The profile as Klaviyo keys it: its email, else its phone number, else its external id."""
+    return str(
+        profile.get("email") or profile.get("phone_number") or profile.get("external_id") or ""
+    )
+
+
 @dataclass(slots=True)
 class RawOrder:
     """One order as the reader found it: layout field name -> raw value, not yet parsed."""
@@ -52,6 +60,8 @@ class RawOrder:
     end: int | None = None  # CSV: the byte offset just past its last row (None: JSON)
     problem: str | None = None  # the reader could not make an order of it: rejected as such
     notes: tuple[str, ...] = ()  # warnings the reader has for the order
+    digest: bytes | None = None  # CSV, sending to an account: the digest of its rows (delta.py)
+    held: int | None = None  # the account holds it unchanged, with this many events: not read
 
     def get(self, name: str) -> Any:
         return self.fields.get(name)

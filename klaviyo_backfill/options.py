@@ -72,3 +72,4 @@ class SendOptions:
     # send even where another integration's metric of the same name holds events in the
     # months sent (the overlap check of a new job; its checkpoint remembers the choice)
     allow_overlap: bool = False
+    resend: bool = False  # send what the account holds already too (Klaviyo drops repeats)
