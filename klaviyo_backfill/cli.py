@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -467,7 +468,11 @@ def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None,
     from .run import verify as verify_job
 
     _outputs({"json_path": json_path, "html_path": html_path})
-    result: Verification = verify_job(_read_options(kw, paths), _ask_key)
+    options = _read_options(kw, paths)
+    if not options.api_key:
+        options = replace(options, api_key=_ask_key())
+    with Console(stderr=True).status("Reading Klaviyo's metrics and their monthly aggregates"):
+        result: Verification = verify_job(options)
     verify_report(Console(), result)
     if json_path:
         _write_json(json_path, result.as_json())
@@ -496,7 +501,11 @@ def preflight(json_path: str | None, **kw: Any) -> int:
     from .run import preflight as preflight_job
 
     _outputs({"json_path": json_path})
-    report = preflight_job(_read_options(kw, kw.pop("paths")), _ask_key)
+    options = _read_options(kw, kw.pop("paths"))
+    if not options.api_key:
+        options = replace(options, api_key=_ask_key())
+    with Console(stderr=True).status("Reading the export and Klaviyo's metrics"):
+        report = preflight_job(options)
     preflight_report(Console(), report)
     if json_path:
         _write_json(json_path, report.as_json())

@@ -599,7 +599,8 @@ def _verify_checkpoint(options: SendOptions, account: str) -> Path:
     if others:
         raise CheckpointError(
             f"no checkpoint of this Klaviyo account for {', '.join(paths)}: "
-            f"{', '.join(map(str, others))} belong{'s' if len(others) == 1 else ''} to another",
+            f"{', '.join(map(str, others))} "
+            + ("belongs to another account" if len(others) == 1 else "belong to other accounts"),
             "Use the key the send used, or name the checkpoint with --checkpoint FILE.",
         )
     raise CheckpointError(
