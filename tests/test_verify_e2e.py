@@ -248,9 +248,12 @@ def test_verify_needs_no_export_with_its_checkpoint(export: Export, tmp_path: Pa
 def test_verify_of_a_checkpoint_from_before_totals_reads_the_export_again(
     export: Export, tmp_path: Path
 ) -> None:
+    """What the checkpoint holds as sent, less the events Klaviyo refused (one here)."""
     export.copy_to(tmp_path)
-    with st.StandIn(api_key=KEY) as s:
-        sent_with(tmp_path, s)
+    refused_uid = next(e["unique_id"] for e in export.events if e["metric"] == "Ordered Product")
+    with st.StandIn(api_key=KEY, faults=st.Faults(refuse_uids=frozenset({refused_uid}))) as s:
+        sent = cli(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST)
+        assert sent.returncode == 1, said(sent)  # the refused event
         cli(tmp_path, "verify", "orders.csv", "--base-url", s.url, "--json", "now.json")
         checkpoint = checkpoint_in(tmp_path)
         db = sqlite3.connect(checkpoint)  # as an earlier version left it
@@ -264,6 +267,9 @@ def test_verify_of_a_checkpoint_from_before_totals_reads_the_export_again(
                     "Asia/Tokyo")  # fmt: skip
     assert reread.returncode == 0, said(reread)
     assert rows_of(tmp_path / "old.json") == rows_of(tmp_path / "now.json")
+    assert sum(r["sent_count"] for r in rows_of(tmp_path / "now.json").values()) == len(
+        export.events
+    ) - 1
     assert "read again" in reread.stdout
     assert refused.returncode == 2, said(refused)
     assert "earlier version" in refused.stderr and "PATHS" in refused.stderr
