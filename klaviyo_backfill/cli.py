@@ -221,6 +221,7 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
         rate_limit=kw["rate_limit"], concurrency=kw["concurrency"],
         checkpoint=kw["checkpoint"], mode=_mode(kw),  # type: ignore[arg-type]
         allow_overlap=kw["allow_overlap"], resend=kw["resend"],
+        profile_attributes=kw["profile_attributes"],
     )  # fmt: skip
 
 
@@ -275,6 +276,14 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
 )
 @click.option("--resume", is_flag=True, help="Continue an unfinished run from its checkpoint.")
 @click.option("--restart", is_flag=True, help="Discard the checkpoint and start over.")
+@click.option(
+    "--profile-attributes",
+    type=click.Choice(["latest", "all", "none"]),
+    default="latest",
+    show_default=True,
+    help="Which orders carry a customer's name and address: each customer's latest only "
+    "(older orders carry identifiers), every order, or none.",
+)
 @click.option(
     "--resend",
     is_flag=True,
@@ -431,6 +440,7 @@ def _read_options(kw: dict[str, Any], paths: tuple[str, ...]) -> SendOptions:
         trigger_flows=kw["trigger_flows"], revision=kw["revision"], base_url=kw["base_url"],
         api_key=kw["api_key"], checkpoint=kw.get("checkpoint"),
         rate_limit=kw.get("rate_limit"),
+        profile_attributes=kw.get("profile_attributes") or "latest",
     )  # fmt: skip
 
 
@@ -453,6 +463,7 @@ def _outputs(kw: dict[str, Any]) -> None:
 @input_flags
 @click.option("--endpoint", type=click.Choice(ENDPOINT_NAMES), default="bulk", hidden=True)
 @click.option("--trigger-flows", is_flag=True, hidden=True)
+@click.option("--profile-attributes", type=click.Choice(["latest", "all", "none"]), hidden=True)
 @_edge
 def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None, **kw: Any) -> int:
     """Compare what Klaviyo acknowledged for an export's checkpoint with what it holds now:

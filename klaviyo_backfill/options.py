@@ -73,3 +73,4 @@ class SendOptions:
     # months sent (the overlap check of a new job; its checkpoint remembers the choice)
     allow_overlap: bool = False
     resend: bool = False  # send what the account holds already too (Klaviyo drops repeats)
+    profile_attributes: str = "latest"  # latest | all | none (latest.py)
