@@ -132,7 +132,7 @@ def _pack(p: Prepared) -> tuple[Any, ...]:
     """What the main process needs of a Prepared order (not its events), as plain values."""
     t = p.tally  # times and money as text: their own pickling is slow
     tally = None if t is None else (t.metrics, t.time.isoformat(), _text(t.revenue), t.currency,
-                                    t.who, _text(t.cancelled), _text(t.refunded))  # fmt: skip
+                                    t.who, t.months, _text(t.cancelled), _text(t.refunded))  # fmt: skip
     parts = tuple((part.body, part.who, part.metrics, part.unique_ids) for part in p.parts)
     return (p.line, p.at, p.after, p.raw_id, p.key, p.rejected, p.outside, p.lines,
             p.warnings, tally, parts)  # fmt: skip
@@ -152,10 +152,11 @@ def _tally(
     revenue: str | None,
     currency: str | None,
     who: Any,
+    months: tuple[str, ...],
     cancelled: str | None,
     refunded: str | None,
 ) -> Tally:
-    return Tally(metrics, datetime.fromisoformat(time), _money(revenue), currency, who,
+    return Tally(metrics, datetime.fromisoformat(time), _money(revenue), currency, who, months,
                  _money(cancelled), _money(refunded))  # fmt: skip
 
 

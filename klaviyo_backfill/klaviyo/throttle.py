@@ -10,6 +10,7 @@ run paced by it reaches the ceiling without tripping it; a 429 pauses every send
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections import deque
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 from ..errors import UsageError
 from .endpoints import Window
 
-__all__ = ["Limiter", "Wait", "Window", "parse_rate_limit"]
+__all__ = ["Limiter", "Wait", "Window", "ideal_seconds", "parse_rate_limit"]
+
+log = logging.getLogger("klaviyo_backfill.throttle")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,22 @@ def parse_rate_limit(text: str) -> tuple[Window, ...]:
         count, scale, unit = match.groups()
         windows.append(Window(int(count), float(scale or 1) * _UNITS[unit]))
     return tuple(windows)
+
+
+def ideal_seconds(requests: int, windows: tuple[Window, ...]) -> float:
+    """The least time `requests` requests take under the windows, as Klaviyo counts them:
+    the greedy schedule t_k = max(t_(k-1), t_(k-limit) + seconds) for every window, from the
+    first request at 0 to the start of the last (answers not counted)."""
+    starts: deque[float] = deque(maxlen=max((w.limit for w in windows), default=1))
+    last = 0.0
+    for _ in range(requests):
+        t = last
+        for window in windows:
+            if len(starts) >= window.limit:
+                t = max(t, starts[-window.limit] + window.seconds)
+        starts.append(t)
+        last = t
+    return last
 
 
 class Limiter:
@@ -92,6 +111,8 @@ class Limiter:
             if wait <= 0:
                 self.stamps.append(now)
                 return True
+            log.log(logging.INFO if wait >= 1 else logging.DEBUG,
+                    "throttle: waiting %.2f s for %s", wait, self._why(now))  # fmt: skip
             if window is not None:
                 self.tell(Wait(wait, now + wait, "window", window))
             if stop is None:
@@ -109,9 +130,16 @@ class Limiter:
             self._told[wait.cause] = wait.until
             self.observer(wait)
 
+    def _why(self, now: float) -> str:
+        if self.paused_until > now:
+            return "Klaviyo's 429 (Retry-After)"
+        full = [w for w in self.windows if len(self.stamps) >= w.limit]
+        return ", ".join(f"the {w.limit}/{w.seconds:g}s window" for w in full) or "a window"
+
     def pause(self, seconds: float) -> None:
         """Klaviyo said 429: nobody starts a request for `seconds`."""
         self.throttled += 1
         now = self.clock()
         self.paused_until = max(self.paused_until, now + seconds)
+        log.info("429: every request pauses %.1f s", seconds)
         self.tell(Wait(seconds, now + seconds, "429"))
