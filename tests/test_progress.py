@@ -274,6 +274,10 @@ def test_the_first_ctrl_c_names_the_requests_in_flight(tmp_path: Path) -> None:
                                 cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
         try:
+            deadline = time.monotonic() + 30
+            while not s.reads:  # the overlap check's read of the metrics, answered in 3 s
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
             time.sleep(1.5)  # three requests out, their answers 3 s away
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=30)
