@@ -4,7 +4,8 @@
      ├── UsageError                a bad option or combination of options
      │    └── OverlapError         another integration's metric holds events in the send's months
      ├── InputError                a file that cannot be read at all (names file and line)
-     │    └── LayoutError          a layout file, or a column it names, that does not fit
+     │    ├── LayoutError          a layout file, or a column it names, that does not fit
+     │    └── NotAnExport          a file that is no export (in a folder: skipped and listed)
      ├── CheckpointError           a checkpoint that does not belong to this run
      │    └── UnfinishedRun        a new run over an unfinished one (--resume or --restart)
      ├── WorkerError               a worker process of a split dry run or inspect died
@@ -34,6 +35,7 @@ __all__ = [
     "GaveUp",
     "InputError",
     "LayoutError",
+    "NotAnExport",
     "OutputError",
     "OverlapError",
     "QueryError",
@@ -104,6 +106,15 @@ class InputError(BackfillError):
 
 class LayoutError(InputError):
     """A layout file, or the columns it names, do not fit the export."""
+
+
+class NotAnExport(InputError):
+    """A file that is no export (empty, a spreadsheet, a note): named, it stops the run; in
+    a folder, it is skipped and listed in the summary. `why` is the reason, on its own."""
+
+    def __init__(self, path: str, why: str, hint: str | None = None) -> None:
+        super().__init__(path, why, hint=hint)
+        self.why = why
 
 
 class CheckpointError(BackfillError):

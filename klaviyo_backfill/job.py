@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from .convert import Settings, earliest_for
-from .errors import FieldError, UsageError
+from .errors import FieldError, NotAnExport, UsageError
 from .klaviyo.endpoints import BACKFILL_REVISION, BULK, DEFAULT_REVISION, ENDPOINTS, Endpoint
 from .klaviyo.throttle import parse_rate_limit
 from .layouts import Layout, builtin_layouts, load
 from .options import InputOptions, SendOptions
-from .read import Input, detect_layout, expand_paths, load_side_lines, sniff_kind
+from .read import Input, Skipped, detect_layout, fits, gather, load_side_lines, sniff_kind
 from .values import is_currency, parse_period, zone
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "Job",
     "check_revision",
     "default_failures",
+    "gather_inputs",
     "job_from",
     "parse_when",
     "resolve_inputs",
@@ -56,6 +57,7 @@ class Job:
     layout_texts: tuple[str, ...] = field(default=())
     jobs: int | None = None  # processes for a dry run or inspect (None: one per core)
     profile_attributes: str = "latest"  # which orders carry a profile's attributes (latest.py)
+    skipped: tuple[Skipped, ...] = ()  # what the folders given held that is no export
 
     def payload_salt(self) -> bytes:
         """A digest of what changes an order's events apart from the order itself (the zone
@@ -130,13 +132,45 @@ def resolve_inputs(
     encoding: str | None,
     products: str | None = None,
 ) -> tuple[list[Input], tuple[str, ...]]:
-    files = expand_paths(paths)
+    inputs, texts, _ = gather_inputs(paths, fmt, layout_path, encoding, products)
+    return inputs, texts
+
+
+def gather_inputs(
+    paths: list[str],
+    fmt: str | None,
+    layout_path: str | None,
+    encoding: str | None,
+    products: str | None = None,
+) -> tuple[list[Input], tuple[str, ...], list[Skipped]]:
+    """The inputs with their layouts, the layout file's text, and what the folders held that
+    is no export (skipped and listed, never a reason to stop: a named file that is no export
+    stops the run)."""
+    files, skipped = gather(paths)
     side = load_side_lines(products, encoding or "utf-8-sig") if products else None
-    if not files:
-        raise UsageError("no export files found in " + ", ".join(paths))
     custom = load(layout_path) if layout_path else None
     texts = (Path(layout_path).read_text("utf-8"),) if layout_path else ()
-    return [_layout_for(p, fmt, custom, encoding, side) for p in files], texts
+    inputs: list[Input] = []
+    for path, named in files:
+        try:
+            source = _layout_for(path, fmt, custom, encoding, side)
+            why = None if named or (fmt is None and custom is None) else fits(
+                path, source.layout, source.encoding
+            )  # fmt: skip
+        except NotAnExport as exc:
+            if named:
+                raise
+            why = exc.why.removeprefix("is ")
+        if why is None:
+            inputs.append(source)
+        else:
+            skipped.append(Skipped(path, why))
+    if not inputs:
+        told = "; ".join(f"{Path(s.path).name} ({s.why})" for s in skipped)
+        raise UsageError(
+            "no export files found in " + ", ".join(paths) + (f": skipped {told}" if told else "")
+        )
+    return inputs, texts, skipped
 
 
 def check_revision(revision: str, backfill: bool) -> None:
@@ -186,7 +220,7 @@ def job_from(options: SendOptions) -> Job:
     if options.rate_limit:
         parse_rate_limit(options.rate_limit)
     zone_info = zone(source.timezone)
-    inputs, texts = resolve_inputs(
+    inputs, texts, skipped = gather_inputs(
         list(source.paths), source.fmt, source.layout, source.encoding, source.products
     )
     filters = _filters(source, zone_info)
@@ -201,5 +235,5 @@ def job_from(options: SendOptions) -> Job:
         inputs=inputs, settings=settings, filters=filters, endpoint=endpoint,
         backfill=not options.trigger_flows, revision=options.revision, output=options.output,
         failures=options.failures or default_failures(source.paths), layout_texts=texts,
-        jobs=source.jobs, profile_attributes=options.profile_attributes,
+        jobs=source.jobs, profile_attributes=options.profile_attributes, skipped=tuple(skipped),
     )  # fmt: skip

@@ -187,6 +187,7 @@ def mapped_orders(
     limit = job.filters.limit
     taken = 0
     stats.bytes_total = sum(os.path.getsize(source.path) for source in job.inputs)
+    stats.skipped_files = [(s.path, s.why) for s in job.skipped]
     before = 0
     for index, source in enumerate(job.inputs):
         start = _start(source, index, resume_at)

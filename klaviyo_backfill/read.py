@@ -20,16 +20,21 @@ from operator import itemgetter, methodcaller
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol, TextIO
 
-from .errors import InputError, LayoutError
+from .errors import InputError, LayoutError, NotAnExport
 from .hooks import HOOKS
 from .layouts import Layout, Source
 from .model import RawOrder
 
 __all__ = [
+    "SPREADSHEETS",
     "Input",
+    "Skipped",
     "Start",
+    "check_not_a_spreadsheet",
     "detect_layout",
     "expand_paths",
+    "fits",
+    "gather",
     "load_side_lines",
     "read_orders",
     "row_starts",
@@ -63,20 +68,75 @@ def load_side_lines(path: str, encoding: str) -> dict[str, list[Any]]:
     return grouped
 
 
+# spreadsheets, by their suffix: never an export as they are, but one "Save as CSV" away
+SPREADSHEETS = {
+    ".xlsx": "an Excel workbook", ".xlsm": "an Excel workbook", ".xls": "an Excel workbook",
+    ".numbers": "a Numbers spreadsheet", ".ods": "an OpenDocument spreadsheet",
+}  # fmt: skip
+_SAVE_AS_CSV = (
+    "Save it as CSV: in Excel, File > Save As > CSV UTF-8; in Numbers, File > Export To > CSV; "
+    "in LibreOffice, File > Save As > Text CSV."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A file or folder a folder given held besides its exports, and why it was not read."""
+
+    path: str
+    why: str
+
+
 def expand_paths(paths: list[str]) -> list[str]:
     """Files as given; a folder becomes its export files, sorted by name."""
-    out: list[str] = []
+    return [path for path, _ in gather(paths)[0]]
+
+
+def gather(paths: list[str]) -> tuple[list[tuple[str, bool]], list[Skipped]]:
+    """(file, named) for each file to read: as given (named), or a folder's files with an
+    export's suffix, sorted by name; and what else the folders hold (hidden files aside)."""
+    files: list[tuple[str, bool]] = []
+    skipped: list[Skipped] = []
     for name in paths:
         path = Path(name)
-        if path.is_dir():
-            out.extend(
-                str(p)
-                for p in sorted(path.iterdir())
-                if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith(".")
-            )
-        else:
-            out.append(name)
-    return out
+        if not path.is_dir():
+            files.append((name, True))
+            continue
+        for entry in sorted(path.iterdir()):
+            suffix = entry.suffix.lower()
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                skipped.append(
+                    Skipped(str(entry), "a folder: not read (only the files of a folder given are)")
+                )
+            elif suffix in SPREADSHEETS:
+                skipped.append(
+                    Skipped(str(entry), f"{SPREADSHEETS[suffix]}: save it as CSV to send it")
+                )
+            elif suffix not in SUFFIXES:
+                skipped.append(Skipped(str(entry), f"not an export ({suffix or 'no suffix'})"))
+            elif entry.is_file():
+                files.append((str(entry), False))
+    return files, skipped
+
+
+def check_not_a_spreadsheet(path: str) -> None:
+    """A workbook, whatever its name says (a zip or an OLE file), or a spreadsheet's suffix:
+    NotAnExport, telling how to save it as CSV."""
+    suffix = Path(path).suffix.lower()
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(8)
+    except OSError:
+        return  # said by the reader, with its own message
+    if magic.startswith(b"PK\x03\x04") or magic.startswith(b"\xd0\xcf\x11\xe0"):
+        kind = SPREADSHEETS.get(suffix, "an Excel workbook")
+    elif suffix in SPREADSHEETS:
+        kind = SPREADSHEETS[suffix]
+    else:
+        return
+    raise NotAnExport(path, f"is {kind}, not a CSV or JSON export", hint=_SAVE_AS_CSV)
 
 
 def open_text(path: str, encoding: str) -> TextIO:
@@ -122,17 +182,33 @@ def _peek(path: str, encoding: str) -> str:
 
 def sniff_kind(path: str, encoding: str | None) -> str:
     """'json' when the file starts like JSON, else 'csv'."""
+    check_not_a_spreadsheet(path)
     head = _peek(path, encoding or "utf-8-sig").lstrip()
     if not head:
-        raise InputError(path, "is empty")
+        raise NotAnExport(path, "is empty")
     return "json" if head[0] in "[{" else "csv"
+
+
+def fits(path: str, layout: Layout, encoding: str) -> str | None:
+    """Why a file of a folder is no export of the layout the run was told to use (its kind,
+    or the columns it needs), or None when it may be one."""
+    kind = sniff_kind(path, encoding)
+    if layout.kind and layout.kind != kind:
+        return f"not a {layout.name} export (a {kind} file)"
+    if kind == "csv":
+        reader = csv.reader(io.StringIO(_peek(path, encoding)), delimiter=layout.options.delimiter)
+        missing = _missing_column(layout, [h.strip() for h in next(reader, [])])
+        if missing is not None:
+            return f"not a {layout.name} export (no column {missing[0]})"
+    return None
 
 
 def detect_layout(path: str, layouts: dict[str, Layout], encoding: str) -> Layout:
     """The layout whose signature columns (CSV) or keys (JSON) the file has."""
+    check_not_a_spreadsheet(path)
     head = _peek(path, encoding)
     if not head.strip():
-        raise InputError(path, "is empty")
+        raise NotAnExport(path, "is empty")
     if head.lstrip()[0] in "[{":
         first = next(iter_json_records(path, encoding), None)
         keys = set(first) if isinstance(first, dict) else set()
@@ -144,10 +220,11 @@ def detect_layout(path: str, layouts: dict[str, Layout], encoding: str) -> Layou
         if layout.kind == kind and layout.detect and keys.issuperset(layout.detect):
             return layout
     names = ", ".join(sorted(layouts))
-    raise InputError(
+    what = "JSON" if kind == "json" else "CSV or text"
+    raise NotAnExport(
         path,
-        f"is not an export this tool recognises ({kind})",
-        hint=f"Formats: {names}. Choose one with --format, or describe yours with --mapping.",
+        f"is not an export this tool recognises (a {what} file without the columns of one)",
+        hint=f"Formats: {names}. Choose one with --format, or describe yours with --layout.",
     )
 
 
@@ -156,18 +233,24 @@ def detect_layout(path: str, layouts: dict[str, Layout], encoding: str) -> Layou
 
 def _check_columns(path: str, layout: Layout, header: list[str]) -> None:
     """Every column the layout names must exist (built-in layouts: the ones they require)."""
+    missing = _missing_column(layout, header)
+    if missing is not None:
+        names, section, key = missing
+        raise LayoutError(
+            path, f"has no column {names} (needed for [{section}] {key} by {layout.name})", line=1
+        )
+
+
+def _missing_column(layout: Layout, header: list[str]) -> tuple[str, str, str] | None:
+    """The first column the layout needs that the header lacks: (its names, section, key)."""
     present = set(header)
     for section, table in (("order", layout.order), ("line", layout.line)):
         for key, sources in table.items():
             if layout.required is not None and f"{section}.{key}" not in layout.required:
                 continue
             if not any(s.path in present for s in sources):
-                names = " or ".join(repr(s.path) for s in sources)
-                raise LayoutError(
-                    path,
-                    f"has no column {names} (needed for [{section}] {key} by {layout.name})",
-                    line=1,
-                )
+                return " or ".join(repr(s.path) for s in sources), section, key
+    return None
 
 
 class HeldRows(Protocol):

@@ -102,6 +102,13 @@ def _money(amount: Decimal, currency: str) -> str:
     return f"{amount:,}"
 
 
+def _skipped_files(table: Table, stats: Stats) -> None:
+    """What the folders given held that is no export: not read, said."""
+    for path, why in stats.skipped_files:
+        kind = "folder" if why.startswith("a folder") else "file"
+        table.add_row(f"Skipped {kind}: {Path(path).name}", why)
+
+
 def _revenue(table: Table, stats: Stats) -> None:
     """Per currency: gross (every order placed: pending and voided ones too), less the totals
     of cancelled orders and the refunds of the others, and the net that leaves."""
@@ -129,6 +136,7 @@ def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) 
     table.add_row("  rejected", f"{stats.orders_rejected:,}")
     for reason, n in stats.skipped.most_common():
         table.add_row(f"  skipped: {reason}", f"{n:,}")
+    _skipped_files(table, stats)
     if stats.already_in_klaviyo:
         table.add_row("Already in Klaviyo (this account)", f"{stats.already_in_klaviyo:,} events")
     table.add_row("Line items", f"{stats.line_items:,}")
@@ -307,6 +315,7 @@ def inspect_report(console: Console, stats: Stats) -> None:
     _revenue(overview, stats)
     for reason, n in stats.skipped.most_common():
         overview.add_row(f"Skipped: {reason}", f"{n:,}")
+    _skipped_files(overview, stats)
     console.print(overview)
     for table in _bars(stats):
         console.print(table)

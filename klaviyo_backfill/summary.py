@@ -70,6 +70,7 @@ class Stats:
     bytes_total: int = 0  # of every input
     already_in_klaviyo: int = 0  # events the account held already (a later export's send)
     bytes_done: int = 0  # of the inputs read so far, and of the current one up to here
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (path, why): no export
 
     def estimated_events(self) -> int:
         """Events the whole run will hold, extrapolated from the bytes read so far."""
@@ -153,6 +154,7 @@ def describe(stats: Stats) -> dict[str, Any]:
         "balanced": stats.balanced(),
         "resumed_at": stats.resumed_at,
         "events_already_in_klaviyo": stats.already_in_klaviyo,
+        "skipped_files": [{"path": path, "why": why} for path, why in stats.skipped_files],
     }
 
 

@@ -82,7 +82,7 @@ def test_unknown_layout_names_the_formats(tmp_path: Path) -> None:
     path.write_text("a,b\n1,2\n")
     with pytest.raises(InputError) as err:
         detect_layout(str(path), LAYOUTS, "utf-8")
-    assert "shopify-csv" in str(err.value) and "--mapping" in str(err.value)
+    assert "shopify-csv" in str(err.value) and "--layout" in str(err.value)
 
 
 @pytest.fixture(scope="module")
