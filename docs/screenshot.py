@@ -28,7 +28,8 @@ OUT = ROOT / "docs" / "verify-report.png"
 
 
 def run(cwd: Path, *args: str) -> None:
-    env = dict(os.environ, KLAVIYO_API_KEY=KEY)
+    # its own state folder: the checkpoint and the account ledger, not the user's
+    env = dict(os.environ, KLAVIYO_API_KEY=KEY, XDG_STATE_HOME=str(cwd / "state"))
     subprocess.run([CLI, *args], cwd=cwd, env=env, check=False, capture_output=True)
 
 
@@ -40,7 +41,7 @@ def main() -> None:
         corpus.write_shopify_csv(orders, cwd / "orders.csv")
         with st.StandIn(api_key=KEY, faults=st.Faults(lost_after_ack=0.01, seed=5)) as s:
             run(cwd, "send", "orders.csv", "--base-url", s.url, "-q", "--rate-limit", "100/s,1000/m")
-            (checkpoint,) = (cwd / ".klaviyo-backfill").glob("*.sqlite")
+            (checkpoint,) = (cwd / "state" / "klaviyo-backfill" / "checkpoints").glob("*.sqlite")
             db = sqlite3.connect(checkpoint)  # as if sent an hour ago: a final answer
             db.execute("UPDATE sent_totals SET last_at = last_at - 3600")
             db.commit()
