@@ -188,6 +188,7 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
         base_url=kw["base_url"], api_key=kw["api_key"], public_key=kw["public_key"],
         rate_limit=kw["rate_limit"], concurrency=kw["concurrency"],
         checkpoint=kw["checkpoint"], mode=_mode(kw),  # type: ignore[arg-type]
+        tuning=kw["tuning"],
     )  # fmt: skip
 
 
@@ -249,6 +250,7 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
     type=click.Path(),
     help="Checkpoint file. [default: .klaviyo-backfill/<export>-<hash>-<account>.sqlite]",
 )
+@click.option("--tuning", hidden=True, help="Limits: 'max_attempts=3,timeout=5,...'.")
 @click.option("--resume", is_flag=True, help="Continue an unfinished run from its checkpoint.")
 @click.option("--restart", is_flag=True, help="Discard the checkpoint and start over.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -344,7 +346,7 @@ def _send_exit(console: Console, outcome: SendOutcome) -> int:
         return ExitCode.INTERRUPTED
     error = outcome.error
     if error is not None:
-        console.print(f"[red]Error:[/red] {error}")
+        click.echo(f"Error: {error}", err=True)
         if isinstance(error, GaveUp | OutputError):
             click.echo(f"Continue with:\n  {_resume_command()}", err=True)
         if isinstance(error, OutputError) and error.broken_pipe:

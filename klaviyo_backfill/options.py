@@ -69,3 +69,4 @@ class SendOptions:
     concurrency: int | None = None  # None: the endpoint's default
     checkpoint: str | None = None  # None: derived from the exports' paths
     mode: Mode = "new"
+    tuning: str | None = None  # limits of the sender and its retries (klaviyo/client.tuned)

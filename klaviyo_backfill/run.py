@@ -188,7 +188,7 @@ Progress = Callable[["Stats", "SendStats"], None]
 
 def send_config(job: Job, options: SendOptions, ask_key: Callable[[], str | None]) -> SendConfig:
     """Where and how fast to send: checked before any checkpoint is touched."""
-    from .klaviyo.client import SendConfig, loopback_only
+    from .klaviyo.client import SendConfig, loopback_only, tuned
     from .klaviyo.throttle import parse_rate_limit
 
     loopback_only(options.base_url)
@@ -206,11 +206,12 @@ def send_config(job: Job, options: SendOptions, ask_key: Callable[[], str | None
             raise UsageError(
                 "no API key: set KLAVIYO_API_KEY (a private key with the events:write scope)"
             )
-    return SendConfig(
+    config = SendConfig(
         base_url=options.base_url, endpoint=endpoint, windows=windows, api_key=key,
         public_key=options.public_key, revision=job.revision,
         concurrency=options.concurrency or endpoint.concurrency,
     )  # fmt: skip
+    return tuned(config, options.tuning) if options.tuning else config
 
 
 def send(

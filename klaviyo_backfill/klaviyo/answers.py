@@ -1,40 +1,84 @@
-"""Reading Klaviyo's answers: JSON:API `errors`, their detail, and how long to wait."""
+"""Reading Klaviyo's answers: what came back, whether it is Klaviyo's JSON:API `errors`, their
+detail, and how long to wait.
+
+An answer is taken for Klaviyo's only on its own evidence: an error is Klaviyo's verdict when
+its body is a JSON:API `errors` document, never because of its status alone (a captive portal,
+an inspecting proxy or a CDN answers 200, 400 or 403 with a page of its own).
+"""
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-__all__ = ["detail", "json_api_errors", "retry_after"]
+__all__ = ["Answer", "detail", "json_api_errors", "retry_after"]
 
 _EXPECTED = re.compile(r"available in (\d+(?:\.\d+)?) second", re.IGNORECASE)
 
 
-def json_api_errors(response: httpx.Response) -> list[dict[str, Any]]:
-    """The `errors` of a JSON:API error body; empty when the body is not one."""
-    try:
-        body = response.json()
-    except ValueError:
-        return []
+@dataclass(frozen=True)
+class Answer:
+    """What came back for one request: its status, headers and (at most a capped part of) body."""
+
+    status: int
+    headers: httpx.Headers = field(default_factory=httpx.Headers)
+    body: bytes = b""
+    complete: bool = True  # False: the body was longer than the cap, and cut there
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> Answer:
+        """A response read whole (tests, httpx.MockTransport)."""
+        return cls(response.status_code, response.headers, response.content)
+
+    @property
+    def content_type(self) -> str:
+        return str(self.headers.get("Content-Type", "")).split(";")[0].strip().lower()
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is not JSON (or was cut)."""
+        if not self.complete or "json" not in self.content_type:
+            return None
+        try:
+            return json.loads(self.body)
+        except (ValueError, RecursionError):
+            return None
+
+    def errors(self) -> list[dict[str, Any]] | None:
+        """The `errors` of Klaviyo's JSON:API error body; None when the body is not one."""
+        return json_api_errors(self.json())
+
+    def describe(self) -> str:
+        """'HTTP 200 text/html', for a message about an answer that is not Klaviyo's."""
+        kind = self.content_type or ("no content type" if self.body else "an empty body")
+        return f"HTTP {self.status} {kind}"
+
+
+def json_api_errors(body: Any) -> list[dict[str, Any]] | None:
+    """The error objects of a JSON:API `errors` document, or None when `body` is not one."""
     errors = body.get("errors") if isinstance(body, dict) else None
-    return [e for e in errors or () if isinstance(e, dict)]
+    if not isinstance(errors, list) or not errors:
+        return None
+    found = [e for e in errors if isinstance(e, dict)]
+    return found or None
 
 
 def detail(error: dict[str, Any]) -> str:
     return str(error.get("detail") or error.get("title") or error.get("code") or "invalid")
 
 
-def retry_after(response: httpx.Response) -> float | None:
+def retry_after(answer: Answer) -> float | None:
     """Retry-After in seconds, else the 'Expected available in N seconds' of the body."""
-    header = response.headers.get("Retry-After")
+    header = answer.headers.get("Retry-After")
     if header is not None:
         try:
             return max(0.0, float(header))
         except ValueError:
             pass
-    for error in json_api_errors(response):
+    for error in answer.errors() or ():
         match = _EXPECTED.search(detail(error))
         if match:
             return float(match.group(1))

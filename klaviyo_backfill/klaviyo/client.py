@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
 import httpx
@@ -30,7 +30,7 @@ from ..encode import Encoder, Request
 from ..errors import AuthError, BackfillError, GaveUp, RetiredApiError, SendError, UsageError
 from ..model import Event
 from .account import account_id
-from .answers import detail, json_api_errors, retry_after
+from .answers import Answer, detail, retry_after
 from .endpoints import DEFAULT_REVISION, Endpoint, Window
 from .retry import Attempts, Retry, RetryPolicy
 from .throttle import Limiter
@@ -43,6 +43,7 @@ __all__ = [
     "client_for",
     "halves",
     "loopback_only",
+    "tuned",
 ]
 
 log = logging.getLogger("klaviyo_backfill.client")
@@ -214,50 +215,71 @@ class Sender:
             raise Retry(f"timeout ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise Retry(f"connection error ({type(exc).__name__})") from None
-        await self._answer(request, response)
+        await self._answer(request, Answer.of(response))
 
-    async def _answer(self, request: Request, response: httpx.Response) -> None:
-        status = response.status_code
-        if 200 <= status < 300:
-            self._acknowledged(request, response)
-        elif status == 429:
+    async def _answer(self, request: Request, answer: Answer) -> None:
+        """Klaviyo's acknowledgement, its throttling, its verdict on the request; or an
+        answer that is not Klaviyo's, retried as a fault and never recorded."""
+        endpoint, status = self.config.endpoint, answer.status
+        if endpoint.acknowledged(status, answer.content_type, answer.body):
+            self.stats.acknowledged += 1
+            self.settler.settle(request.events, [])
+            self.on_progress()
+            return
+        if endpoint.dropped(status, answer.body):
+            self.settler.settle([], [(e, "Track API answered 0") for e in request.events])
+            self.on_progress()
+            return
+        if status == 429:
             self.stats.throttled += 1
-            wait = retry_after(response)
+            wait = retry_after(answer)
             self.limiter.pause(wait if wait is not None else self.config.retry.backoff_base * 4)
             raise Retry("429 throttled", wait, throttled=True)
-        elif status >= 500:
+        if status >= 500:
             raise Retry(f"HTTP {status}")
+        errors = answer.errors()
+        if status == 410 and not endpoint.versioned:  # the retired Track API, whatever it says
+            self.halt(RetiredApiError(
+                "Klaviyo answered 410 Gone: the Track API was retired on 2024-06-30.",
+                "Use --endpoint bulk (the default), which replaces it.",
+            ))  # fmt: skip
+        elif errors is None or not 400 <= status < 500:
+            raise self._not_klaviyo(answer)
         elif status in (401, 403):
             self.halt(AuthError(
                 f"Klaviyo refused the API key (HTTP {status}).",
                 "Check KLAVIYO_API_KEY (or --api-key): a private key (pk_...) with the events:write scope.",
             ))  # fmt: skip
-        elif status == 410:
-            self.halt(RetiredApiError(
-                "Klaviyo answered 410 Gone: the Track API was retired on 2024-06-30.",
-                "Use --endpoint bulk (the default), which replaces it.",
-            ))  # fmt: skip
         elif status in (400, 413, 422):
-            await self._isolate(request, response)
+            await self._isolate(request, errors, pointed=status != 413)
         else:
-            self.halt(SendError(f"Klaviyo answered HTTP {status} to {self.url}"))
+            details = "; ".join(detail(e) for e in errors)
+            self.halt(SendError(f"Klaviyo answered HTTP {status} to {self.url}: {details[:300]}"))
 
-    def _acknowledged(self, request: Request, response: httpx.Response) -> None:
-        if not self.config.endpoint.acknowledged(response.text):
-            self.settler.settle([], [(e, "Track API answered 0") for e in request.events])
-        else:
-            self.stats.acknowledged += 1
-            self.settler.settle(request.events, [])
-        self.on_progress()
+    def _not_klaviyo(self, answer: Answer) -> Retry:
+        """An answer that is not Klaviyo's (a login page, a proxy, a wrong base URL): a fault."""
+        what = answer.describe()
+        location = answer.headers.get("Location")
+        moved = (
+            f" (redirected to {location[:200]})" if location and 300 <= answer.status < 400 else ""
+        )
+        return Retry(
+            f"{what}: not Klaviyo's answer",
+            detail=f"{what} from {self.url}{moved}: is KLAVIYO_BASE_URL right, "
+            "or a proxy in the way?",
+            hint="Nothing was recorded as sent for it. Progress is saved: rerun with --resume "
+            "once the base URL answers as Klaviyo.",
+        )
 
-    async def _isolate(self, request: Request, response: httpx.Response) -> None:
+    async def _isolate(
+        self, request: Request, errors: list[dict[str, Any]], pointed: bool = True
+    ) -> None:
         """Reject the events Klaviyo named, and send the rest again."""
-        errors = json_api_errors(response)
-        details = "; ".join(detail(e) for e in errors) or f"HTTP {response.status_code}"
+        details = "; ".join(detail(e) for e in errors)
         if len(request.events) == 1:
             self.settler.settle([], [(request.events[0], details)])
             return
-        bad = self._pointed(request, errors) if response.status_code != 413 else {}
+        bad = self._pointed(request, errors) if pointed else {}
         if not bad:
             log.info("isolating: Klaviyo refused a request of %d events (%s) without naming "
                      "them: sending it again in two halves", len(request.events), details[:200])  # fmt: skip
@@ -298,6 +320,33 @@ class Sender:
             for event in targets:
                 bad[id(event)] = (event, detail(error))
         return bad
+
+
+def tuned(config: SendConfig, text: str) -> SendConfig:
+    """The config with some of its limits changed: 'max_attempts=2,backoff_base=0.01,...'
+    names fields of SendConfig or of its RetryPolicy (the hidden --tuning option: tests, and
+    networks that need more patience)."""
+    ours = {f.name for f in fields(SendConfig)} & _TUNABLE
+    theirs = {f.name for f in fields(RetryPolicy)}
+    changes: dict[str, dict[str, Any]] = {"config": {}, "retry": {}}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        name = name.strip().replace("-", "_")
+        where = "config" if name in ours else "retry" if name in theirs else None
+        try:
+            number = float(value)
+        except ValueError:
+            where = None
+        if where is None or not number >= 0 or number == float("inf"):
+            raise UsageError(f"--tuning {part!r} is not understood",
+                             f"Names: {', '.join(sorted(ours | theirs))}; values: numbers.")  # fmt: skip
+        changes[where][name] = int(number) if name in _WHOLE else number
+    retry = replace(config.retry, **changes["retry"])
+    return replace(config, retry=retry, **changes["config"])
+
+
+_TUNABLE = {"timeout"}
+_WHOLE = {"max_attempts"}
 
 
 def loopback_only(url: str) -> None:

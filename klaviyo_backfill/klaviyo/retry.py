@@ -23,11 +23,20 @@ log = logging.getLogger("klaviyo_backfill.retry")
 
 
 class Retry(Exception):
-    """This try failed in a way worth another: why, and the wait Klaviyo asked for."""
+    """This try failed in a way worth another: why (`cause`, short, counted; `detail`, what
+    to tell if it is the last), and the wait Klaviyo asked for."""
 
-    def __init__(self, cause: str, wait: float | None = None, throttled: bool = False) -> None:
+    def __init__(
+        self,
+        cause: str,
+        wait: float | None = None,
+        throttled: bool = False,
+        detail: str | None = None,
+        hint: str | None = None,
+    ) -> None:
         super().__init__(cause)
         self.cause, self.wait, self.throttled = cause, wait, throttled
+        self.detail, self.hint = detail or cause, hint
 
 
 @dataclass(frozen=True)
@@ -62,8 +71,8 @@ class Attempts:
             log.warning("giving up on %s after %d tries over %.0f s (last: %s)",
                         self.what, self.tries, elapsed, retry.cause)  # fmt: skip
             raise GaveUp(
-                f"gave up after {self.tries} tries over {elapsed:.0f} s (last: {retry.cause})",
-                "Progress is saved: rerun with --resume when Klaviyo answers again.",
+                f"gave up after {self.tries} tries over {elapsed:.0f} s (last: {retry.detail})",
+                retry.hint or "Progress is saved: rerun with --resume when Klaviyo answers again.",
             )
         wait = retry.wait if retry.wait is not None else policy.backoff(self.failed)
         log.info("retry %s after try %d (%s): waiting %.2f s",
