@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -343,7 +344,7 @@ def _send_exit(console: Console, outcome: SendOutcome) -> int:
         console.print(f"{failed} rejected order(s)/event(s) written to {outcome.failures_path}")
     if outcome.interrupted:
         click.echo(f"Stopped. Nothing is lost; continue with:\n  {_resume_command()}", err=True)
-        return ExitCode.INTERRUPTED
+        return ExitCode.TERMINATED if outcome.signal == signal.SIGTERM else ExitCode.INTERRUPTED
     error = outcome.error
     if error is not None:
         click.echo(f"Error: {error}", err=True)

@@ -47,6 +47,7 @@ class ExitCode(IntEnum):
     REFUSED = 3  # Klaviyo refused the job (auth, retired API)
     GAVE_UP = 4  # retries exhausted; progress is checkpointed, --resume continues
     INTERRUPTED = 130  # Ctrl-C; progress is checkpointed, --resume continues
+    TERMINATED = 143  # SIGTERM; the same
 
 
 class BackfillError(Exception):

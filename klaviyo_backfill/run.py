@@ -178,6 +178,7 @@ class SendOutcome:
     send: SendStats
     elapsed: float
     interrupted: bool = False
+    signal: int = 0  # the signal that interrupted it (SIGINT, SIGTERM), if one did
     error: BackfillError | None = None
     failures: int = 0  # lines in the failures file: this job's rejections, earlier runs' too
     failures_path: str | None = None
@@ -243,30 +244,29 @@ def _track(encoded: Iterator[MappedOrder], tracker: Tracker) -> Iterator[MappedO
 
 async def _send_async(
     sender: Sender, bodies: Iterator[Request], progress: Callable[[], None]
-) -> bool:
-    """Run the sender; Ctrl-C stops new work, lets in-flight requests finish. True if interrupted."""
+) -> int:
+    """Run the sender. Ctrl-C or SIGTERM stops new work and gives in-flight requests a few
+    seconds (a second one abandons them). The signal that stopped the run, or 0."""
     loop = asyncio.get_running_loop()
-    interrupted = False
+    received = 0
 
-    def on_sigint() -> None:
-        nonlocal interrupted
-        if interrupted:  # a second Ctrl-C abandons what is in flight
-            for task in asyncio.all_tasks(loop):
-                task.cancel()
-        interrupted = True
-        sender.halt()
+    def on_signal(signum: int) -> None:
+        nonlocal received
+        if received:
+            sender.abandon()
+            return
+        received = signum
+        sender.interrupt()
 
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-        loop.add_signal_handler(signal.SIGTERM, on_sigint)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
     sender.on_progress = progress
     try:
         await sender.run(bodies)
-    except asyncio.CancelledError:
-        interrupted = True
     finally:
         await sender.client.aclose()
-    return interrupted
+    return received
 
 
 def _resume_point(ledger: Ledger, landmarks: Landmarks, stats: Stats) -> Position | None:
@@ -316,11 +316,12 @@ def send_job(
             bodies = _outputting(requests(tracked, encoder), out, job.output)
             sender = Sender(config, encoder, tracker, client_for(config))
             try:
-                outcome.interrupted = asyncio.run(
+                outcome.signal = asyncio.run(
                     _send_async(sender, bodies, lambda: progress(stats, send_stats))
                 )
             except BackfillError as exc:
                 outcome.error = exc
+            outcome.interrupted = outcome.signal != 0
         ended = True
     finally:
         tracker.flush()

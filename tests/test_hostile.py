@@ -9,8 +9,12 @@ to fractions of a second through the hidden `--tuning` option, never by retrying
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,13 +24,13 @@ from klaviyo_backfill.klaviyo.endpoints import BULK, LEGACY, SINGLE
 try:
     import rogue
     import standin as st
-    from rogue import EVENTS, KEY, LOGIN_PAGE, ORDERS, Reply, Rogue, Seen, cli, export_in, said
 except ImportError:  # tests/ made a package
     from tests import rogue
     from tests import standin as st
-    from tests.rogue import (
-        EVENTS, KEY, LOGIN_PAGE, ORDERS, Reply, Rogue, Seen, cli, export_in, said,
-    )  # fmt: skip
+
+Reply, Rogue, Seen = rogue.Reply, rogue.Rogue, rogue.Seen
+cli, export_in, said = rogue.cli, rogue.export_in, rogue.said
+EVENTS, KEY, LOGIN_PAGE, ORDERS = rogue.EVENTS, rogue.KEY, rogue.LOGIN_PAGE, rogue.ORDERS
 
 QUICK = "max_attempts=3,backoff_base=0.01,backoff_cap=0.02"
 HTML = {"Content-Type": "text/html; charset=utf-8"}
@@ -169,3 +173,140 @@ def test_the_portal_got_the_whole_export_in_one_request(tmp_path: Path) -> None:
     body = json.loads(seen.body)
     entries = body["data"]["attributes"]["events-bulk-create"]["data"]
     assert sum(len(e["attributes"]["events"]["data"]) for e in entries) == EVENTS
+
+
+# ---------------------------------------------------------------- 2. every wait bounded
+
+
+def throttled_once(**headers: str) -> Callable[[Seen], Reply]:
+    """429 with these headers (and a body naming a long wait) the first time, then 202."""
+    body = json.dumps({"errors": [{"status": 429, "code": "throttled", "title": "Throttled.",
+                                   "detail": "Expected available in 999999 seconds."}]})  # fmt: skip
+    answers = [Reply(429, {**JSONAPI, **headers}, body.encode())]
+
+    def answer(seen: Seen) -> Reply:
+        return answers.pop() if answers else Reply(202)
+
+    return answer
+
+
+@pytest.mark.parametrize("retry_after", ["999999", "inf", "1e400", "nan", None])
+def test_a_huge_retry_after_is_waited_at_most_the_cap(
+    retry_after: str | None, tmp_path: Path
+) -> None:
+    """Retry-After 999999 (or inf, 1e400, nan, or only the body's "Expected available in
+    999999 seconds") is waited the cap at most (here 0.5 s), and the log says so."""
+    export_in(tmp_path)
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    with Rogue(throttled_once(**headers)) as server:
+        started = time.monotonic()
+        result = send(tmp_path, server.url, "-v", tuning=f"{QUICK},retry_after_cap=0.5",
+                      timeout=30)  # fmt: skip
+        took = time.monotonic() - started
+    assert result.returncode == 0, said(result)
+    assert len(server.seen) == 2 and took < 15, took
+    assert "waiting 0 s, the longest this tool waits at once" in result.stderr, said(result)
+
+
+def test_the_retry_after_cap_defaults_to_ten_minutes() -> None:
+    from klaviyo_backfill.klaviyo.retry import RetryPolicy
+
+    assert RetryPolicy().retry_after_cap == 600.0
+    assert RetryPolicy().max_seconds == 900.0
+
+
+def dripping() -> tuple[Callable[[Seen], Reply], threading.Event]:
+    stop = threading.Event()
+    head = b"HTTP/1.1 202 Accepted\r\nX-Slow: " + b"x" * 10_000
+    return (lambda seen: Reply(raw=rogue.drip(head, 0.05, stop))), stop
+
+
+def test_headers_dripping_a_byte_at_a_time_are_cut_off_at_the_try_deadline(
+    tmp_path: Path,
+) -> None:
+    """Each byte comes long before the per-read timeout: only a deadline on the whole try
+    ends it (here 1 s a try, two tries), so the run stops (exit 4) instead of waiting."""
+    export_in(tmp_path)
+    answer, stop = dripping()
+    with Rogue(answer) as server:
+        started = time.monotonic()
+        result = send(tmp_path, server.url, tuning=f"{QUICK},max_attempts=2,deadline=1",
+                      timeout=60)  # fmt: skip
+        took = time.monotonic() - started
+        stop.set()
+    assert result.returncode == 4, said(result)
+    assert len(server.seen) == 2 and took < 20, took
+    assert "no complete answer within 1 s" in " ".join(result.stderr.split()), said(result)
+
+
+def test_a_request_takes_max_seconds_at_most_whatever_its_tries(tmp_path: Path) -> None:
+    """max_seconds (15 minutes by default) bounds a request's tries and waits together: with a
+    try deadline of 100 s and 1.5 s for the request, a dripping server holds it 1.5 s."""
+    export_in(tmp_path)
+    answer, stop = dripping()
+    with Rogue(answer) as server:
+        started = time.monotonic()
+        result = send(tmp_path, server.url, tuning="max_attempts=10,deadline=100,max_seconds=1.5",
+                      timeout=60)  # fmt: skip
+        took = time.monotonic() - started
+        stop.set()
+    assert result.returncode == 4, said(result)
+    assert took < 20, took
+    assert len(server.seen) == 1, len(server.seen)
+
+
+def test_a_wait_past_the_requests_time_gives_up_at_once() -> None:
+    from klaviyo_backfill.errors import GaveUp
+    from klaviyo_backfill.klaviyo.retry import Attempts, Retry, RetryPolicy
+
+    now = [0.0]
+    attempts = Attempts(RetryPolicy(max_seconds=900), "a request", clock=lambda: now[0])
+    attempts.tries = 1
+    now[0] = 400.0
+    assert attempts.wait_after(Retry("429 throttled", 300.0, throttled=True)) == 300.0
+    now[0] = 700.0
+    with pytest.raises(GaveUp):
+        attempts.wait_after(Retry("429 throttled", 300.0, throttled=True))
+
+
+def wait_until(condition: Callable[[], bool], proc: subprocess.Popen[str], limit: float = 30) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("where", ["retry-after", "in flight"])
+def test_sigterm_ends_a_wait_or_a_request_in_flight_saves_and_exits_143(
+    where: str, tmp_path: Path
+) -> None:
+    """SIGTERM (a container stopping, systemd) is the first Ctrl-C: a Retry-After wait (here
+    the full 10 minutes) ends at once; a request in flight gets the grace (here 0.5 s), then
+    is abandoned. The checkpoint says "stopped", and the resume command is printed."""
+    export_in(tmp_path)
+    stop = threading.Event()
+    if where == "retry-after":
+        answer = throttled_once(**{"Retry-After": "999999"})
+    else:
+        answer, stop = dripping()
+    with Rogue(answer) as server:
+        proc = rogue.popen(tmp_path, "send", "orders.csv", "--base-url", server.url,
+                           "--failures", "failures.jsonl", "--tuning", "grace=0.5,deadline=600", "-q")  # fmt: skip
+        try:
+            wait_until(lambda: len(server.seen) == 1, proc)
+            time.sleep(0.3)
+            signalled = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=15)
+            took = time.monotonic() - signalled
+        finally:
+            stop.set()
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 143, (out, err)
+    assert took < 5, took
+    assert "--resume" in err and "Traceback" not in err, err
+    db = sqlite3.connect(checkpoint(tmp_path))
+    assert db.execute("SELECT value FROM meta WHERE key = 'state'").fetchone() == ("stopped",)
+    db.close()

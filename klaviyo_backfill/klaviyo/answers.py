@@ -9,8 +9,11 @@ an inspecting proxy or a CDN answers 200, 400 or 403 with a page of its own).
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -71,15 +74,29 @@ def detail(error: dict[str, Any]) -> str:
 
 
 def retry_after(answer: Answer) -> float | None:
-    """Retry-After in seconds, else the 'Expected available in N seconds' of the body."""
+    """Retry-After in seconds (or an HTTP date), else the 'Expected available in N seconds' of
+    the body. Uncapped: inf and nan come back as they are (the client caps every wait)."""
     header = answer.headers.get("Retry-After")
     if header is not None:
         try:
-            return max(0.0, float(header))
+            seconds: float | None = float(header)
         except ValueError:
-            pass
+            seconds = _until(header)
+        if seconds is not None:
+            return seconds if math.isnan(seconds) else max(0.0, seconds)
     for error in answer.errors() or ():
         match = _EXPECTED.search(detail(error))
         if match:
             return float(match.group(1))
     return None
+
+
+def _until(date: str) -> float | None:
+    """Seconds from now to an HTTP date ('Wed, 21 Oct 2015 07:28:00 GMT'), or None."""
+    try:
+        when = parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return (when - datetime.now(UTC)).total_seconds()

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
+import contextlib
 import logging
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
@@ -58,7 +60,9 @@ class SendConfig:
     public_key: str | None = field(default=None, repr=False)
     revision: str = DEFAULT_REVISION
     concurrency: int = 10
-    timeout: float = 60.0
+    timeout: float = 60.0  # seconds without a byte, connecting aside (10 s)
+    deadline: float = 300.0  # one try's whole exchange, however its bytes trickle in
+    grace: float = 10.0  # after Ctrl-C or SIGTERM, for the requests in flight
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @property
@@ -136,42 +140,77 @@ class Sender:
         self.url = config.url
         self.headers = config.headers()
         self.on_progress: Callable[[], None] = lambda: None
+        self._workers: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------ the run
 
     async def run(self, requests: Iterator[Request]) -> None:
+        """Send every request; return when all are settled, or soon after the run stops
+        (`halt`, `interrupt`): requests in flight then finish, or are abandoned after
+        `config.grace` seconds, and those not sent stay unsent (the checkpoint resends them)."""
         # requests ready to go: enough to keep every worker busy, few enough to bound memory
-        queue: asyncio.Queue[Request | None] = asyncio.Queue(maxsize=self.config.concurrency)
-        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.config.concurrency)]
+        queue: asyncio.Queue[Request] = asyncio.Queue(maxsize=self.config.concurrency)
+        self._workers = [
+            asyncio.create_task(self._worker(queue)) for _ in range(self.config.concurrency)
+        ]
+        reading = _Reading(requests, queue, asyncio.get_running_loop(), self.stop)
         try:
-            await self._feed(requests, queue)
+            await self._unless_stopped(reading.done.wait())
+            if not self.stop.is_set():  # everything is read: the workers empty the queue
+                await self._unless_stopped(queue.join())
+            while not queue.empty():  # stopped: what was not sent stays unsent
+                queue.get_nowait()
+                queue.task_done()
+            await queue.join()  # requests in flight end (bounded: try deadline, grace)
         finally:
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            for worker in self._workers:
+                worker.cancel()  # idle now, each waiting for a request
+            await asyncio.wait(self._workers)
+            reading.finish(self.config.grace)
         if self.fatal is not None:
             raise self.fatal
+        if reading.error is not None:
+            raise reading.error
 
-    async def _feed(
-        self, requests: Iterator[Request], queue: asyncio.Queue[Request | None]
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(1, thread_name_prefix="read") as pool:
-            while not self.stop.is_set():
-                request = await loop.run_in_executor(pool, next, requests, None)
-                if request is None:
-                    return
-                await queue.put(request)
+    async def _unless_stopped(self, waiting: Awaitable[Any]) -> None:
+        """Wait for `waiting`, or until the run stops, whichever comes first."""
+        task = asyncio.ensure_future(waiting)
+        stopped = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            task.cancel()
+            stopped.cancel()
 
-    async def _worker(self, queue: asyncio.Queue[Request | None]) -> None:
-        while (request := await queue.get()) is not None:
-            if not self.stop.is_set():
-                await self.deliver(request)
+    async def _worker(self, queue: asyncio.Queue[Request]) -> None:
+        while True:
+            request = await queue.get()
+            try:
+                if not self.stop.is_set():
+                    await self.deliver(request)
+            finally:
+                queue.task_done()
 
     def halt(self, error: BackfillError | None = None) -> None:
         if error is not None and self.fatal is None:
             self.fatal = error
         self.stop.set()
+
+    def interrupt(self) -> None:
+        """Ctrl-C, SIGTERM: take no new request; those in flight get `config.grace` seconds."""
+        self.halt()
+        asyncio.get_running_loop().call_later(self.config.grace, self.abandon)
+
+    def abandon(self) -> None:
+        """A second Ctrl-C, or the grace ran out: requests in flight are dropped unanswered."""
+        self.halt()
+        for worker in self._workers:
+            worker.cancel()
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep, unless the run stops first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), seconds)
 
     # ------------------------------------------------------------ one request
 
@@ -180,9 +219,10 @@ class Sender:
         attempts = Attempts(self.config.retry, what)
         while not self.stop.is_set():
             attempts.tries += 1
-            await self.limiter.acquire()
+            if not await self.limiter.acquire(self.stop):
+                return  # stopped while waiting for its turn
             try:
-                await self._attempt(request)
+                await self._attempt(request, attempts.left())
                 return
             except Retry as retry:
                 self.stats.retries += 1
@@ -193,7 +233,7 @@ class Sender:
                     self.halt(exc)
                     return
                 self.on_progress()
-                await asyncio.sleep(wait)
+                await self._nap(wait)
 
     async def _post(self, request: Request) -> httpx.Response:
         self.stats.requests += 1
@@ -206,11 +246,16 @@ class Sender:
             self.url, data={"data": request.body.decode()}, headers=self.headers
         )
 
-    async def _attempt(self, request: Request) -> None:
+    async def _attempt(self, request: Request, left: float) -> None:
+        """One try, its whole exchange bounded: `config.deadline`, or the request's time left."""
         started = time.monotonic()
+        budget = max(0.001, min(self.config.deadline, left))
         try:
-            response = await self._post(request)
+            async with asyncio.timeout(budget):
+                response = await self._post(request)
             self.limiter.observe(time.monotonic() - started)
+        except TimeoutError:
+            raise Retry(f"no complete answer within {budget:.0f} s") from None
         except httpx.TimeoutException as exc:
             raise Retry(f"timeout ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
@@ -232,7 +277,7 @@ class Sender:
             return
         if status == 429:
             self.stats.throttled += 1
-            wait = retry_after(answer)
+            wait = self._capped(retry_after(answer))
             self.limiter.pause(wait if wait is not None else self.config.retry.backoff_base * 4)
             raise Retry("429 throttled", wait, throttled=True)
         if status >= 500:
@@ -255,6 +300,15 @@ class Sender:
         else:
             details = "; ".join(detail(e) for e in errors)
             self.halt(SendError(f"Klaviyo answered HTTP {status} to {self.url}: {details[:300]}"))
+
+    def _capped(self, wait: float | None) -> float | None:
+        """Klaviyo's Retry-After, waited at most `retry_after_cap` (10 minutes) at once."""
+        cap = self.config.retry.retry_after_cap
+        if wait is not None and not wait <= cap:  # inf, nan and 999999 alike
+            log.warning("Klaviyo asked for a wait of %s s; waiting %.0f s, the longest this "
+                        "tool waits at once", wait, cap)  # fmt: skip
+            return cap
+        return wait
 
     def _not_klaviyo(self, answer: Answer) -> Retry:
         """An answer that is not Klaviyo's (a login page, a proxy, a wrong base URL): a fault."""
@@ -345,8 +399,47 @@ def tuned(config: SendConfig, text: str) -> SendConfig:
     return replace(config, retry=retry, **changes["config"])
 
 
-_TUNABLE = {"timeout"}
+_TUNABLE = {"timeout", "deadline", "grace"}
 _WHOLE = {"max_attempts"}
+
+
+class _Reading:
+    """The export read, mapped and encoded in a thread of its own, each request handed to the
+    queue. A daemon: a read that never returns (a FIFO without a writer) cannot hold the
+    process at its exit. An error in it (a bad file, --output failing) ends the run once the
+    requests it made are sent."""
+
+    def __init__(
+        self,
+        requests: Iterator[Request],
+        queue: asyncio.Queue[Request],
+        loop: asyncio.AbstractEventLoop,
+        stop: asyncio.Event,
+    ) -> None:
+        self.requests, self.queue, self.loop, self.stop = requests, queue, loop, stop
+        self.done = asyncio.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._read, name="read", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for request in self.requests:
+                if self.stop.is_set():
+                    break
+                asyncio.run_coroutine_threadsafe(self.queue.put(request), self.loop).result()
+        except concurrent.futures.CancelledError:
+            pass  # the run ended while this request waited for room
+        except Exception as exc:
+            self.error = exc
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self.loop.call_soon_threadsafe(self.done.set)
+
+    def finish(self, seconds: float) -> None:
+        """Let the reading thread see that the run stopped (it uses the checkpoint, the
+        failures file and --output); one blocked for longer is left behind."""
+        self.thread.join(seconds)
 
 
 def loopback_only(url: str) -> None:

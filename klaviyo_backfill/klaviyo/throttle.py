@@ -62,7 +62,8 @@ class Limiter:
                 wait = max(wait, stamps[-window.limit] + window.seconds + extra - now)
         return wait
 
-    async def acquire(self) -> None:
+    async def acquire(self, stop: asyncio.Event | None = None) -> bool:
+        """Wait for a turn to start a request: True, or False when `stop` was set first."""
         while True:
             now = self.clock()
             while self.stamps and self.stamps[0] < now - 2 * self.longest:
@@ -70,8 +71,15 @@ class Limiter:
             wait = self.delay(now)
             if wait <= 0:
                 self.stamps.append(now)
-                return
-            await asyncio.sleep(wait)
+                return True
+            if stop is None:
+                await asyncio.sleep(wait)
+                continue
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+                return False
+            except TimeoutError:
+                pass
 
     def pause(self, seconds: float) -> None:
         """Klaviyo said 429: nobody starts a request for `seconds`."""
