@@ -9,16 +9,17 @@ The ledger never holds the API key: only ids, counts, times and the run's finger
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from .errors import CheckpointError, UnfinishedRun
 from .model import Position, Rejection
@@ -33,6 +34,7 @@ __all__ = [
     "found_for",
     "locate",
     "open_ledger",
+    "trouble",
 ]
 
 FORMAT_VERSION = "2"
@@ -112,7 +114,51 @@ class Landmarks:
         return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
+def trouble(path: Path, exc: BaseException) -> CheckpointError:
+    """What went wrong with a checkpoint, in words, naming it (never a traceback)."""
+    text = str(exc)
+    lower = text.lower()
+    if isinstance(exc, OSError):
+        return CheckpointError(f"checkpoint {path}: {exc.strerror or text}")
+    if "disk is full" in lower:
+        why, hint = "the disk is full", "Free some space, then continue with --resume."
+    elif "locked" in lower or "busy" in lower:
+        why = "it is locked by another process"
+        hint = "Let that process finish (see `status`), then continue with --resume."
+    elif "readonly" in lower or "read-only" in lower:
+        why = "it cannot be written (read-only)"
+        hint = "Make it (and its folder) writable, or name another with --checkpoint."
+    elif "malformed" in lower or "not a database" in lower or isinstance(exc, ValueError):
+        why = f"it is corrupt or not a checkpoint ({text})"
+        hint = "Start over with --restart (every order is sent again; Klaviyo drops repeats)."
+    elif "unable to open" in lower:
+        why = "it cannot be opened"
+        hint = "Check that its folder exists and is writable, or name another with --checkpoint."
+    elif "disk i/o" in lower:
+        why, hint = "a disk error", "Check the disk, then continue with --resume."
+    else:
+        why, hint = text, "Continue with --resume, or start over with --restart."
+    return CheckpointError(f"checkpoint {path}: {why}", hint)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _guarded(method: _F) -> _F:
+    """A ledger's SQLite errors as a CheckpointError naming its file."""
+
+    @functools.wraps(method)
+    def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise trouble(self.path, exc) from None
+
+    return cast(_F, wrapper)
+
+
 class Ledger:
+    @_guarded
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,9 +166,13 @@ class Ledger:
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         os.chmod(path, 0o600)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(_SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+        except BaseException:
+            self.db.close()
+            raise
         for suffix in ("-wal", "-shm"):
             side = Path(f"{path}{suffix}")
             if side.exists():
@@ -130,10 +180,12 @@ class Ledger:
 
     # ------------------------------------------------------------ meta
 
+    @_guarded
     def get(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    @_guarded
     def put(self, **values: Any) -> None:
         with self.db:
             self.db.execute("BEGIN")
@@ -205,11 +257,13 @@ class Ledger:
 
     # ------------------------------------------------------------ orders
 
+    @_guarded
     def is_done(self, order_id: str) -> bool:
         return (
             self.db.execute("SELECT 1 FROM orders WHERE id = ?", (order_id,)).fetchone() is not None
         )
 
+    @_guarded
     def record(
         self,
         done: Iterable[tuple[str, bool]],
@@ -244,19 +298,25 @@ class Ledger:
                     [("watermark", json.dumps(list(watermark))), ("landmark", landmark)],
                 )
 
+    @_guarded
     def watermark(self) -> Position | None:
         """Where a resumed run picks up: (input index, byte offset)."""
         value = self.get("watermark")
         if value is None:
             return None
-        index, offset = json.loads(value)
-        return int(index), int(offset)
+        try:
+            index, offset = json.loads(value)
+            return int(index), int(offset)
+        except (ValueError, TypeError) as exc:
+            raise trouble(self.path, ValueError(f"its resume point {value[:40]!r}")) from exc
 
+    @_guarded
     def still_there(self, point: Position, landmarks: Landmarks) -> bool:
         """Whether the bytes before the resume point are those recorded with it."""
         return landmarks.at(point) == (self.get("landmark") or "")
 
-    def rejections(self, before: Position | None) -> Iterator[Rejection]:
+    @_guarded
+    def rejections(self, before: Position | None) -> list[Rejection]:
         """Earlier runs' rejections that a resumed run will not meet again: Klaviyo's, and
         the export's own before the resume point."""
         index, offset = before or (-1, -1)
@@ -265,9 +325,21 @@ class Ledger:
             "WHERE kind = 'klaviyo' OR input < ? OR (input = ? AND offset < ?) ORDER BY rowid",
             (index, index, offset),
         )
-        for source, line, order_id, reason, detail in rows:
-            yield Rejection(source or "", line, order_id, reason, detail or "")
+        return [
+            Rejection(source or "", line, order_id, reason, detail or "")
+            for source, line, order_id, reason, detail in rows
+        ]
 
+    @_guarded
+    def last_run(self) -> dict[str, Any]:
+        """The summary the last run left ({} when none)."""
+        try:
+            value = json.loads(self.get("last_run") or "{}")
+        except ValueError:
+            return {}  # only shown by `status`: not worth refusing the checkpoint for
+        return value if isinstance(value, dict) else {}
+
+    @_guarded
     def counts(self) -> dict[str, int]:
         rows = self.db.execute("SELECT state, count(*) FROM orders GROUP BY state").fetchall()
         out = {str(state): int(n) for state, n in rows}
@@ -276,6 +348,7 @@ class Ledger:
         )
         return out
 
+    @_guarded
     def rejected_total(self) -> int:
         """Rejections the job met, each once: orders the export could not give, and events
         Klaviyo refused."""

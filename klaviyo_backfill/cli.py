@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .errors import BackfillError, ExitCode, GaveUp, OutputError, UnfinishedRun, UsageError
+from .errors import (
+    BackfillError,
+    CheckpointError,
+    ExitCode,
+    GaveUp,
+    OutputError,
+    UnfinishedRun,
+    UsageError,
+)
 from .options import (
     DEFAULT_BASE_URL,
     DEFAULT_REVISION,
@@ -348,7 +356,7 @@ def _send_exit(console: Console, outcome: SendOutcome) -> int:
     error = outcome.error
     if error is not None:
         click.echo(f"Error: {error}", err=True)
-        if isinstance(error, GaveUp | OutputError):
+        if isinstance(error, GaveUp | OutputError | CheckpointError):
             click.echo(f"Continue with:\n  {_resume_command()}", err=True)
         if isinstance(error, OutputError) and error.broken_pipe:
             _quiet_stdout()

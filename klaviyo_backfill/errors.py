@@ -4,9 +4,11 @@
      ├── UsageError                a bad option or combination of options
      ├── InputError                a file that cannot be read at all (names file and line)
      │    └── LayoutError          a layout file, or a column it names, that does not fit
-     ├── CheckpointError           a checkpoint that does not belong to this run
+     ├── CheckpointError           a checkpoint that does not belong to this run, or that
+     │    │                        cannot be read or written (corrupt, read-only, disk full)
      │    └── UnfinishedRun        a new run over an unfinished one (--resume or --restart)
      ├── WorkerError               a worker process of a split dry run or inspect died
+     ├── InternalError             an unexpected error in the sender: a bug, reported in one line
      ├── OutputError               --output stopped taking bodies during a send
      ├── SendError                 (exit 3) Klaviyo refused the whole job
      │    ├── AuthError            401/403: key missing, wrong or lacking scope
@@ -30,6 +32,7 @@ __all__ = [
     "FieldError",
     "GaveUp",
     "InputError",
+    "InternalError",
     "LayoutError",
     "OutputError",
     "RetiredApiError",
@@ -102,6 +105,11 @@ class CheckpointError(BackfillError):
 class UnfinishedRun(CheckpointError):
     """A new run where an unfinished one has a checkpoint: it must be resumed or restarted
     (the command line adds the exact command that resumes it)."""
+
+
+class InternalError(BackfillError):
+    """An error nobody foresaw in the sender (a bug): the run stops, its checkpoint consistent,
+    with one line naming it (the traceback goes to the log, -v or --log)."""
 
 
 class WorkerError(BackfillError):

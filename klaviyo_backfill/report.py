@@ -159,7 +159,7 @@ def status_table(path: Path, ledger: Ledger) -> Table:
             table.add_row(
                 f"Last run {key}", datetime.fromtimestamp(float(value), UTC).isoformat(sep=" ")
             )
-    last = json.loads(ledger.get("last_run") or "{}")
+    last = ledger.last_run()
     if last:
         read = last.get("orders_read", 0)
         done = counts.get("sent", 0) + counts.get("rejected", 0)

@@ -324,13 +324,24 @@ def send_job(
             outcome.interrupted = outcome.signal != 0
         ended = True
     finally:
-        tracker.flush()
+        # a checkpoint that failed during the run (a full disk) may fail again here: the
+        # first error is the one reported, and the ledger keeps its last good commit
+        _noting(outcome, tracker.flush)
         failures.close()
         outcome.failures = failures.count
         outcome.elapsed = time.monotonic() - started
-        _close(ledger, job, outcome, ended)
+        _noting(outcome, lambda: _close(ledger, job, outcome, ended))
         reader.close()
     return outcome
+
+
+def _noting(outcome: SendOutcome, step: Callable[[], None]) -> None:
+    """Run a closing step; a checkpoint error in it becomes the outcome's error, if none is."""
+    try:
+        step()
+    except BackfillError as exc:
+        if outcome.error is None:
+            outcome.error = exc
 
 
 def _close(ledger: Ledger, job: Job, outcome: SendOutcome, ended: bool) -> None:

@@ -14,12 +14,15 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from klaviyo_backfill.klaviyo.endpoints import BULK, LEGACY, SINGLE
+from klaviyo_backfill.model import Event
 
 try:
     import rogue
@@ -310,3 +313,140 @@ def test_sigterm_ends_a_wait_or_a_request_in_flight_saves_and_exits_143(
     db = sqlite3.connect(checkpoint(tmp_path))
     assert db.execute("SELECT value FROM meta WHERE key = 'state'").fetchone() == ("stopped",)
     db.close()
+
+
+# ---------------------------------------------------------------- 3. any error ends the run
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MB tmpfs (root only; skipped where mounting is not allowed)."""
+    where = tmp_path / "tmpfs"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or 'not root'}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(where: Path) -> Path:
+    """Write a file in `where` until its disk is full; the file, to free the space again."""
+    filler = where / "filler"
+    with open(filler, "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+SINGLE_2 = ("--endpoint", "single", "--concurrency", "2")  # 111 requests: the queue stays full
+
+
+def test_a_full_disk_under_the_checkpoint_stops_the_run_with_one_message(
+    tmpfs: Path, tmp_path: Path
+) -> None:
+    """The disk fills while the request is in flight, so the acknowledgement cannot be
+    recorded: the run stops at once (no hang, no "Task exception was never retrieved"), says
+    which checkpoint and why, and after space is freed --resume sends what was not recorded."""
+    export_in(tmp_path)
+    cp = tmpfs / "cp.sqlite"
+    filled: list[Path] = []
+
+    def answer(seen: Seen) -> Reply:
+        if not filled:
+            filled.append(fill(tmpfs))
+        return Reply(202)
+
+    with Rogue(answer) as server:
+        result = send(tmp_path, server.url, "--checkpoint", str(cp), *SINGLE_2, timeout=30)
+    assert result.returncode == 2, said(result)
+    err = " ".join(result.stderr.split())
+    assert f"checkpoint {cp}: the disk is full" in err, said(result)
+    assert "Free some space" in err and "--resume" in err
+    assert "Traceback" not in err and "never retrieved" not in err, err
+    filled[0].unlink()
+    orders, _ = recorded(cp)  # the failed commit left nothing half-written
+    assert orders < ORDERS
+    port = int(server.url.rsplit(":", 1)[1])
+    with st.StandIn(api_key=KEY, port=port) as klaviyo:
+        resumed = send(tmp_path, klaviyo.url, "--checkpoint", str(cp), *SINGLE_2, "--resume")
+        assert resumed.returncode == 0, said(resumed)
+        assert len(klaviyo.events) == EVENTS
+    assert recorded(cp) == (ORDERS, 0)
+
+
+def test_a_checkpoint_locked_by_another_process_stops_the_run_naming_it(tmp_path: Path) -> None:
+    """Another process takes the checkpoint's write lock while the request is in flight: the
+    acknowledgement cannot be recorded (after SQLite's 5 s wait), and the run says so."""
+    export_in(tmp_path)
+    cp = tmp_path / "cp.sqlite"
+    holder: list[sqlite3.Connection] = []
+
+    def answer(seen: Seen) -> Reply:
+        if not holder:
+            db = sqlite3.connect(cp, isolation_level=None, check_same_thread=False)
+            db.execute("BEGIN IMMEDIATE")
+            holder.append(db)
+        return Reply(202)
+
+    try:
+        with Rogue(answer) as server:
+            result = send(tmp_path, server.url, "--checkpoint", str(cp), "--endpoint", "single",
+                          "--concurrency", "1", timeout=60)  # fmt: skip
+    finally:
+        for db in holder:
+            db.rollback()
+            db.close()
+    assert result.returncode == 2, said(result)
+    err = " ".join(result.stderr.split())
+    assert f"checkpoint {cp}: it is locked by another process" in err, said(result)
+    assert "Traceback" not in err and "never retrieved" not in err, err
+
+
+def test_an_unexpected_error_in_a_worker_ends_the_run_at_once() -> None:
+    """A settler that raises (a bug) ends the run with one InternalError; before, the worker
+    died alone, the queue filled, and the run waited for ever."""
+    import asyncio
+
+    import httpx
+
+    from klaviyo_backfill.errors import InternalError
+    from klaviyo_backfill.klaviyo.client import SendConfig, Sender, SendStats
+    from klaviyo_backfill.klaviyo.throttle import Window
+
+    class Broken:
+        stats = SendStats()
+
+        def settle(self, sent: object, rejected: object) -> None:
+            raise RuntimeError("a bug")
+
+    encoder = BULK.encoder()
+    requests = [encoder.rebuild([[event(str(i))]]) for i in range(40)]
+    config = SendConfig("https://a.klaviyo.test", BULK, (Window(1000, 1.0),), api_key="pk_x",
+                        concurrency=2)  # fmt: skip
+    sent: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(1)
+        return httpx.Response(202)
+
+    async def go() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            await asyncio.wait_for(Sender(config, encoder, Broken(), client).run(iter(requests)), 10)
+
+    with pytest.raises(InternalError) as caught:
+        asyncio.run(go())
+    assert "RuntimeError: a bug" in str(caught.value)
+    assert len(sent) <= 2  # one per worker: nothing more was taken once the first failed
+
+
+def event(uid: str) -> Event:
+    return Event(metric="Placed Order", time=datetime(2021, 3, 1, 12, tzinfo=UTC),
+                 unique_id=uid, properties={"OrderId": uid}, profile={"email": "a@example.com"},
+                 value=Decimal("9.99"), currency="USD", order_id=uid)  # fmt: skip

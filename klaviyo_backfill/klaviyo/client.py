@@ -29,7 +29,15 @@ import httpx
 
 from .. import __version__
 from ..encode import Encoder, Request
-from ..errors import AuthError, BackfillError, GaveUp, RetiredApiError, SendError, UsageError
+from ..errors import (
+    AuthError,
+    BackfillError,
+    GaveUp,
+    InternalError,
+    RetiredApiError,
+    SendError,
+    UsageError,
+)
 from ..model import Event
 from .account import account_id
 from .answers import Answer, detail, retry_after
@@ -183,11 +191,17 @@ class Sender:
             stopped.cancel()
 
     async def _worker(self, queue: asyncio.Queue[Request]) -> None:
+        """Deliver requests until cancelled. Any error ends the run (never the worker alone,
+        which would leave the queue full and the run waiting for ever)."""
         while True:
             request = await queue.get()
             try:
                 if not self.stop.is_set():
                     await self.deliver(request)
+            except BackfillError as exc:  # the settler's: a checkpoint that cannot be written
+                self.halt(exc)
+            except Exception as exc:
+                self.halt(_unexpected(exc))
             finally:
                 queue.task_done()
 
@@ -401,6 +415,14 @@ def tuned(config: SendConfig, text: str) -> SendConfig:
 
 _TUNABLE = {"timeout", "deadline", "grace"}
 _WHOLE = {"max_attempts"}
+
+
+def _unexpected(exc: Exception) -> BackfillError:
+    """An error nobody foresaw while sending, in one line (the traceback goes to the log)."""
+    log.error("the run stops on an unexpected error", exc_info=exc)
+    if isinstance(exc, OSError) and exc.filename:
+        return InternalError(f"{exc.filename}: {exc.strerror or exc}")
+    return InternalError(f"unexpected error while sending: {type(exc).__name__}: {exc}")
 
 
 class _Reading:
