@@ -12,7 +12,6 @@ import html
 import io
 import json
 import os
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter, methodcaller
@@ -35,7 +34,9 @@ __all__ = [
     "sniff_kind",
 ]
 
-_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)  # Shopify notes can pass csv's 128 KB default
+# A line, a CSV field or a JSON value longer than this is an error naming file and line, not
+# a buffer that grows with the file (`/dev/zero` read as CSV). Shopify notes pass csv's 128 KB.
+CAP = 64 << 20
 
 SUFFIXES = (".csv", ".json", ".jsonl", ".ndjson", ".txt")
 _CHUNK = 1 << 16
@@ -309,9 +310,11 @@ class _Lines:
         return self
 
     def __next__(self) -> str:
-        line = self.raw.readline()
+        line = self.raw.readline(CAP + 1)
         if not line:
             raise StopIteration
+        if len(line) > CAP:
+            raise _TooLong
         text = self.decode(line)
         if self.decode is _SIG:  # a byte order mark only opens a file
             self.decode = _decoding("utf-8")
@@ -327,6 +330,10 @@ def _decoding(name: str) -> Callable[[bytes], str]:
 _SIG = methodcaller("decode", "utf-8-sig")
 
 
+class _TooLong(Exception):
+    """A line longer than CAP."""
+
+
 class _TextLines:
     """UTF-16/32 cannot be split at b"\n": read as text, with no offsets (no resume point)."""
 
@@ -339,7 +346,12 @@ class _TextLines:
         return self
 
     def __next__(self) -> str:
-        return next(self.fh)
+        line = self.fh.readline(CAP + 1)
+        if not line:
+            raise StopIteration
+        if len(line) > CAP:
+            raise _TooLong
+        return line
 
     def ends_a_line(self) -> bool:
         return True  # not checked in UTF-16/32
@@ -362,7 +374,7 @@ def iter_csv(
     start: Start | None = None,
 ) -> Iterator[RawOrder]:
     fh, lines = _open_lines(path, encoding)
-    csv.field_size_limit(_FIELD_LIMIT)
+    csv.field_size_limit(CAP)
     delimiter = layout.options.delimiter
     reader = csv.reader(lines, delimiter=delimiter)
     base = 0  # physical lines before the ones this reader counts
@@ -389,7 +401,13 @@ def iter_csv(
                 raise InputError(path, "has a header but no orders", 2)
     except UnicodeError as exc:
         raise _decode_error(path, exc, encoding, base + reader.line_num + 1) from None
+    except _TooLong:
+        raise InputError(path, f"has a line longer than {CAP >> 20} MB: not a CSV export?",
+                         base + reader.line_num + 1) from None  # fmt: skip
     except csv.Error as exc:
+        if "field limit" in str(exc):
+            raise InputError(path, f"has a field longer than {CAP >> 20} MB (an unclosed quote?)",
+                             base + reader.line_num) from None  # fmt: skip
         raise InputError(path, f"is not readable CSV: {exc}", base + reader.line_num) from None
 
 
@@ -445,6 +463,13 @@ def _group_rows(
 # ---------------------------------------------------------------- JSON
 
 
+@dataclass(frozen=True, slots=True)
+class Nested:
+    """In place of a JSON value nested too deep to decode: how deep it went."""
+
+    depth: int
+
+
 class _JsonStream:
     """Top-level JSON values one at a time, through a sliding buffer (C decoder)."""
 
@@ -458,7 +483,13 @@ class _JsonStream:
     def _fill(self) -> bool:
         if self.eof:
             return False
-        data = self.fh.read(_CHUNK)
+        held = len(self.buf) - self.pos  # of the value being read
+        if held > CAP:
+            raise InputError(self.path, f"holds a JSON value longer than {CAP >> 20} MB: "
+                             "not an export?", self.line_here())  # fmt: skip
+        # a value longer than a chunk is read in chunks as long as it is so far, so that the
+        # decoder, which starts over at each, scans it a few times, not once per 64 KB
+        data = self.fh.read(min(max(_CHUNK, held), CAP + 1 - held))
         if not data:
             self.eof = True
             return False
@@ -497,10 +528,41 @@ class _JsonStream:
                 if self._fill():
                     continue
                 raise self._invalid(exc) from None
+            except RecursionError:
+                return self._skip_nested()
             if end == len(self.buf) and not isinstance(obj, dict | list) and self._fill():
                 continue  # a number may go on in the next chunk
             self.pos = end
             return obj
+
+    def _skip_nested(self) -> Nested:
+        """Pass over a value nested too deep for the decoder (it recurses), counting how deep."""
+        depth = deepest = 0
+        i, in_string = self.pos, False
+        while True:
+            if i >= len(self.buf):
+                start = self.pos
+                if not self._fill():
+                    raise self.error("ends before the JSON document does (cut short?)")
+                i -= start - self.pos  # _fill dropped what was before self.pos
+                continue
+            char = self.buf[i]
+            if in_string:
+                if char == "\\":
+                    i += 1
+                elif char == '"':
+                    in_string = False
+            elif char == '"':
+                in_string = True
+            elif char in "[{":
+                depth += 1
+                deepest = max(deepest, depth)
+            elif char in "]}":
+                depth -= 1
+                if depth == 0:
+                    self.pos = i + 1
+                    return Nested(deepest)
+            i += 1
 
     def _invalid(self, exc: json.JSONDecodeError) -> InputError:
         line = self.line_here() + self.buf.count("\n", self.pos, exc.pos)
@@ -673,7 +735,11 @@ def iter_json_orders(
     position: list[Callable[[], int]] = [lambda: 0]
     line = 0
     for line, record in iter_json(path, encoding, position):
-        if not isinstance(record, dict):  # rejected by the mapper; the rest goes on
+        if isinstance(record, Nested):  # rejected by the mapper; the rest goes on
+            problem = f"nested {record.depth:,} levels deep (Klaviyo takes 10)"
+            yield RawOrder(path, line, {}, [], problem=problem)
+            continue
+        if not isinstance(record, dict):
             kind = type(record).__name__
             yield RawOrder(path, line, {}, [], problem=f"a JSON {kind} where an order should be")
             continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import secrets
 import shutil
 import socket
@@ -163,14 +164,29 @@ def env(**extra: str) -> dict[str, str]:
     return out
 
 
+MEMORY = 1 << 30  # address space a run may take in the tests of bounded memory
+
+
 def cli(
-    cwd: Path, *args: str, timeout: float = 60, key: str | None = KEY, **extra: str
+    cwd: Path,
+    *args: str,
+    timeout: float = 60,
+    key: str | None = KEY,
+    memory: int | None = None,
+    **extra: str,
 ) -> subprocess.CompletedProcess[str]:
-    """The console script, with the key in KLAVIYO_API_KEY (unless `key` is None)."""
+    """The console script, with the key in KLAVIYO_API_KEY (unless `key` is None); with
+    `memory`, its address space is limited to that many bytes (past it: MemoryError)."""
     variables = env(**extra, **({"KLAVIYO_API_KEY": key} if key is not None else {}))
+
+    def limit() -> None:
+        if memory is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
     return subprocess.run(
-        [CLI, *args], cwd=cwd, env=variables, capture_output=True, text=True, timeout=timeout
-    )
+        [CLI, *args], cwd=cwd, env=variables, capture_output=True, text=True, timeout=timeout,
+        preexec_fn=limit,
+    )  # fmt: skip
 
 
 def popen(cwd: Path, *args: str, key: str = KEY, **extra: str) -> subprocess.Popen[str]:

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -450,3 +451,108 @@ def event(uid: str) -> Event:
     return Event(metric="Placed Order", time=datetime(2021, 3, 1, 12, tzinfo=UTC),
                  unique_id=uid, properties={"OrderId": uid}, profile={"email": "a@example.com"},
                  value=Decimal("9.99"), currency="USD", order_id=uid)  # fmt: skip
+
+
+# ---------------------------------------------------------------- 4. bounded memory
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """1 MB of gzip that unpacks to 1 GB of zeros."""
+    pack = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = b"\0" * (1 << 20)
+    return b"".join([*(pack.compress(zeros) for _ in range(1024)), pack.flush()])
+
+
+def test_a_gzip_bomb_answer_costs_a_megabyte_not_a_gigabyte(bomb: bytes, tmp_path: Path) -> None:
+    """Its body is read 1 MB at most, decompressed a bounded piece at a time: the run (its
+    address space held to 1 GB) stops as on any answer that is not Klaviyo's."""
+    assert len(bomb) < 1_100_000
+    export_in(tmp_path)
+    headers = {**JSONAPI, "Content-Encoding": "gzip"}
+    with Rogue(lambda seen: Reply(400, headers, bomb)) as server:
+        result = send(tmp_path, server.url, memory=rogue.MEMORY)
+    assert result.returncode == 4, said(result)
+    assert "MemoryError" not in result.stderr and "Traceback" not in result.stderr
+    assert "HTTP 400 application/vnd.api+json from" in " ".join(result.stderr.split())
+    assert len(server.seen) == 3
+
+
+def test_a_100_mb_error_body_is_read_one_megabyte_at_most(tmp_path: Path) -> None:
+    export_in(tmp_path)
+    start = b'{"errors": [{"code": "invalid", "detail": "'
+    body = start + b"x" * (100 << 20) + b'"}]}'
+    with Rogue(lambda seen: Reply(400, JSONAPI, body)) as server:
+        result = send(tmp_path, server.url, memory=rogue.MEMORY)
+    assert result.returncode == 4, said(result)
+    assert "MemoryError" not in result.stderr and "Traceback" not in result.stderr
+    assert len(server.seen) == 3  # no splitting on it: it is not Klaviyo's verdict
+    assert not (tmp_path / "failures.jsonl").exists()
+
+
+def test_the_body_cap_reads_a_streamed_answer_in_bounded_pieces() -> None:
+    """Below the CLI: a gzip answer of 1 GB inflated comes back as the cap, marked cut."""
+    import asyncio
+
+    import httpx
+
+    from klaviyo_backfill.klaviyo.answers import read_capped
+
+    pack = zlib.compressobj(9, zlib.DEFLATED, 31)
+    data = b"".join([*(pack.compress(b"\0" * (1 << 20)) for _ in range(64)), pack.flush()])
+
+    async def go() -> tuple[bytes, bool]:
+        stream = httpx.ByteStream(data)
+        response = httpx.Response(200, headers={"Content-Encoding": "gzip"}, stream=stream)
+        return await read_capped(response, 1000)
+
+    body, complete = asyncio.run(go())
+    assert body == b"\0" * 1000 and complete is False
+
+
+def test_dev_zero_read_as_csv_is_an_error_naming_the_file_and_line(tmp_path: Path) -> None:
+    """Before: the line buffer grew without end (9.6 GB in 30 s)."""
+    result = cli(tmp_path, "send", "/dev/zero", "--format", "shopify-csv", "--dry-run",
+                 memory=rogue.MEMORY, timeout=60)  # fmt: skip
+    assert result.returncode == 2, said(result)
+    assert "/dev/zero:1: has a line longer than 64 MB" in result.stderr, said(result)
+    assert "Traceback" not in result.stderr
+
+
+def test_a_json_value_past_64_mb_is_an_error_naming_the_file_and_line(tmp_path: Path) -> None:
+    """An order that never ends (here a string of 65 MB) is refused at 64 MB, in seconds."""
+    export = tmp_path / "orders.json"
+    with open(export, "wb") as fh:
+        fh.write(b'[\n{"id": 1, "note": "')
+        fh.write(b"a" * (65 << 20))
+        fh.write(b'"}]\n')
+    started = time.monotonic()
+    result = cli(tmp_path, "send", str(export), "--format", "shopify-json", "--dry-run",
+                 memory=rogue.MEMORY, timeout=120)  # fmt: skip
+    assert result.returncode == 2, said(result)
+    assert f"{export}:2: holds a JSON value longer than 64 MB" in result.stderr, said(result)
+    assert time.monotonic() - started < 60
+
+
+DEEP = 10**6
+
+
+@pytest.mark.parametrize("shape", ["array", "lines"])
+def test_json_nested_a_million_deep_is_a_rejected_order_not_a_recursion_error(
+    shape: str, tmp_path: Path
+) -> None:
+    good = '{"id": %d, "email": "c%d@example.com", "created_at": "2021-01-01T00:00:00Z", ' \
+           '"currency": "USD", "total_price": "1.00", "line_items": []}'  # fmt: skip
+    deep = '{"id": 2, "note_attributes": ' + "[" * DEEP + "]" * DEEP + "}"
+    orders = [good % (1, 1), deep, good % (3, 3)]
+    text = "[" + ",\n".join(orders) + "]" if shape == "array" else "\n".join(orders)
+    (tmp_path / "orders.json").write_text(text)
+    result = cli(tmp_path, "send", "orders.json", "--format", "shopify-json", "--dry-run",
+                 "--failures", "failures.jsonl", "--summary-json", "s.json", timeout=60)  # fmt: skip
+    assert result.returncode == 1, said(result)  # finished, with a rejected order
+    assert "RecursionError" not in result.stderr
+    (failure,) = [json.loads(x) for x in (tmp_path / "failures.jsonl").read_text().splitlines()]
+    assert failure["line"] == 2
+    assert failure["reason"] == f"nested {DEEP + 1:,} levels deep (Klaviyo takes 10)"
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["orders_read"] == 3 and summary["orders_mapped"] == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -18,7 +19,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Answer", "detail", "json_api_errors", "retry_after"]
+__all__ = ["Answer", "detail", "json_api_errors", "read_capped", "retry_after"]
 
 _EXPECTED = re.compile(r"available in (\d+(?:\.\d+)?) second", re.IGNORECASE)
 
@@ -58,6 +59,44 @@ class Answer:
         """'HTTP 200 text/html', for a message about an answer that is not Klaviyo's."""
         kind = self.content_type or ("no content type" if self.body else "an empty body")
         return f"HTTP {self.status} {kind}"
+
+
+async def read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
+    """At most `cap` bytes of a streamed response's body, decompressed (gzip, deflate) a
+    bounded piece at a time, so a 1 MB gzip that unpacks to 1 GB costs 1 MB; and whether
+    that was all of it. A body in an encoding not asked for is not read at all."""
+    try:
+        whole = response.content  # read already: a response made in memory (tests)
+    except httpx.ResponseNotRead:
+        pass
+    else:
+        return whole[:cap], len(whole) <= cap
+    encoding = str(response.headers.get("Content-Encoding", "")).strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        inflate: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        inflate = zlib.decompressobj()
+    elif encoding in ("", "identity"):
+        inflate = None
+    else:
+        return b"", False
+    out = bytearray()
+    raw = 0
+    try:
+        async for chunk in response.aiter_raw():
+            raw += len(chunk)
+            if inflate is None:
+                out += chunk
+            else:
+                data = chunk
+                while data and len(out) <= cap:
+                    out += inflate.decompress(data, cap + 1 - len(out))
+                    data = inflate.unconsumed_tail
+            if len(out) > cap or raw > cap:
+                return bytes(out[:cap]), False
+    except zlib.error:
+        return bytes(out[:cap]), False
+    return bytes(out), True
 
 
 def json_api_errors(body: Any) -> list[dict[str, Any]] | None:

@@ -40,7 +40,7 @@ from ..errors import (
 )
 from ..model import Event
 from .account import account_id
-from .answers import Answer, detail, retry_after
+from .answers import Answer, detail, read_capped, retry_after
 from .endpoints import DEFAULT_REVISION, Endpoint, Window
 from .retry import Attempts, Retry, RetryPolicy
 from .throttle import Limiter
@@ -71,6 +71,7 @@ class SendConfig:
     timeout: float = 60.0  # seconds without a byte, connecting aside (10 s)
     deadline: float = 300.0  # one try's whole exchange, however its bytes trickle in
     grace: float = 10.0  # after Ctrl-C or SIGTERM, for the requests in flight
+    body_cap: int = 1 << 20  # bytes of an answer's body read at most (decompressed)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @property
@@ -83,7 +84,10 @@ class SendConfig:
         return self.base_url.rstrip("/") + self.endpoint.path
 
     def headers(self) -> dict[str, str]:
-        headers = {"User-Agent": f"klaviyo-backfill/{__version__}"}
+        headers = {
+            "User-Agent": f"klaviyo-backfill/{__version__}",
+            "Accept-Encoding": "gzip, deflate",  # what read_capped decompresses
+        }
         if self.endpoint.versioned:
             headers.update(
                 {
@@ -249,16 +253,30 @@ class Sender:
                 self.on_progress()
                 await self._nap(wait)
 
-    async def _post(self, request: Request) -> httpx.Response:
-        self.stats.requests += 1
+    def _build(self, request: Request) -> httpx.Request:
         if self.config.endpoint.versioned:
-            return await self.client.post(self.url, content=request.body, headers=self.headers)
+            return self.client.build_request(
+                "POST", self.url, content=request.body, headers=self.headers
+            )
         data = base64.b64encode(request.body).decode()
         if len(data) < 6000:
-            return await self.client.get(self.url, params={"data": data}, headers=self.headers)
-        return await self.client.post(
-            self.url, data={"data": request.body.decode()}, headers=self.headers
+            return self.client.build_request(
+                "GET", self.url, params={"data": data}, headers=self.headers
+            )
+        return self.client.build_request(
+            "POST", self.url, data={"data": request.body.decode()}, headers=self.headers
         )
+
+    async def _exchange(self, request: Request) -> Answer:
+        """Send one request; its answer's body read up to `config.body_cap` bytes (after
+        decompression, itself bounded): a server cannot make this process grow."""
+        self.stats.requests += 1
+        response = await self.client.send(self._build(request), stream=True)
+        try:
+            body, complete = await read_capped(response, self.config.body_cap)
+        finally:
+            await response.aclose()
+        return Answer(response.status_code, response.headers, body, complete)
 
     async def _attempt(self, request: Request, left: float) -> None:
         """One try, its whole exchange bounded: `config.deadline`, or the request's time left."""
@@ -266,7 +284,7 @@ class Sender:
         budget = max(0.001, min(self.config.deadline, left))
         try:
             async with asyncio.timeout(budget):
-                response = await self._post(request)
+                answer = await self._exchange(request)
             self.limiter.observe(time.monotonic() - started)
         except TimeoutError:
             raise Retry(f"no complete answer within {budget:.0f} s") from None
@@ -274,7 +292,7 @@ class Sender:
             raise Retry(f"timeout ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise Retry(f"connection error ({type(exc).__name__})") from None
-        await self._answer(request, Answer.of(response))
+        await self._answer(request, answer)
 
     async def _answer(self, request: Request, answer: Answer) -> None:
         """Klaviyo's acknowledgement, its throttling, its verdict on the request; or an
@@ -413,8 +431,8 @@ def tuned(config: SendConfig, text: str) -> SendConfig:
     return replace(config, retry=retry, **changes["config"])
 
 
-_TUNABLE = {"timeout", "deadline", "grace"}
-_WHOLE = {"max_attempts"}
+_TUNABLE = {"timeout", "deadline", "grace", "body_cap"}
+_WHOLE = {"max_attempts", "body_cap"}
 
 
 def _unexpected(exc: Exception) -> BackfillError:
