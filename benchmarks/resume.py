@@ -3,7 +3,7 @@ the checkpoint holds compare with just reading their rows?
 
 Writes an export of N + --new orders, and a checkpoint holding the first N (in file order) as
 sent - built with klaviyo_backfill.checkpoint.Ledger directly, bound to the fingerprint the
-CLI computes (the Job is built by cli.build_job with the CLI's defaults), state "stopped",
+CLI computes (the Job is built by job.job_from with the CLI's defaults), state "stopped",
 exactly as an interrupted run leaves it. Then runs `klaviyo-backfill send FILE --resume
 --checkpoint CK --base-url URL` against the stand-in (in this process, real limits, 50 ms
 latency) and reads the time from launching the process to the stand-in receiving its first
@@ -54,18 +54,16 @@ def resume_offset(export: c.Export, sent: int) -> int:
 def make_checkpoint(path: Path, export: c.Export, sent: int, watermark: bool = True) -> float:
     """The ledger an interrupted run leaves after `sent` orders; returns seconds taken
     (finding the resume point's offset is not counted)."""
-    from klaviyo_backfill import cli as kcli
     from klaviyo_backfill.checkpoint import Landmarks, Ledger
+    from klaviyo_backfill.job import job_from
+    from klaviyo_backfill.options import InputOptions, SendOptions
 
     offset = resume_offset(export, sent) if watermark else None
 
     started = time.perf_counter()
-    revision = next(p.default for p in kcli.send.params if p.name == "revision")
-    job = kcli.build_job(
-        (str(export.path),), None, None, None, "UTC", None, None, None, None,
-        endpoint="bulk", backfill=True, revision=revision, output=None,
-        failures=str(path.parent / "failures.jsonl"),
-    )  # fmt: skip
+    options = SendOptions(InputOptions((str(export.path),)),
+                          failures=str(path.parent / "failures.jsonl"))  # fmt: skip
+    job = job_from(options)  # the CLI's defaults: the fingerprint a CLI run computes
     ledger = Ledger(path)
     try:
         ledger.claim(job.fingerprint(), "benchmark")
@@ -117,6 +115,7 @@ def main() -> None:
         print(f"export: {total:,} orders, {export.rows:,} rows, {export.bytes / 1e6:.0f} MB "
               f"(written in {export.seconds:.1f} s); checkpoint: first {sent:,} orders "
               f"= {sent_rows:,} rows, {sent_events:,} events", flush=True)  # fmt: skip
+        env["XDG_STATE_HOME"] = str(tmp / "state")  # the account ledger: not the user's
         checkpoint = tmp / "checkpoint.sqlite"
         ck_seconds = make_checkpoint(checkpoint, export, sent, not args.no_resume_point)
         bare, bare_cpu = c.bare_parse(export.path, max_rows=sent_rows)

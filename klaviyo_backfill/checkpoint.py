@@ -258,6 +258,10 @@ class Ledger:
     # ------------------------------------------------------------ orders
 
     @_guarded
+    def has_orders(self) -> bool:
+        return self.db.execute("SELECT 1 FROM orders LIMIT 1").fetchone() is not None
+
+    @_guarded
     def is_done(self, order_id: str) -> bool:
         return (
             self.db.execute("SELECT 1 FROM orders WHERE id = ?", (order_id,)).fetchone() is not None
@@ -318,10 +322,11 @@ class Ledger:
     @_guarded
     def rejections(self, before: Position | None) -> list[Rejection]:
         """Earlier runs' rejections that a resumed run will not meet again: Klaviyo's, and
-        the export's own before the resume point."""
+        the export's own before the resume point. Each is one row (see `forget_from`): two
+        alike are two orders (stray values on one line of a JSON file share its place)."""
         index, offset = before or (-1, -1)
         rows = self.db.execute(
-            "SELECT DISTINCT source, line, order_id, reason, detail FROM rejected "
+            "SELECT source, line, order_id, reason, detail FROM rejected "
             "WHERE kind = 'klaviyo' OR input < ? OR (input = ? AND offset < ?) ORDER BY rowid",
             (index, index, offset),
         )
@@ -340,6 +345,22 @@ class Ledger:
         return value if isinstance(value, dict) else {}
 
     @_guarded
+    def forget_from(self, before: Position | None) -> None:
+        """Forget the export's rejections at and after the resume point (all of them for
+        None): a resumed run reads the export from there, meets them again and records them
+        anew. Klaviyo's stay (`record` adds each once). So every rejection is one row: no
+        key could tell one met again from another alike, as a JSON order's place is its
+        file's start and its line may be the file's one line."""
+        index, offset = before or (-1, -1)
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "DELETE FROM rejected WHERE kind = 'input'"
+                " AND NOT (input < ? OR (input = ? AND offset < ?))",
+                (index, index, offset),
+            )
+
+    @_guarded
     def counts(self) -> dict[str, int]:
         rows = self.db.execute("SELECT state, count(*) FROM orders GROUP BY state").fetchall()
         out = {str(state): int(n) for state, n in rows}
@@ -350,10 +371,12 @@ class Ledger:
 
     @_guarded
     def rejected_total(self) -> int:
-        """Rejections the job met, each once: orders the export could not give, and events
-        Klaviyo refused."""
+        """Rejections the job met, each once: orders the export could not give (a row each,
+        see `forget_from`), and events Klaviyo refused (one per order and event)."""
         row = self.db.execute(
-            "SELECT count(*) FROM (SELECT DISTINCT kind, order_id, detail FROM rejected)"
+            "SELECT (SELECT count(*) FROM rejected WHERE kind = 'input')"
+            " + (SELECT count(*) FROM (SELECT DISTINCT order_id, detail FROM rejected"
+            " WHERE kind = 'klaviyo'))"
         ).fetchone()
         return int(row[0])
 

@@ -197,7 +197,7 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
         base_url=kw["base_url"], api_key=kw["api_key"], public_key=kw["public_key"],
         rate_limit=kw["rate_limit"], concurrency=kw["concurrency"],
         checkpoint=kw["checkpoint"], mode=_mode(kw),  # type: ignore[arg-type]
-        tuning=kw["tuning"],
+        resend=kw["resend"], tuning=kw["tuning"],
     )  # fmt: skip
 
 
@@ -262,6 +262,11 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
 @click.option("--tuning", hidden=True, help="Limits: 'max_attempts=3,timeout=5,...'.")
 @click.option("--resume", is_flag=True, help="Continue an unfinished run from its checkpoint.")
 @click.option("--restart", is_flag=True, help="Discard the checkpoint and start over.")
+@click.option(
+    "--resend",
+    is_flag=True,
+    help="Send what this Klaviyo account holds already too (Klaviyo drops repeats).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--summary-json", type=click.Path(), help="Write the final summary as JSON.")
 @click.option(
@@ -326,7 +331,7 @@ def _nothing_to_do(console: Console, finished: Finished) -> int:
     console.print(f"Nothing to do: checkpoint {finished.path} says this export was sent completely"
                   + (f", with {rejected} rejected order(s)/event(s) (`status` reports"
                      " them)" if rejected else "")
-                  + ". Use --restart to send it again.")  # fmt: skip
+                  + ". Use --restart --resend to send it again.")  # fmt: skip
     return ExitCode.REJECTED if rejected else ExitCode.OK
 
 

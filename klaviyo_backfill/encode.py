@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from .model import Event
+from .model import Event, identity
 
 __all__ = [
     "BULK_MAX_BYTES",
@@ -282,5 +282,4 @@ class BulkEncoder(Encoder):
 
 
 def _who(event: Event) -> str:
-    p = event.profile
-    return str(p.get("email") or p.get("phone_number") or p.get("external_id") or "")
+    return identity(event.profile)

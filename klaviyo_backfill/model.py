@@ -17,6 +17,7 @@ __all__ = [
     "RawOrder",
     "Refund",
     "Rejection",
+    "identity",
 ]
 
 JSON = dict[str, Any]
@@ -26,6 +27,13 @@ PLACED, ORDERED = "Placed Order", "Ordered Product"
 FULFILLED, CANCELLED, REFUNDED = "Fulfilled Order", "Cancelled Order", "Refunded Order"
 METRICS = (PLACED, ORDERED, FULFILLED, CANCELLED, REFUNDED)
 Position = tuple[int, int]  # (input index, byte offset) of an order; JSON inputs have offset 0
+
+
+def identity(profile: dict[str, Any]) -> str:
+    """The profile as Klaviyo keys it: its email, else its phone number, else its external id."""
+    return str(
+        profile.get("email") or profile.get("phone_number") or profile.get("external_id") or ""
+    )
 
 
 @dataclass(slots=True)
@@ -44,6 +52,8 @@ class RawOrder:
     end: int | None = None  # CSV: the byte offset just past its last row (None: JSON)
     problem: str | None = None  # the reader could not make an order of it: rejected as such
     notes: tuple[str, ...] = ()  # warnings the reader has for the order
+    digest: bytes | None = None  # CSV, sending to an account: the digest of its rows (delta.py)
+    held: int | None = None  # the account holds it unchanged, with this many events: not read
 
     def get(self, name: str) -> Any:
         return self.fields.get(name)

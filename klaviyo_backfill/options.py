@@ -69,4 +69,5 @@ class SendOptions:
     concurrency: int | None = None  # None: the endpoint's default
     checkpoint: str | None = None  # None: derived from the exports' paths
     mode: Mode = "new"
+    resend: bool = False  # send what the account holds already too (Klaviyo drops repeats)
     tuning: str | None = None  # limits of the sender and its retries (klaviyo/client.tuned)

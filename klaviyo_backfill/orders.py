@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from .convert import Converter, Settings
+from .delta import Delta
 from .distinct import SeenIds
 from .encode import Encoder, Part
 from .failures import Failures
@@ -23,7 +24,7 @@ from .job import Filters, Job
 from .layouts import Layout
 from .model import Event, Position, RawOrder, Rejection
 from .parallel import prepared_pieces, splittable, workers_for
-from .prepare import Prepared, prepare, raw_id
+from .prepare import Held, Prepared, prepare, raw_id
 from .read import Input, Start, read_orders
 from .summary import Stats
 
@@ -39,6 +40,7 @@ class MappedOrder:
     at: Position = (0, 0)  # where a resumed run would pick this order up
     after: Position = (0, 0)  # where it would pick up the order after it
     parts: list[Part] = field(default_factory=list)  # its events encoded
+    held: Held | None = None  # a send: what the account held already (delta.py)
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,10 @@ class Resume:
     """What a checkpoint tells stage one: which orders are done, where to pick up, and where
     an order the export could not give is reported (kept for a resumed run's failures file)."""
 
-    is_done: Callable[[str], bool]
+    is_done: Callable[[str], bool] | None  # None: the checkpoint holds no order yet
     at: Position | None = None
     on_reject: Callable[[Rejection, Position], None] | None = None
+    delta: Delta | None = None  # what the account holds already (None: --resend)
 
 
 class _Mapper:
@@ -64,6 +67,7 @@ class _Mapper:
         self.settings, self.filters, self.stats, self.failures = settings, filters, stats, failures
         self.already_sent = resume.is_done if resume is not None else None
         self.on_reject = resume.on_reject if resume is not None else None
+        self.delta = resume.delta if resume is not None else None
         self.encoder = encoder
         self.seen = SeenIds()
         self.converters: dict[int, Converter] = {}
@@ -80,7 +84,33 @@ class _Mapper:
         converter = self.converters.get(index)
         if converter is None:
             converter = self.converters[index] = Converter(layout, self.settings)
+        if self.delta is not None:
+            return self.new_for_account(raw, converter, index, self.delta, layout.kind == "csv")
         return self.settle(prepare(raw, converter, self.filters, index, self.encoder))
+
+    def new_for_account(
+        self, raw: RawOrder, converter: Converter, index: int, delta: Delta, csv: bool
+    ) -> MappedOrder | None:
+        """Skip what the account holds (unread where the order is unchanged); encode the rest.
+        The CSV reader asked the account already (`raw.held`, `raw.digest`); JSON asks here."""
+        digest, held = (raw.digest or b"", raw.held) if csv else delta.unchanged(raw)
+        if held is not None:
+            self.stats.skipped["already in Klaviyo (this account)"] += 1
+            self.stats.already_in_klaviyo += held
+            return None
+        prepared = prepare(raw, converter, self.filters, index, None)
+        for detail in delta.sift(prepared, digest):
+            self.failures.write(
+                Rejection(raw.source, raw.line, prepared.key, "changed since it was sent", detail)
+            )
+        if prepared.held is not None:
+            self.stats.already_in_klaviyo += prepared.held.events
+            if not prepared.events:
+                self.stats.skipped["already in Klaviyo (this account)"] += 1
+                return None
+        if self.encoder is not None:
+            prepared.parts = self.encoder.parts(prepared.events)
+        return self.settle(prepared)
 
     def prepared(self, prepared: Prepared) -> MappedOrder | None:
         """Settle an order prepared elsewhere (a dry run on several cores: no checkpoint)."""
@@ -118,7 +148,7 @@ class _Mapper:
         assert prepared.tally is not None  # every mapped order has one
         stats.count_order(prepared.tally, prepared.lines)
         p = prepared
-        return MappedOrder(p.key, p.events, p.source, p.line, p.at, p.after, p.parts)
+        return MappedOrder(p.key, p.events, p.source, p.line, p.at, p.after, p.parts, p.held)
 
     def reject(self, prepared: Prepared) -> None:
         assert prepared.rejected is not None
@@ -191,8 +221,12 @@ def _orders_of(
             for order in prepared:
                 yield order.at[1], partial(mapper.prepared, order)
         return
-    layout = source.layout
-    for raw in read_orders(source, mapper.already_sent, start):
+    layout, delta = source.layout, mapper.delta
+    held = delta if delta is not None and layout.kind == "csv" else None
+    raws = read_orders(source, mapper.already_sent, start, held)
+    if delta is not None and held is None:
+        raws = delta.batched(raws)
+    for raw in raws:
         yield raw.offset, partial(mapper.one, raw, layout, index)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from .account_ledger import OrderFacts
 from .convert import Converter
 from .encode import Encoder, Part
 from .errors import FieldError
@@ -18,7 +19,7 @@ from .job import Filters
 from .model import Event, Position, RawOrder
 from .summary import Tally
 
-__all__ = ["Prepared", "position", "prepare", "raw_id"]
+__all__ = ["Held", "Prepared", "position", "prepare", "raw_id"]
 
 
 @dataclass(slots=True)
@@ -41,6 +42,17 @@ class Prepared:
     tally: Tally | None = None
     events: list[Event] = field(default_factory=list)  # empty when prepared elsewhere
     parts: list[Part] = field(default_factory=list)
+    held: Held | None = None  # what the account held of it already (a send: account_ledger)
+
+
+@dataclass(slots=True)
+class Held:
+    """An order as the account's ledger sees it: the digest it is skipped by next time, what
+    the ledger keeps of it, and how many of its events the account held already."""
+
+    digest: bytes
+    facts: OrderFacts
+    events: int = 0
 
 
 def raw_id(raw: RawOrder) -> str | None:

@@ -14,9 +14,10 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from operator import itemgetter, methodcaller
 from pathlib import Path
-from typing import IO, Any, BinaryIO, TextIO
+from typing import IO, Any, BinaryIO, Protocol, TextIO
 
 from .errors import InputError, LayoutError
 from .hooks import HOOKS
@@ -168,6 +169,19 @@ def _check_columns(path: str, layout: Layout, header: list[str]) -> None:
                 )
 
 
+class HeldRows(Protocol):
+    """What an account holds already (delta.py), asked about CSV orders as their rows."""
+
+    BATCH: int
+
+    def rows(
+        self, orders: list[tuple[str | None, list[list[str]]]]
+    ) -> list[tuple[bytes, int | None]]:
+        """Each order's digest, and the events the account holds of it where it holds the
+        order exactly so (None: the order must be extracted and mapped)."""
+        ...
+
+
 class _CsvOrders:
     """Groups adjacent rows that share the order's key column into RawOrders.
 
@@ -190,6 +204,28 @@ class _CsvOrders:
         key_column = layout.group_by or layout.order["id"][0].path
         self.key = header.index(key_column) if key_column in header else None
         self.unescape = layout.options.unescape_html
+
+    def built(self, groups: Iterator[Group], held: HeldRows | None) -> Iterator[RawOrder]:
+        """The orders of these row groups. Given `held` (a send to an account that holds
+        orders already), it is asked about each batch of orders at once: one it holds
+        unchanged comes back unextracted, with the events it holds (`RawOrder.held`)."""
+        if held is None:
+            for group in groups:
+                yield self.build(*group)
+            return
+        while batch := list(islice(groups, held.BATCH)):
+            ids = [self.id_plan.cells(rows[0]).get("id") for rows, *_ in batch]
+            verdicts = held.rows([(oid, rows) for oid, (rows, *_) in zip(ids, batch, strict=True)])
+            for (rows, line, offset, end), oid, (digest, events) in zip(
+                batch, ids, verdicts, strict=True
+            ):
+                if events is not None and oid is not None:
+                    yield RawOrder(self.path, line, {"id": oid}, [], offset=offset, end=end,
+                                   held=events)  # fmt: skip
+                    continue
+                raw = self.build(rows, line, offset, end)
+                raw.digest = digest
+                yield raw
 
     def build(self, rows: list[list[str]], line: int, offset: int, end: int) -> RawOrder:
         """Order fields come from the order's first row (Shopify fills them only there)."""
@@ -372,6 +408,7 @@ def iter_csv(
     encoding: str,
     skip: Callable[[str], bool] | None = None,
     start: Start | None = None,
+    held: HeldRows | None = None,
 ) -> Iterator[RawOrder]:
     fh, lines = _open_lines(path, encoding)
     csv.field_size_limit(CAP)
@@ -394,7 +431,7 @@ def iter_csv(
                 reader = csv.reader(lines, delimiter=delimiter)
                 base = start.line - 1
             empty = True
-            for raw in _group_rows(reader, orders, lines, base):
+            for raw in orders.built(_group_rows(reader, orders, lines, base), held):
                 empty = False
                 yield raw
             if empty and not resumed:
@@ -427,9 +464,12 @@ def row_starts(source: Input, start: Start, upto: int) -> set[int]:
     return found
 
 
+Group = tuple[list[list[str]], int, int, int]  # an order's rows, first line, offset, end
+
+
 def _group_rows(
     reader: Any, orders: _CsvOrders, lines: _Lines | _TextLines, base: int
-) -> Iterator[RawOrder]:
+) -> Iterator[Group]:
     """Adjacent rows with the same key, with the first line and byte span of each order."""
     rows: list[list[str]] = []
     current: str | None = None
@@ -443,7 +483,7 @@ def _group_rows(
             continue  # blank line
         value = row[key].strip() if key is not None and key < len(row) else ""
         if rows and (key is None or value != current):
-            yield orders.build(rows, start_line, start_offset, row_offset)
+            yield rows, start_line, start_offset, row_offset
             rows = []
         if not rows:
             current, start_line, start_offset = value, row_line, row_offset
@@ -457,7 +497,7 @@ def _group_rows(
                 base + end_line,
                 hint="If the file is complete, end its last line with a line break.",
             )
-        yield orders.build(rows, start_line, start_offset, lines.offset)
+        yield rows, start_line, start_offset, lines.offset
 
 
 # ---------------------------------------------------------------- JSON
@@ -768,10 +808,14 @@ def iter_json_orders(
 
 
 def read_orders(
-    source: Input, skip: Callable[[str], bool] | None = None, start: Start | None = None
+    source: Input,
+    skip: Callable[[str], bool] | None = None,
+    start: Start | None = None,
+    held: HeldRows | None = None,
 ) -> Iterator[RawOrder]:
-    """RawOrders of one input; a CSV order whose id `skip` accepts is not even extracted,
-    and a CSV file can be picked up at an order's `start` (a resumed run)."""
+    """RawOrders of one input; a CSV order whose id `skip` accepts, or whose rows `held`
+    knows, is not even extracted, and a CSV file can be picked up at an order's `start` (a
+    resumed run)."""
     if source.layout.kind == "json":
         return iter_json_orders(source.path, source.layout, source.encoding, source.side_lines)
-    return iter_csv(source.path, source.layout, source.encoding, skip, start)
+    return iter_csv(source.path, source.layout, source.encoding, skip, start, held)

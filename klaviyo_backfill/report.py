@@ -73,6 +73,8 @@ def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) 
     table.add_row("  rejected", f"{stats.orders_rejected:,}")
     for reason, n in stats.skipped.most_common():
         table.add_row(f"  skipped: {reason}", f"{n:,}")
+    if stats.already_in_klaviyo:
+        table.add_row("Already in Klaviyo (this account)", f"{stats.already_in_klaviyo:,} events")
     table.add_row("Line items", f"{stats.line_items:,}")
     for metric in METRICS:
         if stats.events[metric]:

@@ -32,6 +32,7 @@ from .options import SendOptions
 
 if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
     # `--help` need neither (start-up time)
+    from .account_ledger import AccountLedger
     from .encode import Encoder, Request
     from .job import Job
     from .klaviyo.client import SendConfig, Sender, SendStats
@@ -221,6 +222,7 @@ def send(
     ask_key: Callable[[], str | None] = lambda: None,
 ) -> SendOutcome | Finished:
     """Send everything the checkpoint does not hold yet, or say there is nothing to do."""
+    from .account_ledger import AccountLedger, account_ledger_path
     from .job import job_from
 
     job = job_from(options)
@@ -231,9 +233,16 @@ def send(
     if isinstance(ledger, Finished):
         return ledger
     try:
-        return send_job(job, config, ledger, progress, resume=options.mode == "resume")
+        held = AccountLedger(account_ledger_path(account))
+    except BaseException:
+        ledger.close()
+        raise
+    try:
+        return send_job(job, config, ledger, progress, options.mode == "resume", held,
+                        skip_held=not options.resend)  # fmt: skip
     finally:
         ledger.close()
+        held.close()
 
 
 def _track(encoded: Iterator[MappedOrder], tracker: Tracker) -> Iterator[MappedOrder]:
@@ -287,8 +296,12 @@ def send_job(
     ledger: Ledger,
     progress: Progress = lambda s, t: None,
     resume: bool = False,
+    account: AccountLedger | None = None,
+    skip_held: bool = True,
 ) -> SendOutcome:
-    """Send the job with an open ledger; record each acknowledgement."""
+    """Send the job with an open ledger; record each acknowledgement (in the account's
+    ledger too, given one, whose events are skipped unless `skip_held` is False)."""
+    from .delta import Delta
     from .klaviyo.client import Sender, SendStats, client_for
     from .orders import Resume
     from .summary import Stats
@@ -297,14 +310,17 @@ def send_job(
     stats, send_stats = Stats(), SendStats()
     failures = Failures(job.failures)
     landmarks = Landmarks([source.path for source in job.inputs])
-    tracker = Tracker(ledger, failures, send_stats, landmarks)
+    tracker = Tracker(ledger, failures, send_stats, landmarks, account)
     reader = ledger.reader()
     point = _resume_point(ledger, landmarks, stats) if resume else None
-    if resume:  # rejections this run will not meet again come from the ledger
+    if resume:  # rejections this run will not meet again come from the ledger; those it
+        ledger.forget_from(point)  # meets again, it records again
         for rejection in ledger.rejections(before=point):
             failures.write(rejection)
             tracker.reported.add((rejection.order_id, rejection.detail))
-    checked = Resume(reader.is_done, point, tracker.input_rejected)
+    delta = Delta(account, job.payload_salt()) if account is not None and skip_held else None
+    is_done = reader.is_done if ledger.has_orders() else None  # a new job asks nothing
+    checked = Resume(is_done, point, tracker.input_rejected, delta)
     encoder = config.endpoint.encoder(job.backfill, config.public_key)
     started = time.monotonic()
     outcome = SendOutcome(stats, send_stats, 0.0, failures_path=job.failures)

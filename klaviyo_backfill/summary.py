@@ -55,6 +55,7 @@ class Stats:
     line_items: int = 0
     resumed_at: str | None = None  # file:line where a resumed run picked up
     bytes_total: int = 0  # of every input
+    already_in_klaviyo: int = 0  # events the account held already (a later export's send)
     bytes_done: int = 0  # of the inputs read so far, and of the current one up to here
 
     def estimated_events(self) -> int:
@@ -118,4 +119,5 @@ def describe(stats: Stats) -> dict[str, Any]:
         "warnings": dict(stats.warnings),
         "balanced": stats.balanced(),
         "resumed_at": stats.resumed_at,
+        "events_already_in_klaviyo": stats.already_in_klaviyo,
     }

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from .account_ledger import AccountLedger, OrderFacts, event_key
 from .checkpoint import Landmarks, Ledger
+from .delta import facts_of
 from .failures import Failures
 from .klaviyo.client import SendStats
-from .model import Event, Position, Rejection
+from .model import Event, Position, Rejection, identity
 from .orders import MappedOrder
+from .prepare import Held
 
 __all__ = ["Tracker"]
 
@@ -32,6 +35,8 @@ class _Pending:
     line: int
     at: Position  # where a resumed run would pick it up
     rejected: bool = False  # Klaviyo refused one of its events
+    held: Held | None = None  # for the account's ledger: digest, facts, events held before
+    sent: int = 0  # events Klaviyo acknowledged
 
 
 class Tracker:
@@ -43,9 +48,11 @@ class Tracker:
         failures: Failures,
         stats: SendStats,
         landmarks: Landmarks | None = None,  # recorded with each resume point
+        account: AccountLedger | None = None,  # what the account acknowledged, across exports
     ) -> None:
         self.ledger, self.failures, self.stats = ledger, failures, stats
         self.landmarks = landmarks
+        self.account = account
         self.lock = threading.Lock()
         self.pending: dict[str, _Pending] = {}  # in the order they were handed over
         self.frontier: Position | None = None
@@ -62,6 +69,8 @@ class Tracker:
                     0, mapped.source, mapped.line, mapped.at
                 )
             entry.left += len(mapped.events)
+            if self.account is not None and mapped.events:
+                entry.held = mapped.held or Held(b"", facts_of(mapped.events))
             self.frontier = mapped.after
 
     def input_rejected(self, rejection: Rejection, at: Position) -> None:
@@ -77,11 +86,15 @@ class Tracker:
     def settle(self, sent: list[Event], rejected: list[tuple[Event, str]]) -> None:
         done: list[tuple[str, bool]] = []
         bad: list[tuple[Rejection, Position | None]] = []
+        whole: list[tuple[str, bytes | None, OrderFacts]] = []  # for the account's ledger
         with self.lock:
             for event, reason in rejected:
                 bad.append((self._klaviyo_rejected(event, reason), None))
             for event in sent:
                 self.stats.events_sent[event.metric] += 1
+                entry = self.pending.get(event.order_id)
+                if entry is not None:
+                    entry.sent += 1
             for event in [*sent, *(e for e, _ in rejected)]:
                 entry = self.pending.get(event.order_id)
                 if entry is None:
@@ -94,9 +107,13 @@ class Tracker:
                         self.stats.orders_with_rejections += 1
                     else:
                         self.stats.orders_sent += 1
+                        whole.extend(_whole(event.order_id, entry))
             bad.extend(self.inputs_rejected)
             self.inputs_rejected = []
             watermark = self._watermark()
+        if self.account is not None and (sent or whole):
+            keys = [event_key(identity(e.profile), e.metric, e.unique_id) for e in sent]
+            self.account.record(keys, whole)  # before the checkpoint: a crash between resends
         if self.ledger is not None and (done or bad):
             mark = self.landmarks.at(watermark) if self.landmarks and watermark else ""
             self.ledger.record(done, bad, watermark, mark)
@@ -120,3 +137,12 @@ class Tracker:
         self.stats.events_rejected += 1
         self.stats.rejected[reason[:80]] += 1
         return rejection
+
+
+def _whole(order_id: str, entry: _Pending) -> list[tuple[str, bytes | None, OrderFacts]]:
+    """An order all of whose events the account now holds: its digest skips it next time."""
+    if entry.held is None:
+        return []
+    held = entry.held
+    facts = replace(held.facts, events=held.events + entry.sent)
+    return [(order_id, held.digest or None, facts)]

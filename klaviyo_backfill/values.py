@@ -41,7 +41,30 @@ _EMAIL = re.compile(
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
 )
 _PLAIN_MONEY = re.compile(r"-?\d+(\.\d+)?\Z")
-_MONEY_JUNK = re.compile(r"[\s\u00a0'$€£¥₹]|[A-Z]{3}$|^[A-Z]{3}")
+_MONEY_JUNK = re.compile(r"[\s\u00a0'$€£¥₹]")
+# Three capitals at either end of an amount, next to its number: stripped where they are an
+# ISO 4217 code ('USD 12.50', '12.50EUR'). A word alone ('TBD', 'INF', 'USD') is no amount.
+_MONEY_CODE = re.compile(r"^[A-Z]{3}(?=[^A-Za-z])|(?<=[^A-Za-z])[A-Z]{3}$")
+# The active ISO 4217 codes (funds, metals and test codes too), and those withdrawn since
+# 2011 that past orders may still carry (ANG BYR CUC EEK HRK LTL LVL MRO SLL STD VEF ZMK ZWL).
+_ISO_4217 = frozenset({
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD",
+    "BDT", "BHD", "BIF", "BMD", "BND", "BOB", "BOV", "BRL", "BSD", "BTN", "BWP", "BYN",
+    "BYR", "BZD", "CAD", "CDF", "CHE", "CHF", "CHW", "CLF", "CLP", "CNY", "COP", "COU",
+    "CRC", "CUC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD", "EEK", "EGP", "ERN",
+    "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ", "GYD",
+    "HKD", "HNL", "HRK", "HTG", "HUF", "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD",
+    "JOD", "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK",
+    "LBP", "LKR", "LRD", "LSL", "LTL", "LVL", "LYD", "MAD", "MDL", "MGA", "MKD", "MMK",
+    "MNT", "MOP", "MRO", "MRU", "MUR", "MVR", "MWK", "MXN", "MXV", "MYR", "MZN", "NAD",
+    "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN", "PGK", "PHP", "PKR", "PLN",
+    "PYG", "QAR", "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR", "SDG", "SEK", "SGD",
+    "SHP", "SLE", "SLL", "SOS", "SRD", "SSP", "STD", "STN", "SVC", "SYP", "SZL", "THB",
+    "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "USN",
+    "UYI", "UYU", "UYW", "UZS", "VED", "VEF", "VES", "VND", "VUV", "WST", "XAF", "XAG",
+    "XAU", "XBA", "XBB", "XBC", "XBD", "XCD", "XCG", "XDR", "XOF", "XPD", "XPF", "XPT",
+    "XSU", "XTS", "XUA", "XXX", "YER", "ZAR", "ZMK", "ZMW", "ZWG", "ZWL",
+})  # fmt: skip
 _SHOPIFY_TIME = re.compile(
     r"^(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d)(?::(\d\d))? ?([+-])(\d\d):?(\d\d)$"
 )
@@ -133,8 +156,13 @@ def parse_money(value: Any, field: str, decimal_comma: bool = False) -> Decimal 
     text = _MONEY_JUNK.sub("", text.strip())
     if not text:
         return None
+    text = _MONEY_CODE.sub(_iso_code_out, text)
     if decimal_comma:
-        text = text.replace(".", "").replace(",", ".")
+        if "." in text:  # a thousands separator: only where it groups three digits
+            if not re.fullmatch(r"-?\d{1,3}(\.\d{3})+(,\d+)?", text):
+                raise FieldError(field, value, "not an amount of money")
+            text = text.replace(".", "")
+        text = text.replace(",", ".")
     elif "," in text:
         if not re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", text):
             raise FieldError(field, value, "not an amount of money")
@@ -146,6 +174,10 @@ def parse_money(value: Any, field: str, decimal_comma: bool = False) -> Decimal 
     if not amount.is_finite():
         raise FieldError(field, value, "not an amount of money")
     return amount
+
+
+def _iso_code_out(match: re.Match[str]) -> str:
+    return "" if match.group() in _ISO_4217 else match.group()
 
 
 def minor_units(currency: str) -> int:
@@ -166,10 +198,13 @@ def quantize(amount: Decimal, currency: str) -> Decimal:
 def parse_quantity(value: Any, field: str) -> int:
     if value is None or value == "":
         return 1
-    if type(value) is str and value.isdigit():
+    if type(value) is str and value.isascii() and value.isdigit():
         return int(value)
+    text = str(value).strip()
+    if not text.isascii():  # '²' passes isdigit, not int(); '٣' both: only 0-9 count
+        raise FieldError(field, value, "not a quantity")
     try:
-        number = Decimal(str(value).strip())
+        number = Decimal(text)
     except InvalidOperation:
         raise FieldError(field, value, "not a quantity") from None
     if not number.is_finite() or number != number.to_integral_value() or number < 0:
@@ -331,8 +366,11 @@ def parse_phone(value: Any, country_code: str | None) -> str | None:
 
 @lru_cache(maxsize=1 << 16)
 def _e164(text: str, region: str | None) -> str | None:
-    if region is None and not text.startswith(("+", "00")):
-        return None
+    if region is None:
+        if text.startswith("00"):  # the international prefix: phonenumbers reads it only
+            text = "+" + text[2:]  # for a region that dials it, so write it as "+"
+        elif not text.startswith("+"):
+            return None
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:

@@ -219,6 +219,26 @@ def test_later_dates_past_a_year_ahead_reject_the_order_and_big_refunds_are_warn
     assert "refunded more than the order total" in " ".join(out.split())
 
 
+def test_a_quantity_in_non_ascii_digits_rejects_its_order_and_the_run_goes_on(
+    tmp_path: Path,
+) -> None:
+    """'²' passes str.isdigit() but not int(): it stopped the whole run with a traceback."""
+    summary = tmp_path / "summary.json"
+    rows = ["Name,Email,Financial Status,Currency,Total,Created at,Lineitem quantity,"
+            "Lineitem name,Lineitem price",
+            "#1,a@example.com,paid,USD,10.00,2021-06-01 12:00:00 +0000,1,Tee,10.00",
+            "#2,b@example.com,paid,USD,20.00,2021-06-02 12:00:00 +0000,²,Tee,10.00",
+            "#3,c@example.com,paid,USD,10.00,2021-06-03 12:00:00 +0000,1,Tee,10.00"]  # fmt: skip
+    code, _, rejected = dry_run_rows(tmp_path, rows, "--summary-json", str(summary))
+    assert code == 1
+    assert [(r["source"], r["line"], r["order_id"]) for r in rejected] == [
+        (str(tmp_path / "orders.csv"), 3, "#2")
+    ]
+    assert rejected[0]["detail"] == "line item 1 quantity: not a quantity ('²')"
+    written = json.loads(summary.read_text())
+    assert (written["orders_read"], written["orders_mapped"]) == (3, 2)
+
+
 def test_an_order_whose_rows_are_apart_is_said_to_be_so(tmp_path: Path) -> None:
     rows = ["Name,Id,Email,Financial Status,Currency,Total,Created at,Lineitem quantity,"
             "Lineitem name,Lineitem price,Lineitem sku",

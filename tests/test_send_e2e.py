@@ -563,6 +563,37 @@ def test_a_run_killed_between_a_rejection_and_its_resend_reports_it_once_after_r
     assert f"with {rejected} rejected order(s)/event(s)" in " ".join(rerun.stdout.split())
 
 
+def test_stray_values_on_one_line_of_a_json_export_are_each_a_rejection_through_a_resume(
+    tmp_path: Path,
+) -> None:
+    """Two stray values in a JSON export written on one line: the same reason, no id, line 1,
+    and a JSON order's resume point is its file's start. The checkpoint counted them once
+    (by order id and detail), so a rerun over the finished job said "1 rejected" where the
+    failures file listed 2; a resumed run, which meets them again, must not count 4 either."""
+    orders = [o for o in corpus.make_orders(12, 3, "shopify") if o.identifiable]
+    documents = json.loads(corpus.write_shopify_json(orders, tmp_path / "o.json").read_text())
+    first_order, second_order, *rest = documents["orders"]
+    strayed = [first_order, 7, second_order, 7, *rest]
+    (tmp_path / "orders.json").write_text(json.dumps({"orders": strayed}))  # on one line
+    base = ["send", "orders.json", "--rate-limit", BULK_RATE, "--failures", "f.jsonl", "-q"]
+    with st.StandIn(api_key=KEY, bulk_limits=BULK_LIMITS) as s:
+        first = cli(tmp_path, *base, "--base-url", s.url, "--limit", "3")
+        assert first.returncode == 1, said(first)
+        resumed = cli(tmp_path, *base, "--base-url", s.url, "--resume")
+        assert resumed.returncode == 1, said(resumed)
+        failures = [json.loads(x) for x in (tmp_path / "f.jsonl").read_text().splitlines()]
+        assert [(f["line"], f["reason"]) for f in failures] == [
+            (1, "a JSON int where an order should be")
+        ] * 2
+        stored = s.keys()
+        assert {uid for _, metric, uid in stored if metric == "Placed Order"} == {
+            o.id for o in orders
+        }
+        rerun = cli(tmp_path, *base, "--base-url", s.url)
+    assert rerun.returncode == 1 and "Nothing to do" in rerun.stdout, said(rerun)
+    assert "with 2 rejected order(s)/event(s)" in " ".join(rerun.stdout.split()), said(rerun)
+
+
 def test_the_time_floor_follows_the_api_revision(small: Export, tmp_path: Path) -> None:
     """Klaviyo takes events from 1990 on at revision 2026-07-15, from 2000 on before it. An
     order placed in 1998 is rejected by the tool itself at 2026-04-15, naming the revision, so

@@ -69,7 +69,8 @@ def test_thousands_separators_are_dropped(text: str, want: str) -> None:
 @pytest.mark.parametrize(
     ("text", "want"),
     [("1.234,50", "1234.50"), ("12,50", "12.50"), ("0,99", "0.99"),
-     ("€ 1.234.567,89", "1234567.89"), ("1 234,50", "1234.50"), ("-3,10", "-3.10")],
+     ("€ 1.234.567,89", "1234567.89"), ("1 234,50", "1234.50"), ("-3,10", "-3.10"),
+     ("1.234", "1234"), ("1.234.567", "1234567"), ("-1.234,5", "-1234.5"), ("12", "12")],
 )  # fmt: skip
 def test_decimal_comma_reads_comma_as_the_decimal_point(text: str, want: str) -> None:
     assert same_decimal(parse_money(text, "total", decimal_comma=True), want)
@@ -82,15 +83,15 @@ def test_without_decimal_comma_commas_that_are_not_thousands_groups_are_refused(
     assert caught.value.field == "total"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: with decimal_comma, a dot is dropped wherever it is, unchecked: '12.50' is read "
-    "as 1250 and '1,234.5' as 1.2345, where the default mode refuses the mirror case '12,50'",
+@pytest.mark.parametrize(
+    "text", ["12.50", "1,234.5", "12.5.3", "1.23,45", "1234.567", "1.2345", ".5", "USD 0.99"]
 )
-@pytest.mark.parametrize("text", ["12.50", "1,234.5", "12.5.3"])
 def test_decimal_comma_refuses_dots_that_are_not_thousands_groups(text: str) -> None:
-    with pytest.raises(FieldError):
+    """The mirror of the default mode's '12,50': a dot was dropped wherever it was, so '12.50'
+    read as 1250 and '1,234.5' as 1.2345."""
+    with pytest.raises(FieldError) as caught:
         parse_money(text, "total", decimal_comma=True)
+    assert caught.value.field == "total" and caught.value.value == text
 
 
 @pytest.mark.parametrize(
@@ -111,18 +112,40 @@ def test_garbage_is_a_field_error_naming_the_field(text: str) -> None:
     assert caught.value.value == text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: any three capital letters are stripped as a currency code, so a money field "
-    "holding only a word such as 'TBD' or 'INF' reads as blank (None) instead of refused",
-)
-@pytest.mark.parametrize("text", ["TBD", "INF"])
+@pytest.mark.parametrize("text", ["TBD", "INF", "NAN", "USD", "ALL", " EUR ", "USD $"])
 def test_a_bare_word_is_garbage_not_blank(text: str) -> None:
+    """Any three capitals were stripped as a currency code, so 'TBD' or 'INF' read as blank
+    (None). A code is stripped only next to a number: a word alone, even a code (a column
+    shifted by one), is not an amount."""
+    with pytest.raises(FieldError) as caught:
+        parse_money(text, "total")
+    assert caught.value.value == text
+
+
+@pytest.mark.parametrize("text", ["12.50 TBD", "ABC 12.50", "12 INF", "5XYZ", "US 5", "USDX 5"])
+def test_three_capitals_that_are_no_iso_4217_code_are_not_stripped(text: str) -> None:
     with pytest.raises(FieldError):
         parse_money(text, "total")
 
 
-@pytest.mark.parametrize("value", [None, "", "   ", "$", "USD"])
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [("JPY 1000", "1000"), ("1000JPY", "1000"), ("KWD 1.250", "1.250"), ("ALL 500", "500"),
+     ("HRK 99.90", "99.90"), ("XCG 10", "10"), ("ZWG 7.5", "7.5")],
+)  # fmt: skip
+def test_iso_4217_codes_next_to_the_number_are_stripped(text: str, want: str) -> None:
+    """Active codes, and ones withdrawn lately that past orders carry (HRK: Croatia, 2023)."""
+    assert same_decimal(parse_money(text, "total"), want)
+
+
+def test_a_code_is_stripped_with_decimal_comma_too() -> None:
+    assert same_decimal(parse_money("EUR 1.234,50", "total", decimal_comma=True), "1234.50")
+    assert same_decimal(parse_money("12,50 EUR", "total", decimal_comma=True), "12.50")
+    with pytest.raises(FieldError):
+        parse_money("TBD", "total", decimal_comma=True)
+
+
+@pytest.mark.parametrize("value", [None, "", "   ", "$", " € "])
 def test_blank_money_is_none(value: str | None) -> None:
     assert parse_money(value, "total") is None
 
@@ -182,15 +205,13 @@ def test_fractional_negative_or_unreadable_quantities_are_refused(value: object)
     assert caught.value.field == "quantity"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: str.isdigit() is true for '²' and '①', int() is not: a bare ValueError escapes "
-    "instead of a FieldError, and the whole run stops with a traceback",
-)
-@pytest.mark.parametrize("value", ["²", "①"])
+@pytest.mark.parametrize("value", ["²", "①", " ² ", "1²", "\u0663", "\uff13", "1.\u0665"])
 def test_digit_like_symbols_are_a_field_error(value: str) -> None:
-    with pytest.raises(FieldError):
+    """str.isdigit() is true for '²' and '①', int() is not (a bare ValueError stopped the run);
+    Arabic-Indic and full-width digits read as numbers to both: only ASCII digits are read."""
+    with pytest.raises(FieldError) as caught:
         parse_quantity(value, "quantity")
+    assert caught.value.field == "quantity" and caught.value.value == value
 
 
 # ---------------------------------------------------------------- parse_email
@@ -253,13 +274,24 @@ def test_numbers_that_cannot_be_made_valid_are_none(value: str | None, country: 
     assert parse_phone(value, country) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: parse_phone lets a number starting with the '00' international prefix through "
-    "without a country, but phonenumbers cannot read '00' without a region: always None",
-)
-def test_00_international_prefix_is_read_without_a_country() -> None:
-    assert parse_phone("0044 20 7946 0958", None) == "+442079460958"
+@pytest.mark.parametrize(
+    ("value", "want"),
+    [("0044 20 7946 0958", "+442079460958"), ("001 650-253-0000", "+16502530000"),
+     ("00 81 90-1234-5678", "+819012345678"), ("'0044 20 7946 0958", "+442079460958")],
+)  # fmt: skip
+def test_00_international_prefix_is_read_without_a_country(value: str, want: str) -> None:
+    """parse_phone let a '00' number through without a country, but phonenumbers reads '00'
+    only for a region that dials it: it was always None."""
+    assert parse_phone(value, None) == want
+
+
+@pytest.mark.parametrize("value", ["00", "0044", "0000 20 7946 0958", "00 1 000-000-0000"])
+def test_00_numbers_that_are_not_valid_are_none(value: str) -> None:
+    assert parse_phone(value, None) is None
+
+
+def test_00_with_a_country_that_dials_it_is_read_as_before() -> None:
+    assert parse_phone("0044 20 7946 0958", "DE") == "+442079460958"
 
 
 # ---------------------------------------------------------------- parse_time
