@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from .errors import CheckpointError, UnfinishedRun
+from .files import private_folder
 from .model import Position, Rejection
 
 __all__ = [
@@ -161,10 +162,21 @@ class Ledger:
     @_guarded
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        os.chmod(path, 0o600)
+        private_folder(path.parent)
+        for side in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if side.is_symlink():  # SQLite would follow it, and write where it points
+                raise CheckpointError(
+                    f"checkpoint {side} is a symbolic link: refusing to follow it",
+                    "Name the file itself with --checkpoint, or remove the link.",
+                )
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise trouble(path, exc) from None
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -175,7 +187,7 @@ class Ledger:
             raise
         for suffix in ("-wal", "-shm"):
             side = Path(f"{path}{suffix}")
-            if side.exists():
+            if side.exists() and not side.is_symlink():
                 os.chmod(side, 0o600)
 
     # ------------------------------------------------------------ meta

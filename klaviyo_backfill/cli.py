@@ -12,6 +12,7 @@ import os
 import shlex
 import signal
 import sys
+import warnings
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -22,6 +23,7 @@ import click
 from . import __version__
 from .errors import (
     BackfillError,
+    BackfillWarning,
     CheckpointError,
     ExitCode,
     GaveUp,
@@ -49,6 +51,7 @@ def _edge(func: Callable[..., int]) -> Callable[..., None]:
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> None:
+        _warnings()
         try:
             code = func(*args, **kwargs)
         except UnfinishedRun as exc:
@@ -74,6 +77,20 @@ def _edge(func: Callable[..., int]) -> Callable[..., None]:
     return wrapper
 
 
+def _warnings() -> None:
+    """The core's BackfillWarnings as one "Warning: ..." line each on stderr."""
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, BackfillWarning):
+            click.echo(f"Warning: {message}", err=True)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+    warnings.simplefilter("default", BackfillWarning)
+
+
 def _quiet_stdout() -> None:
     """stdout's reader went away: point it at /dev/null so the exit flush does not fail."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -82,6 +99,9 @@ def _quiet_stdout() -> None:
 def _check_writable(path: str, option: str) -> None:
     """Before any work: a file the run writes at its end must be writable then."""
     target = Path(path)
+    if target.is_symlink():
+        raise UsageError(f"{option} {path} is a symbolic link: refusing to follow it",
+                         "Name the file itself, not a link to it (or remove the link).")  # fmt: skip
     folder = target.parent
     if target.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
         why = "is a folder" if target.is_dir() else f"cannot be written in {folder}"
@@ -91,7 +111,9 @@ def _check_writable(path: str, option: str) -> None:
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    from .run import write_private
+
+    write_private(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", "--summary-json")
 
 
 def _logging(verbose: int, log_file: str | None) -> None:
@@ -109,7 +131,9 @@ def _logging(verbose: int, log_file: str | None) -> None:
         handler.setFormatter(fmt)
         root.addHandler(handler)
     if log_file:
-        handler = logging.FileHandler(log_file, encoding="utf-8")
+        from .run import open_private
+
+        handler = logging.StreamHandler(open_private(log_file, "--log", text=True))
         handler.setFormatter(fmt)
         root.addHandler(handler)
 

@@ -15,6 +15,9 @@
      │    └── RetiredApiError      410 from the retired Track API
      └── GaveUp                    (exit 4) retries ran out; --resume continues
 
+`BackfillWarning` is the one warning category: a condition worth a line on stderr that does
+not stop the run (a state folder others may write in, a key on the command line).
+
 Row-level problems are not exceptions that escape: `FieldError` is raised while one
 order is converted and becomes a rejection of that order, and the run goes on.
 """
@@ -27,6 +30,7 @@ from typing import Any
 __all__ = [
     "AuthError",
     "BackfillError",
+    "BackfillWarning",
     "CheckpointError",
     "ExitCode",
     "FieldError",
@@ -76,6 +80,10 @@ def _rebuild(cls: type[BackfillError], args: tuple[Any, ...], state: dict[str, A
     Exception.__init__(error, *args)
     error.__dict__.update(state)
     return error
+
+
+class BackfillWarning(UserWarning):
+    """Said on stderr as "Warning: ...", and the run goes on."""
 
 
 class UsageError(BackfillError):

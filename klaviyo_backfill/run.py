@@ -28,6 +28,7 @@ from typing import IO, TYPE_CHECKING
 from .checkpoint import Finished, Landmarks, Ledger, found_for, locate, open_ledger
 from .errors import BackfillError, CheckpointError, OutputError, UsageError
 from .failures import Failures
+from .files import open_private, write_private
 from .options import SendOptions
 
 if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
@@ -47,11 +48,13 @@ __all__ = [
     "SendOutcome",
     "dry_run",
     "inspect",
+    "open_private",
     "open_status",
     "orders",
     "requests",
     "send",
     "send_job",
+    "write_private",
 ]
 
 # what a checkpoint's fingerprint covers, besides the exports: named when they differ
@@ -84,7 +87,7 @@ def open_output(path: str | None) -> Iterator[IO[bytes] | None]:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
     else:
-        with open(path, "wb") as fh:
+        with open_private(path, "--output") as fh:
             yield fh
 
 

@@ -9,8 +9,10 @@ to fractions of a second through the hidden `--tuning` option, never by retrying
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import threading
 import time
@@ -560,3 +562,87 @@ def test_json_nested_a_million_deep_is_a_rejected_order_not_a_recursion_error(
     assert failure["reason"] == f"nested {DEEP + 1:,} levels deep (Klaviyo takes 10)"
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["orders_read"] == 3 and summary["orders_mapped"] == 2
+
+
+# ---------------------------------------------------------------- 5. files: links and modes
+
+
+PROBLEMS = rogue.EXPORT.parent / "problems" / "shopify_orders_with_problems.csv"
+
+
+def victim(where: Path) -> Path:
+    """A file someone would like this tool to overwrite."""
+    target = where / "victim.txt"
+    target.write_text("precious\n")
+    return target
+
+
+@pytest.mark.parametrize("option", ["--output", "--summary-json"])
+def test_an_output_or_summary_that_is_a_link_is_refused(option: str, tmp_path: Path) -> None:
+    export_in(tmp_path)
+    target = victim(tmp_path)
+    (tmp_path / "planted").symlink_to(target)
+    result = cli(tmp_path, "send", "orders.csv", "--dry-run", option, "planted")
+    assert result.returncode == 2, said(result)
+    assert f"{option} planted is a symbolic link: refusing to follow it" in result.stderr
+    assert target.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_failures_file_that_is_a_link_is_replaced_not_followed(
+    dangling: bool, tmp_path: Path
+) -> None:
+    """A link to a file, or to where a file would be created (/etc/cron.d/x, say)."""
+    target = tmp_path / "elsewhere" if dangling else victim(tmp_path)
+    (tmp_path / "failures.jsonl").symlink_to(target)
+    result = cli(tmp_path, "send", str(PROBLEMS), "--dry-run", "--failures", "failures.jsonl")
+    assert result.returncode == 1, said(result)  # finished, with rejected orders
+    assert not target.exists() if dangling else target.read_text() == "precious\n"
+    written = tmp_path / "failures.jsonl"
+    assert not written.is_symlink() and written.read_text().count("\n") > 0
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_a_checkpoint_that_is_a_link_is_refused(suffix: str, tmp_path: Path) -> None:
+    export_in(tmp_path)
+    target = victim(tmp_path)
+    (tmp_path / f"cp.sqlite{suffix}").symlink_to(target)
+    with st.StandIn(api_key=KEY) as klaviyo:
+        result = send(tmp_path, klaviyo.url, "--checkpoint", "cp.sqlite")
+        assert not klaviyo.requests  # refused before anything was sent
+    assert result.returncode == 2, said(result)
+    assert f"checkpoint cp.sqlite{suffix} is a symbolic link: refusing to follow it" in " ".join(
+        result.stderr.split()
+    )
+    assert target.read_text() == "precious\n"
+
+
+def test_files_with_customer_data_are_0600_and_the_state_folder_0700(tmp_path: Path) -> None:
+    """Whatever the umask: --output, the failures file, the summary and the log (an --output
+    left 0644 by an earlier run included), the checkpoint folder."""
+    export_in(tmp_path)
+    shutil.copy(PROBLEMS, tmp_path / "problems.csv")
+    (tmp_path / "out.jsonl").write_text("old\n")
+    (tmp_path / "out.jsonl").chmod(0o644)
+    with st.StandIn(api_key=KEY) as klaviyo:
+        result = cli(tmp_path, "send", "problems.csv", "--base-url", klaviyo.url, "--output",
+                     "out.jsonl", "--failures", "failures.jsonl", "--summary-json", "s.json",
+                     "--log", "run.log", "-q")  # fmt: skip
+    assert result.returncode == 1, said(result)
+    for name in ("out.jsonl", "failures.jsonl", "s.json", "run.log"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE((tmp_path / ".klaviyo-backfill").stat().st_mode) == 0o700
+    assert "Warning" not in result.stderr
+
+
+def test_a_state_folder_others_may_write_in_is_warned_about(tmp_path: Path) -> None:
+    export_in(tmp_path)
+    folder = tmp_path / ".klaviyo-backfill"
+    folder.mkdir()
+    folder.chmod(0o777)
+    with st.StandIn(api_key=KEY) as klaviyo:
+        result = send(tmp_path, klaviyo.url)
+    assert result.returncode == 0, said(result)
+    assert f"Warning: {folder.name} is writable by other users (mode 777)" in " ".join(
+        result.stderr.split()
+    ), said(result)
