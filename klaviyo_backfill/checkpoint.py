@@ -9,6 +9,7 @@ The ledger never holds the API key: only ids, counts, times and the run's finger
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
@@ -119,8 +120,12 @@ def trouble(path: Path, exc: BaseException) -> CheckpointError:
     """What went wrong with a checkpoint, in words, naming it (never a traceback)."""
     text = str(exc)
     lower = text.lower()
-    if isinstance(exc, OSError):
-        return CheckpointError(f"checkpoint {path}: {exc.strerror or text}")
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        lower = "readonly"
+    elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        lower = "disk is full"
+    elif isinstance(exc, OSError):
+        text = exc.strerror or text
     if "disk is full" in lower:
         why, hint = "the disk is full", "Free some space, then continue with --resume."
     elif "locked" in lower or "busy" in lower:

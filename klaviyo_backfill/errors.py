@@ -9,6 +9,7 @@
      │    └── UnfinishedRun        a new run over an unfinished one (--resume or --restart)
      ├── WorkerError               a worker process of a split dry run or inspect died
      ├── InternalError             an unexpected error in the sender: a bug, reported in one line
+     ├── CertificateError          the server's TLS certificate is not trusted here
      ├── OutputError               --output stopped taking bodies during a send
      ├── SendError                 (exit 3) Klaviyo refused the whole job
      │    ├── AuthError            401/403: key missing, wrong or lacking scope
@@ -31,6 +32,7 @@ __all__ = [
     "AuthError",
     "BackfillError",
     "BackfillWarning",
+    "CertificateError",
     "CheckpointError",
     "ExitCode",
     "FieldError",
@@ -118,6 +120,11 @@ class UnfinishedRun(CheckpointError):
 class InternalError(BackfillError):
     """An error nobody foresaw in the sender (a bug): the run stops, its checkpoint consistent,
     with one line naming it (the traceback goes to the log, -v or --log)."""
+
+
+class CertificateError(BackfillError):
+    """The server's TLS certificate could not be verified: a local matter (a proxy that
+    inspects TLS, a missing CA bundle, a wrong base URL), never retried."""
 
 
 class WorkerError(BackfillError):

@@ -193,27 +193,29 @@ Progress = Callable[["Stats", "SendStats"], None]
 
 def send_config(job: Job, options: SendOptions, ask_key: Callable[[], str | None]) -> SendConfig:
     """Where and how fast to send: checked before any checkpoint is touched."""
-    from .klaviyo.client import SendConfig, loopback_only, tuned
+    from .klaviyo.client import SendConfig, clean_key, loopback_only, tuned
     from .klaviyo.throttle import parse_rate_limit
 
     loopback_only(options.base_url)
     endpoint = job.endpoint
     windows = parse_rate_limit(options.rate_limit) if options.rate_limit else endpoint.windows
+    public = options.public_key
     if not endpoint.versioned:
-        if not options.public_key:
+        public = clean_key(public, "the public key (KLAVIYO_PUBLIC_KEY)")
+        if not public:
             raise UsageError(
                 "--endpoint legacy needs a public key: set KLAVIYO_PUBLIC_KEY or pass --public-key"
             )
         key = None
     else:
-        key = options.api_key or ask_key()
+        key = clean_key(options.api_key or ask_key(), "the API key (KLAVIYO_API_KEY)")
         if not key:
             raise UsageError(
                 "no API key: set KLAVIYO_API_KEY (a private key with the events:write scope)"
             )
     config = SendConfig(
         base_url=options.base_url, endpoint=endpoint, windows=windows, api_key=key,
-        public_key=options.public_key, revision=job.revision,
+        public_key=public, revision=job.revision,
         concurrency=options.concurrency or endpoint.concurrency,
     )  # fmt: skip
     return tuned(config, options.tuning) if options.tuning else config

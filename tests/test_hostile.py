@@ -646,3 +646,137 @@ def test_a_state_folder_others_may_write_in_is_warned_about(tmp_path: Path) -> N
     assert f"Warning: {folder.name} is writable by other users (mode 777)" in " ".join(
         result.stderr.split()
     ), said(result)
+
+
+# ---------------------------------------------------------------- 6. clear local errors
+
+
+def strict(seen: Seen) -> Reply:
+    """Klaviyo-like about the key: exactly `Klaviyo-API-Key <KEY>`, or 401."""
+    if seen.headers.get("Authorization") == f"Klaviyo-API-Key {KEY}":
+        return Reply(202)
+    body = b'{"errors": [{"status": 401, "code": "not_authenticated", "detail": "bad key"}]}'
+    return Reply(401, JSONAPI, body)
+
+
+@pytest.mark.parametrize("around", [("", "\r"), ("", "\n"), ("", " "), (" \t", "\r\n")])
+def test_whitespace_around_the_key_is_stripped_silently(
+    around: tuple[str, str], tmp_path: Path
+) -> None:
+    """A key pasted with its line end, or a space: before, the request could not be made and
+    was retried for a minute as if Klaviyo were down."""
+    export_in(tmp_path)
+    with Rogue(strict) as server:
+        result = send(tmp_path, server.url, key=around[0] + KEY + around[1], timeout=30)
+    assert result.returncode == 0, said(result)
+    assert len(server.seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "what"),
+    [
+        (KEY[:8] + "é" + KEY[9:], "a character that is not ASCII (at position 9"),
+        (KEY[:8] + "\x1b" + KEY[9:], "a control character (at position 9"),
+        (KEY[:8] + " " + KEY[9:], "a space (at position 9"),
+        (KEY[:8] + "\n" + KEY[9:], "a control character (at position 9"),
+    ],
+)
+def test_a_key_with_a_character_no_key_has_is_refused_before_any_request(
+    key: str, what: str, tmp_path: Path
+) -> None:
+    export_in(tmp_path)
+    with Rogue(strict) as server:
+        result = send(tmp_path, server.url, key=key, timeout=30)
+    assert result.returncode == 2, said(result)
+    assert not server.seen
+    assert f"the API key (KLAVIYO_API_KEY) has {what}" in result.stderr, said(result)
+    assert "Traceback" not in result.stderr
+    assert key.strip() not in result.stdout + result.stderr
+    assert not (tmp_path / ".klaviyo-backfill").exists()
+
+
+def test_an_untrusted_certificate_says_so_at_once_and_how_to_trust_one(tmp_path: Path) -> None:
+    """Before: retried for 47-86 s, then "rerun with --resume when Klaviyo answers again"."""
+    tls = rogue.self_signed(tmp_path)
+    if tls is None:
+        pytest.skip("openssl is needed to make a certificate")
+    export_in(tmp_path)
+    with Rogue(strict, tls=tls) as server:
+        started = time.monotonic()
+        result = send(tmp_path, server.url, tuning="max_attempts=10,backoff_base=1")
+        took = time.monotonic() - started
+        assert result.returncode == 2, said(result)
+        err = " ".join(result.stderr.split())
+        assert "the TLS certificate of 127.0.0.1 could not be verified" in err, said(result)
+        assert "SSL_CERT_FILE" in err and "--resume when Klaviyo answers" not in err
+        assert took < 20
+        trusted = send(tmp_path, server.url, "--resume", SSL_CERT_FILE=tls[0])
+        assert trusted.returncode == 0, said(trusted)
+        assert len(server.seen) == 1
+
+
+def garbage(path: Path) -> None:
+    path.write_bytes(b"this is not an SQLite database, whatever its name says" * 100)
+
+
+def truncated(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+@pytest.mark.parametrize("damage", [garbage, truncated])
+def test_a_corrupt_checkpoint_is_named_with_restart_suggested_by_resume_and_status(
+    damage: Callable[[Path], None], tmp_path: Path
+) -> None:
+    export_in(tmp_path)
+    with st.StandIn(api_key=KEY) as klaviyo:
+        first = send(tmp_path, klaviyo.url, "--limit", "5", "--checkpoint", "cp.sqlite")
+        assert first.returncode == 0, said(first)
+        cp = tmp_path / "cp.sqlite"
+        db = sqlite3.connect(cp)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file
+        db.close()
+        for side in ("cp.sqlite-wal", "cp.sqlite-shm"):
+            (tmp_path / side).unlink(missing_ok=True)
+        damage(cp)
+        seen = len(klaviyo.requests)
+        resumed = send(tmp_path, klaviyo.url, "--checkpoint", "cp.sqlite", "--resume")
+        assert len(klaviyo.requests) == seen
+    status = cli(tmp_path, "status", "--checkpoint", "cp.sqlite")
+    for result in (resumed, status):
+        assert result.returncode == 2, said(result)
+        err = " ".join(result.stderr.split())
+        assert "checkpoint cp.sqlite: it is corrupt or not a checkpoint" in err, said(result)
+        assert "--restart" in err and "Traceback" not in err
+
+
+def test_a_read_only_checkpoint_on_resume_says_so(tmpfs: Path, tmp_path: Path) -> None:
+    export_in(tmp_path)
+    cp = tmpfs / "cp.sqlite"
+    with st.StandIn(api_key=KEY) as klaviyo:
+        first = send(tmp_path, klaviyo.url, "--limit", "5", "--checkpoint", str(cp))
+        assert first.returncode == 0, said(first)
+        remount = subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], capture_output=True)
+        if remount.returncode != 0:
+            pytest.skip(f"cannot remount the tmpfs read-only: {remount.stderr!r}")
+        resumed = send(tmp_path, klaviyo.url, "--checkpoint", str(cp), "--resume")
+    assert resumed.returncode == 2, said(resumed)
+    err = " ".join(resumed.stderr.split())
+    assert f"checkpoint {cp}: it cannot be written (read-only)" in err, said(resumed)
+    assert "Traceback" not in err
+
+
+def test_errors_go_to_stderr_not_stdout(tmp_path: Path) -> None:
+    """Klaviyo refusing the key (exit 3), and a redirect (not Klaviyo's answer: exit 4)."""
+    export_in(tmp_path)
+    with Rogue(strict) as server:
+        refused = send(tmp_path, server.url, key="pk_" + "0" * 30)
+    moved = {"Location": "https://example.com/login"}
+    with Rogue(lambda seen: Reply(302, moved)) as server:
+        redirected = send(tmp_path, server.url, "--restart")
+    assert refused.returncode == 3, said(refused)
+    assert "Error: Klaviyo refused the API key (HTTP 401)" in refused.stderr
+    assert redirected.returncode == 4, said(redirected)
+    assert "(redirected to https://example.com/login)" in " ".join(redirected.stderr.split())
+    for result in (refused, redirected):
+        assert "Error" not in result.stdout, said(result)

@@ -18,6 +18,7 @@ import base64
 import concurrent.futures
 import contextlib
 import logging
+import ssl
 import threading
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ from ..encode import Encoder, Request
 from ..errors import (
     AuthError,
     BackfillError,
+    CertificateError,
     GaveUp,
     InternalError,
     RetiredApiError,
@@ -50,6 +52,7 @@ __all__ = [
     "SendStats",
     "Sender",
     "Settler",
+    "clean_key",
     "client_for",
     "halves",
     "loopback_only",
@@ -291,7 +294,16 @@ class Sender:
         except httpx.TimeoutException as exc:
             raise Retry(f"timeout ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise Retry(f"connection error ({type(exc).__name__})") from None
+            reason = _certificate_failure(exc)
+            if reason is None:
+                raise Retry(f"connection error ({type(exc).__name__})") from None
+            self.halt(CertificateError(
+                f"the TLS certificate of {httpx.URL(self.url).host} could not be verified "
+                f"({reason}): this machine does not trust it",
+                "If a proxy or your network inspects TLS, point SSL_CERT_FILE at its CA "
+                "bundle (a PEM file); otherwise check KLAVIYO_BASE_URL.",
+            ))  # fmt: skip
+            return
         await self._answer(request, answer)
 
     async def _answer(self, request: Request, answer: Answer) -> None:
@@ -435,6 +447,18 @@ _TUNABLE = {"timeout", "deadline", "grace", "body_cap"}
 _WHOLE = {"max_attempts", "body_cap"}
 
 
+def _certificate_failure(exc: BaseException) -> str | None:
+    """Why the server's certificate was not trusted, when that is what failed."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or "not trusted")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _unexpected(exc: Exception) -> BackfillError:
     """An error nobody foresaw while sending, in one line (the traceback goes to the log)."""
     log.error("the run stops on an unexpected error", exc_info=exc)
@@ -480,6 +504,25 @@ class _Reading:
         """Let the reading thread see that the run stopped (it uses the checkpoint, the
         failures file and --output); one blocked for longer is left behind."""
         self.thread.join(seconds)
+
+
+def clean_key(key: str | None, name: str) -> str | None:
+    """A key as given, without the whitespace around it (a pasted line's end, a trailing
+    space). A key with any other character that is not printable ASCII is refused before any
+    request: it would fail as Klaviyo's refusal (or as a traceback) far from its cause."""
+    if key is None:
+        return None
+    key = key.strip()
+    for position, char in enumerate(key, 1):
+        if not (char.isascii() and char.isprintable()) or char.isspace():
+            kind = "a character that is not ASCII" if not char.isascii() else (
+                "a space" if char == " " else "a control character"
+            )  # fmt: skip
+            raise UsageError(
+                f"{name} has {kind} (at position {position} of {len(key)}): no Klaviyo key does",
+                "Copy the key again from Klaviyo (Settings > API keys); it is never shown here.",
+            )
+    return key
 
 
 def loopback_only(url: str) -> None:
