@@ -197,6 +197,14 @@ def _given(param: str) -> bool:
     )
 
 
+def _on_command_line(param: str) -> bool:
+    ctx = click.get_current_context(silent=True)
+    return (
+        ctx is not None
+        and ctx.get_parameter_source(param) == click.core.ParameterSource.COMMANDLINE
+    )
+
+
 def _inputs(kw: dict[str, Any]) -> InputOptions:
     if kw["layout"] and kw["mapping"]:
         raise UsageError("--mapping is the old name of --layout: give one of them")
@@ -301,6 +309,10 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
 def send(**kw: Any) -> int:
     """Send the orders in PATHS (files or folders) to Klaviyo."""
     options = _send_options(kw)
+    if _on_command_line("api_key"):
+        click.echo("Warning: --api-key on the command line can be read by other users of this "
+                   "machine (ps, /proc); prefer KLAVIYO_API_KEY, or leave both out to be asked.",
+                   err=True)  # fmt: skip
     if kw["summary_json"]:
         _check_writable(kw["summary_json"], "--summary-json")
     _logging(kw["verbose"], kw["log_file"])

@@ -780,3 +780,92 @@ def test_errors_go_to_stderr_not_stdout(tmp_path: Path) -> None:
     assert "(redirected to https://example.com/login)" in " ".join(redirected.stderr.split())
     for result in (refused, redirected):
         assert "Error" not in result.stdout, said(result)
+
+
+# ---------------------------------------------------------------- 7. the key never leaves
+
+
+def echoing() -> Callable[[Seen], Reply]:
+    """Refuses the first profile's events with a detail that repeats the Authorization
+    header (and the bare key), then takes the rest: a server that echoes what it got."""
+    answered: list[Seen] = []
+
+    def answer(seen: Seen) -> Reply:
+        answered.append(seen)
+        if len(answered) > 1:  # the rest, resent without the refused profile
+            return Reply(202)
+        auth = seen.headers.get("Authorization", "")
+        error = {"status": 400, "code": "invalid", "title": "Invalid input.",
+                 "detail": f"header {auth!r} not allowed here; key={KEY}",
+                 "source": {"pointer": "/data/attributes/events-bulk-create/data/0"}}  # fmt: skip
+        return Reply(400, JSONAPI, json.dumps({"errors": [error]}).encode())
+
+    return answer
+
+
+def test_a_key_a_server_echoes_is_redacted_from_everything_kept(tmp_path: Path) -> None:
+    """The detail of a 400 repeats the Authorization header: before, the key went into the
+    failures file, the checkpoint, the summary and the log."""
+    export_in(tmp_path)
+    with Rogue(echoing()) as server:
+        result = send(tmp_path, server.url, "--summary-json", "summary.json", "--log",
+                      "run.log", "-v", "--checkpoint", "cp.sqlite")  # fmt: skip
+    assert result.returncode == 1, said(result)  # finished, with events Klaviyo refused
+    failures = (tmp_path / "failures.jsonl").read_text()
+    assert "Klaviyo-API-Key [redacted]" in failures and "key=[redacted]" in failures
+    assert recorded(tmp_path / "cp.sqlite")[1] > 0
+    kept = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "orders.csv"]
+    assert {"failures.jsonl", "summary.json", "run.log", "cp.sqlite"} <= {p.name for p in kept}
+    for path in kept:
+        assert KEY.encode() not in path.read_bytes(), path
+        assert KEY[3:].encode() not in path.read_bytes(), path
+    assert KEY[3:] not in result.stdout + result.stderr
+
+
+def test_a_redirect_that_names_the_key_is_redacted(tmp_path: Path) -> None:
+    export_in(tmp_path)
+    moved = {"Location": f"https://evil.example/?auth=Klaviyo-API-Key {KEY}"}
+    with Rogue(lambda seen: Reply(307, moved)) as server:
+        result = send(tmp_path, server.url, "-v")
+    assert result.returncode == 4, said(result)
+    assert "redirected to https://evil.example/?auth=Klaviyo-API-Key [redacted]" in " ".join(
+        result.stderr.split()
+    ), said(result)
+    assert KEY[3:] not in result.stdout + result.stderr
+
+
+def test_userinfo_in_the_base_url_is_refused_without_printing_it(tmp_path: Path) -> None:
+    export_in(tmp_path)
+    with st.StandIn(api_key=KEY) as klaviyo:
+        url = klaviyo.url.replace("http://", "http://admin:s3cr3t-pw@")
+        result = cli(tmp_path, "send", "orders.csv", "-q", KLAVIYO_BASE_URL=url)
+        assert not klaviyo.requests
+    assert result.returncode == 2, said(result)
+    assert "carries a user name or password" in result.stderr
+    assert "s3cr3t-pw" not in result.stdout + result.stderr
+
+
+def test_a_loopback_base_url_never_goes_through_a_proxy(tmp_path: Path) -> None:
+    """HTTP_PROXY set (as in many offices): a request to http://localhost went to the proxy,
+    key and all."""
+    export_in(tmp_path)
+    with Rogue(lambda seen: Reply(502)) as proxy, st.StandIn(api_key=KEY) as klaviyo:
+        url = klaviyo.url.replace("127.0.0.1", "localhost")
+        proxies = {name: proxy.url for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY")}
+        result = send(tmp_path, url, **proxies)
+        assert result.returncode == 0, said(result)
+        assert not proxy.seen, [s.headers for s in proxy.seen]
+        assert len(klaviyo.events) == EVENTS
+
+
+def test_a_key_on_the_command_line_is_warned_about(tmp_path: Path) -> None:
+    export_in(tmp_path)
+    with st.StandIn(api_key=KEY) as klaviyo:
+        given = send(tmp_path, klaviyo.url, "--api-key", KEY, key=None)
+        from_env = send(tmp_path, klaviyo.url, "--restart")
+    assert given.returncode == 0 and from_env.returncode == 0, said(given) + said(from_env)
+    assert "Warning: --api-key on the command line can be read by other users" in " ".join(
+        given.stderr.split()
+    )
+    assert "Warning" not in from_env.stderr
+    assert KEY not in given.stdout + given.stderr

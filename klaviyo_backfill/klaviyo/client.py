@@ -18,6 +18,7 @@ import base64
 import concurrent.futures
 import contextlib
 import logging
+import re
 import ssl
 import threading
 import time
@@ -48,6 +49,7 @@ from .retry import Attempts, Retry, RetryPolicy
 from .throttle import Limiter
 
 __all__ = [
+    "Redactor",
     "SendConfig",
     "SendStats",
     "Sender",
@@ -156,6 +158,7 @@ class Sender:
         self.headers = config.headers()
         self.on_progress: Callable[[], None] = lambda: None
         self._workers: list[asyncio.Task[None]] = []
+        self.redact = Redactor(config.api_key, config.public_key)
 
     # ------------------------------------------------------------ the run
 
@@ -342,7 +345,7 @@ class Sender:
         elif status in (400, 413, 422):
             await self._isolate(request, errors, pointed=status != 413)
         else:
-            details = "; ".join(detail(e) for e in errors)
+            details = "; ".join(self._detail(e) for e in errors)
             self.halt(SendError(f"Klaviyo answered HTTP {status} to {self.url}: {details[:300]}"))
 
     def _capped(self, wait: float | None) -> float | None:
@@ -354,10 +357,14 @@ class Sender:
             return cap
         return wait
 
+    def _detail(self, error: dict[str, Any]) -> str:
+        """An error's detail as Klaviyo wrote it, the key taken out (an echo of the header)."""
+        return self.redact(detail(error))
+
     def _not_klaviyo(self, answer: Answer) -> Retry:
         """An answer that is not Klaviyo's (a login page, a proxy, a wrong base URL): a fault."""
-        what = answer.describe()
-        location = answer.headers.get("Location")
+        what = self.redact(answer.describe())
+        location = self.redact(answer.headers.get("Location") or "") or None
         moved = (
             f" (redirected to {location[:200]})" if location and 300 <= answer.status < 400 else ""
         )
@@ -373,7 +380,7 @@ class Sender:
         self, request: Request, errors: list[dict[str, Any]], pointed: bool = True
     ) -> None:
         """Reject the events Klaviyo named, and send the rest again."""
-        details = "; ".join(detail(e) for e in errors)
+        details = "; ".join(self._detail(e) for e in errors)
         if len(request.events) == 1:
             self.settler.settle([], [(request.events[0], details)])
             return
@@ -416,7 +423,7 @@ class Sender:
             else:
                 return {}
             for event in targets:
-                bad[id(event)] = (event, detail(error))
+                bad[id(event)] = (event, self._detail(error))
         return bad
 
 
@@ -525,12 +532,38 @@ def clean_key(key: str | None, name: str) -> str | None:
     return key
 
 
+class Redactor:
+    """Takes the key out of a text a server wrote: the key itself (whole, or without its
+    `pk_`), and whatever follows `Klaviyo-API-Key` (an echo of the Authorization header)."""
+
+    _HEADER = re.compile(r"(Klaviyo-API-Key)(\s*[:=]?\s*)[^\s\"',;]+", re.IGNORECASE)
+
+    def __init__(self, *keys: str | None) -> None:
+        secrets = {k for key in keys if key for k in (key, key.removeprefix("pk_"))}
+        self.secrets = sorted((k for k in secrets if len(k) >= 8), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        return self._HEADER.sub(r"\1\2[redacted]", text)
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def loopback_only(url: str) -> None:
-    """TLS always; plain http:// only to this machine (tests, a local stand-in)."""
+    """TLS always; plain http:// only to this machine (tests, a local stand-in); never a user
+    name or password in the URL (it would be printed, logged, and sent)."""
     parsed = httpx.URL(url)
+    if parsed.userinfo:
+        shown = parsed.copy_with(username=None, password=None)
+        raise UsageError(
+            f"the base URL {shown} carries a user name or password (user:pass@): refused",
+            "Give KLAVIYO_BASE_URL (or --base-url) without them.",
+        )
     if parsed.scheme == "https":
         return
-    if parsed.scheme == "http" and parsed.host in ("127.0.0.1", "localhost", "::1"):
+    if parsed.scheme == "http" and parsed.host in _LOOPBACK:
         return
     raise UsageError(
         f"refusing to send to {parsed.scheme}://{parsed.host}: only https:// (or http:// to "
@@ -539,8 +572,15 @@ def loopback_only(url: str) -> None:
 
 
 def client_for(config: SendConfig) -> httpx.AsyncClient:
+    """The HTTP client: no redirects followed; proxies from the environment (HTTP_PROXY...)
+    except for a base URL on this machine, whose requests (and key) never go to a proxy;
+    the CA bundle of SSL_CERT_FILE / SSL_CERT_DIR where set, else certifi's."""
     limits = httpx.Limits(
         max_connections=config.concurrency, max_keepalive_connections=config.concurrency
     )
     timeout = httpx.Timeout(config.timeout, connect=10.0)
-    return httpx.AsyncClient(timeout=timeout, limits=limits, verify=True, follow_redirects=False)
+    local = httpx.URL(config.base_url).host in _LOOPBACK
+    verify = httpx.create_ssl_context(verify=True, trust_env=True)
+    return httpx.AsyncClient(
+        timeout=timeout, limits=limits, verify=verify, follow_redirects=False, trust_env=not local
+    )
