@@ -59,7 +59,7 @@ def default_path(paths: list[str], account: str | None = None) -> Path:
     Without `account`: the path versions before 0.2 used, for any account."""
     key = "\n".join(sorted(os.path.abspath(p) for p in paths))
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    stem = Path(paths[0].rstrip("/")).stem or "export"
+    stem = "stdin" if paths[0] == "-" else Path(paths[0].rstrip("/")).stem or "export"
     suffix = f"-{account}" if account else ""
     return Path(".klaviyo-backfill") / f"{stem}-{digest}{suffix}.sqlite"
 

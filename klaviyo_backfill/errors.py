@@ -102,6 +102,11 @@ class InputError(BackfillError):
         super().__init__(f"{where}: {message}", hint)
         self.path = path
         self.line = line
+        self.what = message
+
+    def at(self, path: str) -> InputError:
+        """The same error, naming the file `path` (a stream's spooled copy: its own name)."""
+        return type(self)(path, self.what, self.line, self.hint)
 
 
 class LayoutError(InputError):

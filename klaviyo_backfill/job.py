@@ -12,12 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from .convert import Settings, earliest_for
-from .errors import FieldError, UsageError
+from .errors import FieldError, InputError, UsageError
 from .klaviyo.endpoints import BACKFILL_REVISION, BULK, DEFAULT_REVISION, ENDPOINTS, Endpoint
 from .klaviyo.throttle import parse_rate_limit
 from .layouts import Layout, builtin_layouts, load
 from .options import InputOptions, SendOptions
-from .read import Input, detect_layout, expand_paths, load_side_lines, sniff_kind
+from .read import (
+    Input,
+    detect_layout,
+    expand_paths,
+    is_stream,
+    load_side_lines,
+    sniff_kind,
+    spool,
+)
 from .values import parse_period, zone
 
 __all__ = [
@@ -72,7 +80,7 @@ class Job:
             stat = os.stat(source.path)
             side = sum(len(items) for items in (source.side_lines or {}).values())
             h.update(
-                f"{os.path.abspath(source.path)}|{stat.st_size}|{source.layout.name}|"
+                f"{source.name or os.path.abspath(source.path)}|{stat.st_size}|{source.layout.name}|"
                 f"{source.encoding}|{side}\n".encode()
             )
             with open(source.path, "rb") as fh:
@@ -134,7 +142,18 @@ def resolve_inputs(
         raise UsageError("no export files found in " + ", ".join(paths))
     custom = load(layout_path) if layout_path else None
     texts = (Path(layout_path).read_text("utf-8"),) if layout_path else ()
-    return [_layout_for(p, fmt, custom, encoding, side) for p in files], texts
+    inputs = []
+    for name in files:
+        if not is_stream(name):
+            inputs.append(_layout_for(name, fmt, custom, encoding, side))
+            continue
+        copy = spool(name)  # read once: '-' and a FIFO cannot be opened twice
+        try:
+            found = _layout_for(copy, fmt, custom, encoding, side)
+        except InputError as exc:
+            raise exc.at(name) from None
+        inputs.append(replace(found, name=name))
+    return inputs, texts
 
 
 def check_revision(revision: str, backfill: bool) -> None:
@@ -149,7 +168,7 @@ def check_revision(revision: str, backfill: bool) -> None:
 
 def default_failures(paths: tuple[str, ...]) -> str:
     """<first export's name>.failures.jsonl, in the current folder."""
-    stem = Path(paths[0].rstrip("/")).stem or "export"
+    stem = "stdin" if paths[0] == "-" else Path(paths[0].rstrip("/")).stem or "export"
     return f"{stem}.failures.jsonl"
 
 

@@ -6,12 +6,17 @@ Nothing here holds a whole file: CSV is read row by row, JSON one order object a
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import csv
 import html
 import io
 import json
 import os
+import shutil
+import stat
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -29,10 +34,12 @@ __all__ = [
     "Start",
     "detect_layout",
     "expand_paths",
+    "is_stream",
     "load_side_lines",
     "read_orders",
     "row_starts",
     "sniff_kind",
+    "spool",
 ]
 
 # A line, a CSV field or a JSON value longer than this is an error naming file and line, not
@@ -50,6 +57,49 @@ class Input:
     encoding: str
     # line items kept in a separate file (--products), by order id
     side_lines: dict[str, list[Any]] | None = None
+    name: str | None = None  # what the user gave, where `path` is its spooled copy (spool)
+
+    @property
+    def shown(self) -> str:
+        """The input as the user named it: in messages, the failures file, fingerprints."""
+        return self.name or self.path
+
+
+def is_stream(path: str) -> bool:
+    """'-' (standard input) or a FIFO: data that can be read once only."""
+    if path == "-":
+        return True
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def spool(path: str) -> str:
+    """A stream ('-' or a FIFO) read once, as it comes, into a private temporary file (0600
+    in a 0700 folder, removed at exit), which is then read like any export: detected,
+    fingerprinted, read, and for --resume checked against the stream given then. A stream
+    whose first 64 MB hold no line break is refused as it comes (`cat /dev/zero |`)."""
+    folder = tempfile.mkdtemp(prefix="klaviyo-backfill-")
+    atexit.register(shutil.rmtree, folder, True)
+    copy = os.path.join(folder, "stdin" if path == "-" else os.path.basename(path) or "stream")
+    try:
+        source = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(path, f"cannot open: {exc.strerror}") from None
+    unbroken = 0  # bytes since the last line break
+    try:
+        with open(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+                end = chunk.rfind(b"\n")
+                unbroken = unbroken + len(chunk) if end < 0 else len(chunk) - end - 1
+                if unbroken > CAP:
+                    raise InputError(path, f"has a line longer than {CAP >> 20} MB: not an export?")
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+    return copy
 
 
 def load_side_lines(path: str, encoding: str) -> dict[str, list[Any]]:
@@ -817,5 +867,17 @@ def read_orders(
     knows, is not even extracted, and a CSV file can be picked up at an order's `start` (a
     resumed run)."""
     if source.layout.kind == "json":
-        return iter_json_orders(source.path, source.layout, source.encoding, source.side_lines)
-    return iter_csv(source.path, source.layout, source.encoding, skip, start, held)
+        orders = iter_json_orders(source.path, source.layout, source.encoding, source.side_lines)
+    else:
+        orders = iter_csv(source.path, source.layout, source.encoding, skip, start, held)
+    return orders if source.name is None else _named(orders, source.name)
+
+
+def _named(orders: Iterator[RawOrder], name: str) -> Iterator[RawOrder]:
+    """A spooled stream's orders and errors, named as the user named the stream."""
+    try:
+        for raw in orders:
+            raw.source = name
+            yield raw
+    except InputError as exc:
+        raise exc.at(name) from None

@@ -9,6 +9,7 @@ to fractions of a second through the hidden `--tuning` option, never by retrying
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -869,3 +870,61 @@ def test_a_key_on_the_command_line_is_warned_about(tmp_path: Path) -> None:
     )
     assert "Warning" not in from_env.stderr
     assert KEY not in given.stdout + given.stderr
+
+
+# ---------------------------------------------------------------- 8. inputs that are streams
+
+
+def test_a_fifo_is_read_once_as_a_stream(tmp_path: Path) -> None:
+    """Before: opened once to detect its format, then again to read it, which blocked for
+    ever (its writer had gone)."""
+    fifo = tmp_path / "orders.fifo"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with open(fifo, "wb") as fh:
+            fh.write(rogue.EXPORT.read_bytes())
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    result = cli(tmp_path, "send", str(fifo), "--dry-run", "--summary-json", "s.json",
+                 "--preview", "0", timeout=30)  # fmt: skip
+    writer.join(5)
+    assert result.returncode == 0, said(result)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["orders_read"] == summary["orders_mapped"] == ORDERS
+
+
+def stdin(cwd: Path, data: bytes, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([rogue.CLI, *args], cwd=cwd, input=data.decode(), text=True,
+                          capture_output=True, timeout=60,
+                          env=rogue.env(KLAVIYO_API_KEY=KEY, **extra))  # fmt: skip
+
+
+def test_standard_input_is_an_export_named_as_given(tmp_path: Path) -> None:
+    good = stdin(tmp_path, PROBLEMS.read_bytes(), "send", "-", "--dry-run", "--preview", "0")
+    assert good.returncode == 1, said(good)  # finished, with the rejected orders
+    failures = [json.loads(x) for x in (tmp_path / "stdin.failures.jsonl").read_text().splitlines()]
+    assert failures and {f["source"] for f in failures} == {"-"}
+    cut = b'{"orders": [{"id": 1, "email": "a@example.com"'
+    bad = stdin(tmp_path, cut, "send", "-", "--dry-run", "--format", "shopify-json")
+    assert bad.returncode == 2, said(bad)
+    assert "Error: -:1: ends before the JSON document does (cut short?)" in bad.stderr, said(bad)
+
+
+def test_a_send_from_standard_input_resumes_only_with_the_same_stream(tmp_path: Path) -> None:
+    data = rogue.EXPORT.read_bytes()
+    with st.StandIn(api_key=KEY) as klaviyo:
+        base = ["send", "-", "--base-url", klaviyo.url, "-q"]
+        first = stdin(tmp_path, data, *base, "--limit", "5")
+        assert first.returncode == 0, said(first)
+        assert 0 < len(klaviyo.events) < EVENTS
+        other = stdin(tmp_path, PROBLEMS.read_bytes(), *base, "--resume")
+        assert other.returncode == 2, said(other)
+        assert "belongs to another run" in " ".join(other.stderr.split())
+        same = stdin(tmp_path, data, *base, "--resume")
+        assert same.returncode == 0, said(same)
+        assert len(klaviyo.events) == EVENTS
+        assert klaviyo.stats["duplicates_skipped"] == 0  # nothing sent twice
+    names = [p.name for p in (tmp_path / ".klaviyo-backfill").glob("*.sqlite")]
+    assert len(names) == 1 and names[0].startswith("stdin-"), names
