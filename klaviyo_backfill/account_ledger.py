@@ -25,15 +25,18 @@ and amounts, and is created 0600 in a 0700 folder.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
+from .checkpoint import trouble
 from .errors import CheckpointError
 
 __all__ = ["AccountLedger", "OrderFacts", "account_ledger_path", "event_key", "state_dir"]
@@ -96,6 +99,22 @@ def _private_file(path: Path) -> None:
     os.close(fd)
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _guarded(method: _F) -> _F:
+    """SQLite's errors while sending (a full disk, a lock) as a CheckpointError naming it."""
+
+    @functools.wraps(method)
+    def wrapper(self: AccountLedger, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise trouble(self.path, exc, "account ledger") from None
+
+    return cast(_F, wrapper)
+
+
 class AccountLedger:
     """One account's ledger; thread-safe (the reader thread asks, the sender records)."""
 
@@ -117,6 +136,7 @@ class AccountLedger:
         self.lock = threading.Lock()
         self._held = self.db.cursor()
 
+    @_guarded
     def held_orders(self, order_ids: list[str]) -> dict[str, tuple[bytes, int]]:
         """`held_order` for many orders at once (one query: a later export's fast path)."""
         found: dict[str, tuple[bytes, int]] = {}
@@ -129,12 +149,14 @@ class AccountLedger:
             found.update((oid, (bytes(digest or b""), int(n))) for oid, digest, n in rows)
         return found
 
+    @_guarded
     def held_order(self, order_id: str) -> tuple[bytes, int] | None:
         """The digest an order was sent with and the events the account holds of it."""
         with self.lock:
             row = self._held.execute(_HELD, (order_id,)).fetchone()
         return None if row is None else (bytes(row[0] or b""), int(row[1]))
 
+    @_guarded
     def facts(self, order_id: str) -> OrderFacts | None:
         with self.lock:
             row = self.db.execute(
@@ -146,6 +168,7 @@ class AccountLedger:
         who, total, refunded, currency, events = row
         return OrderFacts(who, _money(total), _money(refunded), currency, int(events))
 
+    @_guarded
     def held(self, keys: list[bytes]) -> set[bytes]:
         """Which of these event keys the account acknowledged."""
         if not keys:
@@ -155,6 +178,7 @@ class AccountLedger:
             rows = self.db.execute(f"SELECT key FROM events WHERE key IN ({marks})", keys)
             return {bytes(row[0]) for row in rows}
 
+    @_guarded
     def record(
         self,
         keys: Iterable[bytes],

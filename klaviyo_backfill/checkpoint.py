@@ -116,8 +116,9 @@ class Landmarks:
         return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
-def trouble(path: Path, exc: BaseException) -> CheckpointError:
-    """What went wrong with a checkpoint, in words, naming it (never a traceback)."""
+def trouble(path: Path, exc: BaseException, what: str = "checkpoint") -> CheckpointError:
+    """What went wrong with a checkpoint (or `what` else), in words, naming it (never a
+    traceback)."""
     text = str(exc)
     lower = text.lower()
     if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
@@ -144,7 +145,7 @@ def trouble(path: Path, exc: BaseException) -> CheckpointError:
         why, hint = "a disk error", "Check the disk, then continue with --resume."
     else:
         why, hint = text, "Continue with --resume, or start over with --restart."
-    return CheckpointError(f"checkpoint {path}: {why}", hint)
+    return CheckpointError(f"{what} {path}: {why}", hint)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])

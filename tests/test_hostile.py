@@ -389,6 +389,27 @@ def test_a_full_disk_under_the_checkpoint_stops_the_run_with_one_message(
     db.close()
 
 
+def test_a_full_disk_under_the_account_ledger_stops_the_run_naming_it(
+    tmpfs: Path, tmp_path: Path
+) -> None:
+    """The account's ledger (in the state folder, here on the tmpfs) is written before the
+    checkpoint: its full disk is named the same way."""
+    export_in(tmp_path)
+    filled: list[Path] = []
+
+    def answer(seen: Seen) -> Reply:
+        if not filled:
+            filled.append(fill(tmpfs))
+        return Reply(202)
+
+    with Rogue(answer) as server:
+        result = send(tmp_path, server.url, *SINGLE_2, timeout=30, XDG_STATE_HOME=str(tmpfs))
+    assert result.returncode == 2, said(result)
+    err = " ".join(result.stderr.split())
+    assert f"account ledger {tmpfs}/klaviyo-backfill/accounts/" in err, said(result)
+    assert ": the disk is full" in err and "Traceback" not in err
+
+
 def test_a_checkpoint_locked_by_another_process_stops_the_run_naming_it(tmp_path: Path) -> None:
     """Another process takes the checkpoint's write lock while the request is in flight: the
     acknowledgement cannot be recorded (after SQLite's 5 s wait), and the run says so."""
