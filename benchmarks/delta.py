@@ -33,7 +33,9 @@ import _common as c
 TARGET_RATIO = 1.5
 
 
-def build_ledger(state: Path, export: c.Export, sent: int, base_url: str) -> tuple[float, int]:
+def build_ledger(
+    state: Path, export: c.Export, sent: int, base_url: str, mode: str
+) -> tuple[float, int]:
     """The account ledger after the first `sent` orders went: (seconds, bytes on disk)."""
     os.environ["XDG_STATE_HOME"] = str(state)
     from klaviyo_backfill.account_ledger import AccountLedger, OrderFacts, account_ledger_path
@@ -44,7 +46,7 @@ def build_ledger(state: Path, export: c.Export, sent: int, base_url: str) -> tup
     from klaviyo_backfill.read import read_orders
 
     started = time.perf_counter()
-    job = job_from(SendOptions(InputOptions((str(export.path),))))
+    job = job_from(SendOptions(InputOptions((str(export.path),)), profile_attributes=mode))
     path = account_ledger_path(account_id(base_url, c.API_KEY))
     ledger = AccountLedger(path)
     delta = Delta(ledger, job.payload_salt())
@@ -71,6 +73,8 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--profile-attributes", default="latest", choices=["latest", "all", "none"],
+                    help="latest (the default) reads the export once more before sending")  # fmt: skip
     args = ap.parse_args()
     from standin import Faults, StandIn
 
@@ -88,13 +92,16 @@ def main() -> None:
         new_events = export.events_before(total) - sent_events
         print(f"export: {total:,} orders, {export.bytes / 1e6:.0f} MB; the account holds the "
               f"first {sent:,} orders ({sent_events:,} events)", flush=True)  # fmt: skip
-        ledger_s, ledger_bytes = build_ledger(tmp / "state", export, sent, s.url)
+        ledger_s, ledger_bytes = build_ledger(
+            tmp / "state", export, sent, s.url, args.profile_attributes
+        )
         bare, _ = c.bare_parse(export.path, max_rows=sent_rows)
         env = {**os.environ, "KLAVIYO_API_KEY": c.API_KEY, "XDG_STATE_HOME": str(tmp / "state")}
         env.pop("KLAVIYO_BASE_URL", None)
         summary_path = tmp / "summary.json"
         cmd = [*c.cli(), "send", str(export.path), "-q", "--base-url", s.url, "--summary-json",
-               str(summary_path), "--failures", str(tmp / "failures.jsonl")]  # fmt: skip
+               str(summary_path), "--failures", str(tmp / "failures.jsonl"),
+               "--profile-attributes", args.profile_attributes]  # fmt: skip
         launched = time.monotonic()
         proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -124,7 +131,8 @@ def main() -> None:
          ("launch -> first new request at the stand-in", first),
          ("  minus start-up: skipping what the account holds", skip),
          ("whole send (launch -> exit)", finished - launched)],
-        title=f"\nA later export: {sent:,} orders held by the account, {args.new:,} new"))  # fmt: skip
+        title=f"\nA later export: {sent:,} orders held by the account, {args.new:,} new, "
+              f"--profile-attributes {args.profile_attributes}"))  # fmt: skip
     print(f"\nskipping / bare pass: {ratio:.2f}x (start-up excluded; {first / bare:.2f}x with it)")
     print(f"send: exit {proc.returncode}, {skipped:,} orders skipped as already in Klaviyo, "
           f"stand-in stored {stand['events_stored']:,} (expected {new_events:,}): "

@@ -6,8 +6,10 @@ later export: a superset, with new orders and older ones since fulfilled, cancel
 refunded. Sent to the same account, the later export sends only what the account does not
 hold: new orders, and the new events of orders sent before.
 
-    orders   order id -> digest of the order as read, its profile, total, refund, events
+    orders   order id -> digest of the order as read, its profile, time, total, refund,
+             and how many of its events the account holds
     events   a 12-byte digest of (profile, metric, unique_id): the key Klaviyo keeps events by
+    profiles profile -> the order whose attributes it was sent (time, id)
 
 An order whose digest is unchanged is skipped as it is read, without being converted (a
 later export whose first million orders were sent before reaches its first new request in
@@ -34,23 +36,33 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from .checkpoint import trouble
 from .errors import CheckpointError
 
-__all__ = ["AccountLedger", "OrderFacts", "account_ledger_path", "event_key", "state_dir"]
+__all__ = [
+    "AccountLedger",
+    "HeldOrder",
+    "OrderFacts",
+    "account_ledger_path",
+    "event_key",
+    "state_dir",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
     id TEXT PRIMARY KEY, digest BLOB, who TEXT NOT NULL, total TEXT, refunded TEXT,
-    currency TEXT, events INTEGER NOT NULL
+    currency TEXT, events INTEGER NOT NULL, at REAL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (key BLOB PRIMARY KEY) WITHOUT ROWID;
+-- the order whose attributes (name, address) each profile was sent: a later export sends
+-- attributes only from a newer one (latest.py)
+CREATE TABLE IF NOT EXISTS profiles (who TEXT PRIMARY KEY, at REAL, oid TEXT) WITHOUT ROWID;
 """
 
 
-_HELD = "SELECT digest, events FROM orders WHERE id = ?"
+_HELD = "SELECT digest, events, who, at FROM orders WHERE id = ?"
 
 
 def state_dir() -> Path:
@@ -72,6 +84,16 @@ def event_key(who: str, metric: str, unique_id: str) -> bytes:
     return hashlib.blake2b(text, digest_size=12).digest()
 
 
+class HeldOrder(NamedTuple):
+    """An order the account holds: the digest it was sent with, its events held, its
+    profile and creation time (UNIX seconds)."""
+
+    digest: bytes
+    events: int
+    who: str
+    at: float | None
+
+
 @dataclass(frozen=True, slots=True)
 class OrderFacts:
     """What the account holds of an order, to tell a change Klaviyo cannot take."""
@@ -81,6 +103,7 @@ class OrderFacts:
     refunded: Decimal | None  # its Refunded Order's value
     currency: str | None
     events: int = 0
+    at: float | None = None  # the order's creation time, UNIX seconds
 
 
 def _private_folder(folder: Path) -> None:
@@ -137,24 +160,32 @@ class AccountLedger:
         self._held = self.db.cursor()
 
     @_guarded
-    def held_orders(self, order_ids: list[str]) -> dict[str, tuple[bytes, int]]:
+    def held_orders(self, order_ids: list[str]) -> dict[str, HeldOrder]:
         """`held_order` for many orders at once (one query: a later export's fast path)."""
-        found: dict[str, tuple[bytes, int]] = {}
+        found: dict[str, HeldOrder] = {}
         for start in range(0, len(order_ids), 500):
             chunk = order_ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            query = f"SELECT id, digest, events FROM orders WHERE id IN ({marks})"
+            query = f"SELECT id, digest, events, who, at FROM orders WHERE id IN ({marks})"
             with self.lock:
                 rows = self.db.execute(query, chunk).fetchall()
-            found.update((oid, (bytes(digest or b""), int(n))) for oid, digest, n in rows)
+            found.update((row[0], _held(row[1:])) for row in rows)
         return found
 
     @_guarded
-    def held_order(self, order_id: str) -> tuple[bytes, int] | None:
-        """The digest an order was sent with and the events the account holds of it."""
+    def held_order(self, order_id: str) -> HeldOrder | None:
+        """The digest an order was sent with, the events the account holds of it, its
+        profile and time."""
         with self.lock:
             row = self._held.execute(_HELD, (order_id,)).fetchone()
-        return None if row is None else (bytes(row[0] or b""), int(row[1]))
+        return None if row is None else _held(row)
+
+    @_guarded
+    def attributes_sent(self, who: str) -> tuple[float, str] | None:
+        """(time, order id) of the order whose attributes this profile was sent."""
+        with self.lock:
+            row = self.db.execute("SELECT at, oid FROM profiles WHERE who = ?", (who,)).fetchone()
+        return None if row is None else (float(row[0]), str(row[1]))
 
     @_guarded
     def facts(self, order_id: str) -> OrderFacts | None:
@@ -183,6 +214,7 @@ class AccountLedger:
         self,
         keys: Iterable[bytes],
         orders: Iterable[tuple[str, bytes | None, OrderFacts]] = (),
+        stamps: Iterable[tuple[str, float, str]] = (),
     ) -> None:
         """Events Klaviyo acknowledged, and orders all of whose events it did (with the
         digest that lets a later export skip them unread)."""
@@ -192,17 +224,28 @@ class AccountLedger:
                 "INSERT OR IGNORE INTO events (key) VALUES (?)", [(k,) for k in keys]
             )
             self.db.executemany(
-                "INSERT INTO orders (id, digest, who, total, refunded, currency, events)"
-                " VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET digest = excluded.digest,"
-                " refunded = coalesce(excluded.refunded, orders.refunded),"
-                " events = excluded.events",
-                [(oid, digest, f.who, _text(f.total), _text(f.refunded), f.currency, f.events)
-                 for oid, digest, f in orders],
+                "INSERT INTO orders (id, digest, who, total, refunded, currency, events, at)"
+                " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET"
+                " digest = excluded.digest, events = excluded.events,"
+                " refunded = coalesce(excluded.refunded, orders.refunded)",
+                [(oid, digest, f.who, _text(f.total), _text(f.refunded), f.currency, f.events,
+                  f.at) for oid, digest, f in orders],
             )  # fmt: skip
+            self.db.executemany(
+                "INSERT INTO profiles VALUES (?, ?, ?) ON CONFLICT(who) DO UPDATE SET"
+                " at = excluded.at, oid = excluded.oid"
+                " WHERE (excluded.at, excluded.oid) > (profiles.at, profiles.oid)",
+                list(stamps),
+            )
 
     def close(self) -> None:
         with self.lock:
             self.db.close()
+
+
+def _held(row: tuple[object, ...]) -> HeldOrder:
+    digest, events, who, at = row
+    return HeldOrder(bytes(digest or b""), int(events), str(who), None if at is None else float(at))  # type: ignore[arg-type, call-overload]
 
 
 def _text(amount: Decimal | None) -> str | None:

@@ -229,7 +229,8 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
         base_url=kw["base_url"], api_key=kw["api_key"], public_key=kw["public_key"],
         rate_limit=kw["rate_limit"], concurrency=kw["concurrency"],
         checkpoint=kw["checkpoint"], mode=_mode(kw),  # type: ignore[arg-type]
-        resend=kw["resend"], tuning=kw["tuning"],
+        resend=kw["resend"], profile_attributes=kw["profile_attributes"],
+        tuning=kw["tuning"],
     )  # fmt: skip
 
 
@@ -294,6 +295,14 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
 @click.option("--tuning", hidden=True, help="Limits: 'max_attempts=3,timeout=5,...'.")
 @click.option("--resume", is_flag=True, help="Continue an unfinished run from its checkpoint.")
 @click.option("--restart", is_flag=True, help="Discard the checkpoint and start over.")
+@click.option(
+    "--profile-attributes",
+    type=click.Choice(["latest", "all", "none"]),
+    default="latest",
+    show_default=True,
+    help="Which orders carry a customer's name and address: each customer's latest only "
+    "(older orders carry identifiers), every order, or none.",
+)
 @click.option(
     "--resend",
     is_flag=True,

@@ -21,7 +21,7 @@ from itertools import islice
 
 import orjson
 
-from .account_ledger import AccountLedger, OrderFacts, event_key
+from .account_ledger import AccountLedger, HeldOrder, OrderFacts, event_key
 from .model import PLACED, REFUNDED, Event, RawOrder, identity
 from .prepare import Held, Prepared, raw_id
 from .summary import Tally
@@ -39,7 +39,7 @@ class Delta:
         self.salt = salt  # the job's payload settings: another zone or layout maps otherwise
         self._keyed = hashlib.blake2b(digest_size=12, key=salt[:64])
         self.asked: set[str] = set()  # the ids of the batch looked up last
-        self.found: dict[str, tuple[bytes, int]] = {}  # what the ledger held of them
+        self.found: dict[str, HeldOrder] = {}  # what the ledger held of them
 
     def batched(self, raws: Iterator[RawOrder]) -> Iterator[RawOrder]:
         """JSON orders as read, with the ledger asked about each batch of them in one query
@@ -51,15 +51,15 @@ class Delta:
 
     def rows(
         self, orders: list[tuple[str | None, list[list[str]]]]
-    ) -> list[tuple[bytes, int | None]]:
+    ) -> list[tuple[bytes, HeldOrder | None]]:
         """For the CSV reader (read.HeldRows): each order's digest of its rows as read, and
-        the events the account holds of it where it holds it unchanged; one query a batch."""
+        what the account holds of it where it holds it unchanged; one query a batch."""
         digests = [self._hash("\x1e".join(map("\x1f".join, rows)).encode()) for _, rows in orders]
         found = self.ledger.held_orders([oid for oid, _ in orders if oid is not None])
-        verdicts: list[tuple[bytes, int | None]] = []
+        verdicts: list[tuple[bytes, HeldOrder | None]] = []
         for (oid, _), digest in zip(orders, digests, strict=True):
             held = found.get(oid) if oid is not None else None
-            verdicts.append((digest, held[1] if held is not None and held[0] == digest else None))
+            verdicts.append((digest, held if held is not None and held.digest == digest else None))
         return verdicts
 
     def _hash(self, data: bytes) -> bytes:
@@ -76,9 +76,9 @@ class Delta:
             orjson.dumps((raw.fields, raw.lines, raw.refunds, raw.zones), default=str)
         )
 
-    def unchanged(self, raw: RawOrder) -> tuple[bytes, int | None]:
-        """The order's digest, and how many events the account holds of it when the order is
-        exactly as it was sent (None: it must be mapped)."""
+    def unchanged(self, raw: RawOrder) -> tuple[bytes, HeldOrder | None]:
+        """The order's digest, and what the account holds of it when the order is exactly
+        as it was sent (None: it must be mapped)."""
         digest = self.digest(raw)
         order_id = raw_id(raw)
         if order_id is None:
@@ -87,9 +87,9 @@ class Delta:
             held = self.found.get(order_id)
         else:
             held = self.ledger.held_order(order_id)
-        if held is None or held[0] != digest:
+        if held is None or held.digest != digest:
             return digest, None
-        return digest, held[1]
+        return digest, held
 
     def sift(self, prepared: Prepared, digest: bytes) -> list[str]:
         """Drop the events the account holds; mark a change it cannot take. Returns what was
@@ -124,7 +124,7 @@ def facts_of(events: list[Event]) -> OrderFacts:
     placed = events[0]
     return OrderFacts(
         identity(placed.profile), _value(events, PLACED), _value(events, REFUNDED),
-        placed.currency, len(events),
+        placed.currency, len(events), placed.time.timestamp(),
     )  # fmt: skip
 
 

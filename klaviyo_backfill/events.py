@@ -37,6 +37,7 @@ from .model import (
     Event,
     Line,
     Order,
+    identity,
 )
 from .values import parse_phone, quantize
 
@@ -49,6 +50,7 @@ __all__ = [
     "ORDERED",
     "PLACED",
     "REFUNDED",
+    "identity_of",
     "map_order",
     "profile_of",
 ]
@@ -226,8 +228,14 @@ def _location(order: Order) -> dict[str, str]:
     return {k: v for k, v in location.items() if v}
 
 
-def profile_of(order: Order) -> dict[str, Any]:
-    """Klaviyo profile attributes; FieldError when the order identifies nobody."""
+def identity_of(order: Order) -> str:
+    """Who the order's events go to, as Klaviyo keys profiles: FieldError for nobody."""
+    return identity(profile_of(order, attributes=False))
+
+
+def profile_of(order: Order, attributes: bool = True) -> dict[str, Any]:
+    """Klaviyo profile attributes (identifiers only, without `attributes`: see
+    `map_order`); FieldError when the order identifies nobody."""
     phone = _phone(order)
     external_id = order.external_id
     if external_id and len(external_id) > _SHORT and len(external_id.encode()) > MAX_STRING_BYTES:
@@ -243,6 +251,8 @@ def profile_of(order: Order) -> dict[str, Any]:
     ):
         if value:
             profile[key] = value
+    if not attributes:
+        return profile
     _put(profile, "first_name", order.first_name, order.warnings)
     _put(profile, "last_name", order.last_name, order.warnings)
     location = _fit_texts(_location(order), order.warnings)
@@ -279,9 +289,11 @@ def _fit_size(props: dict[str, Any], warnings: list[str]) -> None:
     warnings.append(f"Items cut to {keep} of {n} to keep each event within Klaviyo's 5 MB")
 
 
-def map_order(order: Order) -> list[Event]:
-    """Every event the order yields, Placed Order first."""
-    profile = profile_of(order)
+def map_order(order: Order, attributes: bool = True) -> list[Event]:
+    """Every event the order yields, Placed Order first. Without `attributes` its profile
+    carries identifiers only (email, phone number, external id): an older order of a
+    customer must not overwrite their current name or address (`--profile-attributes`)."""
+    profile = profile_of(order, attributes)
     items = [_item(line, order.currency, order.warnings) for line in order.lines]
     props = _order_props(order, items)
     if len(items) > _MEASURED_FROM:

@@ -63,6 +63,7 @@ class Job:
     failures: str | None = None
     layout_texts: tuple[str, ...] = field(default=())
     jobs: int | None = None  # processes for a dry run or inspect (None: one per core)
+    profile_attributes: str = "latest"  # which orders carry a profile's attributes (latest.py)
 
     def payload_salt(self) -> bytes:
         """A digest of what changes an order's events apart from the order itself (the zone
@@ -90,6 +91,7 @@ class Job:
             f"{self.endpoint.name}|{self.backfill}|{self.revision}|{s.timezone}|{s.currency}".encode()
         )
         h.update(f"|{self.filters.since}|{self.filters.until}".encode())
+        h.update(f"|profile-attributes={self.profile_attributes}".encode())
         for text in self.layout_texts:
             h.update(text.encode())
         return h.hexdigest()[:32]
@@ -192,6 +194,10 @@ def job_from(options: SendOptions) -> Job:
     """Check the options and resolve them: every problem a UsageError (or an InputError
     naming a file) before any order is read."""
     source = options.inputs
+    if options.profile_attributes not in ("latest", "all", "none"):
+        raise UsageError(
+            f"--profile-attributes {options.profile_attributes!r} is not latest, all or none"
+        )
     endpoint = ENDPOINTS.get(options.endpoint)
     if endpoint is None:
         raise UsageError(f"--endpoint {options.endpoint!r} is not one of {', '.join(ENDPOINTS)}")
@@ -214,5 +220,5 @@ def job_from(options: SendOptions) -> Job:
         inputs=inputs, settings=settings, filters=filters, endpoint=endpoint,
         backfill=not options.trigger_flows, revision=options.revision, output=options.output,
         failures=options.failures or default_failures(source.paths), layout_texts=texts,
-        jobs=source.jobs,
+        jobs=source.jobs, profile_attributes=options.profile_attributes,
     )  # fmt: skip

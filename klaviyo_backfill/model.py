@@ -53,7 +53,7 @@ class RawOrder:
     problem: str | None = None  # the reader could not make an order of it: rejected as such
     notes: tuple[str, ...] = ()  # warnings the reader has for the order
     digest: bytes | None = None  # CSV, sending to an account: the digest of its rows (delta.py)
-    held: int | None = None  # the account holds it unchanged, with this many events: not read
+    held: Any = None  # the account holds it unchanged (account_ledger.HeldOrder): not read
 
     def get(self, name: str) -> Any:
         return self.fields.get(name)

@@ -70,4 +70,5 @@ class SendOptions:
     checkpoint: str | None = None  # None: derived from the exports' paths
     mode: Mode = "new"
     resend: bool = False  # send what the account holds already too (Klaviyo drops repeats)
+    profile_attributes: str = "latest"  # latest | all | none (latest.py)
     tuning: str | None = None  # limits of the sender and its retries (klaviyo/client.tuned)

@@ -41,6 +41,7 @@ class MappedOrder:
     after: Position = (0, 0)  # where it would pick up the order after it
     parts: list[Part] = field(default_factory=list)  # its events encoded
     held: Held | None = None  # a send: what the account held already (delta.py)
+    stamp: tuple[str, float, str] | None = None  # (profile, time, id): carries its attributes
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class _Mapper:
         digest, held = (raw.digest or b"", raw.held) if csv else delta.unchanged(raw)
         if held is not None:
             self.stats.skipped["already in Klaviyo (this account)"] += 1
-            self.stats.already_in_klaviyo += held
+            self.stats.already_in_klaviyo += held.events
             return None
         prepared = prepare(raw, converter, self.filters, index, None)
         for detail in delta.sift(prepared, digest):
@@ -148,7 +149,9 @@ class _Mapper:
         assert prepared.tally is not None  # every mapped order has one
         stats.count_order(prepared.tally, prepared.lines)
         p = prepared
-        return MappedOrder(p.key, p.events, p.source, p.line, p.at, p.after, p.parts, p.held)
+        return MappedOrder(
+            p.key, p.events, p.source, p.line, p.at, p.after, p.parts, p.held, p.stamp
+        )
 
     def reject(self, prepared: Prepared) -> None:
         assert prepared.rejected is not None

@@ -7,6 +7,7 @@ exports on every core); what depends on the orders before it (duplicates, the ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -14,12 +15,12 @@ from .account_ledger import OrderFacts
 from .convert import Converter
 from .encode import Encoder, Part
 from .errors import FieldError
-from .events import map_order
+from .events import identity_of, map_order
 from .job import Filters
-from .model import Event, Position, RawOrder
+from .model import Event, Order, Position, RawOrder
 from .summary import Tally
 
-__all__ = ["Held", "Prepared", "position", "prepare", "raw_id"]
+__all__ = ["Held", "Prepared", "in_window", "position", "prepare", "raw_id"]
 
 
 @dataclass(slots=True)
@@ -43,6 +44,7 @@ class Prepared:
     events: list[Event] = field(default_factory=list)  # empty when prepared elsewhere
     parts: list[Part] = field(default_factory=list)
     held: Held | None = None  # what the account held of it already (a send: account_ledger)
+    stamp: tuple[str, float, str] | None = None  # (profile, time, id): it carries attributes
 
 
 @dataclass(slots=True)
@@ -68,10 +70,10 @@ def prepare(
     prepared = Prepared(raw.source, raw.line, at, after, raw_id(raw))
     try:
         order = converter.order(raw)
-        if not _in_window(order.created_at, filters):
+        if not in_window(order.created_at, filters):
             prepared.outside = True
             return prepared
-        events = map_order(order)
+        events = _mapped(order, converter.settings.attributes, prepared)
     except FieldError as exc:
         prepared.rejected = (exc.field, exc.reason, str(exc))
         return prepared
@@ -90,7 +92,20 @@ def position(index: int, raw: RawOrder) -> tuple[Position, Position]:
     return (index, raw.offset), (index, raw.end)
 
 
-def _in_window(when: datetime, filters: Filters) -> bool:
+def _mapped(
+    order: Order, rule: Callable[[str, Order], bool] | None, prepared: Prepared
+) -> list[Event]:
+    """The order's events, their profile with its attributes where `rule` says so."""
+    if rule is None:
+        return map_order(order)
+    who = identity_of(order)
+    carries = rule(who, order)
+    if carries:
+        prepared.stamp = (who, order.created_at.timestamp(), order.id)
+    return map_order(order, carries)
+
+
+def in_window(when: datetime, filters: Filters) -> bool:
     if filters.since is not None and when < filters.since:
         return False
     return not (filters.until is not None and when >= filters.until)

@@ -224,11 +224,9 @@ class HeldRows(Protocol):
 
     BATCH: int
 
-    def rows(
-        self, orders: list[tuple[str | None, list[list[str]]]]
-    ) -> list[tuple[bytes, int | None]]:
-        """Each order's digest, and the events the account holds of it where it holds the
-        order exactly so (None: the order must be extracted and mapped)."""
+    def rows(self, orders: list[tuple[str | None, list[list[str]]]]) -> list[tuple[bytes, Any]]:
+        """Each order's digest, and what the account holds of it (account_ledger.HeldOrder)
+        where it holds the order exactly so (None: it must be extracted and mapped)."""
         ...
 
 
@@ -266,12 +264,12 @@ class _CsvOrders:
         while batch := list(islice(groups, held.BATCH)):
             ids = [self.id_plan.cells(rows[0]).get("id") for rows, *_ in batch]
             verdicts = held.rows([(oid, rows) for oid, (rows, *_) in zip(ids, batch, strict=True)])
-            for (rows, line, offset, end), oid, (digest, events) in zip(
+            for (rows, line, offset, end), oid, (digest, known) in zip(
                 batch, ids, verdicts, strict=True
             ):
-                if events is not None and oid is not None:
+                if known is not None and oid is not None:
                     yield RawOrder(self.path, line, {"id": oid}, [], offset=offset, end=end,
-                                   held=events)  # fmt: skip
+                                   held=known)  # fmt: skip
                     continue
                 raw = self.build(rows, line, offset, end)
                 raw.digest = digest

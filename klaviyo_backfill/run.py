@@ -34,6 +34,7 @@ from .options import SendOptions
 if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
     # `--help` need neither (start-up time)
     from .account_ledger import AccountLedger
+    from .delta import Delta
     from .encode import Encoder, Request
     from .job import Job
     from .klaviyo.client import SendConfig, Sender, SendStats
@@ -58,7 +59,10 @@ __all__ = [
 ]
 
 # what a checkpoint's fingerprint covers, besides the exports: named when they differ
-FINGERPRINTED = "endpoint, timezone, currency, since, until, revision, trigger-flows, layout"
+FINGERPRINTED = (
+    "endpoint, timezone, currency, since, until, revision, trigger-flows, layout, "
+    "profile-attributes"
+)
 
 
 # ---------------------------------------------------------------- the two stages
@@ -76,6 +80,30 @@ def orders(
 def requests(encoded: Iterable[MappedOrder], encoder: Encoder) -> Iterator[Request]:
     """Stage two: the orders' encoded parts gathered into request bodies."""
     return encoder.assemble(mapped.parts for mapped in encoded)
+
+
+@contextmanager
+def profiles_for(
+    job: Job, delta: Delta | None = None, account: AccountLedger | None = None
+) -> Iterator[Job]:
+    """The job with its rule for which orders carry profile attributes (`--profile-attributes`):
+    `latest` reads the exports once first (latest.py)."""
+    from dataclasses import replace
+
+    from .latest import Latest, Never
+
+    if job.profile_attributes == "all":
+        yield job
+        return
+    if job.profile_attributes == "none":
+        yield replace(job, settings=replace(job.settings, attributes=Never()))
+        return
+    latest = Latest.build(job, delta)
+    latest.account = account
+    try:
+        yield replace(job, settings=replace(job.settings, attributes=latest))
+    finally:
+        latest.close()
 
 
 @contextmanager
@@ -130,7 +158,7 @@ def dry_run(options: SendOptions, preview: int = 1) -> DryRun:
     encoder = job.endpoint.encoder(job.backfill)
     first: list[Request] = []
     try:
-        with open_output(job.output) as out:
+        with profiles_for(job) as job, open_output(job.output) as out:
             bodies = requests(orders(job, encoder, stats, failures), encoder)
             for request in _outputting(bodies, out):
                 if len(first) < preview:
@@ -307,7 +335,7 @@ def send_job(
     """Send the job with an open ledger; record each acknowledgement (in the account's
     ledger too, given one, whose events are skipped unless `skip_held` is False)."""
     from .delta import Delta
-    from .klaviyo.client import Sender, SendStats, client_for
+    from .klaviyo.client import SendStats
     from .orders import Resume
     from .summary import Stats
     from .tracker import Tracker
@@ -326,6 +354,26 @@ def send_job(
     delta = Delta(account, job.payload_salt()) if account is not None and skip_held else None
     is_done = reader.is_done if ledger.has_orders() else None  # a new job asks nothing
     checked = Resume(is_done, point, tracker.input_rejected, delta)
+    try:
+        with profiles_for(job, delta, account) as job:  # latest: one pass over the exports
+            return _sending(job, config, ledger, progress, checked, tracker, stats)
+    finally:
+        failures.close()
+        reader.close()
+
+
+def _sending(
+    job: Job,
+    config: SendConfig,
+    ledger: Ledger,
+    progress: Progress,
+    checked: Resume,
+    tracker: Tracker,
+    stats: Stats,
+) -> SendOutcome:
+    from .klaviyo.client import Sender, client_for
+
+    send_stats, failures = tracker.stats, tracker.failures
     encoder = config.endpoint.encoder(job.backfill, config.public_key)
     started = time.monotonic()
     outcome = SendOutcome(stats, send_stats, 0.0, failures_path=job.failures)
@@ -352,7 +400,6 @@ def send_job(
         outcome.failures = failures.count
         outcome.elapsed = time.monotonic() - started
         _noting(outcome, lambda: _close(ledger, job, outcome, ended))
-        reader.close()
     return outcome
 
 

@@ -36,6 +36,7 @@ class _Pending:
     at: Position  # where a resumed run would pick it up
     rejected: bool = False  # Klaviyo refused one of its events
     held: Held | None = None  # for the account's ledger: digest, facts, events held before
+    stamp: tuple[str, float, str] | None = None  # it carries its profile's attributes
     sent: int = 0  # events Klaviyo acknowledged
 
 
@@ -71,6 +72,7 @@ class Tracker:
             entry.left += len(mapped.events)
             if self.account is not None and mapped.events:
                 entry.held = mapped.held or Held(b"", facts_of(mapped.events))
+                entry.stamp = mapped.stamp
             self.frontier = mapped.after
 
     def input_rejected(self, rejection: Rejection, at: Position) -> None:
@@ -87,6 +89,7 @@ class Tracker:
         done: list[tuple[str, bool]] = []
         bad: list[tuple[Rejection, Position | None]] = []
         whole: list[tuple[str, bytes | None, OrderFacts]] = []  # for the account's ledger
+        stamps: list[tuple[str, float, str]] = []  # profiles whose attributes were taken
         with self.lock:
             for event, reason in rejected:
                 bad.append((self._klaviyo_rejected(event, reason), None))
@@ -108,12 +111,14 @@ class Tracker:
                     else:
                         self.stats.orders_sent += 1
                         whole.extend(_whole(event.order_id, entry))
+                        if entry.stamp is not None:
+                            stamps.append(entry.stamp)
             bad.extend(self.inputs_rejected)
             self.inputs_rejected = []
             watermark = self._watermark()
         if self.account is not None and (sent or whole):
             keys = [event_key(identity(e.profile), e.metric, e.unique_id) for e in sent]
-            self.account.record(keys, whole)  # before the checkpoint: a crash between resends
+            self.account.record(keys, whole, stamps)  # first: a crash between them resends
         if self.ledger is not None and (done or bad):
             mark = self.landmarks.at(watermark) if self.landmarks and watermark else ""
             self.ledger.record(done, bad, watermark, mark)

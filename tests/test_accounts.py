@@ -4,23 +4,21 @@ sends nothing"). End to end, through the CLI, against two stand-ins on one addre
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
-import socket
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 try:
+    import cli_helpers
     import standin as st
+    from cli_helpers import free_port
 except ImportError:  # tests/ made a package
+    from tests import cli_helpers
     from tests import standin as st
+    from tests.cli_helpers import free_port
 
-CLI = shutil.which("klaviyo-backfill", path=str(Path(sys.executable).parent)) or str(
-    Path(sys.executable).parent / "klaviyo-backfill"
-)
 EXPORT = Path(__file__).resolve().parent.parent / "sample_data" / "shopify_orders_export.csv"
 STAGING = "pk_staging_" + secrets.token_hex(12)
 REAL = "pk_real_" + secrets.token_hex(12)
@@ -28,17 +26,7 @@ FAST = ["--rate-limit", "100/s,1000/m", "-q"]
 
 
 def run(cwd: Path, key: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
-    env.update(KLAVIYO_API_KEY=key, COLUMNS="200")
-    return subprocess.run(
-        [CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return cli_helpers.run(cwd, key, *args)
 
 
 def send_to(cwd: Path, key: str, port: int, *extra: str) -> tuple[set[object], str, int]:

@@ -9,12 +9,9 @@ there), then the full export.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import socket
 import subprocess
-import sys
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -22,31 +19,18 @@ from pathlib import Path
 import pytest
 
 try:
+    import cli_helpers
     import corpus
     import standin as st
+    from cli_helpers import free_port
 except ImportError:  # tests/ made a package
-    from tests import corpus
+    from tests import cli_helpers, corpus
     from tests import standin as st
+    from tests.cli_helpers import free_port
 
-CLI = shutil.which("klaviyo-backfill", path=str(Path(sys.executable).parent)) or str(
-    Path(sys.executable).parent / "klaviyo-backfill"
-)
 KEY = "pk_delta_" + secrets.token_hex(12)
 FAST = ["--rate-limit", "100/s,1000/m", "-q", "--failures", "failures.jsonl"]
 Key = tuple[str, str, str]
-
-
-def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
-    env.update(KLAVIYO_API_KEY=KEY, COLUMNS="200")
-    return subprocess.run([CLI, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=180)  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def as_of(order: corpus.TruthOrder, cut: datetime) -> corpus.TruthOrder:
@@ -78,6 +62,10 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     corpus.write_shopify_csv(early, where / "early.csv")
     corpus.write_shopify_csv(orders, where / "full.csv")
     return where
+
+
+def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return cli_helpers.run(cwd, KEY, *args)
 
 
 def sent_since(s: st.StandIn, first: int) -> tuple[int, int]:

@@ -90,7 +90,7 @@ def test_a_cut_never_falls_inside_a_quoted_newline(shop_csv: Path) -> None:
         assert [len(row) for row in rows] == [width] * len(rows) and rows, offset
 
 
-SEND_ONLY = ("--endpoint", "--public-key")
+SEND_ONLY = ("--endpoint", "--public-key", "--profile-attributes")
 
 
 def _dry_run(files: list[Path], out: Path, jobs: str, *extra: str) -> dict[str, Any]:
@@ -175,9 +175,13 @@ def test_an_unreadable_row_stops_both_at_the_same_order(
     cut = len(data) * 2 // 3
     cut = data.index(b"\n", cut) + 1
     broken.write_bytes(data[:cut] + b"\xff\xfe not utf-8\n" + data[cut:])
-    one = _same([broken], tmp_path)
+    # `all`: no pass over the export before the run (`latest` finds the bad row in it, first)
+    one = _same([broken], tmp_path, "--profile-attributes", "all")
     assert one["exit"] == 2 and "broken.csv:" in one["stdout"]
     assert one["failures"]  # what came before the bad row was read and reported
+    latest = _same([broken], tmp_path)
+    assert latest["exit"] == 2 and "broken.csv:" in latest["stdout"]
+    assert not latest["bodies"]  # stopped before a body was made
 
 
 def test_a_stray_quote_that_misleads_the_cutter_costs_speed_not_orders(

@@ -10,6 +10,7 @@ run paced by it reaches the ceiling without tripping it; a 429 pauses every send
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections import deque
@@ -19,6 +20,8 @@ from ..errors import UsageError
 from .endpoints import Window
 
 __all__ = ["Limiter", "Window", "parse_rate_limit"]
+
+log = logging.getLogger("klaviyo_backfill.throttle")
 
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -72,6 +75,8 @@ class Limiter:
             if wait <= 0:
                 self.stamps.append(now)
                 return True
+            log.log(logging.INFO if wait >= 1 else logging.DEBUG,
+                    "throttle: waiting %.2f s for %s", wait, self._why(now))  # fmt: skip
             if stop is None:
                 await asyncio.sleep(wait)
                 continue
@@ -81,7 +86,14 @@ class Limiter:
             except TimeoutError:
                 pass
 
+    def _why(self, now: float) -> str:
+        if self.paused_until > now:
+            return "Klaviyo's 429 (Retry-After)"
+        full = [w for w in self.windows if len(self.stamps) >= w.limit]
+        return ", ".join(f"the {w.limit}/{w.seconds:g}s window" for w in full) or "a window"
+
     def pause(self, seconds: float) -> None:
         """Klaviyo said 429: nobody starts a request for `seconds`."""
         self.throttled += 1
         self.paused_until = max(self.paused_until, self.clock() + seconds)
+        log.info("429: every request pauses %.1f s", seconds)

@@ -1,0 +1,150 @@
+"""Profiles take only their latest attributes (`--profile-attributes latest`, the default).
+
+Klaviyo applies an event's profile attributes (name, address) last-write-wins, in whatever
+order it processes bulk jobs: a 2019 order carrying the 2019 name can overwrite the one a
+customer uses today. So only the events of each profile's latest order (by creation time,
+then order id) carry its non-identifier attributes; every other event carries identifiers
+only (email, phone number, external id).
+
+Which order is a profile's latest needs the whole export: `Latest.build` reads it once
+before anything is sent (a pass that converts each order but maps and encodes nothing),
+into a temporary SQLite table of profile -> (time, order id), so memory stays flat with any
+number of customers (about 100 bytes on disk per profile; 1M profiles ~ 100 MB of temporary
+disk). Worker processes of a split dry run open the same file read-only.
+
+Across exports, the account's ledger remembers the time of the order whose attributes each
+profile was sent (account_ledger.py): a later run sends attributes only from a newer order.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .convert import Converter
+from .distinct import SeenIds
+from .errors import FieldError
+from .events import identity_of
+from .prepare import in_window, raw_id
+from .read import read_orders
+
+if TYPE_CHECKING:
+    from .account_ledger import AccountLedger
+    from .delta import Delta
+    from .job import Job
+    from .model import Order
+
+__all__ = ["MODES", "Latest", "Never", "Stamp"]
+
+MODES = ("latest", "all", "none")
+Stamp = tuple[float, str]  # an order's creation time (UNIX seconds) and id: larger is later
+
+
+def stamp(order: Order) -> Stamp:
+    return order.created_at.timestamp(), order.id
+
+
+class Never:
+    """`--profile-attributes none`: no event carries attributes (picklable)."""
+
+    def __call__(self, who: str, order: Order) -> bool:
+        return False
+
+
+@dataclass
+class Latest:
+    """Which order of each profile carries its attributes. Picklable (a path, not a
+    connection): each process opens the table when it first asks."""
+
+    path: str
+    account: AccountLedger | None = field(default=None, repr=False)  # this process only
+    _db: sqlite3.Connection | None = field(default=None, repr=False)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"path": self.path, "account": None, "_db": None}
+
+    def __call__(self, who: str, order: Order) -> bool:
+        """Whether this order's events carry the profile's attributes."""
+        mine = stamp(order)
+        if self._db is None:
+            self._db = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
+            )  # asked by the reader thread, closed by the main one
+        row = self._db.execute("SELECT at, oid FROM latest WHERE who = ?", (who,)).fetchone()
+        if row is None or (float(row[0]), str(row[1])) != mine:
+            return False
+        if self.account is not None:
+            sent = self.account.attributes_sent(who)
+            return sent is None or mine > sent
+        return True
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        Path(self.path).unlink(missing_ok=True)
+
+    @classmethod
+    def build(cls, job: Job, delta: Delta | None = None) -> Latest:
+        """One pass over the job's exports: each profile's latest order. Given the account's
+        `delta`, orders it holds unchanged are not converted: their profile and time come
+        from its ledger."""
+        fd, path = tempfile.mkstemp(prefix="klaviyo-backfill-latest-", suffix=".sqlite")
+        os.close(fd)
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute("CREATE TABLE latest (who TEXT PRIMARY KEY, at REAL, oid TEXT) WITHOUT ROWID")
+        upsert = (
+            "INSERT INTO latest VALUES (?, ?, ?) ON CONFLICT(who) DO UPDATE SET"
+            " at = excluded.at, oid = excluded.oid"
+            " WHERE (excluded.at, excluded.oid) > (latest.at, latest.oid)"
+        )
+        batch: list[tuple[str, float, str]] = []
+        for who, (at, oid) in _stamps(job, delta):
+            batch.append((who, at, oid))
+            if len(batch) >= 5000:
+                _flush(db, upsert, batch)
+        _flush(db, upsert, batch)
+        db.close()
+        return cls(path)
+
+
+def _flush(db: sqlite3.Connection, upsert: str, batch: list[tuple[str, float, str]]) -> None:
+    db.execute("BEGIN")
+    db.executemany(upsert, batch)
+    db.execute("COMMIT")
+    batch.clear()
+
+
+def _stamps(job: Job, delta: Delta | None) -> Iterator[tuple[str, Stamp]]:
+    """(profile, stamp) of every order a run would map: read and convert, nothing more."""
+    seen = SeenIds()
+    for source in job.inputs:
+        converter = Converter(source.layout, job.settings)
+        csv = source.layout.kind == "csv"
+        raws = read_orders(source, held=delta if csv else None)
+        if delta is not None and not csv:
+            raws = delta.batched(raws)
+        for raw in raws:
+            order_id = raw_id(raw)
+            if order_id is not None and not seen.add(order_id):
+                continue  # a duplicate: the run skips it too
+            known = raw.held if csv or delta is None else delta.unchanged(raw)[1]
+            if known is not None:  # held unchanged: not sent again, but maybe the latest
+                if known.at is not None and order_id is not None:
+                    yield known.who, (known.at, order_id)
+                continue
+            try:
+                order = converter.order(raw)
+                if not in_window(order.created_at, job.filters):
+                    continue
+                who = identity_of(order)
+            except FieldError:
+                continue  # rejected: it carries nothing
+            yield who, stamp(order)
