@@ -5,6 +5,10 @@ A row is committed only after Klaviyo acknowledged every event of its order, so 
 any instant loses nothing: `--resume` skips what the ledger holds and resends at most the
 orders that were in flight (a resend is harmless, every event id is deterministic).
 The ledger never holds the API key: only ids, counts, times and the run's fingerprint.
+
+With each settled order it adds the order's acknowledged events to `sent_totals`, per metric,
+UTC month and currency (count and value sum), in the same transaction: what `verify`
+compares with Klaviyo's own aggregates, without reading the export again.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -32,6 +37,8 @@ __all__ = [
     "Landmarks",
     "Ledger",
     "Mode",
+    "Total",
+    "TotalKey",
     "default_path",
     "found_for",
     "locate",
@@ -50,7 +57,35 @@ CREATE TABLE IF NOT EXISTS rejected (
     input INTEGER, offset INTEGER,       -- 'input': where the order is, for --resume
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sent_totals (  -- events Klaviyo acknowledged, of settled orders
+    metric TEXT NOT NULL, month TEXT NOT NULL, currency TEXT NOT NULL,  -- month: UTC 'YYYY-MM'
+    events INTEGER NOT NULL, value TEXT NOT NULL,  -- value: an exact decimal, as text
+    last_at REAL NOT NULL,                         -- the latest acknowledgement among them
+    PRIMARY KEY (metric, month, currency)
+);
 """
+# (metric, UTC month 'YYYY-MM', currency; '' when the events carry none)
+TotalKey = tuple[str, str, str]
+
+
+@dataclass(slots=True)
+class Total:
+    """Acknowledged events of one metric, month and currency: how many, and their values' sum."""
+
+    events: int = 0
+    value: Decimal = Decimal(0)
+    last_at: float = 0.0  # when the latest of them was acknowledged (time.time())
+
+    def add(self, value: Decimal | None, at: float = 0.0) -> None:
+        self.events += 1
+        if value is not None:
+            self.value += value
+        self.last_at = max(self.last_at, at)
+
+
+def _dec_add(a: str | None, b: str | None) -> str:
+    """SQLite's sum of two decimals kept as text, exactly (REAL would round cents)."""
+    return str(Decimal(a or 0) + Decimal(b or 0))
 
 
 def default_path(paths: list[str], account: str | None = None) -> Path:
@@ -187,6 +222,7 @@ class Ledger:
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
+            self.db.create_function("dec_add", 2, _dec_add, deterministic=True)
             self.db.executescript(_SCHEMA)
         except BaseException:
             self.db.close()
@@ -247,8 +283,9 @@ class Ledger:
         them (a checkpoint of before accounts were recorded is bound to this one)."""
         self.check_account(account)
         version, known = self.get("version"), self.get("fingerprint")
-        if known is None:
-            self.put(version=FORMAT_VERSION, fingerprint=fingerprint, created=str(time.time()))
+        if known is None:  # a new ledger: its sent_totals hold every acknowledgement
+            self.put(version=FORMAT_VERSION, fingerprint=fingerprint, created=str(time.time()),
+                     totals="1")  # fmt: skip
         elif version != FORMAT_VERSION:
             raise CheckpointError(
                 f"checkpoint {self.path} has format {version}, this version writes {FORMAT_VERSION}",
@@ -292,13 +329,21 @@ class Ledger:
         rejected: Iterable[tuple[Rejection, Position | None]] = (),
         watermark: Position | None = None,
         landmark: str = "",
+        totals: Mapping[str, Mapping[TotalKey, Total]] | None = None,
     ) -> None:
         """Commit settled orders (id, whether Klaviyo rejected any of its events), rejections
         and the resume point durably, in one transaction. A rejection the ledger holds
-        already (an order resent after a kill, refused again) is not added twice."""
+        already (an order resent after a kill, refused again) is not added twice.
+
+        `totals` holds, per order id, its events that Klaviyo acknowledged: they are added to
+        `sent_totals` for an order the ledger did not hold yet (an order resent after a kill
+        counts once)."""
         now = time.time()
         with self.db:
             self.db.execute("BEGIN")
+            if totals:
+                self._add_totals([o for o, _ in done if o in totals and not self.is_done(o)],
+                                 totals, now)  # fmt: skip
             self.db.executemany(
                 "INSERT OR REPLACE INTO orders (id, state, at) VALUES (?, ?, ?)",
                 [(o, "rejected" if bad else "sent", now) for o, bad in done],
@@ -319,6 +364,54 @@ class Ledger:
                     "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                     [("watermark", json.dumps(list(watermark))), ("landmark", landmark)],
                 )
+
+    def _add_totals(
+        self, fresh: list[str], totals: Mapping[str, Mapping[TotalKey, Total]], now: float
+    ) -> None:
+        merged: dict[TotalKey, Total] = {}
+        for order_id in fresh:
+            for key, total in totals[order_id].items():
+                into = merged.setdefault(key, Total())
+                into.events += total.events
+                into.value += total.value
+                into.last_at = max(into.last_at, total.last_at or now)
+        self.db.executemany(
+            "INSERT INTO sent_totals (metric, month, currency, events, value, last_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (metric, month, currency) DO UPDATE SET "
+            "events = events + excluded.events, value = dec_add(value, excluded.value), "
+            "last_at = max(last_at, excluded.last_at)",
+            [(*key, t.events, str(t.value), t.last_at) for key, t in merged.items()],
+        )
+
+    @_guarded
+    def has_totals(self) -> bool:
+        """Whether `sent_totals` covers the whole job: a ledger begun before they were kept
+        (or by hand) does not, and its export must be read again to know what was sent."""
+        return self.get("totals") == "1"
+
+    @_guarded
+    def totals(self) -> dict[TotalKey, Total]:
+        """What Klaviyo acknowledged, per metric, UTC month and currency."""
+        rows = self.db.execute(
+            "SELECT metric, month, currency, events, value, last_at FROM sent_totals "
+            "ORDER BY metric, month, currency"
+        )
+        return {(m, mo, c): Total(int(n), Decimal(v), float(at)) for m, mo, c, n, v, at in rows}
+
+    @_guarded
+    def order_state(self, order_id: str) -> tuple[str, float] | None:
+        """('sent' or 'rejected', when it was recorded) of an order the ledger holds."""
+        row = self.db.execute("SELECT state, at FROM orders WHERE id = ?", (order_id,)).fetchone()
+        return None if row is None else (str(row[0]), float(row[1]))
+
+    @_guarded
+    def rejected_events(self, order_id: str) -> list[str]:
+        """The details of an order's events Klaviyo refused ('<metric> <unique id>: why')."""
+        rows = self.db.execute(
+            "SELECT DISTINCT detail FROM rejected WHERE kind = 'klaviyo' AND order_id = ?",
+            (order_id,),
+        )
+        return [str(detail or "") for (detail,) in rows]
 
     @_guarded
     def watermark(self) -> Position | None:
@@ -361,6 +454,15 @@ class Ledger:
         except ValueError:
             return {}  # only shown by `status`: not worth refusing the checkpoint for
         return value if isinstance(value, dict) else {}
+
+    @_guarded
+    def rejected_rows(self, limit: int = 1000) -> list[Rejection]:
+        """The job's rejections (each is one row), the first `limit` of them."""
+        rows = self.db.execute(
+            "SELECT source, line, order_id, reason, detail FROM rejected ORDER BY rowid LIMIT ?",
+            (limit,),
+        )
+        return [Rejection(s or "", line, oid, reason, d or "") for s, line, oid, reason, d in rows]
 
     @_guarded
     def forget_from(self, before: Position | None) -> None:

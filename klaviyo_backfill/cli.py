@@ -14,6 +14,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,7 @@ from .options import (
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .run import DryRun, Finished, SendOutcome
+    from .run import DryRun, Finished, SendOutcome, Verification
 
 
 def _edge(func: Callable[..., int]) -> Callable[..., None]:
@@ -146,8 +147,11 @@ def main() -> None:
 
 
 def input_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.argument("paths", nargs=-1, required=True, type=click.Path())(input_flags(func))
+
+
+def input_flags(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.argument("paths", nargs=-1, required=True, type=click.Path()),
         click.option("--format", "fmt", type=click.Choice(format_names()), help="Force a reader."),
         click.option("--layout", type=click.Path(), help="A layout file (TOML) for any export."),
         click.option("--mapping", type=click.Path(), hidden=True),  # the old name of --layout
@@ -181,6 +185,34 @@ def input_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(min=1),
             help="Processes that read and map a large CSV for --dry-run and inspect "
             "(default: one per core). A real send maps in one: the rate limit sets its pace.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def key_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The key, where it goes, and the API revision: every command that talks to Klaviyo."""
+    options = [
+        click.option(
+            "--revision",
+            default=DEFAULT_REVISION,
+            show_default=True,
+            help="Klaviyo API revision header.",
+        ),
+        click.option(
+            "--api-key",
+            envvar="KLAVIYO_API_KEY",
+            show_envvar=True,
+            help="Private API key (pk_...); prompted for when absent.",
+        ),
+        click.option(
+            "--base-url",
+            envvar="KLAVIYO_BASE_URL",
+            show_envvar=True,
+            default=DEFAULT_BASE_URL,
+            show_default=True,
         ),
     ]
     for option in reversed(options):
@@ -229,8 +261,8 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
         base_url=kw["base_url"], api_key=kw["api_key"], public_key=kw["public_key"],
         rate_limit=kw["rate_limit"], concurrency=kw["concurrency"],
         checkpoint=kw["checkpoint"], mode=_mode(kw),  # type: ignore[arg-type]
-        resend=kw["resend"], profile_attributes=kw["profile_attributes"],
-        tuning=kw["tuning"],
+        allow_overlap=kw["allow_overlap"], resend=kw["resend"],
+        profile_attributes=kw["profile_attributes"], tuning=kw["tuning"],
     )  # fmt: skip
 
 
@@ -250,21 +282,13 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
     "--trigger-flows", is_flag=True, help="Let these events trigger flows (no backfill flag)."
 )
 @click.option(
-    "--revision", default=DEFAULT_REVISION, show_default=True, help="Klaviyo API revision header."
-)
-@click.option(
     "--preview",
     "preview_count",
     default=1,
     show_default=True,
     help="Request bodies shown by --dry-run.",
 )
-@click.option(
-    "--api-key",
-    envvar="KLAVIYO_API_KEY",
-    show_envvar=True,
-    help="Private API key (pk_...); prompted for when absent.",
-)
+@key_options
 @click.option(
     "--public-key",
     envvar="KLAVIYO_PUBLIC_KEY",
@@ -272,11 +296,10 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
     help="Public key (site id), for --endpoint legacy.",
 )
 @click.option(
-    "--base-url",
-    envvar="KLAVIYO_BASE_URL",
-    show_envvar=True,
-    default=DEFAULT_BASE_URL,
-    show_default=True,
+    "--allow-overlap",
+    is_flag=True,
+    help="Send even where another integration's metric of the same name (Shopify's own "
+    "Placed Order) already holds events in the months sent.",
 )
 @click.option(
     "--rate-limit",
@@ -387,7 +410,7 @@ def _real_send(options: SendOptions, console: Console, kw: dict[str, Any]) -> in
 
     progress = Progress(console, enabled=not kw["quiet"])
     with progress:
-        outcome = send(options, progress.update, _ask_key)
+        outcome = send(options, progress.update, _ask_key, lambda m: click.echo(m, err=True))
     if not isinstance(outcome, SendOutcome):
         return _nothing_to_do(console, outcome)
     console.print(send_summary(outcome))
@@ -417,13 +440,18 @@ def _send_exit(console: Console, outcome: SendOutcome) -> int:
 @main.command()
 @input_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--html", "html_path", type=click.Path(), help="Write the report as one HTML file.")
 @_edge
-def inspect(as_json: bool, **kw: Any) -> int:
+def inspect(as_json: bool, html_path: str | None, **kw: Any) -> int:
     """Read the exports and report what a backfill would send; send nothing."""
-    from .report import describe, inspect_report
+    from .report import describe, inspect_html, inspect_report
     from .run import inspect as inspect_exports
 
+    if html_path:
+        _check_writable(html_path, "--html")
     stats = inspect_exports(SendOptions(inputs=_inputs(kw)))
+    if html_path:
+        Path(html_path).write_text(inspect_html(stats), encoding="utf-8")
     if as_json:
         click.echo(json.dumps(describe(stats), indent=2, ensure_ascii=False))
     else:
@@ -450,3 +478,92 @@ def status(paths: tuple[str, ...], checkpoint: str | None) -> int:
         for path, ledger in found:
             Console().print(status_table(path, ledger))
     return ExitCode.OK
+
+
+def _read_options(kw: dict[str, Any], paths: tuple[str, ...]) -> SendOptions:
+    return SendOptions(
+        inputs=_inputs(kw | {"paths": paths}), endpoint=kw["endpoint"],
+        trigger_flows=kw["trigger_flows"], revision=kw["revision"], base_url=kw["base_url"],
+        api_key=kw["api_key"], checkpoint=kw.get("checkpoint"),
+        rate_limit=kw.get("rate_limit"),
+        profile_attributes=kw.get("profile_attributes") or "latest",
+    )  # fmt: skip
+
+
+def _outputs(kw: dict[str, Any]) -> None:
+    for option in ("json_path", "html_path"):
+        if kw.get(option):
+            _check_writable(kw[option], "--" + option.removesuffix("_path"))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option(
+    "--checkpoint",
+    type=click.Path(),
+    help="Checkpoint file (default: found from PATHS and the key).",
+)
+@click.option("--json", "json_path", type=click.Path(), help="Write the rows as JSON to FILE.")
+@click.option("--html", "html_path", type=click.Path(), help="Write a one-file HTML report.")
+@key_options
+@input_flags
+@click.option("--endpoint", type=click.Choice(ENDPOINT_NAMES), default="bulk", hidden=True)
+@click.option("--trigger-flows", is_flag=True, hidden=True)
+@click.option("--profile-attributes", type=click.Choice(["latest", "all", "none"]), hidden=True)
+@_edge
+def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None, **kw: Any) -> int:
+    """Compare what Klaviyo acknowledged for an export's checkpoint with what it holds now:
+    per metric, UTC month and currency (the key needs the metrics:read scope).
+
+    PATHS are the exports the send read; with --checkpoint FILE they may be left out. A
+    checkpoint of an earlier version (no monthly totals) is verified by reading its export
+    again, with the send's options (--format/--layout, --timezone, --currency, --since,
+    --until, --endpoint, --revision, --trigger-flows)."""
+    from rich.console import Console
+
+    from .report import verify_html, verify_report
+    from .run import verify as verify_job
+
+    _outputs({"json_path": json_path, "html_path": html_path})
+    options = _read_options(kw, paths)
+    if not options.api_key:
+        options = replace(options, api_key=_ask_key())
+    with Console(stderr=True).status("Reading Klaviyo's metrics and their monthly aggregates"):
+        result: Verification = verify_job(options)
+    verify_report(Console(), result)
+    if json_path:
+        _write_json(json_path, result.as_json())
+    if html_path:
+        Path(html_path).write_text(verify_html(result), encoding="utf-8")
+    return ExitCode.SHORT if result.short else ExitCode.OK
+
+
+@main.command()
+@input_options
+@click.option("--json", "json_path", type=click.Path(), help="Write the report as JSON to FILE.")
+@click.option("--endpoint", type=click.Choice(ENDPOINT_NAMES), default="bulk", show_default=True)
+@click.option(
+    "--trigger-flows", is_flag=True, help="Also list the flows the export's metrics trigger."
+)
+@click.option("--rate-limit", help="The send's rate limit, for its duration (default: Klaviyo's).")
+@key_options
+@_edge
+def preflight(json_path: str | None, **kw: Any) -> int:
+    """Before a send: check the key, read the exports as a dry run does, and find the months
+    where another integration (Shopify's own, say) already holds events of the same metrics.
+    Exit 1 when there is such an overlap."""
+    from rich.console import Console
+
+    from .report import preflight_report
+    from .run import preflight as preflight_job
+
+    _outputs({"json_path": json_path})
+    options = _read_options(kw, kw.pop("paths"))
+    if not options.api_key:
+        options = replace(options, api_key=_ask_key())
+    with Console(stderr=True).status("Reading the export and Klaviyo's metrics"):
+        report = preflight_job(options)
+    preflight_report(Console(), report)
+    if json_path:
+        _write_json(json_path, report.as_json())
+    return ExitCode.SHORT if report.overlaps else ExitCode.OK

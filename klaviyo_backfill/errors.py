@@ -2,6 +2,7 @@
 
     BackfillError                  (exit 2 unless said otherwise)
      ├── UsageError                a bad option or combination of options
+     │    └── OverlapError         another integration's metric holds events in the send's months
      ├── InputError                a file that cannot be read at all (names file and line)
      │    └── LayoutError          a layout file, or a column it names, that does not fit
      ├── CheckpointError           a checkpoint that does not belong to this run, or that
@@ -13,7 +14,9 @@
      ├── OutputError               --output stopped taking bodies during a send
      ├── SendError                 (exit 3) Klaviyo refused the whole job
      │    ├── AuthError            401/403: key missing, wrong or lacking scope
-     │    └── RetiredApiError      410 from the retired Track API
+     │    │    └── ScopeError      403 to a read: the key lacks the scope it names
+     │    ├── RetiredApiError      410 from the retired Track API
+     │    └── QueryError           a read Klaviyo refused (4xx), or an answer too large to read
      └── GaveUp                    (exit 4) retries ran out; --resume continues
 
 `BackfillWarning` is the one warning category: a condition worth a line on stderr that does
@@ -41,7 +44,10 @@ __all__ = [
     "InternalError",
     "LayoutError",
     "OutputError",
+    "OverlapError",
+    "QueryError",
     "RetiredApiError",
+    "ScopeError",
     "SendError",
     "UnfinishedRun",
     "UsageError",
@@ -52,6 +58,7 @@ __all__ = [
 class ExitCode(IntEnum):
     OK = 0
     REJECTED = 1  # finished, but some rows, orders or events were rejected
+    SHORT = 1  # verify: Klaviyo holds less than was sent; preflight: an overlap was found
     USAGE = 2  # unusable input, options or checkpoint
     REFUSED = 3  # Klaviyo refused the job (auth, retired API)
     GAVE_UP = 4  # retries exhausted; progress is checkpointed, --resume continues
@@ -90,6 +97,11 @@ class BackfillWarning(UserWarning):
 
 class UsageError(BackfillError):
     """An option, or a combination of options, that cannot work."""
+
+
+class OverlapError(UsageError):
+    """A new send whose metrics another integration (Shopify's own, say) already holds events
+    of in the same months: sending would count those orders twice in Klaviyo's reports."""
 
 
 class InputError(BackfillError):
@@ -158,6 +170,25 @@ class SendError(BackfillError):
 
 class AuthError(SendError):
     """The API key is missing, wrong, or lacks the events:write scope."""
+
+
+class ScopeError(AuthError):
+    """Klaviyo answered 403 to a read: the key lacks a scope it needs (or is not valid)."""
+
+    def __init__(self, what: str, scopes: tuple[str, ...], detail: str) -> None:
+        needed = " and ".join(scopes)
+        super().__init__(
+            f"Klaviyo refused the key for {what} (HTTP 403: {detail})",
+            f"The key needs the {needed} scope{'s' if len(scopes) > 1 else ''}: add "
+            f"{'them' if len(scopes) > 1 else 'it'} to the key in Klaviyo (Settings > API keys), "
+            "or check KLAVIYO_API_KEY.",
+        )
+        self.scopes = scopes
+
+
+class QueryError(SendError):
+    """Klaviyo refused a read (a 4xx other than 401, 403 and 429), or answered more than a
+    reader takes."""
 
 
 class RetiredApiError(SendError):

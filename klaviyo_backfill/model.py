@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,6 +18,7 @@ __all__ = [
     "Refund",
     "Rejection",
     "identity",
+    "utc_month",
 ]
 
 JSON = dict[str, Any]
@@ -27,6 +28,13 @@ PLACED, ORDERED = "Placed Order", "Ordered Product"
 FULFILLED, CANCELLED, REFUNDED = "Fulfilled Order", "Cancelled Order", "Refunded Order"
 METRICS = (PLACED, ORDERED, FULFILLED, CANCELLED, REFUNDED)
 Position = tuple[int, int]  # (input index, byte offset) of an order; JSON inputs have offset 0
+
+
+def utc_month(when: datetime) -> str:
+    """'YYYY-MM' of an aware time in UTC: the month Klaviyo's aggregates (timezone UTC) put
+    an event in."""
+    t = when.astimezone(UTC)
+    return f"{t.year:04d}-{t.month:02d}"
 
 
 def identity(profile: dict[str, Any]) -> str:

@@ -69,6 +69,9 @@ class SendOptions:
     concurrency: int | None = None  # None: the endpoint's default
     checkpoint: str | None = None  # None: derived from the exports' paths
     mode: Mode = "new"
+    # send even where another integration's metric of the same name holds events in the
+    # months sent (the overlap check of a new job; its checkpoint remembers the choice)
+    allow_overlap: bool = False
     resend: bool = False  # send what the account holds already too (Klaviyo drops repeats)
     profile_attributes: str = "latest"  # latest | all | none (latest.py)
     tuning: str | None = None  # limits of the sender and its retries (klaviyo/client.tuned)

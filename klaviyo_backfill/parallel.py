@@ -132,17 +132,24 @@ def _pack(p: Prepared) -> tuple[Any, ...]:
     """What the main process needs of a Prepared order (not its events), as plain values."""
     t = p.tally  # times and money as text: their own pickling is slow
     revenue = None if t is None or t.revenue is None else str(t.revenue)
-    tally = None if t is None else (t.metrics, t.time.isoformat(), revenue, t.currency, t.who)
+    tally = (
+        None if t is None else (t.metrics, t.time.isoformat(), revenue, t.currency, t.who, t.months)
+    )
     parts = tuple((part.body, part.who, part.metrics, part.unique_ids) for part in p.parts)
     return (p.line, p.at, p.after, p.raw_id, p.key, p.rejected, p.outside, p.lines,
             p.warnings, tally, parts)  # fmt: skip
 
 
 def _tally(
-    metrics: tuple[str, ...], time: str, revenue: str | None, currency: str | None, who: Any
+    metrics: tuple[str, ...],
+    time: str,
+    revenue: str | None,
+    currency: str | None,
+    who: Any,
+    months: tuple[str, ...],
 ) -> Tally:
     money = None if revenue is None else Decimal(revenue)
-    return Tally(metrics, datetime.fromisoformat(time), money, currency, who)
+    return Tally(metrics, datetime.fromisoformat(time), money, currency, who, months)
 
 
 def _unpack(packed: tuple[Any, ...], source: str) -> Prepared:

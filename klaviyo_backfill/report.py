@@ -19,16 +19,20 @@ from .summary import Stats, describe
 
 if TYPE_CHECKING:
     from .checkpoint import Ledger
-    from .run import SendOutcome
+    from .run import Preflight, SendOutcome, Verification
 
 __all__ = [
     "describe",
+    "inspect_html",
     "inspect_report",
     "outcome_json",
+    "preflight_report",
     "preview",
     "send_summary",
     "status_table",
     "summary_table",
+    "verify_html",
+    "verify_report",
 ]
 
 
@@ -149,6 +153,9 @@ def status_table(path: Path, ledger: Ledger) -> Table:
     table.add_column("what", style="bold")
     table.add_column("value")
     table.add_row("State", _state(ledger))
+    overlap = ledger.get("overlap")
+    if overlap:
+        table.add_row("Overlap with other integrations", overlap)
     account = ledger.get("account")
     if account:
         table.add_row("Klaviyo account", f"{account} (a keyed hash of the key and base URL)")
@@ -239,3 +246,143 @@ def _with_examples(
     for what, n in counts.most_common():
         table.add_row(what, f"{n:,}", ", ".join(examples.get(what, [])))
     return table
+
+
+# ---------------------------------------------------------------- reading back
+
+
+def _delta(now: int | Decimal, then: int | Decimal, money: str | None = None) -> str:
+    diff = now - then
+    if not diff:
+        return "="
+    shown = _money(abs(Decimal(diff)), money) if money is not None else f"{abs(diff):,}"
+    return f"{'+' if diff > 0 else '-'}{shown}"
+
+
+def verify_report(console: Console, result: Verification) -> None:
+    """The rows that differ, the totals per metric, and a verdict that says whether it is final."""
+    from .reconcile import PROCESSING_SECONDS
+
+    source = "the export, read again" if result.reread else "the checkpoint"
+    console.print(f"Verify: checkpoint {result.checkpoint} ({result.state or 'new'}); what was "
+                  f"sent from {source}; {result.reads} request(s) to Klaviyo in "
+                  f"{result.elapsed:.1f} s")  # fmt: skip
+    differ = [row for row in result.rows if row.short or row.more]
+    if differ:
+        table = Table(
+            title="Rows that differ (metric x UTC month x currency)", title_justify="left"
+        )
+        for name in ("metric", "month", "currency", "sent", "in Klaviyo", "missing", "sent value",
+                     "in Klaviyo", "missing"):  # fmt: skip
+            table.add_column(name, justify="left" if name in ("metric", "month") else "right")
+        for row in differ:
+            style = "red" if row.short else "yellow"
+            table.add_row(row.metric, row.month, row.currency or "-", f"{row.sent_count:,}",
+                          f"{row.klaviyo_count:,}", _delta(row.sent_count, row.klaviyo_count),
+                          _money(row.sent_value, row.currency), _money(row.klaviyo_value, row.currency),
+                          _delta(row.sent_value, row.klaviyo_value, row.currency), style=style)  # fmt: skip
+        console.print(table)
+    totals = Table(title="Totals per metric", title_justify="left")
+    for name in ("metric", "currency", "sent", "in Klaviyo", "sent value", "in Klaviyo",
+                 "rows short", "in Klaviyo, other months"):  # fmt: skip
+        totals.add_column(name, justify="left" if name == "metric" else "right")
+    for t in result.totals:
+        totals.add_row(t.metric, t.currency or "-", f"{t.sent_count:,}", f"{t.klaviyo_count:,}",
+                       _money(t.sent_value, t.currency), _money(t.klaviyo_value, t.currency),
+                       f"{t.short_rows:,}", f"{t.elsewhere:,}",
+                       style="red" if t.short_rows else None)  # fmt: skip
+    console.print(totals)
+    for metric in result.missing:
+        console.print(f"[red]Klaviyo has no metric {metric!r} of the API integration[/red]: "
+                      "none of its events is there (yet).")  # fmt: skip
+    short = result.short
+    if not result.rows:
+        console.print("Nothing to verify: the checkpoint holds no acknowledged events.")
+    elif not short:
+        more = sum(row.more for row in result.rows)
+        console.print(f"[green]OK[/green]: Klaviyo holds everything the job sent "
+                      f"({sum(r.sent_count for r in result.rows):,} events in "
+                      f"{len(result.rows):,} rows)" + (f"; {more} row(s) hold more (other API "
+                      "sources, an earlier import): shown, not a failure" if more else "") + ".")  # fmt: skip
+    else:
+        missing = sum(max(0, r.sent_count - r.klaviyo_count) for r in short)
+        said = (f"[red]SHORT[/red]: {len(short):,} of {len(result.rows):,} rows hold less than "
+                f"the job sent ({missing:,} event(s) missing).")  # fmt: skip
+        if result.final:
+            console.print(f"{said} Final: the last acknowledgement of those rows is over "
+                          f"{PROCESSING_SECONDS // 60} minutes old.")  # fmt: skip
+        else:
+            console.print(f"{said} [yellow]Not final[/yellow]: some of them were acknowledged "
+                          f"in the last {PROCESSING_SECONDS // 60} minutes (or a send is still "
+                          "running), and Klaviyo processes accepted events with a delay. Run "
+                          "`klaviyo-backfill verify` again in a few minutes.")  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def preflight_report(console: Console, report: Preflight) -> None:
+    from .reconcile import metric_order
+
+    stats = report.stats
+    table = Table(title="Preflight: nothing was sent", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("Key", "valid; may read metrics")
+    for scope, ok in report.scopes.items():
+        table.add_row(f"  {scope}", "yes" if ok else "[yellow]no[/yellow]")
+    if report.account is not None:
+        a = report.account
+        table.add_row("Account", f"{a.id} (time zone {a.timezone}, currency {a.currency})")
+    table.add_row("Orders", f"{stats.orders_read:,} ({stats.orders_mapped:,} would be sent)")
+    for metric in METRICS:
+        if stats.events[metric]:
+            table.add_row(f"Events: {metric}", f"{stats.events[metric]:,}")
+    if stats.first and stats.last:
+        table.add_row("Orders from .. to", f"{stats.first:%Y-%m-%d} .. {stats.last:%Y-%m-%d}")
+    table.add_row("Send", f"{report.requests:,} request(s) to the {report.endpoint} endpoint: "
+                  f"about {_duration(report.seconds)} at its rate limit")  # fmt: skip
+    others = ", ".join(f"{m.name} ({m.integration or m.category})" for m in report.others)
+    table.add_row("Other integrations' metrics of these names", others or "none")
+    if report.flows == {}:
+        table.add_row("Flows", "none: the account has no API metric of these names yet")
+    elif report.flows is not None:
+        for metric, flows in sorted(report.flows.items(), key=lambda i: metric_order(i[0])):
+            names = ", ".join(f"{f.name} ({f.status})" for f in flows) or "none"
+            table.add_row(f"Flows {metric} triggers", names)
+    elif report.scopes.get("flows:read") is False:
+        table.add_row(
+            "Flows", "[yellow]not listed: the key cannot read flows (flows:read)[/yellow]"
+        )
+    console.print(table)
+    if report.overlaps:
+        overlap = Table(title="Overlap: months another integration holds events of these metrics",
+                        title_justify="left")  # fmt: skip
+        for name in ("metric", "integration", "month", "its events", "the export's"):
+            overlap.add_column(
+                name, justify="right" if "events" in name or "'s" in name else "left"
+            )
+        for o in report.overlaps:
+            overlap.add_row(o.metric, o.integration, o.month, f"{o.count:,}", f"{o.export_count:,}")
+        console.print(overlap)
+        console.print("[red]Overlap[/red]: sending would count these orders twice in Klaviyo. "
+                      "Send other months (--since/--until), or send with --allow-overlap.")  # fmt: skip
+    else:
+        console.print("[green]No overlap[/green] with other integrations' events.")
+
+
+def verify_html(result: Verification) -> str:
+    from .report_html import verify_page
+
+    return verify_page(result)
+
+
+def inspect_html(stats: Stats) -> str:
+    from .report_html import inspect_page
+
+    return inspect_page(stats)

@@ -1,4 +1,5 @@
-"""The library-callable core: a dry run, `inspect`, a send and `status`, from typed options.
+"""The library-callable core: a dry run, `inspect`, a send, `status`, and reading back
+(`verify`, `preflight`, and the overlap check a new send makes), from typed options.
 
 Every run is the same two stages, and they differ only in what consumes the requests:
 
@@ -10,25 +11,48 @@ Every run is the same two stages, and they differ only in what consumes the requ
     send       hands them to the Klaviyo client, and each answer to the checkpoint
 
 So "a dry run is the send minus the network" holds by construction.
+
+Reading back compares what a job sent with what Klaviyo holds (reconcile.py compares,
+klaviyo/reading.py reads):
+
+    verify      the checkpoint's totals of acknowledged events per metric, UTC month and
+                currency, against the monthly aggregates of the API's metric of each name
+    preflight   the export (read as a dry run reads it) against the metrics other
+                integrations keep under the same names: months where both hold events
+    send        makes that overlap check before the first request of a new job
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
-from .checkpoint import Finished, Landmarks, Ledger, found_for, locate, open_ledger
-from .errors import BackfillError, CheckpointError, OutputError, UsageError
+from .checkpoint import (
+    Finished,
+    Landmarks,
+    Ledger,
+    Total,
+    TotalKey,
+    default_path,
+    found_for,
+    locate,
+    open_ledger,
+)
+from .errors import BackfillError, CheckpointError, OutputError, OverlapError, UsageError
 from .failures import Failures
 from .files import open_private, write_private
+from .model import METRICS, Rejection
 from .options import SendOptions
 
 if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
@@ -38,25 +62,33 @@ if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `s
     from .encode import Encoder, Request
     from .job import Job
     from .klaviyo.client import SendConfig, Sender, SendStats
+    from .klaviyo.reading import Account, Flow, Metric, ReadConfig, Reader
     from .model import Position
     from .orders import MappedOrder, Resume
+    from .reconcile import Held, MetricTotal, OtherCounts, Overlap, Row
     from .summary import Stats
     from .tracker import Tracker
 
 __all__ = [
     "DryRun",
     "Finished",
+    "Preflight",
     "SendOutcome",
+    "Verification",
     "dry_run",
     "inspect",
     "open_private",
     "open_status",
     "orders",
+    "preflight",
     "requests",
     "send",
     "send_job",
+    "verify",
     "write_private",
 ]
+
+log = logging.getLogger("klaviyo_backfill.run")
 
 # what a checkpoint's fingerprint covers, besides the exports: named when they differ
 FINGERPRINTED = (
@@ -253,8 +285,12 @@ def send(
     options: SendOptions,
     progress: Progress = lambda s, t: None,
     ask_key: Callable[[], str | None] = lambda: None,
+    notify: Callable[[str], None] = lambda message: None,
 ) -> SendOutcome | Finished:
-    """Send everything the checkpoint does not hold yet, or say there is nothing to do."""
+    """Send everything the checkpoint does not hold yet, or say there is nothing to do.
+
+    A new job first checks that no other integration's metric of the same name holds events
+    in the months it sends (OverlapError, nothing sent), unless `allow_overlap`."""
     from .account_ledger import AccountLedger, account_ledger_path
     from .job import job_from
 
@@ -262,9 +298,15 @@ def send(
     config = send_config(job, options, ask_key)
     account = config.account
     path = locate(list(options.inputs.paths), account, options.mode, options.checkpoint)
+    new_job = options.mode == "restart" or (options.mode == "new" and not path.exists())
+    overlap = None
+    if new_job and config.endpoint.versioned:
+        overlap = "allowed" if options.allow_overlap else overlap_check(job, config, notify)
     ledger = open_ledger(path, options.mode, job.fingerprint(), FINGERPRINTED, account)
     if isinstance(ledger, Finished):
         return ledger
+    if overlap is not None:
+        ledger.put(overlap=overlap)
     try:
         held = AccountLedger(account_ledger_path(account))
     except BaseException:
@@ -420,3 +462,403 @@ def _close(ledger: Ledger, job: Job, outcome: SendOutcome, ended: bool) -> None:
     state = "stopped" if stopped else ("limited" if limited else "finished")
     summary = describe(outcome.stats) | {"sent": dict(outcome.send.events_sent)}
     ledger.put(state=state, ended=str(time.time()), last_run=summary)
+
+
+# ---------------------------------------------------------------- reading back
+
+
+def read_config(options: SendOptions, ask_key: Callable[[], str | None]) -> ReadConfig:
+    """Where to read from, with which key: checked before anything is read."""
+    from .job import check_revision
+    from .klaviyo.client import loopback_only
+    from .klaviyo.reading import ReadConfig
+
+    loopback_only(options.base_url)
+    check_revision(options.revision, False)
+    key = options.api_key or ask_key()
+    if not key:
+        raise UsageError(
+            "no API key: set KLAVIYO_API_KEY (a private key with the metrics:read scope)"
+        )
+    return ReadConfig(options.base_url, key, options.revision)
+
+
+def _export_pass(job: Job) -> tuple[Stats, int]:
+    """The export read as a dry run reads it: its statistics (events per metric and UTC
+    month among them) and the request bodies a send would make."""
+    from .summary import Stats
+
+    stats = Stats()
+    encoder = job.endpoint.encoder(job.backfill)
+    with profiles_for(job) as job:
+        bodies = sum(1 for _ in requests(orders(job, encoder, stats, Failures(None)), encoder))
+    return stats, bodies
+
+
+def _months_pass(job: Job) -> Stats:
+    """The export read, converted and mapped, not encoded: events per metric and UTC month
+    (`Stats.metric_months`), on every core for a large CSV."""
+    from .orders import mapped_orders
+    from .summary import Stats
+
+    stats = Stats()
+    for _ in mapped_orders(job, None, stats, Failures(None)):
+        pass
+    return stats
+
+
+async def _metrics(config: ReadConfig, integration: str | None = None) -> list[Metric]:
+    from .klaviyo.reading import Reader
+
+    async with Reader(config) as reader:
+        return await reader.metrics(integration)
+
+
+async def _other_counts(
+    reader: Reader, others: list[Metric], months: dict[tuple[str, str], int]
+) -> list[OtherCounts]:
+    """Each other integration's metric: its events per UTC month, in the years the export
+    has events of that metric in (one query per year)."""
+    from .klaviyo.reading import gather_limited
+    from .reconcile import OtherCounts, years_of
+
+    counts = [OtherCounts(m.name, m.integration or m.category or m.id) for m in others]
+    jobs, into = [], []
+    for metric, count in zip(others, counts, strict=True):
+        for year in years_of(mo for name, mo in months if name == metric.name):
+            jobs.append(partial(reader.aggregate, metric.id, year, False, False))
+            into.append(count)
+    for count, totals in zip(
+        into, await gather_limited(jobs, reader.config.concurrency), strict=True
+    ):
+        for total in totals:
+            count.months[total.month] += total.count
+    return counts
+
+
+def overlap_check(job: Job, config: SendConfig, notify: Callable[[str], None]) -> str:
+    """Before the first request of a new job: refuse (OverlapError) where another
+    integration's metric of the same name holds events in months the job would send. Reads
+    the export only when such a metric exists. Returns what the checkpoint keeps of it."""
+    from .errors import ScopeError
+    from .klaviyo.reading import ReadConfig, Reader
+    from .reconcile import describe_overlaps, overlaps
+
+    assert config.api_key is not None
+    read = ReadConfig(config.base_url, config.api_key, config.revision, timeout=config.timeout,
+                      retry=config.retry)  # fmt: skip
+    started = time.monotonic()
+    try:
+        others = [m for m in asyncio.run(_metrics(read)) if not m.via_api and m.name in METRICS]
+    except ScopeError:
+        notify("Warning: this key cannot read metrics (no metrics:read scope), so whether "
+               "another integration already holds these orders was not checked.")  # fmt: skip
+        return "not checked: the key cannot read metrics"
+    if others:
+        stats = _months_pass(job)
+
+        async def count() -> list[OtherCounts]:
+            async with Reader(read) as reader:
+                return await _other_counts(reader, others, stats.metric_months)
+
+        found = overlaps(stats.metric_months, asyncio.run(count()))
+        log.info("overlap check: %d other integration metric(s), %d overlapping month(s), "
+                 "%.1f s", len(others), len(found), time.monotonic() - started)  # fmt: skip
+        if found:
+            raise OverlapError(
+                "another integration already holds events of the metrics this send would "
+                "create, in the same months (they would count twice in Klaviyo):\n  "
+                + "\n  ".join(describe_overlaps(found)),
+                "Send only other months with --since/--until, or send anyway with "
+                "--allow-overlap (a --resume of the job remembers it). `klaviyo-backfill "
+                "preflight` lists every month.",
+            )
+    return "checked: none"
+
+
+# ---------------------------------------------------------------- verify
+
+
+@dataclass
+class Verification:
+    """What Klaviyo holds of what a job sent, per metric, UTC month and currency."""
+
+    checkpoint: Path
+    state: str | None  # the checkpoint's
+    rows: list[Row]
+    totals: list[MetricTotal]
+    missing: list[str]  # metrics the job sent that Klaviyo has no API metric of
+    processing: bool  # a short row may still fill in (recent acknowledgements, a live send)
+    reread: bool  # what was sent was learnt by reading the export again (an older checkpoint)
+    summary: dict[str, Any] = field(default_factory=dict)  # the last run's
+    rejections: list[Rejection] = field(default_factory=list)
+    reads: int = 0  # requests made to Klaviyo
+    elapsed: float = 0.0
+
+    @property
+    def short(self) -> list[Row]:
+        return [row for row in self.rows if row.short]
+
+    @property
+    def status(self) -> str:
+        return "short" if self.short else "ok"
+
+    @property
+    def final(self) -> bool:
+        """False while a shortfall may still be Klaviyo processing what it accepted."""
+        return not (self.short and self.processing)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "final": self.final,
+            "rows": [row.as_json() for row in self.rows],
+            "totals": [total.as_json() for total in self.totals],
+            "missing_metrics": self.missing,
+            "checkpoint": str(self.checkpoint),
+            "sent_from": "the export, read again" if self.reread else "the checkpoint",
+        }
+
+
+def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: None) -> Verification:
+    """Compare what Klaviyo acknowledged for the export's checkpoint (this key's account)
+    with what Klaviyo holds now."""
+    from .klaviyo.account import account_id
+    from .reconcile import compare
+
+    config = read_config(options, ask_key)
+    account = account_id(config.base_url, config.api_key)
+    started = time.monotonic()
+    path = _verify_checkpoint(options, account)
+    ledger = Ledger(path)
+    try:
+        ledger.check_account(account)
+        sent, reread = _sent_totals(options, ledger)
+        running = ledger.state == "running" and ledger.runner_alive() is not False
+        summary = json.loads(ledger.get("last_run") or "{}")
+        result = Verification(path, ledger.state, [], [], [], running, reread, summary,
+                              ledger.rejected_rows())  # fmt: skip
+    finally:
+        ledger.close()
+    held, result.missing, result.reads = asyncio.run(_held(config, sent))
+    result.rows, result.totals = compare(sent, held)
+    now = time.time()
+    result.processing = running or any(row.short and row.recent(now) for row in result.rows)
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def _verify_checkpoint(options: SendOptions, account: str) -> Path:
+    """The checkpoint `send` kept for these exports and this key's account (as `status`
+    finds them), or the one named."""
+    if options.checkpoint:
+        named = Path(options.checkpoint)
+        if not named.is_file():
+            raise CheckpointError(f"no checkpoint at {named}")
+        return named
+    paths = list(options.inputs.paths)
+    if not paths:
+        raise UsageError("give the export PATHS the send used, or --checkpoint FILE")
+    for path in (default_path(paths, account), default_path(paths)):
+        if path.exists():
+            return path
+    others = found_for(paths)
+    if others:
+        raise CheckpointError(
+            f"no checkpoint of this Klaviyo account for {', '.join(paths)}: "
+            f"{', '.join(map(str, others))} "
+            + ("belongs to another account" if len(others) == 1 else "belong to other accounts"),
+            "Use the key the send used, or name the checkpoint with --checkpoint FILE.",
+        )
+    raise CheckpointError(
+        f"no checkpoint for {', '.join(paths)} in .klaviyo-backfill/",
+        "Run verify in the folder the send ran in, or name the checkpoint with --checkpoint FILE.",
+    )
+
+
+def _sent_totals(options: SendOptions, ledger: Ledger) -> tuple[dict[TotalKey, Total], bool]:
+    """What Klaviyo acknowledged: the checkpoint's totals, or (a checkpoint of a version that
+    kept none) the export read again, counting the orders the checkpoint holds."""
+    if ledger.has_totals():
+        return ledger.totals(), False
+    if not options.inputs.paths:
+        raise CheckpointError(
+            f"checkpoint {ledger.path} was written by an earlier version, which kept no "
+            "monthly totals of what Klaviyo acknowledged",
+            "Verify it by reading its export again: give the export PATHS with the options "
+            f"of the send ({FINGERPRINTED}) and --checkpoint.",
+        )
+    return _reread(options, ledger), True
+
+
+def _reread(options: SendOptions, ledger: Ledger) -> dict[TotalKey, Total]:
+    from .job import job_from
+    from .model import utc_month
+    from .orders import mapped_orders
+    from .summary import Stats
+
+    job = job_from(options)
+    if job.fingerprint() != ledger.get("fingerprint"):
+        raise CheckpointError(
+            f"checkpoint {ledger.path} was written by an earlier version, which kept no "
+            "monthly totals, and these exports or options are not the send's: reading them "
+            "would not tell what it sent",
+            f"Give verify the send's files and options ({FINGERPRINTED}).",
+        )
+    totals: dict[TotalKey, Total] = {}
+    # one process: the events must stay here to be counted
+    for mapped in mapped_orders(replace(job, jobs=1), None, Stats(), Failures(None)):
+        held = ledger.order_state(mapped.key)
+        if held is None:
+            continue
+        refused = ledger.rejected_events(mapped.key) if held[0] == "rejected" else []
+        for e in mapped.events:
+            if any(d.startswith(f"{e.metric} {e.unique_id}:") for d in refused):
+                continue
+            key = (e.metric, utc_month(e.time), e.currency or "")
+            totals.setdefault(key, Total()).add(e.value, held[1])
+    return totals
+
+
+async def _held(config: ReadConfig, sent: dict[TotalKey, Total]) -> tuple[Held, list[str], int]:
+    """Klaviyo's aggregates of the API's metric of each name the job sent, per UTC month and
+    currency, in the years it sent: (held, metrics Klaviyo has no API metric of, requests)."""
+    from decimal import Decimal
+
+    from .klaviyo.endpoints import API_INTEGRATION
+    from .klaviyo.reading import Reader, gather_limited
+    from .reconcile import metric_order, years_of
+
+    held: Held = {}
+    missing: list[str] = []
+    async with Reader(config) as reader:
+        api: dict[str, Metric] = {}
+        for metric in await reader.metrics(API_INTEGRATION):
+            if metric.via_api:
+                api.setdefault(metric.name, metric)
+        jobs, names = [], []
+        for name in sorted({key[0] for key in sent}, key=metric_order):
+            found = api.get(name)
+            if found is None:
+                missing.append(name)
+                continue
+            for year in years_of(month for metric, month, _ in sent if metric == name):
+                jobs.append(partial(reader.aggregate, found.id, year))
+                names.append(name)
+        results = await gather_limited(jobs, config.concurrency)
+        for name, totals in zip(names, results, strict=True):
+            for t in totals:
+                key = (name, t.month, t.currency or "")
+                count, value = held.get(key, (0, Decimal(0)))
+                held[key] = (count + t.count, value + (t.value or Decimal(0)))
+        return held, missing, reader.stats.requests
+
+
+# ---------------------------------------------------------------- preflight
+
+
+@dataclass
+class Preflight:
+    """Before a send: the key, the export, the overlap with other integrations, the time."""
+
+    stats: Stats
+    endpoint: str
+    requests: int  # bodies the send would make
+    seconds: float  # the send at the endpoint's ceiling (its rate windows)
+    account: Account | None  # None: the key cannot read it (accounts:read)
+    scopes: dict[str, bool]  # scope -> whether the key may use it (those tried)
+    others: list[Metric]  # other integrations' metrics named as the export's
+    overlaps: list[Overlap]
+    flows: dict[str, list[Flow]] | None = None  # --trigger-flows: metric -> flows it starts
+
+    def as_json(self) -> dict[str, Any]:
+        from .summary import describe
+
+        flows = None
+        if self.flows is not None:
+            flows = {m: [{"id": f.id, "name": f.name, "status": f.status} for f in fs]
+                     for m, fs in self.flows.items()}  # fmt: skip
+        return {
+            "overlaps": [o.as_json() for o in self.overlaps],
+            "other_integrations": [
+                {"metric": m.name, "integration": m.integration, "id": m.id} for m in self.others
+            ],
+            "scopes": self.scopes,
+            "account": None
+            if self.account is None
+            else {
+                "id": self.account.id,
+                "timezone": self.account.timezone,
+                "currency": self.account.currency,
+            },
+            "endpoint": self.endpoint,
+            "requests": self.requests,
+            "send_seconds_at_ceiling": round(self.seconds, 1),
+            "flows_triggered": flows,
+            "export": describe(self.stats),
+        }
+
+
+def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: None) -> Preflight:
+    """Check the key and what it may read, read the export as a dry run does, and set its
+    months against other integrations' metrics of the same names."""
+    from .job import job_from
+    from .klaviyo.throttle import ideal_seconds, parse_rate_limit
+    from .reconcile import overlaps
+
+    job = job_from(options)
+    config = read_config(options, ask_key)
+    account, metrics, scopes = asyncio.run(_key_check(config))
+    stats, bodies = _export_pass(job)
+    names = {metric for metric, _ in stats.metric_months}
+    others = [m for m in metrics if not m.via_api and m.name in names]
+    api = {m.name: m for m in metrics if m.via_api and m.name in names}
+    windows = parse_rate_limit(options.rate_limit) if options.rate_limit else job.endpoint.windows
+    report = Preflight(stats, job.endpoint.name, bodies, ideal_seconds(bodies, windows), account,
+                       scopes, others, [])  # fmt: skip
+    counts, report.flows = asyncio.run(
+        _preflight_reads(config, others, stats, api if options.trigger_flows else None, scopes)
+    )
+    report.overlaps = overlaps(stats.metric_months, counts)
+    return report
+
+
+async def _key_check(config: ReadConfig) -> tuple[Account | None, list[Metric], dict[str, bool]]:
+    """The key: every metric (401 and 403 stop here), and the account if it may read it."""
+    from .errors import ScopeError
+    from .klaviyo.reading import Reader
+
+    async with Reader(config) as reader:
+        metrics = await reader.metrics()
+        scopes = {"metrics:read": True}
+        try:
+            account: Account | None = await reader.account()
+            scopes["accounts:read"] = True
+        except ScopeError:
+            account, scopes["accounts:read"] = None, False
+        return account, metrics, scopes
+
+
+async def _preflight_reads(
+    config: ReadConfig,
+    others: list[Metric],
+    stats: Stats,
+    api: dict[str, Metric] | None,
+    scopes: dict[str, bool],
+) -> tuple[list[OtherCounts], dict[str, list[Flow]] | None]:
+    from .errors import ScopeError
+    from .klaviyo.reading import Reader
+
+    async with Reader(config) as reader:
+        counts = await _other_counts(reader, others, stats.metric_months)
+        if api is None:
+            return counts, None
+        flows: dict[str, list[Flow]] = {}
+        try:
+            for name, metric in api.items():
+                flows[name] = await reader.flow_triggers(metric.id)
+            scopes["flows:read"] = True
+        except ScopeError:
+            scopes["flows:read"] = False
+            return counts, None
+        return counts, flows

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from .distinct import DistinctCount, stable_hash
-from .model import PLACED, Event
+from .model import PLACED, Event, utc_month
 
 __all__ = ["Stats", "Tally", "describe"]
 
@@ -29,13 +29,20 @@ class Tally:
     revenue: Decimal | None  # the Placed Order's value, with its currency
     currency: str | None
     who: int  # the profile (email, phone, external id), as its `stable_hash`
+    months: tuple[str, ...] = ()  # each event's UTC month ('YYYY-MM'), as `metrics`
 
     @classmethod
     def of(cls, events: list[Event]) -> Tally:
         placed, p = events[0], events[0].profile
         revenue = placed.value if placed.metric == PLACED and placed.currency else None
         who = stable_hash((p.get("email"), p.get("phone_number"), p.get("external_id")))
-        return cls(tuple(e.metric for e in events), placed.time, revenue, placed.currency, who)
+        months, last, month = [], None, ""
+        for e in events:  # most events share the order's time (the same object)
+            if e.time is not last:
+                last, month = e.time, utc_month(e.time)
+            months.append(month)
+        metrics = tuple(e.metric for e in events)
+        return cls(metrics, placed.time, revenue, placed.currency, who, tuple(months))
 
 
 @dataclass
@@ -66,6 +73,8 @@ class Stats:
         return max(done, int(done * self.bytes_total / self.bytes_done))
 
     month_revenue: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+    # events per (metric, UTC month): what `preflight` sets against other integrations' metrics
+    metric_months: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     @property
     def orders_skipped(self) -> int:
@@ -84,6 +93,7 @@ class Stats:
         self.orders_mapped += 1
         self.line_items += lines
         self.events.update(tally.metrics)
+        self.metric_months.update(zip(tally.metrics, tally.months, strict=True))
         when = tally.time
         if tally.revenue is not None and tally.currency:
             cur, value = tally.currency, tally.revenue
@@ -110,6 +120,7 @@ def describe(stats: Stats) -> dict[str, Any]:
             f"{month} {cur}": str(v) for (month, cur), v in sorted(stats.month_revenue.items())
         },
         "events": dict(stats.events),
+        "events_by_month": _by_month(stats.metric_months),
         "revenue": {k: str(v) for k, v in sorted(stats.revenue.items())},
         "first_order": stats.first.isoformat() if stats.first else None,
         "last_order": stats.last.isoformat() if stats.last else None,
@@ -121,3 +132,11 @@ def describe(stats: Stats) -> dict[str, Any]:
         "resumed_at": stats.resumed_at,
         "events_already_in_klaviyo": stats.already_in_klaviyo,
     }
+
+
+def _by_month(counts: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    """metric -> UTC month -> events."""
+    out: dict[str, dict[str, int]] = {}
+    for (metric, month), n in sorted(counts.items()):
+        out.setdefault(metric, {})[month] = n
+    return out

@@ -1,6 +1,10 @@
 """Which orders still wait for Klaviyo: an order is recorded in the checkpoint once every
 one of its events is settled (taken, or refused), never before.
 
+With each order it records the events Klaviyo acknowledged, per metric, UTC month and
+currency (`checkpoint.Total`), in the transaction that records the order: `verify` compares
+those with what Klaviyo holds.
+
 It also keeps the resume point: the position of the first order not yet settled (or, with
 none pending, the position after the last order handed to the encoder), committed with each
 acknowledgement so that a resumed run can seek straight to it.
@@ -10,14 +14,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass, field, replace
 
 from .account_ledger import AccountLedger, OrderFacts, event_key
-from .checkpoint import Landmarks, Ledger
+from .checkpoint import Landmarks, Ledger, Total, TotalKey
 from .delta import facts_of
 from .failures import Failures
 from .klaviyo.client import SendStats
-from .model import Event, Position, Rejection, identity
+from .model import Event, Position, Rejection, identity, utc_month
 from .orders import MappedOrder
 from .prepare import Held
 
@@ -38,6 +43,8 @@ class _Pending:
     held: Held | None = None  # for the account's ledger: digest, facts, events held before
     stamp: tuple[str, float, str] | None = None  # it carries its profile's attributes
     sent: int = 0  # events Klaviyo acknowledged
+    # its events Klaviyo acknowledged so far, per metric, UTC month and currency
+    totals: dict[TotalKey, Total] = field(default_factory=dict)
 
 
 class Tracker:
@@ -90,6 +97,8 @@ class Tracker:
         bad: list[tuple[Rejection, Position | None]] = []
         whole: list[tuple[str, bytes | None, OrderFacts]] = []  # for the account's ledger
         stamps: list[tuple[str, float, str]] = []  # profiles whose attributes were taken
+        totals: dict[str, dict[TotalKey, Total]] = {}
+        now = time.time()
         with self.lock:
             for event, reason in rejected:
                 bad.append((self._klaviyo_rejected(event, reason), None))
@@ -98,6 +107,8 @@ class Tracker:
                 entry = self.pending.get(event.order_id)
                 if entry is not None:
                     entry.sent += 1
+                    key = (event.metric, utc_month(event.time), event.currency or "")
+                    entry.totals.setdefault(key, Total()).add(event.value, now)
             for event in [*sent, *(e for e, _ in rejected)]:
                 entry = self.pending.get(event.order_id)
                 if entry is None:
@@ -106,6 +117,7 @@ class Tracker:
                 if entry.left <= 0:
                     del self.pending[event.order_id]
                     done.append((event.order_id, entry.rejected))
+                    totals[event.order_id] = entry.totals
                     if entry.rejected:
                         self.stats.orders_with_rejections += 1
                     else:
@@ -121,7 +133,7 @@ class Tracker:
             self.account.record(keys, whole, stamps)  # first: a crash between them resends
         if self.ledger is not None and (done or bad):
             mark = self.landmarks.at(watermark) if self.landmarks and watermark else ""
-            self.ledger.record(done, bad, watermark, mark)
+            self.ledger.record(done, bad, watermark, mark, totals)
             log.debug("checkpoint: %d orders done, %d rejections, resume point %s",
                       len(done), len(bad), watermark)  # fmt: skip
 

@@ -35,6 +35,7 @@ EXPORT = Path(__file__).resolve().parent.parent / "sample_data" / "shopify_order
 ORDERS = 27  # orders in EXPORT, every one of them sendable
 EVENTS = 111  # their events
 KEY = "pk_rogue_" + secrets.token_hex(12)  # unique, so "appears nowhere" can be searched for
+NO_METRICS = b'{"data": [], "links": {"self": "/api/metrics", "next": null}}'
 LOGIN_PAGE = b"<html><head><title>Sign in</title></head><body><form>Wi-Fi login</form></body></html>"
 
 
@@ -55,9 +56,18 @@ class Reply:
 
 
 class Rogue:
-    def __init__(self, answer: Callable[[Seen], Reply], tls: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        answer: Callable[[Seen], Reply],
+        tls: tuple[str, str] | None = None,
+        metrics: bool = True,
+    ) -> None:
         self.answer = answer
         self.tls = tls  # (certificate file, key file): https
+        # GET /api/metrics answered as Klaviyo answers for an account with no other
+        # integration (the overlap check of a new send), kept out of `seen`
+        self.metrics = metrics
+        self.reads: list[Seen] = []
         self.seen: list[Seen] = []
         self.lock = threading.Lock()
         self.url = ""
@@ -110,9 +120,14 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         seen = Seen(self.command, self.path, dict(self.headers.items()), body)
-        with self.owner.lock:
-            self.owner.seen.append(seen)
-        reply = self.owner.answer(seen)
+        if self.owner.metrics and self.command == "GET" and self.path.startswith("/api/metrics"):
+            with self.owner.lock:
+                self.owner.reads.append(seen)
+            reply = Reply(200, {"Content-Type": "application/vnd.api+json"}, NO_METRICS)
+        else:
+            with self.owner.lock:
+                self.owner.seen.append(seen)
+            reply = self.owner.answer(seen)
         if reply.raw is not None:
             self.close_connection = True
             with contextlib.suppress(OSError):  # the client went away: what these tests want

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import hmac
 import json
 import math
@@ -30,14 +31,14 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import takewhile
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jsonschema
 
@@ -62,6 +63,13 @@ class Faults:
     # events with these unique ids are refused with a 400 naming them: a rule of Klaviyo's
     # that no client can check beforehand (bulk and single endpoints)
     refuse_uids: frozenset[str] = frozenset()
+    # reading back (GET /api/metrics, POST /api/metric-aggregates, ...):
+    lost_after_ack: float = 0.0  # share of accepted events never processed (drawn per event key)
+    ingestion_delay: float = 0.0  # seconds before an accepted event shows in aggregates
+    missing_scopes: frozenset[str] = frozenset()  # scopes the key lacks: 403 naming them
+    read_server_error: float = 0.0  # reads: 5xx, half with a JSON:API body, half HTML
+    read_html_200: float = 0.0  # reads: a 200 HTML page (a proxy's), not Klaviyo's answer
+    wrong_key_status: int = 403  # the answer to a wrong key (Klaviyo documents 401 too)
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,27 @@ class Limits:
 
 BULK_LIMITS = Limits(10, 1.0, 150, 60.0)
 SINGLE_LIMITS = Limits(350, 1.0, 3500, 60.0)
+# the read endpoints' published limits, per account
+READ_LIMITS = {
+    "metrics": Limits(10, 1.0, 150, 60.0),
+    "aggregates": Limits(3, 1.0, 60, 60.0),
+    "flows": Limits(10, 1.0, 150, 60.0),
+    "accounts": Limits(1, 1.0, 15, 60.0),
+}
+METRICS_PATH, AGGREGATES_PATH, ACCOUNTS_PATH = (
+    "/api/metrics", "/api/metric-aggregates", "/api/accounts"
+)  # fmt: skip
+FLOW_TRIGGERS = re.compile(r"^/api/metrics/([^/]+)/flow-triggers$")
+METRICS_PAGE = 200
+SCOPES = {
+    "bulk": ("events:write",),
+    "single": ("events:write",),
+    "metrics": ("metrics:read",),
+    "aggregates": ("metrics:read",),
+    "flows": ("flows:read", "metrics:read"),
+    "accounts": ("accounts:read",),
+}
+API = ("API", "API")  # (integration name, category) of events sent through the API
 
 
 @dataclass(frozen=True)
@@ -95,6 +124,9 @@ class StoredEvent:
     endpoint: str  # "bulk" | "single" | "legacy"
     identity: str = ""  # email (lower-cased) else phone_number else external_id else "id:<id>"
     key_uid: str = ""  # unique_id, or the time to the second when absent
+    integration: tuple[str, str] = API  # (name, category): where the event's metric lives
+    # time.monotonic() when accepted (the ingestion delay counts from it); not part of the event
+    stored_at: float = field(default=0.0, compare=False)
 
 
 @dataclass
@@ -502,14 +534,25 @@ class StandIn:
         single_limits: Limits = SINGLE_LIMITS,
         legacy: str = "gone",
         port: int = 0,
+        read_limits: dict[str, Limits] | None = None,
     ) -> None:
         if legacy not in ("gone", "accept"):
             raise ValueError("legacy must be 'gone' or 'accept'")
         self.api_key, self.public_key, self.legacy, self.port = api_key, public_key, legacy, port
         self.faults = faults or Faults()
         self.windows = {"bulk": SlidingWindow(bulk_limits), "single": SlidingWindow(single_limits)}
+        for name, limits in (READ_LIMITS | (read_limits or {})).items():
+            self.windows[name] = SlidingWindow(limits)
         self.events: list[StoredEvent] = []
-        self.requests: list[RequestLog] = []
+        self.requests: list[RequestLog] = []  # the event intake's (sends)
+        self.reads: list[RequestLog] = []  # the read endpoints': apart, so sends count alone
+        self.lost: list[StoredEvent] = []  # accepted (202), never processed (lost_after_ack)
+        self.preloaded: list[StoredEvent] = []  # other integrations' events (preload)
+        # (metric name, integration) -> its processed events, for the aggregates
+        self.by_metric: dict[tuple[str, tuple[str, str]], list[StoredEvent]] = {}
+        self.flows: dict[str, list[dict[str, Any]]] = {}  # API metric name -> flows it triggers
+        self.account = {"id": "AcC0uNt", "timezone": "UTC", "preferred_currency": "USD"}
+        self._read_rng = random.Random(self.faults.seed + 1)
         self.stats: Counter[str] = Counter()
         self.lock = threading.Lock()
         self._rng = random.Random(self.faults.seed)
@@ -589,6 +632,7 @@ class StandIn:
 
     def store(self, events: list[StoredEvent]) -> int:
         n = 0
+        now = time.monotonic()
         with self.lock:
             for e in events:
                 key = (e.identity, e.metric, e.key_uid)
@@ -596,10 +640,80 @@ class StandIn:
                     self.stats["duplicates_skipped"] += 1
                     continue
                 self._stored.add(key)
+                e = replace(e, stored_at=now)
                 self.events.append(e)
                 self.stats["events_without_time"] += e.time is None
+                if self.is_lost(key):
+                    self.lost.append(e)
+                else:
+                    self.by_metric.setdefault((e.metric, e.integration), []).append(e)
                 n += 1
         return n
+
+    # ------------------------------------------------------------ reading back
+
+    def is_lost(self, key: tuple[str, str, str]) -> bool:
+        """Whether the accepted event of this key is never processed (lost_after_ack): drawn
+        from the key and the seed, so the same events are lost in any order of arrival."""
+        share = self.faults.lost_after_ack
+        if not share:
+            return False
+        digest = hashlib.blake2b(f"{self.faults.seed}|{'|'.join(key)}".encode(), digest_size=8)
+        return int.from_bytes(digest.digest(), "big") / 2**64 < share
+
+    def preload(self, events: list[StoredEvent]) -> None:
+        """Events the account holds already, of any integration (`other_event` makes them)."""
+        with self.lock:
+            for e in events:
+                self.preloaded.append(e)
+                self.by_metric.setdefault((e.metric, e.integration), []).append(e)
+
+    def metric_list(self) -> list[tuple[str, str, tuple[str, str]]]:
+        """(id, name, integration) of every metric of the account, oldest first."""
+        with self.lock:
+            names = list(self.by_metric) + [(e.metric, e.integration) for e in self.lost]
+        return [(metric_id(n, i), n, i) for n, i in dict.fromkeys(names)]
+
+    def aggregate(
+        self, metric: tuple[str, tuple[str, str]], start: str, end: str, now: float
+    ) -> list[StoredEvent]:
+        """The metric's processed events with start <= time < end (UTC ISO strings, which
+        order as times do), past the ingestion delay."""
+        delay = self.faults.ingestion_delay
+        with self.lock:
+            events = list(self.by_metric.get(metric, ()))
+        return [e for e in events
+                if e.time is not None and start <= e.time < end and e.stored_at + delay <= now]  # fmt: skip
+
+    def draw_read_fault(self) -> str | None:
+        f = self.faults
+        with self.lock:
+            u = self._read_rng.random()
+        if u < f.read_server_error:
+            return "server_error"
+        if u < f.read_server_error + f.read_html_200:
+            return "html_200"
+        return None
+
+
+def metric_id(name: str, integration: tuple[str, str]) -> str:
+    """A stable six-character id per metric name and integration, like Klaviyo's."""
+    digest = hashlib.blake2b(f"{integration[0]}|{name}".encode(), digest_size=6).digest()
+    return base64.b32encode(digest).decode()[:6].replace("=", "")
+
+
+def other_event(
+    metric: str,
+    time: str,
+    value: float = 10.0,
+    currency: str = "USD",
+    integration: tuple[str, str] = ("Shopify", "eCommerce"),
+    uid: str = "",
+) -> StoredEvent:
+    """An event of another integration (Shopify's own Placed Order, say), for `preload`."""
+    t = datetime.fromisoformat(time).astimezone(UTC).replace(microsecond=0).isoformat()
+    return StoredEvent(metric, uid or None, t, value, currency, None, {}, {}, integration[0],
+                       integration=integration, key_uid=uid)  # fmt: skip
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -654,10 +768,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             log.status = status
             bucket = "5xx" if status >= 500 else "2xx" if status < 300 else str(status)
+        read = _is_read(path)
         with s.lock:  # recorded before answering, so a client that got its answer sees it
-            s.requests.append(log)
-            s.stats["requests"] += 1
-            s.stats[bucket] += 1
+            (s.reads if read else s.requests).append(log)
+            s.stats["reads" if read else "requests"] += 1
+            s.stats[f"read_{bucket}" if read else bucket] += 1
         if log.outcome != "answered":
             self._drop(rst=log.outcome == "reset")
             return
@@ -679,6 +794,8 @@ class _Handler(BaseHTTPRequestHandler):
         s = self.owner
         if path == LEGACY_PATH:
             return self._legacy(body, log)
+        if _is_read(path):
+            return self._read(path, body)
         endpoint = {BULK_PATH: "bulk", SINGLE_PATH: "single"}.get(path)
         if endpoint is None:
             raise ApiError(404, "not_found", "Not found.", [(f"no route for {path}", None)])
@@ -689,23 +806,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "Method not allowed.",
                 [(f"{self.command} is not allowed here", None)],
             )
-        auth = self.headers.get("Authorization") or ""
-        if not auth.startswith("Klaviyo-API-Key "):
-            raise ApiError(
-                401,
-                "not_authenticated",
-                "Authentication credentials were not provided.",
-                [("Missing or invalid Authorization header.", None)],
-            )
-        if not hmac.compare_digest(
-            auth.removeprefix("Klaviyo-API-Key ").strip().encode(), s.api_key.encode()
-        ):
-            raise ApiError(
-                403,
-                "permission_denied",
-                "Incorrect authentication credentials.",
-                [("The API key is not valid.", None)],
-            )
+        self._authorize(endpoint)
         fault, variant = s.draw_fault()
         if fault == "throttle":
             raise ApiError(
@@ -753,6 +854,181 @@ class _Handler(BaseHTTPRequestHandler):
             with s.lock:
                 s.stats["partial_failures"] += 1
         return 202, b"", headers
+
+    def _authorize(self, endpoint: str) -> None:
+        """401 without a key, 403 with a wrong one or one that lacks the endpoint's scopes."""
+        s = self.owner
+        auth = self.headers.get("Authorization") or ""
+        if not auth.startswith("Klaviyo-API-Key "):
+            raise ApiError(
+                401,
+                "not_authenticated",
+                "Authentication credentials were not provided.",
+                [("Missing or invalid Authorization header.", None)],
+            )
+        if not hmac.compare_digest(
+            auth.removeprefix("Klaviyo-API-Key ").strip().encode(), s.api_key.encode()
+        ):
+            status = s.faults.wrong_key_status
+            raise ApiError(
+                status,
+                "permission_denied" if status == 403 else "not_authenticated",
+                "Incorrect authentication credentials.",
+                [("The API key is not valid.", None)],
+            )
+        missing = [scope for scope in SCOPES[endpoint] if scope in s.faults.missing_scopes]
+        if missing:
+            raise ApiError(
+                403,
+                "permission_denied",
+                "You do not have permission to perform this action.",
+                [(f"This API key is missing required scopes: {', '.join(missing)}.", None)],
+            )
+
+    # ------------------------------------------------------------ reading back
+
+    def _read(self, path: str, body: bytes) -> tuple[int, bytes, dict[str, str]]:
+        s = self.owner
+        name = {METRICS_PATH: "metrics", AGGREGATES_PATH: "aggregates",
+                ACCOUNTS_PATH: "accounts"}.get(path, "flows")  # fmt: skip
+        method = "POST" if name == "aggregates" else "GET"
+        if self.command != method:
+            raise ApiError(405, "method_not_allowed", "Method not allowed.",
+                           [(f"{self.command} is not allowed here", None)])  # fmt: skip
+        self._authorize(name)
+        if not REVISION.match(self.headers.get("revision") or ""):
+            raise _invalid([("A 'revision' header (YYYY-MM-DD) is required.", None)])
+        fault = s.draw_read_fault()
+        with s.lock:
+            ok, secs, limit, left = s.windows[name].admit()
+        if not ok:
+            unit = "second" if secs == 1 else "seconds"
+            raise ApiError(429, "throttled", "Request was throttled.",
+                           [(f"Request was throttled. Expected available in {secs} {unit}.", None)],
+                           {"Retry-After": str(secs)})  # fmt: skip
+        if fault == "server_error":
+            return 502, HTML_PAGE.format(502, REASONS[502]).encode(), {"Content-Type": "text/html"}
+        if fault == "html_200":
+            page = b"<html><body><h1>Checking your browser...</h1></body></html>"
+            return 200, page, {"Content-Type": "text/html"}
+        if name == "metrics":
+            answer = self._metrics()
+        elif name == "aggregates":
+            answer = self._aggregates(body)
+        elif name == "accounts":
+            answer = self._account()
+        else:
+            answer = self._flow_triggers(path)
+        headers = {"Content-Type": JSONAPI, "RateLimit-Limit": str(limit),
+                   "RateLimit-Remaining": str(left), "RateLimit-Reset": str(secs)}  # fmt: skip
+        return 200, json.dumps(answer).encode(), headers
+
+    def _metrics(self) -> dict[str, Any]:
+        """GET /api/metrics: 200 a page, `links.next` to follow, the integration filter."""
+        s = self.owner
+        query = parse_qs(urlsplit(self.path).query)
+        items = s.metric_list()
+        wanted = query.get("filter", [None])[0]
+        if wanted is not None:
+            match = re.fullmatch(r"equals\(integration\.(name|category),(['\"])(.*)\2\)", wanted)
+            if match is None:
+                raise ApiError(400, "invalid", "Invalid input.", [(
+                    f"Invalid filter {wanted!r}: equals on integration.name or "
+                    "integration.category only", None)])  # fmt: skip
+            which = 0 if match.group(1) == "name" else 1
+            items = [item for item in items if item[2][which] == match.group(3)]
+        try:
+            cursor = query.get("page[cursor]", [""])[0]
+            offset = int(base64.urlsafe_b64decode(cursor).decode()) if cursor else 0
+        except ValueError:
+            raise _invalid([("Invalid page cursor.", None)]) from None
+        links = {"self": s.url + self.path}
+        if offset + METRICS_PAGE < len(items):
+            more = {"page[cursor]": base64.urlsafe_b64encode(str(offset + METRICS_PAGE).encode())}
+            if wanted is not None:
+                more["filter"] = wanted.encode()
+            links["next"] = f"{s.url}{METRICS_PATH}?{urlencode(more)}"
+        data = [
+            {
+                "type": "metric",
+                "id": mid,
+                "attributes": {
+                    "name": name,
+                    "created": "2020-01-01T00:00:00+00:00",
+                    "updated": "2020-01-01T00:00:00+00:00",
+                    "integration": {
+                        "object": "integration",
+                        "id": metric_id("", integration),
+                        "name": integration[0],
+                        "category": integration[1],
+                    },
+                },
+                "links": {"self": f"{s.url}{METRICS_PATH}/{mid}/"},
+            }
+            for mid, name, integration in items[offset : offset + METRICS_PAGE]
+        ]
+        return {"data": data, "links": links}
+
+    def _aggregates(self, body: bytes) -> dict[str, Any]:
+        """POST /api/metric-aggregates: count, sum_value and unique per UTC month, grouped by
+        $value_currency or not, over at most one year (the stand-in's subset of the API)."""
+        s = self.owner
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != JSONAPI:
+            raise ApiError(415, "unsupported_media_type", "Unsupported media type.",
+                           [(f"Content-Type must be {JSONAPI}.", None)])  # fmt: skip
+        try:
+            doc = json.loads(body, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise _invalid([(f"Malformed JSON: {e}", "")]) from None
+        if errors := schema_errors(doc, "query_metric_aggregates.json", "MetricAggregateQuery"):
+            raise _invalid(errors)
+        attrs = doc["data"]["attributes"]
+        metrics = {mid: (name, integration) for mid, name, integration in s.metric_list()}
+        metric = metrics.get(attrs["metric_id"])
+        if metric is None:
+            raise ApiError(404, "not_found", "Not found.",
+                           [(f"No metric with id {attrs['metric_id']}.", "/data/attributes/metric_id")])  # fmt: skip
+        start, end = _aggregate_query(attrs)
+        events = s.aggregate(metric, start.isoformat(), end.isoformat(), time.monotonic())
+        return _aggregate_answer(events, start, end, attrs, s.url)
+
+    def _flow_triggers(self, path: str) -> dict[str, Any]:
+        s = self.owner
+        match = FLOW_TRIGGERS.match(path)
+        assert match is not None
+        metrics = {mid: (name, integration) for mid, name, integration in s.metric_list()}
+        metric = metrics.get(match.group(1))
+        if metric is None:
+            raise ApiError(404, "not_found", "Not found.", [(f"No metric {match.group(1)}.", None)])
+        flows = s.flows.get(metric[0], []) if metric[1] == API else []
+        data = [{"type": "flow", "id": f["id"], "attributes": {
+                    "name": f["name"], "status": f.get("status", "live"),
+                    "archived": f.get("archived", False), "trigger_type": "Metric",
+                    "created": "2020-01-01T00:00:00+00:00", "updated": "2020-01-01T00:00:00+00:00"},
+                 "links": {"self": f"{s.url}/api/flows/{f['id']}/"}} for f in flows]  # fmt: skip
+        return {"data": data, "links": {"self": s.url + path}}
+
+    def _account(self) -> dict[str, Any]:
+        s = self.owner
+        a = s.account
+        attributes = {
+            "test_account": False,
+            "contact_information": {
+                "default_sender_name": "Shop",
+                "default_sender_email": "shop@example.com",
+                "organization_name": "Shop",
+                "street_address": {},
+            },
+            "industry": None,
+            "timezone": a["timezone"],
+            "preferred_currency": a["preferred_currency"],
+            "public_api_key": s.public_key,
+            "locale": "en-US",
+        }
+        item = {"type": "account", "id": a["id"], "attributes": attributes,
+                "links": {"self": f"{s.url}{ACCOUNTS_PATH}/{a['id']}/"}}  # fmt: skip
+        return {"data": [item], "links": {"self": s.url + ACCOUNTS_PATH}}
 
     def _validate(
         self, endpoint: str, body: bytes, log: RequestLog
@@ -828,6 +1104,86 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, b"0", {"Content-Type": "text/plain"}
         log.n_stored = s.store([event])
         return 200, b"1", {"Content-Type": "text/plain"}
+
+
+def _is_read(path: str) -> bool:
+    return path in (METRICS_PATH, AGGREGATES_PATH, ACCOUNTS_PATH) or bool(FLOW_TRIGGERS.match(path))
+
+
+_RANGE = re.compile(r"^(greater-or-equal|less-than)\(datetime,([^)]+)\)$")
+
+
+def _aggregate_query(attrs: dict[str, Any]) -> tuple[datetime, datetime]:
+    """The checks of a metric-aggregates query (Klaviyo's, and the stand-in's limits: month
+    intervals, UTC, $value_currency only): -> its time range, at most one year long."""
+    ptr = "/data/attributes"
+    if not attrs["measurements"] or set(attrs["measurements"]) - {"count", "sum_value", "unique"}:
+        raise _invalid([("measurements: count, sum_value or unique", f"{ptr}/measurements")])
+    if (attrs.get("interval") or "day") != "month":
+        raise _invalid([("the stand-in answers interval 'month' only", f"{ptr}/interval")])
+    if (attrs.get("by") or []) not in ([], ["$value_currency"]):
+        raise _invalid([("the stand-in groups by $value_currency only", f"{ptr}/by")])
+    if (attrs.get("timezone") or "UTC") != "UTC":
+        raise _invalid([("the stand-in answers timezone UTC only", f"{ptr}/timezone")])
+    bounds: dict[str, datetime] = {}
+    for i, text in enumerate(attrs["filter"]):
+        match = _RANGE.match(text)
+        try:
+            when = datetime.fromisoformat(match.group(2)) if match else None
+        except ValueError:
+            when = None
+        if match is None or when is None:
+            raise _invalid([(f"unsupported filter {text!r}", f"{ptr}/filter/{i}")])
+        bounds[match.group(1)] = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+    start, end = bounds.get("greater-or-equal"), bounds.get("less-than")
+    if start is None or end is None or end <= start:
+        raise _invalid([("filter must give a time range: greater-or-equal(datetime,...) and "
+                         "less-than(datetime,...), in that order of time", f"{ptr}/filter")])  # fmt: skip
+    try:
+        year_on = start.replace(year=start.year + 1)
+    except ValueError:  # 29 February
+        year_on = start.replace(year=start.year + 1, day=28)
+    if end > year_on:
+        raise _invalid([("The time range of a query may span at most one year.", f"{ptr}/filter")])
+    return start, end
+
+
+def _aggregate_answer(
+    events: list[StoredEvent], start: datetime, end: datetime, attrs: dict[str, Any], url: str
+) -> dict[str, Any]:
+    months = []
+    month = start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    while month < end:
+        months.append(month)
+        month = month.replace(year=month.year + month.month // 12, month=month.month % 12 + 1)
+    index = {m.strftime("%Y-%m"): i for i, m in enumerate(months)}
+    grouped = bool(attrs.get("by"))
+    groups: dict[str, list[list[Any]]] = {}  # currency -> [counts, sums, profiles]
+    for e in events:
+        assert e.time is not None
+        i = index[e.time[:7]]
+        cells = groups.setdefault((e.value_currency or "") if grouped else "", [
+            [0.0] * len(months), [0.0] * len(months), [set() for _ in months]])  # fmt: skip
+        cells[0][i] += 1.0
+        cells[1][i] += float(e.value or 0)
+        cells[2][i].add(e.identity)
+    if not grouped and not groups:
+        groups[""] = [[0.0] * len(months), [0.0] * len(months), [set() for _ in months]]
+    rows = []
+    for currency, (counts, sums, profiles) in sorted(groups.items()):
+        series = {"count": counts, "sum_value": [round(v, 6) for v in sums],
+                  "unique": [float(len(p)) for p in profiles]}  # fmt: skip
+        rows.append({"dimensions": [currency] if grouped else [],
+                     "measurements": {m: series[m] for m in attrs["measurements"]}})  # fmt: skip
+    return {
+        "data": {
+            "type": "metric-aggregate",
+            "id": str(uuid.uuid4()),
+            "attributes": {"dates": [m.isoformat() for m in months], "data": rows},
+            "links": {"self": url + AGGREGATES_PATH},
+        },
+        "links": {"self": url + AGGREGATES_PATH},
+    }
 
 
 def _reject_constant(name: str) -> Any:

@@ -8,13 +8,19 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from klaviyo_backfill.checkpoint import FORMAT_VERSION, Landmarks, Ledger
+from klaviyo_backfill.checkpoint import FORMAT_VERSION, Landmarks, Ledger, Total
 from klaviyo_backfill.errors import CheckpointError
-from klaviyo_backfill.model import Rejection
+from klaviyo_backfill.failures import Failures
+from klaviyo_backfill.klaviyo.client import SendStats
+from klaviyo_backfill.model import Event, Rejection
+from klaviyo_backfill.orders import MappedOrder
+from klaviyo_backfill.tracker import Tracker
 
 
 @pytest.fixture
@@ -308,3 +314,65 @@ def test_mark_running_records_this_process(ledger: Ledger) -> None:
     assert ledger.state == "running"
     assert ledger.get("pid") == str(os.getpid())
     assert ledger.get("host") == socket.gethostname()
+
+
+# ---------------------------------------------------------------- sent totals (verify)
+
+
+def totals_of(*events: tuple[str, str, str, str]) -> dict[tuple[str, str, str], Total]:
+    out: dict[tuple[str, str, str], Total] = {}
+    for metric, month, currency, value in events:
+        out.setdefault((metric, month, currency), Total()).add(Decimal(value), 100.0)
+    return out
+
+
+def test_sent_totals_add_up_per_metric_month_and_currency_exactly(ledger: Ledger) -> None:
+    ledger.record([("1", False)], totals={"1": totals_of(
+        ("Placed Order", "2021-03", "USD", "0.10"), ("Ordered Product", "2021-03", "USD", "0.10"))})  # fmt: skip
+    ledger.record([("2", False), ("3", False)], totals={
+        "2": totals_of(("Placed Order", "2021-03", "USD", "0.20")),
+        "3": totals_of(("Placed Order", "2021-04", "JPY", "1250"))})  # fmt: skip
+    got = {key: (t.events, t.value) for key, t in ledger.totals().items()}
+    assert got == {
+        ("Ordered Product", "2021-03", "USD"): (1, Decimal("0.10")),
+        ("Placed Order", "2021-03", "USD"): (2, Decimal("0.30")),  # exact, not 0.30000000000000004
+        ("Placed Order", "2021-04", "JPY"): (1, Decimal("1250")),
+    }
+
+
+def test_an_order_acknowledged_again_after_a_kill_adds_to_the_totals_once(ledger: Ledger) -> None:
+    for _ in range(2):
+        ledger.record(
+            [("1", False)], totals={"1": totals_of(("Placed Order", "2021-03", "USD", "5"))}
+        )
+    (total,) = ledger.totals().values()
+    assert (total.events, total.value) == (1, Decimal("5"))
+
+
+def test_a_new_ledger_keeps_totals_and_an_older_one_does_not(tmp_path: Path) -> None:
+    new = Ledger(tmp_path / "new.sqlite")
+    new.claim("fp", "files")
+    assert new.has_totals()
+    new.close()
+    older = Ledger(tmp_path / "older.sqlite")
+    older.put(version=FORMAT_VERSION, fingerprint="fp")  # claimed before totals were kept
+    older.claim("fp", "files")
+    assert not older.has_totals()
+    older.close()
+
+
+def test_the_tracker_records_only_acknowledged_events_of_settled_orders(ledger: Ledger) -> None:
+    when = datetime(2021, 12, 31, 23, 30, tzinfo=timezone(timedelta(hours=-5)))  # 2022-01 in UTC
+    placed = Event("Placed Order", when, "9", {}, {"email": "a@b.c"}, Decimal("10.00"), "EUR", "9")
+    item = Event(
+        "Ordered Product", when, "9_a", {}, {"email": "a@b.c"}, Decimal("4.00"), "EUR", "9"
+    )
+    refund = Event("Refunded Order", when, "9", {}, {"email": "a@b.c"}, Decimal("2.50"), "EUR", "9")
+    tracker = Tracker(ledger, Failures(None), SendStats())
+    tracker.register(MappedOrder("9", [placed, item, refund], "o.csv", 2))
+    tracker.settle([placed], [])
+    assert ledger.totals() == {}  # the order is not settled yet
+    tracker.settle([item], [(refund, "refused")])
+    got = {key: (t.events, t.value) for key, t in ledger.totals().items()}
+    assert got == {("Placed Order", "2022-01", "EUR"): (1, Decimal("10.00")),
+                   ("Ordered Product", "2022-01", "EUR"): (1, Decimal("4.00"))}  # fmt: skip

@@ -450,3 +450,188 @@ def test_runs_as_a_process() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# ---------------------------------------------------------------- reading back
+
+
+def aggregate_query(metric_id: str, start: str, end: str, **attrs: Any) -> dict[str, Any]:
+    a: dict[str, Any] = {
+        "metric_id": metric_id,
+        "measurements": ["count", "sum_value"],
+        "interval": "month",
+        "by": ["$value_currency"],
+        "timezone": "UTC",
+        "filter": [f"greater-or-equal(datetime,{start})", f"less-than(datetime,{end})"],
+    }
+    a.update(attrs)
+    return {"data": {"type": "metric-aggregate", "attributes": a}}
+
+
+def answer_errors(doc: Any, filename: str, component: str) -> list[str]:
+    return [e.message for e in st.validator(filename, component).iter_errors(doc)]
+
+
+def metric_ids(s: st.StandIn) -> dict[tuple[str, str], str]:
+    return {(name, integration[0]): mid for mid, name, integration in s.metric_list()}
+
+
+def test_metrics_come_200_a_page_with_their_integration_and_the_filter(
+    server: tuple[st.StandIn, httpx.Client],
+) -> None:
+    s, c = server
+    s.preload([st.other_event(f"Metric {i:03d}", "2021-01-01T00:00:00+00:00",
+                              integration=("Zapier", "Automation")) for i in range(450)])  # fmt: skip
+    assert post(c, BULK, bulk(({"email": "a@x.com"}, [event("1")]))).status_code == 202
+    seen, url, pages = [], f"{s.url}/api/metrics", 0
+    while url:
+        r = c.get(url, headers=HEADERS)
+        assert r.status_code == 200 and r.headers["Content-Type"] == st.JSONAPI
+        doc = r.json()
+        assert (
+            answer_errors(doc, "get_metrics.json", "GetMetricResponseCollectionCompoundDocument")
+            == []
+        )
+        assert len(doc["data"]) <= 200
+        seen += doc["data"]
+        url, pages = doc["links"].get("next"), pages + 1
+    assert pages == 3 and len(seen) == 451
+    api = [m for m in seen if m["attributes"]["integration"]["name"] == "API"]
+    assert [m["attributes"]["name"] for m in api] == ["Placed Order"]
+    assert api[0]["attributes"]["integration"]["category"] == "API"
+    for query in ('equals(integration.name,"API")', "equals(integration.category,'API')"):
+        r = c.get("/api/metrics", params={"filter": query}, headers=HEADERS)
+        assert [m["id"] for m in r.json()["data"]] == [api[0]["id"]]
+    r = c.get("/api/metrics", params={"filter": "equals(name,'x')"}, headers=HEADERS)
+    assert r.status_code == 400
+    assert c.get("/api/metrics", headers={**HEADERS, "revision": ""}).status_code == 400
+
+
+def test_metric_aggregates_count_and_sum_per_utc_month_and_currency(
+    server: tuple[st.StandIn, httpx.Client],
+) -> None:
+    s, c = server
+    events = [event("1", time="2021-01-31T23:30:00-02:00", value=10.5),  # February in UTC
+              event("2", time="2021-02-10T10:00:00+00:00", value=0.25),
+              event("3", time="2021-02-11T10:00:00+00:00", value=100, value_currency="JPY"),
+              event("4", time="2022-01-01T00:00:00+00:00", value=1.0)]  # fmt: skip
+    assert post(c, BULK, bulk(({"email": "a@x.com"}, events))).status_code == 202
+    placed = metric_ids(s)[("Placed Order", "API")]
+    r = post(
+        c, st.AGGREGATES_PATH, aggregate_query(placed, "2021-01-01T00:00:00", "2022-01-01T00:00:00")
+    )
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert answer_errors(doc, "query_metric_aggregates.json", "PostMetricAggregateResponse") == []
+    attrs = doc["data"]["attributes"]
+    assert len(attrs["dates"]) == 12 and attrs["dates"][1].startswith("2021-02-01T00:00:00")
+    rows = {tuple(row["dimensions"]): row["measurements"] for row in attrs["data"]}
+    assert rows[("USD",)]["count"][:3] == [0.0, 2.0, 0.0]
+    assert rows[("USD",)]["sum_value"][1] == 10.75
+    assert rows[("JPY",)]["count"][1] == 1.0 and rows[("JPY",)]["sum_value"][1] == 100.0
+    ungrouped = aggregate_query(placed, "2021-01-01T00:00:00", "2022-01-01T00:00:00",
+                                measurements=["count"], by=None)  # fmt: skip
+    (row,) = post(c, st.AGGREGATES_PATH, ungrouped).json()["data"]["attributes"]["data"]
+    assert row["dimensions"] == [] and row["measurements"] == {"count": [0.0, 3.0] + [0.0] * 10}
+
+
+@pytest.mark.parametrize(("start", "end", "status"), [
+    ("2021-01-01T00:00:00", "2022-01-01T00:00:00", 200),  # a calendar year
+    ("2021-03-15T00:00:00", "2022-03-15T00:00:00", 200),
+    ("2021-01-01T00:00:00", "2022-01-02T00:00:00", 400),  # more than a year
+    ("2021-01-01T00:00:00", "2021-01-01T00:00:00", 400),
+])  # fmt: skip
+def test_a_metric_aggregates_query_spans_at_most_one_year(
+    server: tuple[st.StandIn, httpx.Client], start: str, end: str, status: int
+) -> None:
+    s, c = server
+    s.preload([st.other_event("Placed Order", "2021-06-01T00:00:00+00:00")])
+    (mid,) = metric_ids(s).values()
+    r = post(c, st.AGGREGATES_PATH, aggregate_query(mid, start, end))
+    assert r.status_code == status, r.text
+    if status == 400:
+        assert pointers(r) == ["/data/attributes/filter"]
+
+
+def test_a_metric_aggregates_body_is_checked_against_klaviyos_schema(
+    server: tuple[st.StandIn, httpx.Client],
+) -> None:
+    s, c = server
+    s.preload([st.other_event("Placed Order", "2021-06-01T00:00:00+00:00")])
+    (mid,) = metric_ids(s).values()
+    body = aggregate_query(mid, "2021-01-01T00:00:00", "2022-01-01T00:00:00")
+    del body["data"]["attributes"]["measurements"]
+    r = post(c, st.AGGREGATES_PATH, body)
+    assert r.status_code == 400 and pointers(r) == ["/data/attributes/measurements"]
+    unknown = aggregate_query("nope", "2021-01-01T00:00:00", "2022-01-01T00:00:00")
+    assert post(c, st.AGGREGATES_PATH, unknown).status_code == 404
+    html = post(c, st.AGGREGATES_PATH, aggregate_query(mid, "2021-01-01T00:00:00",
+                "2022-01-01T00:00:00"), **{"Content-Type": "application/json"})  # fmt: skip
+    assert html.status_code == 415
+
+
+def test_metric_aggregates_are_paced_3_a_second(server: tuple[st.StandIn, httpx.Client]) -> None:
+    s, c = server
+    s.preload([st.other_event("Placed Order", "2021-06-01T00:00:00+00:00")])
+    (mid,) = metric_ids(s).values()
+    body = aggregate_query(mid, "2021-01-01T00:00:00", "2022-01-01T00:00:00")
+    codes = [post(c, st.AGGREGATES_PATH, body).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    assert s.stats["read_429"] == 1 and s.stats["429"] == 0  # reads are counted apart
+    assert not s.requests and len(s.reads) == 4
+
+
+def test_events_lost_after_their_202_never_reach_the_aggregates() -> None:
+    with (
+        st.StandIn(faults=st.Faults(lost_after_ack=0.3, seed=9)) as s,
+        httpx.Client(base_url=s.url, timeout=10) as c,
+    ):
+        events = [event(str(i), value=1.0) for i in range(200)]
+        assert post(c, BULK, bulk(({"email": "a@x.com"}, events))).status_code == 202
+        (mid,) = metric_ids(s).values()
+        body = aggregate_query(mid, "2020-01-01T00:00:00", "2021-01-01T00:00:00")
+        (row,) = post(c, st.AGGREGATES_PATH, body).json()["data"]["attributes"]["data"]
+    assert len(s.events) == 200 and 40 <= len(s.lost) <= 80
+    assert row["measurements"]["count"][2] == 200 - len(s.lost)
+    again = st.StandIn(faults=st.Faults(lost_after_ack=0.3, seed=9))  # the same keys, by seed
+    assert {e.key_uid for e in s.lost} == {str(i) for i in range(200)
+                                            if again.is_lost(("a@x.com", "Placed Order", str(i)))}  # fmt: skip
+
+
+def test_an_ingestion_delay_holds_events_back_from_the_aggregates() -> None:
+    with (
+        st.StandIn(faults=st.Faults(ingestion_delay=1.0)) as s,
+        httpx.Client(base_url=s.url, timeout=10) as c,
+    ):
+        assert post(c, BULK, bulk(({"email": "a@x.com"}, [event("1")]))).status_code == 202
+        (mid,) = metric_ids(s).values()
+        body = aggregate_query(mid, "2020-01-01T00:00:00", "2021-01-01T00:00:00")
+        assert post(c, st.AGGREGATES_PATH, body).json()["data"]["attributes"]["data"] == []
+        time.sleep(1.1)
+        (row,) = post(c, st.AGGREGATES_PATH, body).json()["data"]["attributes"]["data"]
+        assert row["measurements"]["count"][2] == 1.0
+
+
+def test_a_key_without_metrics_read_gets_a_403_naming_the_scope() -> None:
+    faults = st.Faults(missing_scopes=frozenset({"metrics:read"}))
+    with st.StandIn(faults=faults) as s, httpx.Client(base_url=s.url, timeout=10) as c:
+        r = c.get("/api/metrics", headers=HEADERS)
+        assert r.status_code == 403 and "metrics:read" in r.json()["errors"][0]["detail"]
+        assert post(c, BULK, bulk(({"email": "a@x.com"}, [event("1")]))).status_code == 202
+        r = c.get("/api/metrics", headers={**HEADERS, "Authorization": "Klaviyo-API-Key pk_no"})
+        assert r.status_code == 403
+
+
+def test_flow_triggers_and_the_account(server: tuple[st.StandIn, httpx.Client]) -> None:
+    s, c = server
+    assert post(c, BULK, bulk(({"email": "a@x.com"}, [event("1")]))).status_code == 202
+    s.flows["Placed Order"] = [{"id": "F1", "name": "Thanks"}]
+    (mid,) = metric_ids(s).values()
+    doc = c.get(f"/api/metrics/{mid}/flow-triggers", headers=HEADERS).json()
+    assert (
+        answer_errors(doc, "get_flows_triggered_by_metric.json", "GetFlowResponseCollection") == []
+    )
+    assert [f["attributes"]["name"] for f in doc["data"]] == ["Thanks"]
+    doc = c.get("/api/accounts", headers=HEADERS).json()
+    assert answer_errors(doc, "get_accounts.json", "GetAccountResponseCollection") == []
+    assert c.get("/api/accounts", headers=HEADERS).status_code == 429  # 1 a second

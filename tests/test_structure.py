@@ -54,7 +54,8 @@ def test_the_event_layer_does_not_import_the_encoder() -> None:
 
 
 @pytest.mark.parametrize("module", ["klaviyo.client", "klaviyo.retry", "klaviyo.throttle",
-                                    "klaviyo.answers", "klaviyo.endpoints"])  # fmt: skip
+                                    "klaviyo.answers", "klaviyo.endpoints",
+                                    "klaviyo.reading"])  # fmt: skip
 def test_the_klaviyo_client_does_not_import_the_orchestration(module: str) -> None:
     forbidden = {"run", "orders", "job", "tracker", "checkpoint", "read", "summary", "failures"}
     assert not imported(module) & forbidden, imported(module)

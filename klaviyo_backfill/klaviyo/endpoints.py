@@ -8,6 +8,13 @@ Everything that differs between them lives here, so no other module branches on 
 its path and rate windows, how many requests go at once, how its body is encoded, how an
 acknowledgement and an error's JSON pointer are read, and the first revision that takes
 its backfill flag. Light to import (no HTTP, no JSON): the command line reads its names.
+
+The endpoints that read back (klaviyo/reading.py), with the scopes a key needs for them:
+
+    metrics            GET  /api/metrics                      10/s, 150/min   metrics:read
+    metric-aggregates  POST /api/metric-aggregates            3/s, 60/min     metrics:read
+    flow-triggers      GET  /api/metrics/{id}/flow-triggers   10/s, 150/min   flows:read, metrics:read
+    accounts           GET  /api/accounts                     1/s, 15/min     accounts:read
 """
 
 from __future__ import annotations
@@ -21,13 +28,19 @@ if TYPE_CHECKING:
     from ..encode import Encoder
 
 __all__ = [
+    "ACCOUNTS",
+    "API_INTEGRATION",
     "BACKFILL_REVISION",
     "BULK",
     "DEFAULT_REVISION",
     "ENDPOINTS",
+    "FLOW_TRIGGERS",
     "LEGACY",
+    "METRICS",
+    "METRIC_AGGREGATES",
     "SINGLE",
     "Endpoint",
+    "ReadApi",
     "Window",
 ]
 
@@ -139,3 +152,47 @@ LEGACY = Endpoint(
     versioned=False,
 )
 ENDPOINTS = {endpoint.name: endpoint for endpoint in (BULK, SINGLE, LEGACY)}
+
+
+# ---------------------------------------------------------------- reading back
+
+# The integration of the metric that events sent through the API land in: `{"name": "API",
+# "category": "API"}` (from Klaviyo's documentation; not yet confirmed against a live account).
+API_INTEGRATION = "API"
+
+
+@dataclass(frozen=True)
+class ReadApi:
+    """An endpoint that reads: method, path (`{id}` filled in per call), rate windows (per
+    account, as Klaviyo publishes them) and the scopes a key needs for it."""
+
+    name: str
+    method: str
+    path: str
+    windows: tuple[Window, ...]
+    scopes: tuple[str, ...]
+
+    def url(self, base_url: str, **ids: str) -> str:
+        return base_url.rstrip("/") + self.path.format(**ids)
+
+
+METRICS = ReadApi(
+    "metrics", "GET", "/api/metrics", (Window(10, 1.0), Window(150, 60.0)), ("metrics:read",)
+)
+METRIC_AGGREGATES = ReadApi(
+    "metric-aggregates",
+    "POST",
+    "/api/metric-aggregates",
+    (Window(3, 1.0), Window(60, 60.0)),
+    ("metrics:read",),
+)
+FLOW_TRIGGERS = ReadApi(
+    "flow-triggers",
+    "GET",
+    "/api/metrics/{id}/flow-triggers",
+    (Window(10, 1.0), Window(150, 60.0)),
+    ("flows:read", "metrics:read"),
+)
+ACCOUNTS = ReadApi(
+    "accounts", "GET", "/api/accounts", (Window(1, 1.0), Window(15, 60.0)), ("accounts:read",)
+)

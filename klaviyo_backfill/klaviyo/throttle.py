@@ -19,7 +19,7 @@ from collections.abc import Callable
 from ..errors import UsageError
 from .endpoints import Window
 
-__all__ = ["Limiter", "Window", "parse_rate_limit"]
+__all__ = ["Limiter", "Window", "ideal_seconds", "parse_rate_limit"]
 
 log = logging.getLogger("klaviyo_backfill.throttle")
 
@@ -37,6 +37,22 @@ def parse_rate_limit(text: str) -> tuple[Window, ...]:
         count, scale, unit = match.groups()
         windows.append(Window(int(count), float(scale or 1) * _UNITS[unit]))
     return tuple(windows)
+
+
+def ideal_seconds(requests: int, windows: tuple[Window, ...]) -> float:
+    """The least time `requests` requests take under the windows, as Klaviyo counts them:
+    the greedy schedule t_k = max(t_(k-1), t_(k-limit) + seconds) for every window, from the
+    first request at 0 to the start of the last (answers not counted)."""
+    starts: deque[float] = deque(maxlen=max((w.limit for w in windows), default=1))
+    last = 0.0
+    for _ in range(requests):
+        t = last
+        for window in windows:
+            if len(starts) >= window.limit:
+                t = max(t, starts[-window.limit] + window.seconds)
+        starts.append(t)
+        last = t
+    return last
 
 
 class Limiter:

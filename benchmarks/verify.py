@@ -1,0 +1,164 @@
+"""Reading back at Klaviyo's read limits: `verify` over ten years of history (5 metrics x 10
+yearly aggregate queries), and what the overlap check adds to a new send.
+
+verify    A checkpoint whose sent totals cover 5 metrics x 120 months (2016-2025) x 2
+          currencies, built with klaviyo_backfill.checkpoint.Ledger and bound to the account
+          of the stand-in's key, and a stand-in (in this process) at Klaviyo's published read
+          limits (GET /api/metrics 10/s and 150/min; POST /api/metric-aggregates 3/s and
+          60/min) holding exactly those events, answering each request after --latency
+          seconds. Runs `klaviyo-backfill verify --checkpoint CK --json OUT` and reports its
+          wall time, the aggregate queries and 429s the stand-in counted, and the least time
+          those queries take under the windows (throttle.ideal_seconds).
+
+overlap   The benchmark export (--orders, dates over 2016-2025) sent against a stand-in that
+          holds another integration's Placed Order (in 2014: outside the export, so the check
+          runs in full - a pass over the export, then one query per year - and finds nothing),
+          and against one that holds none (the check is one GET /api/metrics). Reports the
+          time from launch to the first event request in each, and the check's own time from
+          the run's log. The send is stopped (SIGINT) once its first request has arrived.
+
+    .venv/bin/python benchmarks/verify.py                       # latency 0.3 s, 20,000 orders
+    .venv/bin/python benchmarks/verify.py --latency 1.0 --orders 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import _common as c
+import standin as st
+
+METRICS = (
+    "Placed Order",
+    "Ordered Product",
+    "Fulfilled Order",
+    "Cancelled Order",
+    "Refunded Order",
+)
+YEARS = range(2016, 2026)
+CURRENCIES = ("USD", "EUR")
+PER_CELL = 3  # events per metric, month and currency
+TARGET_VERIFY_S = 60.0
+
+
+def months() -> list[str]:
+    return [f"{y}-{m:02d}" for y in YEARS for m in range(1, 13)]
+
+
+def make_checkpoint(path: Path, base_url: str) -> int:
+    """A finished checkpoint of this stand-in's account whose totals are `PER_CELL` events
+    of 12.34 per metric, month and currency; returns the number of rows."""
+    from klaviyo_backfill.checkpoint import Ledger, Total
+    from klaviyo_backfill.klaviyo.account import account_id
+
+    ledger = Ledger(path)
+    try:
+        ledger.claim("benchmark", "benchmark", account_id(base_url, c.API_KEY))
+        totals = {}
+        for metric in METRICS:
+            for month in months():
+                for currency in CURRENCIES:
+                    totals[(metric, month, currency)] = Total(PER_CELL, Decimal("12.34") * PER_CELL,
+                                                              time.time() - 7200)  # fmt: skip
+        ledger.record([("order", False)], totals={"order": totals})
+        ledger.put(state="finished")
+    finally:
+        ledger.close()
+    return len(totals)
+
+
+def held_events() -> list[st.StoredEvent]:
+    return [st.other_event(metric, f"{month}-1{i}T12:00:00+00:00", 12.34, currency,
+                           integration=st.API, uid=f"{metric}{month}{currency}{i}")
+            for metric in METRICS for month in months() for currency in CURRENCIES
+            for i in range(PER_CELL)]  # fmt: skip
+
+
+def bench_verify(tmp: Path, latency: float) -> dict[str, object]:
+    from klaviyo_backfill.klaviyo.endpoints import METRIC_AGGREGATES
+    from klaviyo_backfill.klaviyo.throttle import ideal_seconds
+
+    env = dict(os.environ, KLAVIYO_API_KEY=c.API_KEY)
+    with st.StandIn(api_key=c.API_KEY, faults=st.Faults(latency=latency)) as s:
+        s.preload(held_events())
+        rows = make_checkpoint(tmp / "verify.sqlite", s.url)
+        started = time.perf_counter()
+        done = subprocess.run([*c.cli(), "verify", "--checkpoint", str(tmp / "verify.sqlite"),
+                               "--base-url", s.url, "--json", str(tmp / "verify.json")],
+                              env=env, capture_output=True, text=True)  # fmt: skip
+        wall = time.perf_counter() - started
+        queries = sum(r.path == st.AGGREGATES_PATH for r in s.reads)
+        throttled = s.stats["read_429"]
+    doc = json.loads((tmp / "verify.json").read_text())
+    assert done.returncode == 0 and doc["status"] == "ok", done.stdout + done.stderr
+    ideal = ideal_seconds(queries - throttled, METRIC_AGGREGATES.windows)
+    return {"rows": rows, "queries": queries, "throttled": throttled, "latency_s": latency,
+            "wall_s": round(wall, 1), "ideal_s": round(ideal, 1)}  # fmt: skip
+
+
+def first_request(tmp: Path, export: Path, other: bool) -> tuple[float, float | None]:
+    """(launch -> first event request, the overlap check's own seconds from the log)."""
+    env = dict(os.environ, KLAVIYO_API_KEY=c.API_KEY)
+    log = tmp / f"send-{other}.log"
+    with st.StandIn(api_key=c.API_KEY) as s:
+        if other:
+            s.preload([st.other_event("Placed Order", f"2014-{m:02d}-01T00:00:00+00:00")
+                       for m in range(1, 13)])  # fmt: skip
+        started = time.monotonic()
+        proc = subprocess.Popen([*c.cli(), "send", str(export), "--base-url", s.url, "-q",
+                                 "--restart", "--log", str(log), "--checkpoint",
+                                 str(tmp / f"send-{other}.sqlite")], env=env, cwd=tmp,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        while not s.requests and proc.poll() is None:
+            time.sleep(0.01)
+        first = s.requests[0].time_received - started if s.requests else float("nan")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: in-flight requests finish, then it stops
+        proc.wait(timeout=120)
+    found = re.search(r"overlap check: .* ([\d.]+) s$", log.read_text(), re.MULTILINE)
+    return first, float(found.group(1)) if found else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--latency", type=float, default=0.3, help="seconds per read answer")
+    ap.add_argument("--orders", type=int, default=20_000, help="orders in the overlap export")
+    ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args()
+    info = c.machine()
+    print(f"machine: {info}")
+    with c.tempdir(a.keep) as tmp:
+        v = bench_verify(tmp, a.latency)
+        print(c.table(
+            ["what", "rows", "aggregate queries", "429s", "latency/answer", "wall", "ideal",
+             "target"],
+            [["verify, 5 metrics x 10 years", v["rows"], v["queries"], v["throttled"],
+              f"{a.latency:.2f} s", f"{v['wall_s']} s", f"{v['ideal_s']} s",
+              f"<= {TARGET_VERIFY_S:.0f} s {c.verdict(float(v['wall_s']) <= TARGET_VERIFY_S)}"]],  # type: ignore[arg-type]
+            "verify at Klaviyo's read limits",
+        ))  # fmt: skip
+        export = c.write_shopify_export(tmp / "orders.csv", a.orders)
+        without, _ = first_request(tmp, export.path, other=False)
+        with_other, check = first_request(tmp, export.path, other=True)
+        print(c.table(
+            ["orders", "first request, no other integration", "with one (full check)",
+             "the check itself (log)", "added"],
+            [[a.orders, f"{without:.1f} s", f"{with_other:.1f} s",
+              f"{check:.1f} s" if check is not None else "-", f"{with_other - without:.1f} s"]],
+            "the overlap check of a new send",
+        ))  # fmt: skip
+        c.emit_json({"benchmark": "verify", "machine": info, "verify": v, "overlap": {
+            "orders": a.orders, "first_request_s": round(without, 2),
+            "first_request_with_check_s": round(with_other, 2),
+            "check_s": check, "added_s": round(with_other - without, 2)}})  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
