@@ -8,6 +8,7 @@ to fractions of a second through the hidden `--tuning` option, never by retrying
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -22,7 +23,9 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from klaviyo_backfill.klaviyo.endpoints import BULK, LEGACY, SINGLE
@@ -732,7 +735,7 @@ def test_an_untrusted_certificate_says_so_at_once_and_how_to_trust_one(tmp_path:
         assert "the TLS certificate of 127.0.0.1 could not be verified" in err, said(result)
         assert "SSL_CERT_FILE" in err and "--resume when Klaviyo answers" not in err
         assert took < 20
-        trusted = send(tmp_path, server.url, "--resume", SSL_CERT_FILE=tls[0])
+        trusted = send(tmp_path, server.url, SSL_CERT_FILE=tls[0])  # (nothing to resume)
         assert trusted.returncode == 0, said(trusted)
         assert len(server.seen) == 1
 
@@ -949,3 +952,78 @@ def test_a_send_from_standard_input_resumes_only_with_the_same_stream(tmp_path: 
         assert klaviyo.stats["duplicates_skipped"] == 0  # nothing sent twice
     names = [p.name for p in (tmp_path / ".klaviyo-backfill").glob("*.sqlite")]
     assert len(names) == 1 and names[0].startswith("stdin-"), names
+
+
+# ---------------------------------------------------------------- the read client (verify,
+# preflight, the send's overlap check) under the same rules
+
+
+def read_with(handler: Callable[[httpx.Request], httpx.Response], **policy: Any) -> Any:
+    from klaviyo_backfill.klaviyo.reading import ReadConfig, Reader
+    from klaviyo_backfill.klaviyo.retry import RetryPolicy
+
+    config = ReadConfig("https://a.klaviyo.test", KEY,
+                        retry=RetryPolicy(backoff_base=0.001, **policy))  # fmt: skip
+
+    async def go() -> Any:
+        async with Reader(config, httpx.AsyncClient(transport=httpx.MockTransport(handler))) as r:
+            return await r.metrics()
+
+    return asyncio.run(go())
+
+
+NO_METRICS = httpx.Response(200, headers=JSONAPI, content=rogue.NO_METRICS)
+
+
+def test_a_read_answered_by_a_login_page_gives_up_naming_the_base_url() -> None:
+    from klaviyo_backfill.errors import GaveUp
+
+    with pytest.raises(GaveUp) as caught:
+        read_with(lambda request: httpx.Response(200, headers=HTML, content=LOGIN_PAGE),
+                  max_attempts=2)  # fmt: skip
+    assert "Is KLAVIYO_BASE_URL right, or a proxy in the way?" in str(caught.value)
+
+
+def test_a_read_refused_by_an_html_403_is_a_fault_not_a_missing_scope() -> None:
+    from klaviyo_backfill.errors import GaveUp
+
+    page = st.HTML_PAGE.format(403, "Forbidden").encode()
+    with pytest.raises(GaveUp) as caught:
+        read_with(lambda request: httpx.Response(403, headers=HTML, content=page), max_attempts=2)
+    assert "HTTP 403 text/html" in str(caught.value)
+
+
+def test_a_reads_huge_retry_after_is_capped() -> None:
+    answers = [httpx.Response(429, headers={"Retry-After": "inf"}), NO_METRICS]
+    started = time.monotonic()
+    assert read_with(lambda request: answers.pop(0), retry_after_cap=0.05) == []
+    assert time.monotonic() - started < 5
+
+
+def test_a_read_refusal_that_echoes_the_key_is_redacted() -> None:
+    from klaviyo_backfill.errors import AuthError
+
+    body = {"errors": [{"code": "not_authenticated", "detail": f"bad Klaviyo-API-Key {KEY}"}]}
+    with pytest.raises(AuthError) as caught:
+        read_with(lambda request: httpx.Response(401, headers=JSONAPI, content=json.dumps(
+            body).encode()))  # fmt: skip
+    assert KEY not in str(caught.value) and "Klaviyo-API-Key [redacted]" in str(caught.value)
+
+
+def test_preflight_through_a_proxy_to_loopback_and_an_untrusted_certificate(
+    tmp_path: Path,
+) -> None:
+    """The read client is made as the sender's: no proxy for this machine; a certificate it
+    does not trust stops it at once, saying so."""
+    tls = rogue.self_signed(tmp_path)
+    if tls is None:
+        pytest.skip("openssl is needed to make a certificate")
+    export_in(tmp_path)
+    with Rogue(lambda seen: Reply(502)) as proxy, Rogue(strict, tls=tls) as server:
+        result = cli(tmp_path, "preflight", "orders.csv", "--base-url", server.url,
+                     HTTPS_PROXY=proxy.url, timeout=30)  # fmt: skip
+        assert not proxy.seen
+    assert result.returncode == 2, said(result)
+    assert "the TLS certificate of 127.0.0.1 could not be verified" in " ".join(
+        result.stderr.split()
+    ), said(result)

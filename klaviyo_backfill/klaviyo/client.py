@@ -54,11 +54,14 @@ __all__ = [
     "SendStats",
     "Sender",
     "Settler",
+    "certificate_failure",
     "clean_key",
     "client_for",
     "halves",
+    "http_client",
     "loopback_only",
     "tuned",
+    "untrusted",
 ]
 
 log = logging.getLogger("klaviyo_backfill.client")
@@ -297,15 +300,10 @@ class Sender:
         except httpx.TimeoutException as exc:
             raise Retry(f"timeout ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            reason = _certificate_failure(exc)
+            reason = certificate_failure(exc)
             if reason is None:
                 raise Retry(f"connection error ({type(exc).__name__})") from None
-            self.halt(CertificateError(
-                f"the TLS certificate of {httpx.URL(self.url).host} could not be verified "
-                f"({reason}): this machine does not trust it",
-                "If a proxy or your network inspects TLS, point SSL_CERT_FILE at its CA "
-                "bundle (a PEM file); otherwise check KLAVIYO_BASE_URL.",
-            ))  # fmt: skip
+            self.halt(untrusted(self.url, reason))
             return
         await self._answer(request, answer)
 
@@ -324,7 +322,7 @@ class Sender:
             return
         if status == 429:
             self.stats.throttled += 1
-            wait = self._capped(retry_after(answer))
+            wait = self.config.retry.capped(retry_after(answer))
             self.limiter.pause(wait if wait is not None else self.config.retry.backoff_base * 4)
             raise Retry("429 throttled", wait, throttled=True)
         if status >= 500:
@@ -347,15 +345,6 @@ class Sender:
         else:
             details = "; ".join(self._detail(e) for e in errors)
             self.halt(SendError(f"Klaviyo answered HTTP {status} to {self.url}: {details[:300]}"))
-
-    def _capped(self, wait: float | None) -> float | None:
-        """Klaviyo's Retry-After, waited at most `retry_after_cap` (10 minutes) at once."""
-        cap = self.config.retry.retry_after_cap
-        if wait is not None and not wait <= cap:  # inf, nan and 999999 alike
-            log.warning("Klaviyo asked for a wait of %s s; waiting %.0f s, the longest this "
-                        "tool waits at once", wait, cap)  # fmt: skip
-            return cap
-        return wait
 
     def _detail(self, error: dict[str, Any]) -> str:
         """An error's detail as Klaviyo wrote it, the key taken out (an echo of the header)."""
@@ -454,7 +443,7 @@ _TUNABLE = {"timeout", "deadline", "grace", "body_cap"}
 _WHOLE = {"max_attempts", "body_cap"}
 
 
-def _certificate_failure(exc: BaseException) -> str | None:
+def certificate_failure(exc: BaseException) -> str | None:
     """Why the server's certificate was not trusted, when that is what failed."""
     seen: BaseException | None = exc
     for _ in range(10):
@@ -464,6 +453,15 @@ def _certificate_failure(exc: BaseException) -> str | None:
             return str(seen.verify_message or seen.reason or "not trusted")
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def untrusted(url: str, reason: str) -> CertificateError:
+    return CertificateError(
+        f"the TLS certificate of {httpx.URL(url).host} could not be verified ({reason}): "
+        "this machine does not trust it",
+        "If a proxy or your network inspects TLS, point SSL_CERT_FILE at its CA bundle (a "
+        "PEM file); otherwise check KLAVIYO_BASE_URL.",
+    )
 
 
 def _unexpected(exc: Exception) -> BackfillError:
@@ -572,15 +570,18 @@ def loopback_only(url: str) -> None:
 
 
 def client_for(config: SendConfig) -> httpx.AsyncClient:
-    """The HTTP client: no redirects followed; proxies from the environment (HTTP_PROXY...)
-    except for a base URL on this machine, whose requests (and key) never go to a proxy;
-    the CA bundle of SSL_CERT_FILE / SSL_CERT_DIR where set, else certifi's."""
-    limits = httpx.Limits(
-        max_connections=config.concurrency, max_keepalive_connections=config.concurrency
-    )
-    timeout = httpx.Timeout(config.timeout, connect=10.0)
-    local = httpx.URL(config.base_url).host in _LOOPBACK
+    return http_client(config.base_url, config.timeout, config.concurrency)
+
+
+def http_client(base_url: str, timeout: float, connections: int) -> httpx.AsyncClient:
+    """The HTTP client, for sends and reads: no redirects followed; proxies from the
+    environment (HTTPS_PROXY...) except for a base URL on this machine, whose requests (and
+    key) never go to a proxy; the CA bundle of SSL_CERT_FILE / SSL_CERT_DIR where set, else
+    certifi's."""
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    local = httpx.URL(base_url).host in _LOOPBACK
     verify = httpx.create_ssl_context(verify=True, trust_env=True)
     return httpx.AsyncClient(
-        timeout=timeout, limits=limits, verify=verify, follow_redirects=False, trust_env=not local
-    )
+        timeout=httpx.Timeout(timeout, connect=10.0), limits=limits, verify=verify,
+        follow_redirects=False, trust_env=not local,
+    )  # fmt: skip

@@ -47,6 +47,14 @@ class RetryPolicy:
     backoff_cap: float = 30.0
     retry_after_cap: float = 600.0  # the longest wait Klaviyo may ask for at once
 
+    def capped(self, wait: float | None) -> float | None:
+        """A wait Klaviyo asked for (Retry-After), `retry_after_cap` at most, said in the log."""
+        if wait is not None and not wait <= self.retry_after_cap:  # inf, nan and 999999 alike
+            log.warning("Klaviyo asked for a wait of %s s; waiting %.0f s, the longest this "
+                        "tool waits at once", wait, self.retry_after_cap)  # fmt: skip
+            return self.retry_after_cap
+        return wait
+
     def backoff(self, attempt: int) -> float:
         """Full jitter: a uniform wait up to base x 2^attempt, capped."""
         return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
