@@ -27,16 +27,18 @@ and amounts, and is created 0600 in a 0700 folder.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
+from .checkpoint import trouble
 from .errors import CheckpointError
 
 __all__ = [
@@ -120,6 +122,22 @@ def _private_file(path: Path) -> None:
     os.close(fd)
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _guarded(method: _F) -> _F:
+    """SQLite's errors while sending (a full disk, a lock) as a CheckpointError naming it."""
+
+    @functools.wraps(method)
+    def wrapper(self: AccountLedger, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise trouble(self.path, exc, "account ledger") from None
+
+    return cast(_F, wrapper)
+
+
 class AccountLedger:
     """One account's ledger; thread-safe (the reader thread asks, the sender records)."""
 
@@ -141,6 +159,7 @@ class AccountLedger:
         self.lock = threading.Lock()
         self._held = self.db.cursor()
 
+    @_guarded
     def held_orders(self, order_ids: list[str]) -> dict[str, HeldOrder]:
         """`held_order` for many orders at once (one query: a later export's fast path)."""
         found: dict[str, HeldOrder] = {}
@@ -153,6 +172,7 @@ class AccountLedger:
             found.update((row[0], _held(row[1:])) for row in rows)
         return found
 
+    @_guarded
     def held_order(self, order_id: str) -> HeldOrder | None:
         """The digest an order was sent with, the events the account holds of it, its
         profile and time."""
@@ -160,12 +180,14 @@ class AccountLedger:
             row = self._held.execute(_HELD, (order_id,)).fetchone()
         return None if row is None else _held(row)
 
+    @_guarded
     def attributes_sent(self, who: str) -> tuple[float, str] | None:
         """(time, order id) of the order whose attributes this profile was sent."""
         with self.lock:
             row = self.db.execute("SELECT at, oid FROM profiles WHERE who = ?", (who,)).fetchone()
         return None if row is None else (float(row[0]), str(row[1]))
 
+    @_guarded
     def facts(self, order_id: str) -> OrderFacts | None:
         with self.lock:
             row = self.db.execute(
@@ -177,6 +199,7 @@ class AccountLedger:
         who, total, refunded, currency, events = row
         return OrderFacts(who, _money(total), _money(refunded), currency, int(events))
 
+    @_guarded
     def held(self, keys: list[bytes]) -> set[bytes]:
         """Which of these event keys the account acknowledged."""
         if not keys:
@@ -186,6 +209,7 @@ class AccountLedger:
             rows = self.db.execute(f"SELECT key FROM events WHERE key IN ({marks})", keys)
             return {bytes(row[0]) for row in rows}
 
+    @_guarded
     def record(
         self,
         keys: Iterable[bytes],

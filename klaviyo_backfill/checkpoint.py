@@ -13,20 +13,23 @@ compares with Klaviyo's own aggregates, without reading the export again.
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import json
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from .account_ledger import state_dir
 from .errors import CheckpointError, UnfinishedRun
+from .files import private_folder
 from .model import Position, Rejection
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
     "locate",
     "open_ledger",
     "process_start",
+    "trouble",
 ]
 
 FORMAT_VERSION = "2"
@@ -93,7 +97,7 @@ def _name(paths: list[str], account: str | None) -> str:
     """<first export's name>-<hash of every export's absolute path>[-<account>].sqlite"""
     key = "\n".join(sorted(os.path.abspath(p) for p in paths))
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    stem = Path(paths[0].rstrip("/")).stem or "export"
+    stem = "stdin" if paths[0] == "-" else Path(paths[0].rstrip("/")).stem or "export"
     suffix = f"-{account}" if account else ""
     return f"{stem}-{digest}{suffix}.sqlite"
 
@@ -182,29 +186,95 @@ class Landmarks:
         return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
+def trouble(path: Path, exc: BaseException, what: str = "checkpoint") -> CheckpointError:
+    """What went wrong with a checkpoint (or `what` else), in words, naming it (never a
+    traceback)."""
+    text = str(exc)
+    lower = text.lower()
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        lower = "readonly"
+    elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        lower = "disk is full"
+    elif isinstance(exc, OSError):
+        text = exc.strerror or text
+    if "disk is full" in lower:
+        why, hint = "the disk is full", "Free some space, then continue with --resume."
+    elif "locked" in lower or "busy" in lower:
+        why = "it is locked by another process"
+        hint = "Let that process finish (see `status`), then continue with --resume."
+    elif "readonly" in lower or "read-only" in lower:
+        why = "it cannot be written (read-only)"
+        hint = "Make it (and its folder) writable, or name another with --checkpoint."
+    elif "malformed" in lower or "not a database" in lower or isinstance(exc, ValueError):
+        why = f"it is corrupt or not a checkpoint ({text})"
+        hint = "Start over with --restart (every order is sent again; Klaviyo drops repeats)."
+    elif "unable to open" in lower:
+        why = "it cannot be opened"
+        hint = "Check that its folder exists and is writable, or name another with --checkpoint."
+    elif "disk i/o" in lower:
+        why, hint = "a disk error", "Check the disk, then continue with --resume."
+    else:
+        why, hint = text, "Continue with --resume, or start over with --restart."
+    return CheckpointError(f"{what} {path}: {why}", hint)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _guarded(method: _F) -> _F:
+    """A ledger's SQLite errors as a CheckpointError naming its file."""
+
+    @functools.wraps(method)
+    def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise trouble(self.path, exc) from None
+
+    return cast(_F, wrapper)
+
+
 class Ledger:
+    @_guarded
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not path.exists():
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        os.chmod(path, 0o600)
+        private_folder(path.parent)
+        for side in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if side.is_symlink():  # SQLite would follow it, and write where it points
+                raise CheckpointError(
+                    f"checkpoint {side} is a symbolic link: refusing to follow it",
+                    "Name the file itself with --checkpoint, or remove the link.",
+                )
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise trouble(path, exc) from None
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.create_function("dec_add", 2, _dec_add, deterministic=True)
-        self.db.executescript(_SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.create_function("dec_add", 2, _dec_add, deterministic=True)
+            self.db.executescript(_SCHEMA)
+        except BaseException:
+            self.db.close()
+            raise
         for suffix in ("-wal", "-shm"):
             side = Path(f"{path}{suffix}")
-            if side.exists():
+            if side.exists() and not side.is_symlink():
                 os.chmod(side, 0o600)
 
     # ------------------------------------------------------------ meta
 
+    @_guarded
     def get(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    @_guarded
     def put(self, **values: Any) -> None:
         with self.db:
             self.db.execute("BEGIN")
@@ -291,14 +361,17 @@ class Ledger:
 
     # ------------------------------------------------------------ orders
 
+    @_guarded
     def has_orders(self) -> bool:
         return self.db.execute("SELECT 1 FROM orders LIMIT 1").fetchone() is not None
 
+    @_guarded
     def is_done(self, order_id: str) -> bool:
         return (
             self.db.execute("SELECT 1 FROM orders WHERE id = ?", (order_id,)).fetchone() is not None
         )
 
+    @_guarded
     def record(
         self,
         done: Iterable[tuple[str, bool]],
@@ -359,11 +432,13 @@ class Ledger:
             [(*key, t.events, str(t.value), t.last_at) for key, t in merged.items()],
         )
 
+    @_guarded
     def has_totals(self) -> bool:
         """Whether `sent_totals` covers the whole job: a ledger begun before they were kept
         (or by hand) does not, and its export must be read again to know what was sent."""
         return self.get("totals") == "1"
 
+    @_guarded
     def totals(self) -> dict[TotalKey, Total]:
         """What Klaviyo acknowledged, per metric, UTC month and currency."""
         rows = self.db.execute(
@@ -372,11 +447,13 @@ class Ledger:
         )
         return {(m, mo, c): Total(int(n), Decimal(v), float(at)) for m, mo, c, n, v, at in rows}
 
+    @_guarded
     def order_state(self, order_id: str) -> tuple[str, float] | None:
         """('sent' or 'rejected', when it was recorded) of an order the ledger holds."""
         row = self.db.execute("SELECT state, at FROM orders WHERE id = ?", (order_id,)).fetchone()
         return None if row is None else (str(row[0]), float(row[1]))
 
+    @_guarded
     def rejected_events(self, order_id: str) -> list[str]:
         """The details of an order's events Klaviyo refused ('<metric> <unique id>: why')."""
         rows = self.db.execute(
@@ -385,19 +462,25 @@ class Ledger:
         )
         return [str(detail or "") for (detail,) in rows]
 
+    @_guarded
     def watermark(self) -> Position | None:
         """Where a resumed run picks up: (input index, byte offset)."""
         value = self.get("watermark")
         if value is None:
             return None
-        index, offset = json.loads(value)
-        return int(index), int(offset)
+        try:
+            index, offset = json.loads(value)
+            return int(index), int(offset)
+        except (ValueError, TypeError) as exc:
+            raise trouble(self.path, ValueError(f"its resume point {value[:40]!r}")) from exc
 
+    @_guarded
     def still_there(self, point: Position, landmarks: Landmarks) -> bool:
         """Whether the bytes before the resume point are those recorded with it."""
         return landmarks.at(point) == (self.get("landmark") or "")
 
-    def rejections(self, before: Position | None) -> Iterator[Rejection]:
+    @_guarded
+    def rejections(self, before: Position | None) -> list[Rejection]:
         """Earlier runs' rejections that a resumed run will not meet again: Klaviyo's, and
         the export's own before the resume point. Each is one row (see `forget_from`): two
         alike are two orders (stray values on one line of a JSON file share its place)."""
@@ -407,9 +490,21 @@ class Ledger:
             "WHERE kind = 'klaviyo' OR input < ? OR (input = ? AND offset < ?) ORDER BY rowid",
             (index, index, offset),
         )
-        for source, line, order_id, reason, detail in rows:
-            yield Rejection(source or "", line, order_id, reason, detail or "")
+        return [
+            Rejection(source or "", line, order_id, reason, detail or "")
+            for source, line, order_id, reason, detail in rows
+        ]
 
+    @_guarded
+    def last_run(self) -> dict[str, Any]:
+        """The summary the last run left ({} when none)."""
+        try:
+            value = json.loads(self.get("last_run") or "{}")
+        except ValueError:
+            return {}  # only shown by `status`: not worth refusing the checkpoint for
+        return value if isinstance(value, dict) else {}
+
+    @_guarded
     def rejected_rows(self, limit: int = 1000) -> list[Rejection]:
         """The job's rejections (each is one row), the first `limit` of them."""
         rows = self.db.execute(
@@ -418,6 +513,7 @@ class Ledger:
         )
         return [Rejection(s or "", line, oid, reason, d or "") for s, line, oid, reason, d in rows]
 
+    @_guarded
     def forget_from(self, before: Position | None) -> None:
         """Forget the export's rejections at and after the resume point (all of them for
         None): a resumed run reads the export from there, meets them again and records them
@@ -433,6 +529,7 @@ class Ledger:
                 (index, index, offset),
             )
 
+    @_guarded
     def counts(self) -> dict[str, int]:
         rows = self.db.execute("SELECT state, count(*) FROM orders GROUP BY state").fetchall()
         out = {str(state): int(n) for state, n in rows}
@@ -441,6 +538,7 @@ class Ledger:
         )
         return out
 
+    @_guarded
     def rejected_total(self) -> int:
         """Rejections the job met, each once: orders the export could not give (a row each,
         see `forget_from`), and events Klaviyo refused (one per order and event)."""

@@ -10,7 +10,9 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from functools import wraps
@@ -20,7 +22,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .errors import BackfillError, ExitCode, GaveUp, OutputError, UnfinishedRun, UsageError
+from .errors import (
+    BackfillError,
+    BackfillWarning,
+    CheckpointError,
+    ExitCode,
+    GaveUp,
+    OutputError,
+    UnfinishedRun,
+    UsageError,
+)
 from .options import (
     DEFAULT_BASE_URL,
     DEFAULT_REVISION,
@@ -41,6 +52,7 @@ def _edge(func: Callable[..., int]) -> Callable[..., None]:
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> None:
+        _warnings()
         try:
             code = func(*args, **kwargs)
         except UnfinishedRun as exc:
@@ -66,6 +78,20 @@ def _edge(func: Callable[..., int]) -> Callable[..., None]:
     return wrapper
 
 
+def _warnings() -> None:
+    """The core's BackfillWarnings as one "Warning: ..." line each on stderr."""
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, BackfillWarning):
+            click.echo(f"Warning: {message}", err=True)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+    warnings.simplefilter("default", BackfillWarning)
+
+
 def _quiet_stdout() -> None:
     """stdout's reader went away: point it at /dev/null so the exit flush does not fail."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -74,6 +100,9 @@ def _quiet_stdout() -> None:
 def _check_writable(path: str, option: str) -> None:
     """Before any work: a file the run writes at its end must be writable then."""
     target = Path(path)
+    if target.is_symlink():
+        raise UsageError(f"{option} {path} is a symbolic link: refusing to follow it",
+                         "Name the file itself, not a link to it (or remove the link).")  # fmt: skip
     folder = target.parent
     if target.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
         why = "is a folder" if target.is_dir() else f"cannot be written in {folder}"
@@ -83,7 +112,9 @@ def _check_writable(path: str, option: str) -> None:
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    from .run import write_private
+
+    write_private(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", "--summary-json")
 
 
 def _logging(verbose: int, log_file: str | None) -> None:
@@ -101,7 +132,9 @@ def _logging(verbose: int, log_file: str | None) -> None:
         handler.setFormatter(fmt)
         root.addHandler(handler)
     if log_file:
-        handler = logging.FileHandler(log_file, encoding="utf-8")
+        from .run import open_private
+
+        handler = logging.StreamHandler(open_private(log_file, "--log", text=True))
         handler.setFormatter(fmt)
         root.addHandler(handler)
 
@@ -196,6 +229,14 @@ def _given(param: str) -> bool:
     )
 
 
+def _on_command_line(param: str) -> bool:
+    ctx = click.get_current_context(silent=True)
+    return (
+        ctx is not None
+        and ctx.get_parameter_source(param) == click.core.ParameterSource.COMMANDLINE
+    )
+
+
 def _inputs(kw: dict[str, Any]) -> InputOptions:
     if kw["layout"] and kw["mapping"]:
         raise UsageError("--mapping is the old name of --layout: give one of them")
@@ -221,7 +262,7 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
         rate_limit=kw["rate_limit"], concurrency=kw["concurrency"],
         checkpoint=kw["checkpoint"], mode=_mode(kw),  # type: ignore[arg-type]
         allow_overlap=kw["allow_overlap"], resend=kw["resend"],
-        profile_attributes=kw["profile_attributes"],
+        profile_attributes=kw["profile_attributes"], tuning=kw["tuning"],
     )  # fmt: skip
 
 
@@ -275,6 +316,7 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
     help="Checkpoint file. [default: one per export and account in "
     "~/.local/state/klaviyo-backfill/checkpoints/]",
 )
+@click.option("--tuning", hidden=True, help="Limits: 'max_attempts=3,timeout=5,...'.")
 @click.option("--resume", is_flag=True, help="Continue an unfinished run from its checkpoint.")
 @click.option("--restart", is_flag=True, help="Discard the checkpoint and start over.")
 @click.option(
@@ -305,6 +347,10 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
 def send(**kw: Any) -> int:
     """Send the orders in PATHS (files or folders) to Klaviyo."""
     options = _send_options(kw)
+    if _on_command_line("api_key"):
+        click.echo("Warning: --api-key on the command line can be read by other users of this "
+                   "machine (ps, /proc); prefer KLAVIYO_API_KEY, or leave both out to be asked.",
+                   err=True)  # fmt: skip
     if kw["summary_json"]:
         _check_writable(kw["summary_json"], "--summary-json")
     _logging(kw["verbose"], kw["log_file"])
@@ -396,10 +442,10 @@ def _send_exit(console: Console, outcome: SendOutcome) -> int:
         console.print(f"{told} written to {outcome.failures_path}")
     if outcome.interrupted:
         click.echo(f"Stopped. Nothing is lost; continue with:\n  {_resume_command()}", err=True)
-        return ExitCode.INTERRUPTED
+        return ExitCode.TERMINATED if outcome.signal == signal.SIGTERM else ExitCode.INTERRUPTED
     error = outcome.error
     if error is not None:
-        if isinstance(error, GaveUp | OutputError):
+        if isinstance(error, GaveUp | OutputError | CheckpointError):
             click.echo(f"Continue with:\n  {_resume_command()}", err=True)
         if isinstance(error, OutputError) and error.broken_pipe:
             _quiet_stdout()

@@ -6,9 +6,12 @@
      ├── InputError                a file that cannot be read at all (names file and line)
      │    ├── LayoutError          a layout file, or a column it names, that does not fit
      │    └── NotAnExport          a file that is no export (in a folder: skipped and listed)
-     ├── CheckpointError           a checkpoint that does not belong to this run
+     ├── CheckpointError           a checkpoint that does not belong to this run, or that
+     │    │                        cannot be read or written (corrupt, read-only, disk full)
      │    └── UnfinishedRun        a new run over an unfinished one (--resume or --restart)
      ├── WorkerError               a worker process of a split dry run or inspect died
+     ├── InternalError             an unexpected error in the sender: a bug, reported in one line
+     ├── CertificateError          the server's TLS certificate is not trusted here
      ├── OutputError               --output stopped taking bodies during a send
      ├── SendError                 (exit 3) Klaviyo refused the whole job
      │    ├── AuthError            401/403: key missing, wrong or lacking scope
@@ -16,6 +19,9 @@
      │    ├── RetiredApiError      410 from the retired Track API
      │    └── QueryError           a read Klaviyo refused (4xx), or an answer too large to read
      └── GaveUp                    (exit 4) retries ran out; --resume continues
+
+`BackfillWarning` is the one warning category: a condition worth a line on stderr that does
+not stop the run (a state folder others may write in, a key on the command line).
 
 Row-level problems are not exceptions that escape: `FieldError` is raised while one
 order is converted and becomes a rejection of that order, and the run goes on.
@@ -29,11 +35,14 @@ from typing import Any
 __all__ = [
     "AuthError",
     "BackfillError",
+    "BackfillWarning",
+    "CertificateError",
     "CheckpointError",
     "ExitCode",
     "FieldError",
     "GaveUp",
     "InputError",
+    "InternalError",
     "LayoutError",
     "NotAnExport",
     "OutputError",
@@ -56,6 +65,7 @@ class ExitCode(IntEnum):
     REFUSED = 3  # Klaviyo refused the job (auth, retired API)
     GAVE_UP = 4  # retries exhausted; progress is checkpointed, --resume continues
     INTERRUPTED = 130  # Ctrl-C; progress is checkpointed, --resume continues
+    TERMINATED = 143  # SIGTERM; the same
 
 
 class BackfillError(Exception):
@@ -83,6 +93,10 @@ def _rebuild(cls: type[BackfillError], args: tuple[Any, ...], state: dict[str, A
     return error
 
 
+class BackfillWarning(UserWarning):
+    """Said on stderr as "Warning: ...", and the run goes on."""
+
+
 class UsageError(BackfillError):
     """An option, or a combination of options, that cannot work."""
 
@@ -102,6 +116,11 @@ class InputError(BackfillError):
         super().__init__(f"{where}: {message}", hint)
         self.path = path
         self.line = line
+        self.what = message
+
+    def at(self, path: str) -> InputError:
+        """The same error, naming the file `path` (a stream's spooled copy: its own name)."""
+        return type(self)(path, self.what, self.line, self.hint)
 
 
 class LayoutError(InputError):
@@ -112,8 +131,10 @@ class NotAnExport(InputError):
     """A file that is no export (empty, a spreadsheet, a note): named, it stops the run; in
     a folder, it is skipped and listed in the summary. `why` is the reason, on its own."""
 
-    def __init__(self, path: str, why: str, hint: str | None = None) -> None:
-        super().__init__(path, why, hint=hint)
+    def __init__(
+        self, path: str, why: str, line: int | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(path, why, line, hint)
         self.why = why
 
 
@@ -124,6 +145,16 @@ class CheckpointError(BackfillError):
 class UnfinishedRun(CheckpointError):
     """A new run where an unfinished one has a checkpoint: it must be resumed or restarted
     (the command line adds the exact command that resumes it)."""
+
+
+class InternalError(BackfillError):
+    """An error nobody foresaw in the sender (a bug): the run stops, its checkpoint consistent,
+    with one line naming it (the traceback goes to the log, -v or --log)."""
+
+
+class CertificateError(BackfillError):
+    """The server's TLS certificate could not be verified: a local matter (a proxy that
+    inspects TLS, a missing CA bundle, a wrong base URL), never retried."""
 
 
 class WorkerError(BackfillError):

@@ -7,6 +7,7 @@ import os
 from collections import Counter
 from typing import IO
 
+from .files import open_private
 from .model import Rejection
 
 __all__ = ["KLAVIYO_REJECTED", "Failures", "kind_of"]
@@ -34,8 +35,8 @@ class Failures:
         self.count = 0
         self.kinds: Counter[str] = Counter()  # lines by `kind_of`
         self._fh: IO[str] | None = None
-        if path is not None and os.path.isfile(path):
-            os.unlink(path)
+        if path is not None and (os.path.isfile(path) or os.path.islink(path)):
+            os.unlink(path)  # a link goes, never the file it points to
 
     def write(self, rejection: Rejection) -> None:
         self.count += 1
@@ -43,7 +44,7 @@ class Failures:
         if self.path is None:
             return
         if self._fh is None:
-            self._fh = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+            self._fh = open_private(self.path, "failures file", text=True)
         self._fh.write(json.dumps(rejection.as_json(), ensure_ascii=False) + "\n")
         self._fh.flush()
 

@@ -12,12 +12,22 @@ from pathlib import Path
 from typing import Any
 
 from .convert import Settings, earliest_for
-from .errors import FieldError, NotAnExport, UsageError
+from .errors import FieldError, InputError, NotAnExport, UsageError
 from .klaviyo.endpoints import BACKFILL_REVISION, BULK, DEFAULT_REVISION, ENDPOINTS, Endpoint
 from .klaviyo.throttle import parse_rate_limit
 from .layouts import Layout, builtin_layouts, load
 from .options import InputOptions, SendOptions
-from .read import Input, Skipped, detect_layout, fits, gather, load_side_lines, sniff_kind
+from .read import (
+    Input,
+    Skipped,
+    detect_layout,
+    fits,
+    gather,
+    is_stream,
+    load_side_lines,
+    sniff_kind,
+    spool,
+)
 from .values import is_currency, parse_period, zone
 
 __all__ = [
@@ -75,7 +85,7 @@ class Job:
             stat = os.stat(source.path)
             side = sum(len(items) for items in (source.side_lines or {}).values())
             h.update(
-                f"{os.path.abspath(source.path)}|{stat.st_size}|{source.layout.name}|"
+                f"{source.name or os.path.abspath(source.path)}|{stat.st_size}|{source.layout.name}|"
                 f"{source.encoding}|{side}\n".encode()
             )
             with open(source.path, "rb") as fh:
@@ -152,6 +162,9 @@ def gather_inputs(
     texts = (Path(layout_path).read_text("utf-8"),) if layout_path else ()
     inputs: list[Input] = []
     for path, named in files:
+        if is_stream(path):
+            inputs.append(_spooled(path, fmt, custom, encoding, side))
+            continue
         try:
             source = _layout_for(path, fmt, custom, encoding, side)
             why = None if named or (fmt is None and custom is None) else fits(
@@ -173,6 +186,22 @@ def gather_inputs(
     return inputs, texts, skipped
 
 
+def _spooled(
+    name: str,
+    fmt: str | None,
+    custom: Layout | None,
+    encoding: str | None,
+    side: dict[str, list[Any]] | None,
+) -> Input:
+    """A stream ('-', a FIFO) read once into a private copy, named as given."""
+    copy = spool(name)  # read once: '-' and a FIFO cannot be opened twice
+    try:
+        found = _layout_for(copy, fmt, custom, encoding, side)
+    except InputError as exc:
+        raise exc.at(name) from None
+    return replace(found, name=name)
+
+
 def check_revision(revision: str, backfill: bool) -> None:
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}(\.[a-z0-9]+)?", revision):
         raise UsageError(f"--revision {revision!r} is not a revision", "Write e.g. 2026-07-15.")
@@ -185,7 +214,7 @@ def check_revision(revision: str, backfill: bool) -> None:
 
 def default_failures(paths: tuple[str, ...]) -> str:
     """<first export's name>.failures.jsonl, in the current folder."""
-    stem = Path(paths[0].rstrip("/")).stem or "export"
+    stem = "stdin" if paths[0] == "-" else Path(paths[0].rstrip("/")).stem or "export"
     return f"{stem}.failures.jsonl"
 
 

@@ -94,8 +94,16 @@ class Latest:
         """One pass over the job's exports: each profile's latest order. Given the account's
         `delta`, orders it holds unchanged are not converted: their profile and time come
         from its ledger."""
-        fd, path = tempfile.mkstemp(prefix="klaviyo-backfill-latest-", suffix=".sqlite")
-        os.close(fd)
+        path = _scratch()
+        try:
+            cls._fill(path, job, delta)
+        except BaseException:
+            Path(path).unlink(missing_ok=True)
+            raise
+        return cls(path)
+
+    @staticmethod
+    def _fill(path: str, job: Job, delta: Delta | None) -> None:
         db = sqlite3.connect(path, isolation_level=None)
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
@@ -112,7 +120,32 @@ class Latest:
                 _flush(db, upsert, batch)
         _flush(db, upsert, batch)
         db.close()
-        return cls(path)
+
+
+def _scratch() -> str:
+    """A private file for the table, in the state folder (0700): `latest-<pid>-*.sqlite`.
+    Those a killed run left behind (its process gone) are removed first: they hold emails."""
+    from .account_ledger import state_dir
+
+    folder = state_dir() / "tmp"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for stale in folder.glob("latest-*.sqlite"):
+        pid = stale.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    fd, path = tempfile.mkstemp(prefix=f"latest-{os.getpid()}-", suffix=".sqlite", dir=folder)
+    os.close(fd)
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _flush(db: sqlite3.Connection, upsert: str, batch: list[tuple[str, float, str]]) -> None:

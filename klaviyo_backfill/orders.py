@@ -195,7 +195,7 @@ def mapped_orders(
             before += os.path.getsize(source.path)
             continue
         if start is not None:
-            stats.resumed_at = f"{source.path}:{start.line}"
+            stats.resumed_at = f"{source.shown}:{start.line}"
         elsewhere = None
         if splittable(source, workers):
             elsewhere = prepared_pieces(source, index, job.settings, job.filters, encoder, workers)

@@ -71,8 +71,8 @@ def workers_for(requested: int | None) -> int:
 
 def splittable(source: Input, workers: int) -> bool:
     """A CSV file in a byte-exact encoding, big enough to be worth splitting."""
-    if workers < 2 or source.layout.kind != "csv":
-        return False
+    if workers < 2 or source.layout.kind != "csv" or source.name is not None:
+        return False  # (a spooled stream is read in one process, its orders named as given)
     if codecs.lookup(source.encoding).name not in BYTE_EXACT:
         return False
     return os.path.getsize(source.path) >= max(SPLIT_FROM_BYTES, 2 * PIECE_BYTES)

@@ -6,13 +6,17 @@ Nothing here holds a whole file: CSV is read row by row, JSON one order object a
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import csv
 import html
 import io
 import json
 import os
+import shutil
+import stat
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -35,13 +39,17 @@ __all__ = [
     "expand_paths",
     "fits",
     "gather",
+    "is_stream",
     "load_side_lines",
     "read_orders",
     "row_starts",
     "sniff_kind",
+    "spool",
 ]
 
-_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)  # Shopify notes can pass csv's 128 KB default
+# A line, a CSV field or a JSON value longer than this is an error naming file and line, not
+# a buffer that grows with the file (`/dev/zero` read as CSV). Shopify notes pass csv's 128 KB.
+CAP = 64 << 20
 
 SUFFIXES = (".csv", ".json", ".jsonl", ".ndjson", ".txt")
 _CHUNK = 1 << 16
@@ -54,6 +62,49 @@ class Input:
     encoding: str
     # line items kept in a separate file (--products), by order id
     side_lines: dict[str, list[Any]] | None = None
+    name: str | None = None  # what the user gave, where `path` is its spooled copy (spool)
+
+    @property
+    def shown(self) -> str:
+        """The input as the user named it: in messages, the failures file, fingerprints."""
+        return self.name or self.path
+
+
+def is_stream(path: str) -> bool:
+    """'-' (standard input) or a FIFO: data that can be read once only."""
+    if path == "-":
+        return True
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def spool(path: str) -> str:
+    """A stream ('-' or a FIFO) read once, as it comes, into a private temporary file (0600
+    in a 0700 folder, removed at exit), which is then read like any export: detected,
+    fingerprinted, read, and for --resume checked against the stream given then. A stream
+    whose first 64 MB hold no line break is refused as it comes (`cat /dev/zero |`)."""
+    folder = tempfile.mkdtemp(prefix="klaviyo-backfill-")
+    atexit.register(shutil.rmtree, folder, True)
+    copy = os.path.join(folder, "stdin" if path == "-" else os.path.basename(path) or "stream")
+    try:
+        source = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(path, f"cannot open: {exc.strerror}") from None
+    unbroken = 0  # bytes since the last line break
+    try:
+        with open(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+                end = chunk.rfind(b"\n")
+                unbroken = unbroken + len(chunk) if end < 0 else len(chunk) - end - 1
+                if unbroken > CAP:
+                    raise InputError(path, f"has a line longer than {CAP >> 20} MB: not an export?")
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+    return copy
 
 
 def load_side_lines(path: str, encoding: str) -> dict[str, list[Any]]:
@@ -428,9 +479,11 @@ class _Lines:
         return self
 
     def __next__(self) -> str:
-        line = self.raw.readline()
+        line = self.raw.readline(CAP + 1)
         if not line:
             raise StopIteration
+        if len(line) > CAP:
+            raise _TooLong
         text = self.decode(line)
         if self.decode is _SIG:  # a byte order mark only opens a file
             self.decode = _decoding("utf-8")
@@ -446,6 +499,10 @@ def _decoding(name: str) -> Callable[[bytes], str]:
 _SIG = methodcaller("decode", "utf-8-sig")
 
 
+class _TooLong(Exception):
+    """A line longer than CAP."""
+
+
 class _TextLines:
     """UTF-16/32 cannot be split at b"\n": read as text, with no offsets (no resume point)."""
 
@@ -458,7 +515,12 @@ class _TextLines:
         return self
 
     def __next__(self) -> str:
-        return next(self.fh)
+        line = self.fh.readline(CAP + 1)
+        if not line:
+            raise StopIteration
+        if len(line) > CAP:
+            raise _TooLong
+        return line
 
     def ends_a_line(self) -> bool:
         return True  # not checked in UTF-16/32
@@ -482,7 +544,7 @@ def iter_csv(
     held: HeldRows | None = None,
 ) -> Iterator[RawOrder]:
     fh, lines = _open_lines(path, encoding)
-    csv.field_size_limit(_FIELD_LIMIT)
+    csv.field_size_limit(CAP)
     delimiter = layout.options.delimiter
     reader = csv.reader(lines, delimiter=delimiter)
     base = 0  # physical lines before the ones this reader counts
@@ -509,7 +571,13 @@ def iter_csv(
                 raise InputError(path, "has a header but no orders", 2)
     except UnicodeError as exc:
         raise _decode_error(path, exc, encoding, base + reader.line_num + 1) from None
+    except _TooLong:
+        raise InputError(path, f"has a line longer than {CAP >> 20} MB: not a CSV export?",
+                         base + reader.line_num + 1) from None  # fmt: skip
     except csv.Error as exc:
+        if "field limit" in str(exc):
+            raise InputError(path, f"has a field longer than {CAP >> 20} MB (an unclosed quote?)",
+                             base + reader.line_num) from None  # fmt: skip
         raise InputError(path, f"is not readable CSV: {exc}", base + reader.line_num) from None
 
 
@@ -568,6 +636,13 @@ def _group_rows(
 # ---------------------------------------------------------------- JSON
 
 
+@dataclass(frozen=True, slots=True)
+class Nested:
+    """In place of a JSON value nested too deep to decode: how deep it went."""
+
+    depth: int
+
+
 class _JsonStream:
     """Top-level JSON values one at a time, through a sliding buffer (C decoder)."""
 
@@ -581,7 +656,13 @@ class _JsonStream:
     def _fill(self) -> bool:
         if self.eof:
             return False
-        data = self.fh.read(_CHUNK)
+        held = len(self.buf) - self.pos  # of the value being read
+        if held > CAP:
+            raise InputError(self.path, f"holds a JSON value longer than {CAP >> 20} MB: "
+                             "not an export?", self.line_here())  # fmt: skip
+        # a value longer than a chunk is read in chunks as long as it is so far, so that the
+        # decoder, which starts over at each, scans it a few times, not once per 64 KB
+        data = self.fh.read(min(max(_CHUNK, held), CAP + 1 - held))
         if not data:
             self.eof = True
             return False
@@ -620,10 +701,41 @@ class _JsonStream:
                 if self._fill():
                     continue
                 raise self._invalid(exc) from None
+            except RecursionError:
+                return self._skip_nested()
             if end == len(self.buf) and not isinstance(obj, dict | list) and self._fill():
                 continue  # a number may go on in the next chunk
             self.pos = end
             return obj
+
+    def _skip_nested(self) -> Nested:
+        """Pass over a value nested too deep for the decoder (it recurses), counting how deep."""
+        depth = deepest = 0
+        i, in_string = self.pos, False
+        while True:
+            if i >= len(self.buf):
+                start = self.pos
+                if not self._fill():
+                    raise self.error("ends before the JSON document does (cut short?)")
+                i -= start - self.pos  # _fill dropped what was before self.pos
+                continue
+            char = self.buf[i]
+            if in_string:
+                if char == "\\":
+                    i += 1
+                elif char == '"':
+                    in_string = False
+            elif char == '"':
+                in_string = True
+            elif char in "[{":
+                depth += 1
+                deepest = max(deepest, depth)
+            elif char in "]}":
+                depth -= 1
+                if depth == 0:
+                    self.pos = i + 1
+                    return Nested(deepest)
+            i += 1
 
     def _invalid(self, exc: json.JSONDecodeError) -> InputError:
         line = self.line_here() + self.buf.count("\n", self.pos, exc.pos)
@@ -714,26 +826,58 @@ def _lines_whole(path: str, encoding: str) -> bool:
     """Whether the first non-blank line is a JSON value of its own: JSON Lines, not a
     pretty-printed document or sequence of objects (read as a stream)."""
     with open_text(path, encoding) as fh:
-        for text in fh:
+        for _, text in _bounded_lines(fh, path):
             if text.strip():
                 try:
                     json.loads(text)
                 except json.JSONDecodeError:
                     return False
+                except RecursionError:
+                    return True
                 return True
     return False
 
 
-def _json_lines(fh: TextIO) -> Iterator[tuple[int, Any]]:
+def _bounded_lines(fh: TextIO, path: str) -> Iterator[tuple[int, str]]:
+    """(number, text) of each line, none longer than CAP (InputError)."""
+    number = 0
+    while text := fh.readline(CAP + 1):
+        number += 1
+        if len(text) > CAP:
+            raise InputError(path, f"has a line longer than {CAP >> 20} MB: not an export?", number)
+        yield number, text
+
+
+def _depth(text: str) -> int:
+    """How deep a JSON text nests (outside its strings)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _json_lines(fh: TextIO, path: str) -> Iterator[tuple[int, Any]]:
     """JSON Lines, line by line: a line that is no JSON is one `Broken` order, named by its
-    own line, and the rest goes on."""
-    for number, text in enumerate(fh, start=1):
+    own line, and the rest goes on (one nested too deep to decode, `Nested`)."""
+    for number, text in _bounded_lines(fh, path):
         if not text.strip():
             continue
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             yield number, Broken(f"not valid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        except RecursionError:
+            yield number, Nested(_depth(text))
             continue
         if isinstance(obj, dict) and isinstance(obj.get("orders"), list):
             obj = obj["orders"]
@@ -746,7 +890,7 @@ def _json_lines(fh: TextIO) -> Iterator[tuple[int, Any]]:
 
 def iter_json_records(path: str, encoding: str) -> Iterator[Any]:
     for _line, record in iter_json(path, encoding):
-        if not isinstance(record, Broken):
+        if not isinstance(record, Broken | Nested):
             yield record
 
 
@@ -761,7 +905,7 @@ def iter_json(
             with open_text(path, encoding) as fh:
                 if position is not None:
                     position[:] = [fh.buffer.tell]
-                yield from _json_lines(fh)
+                yield from _json_lines(fh, path)
             return
         with open_text(path, encoding) as fh:
             stream = _JsonStream(fh, path)
@@ -778,7 +922,7 @@ def iter_json(
         with open_text(path, encoding) as fh:
             if position is not None:
                 position[:] = [fh.buffer.tell]
-            yield from _json_lines(fh) if whole else _lines(_JsonStream(fh, path))
+            yield from _json_lines(fh, path) if whole else _lines(_JsonStream(fh, path))
     except UnicodeError as exc:
         raise _decode_error(path, exc, encoding, None) from None
 
@@ -853,6 +997,10 @@ def iter_json_orders(
         if isinstance(record, Broken):  # rejected by the mapper; the rest goes on
             yield RawOrder(path, line, {}, [], problem=record.message)
             continue
+        if isinstance(record, Nested):
+            problem = f"nested {record.depth:,} levels deep (Klaviyo takes 10)"
+            yield RawOrder(path, line, {}, [], problem=problem)
+            continue
         if not isinstance(record, dict):
             kind = type(record).__name__
             yield RawOrder(path, line, {}, [], problem=f"a JSON {kind} where an order should be")
@@ -891,5 +1039,17 @@ def read_orders(
     knows, is not even extracted, and a CSV file can be picked up at an order's `start` (a
     resumed run)."""
     if source.layout.kind == "json":
-        return iter_json_orders(source.path, source.layout, source.encoding, source.side_lines)
-    return iter_csv(source.path, source.layout, source.encoding, skip, start, held)
+        orders = iter_json_orders(source.path, source.layout, source.encoding, source.side_lines)
+    else:
+        orders = iter_csv(source.path, source.layout, source.encoding, skip, start, held)
+    return orders if source.name is None else _named(orders, source.name)
+
+
+def _named(orders: Iterator[RawOrder], name: str) -> Iterator[RawOrder]:
+    """A spooled stream's orders and errors, named as the user named the stream."""
+    try:
+        for raw in orders:
+            raw.source = name
+            yield raw
+    except InputError as exc:
+        raise exc.at(name) from None

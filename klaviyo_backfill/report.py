@@ -263,7 +263,7 @@ def status_table(path: Path, ledger: Ledger) -> Table:
         table.add_row("Last run started", started)
     if ended:
         table.add_row("Last run ended", ended)
-    last = json.loads(ledger.get("last_run") or "{}")
+    last = ledger.last_run()
     if last:
         read, rejected = last.get("orders_read", 0), last.get("orders_rejected", 0)
         skipped = last.get("orders_skipped", 0)

@@ -61,6 +61,7 @@ from .errors import (
     UsageError,
 )
 from .failures import Failures
+from .files import open_private, write_private
 from .model import METRICS, Rejection
 from .options import SendOptions
 
@@ -89,6 +90,7 @@ __all__ = [
     "Watcher",
     "dry_run",
     "inspect",
+    "open_private",
     "open_status",
     "orders",
     "preflight",
@@ -96,6 +98,7 @@ __all__ = [
     "send",
     "send_job",
     "verify",
+    "write_private",
 ]
 
 log = logging.getLogger("klaviyo_backfill.run")
@@ -157,7 +160,7 @@ def open_output(path: str | None) -> Iterator[IO[bytes] | None]:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
     else:
-        with open(path, "wb") as fh:
+        with open_private(path, "--output") as fh:
             yield fh
 
 
@@ -278,6 +281,7 @@ class SendOutcome:
     send: SendStats
     elapsed: float
     interrupted: bool = False
+    signal: int = 0  # the signal that interrupted it (SIGINT, SIGTERM), if one did
     error: BackfillError | None = None
     failures: int = 0  # lines in the failures file: this job's rejections, earlier runs' too
     failures_path: str | None = None
@@ -318,29 +322,32 @@ class Unwatched:
 
 def send_config(job: Job, options: SendOptions, ask_key: Callable[[], str | None]) -> SendConfig:
     """Where and how fast to send: checked before any checkpoint is touched."""
-    from .klaviyo.client import SendConfig, loopback_only
+    from .klaviyo.client import SendConfig, clean_key, loopback_only, tuned
     from .klaviyo.throttle import parse_rate_limit
 
     loopback_only(options.base_url)
     endpoint = job.endpoint
     windows = parse_rate_limit(options.rate_limit) if options.rate_limit else endpoint.windows
+    public = options.public_key
     if not endpoint.versioned:
-        if not options.public_key:
+        public = clean_key(public, "the public key (KLAVIYO_PUBLIC_KEY)")
+        if not public:
             raise UsageError(
                 "--endpoint legacy needs a public key: set KLAVIYO_PUBLIC_KEY or pass --public-key"
             )
         key = None
     else:
-        key = options.api_key or ask_key()
+        key = clean_key(options.api_key or ask_key(), "the API key (KLAVIYO_API_KEY)")
         if not key:
             raise UsageError(
                 "no API key: set KLAVIYO_API_KEY (a private key with the events:write scope)"
             )
-    return SendConfig(
+    config = SendConfig(
         base_url=options.base_url, endpoint=endpoint, windows=windows, api_key=key,
-        public_key=options.public_key, revision=job.revision,
+        public_key=public, revision=job.revision,
         concurrency=options.concurrency or endpoint.concurrency,
     )  # fmt: skip
+    return tuned(config, options.tuning) if options.tuning else config
 
 
 def send(
@@ -394,33 +401,31 @@ def _track(encoded: Iterator[MappedOrder], tracker: Tracker) -> Iterator[MappedO
 
 async def _send_async(
     sender: Sender, bodies: Iterator[Request], progress: Callable[[], None], watcher: Watcher
-) -> bool:
-    """Run the sender; Ctrl-C stops new work (waits end at once), lets in-flight requests
-    finish, and says so at once. True if interrupted."""
+) -> int:
+    """Run the sender. Ctrl-C or SIGTERM stops new work (waits end at once), says so at once,
+    and gives in-flight requests a few seconds (a second one abandons them). The signal that
+    stopped the run, or 0."""
     loop = asyncio.get_running_loop()
-    interrupted = False
+    received = 0
 
-    def on_sigint() -> None:
-        nonlocal interrupted
-        if interrupted:  # a second Ctrl-C abandons what is in flight
-            for task in asyncio.all_tasks(loop):
-                task.cancel()
-        else:
-            watcher.stopping(sender.stats.in_flight)
-        interrupted = True
-        sender.halt()
+    def on_signal(signum: int) -> None:
+        nonlocal received
+        if received:
+            sender.abandon()
+            return
+        received = signum
+        watcher.stopping(sender.stats.in_flight)
+        sender.interrupt()
 
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-        loop.add_signal_handler(signal.SIGTERM, on_sigint)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
     sender.on_progress = progress
     try:
         await sender.run(bodies)
-    except asyncio.CancelledError:
-        interrupted = True
     finally:
         await sender.client.aclose()
-    return interrupted
+    return received
 
 
 def _resume_point(ledger: Ledger, landmarks: Landmarks, stats: Stats) -> Position | None:
@@ -500,17 +505,20 @@ def _sending(
             _watch(sender, config, progress)
             try:
                 updated = partial(progress.update, stats, send_stats)
-                outcome.interrupted = asyncio.run(_send_async(sender, bodies, updated, progress))
+                outcome.signal = asyncio.run(_send_async(sender, bodies, updated, progress))
             except BackfillError as exc:
                 outcome.error = exc
+            outcome.interrupted = outcome.signal != 0
         ended = True
     finally:
-        tracker.flush()
+        # a checkpoint that failed during the run (a full disk) may fail again here: the
+        # first error is the one reported, and the ledger keeps its last good commit
+        _noting(outcome, tracker.flush)
         failures.close()
         outcome.failures = failures.count
         outcome.failure_kinds = dict(failures.kinds)
         outcome.elapsed = time.monotonic() - started
-        _close(ledger, job, outcome, ended)
+        _noting(outcome, lambda: _close(ledger, job, outcome, ended))
     return outcome
 
 
@@ -519,6 +527,15 @@ def _watch(sender: Sender, config: SendConfig, watcher: Watcher) -> None:
     whose = "Klaviyo's" if config.windows == config.endpoint.windows else "--rate-limit's"
     watcher.pacing(config.windows, sender.encoder.max_events, whose)
     sender.limiter.observer = watcher.waiting
+
+
+def _noting(outcome: SendOutcome, step: Callable[[], None]) -> None:
+    """Run a closing step; a checkpoint error in it becomes the outcome's error, if none is."""
+    try:
+        step()
+    except BackfillError as exc:
+        if outcome.error is None:
+            outcome.error = exc
 
 
 def _close(ledger: Ledger, job: Job, outcome: SendOutcome, ended: bool) -> None:
@@ -618,7 +635,8 @@ def overlap_check(job: Job, config: SendConfig, notify: Callable[[str], None]) -
     from .reconcile import describe_overlaps, overlaps
 
     assert config.api_key is not None
-    read = ReadConfig(config.base_url, config.api_key, config.revision)
+    read = ReadConfig(config.base_url, config.api_key, config.revision, timeout=config.timeout,
+                      retry=config.retry)  # fmt: skip
     started = time.monotonic()
     try:
         others = [m for m in asyncio.run(_metrics(read)) if not m.via_api and m.name in METRICS]

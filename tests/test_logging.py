@@ -39,3 +39,14 @@ def test_the_log_names_each_retry_and_commit_and_never_the_key(tmp_path: Path) -
     assert "checkpoint:" not in done.stderr  # but not the commits (-vv)
     for secret in (KEY, "@example", "Klaviyo-API-Key"):
         assert secret not in log and secret not in done.stderr
+
+
+def test_without_v_or_log_nothing_is_logged(tmp_path: Path) -> None:
+    """Log lines go where the user asks, never to stderr by Python's fallback handler."""
+    shutil.copy(EXPORT, tmp_path / "orders.csv")
+    with st.StandIn(api_key=KEY, faults=st.Faults(server_error=1.0), port=free_port()) as s:
+        done = cli_helpers.run(tmp_path, KEY, "send", "orders.csv", "--base-url", s.url,
+                               *FAST, "--tuning", "max_attempts=2")  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    assert "gave up after 2 tries" in done.stderr + done.stdout
+    assert "giving up on" not in done.stderr and "retry a request" not in done.stderr

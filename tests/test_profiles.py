@@ -161,3 +161,21 @@ def test_a_dry_run_shows_the_same_rule(tmp_path: Path) -> None:
             carried.setdefault(p["email"], set()).add((name, p["location"]["city"]))
     assert {e: next(iter(v)) for e, v in carried.items()} == truth
     assert all(len(v) == 1 for v in carried.values())
+
+
+def test_the_latest_table_never_outlives_its_run(tmp_path: Path, own_state_folder: Path) -> None:
+    """It holds every customer's email: removed at the end of a run, when its pass fails,
+    and (left by a killed run) by the next run."""
+    scratch = own_state_folder / "klaviyo-backfill" / "tmp"
+    scratch.mkdir(parents=True)
+    (scratch / "latest-999999999-left.sqlite").write_bytes(b"left by a killed run")
+    rows = make_orders(seed=12, customers=10, orders=20)
+    write(tmp_path / "orders.csv", rows)
+    done = run(tmp_path, "send", "orders.csv", "--dry-run", "--preview", "0")
+    assert done.returncode == 0, done.stderr
+    assert not list(scratch.iterdir())
+    broken = (tmp_path / "orders.csv").read_bytes() + b"\xff\xfe not utf-8\n"
+    (tmp_path / "broken.csv").write_bytes(broken)
+    failed = run(tmp_path, "send", "broken.csv", "--dry-run", "--preview", "0")
+    assert failed.returncode == 2 and "broken.csv" in failed.stderr
+    assert not list(scratch.iterdir())

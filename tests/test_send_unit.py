@@ -12,7 +12,7 @@ import pytest
 
 from klaviyo_backfill.errors import AuthError, RetiredApiError
 from klaviyo_backfill.failures import Failures
-from klaviyo_backfill.klaviyo.answers import retry_after
+from klaviyo_backfill.klaviyo.answers import Answer, retry_after
 from klaviyo_backfill.klaviyo.client import SendConfig, Sender, SendStats, halves
 from klaviyo_backfill.klaviyo.endpoints import ENDPOINTS
 from klaviyo_backfill.klaviyo.retry import RetryPolicy
@@ -81,10 +81,10 @@ def test_limiter_never_admits_more_than_a_window_allows() -> None:
 
 
 def test_retry_after_header_then_body_detail() -> None:
-    assert retry_after(httpx.Response(429, headers={"Retry-After": "7"})) == 7.0
+    assert retry_after(Answer.of(httpx.Response(429, headers={"Retry-After": "7"}))) == 7.0
     body = {"errors": [{"detail": "Request was throttled. Expected available in 3 seconds."}]}
-    assert retry_after(httpx.Response(429, json=body)) == 3.0
-    assert retry_after(httpx.Response(429, text="<html>")) is None
+    assert retry_after(Answer.of(httpx.Response(429, json=body))) == 3.0
+    assert retry_after(Answer.of(httpx.Response(429, text="<html>"))) is None
 
 
 def test_5xx_html_and_resets_are_retried_until_acknowledged() -> None:
@@ -124,10 +124,13 @@ def test_bad_event_named_by_pointer_is_isolated_and_the_rest_resent() -> None:
 
 
 def test_unplaceable_400_splits_the_batch_down_to_the_bad_event() -> None:
+    """Klaviyo's error names no event (no pointer): the batch is split until it is isolated."""
+    refusal = {"errors": [{"code": "invalid", "title": "Invalid input.", "detail": "bad"}]}
+
     def handler(request: httpx.Request) -> httpx.Response:
-        return (
-            httpx.Response(400, text="bad") if b'"1_3"' in request.content else httpx.Response(202)
-        )
+        if b'"1_3"' in request.content:
+            return httpx.Response(400, json=refusal)
+        return httpx.Response(202)
 
     _, stats = run_sender(handler, events(8))
     assert stats.events_sent["Ordered Product"] == 7 and stats.events_rejected == 1
@@ -144,7 +147,7 @@ def test_halves_keep_every_event_once() -> None:
 def test_auth_failure_stops_and_never_shows_the_key(status: int, error: type) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.headers["Authorization"] == "Klaviyo-API-Key pk_secret"
-        return httpx.Response(status, json={"errors": []})
+        return httpx.Response(status, json={"errors": [{"code": "not_authenticated"}]})
 
     with pytest.raises(error) as caught:
         run_sender(handler, events(2))

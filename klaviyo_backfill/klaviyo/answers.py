@@ -1,41 +1,141 @@
-"""Reading Klaviyo's answers: JSON:API `errors`, their detail, and how long to wait."""
+"""Reading Klaviyo's answers: what came back, whether it is Klaviyo's JSON:API `errors`, their
+detail, and how long to wait.
+
+An answer is taken for Klaviyo's only on its own evidence: an error is Klaviyo's verdict when
+its body is a JSON:API `errors` document, never because of its status alone (a captive portal,
+an inspecting proxy or a CDN answers 200, 400 or 403 with a page of its own).
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import re
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
-__all__ = ["detail", "json_api_errors", "retry_after"]
+__all__ = ["Answer", "detail", "json_api_errors", "read_capped", "retry_after"]
 
 _EXPECTED = re.compile(r"available in (\d+(?:\.\d+)?) second", re.IGNORECASE)
 
 
-def json_api_errors(response: httpx.Response) -> list[dict[str, Any]]:
-    """The `errors` of a JSON:API error body; empty when the body is not one."""
+@dataclass(frozen=True)
+class Answer:
+    """What came back for one request: its status, headers and (at most a capped part of) body."""
+
+    status: int
+    headers: httpx.Headers = field(default_factory=httpx.Headers)
+    body: bytes = b""
+    complete: bool = True  # False: the body was longer than the cap, and cut there
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> Answer:
+        """A response read whole (tests, httpx.MockTransport)."""
+        return cls(response.status_code, response.headers, response.content)
+
+    @property
+    def content_type(self) -> str:
+        return str(self.headers.get("Content-Type", "")).split(";")[0].strip().lower()
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is not JSON (or was cut)."""
+        if not self.complete or "json" not in self.content_type:
+            return None
+        try:
+            return json.loads(self.body)
+        except (ValueError, RecursionError):
+            return None
+
+    def errors(self) -> list[dict[str, Any]] | None:
+        """The `errors` of Klaviyo's JSON:API error body; None when the body is not one."""
+        return json_api_errors(self.json())
+
+    def describe(self) -> str:
+        """'HTTP 200 text/html', for a message about an answer that is not Klaviyo's."""
+        kind = self.content_type or ("no content type" if self.body else "an empty body")
+        return f"HTTP {self.status} {kind}"
+
+
+async def read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
+    """At most `cap` bytes of a streamed response's body, decompressed (gzip, deflate) a
+    bounded piece at a time, so a 1 MB gzip that unpacks to 1 GB costs 1 MB; and whether
+    that was all of it. A body in an encoding not asked for is not read at all."""
     try:
-        body = response.json()
-    except ValueError:
-        return []
+        whole = response.content  # read already: a response made in memory (tests)
+    except httpx.ResponseNotRead:
+        pass
+    else:
+        return whole[:cap], len(whole) <= cap
+    encoding = str(response.headers.get("Content-Encoding", "")).strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        inflate: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        inflate = zlib.decompressobj()
+    elif encoding in ("", "identity"):
+        inflate = None
+    else:
+        return b"", False
+    out = bytearray()
+    raw = 0
+    try:
+        async for chunk in response.aiter_raw():
+            raw += len(chunk)
+            if inflate is None:
+                out += chunk
+            else:
+                data = chunk
+                while data and len(out) <= cap:
+                    out += inflate.decompress(data, cap + 1 - len(out))
+                    data = inflate.unconsumed_tail
+            if len(out) > cap or raw > cap:
+                return bytes(out[:cap]), False
+    except zlib.error:
+        return bytes(out[:cap]), False
+    return bytes(out), True
+
+
+def json_api_errors(body: Any) -> list[dict[str, Any]] | None:
+    """The error objects of a JSON:API `errors` document, or None when `body` is not one."""
     errors = body.get("errors") if isinstance(body, dict) else None
-    return [e for e in errors or () if isinstance(e, dict)]
+    if not isinstance(errors, list) or not errors:
+        return None
+    found = [e for e in errors if isinstance(e, dict)]
+    return found or None
 
 
 def detail(error: dict[str, Any]) -> str:
     return str(error.get("detail") or error.get("title") or error.get("code") or "invalid")
 
 
-def retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds, else the 'Expected available in N seconds' of the body."""
-    header = response.headers.get("Retry-After")
+def retry_after(answer: Answer) -> float | None:
+    """Retry-After in seconds (or an HTTP date), else the 'Expected available in N seconds' of
+    the body. Uncapped: inf and nan come back as they are (the client caps every wait)."""
+    header = answer.headers.get("Retry-After")
     if header is not None:
         try:
-            return max(0.0, float(header))
+            seconds: float | None = float(header)
         except ValueError:
-            pass
-    for error in json_api_errors(response):
+            seconds = _until(header)
+        if seconds is not None:
+            return seconds if math.isnan(seconds) else max(0.0, seconds)
+    for error in answer.errors() or ():
         match = _EXPECTED.search(detail(error))
         if match:
             return float(match.group(1))
     return None
+
+
+def _until(date: str) -> float | None:
+    """Seconds from now to an HTTP date ('Wed, 21 Oct 2015 07:28:00 GMT'), or None."""
+    try:
+        when = parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return (when - datetime.now(UTC)).total_seconds()

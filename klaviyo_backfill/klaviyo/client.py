@@ -15,35 +15,53 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import logging
+import re
+import ssl
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
 import httpx
 
 from .. import __version__
 from ..encode import Encoder, Request
-from ..errors import AuthError, BackfillError, GaveUp, RetiredApiError, SendError, UsageError
+from ..errors import (
+    AuthError,
+    BackfillError,
+    CertificateError,
+    GaveUp,
+    InternalError,
+    RetiredApiError,
+    SendError,
+    UsageError,
+)
 from ..model import Event
 from .account import account_id
-from .answers import detail, json_api_errors, retry_after
+from .answers import Answer, detail, read_capped, retry_after
 from .endpoints import DEFAULT_REVISION, Endpoint, Window
 from .retry import Attempts, Retry, RetryPolicy
 from .throttle import Limiter, Wait
 
 __all__ = [
+    "Redactor",
     "SendConfig",
     "SendStats",
     "Sender",
     "Settler",
+    "certificate_failure",
+    "clean_key",
     "client_for",
     "halves",
+    "http_client",
     "loopback_only",
+    "tuned",
+    "untrusted",
 ]
 
 log = logging.getLogger("klaviyo_backfill.client")
@@ -58,7 +76,10 @@ class SendConfig:
     public_key: str | None = field(default=None, repr=False)
     revision: str = DEFAULT_REVISION
     concurrency: int = 10
-    timeout: float = 60.0
+    timeout: float = 60.0  # seconds without a byte, connecting aside (10 s)
+    deadline: float = 300.0  # one try's whole exchange, however its bytes trickle in
+    grace: float = 10.0  # after Ctrl-C or SIGTERM, for the requests in flight
+    body_cap: int = 1 << 20  # bytes of an answer's body read at most (decompressed)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @property
@@ -71,7 +92,10 @@ class SendConfig:
         return self.base_url.rstrip("/") + self.endpoint.path
 
     def headers(self) -> dict[str, str]:
-        headers = {"User-Agent": f"klaviyo-backfill/{__version__}"}
+        headers = {
+            "User-Agent": f"klaviyo-backfill/{__version__}",
+            "Accept-Encoding": "gzip, deflate",  # what read_capped decompresses
+        }
         if self.endpoint.versioned:
             headers.update(
                 {
@@ -137,42 +161,84 @@ class Sender:
         self.url = config.url
         self.headers = config.headers()
         self.on_progress: Callable[[], None] = lambda: None
+        self._workers: list[asyncio.Task[None]] = []
+        self.redact = Redactor(config.api_key, config.public_key)
 
     # ------------------------------------------------------------ the run
 
     async def run(self, requests: Iterator[Request]) -> None:
+        """Send every request; return when all are settled, or soon after the run stops
+        (`halt`, `interrupt`): requests in flight then finish, or are abandoned after
+        `config.grace` seconds, and those not sent stay unsent (the checkpoint resends them)."""
         # requests ready to go: enough to keep every worker busy, few enough to bound memory
-        queue: asyncio.Queue[Request | None] = asyncio.Queue(maxsize=self.config.concurrency)
-        workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.config.concurrency)]
+        queue: asyncio.Queue[Request] = asyncio.Queue(maxsize=self.config.concurrency)
+        self._workers = [
+            asyncio.create_task(self._worker(queue)) for _ in range(self.config.concurrency)
+        ]
+        reading = _Reading(requests, queue, asyncio.get_running_loop(), self.stop)
         try:
-            await self._feed(requests, queue)
+            await self._unless_stopped(reading.done.wait())
+            if not self.stop.is_set():  # everything is read: the workers empty the queue
+                await self._unless_stopped(queue.join())
+            while not queue.empty():  # stopped: what was not sent stays unsent
+                queue.get_nowait()
+                queue.task_done()
+            await queue.join()  # requests in flight end (bounded: try deadline, grace)
         finally:
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
+            for worker in self._workers:
+                worker.cancel()  # idle now, each waiting for a request
+            await asyncio.wait(self._workers)
+            reading.finish(self.config.grace)
         if self.fatal is not None:
             raise self.fatal
+        if reading.error is not None:
+            raise reading.error
 
-    async def _feed(
-        self, requests: Iterator[Request], queue: asyncio.Queue[Request | None]
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(1, thread_name_prefix="read") as pool:
-            while not self.stop.is_set():
-                request = await loop.run_in_executor(pool, next, requests, None)
-                if request is None:
-                    return
-                await queue.put(request)
+    async def _unless_stopped(self, waiting: Awaitable[Any]) -> None:
+        """Wait for `waiting`, or until the run stops, whichever comes first."""
+        task = asyncio.ensure_future(waiting)
+        stopped = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            task.cancel()
+            stopped.cancel()
 
-    async def _worker(self, queue: asyncio.Queue[Request | None]) -> None:
-        while (request := await queue.get()) is not None:
-            if not self.stop.is_set():
-                await self.deliver(request)
+    async def _worker(self, queue: asyncio.Queue[Request]) -> None:
+        """Deliver requests until cancelled. Any error ends the run (never the worker alone,
+        which would leave the queue full and the run waiting for ever)."""
+        while True:
+            request = await queue.get()
+            try:
+                if not self.stop.is_set():
+                    await self.deliver(request)
+            except BackfillError as exc:  # the settler's: a checkpoint that cannot be written
+                self.halt(exc)
+            except Exception as exc:
+                self.halt(_unexpected(exc))
+            finally:
+                queue.task_done()
 
     def halt(self, error: BackfillError | None = None) -> None:
         if error is not None and self.fatal is None:
             self.fatal = error
         self.stop.set()
+
+    def interrupt(self) -> None:
+        """Ctrl-C, SIGTERM: take no new request; those in flight get `config.grace` seconds."""
+        self.halt()
+        asyncio.get_running_loop().call_later(self.config.grace, self.abandon)
+
+    def abandon(self) -> None:
+        """A second Ctrl-C, or the grace ran out: requests in flight are dropped unanswered."""
+        self.halt()
+        for worker in self._workers:
+            worker.cancel()
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep, unless the run stops first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), seconds)
 
     # ------------------------------------------------------------ one request
 
@@ -184,7 +250,7 @@ class Sender:
             if not await self.limiter.acquire(self.stop):
                 return  # stopped while waiting for its turn
             try:
-                await self._attempt(request)
+                await self._attempt(request, attempts.left())
                 return
             except Retry as retry:
                 self.stats.retries += 1
@@ -200,82 +266,122 @@ class Sender:
                 self.on_progress()
                 await self._nap(wait)
 
-    async def _nap(self, seconds: float) -> None:
-        """Sleep, unless the run stops first."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), seconds)
+    def _build(self, request: Request) -> httpx.Request:
+        if self.config.endpoint.versioned:
+            return self.client.build_request(
+                "POST", self.url, content=request.body, headers=self.headers
+            )
+        data = base64.b64encode(request.body).decode()
+        if len(data) < 6000:
+            return self.client.build_request(
+                "GET", self.url, params={"data": data}, headers=self.headers
+            )
+        return self.client.build_request(
+            "POST", self.url, data={"data": request.body.decode()}, headers=self.headers
+        )
 
-    async def _post(self, request: Request) -> httpx.Response:
+    async def _exchange(self, request: Request) -> Answer:
+        """Send one request; its answer's body read up to `config.body_cap` bytes (after
+        decompression, itself bounded): a server cannot make this process grow."""
         self.stats.requests += 1
         self.stats.in_flight += 1
         try:
-            return await self._exchange(request)
+            response = await self.client.send(self._build(request), stream=True)
+            try:
+                body, complete = await read_capped(response, self.config.body_cap)
+            finally:
+                await response.aclose()
         finally:
             self.stats.in_flight -= 1
+        return Answer(response.status_code, response.headers, body, complete)
 
-    async def _exchange(self, request: Request) -> httpx.Response:
-        if self.config.endpoint.versioned:
-            return await self.client.post(self.url, content=request.body, headers=self.headers)
-        data = base64.b64encode(request.body).decode()
-        if len(data) < 6000:
-            return await self.client.get(self.url, params={"data": data}, headers=self.headers)
-        return await self.client.post(
-            self.url, data={"data": request.body.decode()}, headers=self.headers
-        )
-
-    async def _attempt(self, request: Request) -> None:
+    async def _attempt(self, request: Request, left: float) -> None:
+        """One try, its whole exchange bounded: `config.deadline`, or the request's time left."""
         started = time.monotonic()
+        budget = max(0.001, min(self.config.deadline, left))
         try:
-            response = await self._post(request)
+            async with asyncio.timeout(budget):
+                answer = await self._exchange(request)
             self.limiter.observe(time.monotonic() - started)
+        except TimeoutError:
+            raise Retry(f"no complete answer within {budget:.0f} s") from None
         except httpx.TimeoutException as exc:
             raise Retry(f"timeout ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise Retry(f"connection error ({type(exc).__name__})") from None
-        await self._answer(request, response)
+            reason = certificate_failure(exc)
+            if reason is None:
+                raise Retry(f"connection error ({type(exc).__name__})") from None
+            self.halt(untrusted(self.url, reason))
+            return
+        await self._answer(request, answer)
 
-    async def _answer(self, request: Request, response: httpx.Response) -> None:
-        status = response.status_code
-        if 200 <= status < 300:
-            self._acknowledged(request, response)
-        elif status == 429:
+    async def _answer(self, request: Request, answer: Answer) -> None:
+        """Klaviyo's acknowledgement, its throttling, its verdict on the request; or an
+        answer that is not Klaviyo's, retried as a fault and never recorded."""
+        endpoint, status = self.config.endpoint, answer.status
+        if endpoint.acknowledged(status, answer.content_type, answer.body):
+            self.stats.acknowledged += 1
+            self.settler.settle(request.events, [])
+            self.on_progress()
+            return
+        if endpoint.dropped(status, answer.body):
+            self.settler.settle([], [(e, "Track API answered 0") for e in request.events])
+            self.on_progress()
+            return
+        if status == 429:
             self.stats.throttled += 1
-            wait = retry_after(response)
+            wait = self.config.retry.capped(retry_after(answer))
             self.limiter.pause(wait if wait is not None else self.config.retry.backoff_base * 4)
             raise Retry("429 throttled", wait, throttled=True)
-        elif status >= 500:
+        if status >= 500:
             raise Retry(f"HTTP {status}")
+        errors = answer.errors()
+        if status == 410 and not endpoint.versioned:  # the retired Track API, whatever it says
+            self.halt(RetiredApiError(
+                "Klaviyo answered 410 Gone: the Track API was retired on 2024-06-30.",
+                "Use --endpoint bulk (the default), which replaces it.",
+            ))  # fmt: skip
+        elif errors is None or not 400 <= status < 500:
+            raise self._not_klaviyo(answer)
         elif status in (401, 403):
             self.halt(AuthError(
                 f"Klaviyo refused the API key (HTTP {status}).",
                 "Check KLAVIYO_API_KEY (or --api-key): a private key (pk_...) with the events:write scope.",
             ))  # fmt: skip
-        elif status == 410:
-            self.halt(RetiredApiError(
-                "Klaviyo answered 410 Gone: the Track API was retired on 2024-06-30.",
-                "Use --endpoint bulk (the default), which replaces it.",
-            ))  # fmt: skip
         elif status in (400, 413, 422):
-            await self._isolate(request, response)
+            await self._isolate(request, errors, pointed=status != 413)
         else:
-            self.halt(SendError(f"Klaviyo answered HTTP {status} to {self.url}"))
+            details = "; ".join(self._detail(e) for e in errors)
+            self.halt(SendError(f"Klaviyo answered HTTP {status} to {self.url}: {details[:300]}"))
 
-    def _acknowledged(self, request: Request, response: httpx.Response) -> None:
-        if not self.config.endpoint.acknowledged(response.text):
-            self.settler.settle([], [(e, "Track API answered 0") for e in request.events])
-        else:
-            self.stats.acknowledged += 1
-            self.settler.settle(request.events, [])
-        self.on_progress()
+    def _detail(self, error: dict[str, Any]) -> str:
+        """An error's detail as Klaviyo wrote it, the key taken out (an echo of the header)."""
+        return self.redact(detail(error))
 
-    async def _isolate(self, request: Request, response: httpx.Response) -> None:
+    def _not_klaviyo(self, answer: Answer) -> Retry:
+        """An answer that is not Klaviyo's (a login page, a proxy, a wrong base URL): a fault."""
+        what = self.redact(answer.describe())
+        location = self.redact(answer.headers.get("Location") or "") or None
+        moved = (
+            f" (redirected to {location[:200]})" if location and 300 <= answer.status < 400 else ""
+        )
+        return Retry(
+            f"{what}: not Klaviyo's answer",
+            detail=f"{what} from {self.url}{moved}: is KLAVIYO_BASE_URL right, "
+            "or a proxy in the way?",
+            hint="Nothing was recorded as sent for it. Progress is saved: rerun with --resume "
+            "once the base URL answers as Klaviyo.",
+        )
+
+    async def _isolate(
+        self, request: Request, errors: list[dict[str, Any]], pointed: bool = True
+    ) -> None:
         """Reject the events Klaviyo named, and send the rest again."""
-        errors = json_api_errors(response)
-        details = "; ".join(detail(e) for e in errors) or f"HTTP {response.status_code}"
+        details = "; ".join(self._detail(e) for e in errors)
         if len(request.events) == 1:
             self.settler.settle([], [(request.events[0], details)])
             return
-        bad = self._pointed(request, errors) if response.status_code != 413 else {}
+        bad = self._pointed(request, errors) if pointed else {}
         if not bad:
             log.info("isolating: Klaviyo refused a request of %d events (%s) without naming "
                      "them: sending it again in two halves", len(request.events), details[:200])  # fmt: skip
@@ -314,16 +420,156 @@ class Sender:
             else:
                 return {}
             for event in targets:
-                bad[id(event)] = (event, detail(error))
+                bad[id(event)] = (event, self._detail(error))
         return bad
 
 
+def tuned(config: SendConfig, text: str) -> SendConfig:
+    """The config with some of its limits changed: 'max_attempts=2,backoff_base=0.01,...'
+    names fields of SendConfig or of its RetryPolicy (the hidden --tuning option: tests, and
+    networks that need more patience)."""
+    ours = {f.name for f in fields(SendConfig)} & _TUNABLE
+    theirs = {f.name for f in fields(RetryPolicy)}
+    changes: dict[str, dict[str, Any]] = {"config": {}, "retry": {}}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        name = name.strip().replace("-", "_")
+        where = "config" if name in ours else "retry" if name in theirs else None
+        try:
+            number = float(value)
+        except ValueError:
+            where = None
+        if where is None or not number >= 0 or number == float("inf"):
+            raise UsageError(f"--tuning {part!r} is not understood",
+                             f"Names: {', '.join(sorted(ours | theirs))}; values: numbers.")  # fmt: skip
+        changes[where][name] = int(number) if name in _WHOLE else number
+    retry = replace(config.retry, **changes["retry"])
+    return replace(config, retry=retry, **changes["config"])
+
+
+_TUNABLE = {"timeout", "deadline", "grace", "body_cap"}
+_WHOLE = {"max_attempts", "body_cap"}
+
+
+def certificate_failure(exc: BaseException) -> str | None:
+    """Why the server's certificate was not trusted, when that is what failed."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or "not trusted")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def untrusted(url: str, reason: str) -> CertificateError:
+    return CertificateError(
+        f"the TLS certificate of {httpx.URL(url).host} could not be verified ({reason}): "
+        "this machine does not trust it",
+        "If a proxy or your network inspects TLS, point SSL_CERT_FILE at its CA bundle (a "
+        "PEM file); otherwise check KLAVIYO_BASE_URL.",
+    )
+
+
+def _unexpected(exc: Exception) -> BackfillError:
+    """An error nobody foresaw while sending, in one line (the traceback goes to the log)."""
+    log.error("the run stops on an unexpected error", exc_info=exc)
+    if isinstance(exc, OSError) and exc.filename:
+        return InternalError(f"{exc.filename}: {exc.strerror or exc}")
+    return InternalError(f"unexpected error while sending: {type(exc).__name__}: {exc}")
+
+
+class _Reading:
+    """The export read, mapped and encoded in a thread of its own, each request handed to the
+    queue. A daemon: a read that never returns (a FIFO without a writer) cannot hold the
+    process at its exit. An error in it (a bad file, --output failing) ends the run once the
+    requests it made are sent."""
+
+    def __init__(
+        self,
+        requests: Iterator[Request],
+        queue: asyncio.Queue[Request],
+        loop: asyncio.AbstractEventLoop,
+        stop: asyncio.Event,
+    ) -> None:
+        self.requests, self.queue, self.loop, self.stop = requests, queue, loop, stop
+        self.done = asyncio.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._read, name="read", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for request in self.requests:
+                if self.stop.is_set():
+                    break
+                asyncio.run_coroutine_threadsafe(self.queue.put(request), self.loop).result()
+        except concurrent.futures.CancelledError:
+            pass  # the run ended while this request waited for room
+        except Exception as exc:
+            self.error = exc
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self.loop.call_soon_threadsafe(self.done.set)
+
+    def finish(self, seconds: float) -> None:
+        """Let the reading thread see that the run stopped (it uses the checkpoint, the
+        failures file and --output); one blocked for longer is left behind."""
+        self.thread.join(seconds)
+
+
+def clean_key(key: str | None, name: str) -> str | None:
+    """A key as given, without the whitespace around it (a pasted line's end, a trailing
+    space). A key with any other character that is not printable ASCII is refused before any
+    request: it would fail as Klaviyo's refusal (or as a traceback) far from its cause."""
+    if key is None:
+        return None
+    key = key.strip()
+    for position, char in enumerate(key, 1):
+        if not (char.isascii() and char.isprintable()) or char.isspace():
+            kind = "a character that is not ASCII" if not char.isascii() else (
+                "a space" if char == " " else "a control character"
+            )  # fmt: skip
+            raise UsageError(
+                f"{name} has {kind} (at position {position} of {len(key)}): no Klaviyo key does",
+                "Copy the key again from Klaviyo (Settings > API keys); it is never shown here.",
+            )
+    return key
+
+
+class Redactor:
+    """Takes the key out of a text a server wrote: the key itself (whole, or without its
+    `pk_`), and whatever follows `Klaviyo-API-Key` (an echo of the Authorization header)."""
+
+    _HEADER = re.compile(r"(Klaviyo-API-Key)(\s*[:=]?\s*)[^\s\"',;]+", re.IGNORECASE)
+
+    def __init__(self, *keys: str | None) -> None:
+        secrets = {k for key in keys if key for k in (key, key.removeprefix("pk_"))}
+        self.secrets = sorted((k for k in secrets if len(k) >= 8), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        return self._HEADER.sub(r"\1\2[redacted]", text)
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def loopback_only(url: str) -> None:
-    """TLS always; plain http:// only to this machine (tests, a local stand-in)."""
+    """TLS always; plain http:// only to this machine (tests, a local stand-in); never a user
+    name or password in the URL (it would be printed, logged, and sent)."""
     parsed = httpx.URL(url)
+    if parsed.userinfo:
+        shown = parsed.copy_with(username=None, password=None)
+        raise UsageError(
+            f"the base URL {shown} carries a user name or password (user:pass@): refused",
+            "Give KLAVIYO_BASE_URL (or --base-url) without them.",
+        )
     if parsed.scheme == "https":
         return
-    if parsed.scheme == "http" and parsed.host in ("127.0.0.1", "localhost", "::1"):
+    if parsed.scheme == "http" and parsed.host in _LOOPBACK:
         return
     raise UsageError(
         f"refusing to send to {parsed.scheme}://{parsed.host}: only https:// (or http:// to "
@@ -332,8 +578,18 @@ def loopback_only(url: str) -> None:
 
 
 def client_for(config: SendConfig) -> httpx.AsyncClient:
-    limits = httpx.Limits(
-        max_connections=config.concurrency, max_keepalive_connections=config.concurrency
-    )
-    timeout = httpx.Timeout(config.timeout, connect=10.0)
-    return httpx.AsyncClient(timeout=timeout, limits=limits, verify=True, follow_redirects=False)
+    return http_client(config.base_url, config.timeout, config.concurrency)
+
+
+def http_client(base_url: str, timeout: float, connections: int) -> httpx.AsyncClient:
+    """The HTTP client, for sends and reads: no redirects followed; proxies from the
+    environment (HTTPS_PROXY...) except for a base URL on this machine, whose requests (and
+    key) never go to a proxy; the CA bundle of SSL_CERT_FILE / SSL_CERT_DIR where set, else
+    certifi's."""
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    local = httpx.URL(base_url).host in _LOOPBACK
+    verify = httpx.create_ssl_context(verify=True, trust_env=True)
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=10.0), limits=limits, verify=verify,
+        follow_redirects=False, trust_env=not local,
+    )  # fmt: skip

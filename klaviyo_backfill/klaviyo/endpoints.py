@@ -88,14 +88,40 @@ class Endpoint:
     make_encoder: Callable[[bool, str | None], Encoder]
     versioned: bool = True  # the v3 API: private key, revision header, JSON:API bodies
     pointer: re.Pattern[str] | None = None  # an error's source.pointer -> (entry, event)
+    ack_type: str | None = None  # the JSON:API type of an acknowledgement's body, if it has one
 
     def encoder(self, backfill: bool = True, public_key: str | None = None) -> Encoder:
         return self.make_encoder(backfill, public_key)
 
-    def acknowledged(self, text: str) -> bool:
-        """Whether a 2xx answer's body says the events were taken (the Track API answers
-        200 with "0" for a payload it dropped)."""
-        return self.versioned or text.strip() == "1"
+    def acknowledged(self, status: int, content_type: str, body: bytes) -> bool:
+        """Whether an answer is Klaviyo's acknowledgement that the events were taken: the
+        v3 API's `202`, its body empty or a JSON:API document (of `ack_type`, where set); the
+        Track API's `200` with body `1`. Anything else is not, whatever its status: a login
+        page, a proxy's `200`, a `204`, a `202` with a body of another kind."""
+        if not self.versioned:
+            return status == 200 and body.strip() == b"1"
+        if status != 202:
+            return False
+        if not body.strip():
+            return True
+        if "json" not in content_type:
+            return False
+        import json
+
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            return False
+        if not isinstance(doc, dict) or "errors" in doc:
+            return False
+        data = doc.get("data")
+        if self.ack_type is None:
+            return data is None or isinstance(data, dict)
+        return isinstance(data, dict) and data.get("type") == self.ack_type
+
+    def dropped(self, status: int, body: bytes) -> bool:
+        """The Track API's own refusal of one payload: `200` with body `0`."""
+        return not self.versioned and status == 200 and body.strip() == b"0"
 
     @property
     def revision_floor(self) -> str | None:
@@ -109,6 +135,7 @@ BULK = Endpoint(
     (Window(10, 1.0), Window(150, 60.0)),
     5,
     _bulk_encoder,
+    ack_type="event-bulk-create-job",
     pointer=re.compile(
         r"^/data/attributes/events-bulk-create/data/(\d+)(?:/attributes/events/data/(\d+))?"
     ),

@@ -30,7 +30,8 @@ import httpx
 
 from .. import __version__
 from ..errors import AuthError, GaveUp, QueryError, ScopeError
-from .answers import detail, json_api_errors, retry_after
+from .answers import Answer, detail, read_capped, retry_after
+from .client import Redactor, certificate_failure, http_client, untrusted
 from .endpoints import (
     ACCOUNTS,
     API_INTEGRATION,
@@ -68,7 +69,8 @@ class ReadConfig:
     revision: str = DEFAULT_REVISION
     timeout: float = 60.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    max_body: int = 8 << 20  # bytes of one answer
+    max_body: int = 8 << 20  # bytes of one answer (decompressed)
+    deadline: float = 300.0  # one try's whole exchange, however its bytes trickle in
     concurrency: int = 3  # queries in flight (the aggregates' burst is 3/s)
     # endpoint name -> windows, instead of Klaviyo's published ones (benchmarks, tests)
     windows: dict[str, tuple[Window, ...]] = field(default_factory=dict)
@@ -141,9 +143,8 @@ class Reader:
 
     def __init__(self, config: ReadConfig, client: httpx.AsyncClient | None = None) -> None:
         self.config = config
-        self.client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(config.timeout, connect=10.0), follow_redirects=False
-        )
+        self.client = client or http_client(config.base_url, config.timeout, config.concurrency)
+        self.redact = Redactor(config.api_key)
         self.limiters: dict[str, Limiter] = {}
         self.stats = ReadStats()
         self.headers = config.headers()
@@ -241,14 +242,16 @@ class Reader:
             attempts.tries += 1
             await limiter.acquire()
             try:
-                return await self._once(api, url, params, body, check, limiter)
+                return await self._once(api, url, params, body, check, limiter, attempts.left())
             except Retry as retry:
                 self.stats.retries += 1
                 try:
                     wait = attempts.wait_after(retry)
                 except GaveUp as exc:
-                    raise GaveUp(f"{api.method} {api.path}: {exc.message}",
-                                 "Klaviyo did not answer: try again later.") from None  # fmt: skip
+                    hint = "Klaviyo did not answer: try again later."
+                    if isinstance(retry, NotAnAnswer):
+                        hint = "Is KLAVIYO_BASE_URL right, or a proxy in the way?"
+                    raise GaveUp(f"{api.method} {api.path}: {exc.message}", hint) from None
                 await asyncio.sleep(wait)
 
     def _limiter(self, api: ReadApi) -> Limiter:
@@ -266,17 +269,25 @@ class Reader:
         body: dict[str, Any] | None,
         check: Callable[[Any], str | None],
         limiter: Limiter,
+        left: float = float("inf"),
     ) -> dict[str, Any]:
         self.stats.requests += 1
         content = None if body is None else json.dumps(body).encode()
         # no `limiter.observe`: a read's body is a few hundred bytes, so it arrives as it
         # leaves; its answer time is Klaviyo's work, and widening the windows by it would
         # halve the pace of slow aggregate queries for nothing
+        budget = max(0.001, min(self.config.deadline, left))
         try:
-            response = await self._bounded(api, url, params, content)
+            async with asyncio.timeout(budget):  # the whole exchange, not each read
+                response = await self._bounded(api, url, params, content)
+        except TimeoutError:
+            raise Retry(f"no complete answer within {budget:.0f} s") from None
         except httpx.TimeoutException as exc:
             raise Retry(f"timeout ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
+            reason = certificate_failure(exc)
+            if reason is not None:
+                raise untrusted(url, reason) from None
             raise Retry(f"connection error ({type(exc).__name__})") from None
         return self._answer(api, response, check, limiter)
 
@@ -290,16 +301,13 @@ class Reader:
         )
         response = await self.client.send(request, stream=True)
         try:
-            chunks, size = [], 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise QueryError(f"{api.method} {api.path}: an answer over {limit:,} bytes")
-                chunks.append(chunk)
+            content, whole = await read_capped(response, limit)  # decompressed in bounded bites
         finally:
             await response.aclose()
+        if not whole:
+            raise QueryError(f"{api.method} {api.path}: an answer over {limit:,} bytes")
         return httpx.Response(response.status_code, headers=response.headers,
-                              content=b"".join(chunks), request=request)  # fmt: skip
+                              content=content, request=request)  # fmt: skip
 
     def _answer(
         self,
@@ -313,12 +321,16 @@ class Reader:
             return _document(response, check)
         if status == 429:
             self.stats.throttled += 1
-            wait = retry_after(response)
+            wait = self.config.retry.capped(retry_after(Answer.of(response)))
             limiter.pause(wait if wait is not None else self.config.retry.backoff_base * 4)
             raise Retry("429 throttled", wait, throttled=True)
         if status >= 500:
             raise Retry(f"HTTP {status}")
-        said = "; ".join(detail(e) for e in json_api_errors(response)) or "no detail"
+        answer = Answer.of(response)
+        errors = answer.errors()
+        if errors is None:  # a proxy's or a CDN's page: not Klaviyo's verdict, a fault
+            raise NotAnAnswer(self.redact(answer.describe()))
+        said = self.redact("; ".join(detail(e) for e in errors)) or "no detail"
         if status == 401:
             raise AuthError(
                 f"Klaviyo refused the API key (HTTP 401 to {what}: {said}).",

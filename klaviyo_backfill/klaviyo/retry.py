@@ -23,19 +23,37 @@ log = logging.getLogger("klaviyo_backfill.retry")
 
 
 class Retry(Exception):
-    """This try failed in a way worth another: why, and the wait Klaviyo asked for."""
+    """This try failed in a way worth another: why (`cause`, short, counted; `detail`, what
+    to tell if it is the last), and the wait Klaviyo asked for."""
 
-    def __init__(self, cause: str, wait: float | None = None, throttled: bool = False) -> None:
+    def __init__(
+        self,
+        cause: str,
+        wait: float | None = None,
+        throttled: bool = False,
+        detail: str | None = None,
+        hint: str | None = None,
+    ) -> None:
         super().__init__(cause)
         self.cause, self.wait, self.throttled = cause, wait, throttled
+        self.detail, self.hint = detail or cause, hint
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 10
-    max_seconds: float = 900.0
+    max_seconds: float = 900.0  # a request's every try and wait, from its first try
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
+    retry_after_cap: float = 600.0  # the longest wait Klaviyo may ask for at once
+
+    def capped(self, wait: float | None) -> float | None:
+        """A wait Klaviyo asked for (Retry-After), `retry_after_cap` at most, said in the log."""
+        if wait is not None and not wait <= self.retry_after_cap:  # inf, nan and 999999 alike
+            log.warning("Klaviyo asked for a wait of %s s; waiting %.0f s, the longest this "
+                        "tool waits at once", wait, self.retry_after_cap)  # fmt: skip
+            return self.retry_after_cap
+        return wait
 
     def backoff(self, attempt: int) -> float:
         """Full jitter: a uniform wait up to base x 2^attempt, capped."""
@@ -53,19 +71,24 @@ class Attempts:
         self.tries = 0
         self.failed = 0  # tries that were not a 429
 
+    def left(self) -> float:
+        """Seconds this request may still take, tries and waits included."""
+        return self.policy.max_seconds - (self.clock() - self.started)
+
     def wait_after(self, retry: Retry) -> float:
-        """The wait before the next try; GaveUp when the policy allows none."""
+        """The wait before the next try; GaveUp when the policy allows none (no try left, or
+        the wait would end past the request's `max_seconds`)."""
         policy = self.policy
         self.failed += not retry.throttled
         elapsed = self.clock() - self.started
-        if self.failed >= policy.max_attempts or elapsed >= policy.max_seconds:
+        wait = retry.wait if retry.wait is not None else policy.backoff(self.failed)
+        if self.failed >= policy.max_attempts or elapsed + wait >= policy.max_seconds:
             log.warning("giving up on %s after %d tries over %.0f s (last: %s)",
                         self.what, self.tries, elapsed, retry.cause)  # fmt: skip
             raise GaveUp(
-                f"gave up after {self.tries} tries over {elapsed:.0f} s (last: {retry.cause})",
-                "Progress is saved: rerun with --resume when Klaviyo answers again.",
+                f"gave up after {self.tries} tries over {elapsed:.0f} s (last: {retry.detail})",
+                retry.hint or "Progress is saved: rerun with --resume when Klaviyo answers again.",
             )
-        wait = retry.wait if retry.wait is not None else policy.backoff(self.failed)
         log.info("retry %s after try %d (%s): waiting %.2f s",
                  self.what, self.tries, retry.cause, wait)  # fmt: skip
         return wait
