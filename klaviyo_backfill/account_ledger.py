@@ -40,6 +40,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 from .checkpoint import trouble
 from .errors import CheckpointError
+from .files import state_dir
 
 __all__ = [
     "AccountLedger",
@@ -63,15 +64,6 @@ CREATE TABLE IF NOT EXISTS profiles (who TEXT PRIMARY KEY, at REAL, oid TEXT) WI
 
 
 _HELD = "SELECT digest, events, who, at FROM orders WHERE id = ?"
-
-
-def state_dir() -> Path:
-    """The user's state folder for this tool: $XDG_STATE_HOME/klaviyo-backfill, by default
-    ~/.local/state/klaviyo-backfill."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    return Path(base) / "klaviyo-backfill"
 
 
 def account_ledger_path(account: str) -> Path:

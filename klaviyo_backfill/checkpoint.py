@@ -27,9 +27,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
-from .account_ledger import state_dir
 from .errors import CheckpointError, UnfinishedRun
-from .files import private_folder
+from .files import private_folder, state_dir
 from .model import Position, Rejection
 
 __all__ = [

@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from .errors import BackfillError, BackfillWarning, UsageError
 
-__all__ = ["open_private", "private_folder", "write_private"]
+__all__ = ["open_private", "private_folder", "state_dir", "write_private"]
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
@@ -68,3 +68,12 @@ def private_folder(folder: Path) -> None:
             BackfillWarning,
             stacklevel=2,
         )
+
+
+def state_dir() -> Path:
+    """The user's state folder for this tool: $XDG_STATE_HOME/klaviyo-backfill, by default
+    ~/.local/state/klaviyo-backfill."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(base) / "klaviyo-backfill"
