@@ -673,7 +673,7 @@ def test_a_state_folder_others_may_write_in_is_warned_about(tmp_path: Path) -> N
     with st.StandIn(api_key=KEY) as klaviyo:
         result = send(tmp_path, klaviyo.url)
     assert result.returncode == 0, said(result)
-    assert f"Warning: {folder.name} is writable by other users (mode 777)" in " ".join(
+    assert f"Warning: {folder} is writable by other users (mode 777)" in " ".join(
         result.stderr.split()
     ), said(result)
 
