@@ -374,11 +374,9 @@ def windows(text: str) -> list[tuple[int, float]]:
     return [(int(c), float(s)) for c, s in (p.split("/") for p in text.split(","))]
 
 
-def ideal_seconds(requests: int, limits: str, latency: float = 0.0) -> float:
-    """The fastest any client can make `requests` requests under these sliding windows
-    (a request at t is admitted when each window holds fewer than its limit in (t - w, t]):
-    the greedy schedule t_k = max(t_{k-1}, t_{k-limit} + w), from the first request at 0 to
-    the last one's answer (+ latency)."""
+def schedule(requests: int, limits: str) -> list[float]:
+    """The greedy schedule under these sliding windows (a request at t is admitted when each
+    window holds fewer than its limit in (t - w, t]): t_k = max(t_{k-1}, t_{k-limit} + w)."""
     ws = windows(limits)
     times: list[float] = []
     for k in range(requests):
@@ -387,6 +385,14 @@ def ideal_seconds(requests: int, limits: str, latency: float = 0.0) -> float:
             if k >= limit:
                 t = max(t, times[k - limit] + seconds)
         times.append(t)
+    return times
+
+
+def ideal_seconds(requests: int, limits: str, latency: float = 0.0) -> float:
+    """The fastest any client can make `requests` requests under these sliding windows:
+    the greedy schedule (`schedule`), from the first request at 0 to the last one's answer
+    (+ latency)."""
+    times = schedule(requests, limits)
     return (times[-1] if times else 0.0) + latency
 
 

@@ -35,6 +35,8 @@ import json
 import math
 import os
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import _common as c
@@ -57,6 +59,9 @@ def run_endpoint(
               flush=True)  # fmt: skip
         summary_path = tmp / "summary.json"
         kwargs = {"bulk_limits": limits} if endpoint == "bulk" else {"single_limits": limits}
+        trace = tmp / "trace.jsonl"
+        if args.trace:
+            os.environ["KB_STANDIN_TRACE"] = str(trace)
         with c.standin_process(latency=args.latency, schema=args.full_validation, **kwargs) as s:
             cmd = [*c.cli(), "send", str(export.path), "--endpoint", endpoint,
                    "--base-url", s.url, "--rate-limit", client_limits,
@@ -68,12 +73,16 @@ def run_endpoint(
             env = {**os.environ, "KLAVIYO_API_KEY": c.API_KEY}
             env.pop("KLAVIYO_BASE_URL", None)
             load_before = os.getloadavg()[0]
+            launched = time.monotonic()
             run = c.run_measured(cmd, env=env, timeout=args.timeout)
+            exited = time.monotonic()
             load_after = os.getloadavg()[0]
+        os.environ.pop("KB_STANDIN_TRACE", None)
         if not summary_path.exists():
             print(run.stdout, run.stderr, file=sys.stderr)
             raise SystemExit(f"[{endpoint}] the CLI wrote no summary (exit {run.returncode})")
         summary = json.loads(summary_path.read_text())
+        traced = timeline(trace, launched, exited, limits, args) if args.trace else None
     stats = s.stats
     events = sum(summary["events_sent"].values())
     fewest = math.ceil(events / per_request)
@@ -98,8 +107,45 @@ def run_endpoint(
         "events_per_s": round(events / elapsed, 1) if elapsed else 0.0,
         "tool_cpu_s": round(run.user + run.system, 2), "tool_peak_rss_mb": round(run.max_rss_mb, 1),
         "loadavg_before": round(load_before, 2), "loadavg_after": round(load_after, 2),
-        "standin_stats": stats,
+        "standin_stats": stats, "timeline": traced,
     }  # fmt: skip
+
+
+def timeline(
+    trace: Path, launched: float, exited: float, limits: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Where the time went, from the stand-in's arrival stamps (time.monotonic(), shared by
+    every process on the machine): launch -> first request; each steady window's run of
+    requests (a burst at real limits) against the same run in the ideal schedule; the last
+    request -> exit. Printed, and kept in the JSON line."""
+    if not trace.exists():  # the unmodified stand-in (--full-validation) writes no stamps
+        print("  (no trace: --trace needs the stand-in without --full-validation)")
+        return {}
+    rows = [json.loads(line) for line in trace.read_text().splitlines()]
+    pauses = [r for r in rows if "gc" in r]
+    rows = [r for r in rows if "gc" not in r]
+    got = [r["received"] - launched for r in rows]
+    ideal = c.schedule(len(got), limits)
+    steady = max(c.windows(limits), key=lambda w: w[1])[0]
+    runs = []
+    for k in range(0, len(got), steady):
+        last = min(k + steady, len(got)) - 1
+        runs.append({"first": round(got[k], 2), "last": round(got[last], 2),
+                     "took": round(got[last] - got[k], 2),
+                     "ideal": round(ideal[last] - ideal[k], 2), "requests": last - k + 1})  # fmt: skip
+    out = {"launch_to_first_s": round(got[0], 2) if got else None,
+           "last_to_exit_s": round(exited - launched - got[-1], 2) if got else None,
+           "windows": runs, "standin_full_gc_s": round(sum(p["seconds"] for p in pauses), 2),
+           "standin_full_gcs": len(pauses)}  # fmt: skip
+    print(f"  launch -> first request {out['launch_to_first_s']} s; last request -> exit "
+          f"{out['last_to_exit_s']} s; wall {exited - launched:.2f} s; the stand-in's full "
+          f"garbage collections: {len(pauses)}, {out['standin_full_gc_s']} s")  # fmt: skip
+    for i, r in enumerate(runs):
+        print(f"  window {i}: requests {r['requests']} from {r['first']} s to {r['last']} s: "
+              f"{r['took']} s (ideal {r['ideal']} s)")  # fmt: skip
+    if args.keep_trace:
+        Path(args.keep_trace).write_text(trace.read_text())
+    return out
 
 
 def main() -> None:
@@ -117,9 +163,18 @@ def main() -> None:
                     help="the CLI's --rate-limit (default: the stand-in's limits, e.g. 10/1s,30/12s)")  # fmt: skip
     ap.add_argument("--full-validation", action="store_true",
                     help="run the unmodified stand-in (with its jsonschema pass)")  # fmt: skip
+    ap.add_argument("--real", action="store_true",
+                    help="bulk only, at Klaviyo's real limits (10/1,150/60), 101,054 orders "
+                    "(442,033 events: 443 requests, the last window not full)")  # fmt: skip
+    ap.add_argument("--trace", action="store_true",
+                    help="print where the time went, from the stand-in's arrival stamps")  # fmt: skip
+    ap.add_argument("--keep-trace", metavar="PATH", help="with --trace: keep the stamps there")
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
+    if args.real:
+        args.endpoint, args.bulk_limits, args.orders = "bulk", "10/1,150/60", 101_054
+    args.trace = args.trace or bool(args.keep_trace)
 
     info = c.machine()
     print(f"machine: {info['nproc']} cores, {info['cpu']}, Python {info['python']}, "
