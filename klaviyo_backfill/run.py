@@ -421,9 +421,14 @@ async def _send_async(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
     sender.on_progress = progress
+    # the feeder thread maps while this loop sends: the loop gets the GIL 1 ms (not 5) after
+    # a socket is ready, as each request's time, answer included, counts against the windows
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(min(switching, 0.001))
     try:
         await sender.run(bodies)
     finally:
+        sys.setswitchinterval(switching)
         await sender.client.aclose()
     return received
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -66,18 +67,27 @@ def test_rate_limit_syntax() -> None:
 
 
 def test_limiter_never_admits_more_than_a_window_allows() -> None:
+    """A request arrives somewhere between leaving and its answer; wherever that is, no
+    window may hold more than its limit (requests left, answers came, as a clock drives)."""
     now = [0.0]
     limiter = Limiter((Window(3, 1.0), Window(5, 10.0)), clock=lambda: now[0])
-    starts = []
-    for _ in range(8):
-        wait = limiter.delay(now[0])
+    transits = [0.05, 0.9, 0.3, 2.5, 0.1, 0.7, 1.2, 0.05, 0.4, 0.2, 1.0, 0.6]
+    flights: list[list[float]] = []  # [left, answered]
+    while len(flights) < len(transits) or any(a > now[0] for _, a in flights):
+        due = [a for _, a in flights if a > now[0]]
+        wait = limiter.delay(now[0]) if len(flights) < len(transits) else math.inf
+        if due and min(due) <= now[0] + max(0.0, wait):
+            now[0] = min(due)
+            limiter.done()
+            continue
         now[0] += max(0.0, wait)
-        limiter.stamps.append(now[0])
-        starts.append(now[0])
-    for i in range(len(starts)):
-        assert sum(1 for t in starts if starts[i] - 1.0 < t <= starts[i]) <= 3
-        assert sum(1 for t in starts if starts[i] - 10.0 < t <= starts[i]) <= 5
-    assert starts[5] >= 10.0  # the steady window held the sixth back
+        limiter.in_flight += 1  # what acquire does once the wait is over
+        limiter.left = now[0]
+        flights.append([now[0], now[0] + transits[len(flights)]])
+    for limit, seconds in ((3, 1.0), (5, 10.0)):
+        for i, (left, _) in enumerate(flights):  # those before it that may share its window
+            assert sum(1 for _, answer in flights[:i] if answer > left - seconds) <= limit - 1
+    assert flights[5][0] >= flights[0][1] + 10.0  # the steady window held the sixth back
 
 
 def test_retry_after_header_then_body_detail() -> None:
@@ -212,10 +222,15 @@ def test_429s_use_no_attempts_but_failures_between_them_do() -> None:
     assert "gave up after 19 tries" in str(caught.value) and "HTTP 503" in str(caught.value)
 
 
-def test_limiter_widens_its_windows_by_the_time_requests_take_to_arrive() -> None:
+def test_a_request_counts_in_the_windows_until_its_answer() -> None:
     now = [0.0]
-    limiter = Limiter((Window(2, 1.0),), clock=lambda: now[0])
-    limiter.stamps.extend([0.0, 0.0])
-    quick = limiter.delay(0.0)
-    limiter.observe(0.4)  # a large body takes 0.4 s to reach Klaviyo
-    assert limiter.delay(0.0) >= quick + 0.4 - 1e-9
+    window = Window(2, 1.0)
+    limiter = Limiter((window,), clock=lambda: now[0])
+    limiter.in_flight = 2  # two requests left at 0: either may still arrive
+    assert limiter.delay(0.0) == math.inf
+    now[0] = 0.4  # a large body: its answer after 0.4 s
+    limiter.done()
+    assert limiter.delay(0.4) == pytest.approx(1.0 + window.margin)  # a window after it
+    now[0] = 0.5
+    limiter.done()
+    assert limiter.delay(0.5) == pytest.approx(0.4 + 1.0 + window.margin - 0.5)

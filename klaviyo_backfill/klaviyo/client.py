@@ -250,7 +250,10 @@ class Sender:
             if not await self.limiter.acquire(self.stop):
                 return  # stopped while waiting for its turn
             try:
-                await self._attempt(request, attempts.left())
+                try:
+                    await self._attempt(request, attempts.left())
+                finally:
+                    self.limiter.done()  # it reached Klaviyo by now, if at all
                 return
             except Retry as retry:
                 self.stats.retries += 1
@@ -297,12 +300,10 @@ class Sender:
 
     async def _attempt(self, request: Request, left: float) -> None:
         """One try, its whole exchange bounded: `config.deadline`, or the request's time left."""
-        started = time.monotonic()
         budget = max(0.001, min(self.config.deadline, left))
         try:
             async with asyncio.timeout(budget):
                 answer = await self._exchange(request)
-            self.limiter.observe(time.monotonic() - started)
         except TimeoutError:
             raise Retry(f"no complete answer within {budget:.0f} s") from None
         except httpx.TimeoutException as exc:

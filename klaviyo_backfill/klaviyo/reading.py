@@ -241,6 +241,7 @@ class Reader:
         while True:
             attempts.tries += 1
             await limiter.acquire()
+            limiter.done()  # a read counts from when it leaves: see `_once`
             try:
                 return await self._once(api, url, params, body, check, limiter, attempts.left())
             except Retry as retry:
@@ -273,9 +274,9 @@ class Reader:
     ) -> dict[str, Any]:
         self.stats.requests += 1
         content = None if body is None else json.dumps(body).encode()
-        # no `limiter.observe`: a read's body is a few hundred bytes, so it arrives as it
-        # leaves; its answer time is Klaviyo's work, and widening the windows by it would
-        # halve the pace of slow aggregate queries for nothing
+        # a read's body is a few hundred bytes, so it arrives as it leaves: it counts in the
+        # windows from then (`fetch` marks it done at once); its answer time is Klaviyo's
+        # work, and counting it would halve the pace of slow aggregate queries for nothing
         budget = max(0.001, min(self.config.deadline, left))
         try:
             async with asyncio.timeout(budget):  # the whole exchange, not each read

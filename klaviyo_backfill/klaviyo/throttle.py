@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections import deque
@@ -68,35 +69,55 @@ def ideal_seconds(requests: int, windows: tuple[Window, ...]) -> float:
 
 
 class Limiter:
+    """`acquire` before a request leaves, `done` once its answer (or its failure) is back.
+
+    A request counts in each window from when it leaves (it may arrive at once) until a window
+    after its answer (it arrived by then): one more may leave only while every window holds
+    fewer than its limit of those. A request in flight counts as arriving now, an answered one
+    as having arrived when its answer came: the latest it can have arrived. So no window at
+    Klaviyo ever holds more than its limit, however long requests take, and each request
+    costs its own time, not the slowest recent one's. Requests also leave no closer together
+    than the shortest window's even pace (0.1 s at 10/s): the same rate, without clumps that
+    queue at the server and lengthen every request's time in the windows.
+    """
+
     def __init__(
         self, windows: tuple[Window, ...], clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.windows = windows
         self.clock = clock
         self.longest = max((w.seconds + w.margin for w in windows), default=0.0)
-        self.stamps: deque[float] = deque()
+        shortest = min(windows, key=lambda w: w.seconds, default=None)
+        self.spacing = shortest.seconds / shortest.limit if shortest else 0.0
+        self.left = -math.inf  # when the last request left
+        self.in_flight = 0  # left, not answered: each may arrive any time yet
+        self.answers: deque[float] = deque()  # when answers came back, oldest first
+        self.answered = asyncio.Event()  # an answer came: a full window may have room
         self.paused_until = 0.0
         self.throttled = 0
-        self.transit = 0.0  # a slowly forgetting maximum of recent request times
         self.observer: Callable[[Wait], None] = lambda wait: None
         self._told: dict[str, float] = {}  # cause -> when the last wait told of ends
 
-    def observe(self, seconds: float) -> None:
-        """A request took this long from leaving to its answer."""
-        self.transit = max(seconds, self.transit * 0.95)
+    def done(self) -> None:
+        """A request's answer (or its failure) is back: it arrived by now, if at all."""
+        self.in_flight -= 1
+        self.answers.append(self.clock())
+        self.answered.set()
 
     def delay(self, now: float) -> float:
-        """Seconds until one more request may start."""
+        """Seconds until one more request may leave (inf: not before an answer comes)."""
         return self._blocking(now)[0]
 
     def _blocking(self, now: float) -> tuple[float, Window | None]:
-        """`delay`, and the window that sets it (None: a 429's pause, or no wait)."""
-        wait, blocking = self.paused_until - now, None
-        stamps = self.stamps
+        """`delay`, and the window that sets it (None: a 429's pause, the pace, or no wait)."""
+        wait, blocking = max(self.paused_until, self.left + self.spacing) - now, None
+        answers = self.answers
         for window in self.windows:
-            if len(stamps) >= window.limit:
-                extra = window.margin + min(self.transit, window.seconds)
-                until = stamps[-window.limit] + window.seconds + extra - now
+            room = window.limit - 1 - self.in_flight  # answered ones the window may still hold
+            if room < 0:
+                return math.inf, window
+            if len(answers) > room:  # the newest `room` may stay; the one before must be out
+                until = answers[-room - 1] + window.seconds + window.margin - now
                 if until > wait:
                     wait, blocking = until, window
         return wait, blocking
@@ -105,24 +126,39 @@ class Limiter:
         """Wait for a turn to start a request: True, or False when `stop` was set first."""
         while True:
             now = self.clock()
-            while self.stamps and self.stamps[0] < now - 2 * self.longest:
-                self.stamps.popleft()
+            while self.answers and self.answers[0] <= now - self.longest:
+                self.answers.popleft()
             wait, window = self._blocking(now)
             if wait <= 0:
-                self.stamps.append(now)
+                self.in_flight += 1
+                self.left = now
                 return True
-            log.log(logging.INFO if wait >= 1 else logging.DEBUG,
-                    "throttle: waiting %.2f s for %s", wait, self._why(now))  # fmt: skip
-            if window is not None:
-                self.tell(Wait(wait, now + wait, "window", window))
-            if stop is None:
-                await asyncio.sleep(wait)
-                continue
-            try:
-                await asyncio.wait_for(stop.wait(), wait)
+            if wait != math.inf:
+                log.log(logging.INFO if wait >= 1 else logging.DEBUG,
+                        "throttle: waiting %.2f s for %s", wait, self._why(now))  # fmt: skip
+                if window is not None:
+                    self.tell(Wait(wait, now + wait, "window", window))
+            if not await self._sleep(wait, stop):
                 return False
-            except TimeoutError:
-                pass
+
+    async def _sleep(self, wait: float, stop: asyncio.Event | None) -> bool:
+        """Sleep `wait` seconds (inf: until an answer comes); False when `stop` came first."""
+        waits = [asyncio.ensure_future(stop.wait())] if stop is not None else []
+        if wait == math.inf:
+            self.answered.clear()
+            waits.append(asyncio.ensure_future(self.answered.wait()))
+            timeout = None
+        else:
+            timeout = wait
+        if not waits:
+            await asyncio.sleep(wait)
+            return True
+        _, pending = await asyncio.wait(
+            waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        return not (stop is not None and stop.is_set())
 
     def tell(self, wait: Wait) -> None:
         """Tell the observer of a wait, once (every worker meets the same one)."""
@@ -133,8 +169,8 @@ class Limiter:
     def _why(self, now: float) -> str:
         if self.paused_until > now:
             return "Klaviyo's 429 (Retry-After)"
-        full = [w for w in self.windows if len(self.stamps) >= w.limit]
-        return ", ".join(f"the {w.limit}/{w.seconds:g}s window" for w in full) or "a window"
+        window = self._blocking(now)[1]
+        return f"the {window.limit}/{window.seconds:g}s window" if window else "the even pace"
 
     def pause(self, seconds: float) -> None:
         """Klaviyo said 429: nobody starts a request for `seconds`."""
