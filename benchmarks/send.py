@@ -70,7 +70,8 @@ def run_endpoint(
                    "--failures", str(tmp / "failures.jsonl")]  # fmt: skip
             if args.concurrency:
                 cmd += ["--concurrency", str(args.concurrency)]
-            env = {**os.environ, "KLAVIYO_API_KEY": c.API_KEY}
+            cmd += ["--profile-attributes", args.profile_attributes]
+            env = {**os.environ, "KLAVIYO_API_KEY": c.API_KEY, "XDG_STATE_HOME": str(tmp)}
             env.pop("KLAVIYO_BASE_URL", None)
             load_before = os.getloadavg()[0]
             launched = time.monotonic()
@@ -171,6 +172,8 @@ def main() -> None:
     ap.add_argument("--keep-trace", metavar="PATH", help="with --trace: keep the stamps there")
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--profile-attributes", default="latest", choices=["latest", "all", "none"],
+                    help="latest (the default) reads the export once before the first request")  # fmt: skip
     args = ap.parse_args()
     if args.real:
         args.endpoint, args.bulk_limits, args.orders = "bulk", "10/1,150/60", 101_054

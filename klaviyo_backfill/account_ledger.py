@@ -152,6 +152,10 @@ class AccountLedger:
         self._held = self.db.cursor()
 
     @_guarded
+    def holds_orders(self) -> bool:
+        with self.lock:
+            return self.db.execute("SELECT 1 FROM orders LIMIT 1").fetchone() is not None
+
     def held_orders(self, order_ids: list[str]) -> dict[str, HeldOrder]:
         """`held_order` for many orders at once (one query: a later export's fast path)."""
         found: dict[str, HeldOrder] = {}

@@ -38,12 +38,18 @@ class Delta:
         self.ledger = ledger
         self.salt = salt  # the job's payload settings: another zone or layout maps otherwise
         self._keyed = hashlib.blake2b(digest_size=12, key=salt[:64])
+        # the account held no order when the run began (it records only what this run sends,
+        # which its export never meets again: duplicates are skipped by id)
+        self.empty = not ledger.holds_orders()
         self.asked: set[str] = set()  # the ids of the batch looked up last
         self.found: dict[str, HeldOrder] = {}  # what the ledger held of them
 
     def batched(self, raws: Iterator[RawOrder]) -> Iterator[RawOrder]:
         """JSON orders as read, with the ledger asked about each batch of them in one query
         (CSV orders are asked about in the reader, as rows: `rows`)."""
+        if self.empty:
+            yield from raws
+            return
         while batch := list(islice(raws, self.BATCH)):
             ids = [order_id for raw in batch if (order_id := raw_id(raw)) is not None]
             self.asked, self.found = set(ids), self.ledger.held_orders(ids)
@@ -55,6 +61,8 @@ class Delta:
         """For the CSV reader (read.HeldRows): each order's digest of its rows as read, and
         what the account holds of it where it holds it unchanged; one query a batch."""
         digests = [self._hash("\x1e".join(map("\x1f".join, rows)).encode()) for _, rows in orders]
+        if self.empty:  # a first send to this account: nothing to look up
+            return [(digest, None) for digest in digests]
         found = self.ledger.held_orders([oid for oid, _ in orders if oid is not None])
         verdicts: list[tuple[bytes, HeldOrder | None]] = []
         for (oid, _), digest in zip(orders, digests, strict=True):
@@ -81,7 +89,7 @@ class Delta:
         as it was sent (None: it must be mapped)."""
         digest = self.digest(raw)
         order_id = raw_id(raw)
-        if order_id is None:
+        if order_id is None or self.empty:
             return digest, None
         if order_id in self.asked:
             held = self.found.get(order_id)
@@ -98,6 +106,9 @@ class Delta:
         if prepared.rejected is not None or prepared.outside or not events:
             return []
         facts = facts_of(events)
+        if self.empty:  # nothing held: every event goes
+            prepared.held = Held(digest, facts, 0)
+            return []
         known = self.ledger.facts(prepared.key)
         change = _changed(known, facts) if known is not None else None
         if change is not None:

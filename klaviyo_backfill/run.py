@@ -143,7 +143,7 @@ def profiles_for(
     if job.profile_attributes == "none":
         yield replace(job, settings=replace(job.settings, attributes=Never()))
         return
-    latest = Latest.build(job, delta)
+    latest = Latest.build(job, delta if delta is not None and not delta.empty else None)
     latest.account = account
     try:
         yield replace(job, settings=replace(job.settings, attributes=latest))
