@@ -30,6 +30,7 @@ from .convert import Converter
 from .distinct import SeenIds
 from .errors import FieldError
 from .events import identity_of
+from .parallel import splittable, stamped_pieces, workers_for
 from .prepare import in_window, raw_id
 from .read import read_orders
 
@@ -156,9 +157,17 @@ def _flush(db: sqlite3.Connection, upsert: str, batch: list[tuple[str, float, st
 
 
 def _stamps(job: Job, delta: Delta | None) -> Iterator[tuple[str, Stamp]]:
-    """(profile, stamp) of every order a run would map: read and convert, nothing more."""
+    """(profile, stamp) of every order a run would map: read and convert, nothing more; a
+    large CSV on every core (parallel.py), as a dry run prepares it."""
     seen = SeenIds()
-    for source in job.inputs:
+    workers = workers_for(job.jobs)
+    for index, source in enumerate(job.inputs):
+        if delta is None and splittable(source, workers):
+            pieces = stamped_pieces(source, index, job.settings, job.filters, workers)
+            for _, order_id, who, at, oid in pieces:
+                if (order_id is None or seen.add(order_id)) and who is not None:
+                    yield who, (at, oid)
+            continue
         converter = Converter(source.layout, job.settings)
         csv = source.layout.kind == "csv"
         raws = read_orders(source, held=delta if csv else None)

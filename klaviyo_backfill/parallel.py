@@ -38,9 +38,11 @@ from typing import Any
 
 from .convert import Converter, Settings
 from .encode import Encoder, Part
-from .errors import BackfillError, WorkerError
+from .errors import BackfillError, FieldError, WorkerError
+from .events import identity_of
 from .job import Filters
-from .prepare import Prepared, prepare
+from .model import RawOrder
+from .prepare import Prepared, in_window, prepare, raw_id
 from .read import BYTE_EXACT, Input, Start, read_orders, row_starts
 from .summary import Tally
 
@@ -50,6 +52,8 @@ __all__ = [
     "cuts",
     "prepared_pieces",
     "splittable",
+    "stamp",
+    "stamped_pieces",
     "workers_for",
 ]
 
@@ -117,6 +121,7 @@ class _Piece:
     settings: Settings
     filters: Filters
     encoder: Encoder | None  # None: map only, as `inspect` needs
+    stamps: bool = False  # only each order's customer and time (latest.py), not prepared
 
 
 @dataclass(slots=True)
@@ -181,7 +186,12 @@ def _prepare_piece(piece: _Piece) -> _Done:
             if raw.offset >= piece.end:
                 done.next_at = Start(raw.offset, raw.line)
                 break
-            done.orders.append(_pack(prepare(raw, converter, piece.filters, piece.index, encoder)))
+            if piece.stamps:
+                done.orders.append(stamp(raw, converter, piece.filters))
+            else:
+                done.orders.append(
+                    _pack(prepare(raw, converter, piece.filters, piece.index, encoder))
+                )
             done.last_end = raw.end if raw.end is not None else raw.offset
             last = raw
         if done.next_at is not None:
@@ -199,10 +209,15 @@ def _in_order(
     filters: Filters,
     encoder: Encoder | None,
     start: Start,
-) -> Generator[Prepared, None, None]:
+    stamps: bool = False,
+) -> Generator[Any, None, None]:
     converter = Converter(source.layout, settings)
     for raw in read_orders(source, None, start):
-        yield prepare(raw, converter, filters, index, encoder)
+        yield (
+            stamp(raw, converter, filters)
+            if stamps
+            else prepare(raw, converter, filters, index, encoder)
+        )
 
 
 def _start_method() -> multiprocessing.context.BaseContext:
@@ -219,6 +234,29 @@ def _quiet_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
 
 
+Stamp = tuple[int, str | None, str | None, float, str]  # offset, raw id, who, time, id
+
+
+def stamp(raw: RawOrder, converter: Converter, filters: Filters) -> Stamp:
+    """An order's customer and creation time, as deciding each customer's latest order needs
+    (latest.py); who is None where the order would not be mapped."""
+    try:
+        order = converter.order(raw)
+        if in_window(order.created_at, filters):
+            who = identity_of(order)
+            return raw.offset, raw_id(raw), who, order.created_at.timestamp(), order.id
+    except FieldError:
+        pass
+    return raw.offset, raw_id(raw), None, 0.0, ""
+
+
+def stamped_pieces(
+    source: Input, index: int, settings: Settings, filters: Filters, workers: int
+) -> Generator[Stamp, None, None]:
+    """The file's orders' stamps (`stamp`), made by `workers` processes, in file order."""
+    return _pieces(source, index, settings, filters, None, workers, stamps=True)
+
+
 def prepared_pieces(
     source: Input,
     index: int,
@@ -228,10 +266,22 @@ def prepared_pieces(
     workers: int,
 ) -> Generator[Prepared, None, None]:
     """The file's orders, prepared by `workers` processes, in file order."""
+    return _pieces(source, index, settings, filters, encoder, workers, stamps=False)
+
+
+def _pieces(
+    source: Input,
+    index: int,
+    settings: Settings,
+    filters: Filters,
+    encoder: Encoder | None,
+    workers: int,
+    stamps: bool,
+) -> Generator[Any, None, None]:
     size = os.path.getsize(source.path)
     starts = itertools.chain([(0, 1)], cuts(source.path, PIECE_BYTES), [(size + 1, 0)])
     pieces = (
-        _Piece(source, index, start, line, end, settings, filters, encoder)
+        _Piece(source, index, start, line, end, settings, filters, encoder, stamps)
         for (start, line), (end, _) in itertools.pairwise(starts)
     )
     context = _start_method()
@@ -256,6 +306,10 @@ def prepared_pieces(
                     "Rerun with --jobs 1 to read it in one process.",
                 ) from None
             for packed in done.orders:
+                if stamps:
+                    if packed[0] >= floor:
+                        yield packed
+                    continue
                 prepared = _unpack(packed, source.path)
                 if prepared.at[1] >= floor:
                     yield prepared
@@ -266,7 +320,9 @@ def prepared_pieces(
                 return
             if not done.cut_ok:  # the next piece began inside a row: read on here, in order
                 pool.shutdown(wait=False, cancel_futures=True)
-                yield from _in_order(source, index, settings, filters, encoder, done.next_at)
+                yield from _in_order(
+                    source, index, settings, filters, encoder, done.next_at, stamps=stamps
+                )
                 return
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -198,9 +198,9 @@ def test_a_stray_quote_that_misleads_the_cutter_costs_speed_not_orders(
     in_order = parallel._in_order
     fell_back: list[int] = []
 
-    def spy(*args: Any) -> Any:
+    def spy(*args: Any, **kwargs: Any) -> Any:
         fell_back.append(args[-1].offset)
-        return in_order(*args)
+        return in_order(*args, **kwargs)
 
     monkeypatch.setattr(parallel, "_in_order", spy)
     one = _same([stray], tmp_path)

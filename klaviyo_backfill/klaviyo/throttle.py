@@ -153,9 +153,7 @@ class Limiter:
         if not waits:
             await asyncio.sleep(wait)
             return True
-        _, pending = await asyncio.wait(
-            waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        _, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
         return not (stop is not None and stop.is_set())
