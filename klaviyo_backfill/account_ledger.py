@@ -152,9 +152,11 @@ class AccountLedger:
         self._held = self.db.cursor()
 
     @_guarded
-    def holds_orders(self) -> bool:
+    def holds_anything(self) -> bool:
+        """Whether the account acknowledged any event yet (of a whole order or not)."""
         with self.lock:
-            return self.db.execute("SELECT 1 FROM orders LIMIT 1").fetchone() is not None
+            query = "SELECT EXISTS (SELECT 1 FROM events) OR EXISTS (SELECT 1 FROM orders)"
+            return bool(self.db.execute(query).fetchone()[0])
 
     def held_orders(self, order_ids: list[str]) -> dict[str, HeldOrder]:
         """`held_order` for many orders at once (one query: a later export's fast path)."""

@@ -38,9 +38,9 @@ class Delta:
         self.ledger = ledger
         self.salt = salt  # the job's payload settings: another zone or layout maps otherwise
         self._keyed = hashlib.blake2b(digest_size=12, key=salt[:64])
-        # the account held no order when the run began (it records only what this run sends,
+        # the account held no event when the run began (it records only what this run sends,
         # which its export never meets again: duplicates are skipped by id)
-        self.empty = not ledger.holds_orders()
+        self.empty = not ledger.holds_anything()
         self.asked: set[str] = set()  # the ids of the batch looked up last
         self.found: dict[str, HeldOrder] = {}  # what the ledger held of them
 

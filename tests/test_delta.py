@@ -160,3 +160,23 @@ def test_what_klaviyo_cannot_take_is_listed_and_not_sent(tmp_path: Path) -> None
     assert "sent for profile b@example.com, now new@example.com" in by_order["2"]
     assert "refund 5.00, now 8.00 USD" in by_order["3"]
     assert all("Klaviyo keeps the first event for this order" in d for d in by_order.values())
+
+
+def test_events_of_orders_sent_in_part_are_not_sent_again(tmp_path: Path) -> None:
+    """Klaviyo refused one event of every order: no order is whole in the account's ledger,
+    but the events it took are, and a run again sends only the refused ones."""
+    at = "2024-03-01 10:00:00 +0000"
+    shop(tmp_path / "march.csv",
+         f"#1,a@example.com,paid,USD,10.00,0.00,{at},1,Tee,10.00,T1,1",
+         f"#2,b@example.com,paid,USD,20.00,0.00,{at},1,Mug,20.00,M1,2")  # fmt: skip
+    faults = st.Faults(refuse_uids=frozenset({"1_T1", "2_M1"}))  # their Ordered Product
+    with st.StandIn(api_key=KEY, faults=faults, port=free_port()) as s:
+        first = run(tmp_path, "send", "march.csv", "--base-url", s.url, *FAST,
+                    "--endpoint", "single")  # fmt: skip
+        assert first.returncode == 1, first.stdout + first.stderr  # two events refused
+        mark = len(s.requests)
+        again = run(tmp_path, "send", "march.csv", "--base-url", s.url, *FAST, "--restart",
+                    "--endpoint", "single")  # fmt: skip
+        assert again.returncode == 1
+        sent = [r for r in s.requests[mark:] if r.path == "/api/events"]
+    assert len(sent) == 2  # only the two refused events went again
