@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -64,6 +64,7 @@ __all__ = [
     "untrusted",
 ]
 
+T = TypeVar("T")
 log = logging.getLogger("klaviyo_backfill.client")
 
 
@@ -302,17 +303,9 @@ class Sender:
         """One try, its whole exchange bounded: `config.deadline`, or the request's time left."""
         budget = max(0.001, min(self.config.deadline, left))
         try:
-            async with asyncio.timeout(budget):
-                answer = await self._exchange(request)
-        except TimeoutError:
-            raise Retry(f"no complete answer within {budget:.0f} s") from None
-        except httpx.TimeoutException as exc:
-            raise Retry(f"timeout ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            reason = certificate_failure(exc)
-            if reason is None:
-                raise Retry(f"connection error ({type(exc).__name__})") from None
-            self.halt(untrusted(self.url, reason))
+            answer = await within(budget, self.url, self._exchange(request))
+        except CertificateError as exc:
+            self.halt(exc)
             return
         await self._answer(request, answer)
 
@@ -462,6 +455,23 @@ def certificate_failure(exc: BaseException) -> str | None:
             return str(seen.verify_message or seen.reason or "not trusted")
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+async def within(budget: float, url: str, exchange: Awaitable[T]) -> T:
+    """One exchange, the whole of it bounded by `budget` seconds (not each read): a timeout
+    or a broken connection is a Retry, an untrusted certificate a CertificateError at once."""
+    try:
+        async with asyncio.timeout(budget):
+            return await exchange
+    except TimeoutError:
+        raise Retry(f"no complete answer within {budget:.0f} s") from None
+    except httpx.TimeoutException as exc:
+        raise Retry(f"timeout ({type(exc).__name__})") from None
+    except httpx.TransportError as exc:
+        reason = certificate_failure(exc)
+        if reason is not None:
+            raise untrusted(url, reason) from None
+        raise Retry(f"connection error ({type(exc).__name__})") from None
 
 
 def untrusted(url: str, reason: str) -> CertificateError:

@@ -31,7 +31,7 @@ import httpx
 from .. import __version__
 from ..errors import AuthError, GaveUp, QueryError, ScopeError
 from .answers import Answer, detail, read_capped, retry_after
-from .client import Redactor, certificate_failure, http_client, untrusted
+from .client import Redactor, http_client, within
 from .endpoints import (
     ACCOUNTS,
     API_INTEGRATION,
@@ -278,18 +278,7 @@ class Reader:
         # windows from then (`fetch` marks it done at once); its answer time is Klaviyo's
         # work, and counting it would halve the pace of slow aggregate queries for nothing
         budget = max(0.001, min(self.config.deadline, left))
-        try:
-            async with asyncio.timeout(budget):  # the whole exchange, not each read
-                response = await self._bounded(api, url, params, content)
-        except TimeoutError:
-            raise Retry(f"no complete answer within {budget:.0f} s") from None
-        except httpx.TimeoutException as exc:
-            raise Retry(f"timeout ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            reason = certificate_failure(exc)
-            if reason is not None:
-                raise untrusted(url, reason) from None
-            raise Retry(f"connection error ({type(exc).__name__})") from None
+        response = await within(budget, url, self._bounded(api, url, params, content))
         return self._answer(api, response, check, limiter)
 
     async def _bounded(
