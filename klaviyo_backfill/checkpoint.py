@@ -315,9 +315,12 @@ class Ledger:
             if started:
                 return process_start(int(pid)) == started
             try:
-                return b"klaviyo" in cmdline.read_bytes()
+                argv = cmdline.read_bytes().split(b"\0")
             except OSError:
                 return False
+            # one of its arguments is the tool (the console script, or `-m klaviyo_backfill`):
+            # not merely a path that holds the word, as a python in a folder named so would
+            return any(os.path.basename(arg) in _OURS for arg in argv)
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
@@ -627,6 +630,9 @@ def open_ledger(
         ledger.close()
         raise
     return ledger
+
+
+_OURS = (b"klaviyo-backfill", b"klaviyo_backfill")
 
 
 def process_start(pid: int) -> str | None:
