@@ -37,6 +37,7 @@ from .options import (
     DEFAULT_BASE_URL,
     DEFAULT_REVISION,
     ENDPOINT_NAMES,
+    PROFILE_ATTRIBUTES,
     InputOptions,
     SendOptions,
     format_names,
@@ -322,7 +323,7 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
 @click.option("--restart", is_flag=True, help="Discard the checkpoint and start over.")
 @click.option(
     "--profile-attributes",
-    type=click.Choice(["latest", "all", "none"]),
+    type=click.Choice(PROFILE_ATTRIBUTES),
     default="latest",
     show_default=True,
     help="Which orders carry a customer's name and address: each customer's latest only "
@@ -527,7 +528,7 @@ def _outputs(kw: dict[str, Any]) -> None:
 @input_flags
 @click.option("--endpoint", type=click.Choice(ENDPOINT_NAMES), default="bulk", hidden=True)
 @click.option("--trigger-flows", is_flag=True, hidden=True)
-@click.option("--profile-attributes", type=click.Choice(["latest", "all", "none"]), hidden=True)
+@click.option("--profile-attributes", type=click.Choice(PROFILE_ATTRIBUTES), hidden=True)
 @_edge
 def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None, **kw: Any) -> int:
     """Compare what Klaviyo acknowledged for an export's checkpoint with what it holds now:

@@ -157,26 +157,6 @@ class Converter:
             order.warnings.extend(raw.notes)
         return order
 
-    def who_and_when(self, raw: RawOrder) -> Order:
-        """The order's id, creation time and identifiers, nothing more: what deciding each
-        customer's latest order needs (latest.py). Raises FieldError where `order` would for
-        those; an order `order` rejects for another field (a total, a line) passes here."""
-        if raw.problem is not None:
-            raise FieldError("order", None, raw.problem)
-        fields = raw.fields
-        order_id = _text(fields.get("id"))
-        if order_id is None:
-            raise FieldError("id", None, "missing order id")
-        created = self.time(raw, "created_at", [])
-        if created is None:
-            raise FieldError("created_at", None, "missing order date")
-        if created < self.settings.earliest or created > self.latest:
-            _check_range(created, "created_at", fields.get("created_at"), self.settings)
-        order = Order(raw.source, raw.line, order_id, created, "", Decimal(0), [],
-                      billing=_address(fields, "billing"), shipping=_address(fields, "shipping"))  # fmt: skip
-        _identity(fields, order)
-        return order
-
     def currency(self, fields: dict[str, Any], order: Order) -> str:
         code = _text(fields.get("currency")) or self.settings.currency or self.options.currency
         if code is None:

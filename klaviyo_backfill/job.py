@@ -16,7 +16,7 @@ from .errors import FieldError, InputError, NotAnExport, UsageError
 from .klaviyo.endpoints import BACKFILL_REVISION, BULK, DEFAULT_REVISION, ENDPOINTS, Endpoint
 from .klaviyo.throttle import parse_rate_limit
 from .layouts import Layout, builtin_layouts, load
-from .options import InputOptions, SendOptions
+from .options import PROFILE_ATTRIBUTES, InputOptions, SendOptions
 from .read import (
     Input,
     Skipped,
@@ -238,7 +238,7 @@ def job_from(options: SendOptions) -> Job:
     """Check the options and resolve them: every problem a UsageError (or an InputError
     naming a file) before any order is read."""
     source = options.inputs
-    if options.profile_attributes not in ("latest", "all", "none"):
+    if options.profile_attributes not in PROFILE_ATTRIBUTES:
         raise UsageError(
             f"--profile-attributes {options.profile_attributes!r} is not latest, all or none"
         )

@@ -28,11 +28,9 @@ from typing import TYPE_CHECKING
 
 from .convert import Converter
 from .distinct import SeenIds
-from .errors import FieldError
-from .events import identity_of
-from .parallel import splittable, stamped_pieces, workers_for
-from .prepare import in_window, raw_id
-from .read import read_orders
+from .parallel import Stamp, splittable, stamp, stamped_pieces, workers_for
+from .prepare import raw_id
+from .read import Input, read_orders
 
 if TYPE_CHECKING:
     from .account_ledger import AccountLedger
@@ -40,14 +38,9 @@ if TYPE_CHECKING:
     from .job import Job
     from .model import Order
 
-__all__ = ["MODES", "Latest", "Never", "Stamp"]
+__all__ = ["Latest", "Never"]
 
-MODES = ("latest", "all", "none")
-Stamp = tuple[float, str]  # an order's creation time (UNIX seconds) and id: larger is later
-
-
-def stamp(order: Order) -> Stamp:
-    return order.created_at.timestamp(), order.id
+Mark = tuple[float, str]  # an order's creation time (UNIX seconds) and id: larger is later
 
 
 class Never:
@@ -71,7 +64,7 @@ class Latest:
 
     def __call__(self, who: str, order: Order) -> bool:
         """Whether this order's events carry the profile's attributes."""
-        mine = stamp(order)
+        mine: Mark = (order.created_at.timestamp(), order.id)
         if self._db is None:
             self._db = sqlite3.connect(
                 f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
@@ -156,37 +149,38 @@ def _flush(db: sqlite3.Connection, upsert: str, batch: list[tuple[str, float, st
     batch.clear()
 
 
-def _stamps(job: Job, delta: Delta | None) -> Iterator[tuple[str, Stamp]]:
-    """(profile, stamp) of every order a run would map: read and convert, nothing more; a
-    large CSV on every core (parallel.py), as a dry run prepares it."""
+def _stamps(job: Job, delta: Delta | None) -> Iterator[tuple[str, Mark]]:
+    """(profile, mark) of every order a run would map: read and convert, nothing more; a
+    large CSV on every core (parallel.py), as a dry run prepares it. A duplicate id is
+    passed over, as the run passes over it."""
     seen = SeenIds()
     workers = workers_for(job.jobs)
     for index, source in enumerate(job.inputs):
+        stamps: Iterator[Stamp]
         if delta is None and splittable(source, workers):
-            pieces = stamped_pieces(source, index, job.settings, job.filters, workers)
-            for _, order_id, who, at, oid in pieces:
-                if (order_id is None or seen.add(order_id)) and who is not None:
-                    yield who, (at, oid)
+            stamps = stamped_pieces(source, index, job.settings, job.filters, workers)
+        else:
+            stamps = _read_stamps(source, job, delta)
+        for _, order_id, who, at, oid in stamps:
+            if (order_id is None or seen.add(order_id)) and who is not None:
+                yield who, (at, oid)
+
+
+def _read_stamps(source: Input, job: Job, delta: Delta | None) -> Iterator[Stamp]:
+    """`parallel.stamp` of each order of `source`, in this process; an order the account
+    holds unchanged is not converted: its profile and time come from the account's ledger."""
+    converter = Converter(source.layout, job.settings)
+    csv = source.layout.kind == "csv"
+    raws = read_orders(source, held=delta if csv else None)
+    if delta is not None and not csv:
+        raws = delta.batched(raws)
+    for raw in raws:
+        known = raw.held if csv or delta is None else delta.unchanged(raw)[1]
+        if known is None:
+            yield stamp(raw, converter, job.filters)
             continue
-        converter = Converter(source.layout, job.settings)
-        csv = source.layout.kind == "csv"
-        raws = read_orders(source, held=delta if csv else None)
-        if delta is not None and not csv:
-            raws = delta.batched(raws)
-        for raw in raws:
-            order_id = raw_id(raw)
-            if order_id is not None and not seen.add(order_id):
-                continue  # a duplicate: the run skips it too
-            known = raw.held if csv or delta is None else delta.unchanged(raw)[1]
-            if known is not None:  # held unchanged: not sent again, but maybe the latest
-                if known.at is not None and order_id is not None:
-                    yield known.who, (known.at, order_id)
-                continue
-            try:
-                order = converter.order(raw)
-                if not in_window(order.created_at, job.filters):
-                    continue
-                who = identity_of(order)
-            except FieldError:
-                continue  # rejected: it carries nothing
-            yield who, stamp(order)
+        order_id = raw_id(raw)  # held unchanged: not sent again, but maybe the latest
+        if known.at is not None and order_id is not None:
+            yield raw.offset, order_id, known.who, known.at, order_id
+        else:
+            yield raw.offset, order_id, None, 0.0, ""

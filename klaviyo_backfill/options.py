@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_REVISION",
     "ENDPOINT_NAMES",
+    "PROFILE_ATTRIBUTES",
     "InputOptions",
     "Mode",
     "SendOptions",
@@ -24,6 +25,7 @@ __all__ = [
 DEFAULT_BASE_URL = "https://a.klaviyo.com"
 ENDPOINT_NAMES = tuple(ENDPOINTS)
 Mode = Literal["new", "resume", "restart"]
+PROFILE_ATTRIBUTES = ("latest", "all", "none")  # --profile-attributes: latest.py
 
 
 def format_names() -> list[str]:
@@ -73,5 +75,5 @@ class SendOptions:
     # months sent (the overlap check of a new job; its checkpoint remembers the choice)
     allow_overlap: bool = False
     resend: bool = False  # send what the account holds already too (Klaviyo drops repeats)
-    profile_attributes: str = "latest"  # latest | all | none (latest.py)
+    profile_attributes: str = "latest"  # one of PROFILE_ATTRIBUTES (latest.py)
     tuning: str | None = None  # limits of the sender and its retries (klaviyo/client.tuned)
