@@ -27,18 +27,16 @@ and amounts, and is created 0600 in a 0700 folder.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import NamedTuple
 
-from .checkpoint import trouble
+from .checkpoint import create_private, guarded
 from .errors import CheckpointError
 from .files import state_dir
 
@@ -104,30 +102,7 @@ def _private_folder(folder: Path) -> None:
         raise CheckpointError(f"{folder} is a symbolic link: refusing to keep state there")
 
 
-def _private_file(path: Path) -> None:
-    """Create the file 0600 without following a link planted in its place."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:
-        raise CheckpointError(f"account ledger {path}: {exc.strerror or exc}") from None
-    os.fchmod(fd, 0o600)
-    os.close(fd)
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _guarded(method: _F) -> _F:
-    """SQLite's errors while sending (a full disk, a lock) as a CheckpointError naming it."""
-
-    @functools.wraps(method)
-    def wrapper(self: AccountLedger, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            raise trouble(self.path, exc, "account ledger") from None
-
-    return cast(_F, wrapper)
+_guarded = guarded("account ledger")
 
 
 class AccountLedger:
@@ -136,7 +111,7 @@ class AccountLedger:
     def __init__(self, path: Path) -> None:
         self.path = path
         _private_folder(path.parent)
-        _private_file(path)
+        create_private(path, "account ledger")
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")

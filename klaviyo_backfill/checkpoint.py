@@ -220,17 +220,37 @@ def trouble(path: Path, exc: BaseException, what: str = "checkpoint") -> Checkpo
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _guarded(method: _F) -> _F:
-    """A ledger's SQLite errors as a CheckpointError naming its file."""
+def guarded(what: str) -> Callable[[_F], _F]:
+    """A method's SQLite errors (a full disk, a lock) as a CheckpointError naming the file of
+    its object (`self.path`) as `what` ('checkpoint', 'account ledger')."""
 
-    @functools.wraps(method)
-    def wrapper(self: Ledger, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            raise trouble(self.path, exc) from None
+    def decorate(method: _F) -> _F:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                raise trouble(self.path, exc, what) from None
 
-    return cast(_F, wrapper)
+        return cast(_F, wrapper)
+
+    return decorate
+
+
+_guarded = guarded("checkpoint")
+
+
+def create_private(path: Path, what: str = "checkpoint") -> None:
+    """Create the database file 0600 (or make an old one so), never through a link planted
+    in its place."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise trouble(path, exc, what) from None
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 class Ledger:
@@ -244,14 +264,7 @@ class Ledger:
                     f"checkpoint {side} is a symbolic link: refusing to follow it",
                     "Name the file itself with --checkpoint, or remove the link.",
                 )
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            raise trouble(path, exc) from None
-        try:
-            os.fchmod(fd, 0o600)
-        finally:
-            os.close(fd)
+        create_private(path)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
