@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from .convert import Converter
 from .distinct import SeenIds
+from .files import state_dir
 from .parallel import Stamp, splittable, stamp, stamped_pieces, workers_for
 from .prepare import raw_id
 from .read import Input, read_orders
@@ -119,8 +120,6 @@ class Latest:
 def _scratch() -> str:
     """A private file for the table, in the state folder (0700): `latest-<pid>-*.sqlite`.
     Those a killed run left behind (its process gone) are removed first: they hold emails."""
-    from .account_ledger import state_dir
-
     folder = state_dir() / "tmp"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     for stale in folder.glob("latest-*.sqlite"):

@@ -133,8 +133,6 @@ def profiles_for(
 ) -> Iterator[Job]:
     """The job with its rule for which orders carry profile attributes (`--profile-attributes`):
     `latest` reads the exports once first (latest.py)."""
-    from dataclasses import replace
-
     from .latest import Latest, Never
 
     if job.profile_attributes == "all":
