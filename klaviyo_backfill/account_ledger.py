@@ -108,15 +108,21 @@ _guarded = guarded("account ledger")
 class AccountLedger:
     """One account's ledger; thread-safe (the reader thread asks, the sender records)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        """Open (and create) the ledger; `read_only`, one that exists, to look up only (a
+        worker process of a later export's survey, survey.py)."""
         self.path = path
-        _private_folder(path.parent)
-        create_private(path, "account ledger")
+        if not read_only:
+            _private_folder(path.parent)
+            create_private(path, "account ledger")
         try:
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(_SCHEMA)
+            if read_only:
+                self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            else:
+                self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(
                 f"account ledger {path} cannot be read: {exc}",

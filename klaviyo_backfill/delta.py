@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Iterator
 from decimal import Decimal
 from itertools import islice
+from pathlib import Path
 
 import orjson
 
@@ -43,6 +44,16 @@ class Delta:
         self.empty = not ledger.holds_anything()
         self.asked: set[str] = set()  # the ids of the batch looked up last
         self.found: dict[str, HeldOrder] = {}  # what the ledger held of them
+
+    def __getstate__(self) -> dict[str, object]:
+        """For a worker process (survey.py): the ledger's path, reopened there read-only."""
+        return {"path": self.ledger.path, "salt": self.salt, "empty": self.empty}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        path, salt = state["path"], state["salt"]
+        assert isinstance(path, Path) and isinstance(salt, bytes)
+        self.__init__(AccountLedger(path, read_only=True), salt)  # type: ignore[misc]
+        self.empty = bool(state["empty"])
 
     def batched(self, raws: Iterator[RawOrder]) -> Iterator[RawOrder]:
         """JSON orders as read, with the ledger asked about each batch of them in one query

@@ -154,10 +154,10 @@ def _stamps(job: Job, delta: Delta | None) -> Iterator[tuple[str, Mark]]:
     passed over, as the run passes over it."""
     seen = SeenIds()
     workers = workers_for(job.jobs)
-    for index, source in enumerate(job.inputs):
+    for source in job.inputs:
         stamps: Iterator[Stamp]
         if delta is None and splittable(source, workers):
-            stamps = stamped_pieces(source, index, job.settings, job.filters, workers)
+            stamps = stamped_pieces(source, job.settings, job.filters, workers)
         else:
             stamps = _read_stamps(source, job, delta)
         for _, order_id, who, at, oid in stamps:

@@ -28,7 +28,8 @@ import signal
 import sys
 import threading
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -43,13 +44,14 @@ from .events import identity_of
 from .job import Filters
 from .model import RawOrder
 from .prepare import Prepared, in_window, prepare, raw_id
-from .read import BYTE_EXACT, Input, Start, read_orders, row_starts
+from .read import BYTE_EXACT, HeldRows, Input, Start, read_orders, row_starts
 from .summary import Tally
 
 __all__ = [
     "PIECE_BYTES",
     "SPLIT_FROM_BYTES",
     "cuts",
+    "pieces",
     "prepared_pieces",
     "splittable",
     "stamp",
@@ -111,26 +113,49 @@ def cuts(path: str, every: int) -> Iterator[tuple[int, int]]:
             pos += len(block)
 
 
+Work = Callable[[RawOrder, Converter], Any]  # what a worker makes of each order: picklable
+
+
 @dataclass(frozen=True, slots=True)
 class _Piece:
     source: Input
-    index: int
     start: int  # 0: the file's first row, after its header
     line: int
     end: int  # orders that start here or later belong to the next piece
     settings: Settings
-    filters: Filters
-    encoder: Encoder | None  # None: map only, as `inspect` needs
-    stamps: bool = False  # only each order's customer and time (latest.py), not prepared
+    work: Work
+    held: HeldRows | None = None  # what the account holds (delta.py), asked as rows are read
 
 
 @dataclass(slots=True)
 class _Done:
-    orders: list[tuple[Any, ...]]  # packed Prepared: plain tuples pickle several times faster
+    orders: list[tuple[int, Any]]  # (offset, what `work` made of the order)
     last_end: int  # where the piece's last order ends (past `end` when it crossed the cut)
     error: BackfillError | None = None
     next_at: Start | None = None  # the first order past the piece (None: the file ended)
     cut_ok: bool = True  # the next piece starts at a row start this worker read
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepare:
+    """Work: prepare the order (`prepare.prepare`), packed for the trip back."""
+
+    index: int
+    filters: Filters
+    encoder: Encoder | None  # None: map only, as `inspect` needs
+
+    def __call__(self, raw: RawOrder, converter: Converter) -> tuple[Any, ...]:
+        return _pack(prepare(raw, converter, self.filters, self.index, self.encoder))
+
+
+@dataclass(frozen=True, slots=True)
+class _Stamp:
+    """Work: only each order's customer and time (`stamp`), as latest.py needs."""
+
+    filters: Filters
+
+    def __call__(self, raw: RawOrder, converter: Converter) -> Stamp:
+        return stamp(raw, converter, self.filters)
 
 
 def _pack(p: Prepared) -> tuple[Any, ...]:
@@ -174,24 +199,19 @@ def _unpack(packed: tuple[Any, ...], source: str) -> Prepared:
     )  # fmt: skip
 
 
-def _prepare_piece(piece: _Piece) -> _Done:
-    """In a worker: every order that starts in the piece, prepared, with its events dropped."""
-    source = piece.source
-    converter, encoder = Converter(source.layout, piece.settings), piece.encoder
+def _work_piece(piece: _Piece) -> _Done:
+    """In a worker: the piece's `work` on every order that starts in the piece."""
+    source, work = piece.source, piece.work
+    converter = Converter(source.layout, piece.settings)
     start = Start(piece.start, piece.line) if piece.start else None
     done = _Done([], piece.start)
     last = None
     try:
-        for raw in read_orders(source, None, start):
+        for raw in read_orders(source, None, start, piece.held):
             if raw.offset >= piece.end:
                 done.next_at = Start(raw.offset, raw.line)
                 break
-            if piece.stamps:
-                done.orders.append(stamp(raw, converter, piece.filters))
-            else:
-                done.orders.append(
-                    _pack(prepare(raw, converter, piece.filters, piece.index, encoder))
-                )
+            done.orders.append((raw.offset, work(raw, converter)))
             done.last_end = raw.end if raw.end is not None else raw.offset
             last = raw
         if done.next_at is not None:
@@ -203,21 +223,11 @@ def _prepare_piece(piece: _Piece) -> _Done:
 
 
 def _in_order(
-    source: Input,
-    index: int,
-    settings: Settings,
-    filters: Filters,
-    encoder: Encoder | None,
-    start: Start,
-    stamps: bool = False,
+    source: Input, settings: Settings, work: Work, held: HeldRows | None, start: Start
 ) -> Generator[Any, None, None]:
     converter = Converter(source.layout, settings)
-    for raw in read_orders(source, None, start):
-        yield (
-            stamp(raw, converter, filters)
-            if stamps
-            else prepare(raw, converter, filters, index, encoder)
-        )
+    for raw in read_orders(source, None, start, held):
+        yield work(raw, converter)
 
 
 def _start_method() -> multiprocessing.context.BaseContext:
@@ -251,10 +261,10 @@ def stamp(raw: RawOrder, converter: Converter, filters: Filters) -> Stamp:
 
 
 def stamped_pieces(
-    source: Input, index: int, settings: Settings, filters: Filters, workers: int
+    source: Input, settings: Settings, filters: Filters, workers: int
 ) -> Generator[Stamp, None, None]:
     """The file's orders' stamps (`stamp`), made by `workers` processes, in file order."""
-    return _pieces(source, index, settings, filters, None, workers, stamps=True)
+    return pieces(source, settings, _Stamp(filters), workers)
 
 
 def prepared_pieces(
@@ -266,22 +276,21 @@ def prepared_pieces(
     workers: int,
 ) -> Generator[Prepared, None, None]:
     """The file's orders, prepared by `workers` processes, in file order."""
-    return _pieces(source, index, settings, filters, encoder, workers, stamps=False)
+    path = source.path
+    with closing(pieces(source, settings, _Prepare(index, filters, encoder), workers)) as packed:
+        for order in packed:
+            yield _unpack(order, path)
 
 
-def _pieces(
-    source: Input,
-    index: int,
-    settings: Settings,
-    filters: Filters,
-    encoder: Encoder | None,
-    workers: int,
-    stamps: bool,
+def pieces(
+    source: Input, settings: Settings, work: Work, workers: int, held: HeldRows | None = None
 ) -> Generator[Any, None, None]:
+    """`work` on each order of the file, done by `workers` processes, in file order (each
+    order's rows read with `held` asked about them, as `read.read_orders` does)."""
     size = os.path.getsize(source.path)
     starts = itertools.chain([(0, 1)], cuts(source.path, PIECE_BYTES), [(size + 1, 0)])
-    pieces = (
-        _Piece(source, index, start, line, end, settings, filters, encoder, stamps)
+    todo = (
+        _Piece(source, start, line, end, settings, work, held)
         for (start, line), (end, _) in itertools.pairwise(starts)
     )
     context = _start_method()
@@ -290,8 +299,8 @@ def _pieces(
         pending: deque[Future[_Done]] = deque()
         floor = 0  # orders that start before this were read by the previous piece's worker
         while True:
-            while len(pending) < workers * _AHEAD and (nxt := next(pieces, None)) is not None:
-                pending.append(pool.submit(_prepare_piece, nxt))
+            while len(pending) < workers * _AHEAD and (nxt := next(todo, None)) is not None:
+                pending.append(pool.submit(_work_piece, nxt))
             if not pending:
                 return
             try:
@@ -305,14 +314,9 @@ def _pieces(
                     f"a worker process died while reading {source.path} (out of memory, or killed)",
                     "Rerun with --jobs 1 to read it in one process.",
                 ) from None
-            for packed in done.orders:
-                if stamps:
-                    if packed[0] >= floor:
-                        yield packed
-                    continue
-                prepared = _unpack(packed, source.path)
-                if prepared.at[1] >= floor:
-                    yield prepared
+            for offset, made in done.orders:
+                if offset >= floor:
+                    yield made
             if done.error is not None:
                 raise done.error
             floor = done.last_end
@@ -320,9 +324,7 @@ def _pieces(
                 return
             if not done.cut_ok:  # the next piece began inside a row: read on here, in order
                 pool.shutdown(wait=False, cancel_futures=True)
-                yield from _in_order(
-                    source, index, settings, filters, encoder, done.next_at, stamps=stamps
-                )
+                yield from _in_order(source, settings, work, held, done.next_at)
                 return
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -220,8 +220,9 @@ def test_a_worker_knows_a_cut_inside_a_quoted_note_from_a_row_start(shop_csv: Pa
     (source,), _ = resolve_inputs([str(shop_csv)], None, None, None)
 
     def checked(end: int) -> bool:
-        piece = parallel._Piece(source, 0, 0, 1, end, Settings(), Filters(), None)
-        done = parallel._prepare_piece(piece)
+        work = parallel._Prepare(0, Filters(), None)
+        piece = parallel._Piece(source, 0, 1, end, Settings(), work)
+        done = parallel._work_piece(piece)
         assert done.error is None and done.next_at is not None
         return done.cut_ok
 
