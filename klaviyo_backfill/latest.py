@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .job import Job
     from .model import Order
 
-__all__ = ["Latest", "Never"]
+__all__ = ["Latest", "Mark", "Never", "read_stamps", "scratch"]
 
 Mark = tuple[float, str]  # an order's creation time (UNIX seconds) and id: larger is later
 
@@ -89,44 +89,49 @@ class Latest:
         """One pass over the job's exports: each profile's latest order. Given the account's
         `delta`, orders it holds unchanged are not converted: their profile and time come
         from its ledger."""
-        path = _scratch()
+        return cls.of(_stamps(job, delta))
+
+    @classmethod
+    def of(cls, marks: Iterator[tuple[str, Mark]]) -> Latest:
+        """The table of these (profile, mark) pairs: each profile's largest mark."""
+        path = scratch("latest")
         try:
-            cls._fill(path, job, delta)
+            _fill(path, marks)
         except BaseException:
             Path(path).unlink(missing_ok=True)
             raise
         return cls(path)
 
-    @staticmethod
-    def _fill(path: str, job: Job, delta: Delta | None) -> None:
-        db = sqlite3.connect(path, isolation_level=None)
-        db.execute("PRAGMA journal_mode=OFF")
-        db.execute("PRAGMA synchronous=OFF")
-        db.execute("CREATE TABLE latest (who TEXT PRIMARY KEY, at REAL, oid TEXT) WITHOUT ROWID")
-        upsert = (
-            "INSERT INTO latest VALUES (?, ?, ?) ON CONFLICT(who) DO UPDATE SET"
-            " at = excluded.at, oid = excluded.oid"
-            " WHERE (excluded.at, excluded.oid) > (latest.at, latest.oid)"
-        )
-        batch: list[tuple[str, float, str]] = []
-        for who, (at, oid) in _stamps(job, delta):
-            batch.append((who, at, oid))
-            if len(batch) >= 5000:
-                _flush(db, upsert, batch)
-        _flush(db, upsert, batch)
-        db.close()
+
+def _fill(path: str, marks: Iterator[tuple[str, Mark]]) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=OFF")
+    db.execute("PRAGMA synchronous=OFF")
+    db.execute("CREATE TABLE latest (who TEXT PRIMARY KEY, at REAL, oid TEXT) WITHOUT ROWID")
+    upsert = (
+        "INSERT INTO latest VALUES (?, ?, ?) ON CONFLICT(who) DO UPDATE SET"
+        " at = excluded.at, oid = excluded.oid"
+        " WHERE (excluded.at, excluded.oid) > (latest.at, latest.oid)"
+    )
+    batch: list[tuple[str, float, str]] = []
+    for who, (at, oid) in marks:
+        batch.append((who, at, oid))
+        if len(batch) >= 5000:
+            _flush(db, upsert, batch)
+    _flush(db, upsert, batch)
+    db.close()
 
 
-def _scratch() -> str:
-    """A private file for the table, in the state folder (0700): `latest-<pid>-*.sqlite`.
+def scratch(kind: str, suffix: str = ".sqlite") -> str:
+    """A private file (0600, in the state folder's 0700 `tmp`): `<kind>-<pid>-*<suffix>`.
     Those a killed run left behind (its process gone) are removed first: they hold emails."""
     folder = state_dir() / "tmp"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for stale in folder.glob("latest-*.sqlite"):
+    for stale in folder.glob(f"{kind}-*{suffix}"):
         pid = stale.name.split("-")[1]
         if pid.isdigit() and not _alive(int(pid)):
             stale.unlink(missing_ok=True)
-    fd, path = tempfile.mkstemp(prefix=f"latest-{os.getpid()}-", suffix=".sqlite", dir=folder)
+    fd, path = tempfile.mkstemp(prefix=f"{kind}-{os.getpid()}-", suffix=suffix, dir=folder)
     os.close(fd)
     return path
 
@@ -159,13 +164,13 @@ def _stamps(job: Job, delta: Delta | None) -> Iterator[tuple[str, Mark]]:
         if delta is None and splittable(source, workers):
             stamps = stamped_pieces(source, job.settings, job.filters, workers)
         else:
-            stamps = _read_stamps(source, job, delta)
+            stamps = read_stamps(source, job, delta)
         for _, order_id, who, at, oid in stamps:
             if (order_id is None or seen.add(order_id)) and who is not None:
                 yield who, (at, oid)
 
 
-def _read_stamps(source: Input, job: Job, delta: Delta | None) -> Iterator[Stamp]:
+def read_stamps(source: Input, job: Job, delta: Delta | None) -> Iterator[Stamp]:
     """`parallel.stamp` of each order of `source`, in this process; an order the account
     holds unchanged is not converted: its profile and time come from the account's ledger."""
     converter = Converter(source.layout, job.settings)

@@ -27,8 +27,11 @@ from .parallel import prepared_pieces, splittable, workers_for
 from .prepare import Held, Prepared, prepare, raw_id
 from .read import Input, Start, read_orders
 from .summary import Stats
+from .survey import Duplicate, HeldRun, Survey
 
-__all__ = ["MappedOrder", "Resume", "mapped_orders"]
+__all__ = ["HELD", "MappedOrder", "Resume", "mapped_orders"]
+
+HELD = "already in Klaviyo (this account)"  # the reason a skipped order is counted under
 
 
 @dataclass(slots=True)
@@ -53,6 +56,7 @@ class Resume:
     at: Position | None = None
     on_reject: Callable[[Rejection, Position], None] | None = None
     delta: Delta | None = None  # what the account holds already (None: --resend)
+    survey: Survey | None = None  # one reading against the account, to replay (survey.py)
 
 
 class _Mapper:
@@ -69,6 +73,7 @@ class _Mapper:
         self.already_sent = resume.is_done if resume is not None else None
         self.on_reject = resume.on_reject if resume is not None else None
         self.delta = resume.delta if resume is not None else None
+        self.survey = resume.survey if resume is not None else None
         self.encoder = encoder
         self.seen = SeenIds()
         self.converters: dict[int, Converter] = {}
@@ -82,12 +87,33 @@ class _Mapper:
         # a CSV reader asked the checkpoint already (raw.already_sent); JSON asks here
         if not self.first_sight(raw_id(raw), raw.source, raw.line, layout.kind != "csv"):
             return None
-        converter = self.converters.get(index)
-        if converter is None:
-            converter = self.converters[index] = Converter(layout, self.settings)
+        converter = self.converter(layout, index)
         if self.delta is not None:
             return self.new_for_account(raw, converter, index, self.delta, layout.kind == "csv")
         return self.settle(prepare(raw, converter, self.filters, index, self.encoder))
+
+    def surveyed(self, raw: RawOrder, layout: Layout, index: int) -> MappedOrder | None:
+        """An order the survey (survey.py) found new to the account and not a repeat."""
+        assert self.delta is not None  # a survey is taken against an account
+        self.stats.orders_read += 1
+        return self.new_for_account(raw, self.converter(layout, index), index, self.delta, True)
+
+    def converter(self, layout: Layout, index: int) -> Converter:
+        converter = self.converters.get(index)
+        if converter is None:
+            converter = self.converters[index] = Converter(layout, self.settings)
+        return converter
+
+    def held_run(self, run: HeldRun) -> None:
+        """Orders in a row the account holds unchanged (the survey found them)."""
+        stats = self.stats
+        stats.orders_read += run.orders
+        stats.skipped[HELD] += run.orders
+        stats.already_in_klaviyo += run.events
+
+    def duplicate(self, repeat: Duplicate) -> None:
+        self.stats.orders_read += 1
+        self.repeated(repeat.source, repeat.line)
 
     def new_for_account(
         self, raw: RawOrder, converter: Converter, index: int, delta: Delta, csv: bool
@@ -96,7 +122,7 @@ class _Mapper:
         The CSV reader asked the account already (`raw.held`, `raw.digest`); JSON asks here."""
         digest, held = (raw.digest or b"", raw.held) if csv else delta.unchanged(raw)
         if held is not None:
-            self.stats.skipped["already in Klaviyo (this account)"] += 1
+            self.stats.skipped[HELD] += 1
             self.stats.already_in_klaviyo += held.events
             return None
         prepared = prepare(raw, converter, self.filters, index, None)
@@ -107,7 +133,7 @@ class _Mapper:
         if prepared.held is not None:
             self.stats.already_in_klaviyo += prepared.held.events
             if not prepared.events:
-                self.stats.skipped["already in Klaviyo (this account)"] += 1
+                self.stats.skipped[HELD] += 1
                 return None
         if self.encoder is not None:
             prepared.parts = self.encoder.parts(prepared.events)
@@ -126,14 +152,18 @@ class _Mapper:
             return True
         stats = self.stats
         if not self.seen.add(order_id):
-            stats.skipped["duplicate order id"] += 1
-            stats.warnings["duplicate order id skipped"] += 1
-            stats.example("duplicate order id skipped", source, line)
+            self.repeated(source, line)
             return False
         if ask and self.already_sent is not None and self.already_sent(order_id):
             stats.skipped["already sent (checkpoint)"] += 1
             return False
         return True
+
+    def repeated(self, source: str, line: int) -> None:
+        stats = self.stats
+        stats.skipped["duplicate order id"] += 1
+        stats.warnings["duplicate order id skipped"] += 1
+        stats.example("duplicate order id skipped", source, line)
 
     def settle(self, prepared: Prepared) -> MappedOrder | None:
         stats = self.stats
@@ -226,6 +256,15 @@ def _orders_of(
                 yield order.at[1], partial(mapper.prepared, order)
         return
     layout, delta = source.layout, mapper.delta
+    if mapper.survey is not None:  # read once already: replayed
+        for entry in mapper.survey.replay(source, index):
+            if isinstance(entry, RawOrder):
+                yield entry.offset, partial(mapper.surveyed, entry, layout, index)
+            elif isinstance(entry, HeldRun):
+                yield entry.offset, partial(mapper.held_run, entry)
+            else:
+                yield entry.offset, partial(mapper.duplicate, entry)
+        return
     held = delta if delta is not None and layout.kind == "csv" else None
     raws = read_orders(source, mapper.already_sent, start, held)
     if delta is not None and held is None:

@@ -29,9 +29,9 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
-from contextlib import closing
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal

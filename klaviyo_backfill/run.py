@@ -78,6 +78,7 @@ if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `s
     from .orders import MappedOrder, Resume
     from .reconcile import Held, MetricTotal, OtherCounts, Overlap, Row
     from .summary import Stats
+    from .survey import Survey
     from .tracker import Tracker
 
 __all__ = [
@@ -129,10 +130,13 @@ def requests(encoded: Iterable[MappedOrder], encoder: Encoder) -> Iterator[Reque
 
 @contextmanager
 def profiles_for(
-    job: Job, delta: Delta | None = None, account: AccountLedger | None = None
+    job: Job,
+    delta: Delta | None = None,
+    account: AccountLedger | None = None,
+    survey: Survey | None = None,
 ) -> Iterator[Job]:
     """The job with its rule for which orders carry profile attributes (`--profile-attributes`):
-    `latest` reads the exports once first (latest.py)."""
+    `latest` reads the exports once first (latest.py), unless a `survey` read them already."""
     from .latest import Latest, Never
 
     if job.profile_attributes == "all":
@@ -141,7 +145,10 @@ def profiles_for(
     if job.profile_attributes == "none":
         yield replace(job, settings=replace(job.settings, attributes=Never()))
         return
-    latest = Latest.build(job, delta if delta is not None and not delta.empty else None)
+    if survey is not None and survey.latest is not None:
+        latest = survey.latest
+    else:
+        latest = Latest.build(job, delta if delta is not None and not delta.empty else None)
     latest.account = account
     try:
         yield replace(job, settings=replace(job.settings, attributes=latest))
@@ -458,6 +465,7 @@ def send_job(
     from .klaviyo.client import SendStats
     from .orders import Resume
     from .summary import Stats
+    from .survey import Survey
     from .tracker import Tracker
 
     stats, send_stats = Stats(), SendStats()
@@ -473,12 +481,18 @@ def send_job(
             tracker.reported.add((rejection.order_id, rejection.detail))
     delta = Delta(account, job.payload_salt()) if account is not None and skip_held else None
     is_done = reader.is_done if ledger.has_orders() else None  # a new job asks nothing
-    checked = Resume(is_done, point, tracker.input_rejected, delta)
+    survey = None
     try:
-        with profiles_for(job, delta, account) as job:  # latest: one pass over the exports
+        fresh = is_done is None and point is None  # read from the start, asking no checkpoint
+        if delta is not None and not delta.empty and fresh and Survey.suits(job):
+            survey = Survey.take(job, delta, job.profile_attributes == "latest")
+        checked = Resume(is_done, point, tracker.input_rejected, delta, survey)
+        with profiles_for(job, delta, account, survey) as job:  # latest: a pass (or the survey)
             return _sending(job, config, ledger, progress or Unwatched(), checked, tracker,
                             stats)  # fmt: skip
     finally:
+        if survey is not None:
+            survey.close()
         failures.close()
         reader.close()
 
