@@ -251,9 +251,9 @@ def stamp(raw: RawOrder, converter: Converter, filters: Filters) -> Stamp:
     """An order's customer and creation time, as deciding each customer's latest order needs
     (latest.py); who is None where the order would not be mapped."""
     try:
-        order = converter.order(raw)
+        order = converter.order(raw, who_and_when=True)
         if in_window(order.created_at, filters):
-            who = identity_of(order)
+            who = order.email or identity_of(order)  # Klaviyo keys a profile by its email first
             return raw.offset, raw_id(raw), who, order.created_at.timestamp(), order.id
     except FieldError:
         pass

@@ -179,3 +179,42 @@ def test_the_latest_table_never_outlives_its_run(tmp_path: Path, own_state_folde
     failed = run(tmp_path, "send", "broken.csv", "--dry-run", "--preview", "0")
     assert failed.returncode == 2 and "broken.csv" in failed.stderr
     assert not list(scratch.iterdir())
+
+
+def test_a_stamp_names_the_profile_and_time_full_conversion_gives(tmp_path: Path) -> None:
+    """The profile pass converts each order only as far as its profile and time need
+    (`Converter.order(who_and_when=True)`): for every corpus order of every platform, awkward
+    ones included, it keeps or rejects exactly as the full conversion does, with the same
+    profile and time."""
+    try:
+        import corpus
+    except ImportError:  # tests/ made a package
+        from tests import corpus
+    from klaviyo_backfill.convert import Converter
+    from klaviyo_backfill.errors import FieldError
+    from klaviyo_backfill.events import identity_of
+    from klaviyo_backfill.job import job_from
+    from klaviyo_backfill.options import InputOptions, SendOptions
+    from klaviyo_backfill.parallel import stamp
+    from klaviyo_backfill.read import read_orders
+
+    writers = {"shopify": [(corpus.write_shopify_csv, "s.csv"), (corpus.write_shopify_json, "s.json")],
+               "woocommerce": [(corpus.write_woo_csv, "w.csv"), (corpus.write_woo_json, "w.json")]}  # fmt: skip
+    compared = kept = 0
+    for platform, outputs in writers.items():
+        orders = corpus.make_orders(400, 41, platform)
+        for write, name in outputs:
+            write(orders, tmp_path / name)
+            job = job_from(SendOptions(InputOptions((str(tmp_path / name),))))
+            converter = Converter(job.inputs[0].layout, job.settings)
+            for raw in read_orders(job.inputs[0]):
+                try:
+                    full = converter.order(raw)
+                    expected = (identity_of(full), full.created_at.timestamp(), full.id)
+                except FieldError:
+                    expected = None
+                _, _, who, at, oid = stamp(raw, converter, job.filters)
+                assert (None if who is None else (who, at, oid)) == expected, (name, raw.line)
+                compared += 1
+                kept += expected is not None
+    assert compared > 1000 and 0 < kept < compared  # some orders are rejected, most kept

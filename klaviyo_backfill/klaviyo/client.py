@@ -252,9 +252,13 @@ class Sender:
                 return  # stopped while waiting for its turn
             try:
                 try:
-                    await self._attempt(request, attempts.left())
+                    answer = await self._attempt(request, attempts.left())
                 finally:
-                    self.limiter.done()  # it reached Klaviyo by now, if at all
+                    # its answer is back (or it failed): it reached Klaviyo by now, if at all.
+                    # Told before the answer is settled, which takes the checkpoint's time
+                    self.limiter.done()
+                if answer is not None:
+                    await self._answer(request, answer)
                 return
             except Retry as retry:
                 self.stats.retries += 1
@@ -299,15 +303,15 @@ class Sender:
             self.stats.in_flight -= 1
         return Answer(response.status_code, response.headers, body, complete)
 
-    async def _attempt(self, request: Request, left: float) -> None:
-        """One try, its whole exchange bounded: `config.deadline`, or the request's time left."""
+    async def _attempt(self, request: Request, left: float) -> Answer | None:
+        """One try, its whole exchange bounded: `config.deadline`, or the request's time left
+        (None: the run stops, as a certificate Klaviyo's name does not match)."""
         budget = max(0.001, min(self.config.deadline, left))
         try:
-            answer = await within(budget, self.url, self._exchange(request))
+            return await within(budget, self.url, self._exchange(request))
         except CertificateError as exc:
             self.halt(exc)
-            return
-        await self._answer(request, answer)
+            return None
 
     async def _answer(self, request: Request, answer: Answer) -> None:
         """Klaviyo's acknowledgement, its throttling, its verdict on the request; or an
