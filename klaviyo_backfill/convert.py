@@ -145,7 +145,10 @@ class Converter:
         if email is not None:
             order.email = email
         else:
-            order.billing, order.shipping = _address(fields, "billing"), _address(fields, "shipping")
+            order.billing, order.shipping = (
+                _address(fields, "billing"),
+                _address(fields, "shipping"),
+            )
             _identity(fields, order)
         status = _status(fields)
         options = self.options

@@ -36,7 +36,9 @@ ORDERS = 27  # orders in EXPORT, every one of them sendable
 EVENTS = 111  # their events
 KEY = "pk_rogue_" + secrets.token_hex(12)  # unique, so "appears nowhere" can be searched for
 NO_METRICS = b'{"data": [], "links": {"self": "/api/metrics", "next": null}}'
-LOGIN_PAGE = b"<html><head><title>Sign in</title></head><body><form>Wi-Fi login</form></body></html>"
+LOGIN_PAGE = (
+    b"<html><head><title>Sign in</title></head><body><form>Wi-Fi login</form></body></html>"
+)
 
 
 @dataclass

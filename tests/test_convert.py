@@ -163,9 +163,7 @@ def test_a_layout_without_a_total_sums_its_lines() -> None:
 
 
 def test_a_cancellation_time_cancels_the_order() -> None:
-    order = convert(
-        raw_order(cancelled_at="2021-07-13 10:00:00 +0000", cancel_reason="customer")
-    )
+    order = convert(raw_order(cancelled_at="2021-07-13 10:00:00 +0000", cancel_reason="customer"))
     assert order.cancelled
     assert order.cancelled_at == datetime(2021, 7, 13, 10, 0, tzinfo=UTC)
     assert order.cancel_reason == "customer"

@@ -284,7 +284,9 @@ def test_a_wait_past_the_requests_time_gives_up_at_once() -> None:
         attempts.wait_after(Retry("429 throttled", 300.0, throttled=True))
 
 
-def wait_until(condition: Callable[[], bool], proc: subprocess.Popen[str], limit: float = 30) -> None:
+def wait_until(
+    condition: Callable[[], bool], proc: subprocess.Popen[str], limit: float = 30
+) -> None:
     deadline = time.monotonic() + limit
     while not condition():
         assert proc.poll() is None, proc.communicate()
@@ -475,7 +477,9 @@ def test_an_unexpected_error_in_a_worker_ends_the_run_at_once() -> None:
 
     async def go() -> None:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            await asyncio.wait_for(Sender(config, encoder, Broken(), client).run(iter(requests)), 10)
+            await asyncio.wait_for(
+                Sender(config, encoder, Broken(), client).run(iter(requests)), 10
+            )
 
     with pytest.raises(InternalError) as caught:
         asyncio.run(go())

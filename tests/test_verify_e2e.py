@@ -269,9 +269,10 @@ def test_verify_of_a_checkpoint_from_before_totals_reads_the_export_again(
                     "Asia/Tokyo")  # fmt: skip
     assert reread.returncode == 0, said(reread)
     assert rows_of(tmp_path / "old.json") == rows_of(tmp_path / "now.json")
-    assert sum(r["sent_count"] for r in rows_of(tmp_path / "now.json").values()) == len(
-        export.events
-    ) - 1
+    assert (
+        sum(r["sent_count"] for r in rows_of(tmp_path / "now.json").values())
+        == len(export.events) - 1
+    )
     assert "read again" in reread.stdout
     assert refused.returncode == 2, said(refused)
     assert "earlier version" in refused.stderr and "PATHS" in refused.stderr
