@@ -195,6 +195,10 @@ class Progress:
         self._write(f"stopping: {told}; Ctrl-C again to abandon them" if in_flight
                     else f"stopping: {told}; saving the checkpoint")  # fmt: skip
 
+    def preparing(self, what: str) -> None:
+        if self.mode != "off":
+            self._write(f"{what}...")
+
     # ------------------------------------------------------------ reading
 
     def reading(self) -> Reading:

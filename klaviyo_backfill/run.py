@@ -308,6 +308,9 @@ class Watcher(Protocol):
     def stopping(self, in_flight: int) -> None:
         """The first Ctrl-C (or SIGTERM): requests in flight finish, nothing new starts."""
 
+    def preparing(self, what: str) -> None:
+        """A reading of the exports before the first request (latest.py, survey.py)."""
+
 
 class Unwatched:
     """A send no one watches (a library caller's default)."""
@@ -322,6 +325,9 @@ class Unwatched:
         pass
 
     def stopping(self, in_flight: int) -> None:
+        pass
+
+    def preparing(self, what: str) -> None:
         pass
 
 
@@ -481,15 +487,18 @@ def send_job(
             tracker.reported.add((rejection.order_id, rejection.detail))
     delta = Delta(account, job.payload_salt()) if account is not None and skip_held else None
     is_done = reader.is_done if ledger.has_orders() else None  # a new job asks nothing
-    survey = None
+    survey, watcher = None, progress or Unwatched()
+    latest = job.profile_attributes == "latest"
     try:
         fresh = is_done is None and point is None  # read from the start, asking no checkpoint
         if delta is not None and not delta.empty and fresh and Survey.suits(job):
-            survey = Survey.take(job, delta, job.profile_attributes == "latest")
+            watcher.preparing("Reading the export against what this account holds")
+            survey = Survey.take(job, delta, latest)
+        elif latest:
+            watcher.preparing("Reading the export for each customer's latest order")
         checked = Resume(is_done, point, tracker.input_rejected, delta, survey)
         with profiles_for(job, delta, account, survey) as job:  # latest: a pass (or the survey)
-            return _sending(job, config, ledger, progress or Unwatched(), checked, tracker,
-                            stats)  # fmt: skip
+            return _sending(job, config, ledger, watcher, checked, tracker, stats)
     finally:
         if survey is not None:
             survey.close()

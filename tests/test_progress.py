@@ -287,3 +287,27 @@ def test_the_first_ctrl_c_names_the_requests_in_flight(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert "stopping: finishing 3 requests in flight; Ctrl-C again to abandon them" in err, err
     assert len(s.requests) == 3
+
+
+def test_a_reading_before_the_first_request_is_said(tmp_path: Path) -> None:
+    """The profile pass (and, to an account that holds orders, the survey) reads the whole
+    export before the first request: a long silence on a large one unless it is said."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
+    env.update(KLAVIYO_API_KEY=KEY, COLUMNS="80")
+    with st.StandIn(api_key=KEY) as s:
+        base = [CLI, "send", str(EXPORT), "--base-url", s.url, "--rate-limit", "100/s,1000/m"]
+
+        def said(*extra: str) -> str:
+            done = subprocess.run([*base, *extra], cwd=tmp_path, env=env, capture_output=True,
+                                  text=True, timeout=120)  # fmt: skip
+            assert done.returncode in (0, 1), done.stderr
+            return done.stderr
+
+        first = said("--restart", "--profile-attributes", "all")
+        assert "Reading the export" not in first  # nothing to read first
+        later = said("--restart")  # the account holds every order now
+        assert "Reading the export against what this account holds..." in later
+        assert "Reading the export" not in said("--restart", "-q")
+        assert "Reading the export for each customer's latest order..." in said(
+            "--restart", "--resend"
+        )
