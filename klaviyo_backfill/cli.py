@@ -428,8 +428,10 @@ def _real_send(options: SendOptions, console: Console, kw: dict[str, Any]) -> in
         return _nothing_to_do(console, outcome)
     if outcome.error is not None:  # what stopped the run comes first, before any summary
         click.echo(f"Error: {outcome.error}", err=True)
-    if not (isinstance(outcome.error, SendError) and not outcome.send.acknowledged):
-        console.print(send_summary(outcome))  # (a refused key before any answer: the error alone)
+    refused = isinstance(outcome.error, SendError) and not outcome.send.acknowledged
+    unread = outcome.interrupted and not outcome.stats.orders_read  # stopped before reading
+    if not (refused or unread):  # (a refused key before any answer: the error alone)
+        console.print(send_summary(outcome))
     if kw["summary_json"]:
         _write_json(kw["summary_json"], outcome_json(outcome) | {"dry_run": False})
     return _send_exit(console, outcome)

@@ -32,7 +32,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -490,15 +490,22 @@ def send_job(
     survey, watcher = None, progress or Unwatched()
     latest = job.profile_attributes == "latest"
     try:
-        fresh = is_done is None and point is None  # read from the start, asking no checkpoint
-        if delta is not None and not delta.empty and fresh and Survey.suits(job):
-            watcher.preparing("Reading the export against what this account holds")
-            survey = Survey.take(job, delta, latest)
-        elif latest:
-            watcher.preparing("Reading the export for each customer's latest order")
+        ahead = ExitStack()
+        try:
+            fresh = is_done is None and point is None  # from the start, asking no checkpoint
+            if delta is not None and not delta.empty and fresh and Survey.suits(job):
+                watcher.preparing("Reading the export against what this account holds")
+                survey = Survey.take(job, delta, latest)
+            elif latest:
+                watcher.preparing("Reading the export for each customer's latest order")
+            # latest: a pass over the exports (or the survey's)
+            ready = ahead.enter_context(profiles_for(job, delta, account, survey))
+        except KeyboardInterrupt:  # Ctrl-C while reading, before the first request
+            return SendOutcome(stats, send_stats, 0.0, interrupted=True, signal=signal.SIGINT,
+                               failures_path=job.failures)  # fmt: skip
         checked = Resume(is_done, point, tracker.input_rejected, delta, survey)
-        with profiles_for(job, delta, account, survey) as job:  # latest: a pass (or the survey)
-            return _sending(job, config, ledger, watcher, checked, tracker, stats)
+        with ahead:
+            return _sending(ready, config, ledger, watcher, checked, tracker, stats)
     finally:
         if survey is not None:
             survey.close()

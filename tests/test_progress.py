@@ -311,3 +311,35 @@ def test_a_reading_before_the_first_request_is_said(tmp_path: Path) -> None:
         assert "Reading the export for each customer's latest order..." in said(
             "--restart", "--resend"
         )
+
+
+def test_ctrl_c_while_reading_before_the_first_request(tmp_path: Path) -> None:
+    """Ctrl-C during the profile pass: nothing was sent, it says how to continue (not a bare
+    "Interrupted."), shows no summary of nothing, leaves no temporary file, and the command
+    it gives continues the job."""
+    header, _, body = EXPORT.read_bytes().partition(b"\n")
+    big = tmp_path / "orders.csv"  # the sample's orders again and again: a pass of seconds
+    big.write_bytes(header + b"\n" + body * (40_000_000 // len(body)))
+    state = Path(os.environ["XDG_STATE_HOME"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
+    env.update(KLAVIYO_API_KEY=KEY, COLUMNS="80")
+    with st.StandIn(api_key=KEY) as s:
+        cmd = [CLI, "send", str(big), "--base-url", s.url, "--rate-limit", "100/s,1000/m"]
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert line.startswith("Reading the export for each customer's latest order"), line
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert not s.requests  # stopped before the first request
+        assert "Stopped. Nothing is lost; continue with:" in err and "--resume" in err, err
+        assert "Traceback" not in err and out == ""  # no summary of nothing
+        assert not list((state / "klaviyo-backfill" / "tmp").glob("*"))  # no profile table left
+        resumed = err.strip().splitlines()[-1].split()
+        assert resumed[0] == "klaviyo-backfill" and resumed[-1] == "--resume"
+        done = subprocess.run([CLI, *resumed[1:], "-q"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode in (0, 1), done.stderr
+        assert s.requests  # the job went on
