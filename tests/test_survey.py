@@ -73,10 +73,10 @@ def _exports(where: Path) -> None:
         fh.write(new_again)
 
 
-def _stage_one(full: Path, url: str, jobs: int, surveyed: bool) -> dict[str, Any]:
-    """Stage one of a new job sending `full` to the account: what it maps, encodes and
+def _stage_one(paths: list[Path], url: str, jobs: int, surveyed: bool) -> dict[str, Any]:
+    """Stage one of a new job sending `paths` to the account: what it maps, encodes and
     counts, read twice (the profile pass, then stage one) or surveyed once."""
-    options = SendOptions(InputOptions((str(full),), jobs=jobs))
+    options = SendOptions(InputOptions(tuple(map(str, paths)), jobs=jobs))
     job = job_from(options)
     account = AccountLedger(account_ledger_path(account_id(url, KEY)))
     delta = Delta(account, job.payload_salt())
@@ -104,8 +104,9 @@ def _stage_one(full: Path, url: str, jobs: int, surveyed: bool) -> dict[str, Any
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["one-process", "split"])
+@pytest.mark.parametrize("again", [False, True], ids=["one-export", "and-the-early-one-again"])
 def test_a_survey_maps_exactly_what_two_readings_map(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, split: bool, again: bool
 ) -> None:
     _exports(tmp_path)
     with st.StandIn(api_key=KEY, port=free_port()) as s:
@@ -123,12 +124,17 @@ def test_a_survey_maps_exactly_what_two_readings_map(
         jobs = 2
         assert parallel.splittable(job_from(SendOptions(InputOptions(
             (str(tmp_path / "full.csv"),)))).inputs[0], jobs)  # fmt: skip
-    twice = _stage_one(tmp_path / "full.csv", url, jobs, surveyed=False)
-    once = _stage_one(tmp_path / "full.csv", url, jobs, surveyed=True)
+    # a second input whose every order came in the first: repeated ids across inputs
+    paths = [tmp_path / "full.csv", *([tmp_path / "early.csv"] if again else [])]
+    twice = _stage_one(paths, url, jobs, surveyed=False)
+    once = _stage_one(paths, url, jobs, surveyed=True)
     assert once == twice
     said = once["summary"]
     skipped = said["skipped"]
-    assert skipped["duplicate order id"] == 3
+    if again:  # every order of the early export comes twice
+        assert skipped["duplicate order id"] > 3 + 50
+    else:
+        assert skipped["duplicate order id"] == 3
     assert skipped["already in Klaviyo (this account)"] > 50  # the early orders, unchanged
     assert once["held_events"] > 0
     assert len(once["mapped"]) > 50  # new orders, and changed ones' new events
