@@ -185,8 +185,9 @@ def input_flags(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--jobs",
             type=click.IntRange(min=1),
-            help="Processes that read and map a large CSV for --dry-run and inspect "
-            "(default: one per core). A real send maps in one: the rate limit sets its pace.",
+            help="Processes that read a large CSV: to map it for --dry-run and inspect, and "
+            "before a send to find each customer's latest order and what the account holds "
+            "(default: one per core). A send maps in one: the rate limit sets its pace.",
         ),
     ]
     for option in reversed(options):

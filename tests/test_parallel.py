@@ -277,3 +277,27 @@ def test_a_worker_that_dies_is_a_message_not_a_traceback(shop_csv: Path, tmp_pat
     assert proc.returncode == 2, message
     assert "a worker process died" in message and "--jobs 1" in message
     assert "Traceback" not in message
+
+
+def test_a_worker_that_dies_between_pieces_is_a_worker_error(
+    shop_csv: Path, tmp_path: Path
+) -> None:
+    """A worker killed while the main process is still handing on a piece's orders breaks
+    the pool before the next piece is even submitted: that submit must say so as a
+    WorkerError too (it escaped as BrokenProcessPool, a traceback, 1 run in ~20)."""
+    from klaviyo_backfill.convert import Settings
+    from klaviyo_backfill.errors import WorkerError
+    from klaviyo_backfill.job import Filters, resolve_inputs
+
+    big, _ = _big_export(shop_csv, tmp_path)
+    (source,), _ = resolve_inputs([str(big)], None, None, None)
+    stamps = parallel.stamped_pieces(source, Settings(), Filters(), 2)
+    next(stamps)  # the first piece is back; the others are at work or queued
+    me = os.getpid()
+    workers = [int(p) for p in Path(f"/proc/{me}/task/{me}/children").read_text().split()]
+    assert workers
+    os.kill(workers[0], signal.SIGKILL)
+    time.sleep(1.0)  # the pool's manager thread finds it dead and marks the pool broken
+    with pytest.raises(WorkerError, match="a worker process died"):
+        for _ in stamps:
+            pass
