@@ -33,13 +33,12 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from multiprocessing.connection import Connection, wait
+from typing import Any, cast
 
 from .convert import Converter, Settings
 from .encode import Encoder, Part
@@ -297,23 +296,21 @@ def pieces(
         _Piece(source, start, line, end, settings, work, held)
         for (start, line), (end, _) in itertools.pairwise(starts)
     )
-    context = _start_method()
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_quiet_worker)
+    pool = _Pool(workers, _start_method())
     try:
-        pending: deque[Future[_Done]] = deque()
+        pending: deque[int] = deque()  # the worker of each piece handed out, in file order
+        handed = 0
         floor = 0  # orders that start before this were read by the previous piece's worker
         while True:
-            try:  # a worker that died breaks the pool: found by a result, or the next submit
+            try:
                 while len(pending) < workers * _AHEAD and (nxt := next(todo, None)) is not None:
-                    pending.append(pool.submit(_work_piece, nxt))
+                    pool.hand(handed % workers, nxt)
+                    pending.append(handed % workers)
+                    handed += 1
                 if not pending:
                     return
-                done = pending.popleft().result()
-            except BrokenProcessPool:
-                # let the pool's manager thread finish closing its pipes now: if it is still
-                # at it when the interpreter exits, concurrent.futures' exit hook writes to a
-                # closed pipe and prints a traceback (Python 3.11)
-                pool.shutdown(wait=True, cancel_futures=True)
+                done = pool.result(pending.popleft())
+            except _Died:
                 raise WorkerError(
                     f"a worker process died while reading {source.path} (out of memory, or killed)",
                     "Rerun with --jobs 1 to read it in one process.",
@@ -327,8 +324,98 @@ def pieces(
             if done.next_at is None:  # this worker read on to the end of the file
                 return
             if not done.cut_ok:  # the next piece began inside a row: read on here, in order
-                pool.shutdown(wait=False, cancel_futures=True)
+                pool.close()
                 yield from _in_order(source, settings, work, held, done.next_at)
                 return
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.close()
+
+
+class _Died(Exception):
+    """A worker process ended without giving back the piece it had."""
+
+
+@dataclass(slots=True)
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    tasks: Connection  # pieces to it
+    results: Connection  # their `_Done`s back, in the order handed
+
+
+class _Pool:
+    """Worker processes, each with a pipe of its own each way.
+
+    Not a ProcessPoolExecutor: its workers share one result pipe and its lock, so one killed
+    while writing a result (the OOM killer) left the others waiting on the lock and the pool
+    reading a message that never ends: the run hung, and then hung again at exit. Here a
+    worker's death ends its own pipe (no other process holds its writing end), and is found
+    by its sentinel or by the end of its pipe mid-message."""
+
+    def __init__(self, count: int, context: multiprocessing.context.BaseContext) -> None:
+        self.workers: list[_Worker] = []
+        forked = context.get_start_method() == "fork"
+        try:
+            for _ in range(count):
+                tasks_out, tasks_in = context.Pipe(duplex=False)
+                results_out, results_in = context.Pipe(duplex=False)
+                # a forked worker holds copies of this process's ends of its pipes and of
+                # the others': it closes them, so that each pipe ends with one process (a
+                # worker left behind by a killed run then sees the end, and exits)
+                ends = [(w.tasks, w.results) for w in self.workers] + [(tasks_in, results_out)]
+                others = [end.fileno() for pair in ends for end in pair]
+                args = (tasks_out, results_in, others if forked else [])
+                process = context.Process(target=_serve, args=args, daemon=True)  # type: ignore[attr-defined]
+                process.start()
+                tasks_out.close()  # the worker's ends: only it holds them now
+                results_in.close()
+                self.workers.append(_Worker(process, tasks_in, results_out))
+        except BaseException:
+            self.close()
+            raise
+
+    def hand(self, index: int, piece: _Piece) -> None:
+        try:
+            self.workers[index].tasks.send(piece)
+        except OSError:  # its end of the pipe is gone: it died
+            raise _Died from None
+
+    def result(self, index: int) -> _Done:
+        worker = self.workers[index]
+        ready = wait([worker.results, worker.process.sentinel])
+        if worker.results not in ready:
+            raise _Died
+        try:
+            answer = worker.results.recv()
+        except (EOFError, OSError):  # it died before, or while, writing its answer
+            raise _Died from None
+        if isinstance(answer, BaseException):
+            raise answer  # a bug in the worker: its own exception, here
+        return cast(_Done, answer)
+
+    def close(self) -> None:
+        """Stop every worker: those at work are not waited for (their pieces are not wanted)."""
+        for worker in self.workers:
+            if worker.process.is_alive():
+                worker.process.kill()
+        for worker in self.workers:
+            worker.process.join()
+            worker.tasks.close()
+            worker.results.close()
+        self.workers = []
+
+
+def _serve(tasks: Connection, results: Connection, others: list[int]) -> None:
+    """A worker process: each piece handed to it, worked on, its `_Done` sent back."""
+    _quiet_worker()
+    for fd in others:
+        os.close(fd)
+    while True:
+        try:
+            piece = tasks.recv()
+        except EOFError:  # the main process is gone
+            return
+        try:
+            done: object = _work_piece(piece)
+        except Exception as exc:  # a bug: told to the main process rather than lost here
+            done = exc
+        results.send(done)
