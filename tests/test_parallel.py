@@ -284,7 +284,7 @@ def test_a_worker_that_dies_between_pieces_is_a_worker_error(
 ) -> None:
     """A worker killed while the main process is still handing on a piece's orders, or while
     it writes its result: a WorkerError, never a traceback (it escaped as BrokenProcessPool
-    1 run in ~20) nor a hang (concurrent.futures' shared result pipe: 1 run in ~7)."""
+    2 runs in ~50) nor a hang (concurrent.futures' shared result pipe: once in a loop)."""
     from klaviyo_backfill.convert import Settings
     from klaviyo_backfill.errors import WorkerError
     from klaviyo_backfill.job import Filters, resolve_inputs
