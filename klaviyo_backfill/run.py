@@ -493,7 +493,9 @@ def send_job(
         ahead = ExitStack()
         try:
             fresh = is_done is None and point is None  # from the start, asking no checkpoint
-            if delta is not None and not delta.empty and fresh and Survey.suits(job):
+            # to an account that holds orders: one reading for both (a resumed run replays
+            # nothing, it reads from its resume point: it surveys for its profile table)
+            if delta is not None and not delta.empty and Survey.suits(job) and (fresh or latest):
                 watcher.preparing("Reading the export against what this account holds")
                 survey = Survey.take(job, delta, latest)
             elif latest:
@@ -503,7 +505,8 @@ def send_job(
         except KeyboardInterrupt:  # Ctrl-C while reading, before the first request
             return SendOutcome(stats, send_stats, 0.0, interrupted=True, signal=signal.SIGINT,
                                failures_path=job.failures)  # fmt: skip
-        checked = Resume(is_done, point, tracker.input_rejected, delta, survey)
+        replay = survey if fresh else None  # a resumed run reads from its resume point
+        checked = Resume(is_done, point, tracker.input_rejected, delta, replay)
         with ahead:
             return _sending(ready, config, ledger, watcher, checked, tracker, stats)
     finally:

@@ -87,8 +87,12 @@ def latest_of(rows: list[dict[str, str]]) -> dict[str, tuple[str, str]]:
 
 def sent_attributes(s: st.StandIn) -> dict[str, set[tuple[str, str]]]:
     """Every (name, city) each profile was sent, over every event the stand-in took."""
+    return sent_attributes_of(s.events)
+
+
+def sent_attributes_of(events: list[st.StoredEvent]) -> dict[str, set[tuple[str, str]]]:
     seen: dict[str, set[tuple[str, str]]] = {}
-    for event in s.events:
+    for event in events:
         p = event.profile
         if "first_name" in p or "location" in p:
             name = f"{p.get('first_name', '')} {p.get('last_name', '')}".strip()
@@ -218,3 +222,38 @@ def test_a_stamp_names_the_profile_and_time_full_conversion_gives(tmp_path: Path
                 compared += 1
                 kept += expected is not None
     assert compared > 1000 and 0 < kept < compared  # some orders are rejected, most kept
+
+
+def test_a_later_export_stopped_then_resumed_sends_each_event_once_and_only_the_latest(
+    tmp_path: Path,
+) -> None:
+    """The later export's first run stops part-way (--limit: deterministic), the second
+    continues it (--resume, from another reading of the export): together they send every
+    new event once, none the account held, and attributes only from each customer's latest
+    order, as one run does."""
+    rows = make_orders(seed=12, customers=120, orders=400)
+    cut = sorted(r["Created at"] for r in rows)[len(rows) * 6 // 10]
+    write(tmp_path / "early.csv", [r for r in rows if r["Created at"] <= cut])
+    write(tmp_path / "full.csv", rows)
+    with st.StandIn(api_key=KEY, port=free_port()) as s:
+        assert run(tmp_path, "send", "early.csv", "--base-url", s.url, *FAST).returncode == 0
+        first, held = len(s.requests), len(s.events)
+        part = run(tmp_path, "send", "full.csv", "--base-url", s.url, *FAST, "--limit", "40")
+        assert part.returncode == 0, part.stderr
+        middle = len(s.events)
+        rest = run(tmp_path, "send", "full.csv", "--base-url", s.url, *FAST, "--resume")
+        assert rest.returncode == 0, rest.stderr
+        taken = [r for r in s.requests[first:] if r.status == 202]
+        later = s.events[held:]
+    with st.StandIn(api_key=KEY, port=free_port()) as once:  # the full export in one go
+        assert run(tmp_path, "send", "full.csv", "--base-url", once.url, *FAST).returncode == 0
+        everything = {(e.identity, e.metric, e.key_uid) for e in once.events}
+    assert held < middle < held + len(later)  # both runs sent some
+    assert sum(r.n_events for r in taken) == sum(r.n_stored for r in taken)  # none twice
+    assert {(e.identity, e.metric, e.key_uid) for e in s.events} == everything
+    truth = latest_of(rows)
+    newer = {r["Email"] for r in rows if r["Created at"] > cut}
+    attributed = sent_attributes_of(later)
+    assert set(attributed) == newer  # every customer with a newer order gets its latest
+    for email, sent in attributed.items():
+        assert sent == {truth[email]}, email
