@@ -10,7 +10,8 @@ With `--profile-attributes latest` the same reading fills the table of each prof
 order (latest.py): the ledger's profile and time for a held order, the converted order's for
 the rest. Stage one of the send (orders.py) then replays the record: a run of held orders is
 counted at once, the orders to map are read again from their own offsets. The first new
-request so comes after one reading of the export, not two.
+request so comes after one reading of the export, not two. (A resumed run takes the survey
+for its profile table alone, and reads from its resume point.)
 
 The record is a private temporary file in the state folder (`survey-<pid>-*.record`: plain
 values in `marshal` batches, written and read back by this process alone; ~50 bytes per order
