@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .job import Job
     from .model import Order
 
-__all__ = ["Latest", "Mark", "Never", "read_stamps", "scratch"]
+__all__ = ["Latest", "Mark", "Never", "scratch"]
 
 Mark = tuple[float, str]  # an order's creation time (UNIX seconds) and id: larger is later
 
@@ -164,13 +164,13 @@ def _stamps(job: Job, delta: Delta | None) -> Iterator[tuple[str, Mark]]:
         if delta is None and splittable(source, workers):
             stamps = stamped_pieces(source, job.settings, job.filters, workers)
         else:
-            stamps = read_stamps(source, job, delta)
+            stamps = _read_stamps(source, job, delta)
         for _, order_id, who, at, oid in stamps:
             if (order_id is None or seen.add(order_id)) and who is not None:
                 yield who, (at, oid)
 
 
-def read_stamps(source: Input, job: Job, delta: Delta | None) -> Iterator[Stamp]:
+def _read_stamps(source: Input, job: Job, delta: Delta | None) -> Iterator[Stamp]:
     """`parallel.stamp` of each order of `source`, in this process; an order the account
     holds unchanged is not converted: its profile and time come from the account's ledger."""
     converter = Converter(source.layout, job.settings)

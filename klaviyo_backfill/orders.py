@@ -29,9 +29,9 @@ from .read import Input, Start, read_orders
 from .summary import Stats
 from .survey import Duplicate, HeldRun, Survey
 
-__all__ = ["HELD", "MappedOrder", "Resume", "mapped_orders"]
+__all__ = ["MappedOrder", "Resume", "mapped_orders"]
 
-HELD = "already in Klaviyo (this account)"  # the reason a skipped order is counted under
+_HELD = "already in Klaviyo (this account)"  # the reason a skipped order is counted under
 
 
 @dataclass(slots=True)
@@ -108,7 +108,7 @@ class _Mapper:
         """Orders in a row the account holds unchanged (the survey found them)."""
         stats = self.stats
         stats.orders_read += run.orders
-        stats.skipped[HELD] += run.orders
+        stats.skipped[_HELD] += run.orders
         stats.already_in_klaviyo += run.events
 
     def duplicate(self, repeat: Duplicate) -> None:
@@ -122,7 +122,7 @@ class _Mapper:
         The CSV reader asked the account already (`raw.held`, `raw.digest`); JSON asks here."""
         digest, held = (raw.digest or b"", raw.held) if csv else delta.unchanged(raw)
         if held is not None:
-            self.stats.skipped[HELD] += 1
+            self.stats.skipped[_HELD] += 1
             self.stats.already_in_klaviyo += held.events
             return None
         prepared = prepare(raw, converter, self.filters, index, None)
@@ -133,7 +133,7 @@ class _Mapper:
         if prepared.held is not None:
             self.stats.already_in_klaviyo += prepared.held.events
             if not prepared.events:
-                self.stats.skipped[HELD] += 1
+                self.stats.skipped[_HELD] += 1
                 return None
         if self.encoder is not None:
             prepared.parts = self.encoder.parts(prepared.events)
