@@ -55,6 +55,20 @@ def machine() -> dict[str, Any]:
     }
 
 
+def announce() -> dict[str, Any]:
+    """`machine()`, printed as every benchmark's first line."""
+    info = machine()
+    print(f"machine: {info['nproc']} cores, {info['cpu']}, Python {info['python']}, "
+          f"load {info['loadavg_1m']}")  # fmt: skip
+    return info
+
+
+def orders_for(events: int) -> int:
+    """How many orders of the benchmark export make about `events` events."""
+    pool = make_pool()
+    return math.ceil(events / (sum(pool.event_counts()) / len(pool.rows)))
+
+
 def cli() -> list[str]:
     """The installed console script of this venv (what a user runs), else `python -m`."""
     script = Path(sys.executable).parent / "klaviyo-backfill"

@@ -74,9 +74,7 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    info = c.machine()
-    print(f"machine: {info['nproc']} cores, {info['cpu']}, Python {info['python']}, "
-          f"load {info['loadavg_1m']}")  # fmt: skip
+    info = c.announce()
     env = {**os.environ, "KLAVIYO_API_KEY": c.API_KEY}
     env.pop("KLAVIYO_BASE_URL", None)
     with c.tempdir(args.keep) as tmp:

@@ -133,9 +133,7 @@ def main() -> None:
         else sorted({max(1, args.orders // 5), args.orders})
     )
 
-    info = c.machine()
-    print(f"machine: {info['nproc']} cores, {info['cpu']}, Python {info['python']}, "
-          f"load {info['loadavg_1m']}")  # fmt: skip
+    info = c.announce()
     startup = c.startup_seconds()
     print(f"CLI start-up (klaviyo-backfill --version, best of 3): {startup:.2f} s\n")
     results = []

@@ -98,12 +98,8 @@ def main() -> None:
     args = ap.parse_args()
     from standin import Faults, StandIn
 
-    info = c.machine()
-    print(f"machine: {info['nproc']} cores, {info['cpu']}, Python {info['python']}, "
-          f"load {info['loadavg_1m']}")  # fmt: skip
-    pool = c.make_pool()
-    per_order = sum(pool.event_counts()) / len(pool.rows)
-    sent = args.orders if args.orders is not None else math.ceil(args.events / per_order)
+    info = c.announce()
+    sent = args.orders if args.orders is not None else c.orders_for(args.events)
     total = sent + args.new
     startup = c.startup_seconds()
     env = {**os.environ, "KLAVIYO_API_KEY": c.API_KEY}

@@ -179,9 +179,7 @@ def main() -> None:
         args.endpoint, args.bulk_limits, args.orders = "bulk", "10/1,150/60", 101_054
     args.trace = args.trace or bool(args.keep_trace)
 
-    info = c.machine()
-    print(f"machine: {info['nproc']} cores, {info['cpu']}, Python {info['python']}, "
-          f"load {info['loadavg_1m']}")  # fmt: skip
+    info = c.announce()
     results = []
     if args.endpoint in ("bulk", "both"):
         results.append(run_endpoint("bulk", args.orders, args.bulk_limits, args))
