@@ -359,6 +359,19 @@ def fill(where: Path) -> Path:
     return filler
 
 
+def filling(where: Path) -> tuple[Callable[[Seen], Reply], list[Path]]:
+    """A rogue's answer that fills `where`'s disk as the first request is in flight, then
+    accepts it (202); and the list that gets the filler file, to free the space again."""
+    filled: list[Path] = []
+
+    def answer(seen: Seen) -> Reply:
+        if not filled:
+            filled.append(fill(where))
+        return Reply(202)
+
+    return answer, filled
+
+
 SINGLE_2 = ("--endpoint", "single", "--concurrency", "2")  # 111 requests: the queue stays full
 
 
@@ -370,13 +383,7 @@ def test_a_full_disk_under_the_checkpoint_stops_the_run_with_one_message(
     which checkpoint and why, and after space is freed --resume sends what was not recorded."""
     export_in(tmp_path)
     cp = tmpfs / "cp.sqlite"
-    filled: list[Path] = []
-
-    def answer(seen: Seen) -> Reply:
-        if not filled:
-            filled.append(fill(tmpfs))
-        return Reply(202)
-
+    answer, filled = filling(tmpfs)
     with Rogue(answer) as server:
         result = send(tmp_path, server.url, "--checkpoint", str(cp), *SINGLE_2, timeout=30)
     assert result.returncode == 2, said(result)
@@ -405,13 +412,7 @@ def test_a_full_disk_under_the_account_ledger_stops_the_run_naming_it(
     """The account's ledger (in the state folder, here on the tmpfs) is written before the
     checkpoint: its full disk is named the same way."""
     export_in(tmp_path)
-    filled: list[Path] = []
-
-    def answer(seen: Seen) -> Reply:
-        if not filled:
-            filled.append(fill(tmpfs))
-        return Reply(202)
-
+    answer, _ = filling(tmpfs)  # the tmpfs goes with the test: its filler too
     with Rogue(answer) as server:
         result = send(tmp_path, server.url, *SINGLE_2, timeout=30, XDG_STATE_HOME=str(tmpfs))
     assert result.returncode == 2, said(result)
