@@ -142,6 +142,34 @@ def run_measured(
                         out.read(), err.read(), max(own, tree_kb / 1024))  # fmt: skip
 
 
+@dataclass
+class Launched:
+    returncode: int
+    stdout: str
+    stderr: str
+    first_request: float  # seconds from launch to the first request the stand-in received
+    seconds: float  # launch to exit
+
+
+def launch(
+    cmd: Sequence[str], standin: Any, env: dict[str, str], timeout: float, cwd: Path | None = None
+) -> Launched:
+    """Run the CLI to its end (killed after `timeout`) against an in-process stand-in, and
+    time its first request there (inf: none came)."""
+    launched = time.monotonic()
+    proc = subprocess.Popen(list(cmd), env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    seconds = time.monotonic() - launched
+    requests = standin.requests
+    first = requests[0].time_received - launched if requests else math.inf
+    return Launched(proc.returncode, out, err, first, seconds)
+
+
 def startup_seconds(repeat: int = 3) -> float:
     """`klaviyo-backfill --version`: interpreter start plus every import of the CLI."""
     return min(run_measured([*cli(), "--version"]).seconds for _ in range(repeat))

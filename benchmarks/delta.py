@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -98,23 +96,15 @@ def main() -> None:
         cmd = [*c.cli(), "send", str(export.path), "-q", "--base-url", s.url, "--summary-json",
                str(summary_path), "--failures", str(tmp / "failures.jsonl"),
                "--profile-attributes", args.profile_attributes]  # fmt: skip
-        launched = time.monotonic()
-        proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
-        try:
-            out, err = proc.communicate(timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        finished = time.monotonic()
+        run = c.launch(cmd, s, env, args.timeout, cwd=tmp)
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        first = s.requests[0].time_received - launched if s.requests else math.inf
         stand = s.summary()
         if not summary_path.exists():
-            print(out, err, file=sys.stderr)
-            raise SystemExit(f"the send failed (exit {proc.returncode})")
+            print(run.stdout, run.stderr, file=sys.stderr)
+            raise SystemExit(f"the send failed (exit {run.returncode})")
         summary = json.loads(summary_path.read_text())
 
+    first = run.first_request
     skip = first - startup
     ratio = skip / bare
     skipped = summary["skipped"].get("already in Klaviyo (this account)", 0)
@@ -126,11 +116,11 @@ def main() -> None:
          (f"bare csv.DictReader pass over the part already sent ({sent_rows:,} rows)", bare),
          ("launch -> first new request at the stand-in", first),
          ("  minus start-up: skipping what the account holds", skip),
-         ("whole send (launch -> exit)", finished - launched)],
+         ("whole send (launch -> exit)", run.seconds)],
         title=f"\nA later export: {sent:,} orders held by the account, {args.new:,} new, "
               f"--profile-attributes {args.profile_attributes}"))  # fmt: skip
     print(f"\nskipping / bare pass: {ratio:.2f}x (start-up excluded; {first / bare:.2f}x with it)")
-    print(f"send: exit {proc.returncode}, {skipped:,} orders skipped as already in Klaviyo, "
+    print(f"send: exit {run.returncode}, {skipped:,} orders skipped as already in Klaviyo, "
           f"stand-in stored {stand['events_stored']:,} (expected {new_events:,}): "
           f"{'consistent' if correct else 'INCONSISTENT'}; peak RSS of all children "
           f"{usage.ru_maxrss / 1024:.0f} MB")  # fmt: skip
@@ -141,7 +131,7 @@ def main() -> None:
         "orders_new": args.new, "ledger_mb": round(ledger_bytes / 1e6, 1),
         "startup_s": round(startup, 3), "bare_parse_s": round(bare, 3),
         "first_request_s": round(first, 3), "skip_ratio": round(ratio, 2),
-        "run_s": round(finished - launched, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "run_s": round(run.seconds, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024),
         "consistent": correct,
     })  # fmt: skip
 

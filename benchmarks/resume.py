@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -122,24 +120,16 @@ def main() -> None:
         with StandIn(faults=Faults(latency=args.latency)) as s:
             cmd += ["--base-url", s.url]
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            launched = time.monotonic()
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)  # fmt: skip
-            try:
-                out, err = proc.communicate(timeout=args.timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, err = proc.communicate()
-            finished = time.monotonic()
+            run = c.launch(cmd, s, env, args.timeout)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-            first = s.requests[0].time_received - launched if s.requests else math.inf
             stand = s.summary()
         if not summary_path.exists():
-            print(out, err, file=sys.stderr)
-            raise SystemExit(f"the resumed run failed (exit {proc.returncode})")
+            print(run.stdout, run.stderr, file=sys.stderr)
+            raise SystemExit(f"the resumed run failed (exit {run.returncode})")
         summary = json.loads(summary_path.read_text())
 
+    first = run.first_request
     skip = first - startup
     ratio = skip / bare
     skipped = summary["skipped"].get("already sent (checkpoint)", 0)
@@ -155,7 +145,7 @@ def main() -> None:
          (f"bare csv.DictReader pass over the sent part ({sent_rows:,} rows)", bare),
          ("launch -> first new request at the stand-in", first),
          ("  minus start-up: skipping (+ mapping the first request)", skip),
-         ("whole resumed run (launch -> exit)", finished - launched),
+         ("whole resumed run (launch -> exit)", run.seconds),
          ("  its CPU time (user + sys; far below wall = a busy machine)", cpu)],
         title=f"\nResume after {sent:,} sent orders ({sent_events:,} events), {args.new:,} new"))  # fmt: skip
     print(
@@ -164,7 +154,7 @@ def main() -> None:
     how = (
         f"resumed at {resumed_at}" if resumed_at else f"{skipped:,} orders skipped as already sent"
     )
-    print(f"resumed run: exit {proc.returncode}, {how}, "
+    print(f"resumed run: exit {run.returncode}, {how}, "
           f"{summary['orders_sent']:,} orders / {sent_now:,} events sent in {summary['requests']} "
           f"requests; stand-in stored {stand['events_stored']:,} (expected {new_events:,}): "
           f"{'consistent' if correct else 'INCONSISTENT'}")  # fmt: skip
@@ -184,7 +174,7 @@ def main() -> None:
         "bare_parse_cpu_s": round(bare_cpu, 3), "first_request_s": round(first, 3),
         "skip_s": round(skip, 3), "skip_ratio": round(ratio, 2),
         "skip_ratio_with_startup": round(first / bare, 2),
-        "run_s": round(finished - launched, 3), "run_cpu_s": round(cpu, 3), "exit_code": proc.returncode,
+        "run_s": round(run.seconds, 3), "run_cpu_s": round(cpu, 3), "exit_code": run.returncode,
         "orders_skipped": skipped, "resumed_at": resumed_at, "events_sent_now": sent_now,
         "standin_events_stored": stand["events_stored"], "consistent": correct,
         "targets": {"first_request_max_s": TARGET_FIRST_S, "skip_ratio_max": TARGET_SKIP_RATIO,
