@@ -47,6 +47,7 @@ __all__ = [
     "locate",
     "open_ledger",
     "process_start",
+    "superseded",
     "trouble",
 ]
 
@@ -612,8 +613,11 @@ def open_ledger(
     """The ledger to send with, bound to this job's `fingerprint` (what `describe` names) and
     to the Klaviyo `account` it sends to (klaviyo/account.py).
 
-    new      refuses an unfinished checkpoint (UnfinishedRun: continue it, or restart), and
-             returns Finished for one that says the export was sent completely
+    new      refuses an unfinished checkpoint (UnfinishedRun: continue it, or restart),
+             returns Finished for one that says this very export was sent completely, and
+             starts afresh over a finished one of another export at the same path (a new
+             export saved over the old file, another window): the account's ledger, not the
+             checkpoint, says what of it is held already (`superseded`)
     resume   continues an existing checkpoint; there must be one
     restart  deletes any checkpoint (with its -wal and -shm) and starts over
     A checkpoint that a live process is sending with is refused in every mode.
@@ -630,11 +634,14 @@ def open_ledger(
             _refuse_if_running(ledger)
             ledger.check_account(account)
             state, condition, rejected = ledger.state, ledger.condition(), ledger.rejected_apart()
+            known = ledger.get("fingerprint")
         finally:
             ledger.close()
-        if state == "finished":
+        if state != "finished":
+            raise UnfinishedRun(f"an unfinished run ({condition}) has a checkpoint at {path}")
+        if known == fingerprint:
             return Finished(path, *rejected)
-        raise UnfinishedRun(f"an unfinished run ({condition}) has a checkpoint at {path}")
+        discard(path)
     ledger = Ledger(path)
     try:
         _refuse_if_running(ledger)
@@ -643,6 +650,18 @@ def open_ledger(
         ledger.close()
         raise
     return ledger
+
+
+def superseded(path: Path, mode: Mode, fingerprint: str) -> bool:
+    """A new run (`mode` new) over a finished checkpoint of another export or window at the
+    same path: `open_ledger` starts that job afresh, and it is sent as a new job is."""
+    if mode != "new" or not path.exists():
+        return False
+    ledger = Ledger(path)
+    try:
+        return ledger.state == "finished" and ledger.get("fingerprint") != fingerprint
+    finally:
+        ledger.close()
 
 
 _OURS = (b"klaviyo-backfill", b"klaviyo_backfill")

@@ -51,6 +51,7 @@ from .checkpoint import (
     found_for,
     locate,
     open_ledger,
+    superseded,
 )
 from .errors import (
     BackfillError,
@@ -378,11 +379,16 @@ def send(
     config = send_config(job, options, ask_key)
     account = config.account
     path = locate(list(options.inputs.paths), account, options.mode, options.checkpoint)
-    new_job = options.mode == "restart" or (options.mode == "new" and not path.exists())
+    fingerprint = job.fingerprint()
+    new_job = (
+        options.mode == "restart"
+        or (options.mode == "new" and not path.exists())
+        or superseded(path, options.mode, fingerprint)
+    )
     overlap = None
     if new_job and config.endpoint.versioned:
         overlap = "allowed" if options.allow_overlap else overlap_check(job, config, notify)
-    ledger = open_ledger(path, options.mode, job.fingerprint(), FINGERPRINTED, account)
+    ledger = open_ledger(path, options.mode, fingerprint, FINGERPRINTED, account)
     if isinstance(ledger, Finished):
         return ledger
     if overlap is not None:

@@ -106,6 +106,54 @@ def test_a_later_export_sends_only_what_is_new(exports: Path, tmp_path: Path) ->
         assert union == fresh.keys()
 
 
+def test_a_later_export_saved_over_the_old_file_sends_only_what_is_new(
+    exports: Path, tmp_path: Path
+) -> None:
+    """Shopify names every export orders_export.csv: next month's, saved over last month's
+    and sent with the same command, is a new export (issue: "a new export saved over the old
+    one is not sent")."""
+    export = tmp_path / "orders_export.csv"
+    shutil.copy(exports / "early.csv", export)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with st.StandIn(api_key=KEY, port=free_port()) as s:
+        first = run(tmp_path, "send", "orders_export.csv", "--base-url", s.url, *FAST)
+        assert first.returncode in (0, 1), first.stderr
+        early_keys = s.keys()
+        shutil.copy(exports / "full.csv", export)
+        mark = len(s.requests)
+        second = run(elsewhere, "send", str(export), "--base-url", s.url, *FAST,
+                     "--summary-json", "summary.json")  # fmt: skip
+        assert second.returncode in (0, 1), second.stdout + second.stderr
+        assert "Nothing to do" not in second.stdout + second.stderr
+        sent, stored = sent_since(s, mark)
+        union = s.keys()
+        assert sent == stored, f"{sent - stored} events the account held were sent again"
+        assert sent == len(union - early_keys) > 0
+        assert summary(elsewhere)["events_already_in_klaviyo"] == len(early_keys)
+        mark = len(s.requests)
+        third = run(tmp_path, "send", "orders_export.csv", "--base-url", s.url, *FAST)
+        assert "Nothing to do" in third.stdout, third.stdout + third.stderr
+        assert sent_since(s, mark) == (0, 0)
+
+
+def test_two_windows_of_one_export_sent_apart_both_land(exports: Path, tmp_path: Path) -> None:
+    """`--until A`, then `--since B` of the same file: the second is not 'nothing to do'."""
+    shutil.copy(exports / "full.csv", tmp_path / "full.csv")
+    with st.StandIn(api_key=KEY, port=free_port()) as s:
+        early = run(tmp_path, "send", "full.csv", "--base-url", s.url, *FAST, "--until",
+                    "2020-06-30")  # fmt: skip
+        assert early.returncode in (0, 1), early.stderr
+        first = {e.time for e in s.events if e.metric == "Placed Order"}
+        late = run(tmp_path, "send", "full.csv", "--base-url", s.url, *FAST, "--since",
+                   "2020-07-01")  # fmt: skip
+        assert late.returncode in (0, 1), late.stdout + late.stderr
+        assert "Nothing to do" not in late.stdout
+        second = {e.time for e in s.events if e.metric == "Placed Order"} - first
+    assert first and max(t or "" for t in first) < "2020-07-01"
+    assert second and min(t or "~" for t in second) >= "2020-07-01"
+
+
 def test_resend_sends_what_the_account_holds_too(exports: Path, tmp_path: Path) -> None:
     shutil.copy(exports / "early.csv", tmp_path / "early.csv")
     with st.StandIn(api_key=KEY, port=free_port()) as s:
