@@ -231,14 +231,14 @@ class Pool:
     def event_counts(self) -> list[int]:
         """Events per pool order, by running the tool's own reader and mapper over the pool."""
         if self._events is None:
-            from klaviyo_backfill.convert import Settings
-            from klaviyo_backfill.failures import Failures
-            from klaviyo_backfill.job import Job
-            from klaviyo_backfill.layouts import builtin_layouts
-            from klaviyo_backfill.orders import mapped_orders
-            from klaviyo_backfill.read import Input
-            from klaviyo_backfill.summary import Stats
-            from klaviyo_backfill.values import zone
+            from klaviyo_backfill.inputs.layouts import builtin_layouts
+            from klaviyo_backfill.inputs.read import Input
+            from klaviyo_backfill.inputs.values import zone
+            from klaviyo_backfill.mapping.convert import Settings
+            from klaviyo_backfill.pipeline.job import Job
+            from klaviyo_backfill.pipeline.orders import mapped_orders
+            from klaviyo_backfill.pipeline.summary import Stats
+            from klaviyo_backfill.state.failures import Failures
 
             with tempdir() as tmp:
                 path = tmp / "pool.csv"

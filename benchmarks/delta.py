@@ -36,12 +36,12 @@ def build_ledger(
 ) -> tuple[float, int]:
     """The account ledger after the first `sent` orders went: (seconds, bytes on disk)."""
     os.environ["XDG_STATE_HOME"] = str(state)
-    from klaviyo_backfill.account_ledger import AccountLedger, OrderFacts, account_ledger_path
-    from klaviyo_backfill.delta import Delta
-    from klaviyo_backfill.job import job_from
+    from klaviyo_backfill.inputs.read import read_orders
     from klaviyo_backfill.klaviyo.account import account_id
     from klaviyo_backfill.options import InputOptions, SendOptions
-    from klaviyo_backfill.read import read_orders
+    from klaviyo_backfill.pipeline.job import job_from
+    from klaviyo_backfill.presend.delta import Delta
+    from klaviyo_backfill.state.account_ledger import AccountLedger, OrderFacts, account_ledger_path
 
     started = time.perf_counter()
     job = job_from(SendOptions(InputOptions((str(export.path),)), profile_attributes=mode))

@@ -2,7 +2,7 @@
 the checkpoint holds compare with just reading their rows?
 
 Writes an export of N + --new orders, and a checkpoint holding the first N (in file order) as
-sent - built with klaviyo_backfill.checkpoint.Ledger directly, bound to the fingerprint the
+sent - built with klaviyo_backfill.state.checkpoint.Ledger directly, bound to the fingerprint the
 CLI computes (the Job is built by job.job_from with the CLI's defaults), state "stopped",
 exactly as an interrupted run leaves it. Then runs `klaviyo-backfill send FILE --resume
 --checkpoint CK --base-url URL` against the stand-in (in this process, real limits, 50 ms
@@ -39,8 +39,8 @@ TARGET_SKIP_RATIO = 1.5
 
 def resume_offset(export: c.Export, sent: int) -> int:
     """The byte offset of order number `sent` (0-based): the resume point the tool records."""
-    from klaviyo_backfill.layouts import builtin_layouts
-    from klaviyo_backfill.read import Input, read_orders
+    from klaviyo_backfill.inputs.layouts import builtin_layouts
+    from klaviyo_backfill.inputs.read import Input, read_orders
 
     source = Input(str(export.path), builtin_layouts()["shopify-csv"], "utf-8-sig")
     for number, raw in enumerate(read_orders(source, skip=lambda _: True)):
@@ -52,9 +52,9 @@ def resume_offset(export: c.Export, sent: int) -> int:
 def make_checkpoint(path: Path, export: c.Export, sent: int, watermark: bool = True) -> float:
     """The ledger an interrupted run leaves after `sent` orders; returns seconds taken
     (finding the resume point's offset is not counted)."""
-    from klaviyo_backfill.checkpoint import Landmarks, Ledger
-    from klaviyo_backfill.job import job_from
     from klaviyo_backfill.options import InputOptions, SendOptions
+    from klaviyo_backfill.pipeline.job import job_from
+    from klaviyo_backfill.state.checkpoint import Landmarks, Ledger
 
     offset = resume_offset(export, sent) if watermark else None
 

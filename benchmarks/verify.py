@@ -2,7 +2,7 @@
 yearly aggregate queries), and what the overlap check adds to a new send.
 
 verify    A checkpoint whose sent totals cover 5 metrics x 120 months (2016-2025) x 2
-          currencies, built with klaviyo_backfill.checkpoint.Ledger and bound to the account
+          currencies, built with klaviyo_backfill.state.checkpoint.Ledger and bound to the account
           of the stand-in's key, and a stand-in (in this process) at Klaviyo's published read
           limits (GET /api/metrics 10/s and 150/min; POST /api/metric-aggregates 3/s and
           60/min) holding exactly those events, answering each request after --latency
@@ -56,8 +56,8 @@ def months() -> list[str]:
 def make_checkpoint(path: Path, base_url: str) -> int:
     """A finished checkpoint of this stand-in's account whose totals are `PER_CELL` events
     of 12.34 per metric, month and currency; returns the number of rows."""
-    from klaviyo_backfill.checkpoint import Ledger, Total
     from klaviyo_backfill.klaviyo.account import account_id
+    from klaviyo_backfill.state.checkpoint import Ledger, Total
 
     ledger = Ledger(path)
     try:

@@ -7,7 +7,6 @@ The core, rich and httpx are imported inside the commands, so `--help` starts fa
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shlex
 import signal
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
+from .commands.outputs import check_writable, configure_logging, write_json
 from .errors import (
     BackfillError,
     BackfillWarning,
@@ -46,7 +46,7 @@ from .options import (
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .run import DryRun, Finished, SendOutcome, Verification
+    from .results import DryRun, Finished, SendOutcome, Verification
 
 
 def _edge(func: Callable[..., int]) -> Callable[..., None]:
@@ -97,48 +97,6 @@ def _warnings() -> None:
 def _quiet_stdout() -> None:
     """stdout's reader went away: point it at /dev/null so the exit flush does not fail."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def _check_writable(path: str, option: str) -> None:
-    """Before any work: a file the run writes at its end must be writable then."""
-    target = Path(path)
-    if target.is_symlink():
-        raise UsageError(f"{option} {path} is a symbolic link: refusing to follow it",
-                         "Name the file itself, not a link to it (or remove the link).")  # fmt: skip
-    folder = target.parent
-    if target.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
-        why = "is a folder" if target.is_dir() else f"cannot be written in {folder}"
-        raise UsageError(f"{option} {path} {why}")
-    if target.exists() and not os.access(target, os.W_OK):
-        raise UsageError(f"{option} {path} cannot be written")
-
-
-def _write_json(path: str, data: dict[str, Any]) -> None:
-    from .run import write_private
-
-    write_private(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", "--summary-json")
-
-
-def _logging(verbose: int, log_file: str | None) -> None:
-    """-v: retries, 429 pauses and isolation splits on stderr; -vv: every throttle wait and
-    checkpoint commit too. --log FILE: all of it, to a file. Never the key, never personal
-    data: lines name requests by their size and orders by their id."""
-    root = logging.getLogger("klaviyo_backfill")
-    if not verbose and not log_file:
-        return
-    root.setLevel(logging.DEBUG)
-    fmt = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
-    if verbose:
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
-        handler.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
-    if log_file:
-        from .run import open_private
-
-        handler = logging.StreamHandler(open_private(log_file, "--log", text=True))
-        handler.setFormatter(fmt)
-        root.addHandler(handler)
 
 
 @click.group()
@@ -355,8 +313,8 @@ def send(**kw: Any) -> int:
                    "machine (ps, /proc); prefer KLAVIYO_API_KEY, or leave both out to be asked.",
                    err=True)  # fmt: skip
     if kw["summary_json"]:
-        _check_writable(kw["summary_json"], "--summary-json")
-    _logging(kw["verbose"], kw["log_file"])
+        check_writable(kw["summary_json"], "--summary-json")
+    configure_logging(kw["verbose"], kw["log_file"])
     from rich.console import Console
 
     console = Console(stderr=options.output == "-")
@@ -366,8 +324,8 @@ def send(**kw: Any) -> int:
 
 
 def _dry_run(options: SendOptions, console: Console, kw: dict[str, Any]) -> int:
-    from .report import describe, preview, rejections, samples, summary_table
-    from .run import dry_run
+    from .commands.dry_run import dry_run
+    from .reports.terminal import describe, preview, rejections, samples, summary_table
 
     result: DryRun = dry_run(options, kw["preview_count"])
     if result.first:
@@ -376,7 +334,7 @@ def _dry_run(options: SendOptions, console: Console, kw: dict[str, Any]) -> int:
         samples(console, result.endpoint, result.samples)
     console.print(summary_table(result.stats, "Dry run: nothing was sent"))
     if kw["summary_json"]:
-        _write_json(kw["summary_json"], describe(result.stats) | {"dry_run": True})
+        write_json(kw["summary_json"], describe(result.stats) | {"dry_run": True})
     if result.failures:
         kinds = result.failure_kinds
         told = rejections(kinds.get("orders", 0), kinds.get("events", 0), kinds.get("changed", 0))
@@ -408,7 +366,7 @@ def _resume_command() -> str:
 
 
 def _nothing_to_do(console: Console, finished: Finished) -> int:
-    from .report import rejections
+    from .reports.terminal import rejections
 
     told = rejections(finished.orders_rejected, finished.events_rejected)
     console.print(f"Nothing to do: checkpoint {finished.path} says this export was sent completely"
@@ -418,9 +376,10 @@ def _nothing_to_do(console: Console, finished: Finished) -> int:
 
 
 def _real_send(options: SendOptions, console: Console, kw: dict[str, Any]) -> int:
-    from .progress import Progress
-    from .report import outcome_json, send_summary
-    from .run import SendOutcome, send
+    from .commands.send import send
+    from .reports.progress import Progress
+    from .reports.terminal import outcome_json, send_summary
+    from .results import SendOutcome
 
     progress = Progress(enabled=not kw["quiet"])
     with progress:
@@ -434,12 +393,12 @@ def _real_send(options: SendOptions, console: Console, kw: dict[str, Any]) -> in
     if not (refused or unread):  # (a refused key before any answer: the error alone)
         console.print(send_summary(outcome))
     if kw["summary_json"]:
-        _write_json(kw["summary_json"], outcome_json(outcome) | {"dry_run": False})
+        write_json(kw["summary_json"], outcome_json(outcome) | {"dry_run": False})
     return _send_exit(console, outcome)
 
 
 def _send_exit(console: Console, outcome: SendOutcome) -> int:
-    from .report import rejections
+    from .reports.terminal import rejections
 
     failed = outcome.failures
     if failed:
@@ -466,11 +425,11 @@ def _send_exit(console: Console, outcome: SendOutcome) -> int:
 @_edge
 def inspect(as_json: bool, html_path: str | None, **kw: Any) -> int:
     """Read the exports and report what a backfill would send; send nothing."""
-    from .report import describe, inspect_html, inspect_report
-    from .run import inspect as inspect_exports
+    from .commands.inspect import inspect as inspect_exports
+    from .reports.terminal import describe, inspect_html, inspect_report
 
     if html_path:
-        _check_writable(html_path, "--html")
+        check_writable(html_path, "--html")
     stats = inspect_exports(SendOptions(inputs=_inputs(kw)))
     if html_path:
         Path(html_path).write_text(inspect_html(stats), encoding="utf-8")
@@ -493,8 +452,8 @@ def status(paths: tuple[str, ...], checkpoint: str | None) -> int:
     """Report a checkpoint: orders done, rejected, and the last run."""
     from rich.console import Console
 
-    from .report import status_table
-    from .run import open_status
+    from .commands.status import open_status
+    from .reports.terminal import status_table
 
     with open_status(paths, checkpoint) as found:
         for path, ledger in found:
@@ -515,7 +474,7 @@ def _read_options(kw: dict[str, Any], paths: tuple[str, ...]) -> SendOptions:
 def _outputs(kw: dict[str, Any]) -> None:
     for option in ("json_path", "html_path"):
         if kw.get(option):
-            _check_writable(kw[option], "--" + option.removesuffix("_path"))
+            check_writable(kw[option], "--" + option.removesuffix("_path"))
 
 
 @main.command()
@@ -543,8 +502,8 @@ def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None,
     --until, --endpoint, --revision, --trigger-flows)."""
     from rich.console import Console
 
-    from .report import verify_html, verify_report
-    from .run import verify as verify_job
+    from .commands.verify import verify as verify_job
+    from .reports.terminal import verify_html, verify_report
 
     _outputs({"json_path": json_path, "html_path": html_path})
     options = _read_options(kw, paths)
@@ -554,7 +513,7 @@ def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None,
         result: Verification = verify_job(options)
     verify_report(Console(), result)
     if json_path:
-        _write_json(json_path, result.as_json())
+        write_json(json_path, result.as_json())
     if html_path:
         Path(html_path).write_text(verify_html(result), encoding="utf-8")
     return ExitCode.SHORT if result.short else ExitCode.OK
@@ -576,8 +535,8 @@ def preflight(json_path: str | None, **kw: Any) -> int:
     Exit 1 when there is such an overlap."""
     from rich.console import Console
 
-    from .report import preflight_report
-    from .run import preflight as preflight_job
+    from .commands.preflight import preflight as preflight_job
+    from .reports.terminal import preflight_report
 
     _outputs({"json_path": json_path})
     options = _read_options(kw, kw.pop("paths"))
@@ -587,5 +546,5 @@ def preflight(json_path: str | None, **kw: Any) -> int:
         report = preflight_job(options)
     preflight_report(Console(), report)
     if json_path:
-        _write_json(json_path, report.as_json())
+        write_json(json_path, report.as_json())
     return ExitCode.SHORT if report.overlaps else ExitCode.OK

@@ -30,7 +30,7 @@ PROFILE_ATTRIBUTES = ("latest", "all", "none")  # --profile-attributes: latest.p
 
 def format_names() -> list[str]:
     """The built-in layouts' names (their files' names), without parsing them."""
-    folder = resources.files(__package__).joinpath("layouts")
+    folder = resources.files(__package__).joinpath("inputs", "layouts")
     return sorted(
         e.name.removesuffix(".toml") for e in folder.iterdir() if e.name.endswith(".toml")
     )

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from klaviyo_backfill.checkpoint import FORMAT_VERSION, Landmarks, Ledger, Total
 from klaviyo_backfill.errors import CheckpointError
-from klaviyo_backfill.failures import Failures
 from klaviyo_backfill.klaviyo.client import SendStats
 from klaviyo_backfill.model import Event, Rejection
-from klaviyo_backfill.orders import MappedOrder
-from klaviyo_backfill.tracker import Tracker
+from klaviyo_backfill.pipeline.orders import MappedOrder
+from klaviyo_backfill.pipeline.tracker import Tracker
+from klaviyo_backfill.state.checkpoint import FORMAT_VERSION, Landmarks, Ledger, Total
+from klaviyo_backfill.state.failures import Failures
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from klaviyo_backfill.convert import Settings, to_order
 from klaviyo_backfill.errors import FieldError
-from klaviyo_backfill.layouts import builtin_layouts, parse
+from klaviyo_backfill.inputs.layouts import builtin_layouts, parse
+from klaviyo_backfill.inputs.values import zone
+from klaviyo_backfill.mapping.convert import Settings, to_order
 from klaviyo_backfill.model import Order, RawOrder
-from klaviyo_backfill.values import zone
 
 LAYOUTS = builtin_layouts()
 SHOPIFY_CSV, WOO_JSON = LAYOUTS["shopify-csv"], LAYOUTS["woocommerce-json"]

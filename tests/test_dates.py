@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from klaviyo_backfill.cli import main
 from klaviyo_backfill.errors import FieldError, UsageError
-from klaviyo_backfill.job import parse_when
-from klaviyo_backfill.values import parse_time, read_time
+from klaviyo_backfill.inputs.values import parse_time, read_time
+from klaviyo_backfill.pipeline.job import parse_when
 
 NEW_YORK = ZoneInfo("America/New_York")
 HEADER = "Name,Email,Financial Status,Currency,Total,Created at,Lineitem quantity,Lineitem name,Lineitem price"  # fmt: skip

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from klaviyo_backfill.distinct import DistinctCount, SeenIds
+from klaviyo_backfill.pipeline.distinct import DistinctCount, SeenIds
 
 
 def test_seen_ids_stay_exact_after_spilling_to_disk() -> None:
@@ -32,7 +32,7 @@ def test_the_estimate_is_the_same_in_every_process() -> None:
     import sys
 
     code = (
-        "from klaviyo_backfill.distinct import DistinctCount, stable_hash\n"
+        "from klaviyo_backfill.pipeline.distinct import DistinctCount, stable_hash\n"
         "d = DistinctCount(exact_up_to=1000)\n"
         "for i in range(60_000):\n"
         "    d.add(stable_hash((f'c{i % 40_000}@example.com', None, None)))\n"

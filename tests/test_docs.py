@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from klaviyo_backfill.cli import main
-from klaviyo_backfill.layouts import _OPTION_KEYS as OPTION_KEYS
-from klaviyo_backfill.layouts import LINE_KEYS, ORDER_KEYS
+from klaviyo_backfill.inputs.layouts import _OPTION_KEYS as OPTION_KEYS
+from klaviyo_backfill.inputs.layouts import LINE_KEYS, ORDER_KEYS
 from klaviyo_backfill.options import format_names
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,16 +20,16 @@ from typing import Any
 
 import pytest
 
-from klaviyo_backfill.convert import Settings
-from klaviyo_backfill.encode import legacy_payload
 from klaviyo_backfill.errors import FieldError
-from klaviyo_backfill.events import map_order
-from klaviyo_backfill.failures import Failures
-from klaviyo_backfill.job import Job, resolve_inputs
 from klaviyo_backfill.klaviyo.endpoints import ENDPOINTS
+from klaviyo_backfill.mapping.convert import Settings
+from klaviyo_backfill.mapping.encode import legacy_payload
+from klaviyo_backfill.mapping.events import map_order
 from klaviyo_backfill.model import Address, Event, Line, Order, Refund
-from klaviyo_backfill.orders import mapped_orders
-from klaviyo_backfill.summary import Stats
+from klaviyo_backfill.pipeline.job import Job, resolve_inputs
+from klaviyo_backfill.pipeline.orders import mapped_orders
+from klaviyo_backfill.pipeline.summary import Stats
+from klaviyo_backfill.state.failures import Failures
 
 try:  # tests/ as a plain directory on sys.path, or as a package
     import corpus

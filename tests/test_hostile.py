@@ -715,6 +715,7 @@ def test_whitespace_around_the_key_is_stripped_silently(
         (KEY[:8] + " " + KEY[9:], "a space (at position 9"),
         (KEY[:8] + "\n" + KEY[9:], "a control character (at position 9"),
     ],
+    ids=["not-ascii", "escape", "space", "newline"],  # the key is random: ids must not be
 )
 def test_a_key_with_a_character_no_key_has_is_refused_before_any_request(
     key: str, what: str, tmp_path: Path

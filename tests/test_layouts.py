@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from klaviyo_backfill.cli import main
-from klaviyo_backfill.layouts import builtin_layouts
+from klaviyo_backfill.inputs.layouts import builtin_layouts
 
 CART = Path(__file__).parent.parent / "sample_data" / "custom_cart"
 
@@ -207,7 +207,7 @@ def test_inspect_with_a_forced_format_on_the_wrong_file_explains(tmp_path: Path,
 def test_address_layout_keys_are_the_address_fields_in_order() -> None:
     from dataclasses import fields
 
-    from klaviyo_backfill.layouts import ADDRESS_KEYS
+    from klaviyo_backfill.inputs.layouts import ADDRESS_KEYS
     from klaviyo_backfill.model import Address
 
     assert tuple(f.name for f in fields(Address)) == ADDRESS_KEYS

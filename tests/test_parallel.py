@@ -23,8 +23,8 @@ import corpus
 import pytest
 from click.testing import CliRunner
 
-from klaviyo_backfill import parallel
 from klaviyo_backfill.cli import main
+from klaviyo_backfill.pipeline import parallel
 
 
 @pytest.fixture
@@ -210,8 +210,8 @@ def test_a_stray_quote_that_misleads_the_cutter_costs_speed_not_orders(
 
 
 def test_a_worker_knows_a_cut_inside_a_quoted_note_from_a_row_start(shop_csv: Path) -> None:
-    from klaviyo_backfill.convert import Settings
-    from klaviyo_backfill.job import Filters, resolve_inputs
+    from klaviyo_backfill.mapping.convert import Settings
+    from klaviyo_backfill.pipeline.job import Filters, resolve_inputs
 
     data = shop_csv.read_bytes()
     inside = data.index(b"Gate code")  # the second line of a quoted note
@@ -285,9 +285,9 @@ def test_a_worker_that_dies_between_pieces_is_a_worker_error(
     """A worker killed while the main process is still handing on a piece's orders, or while
     it writes its result: a WorkerError, never a traceback (it escaped as BrokenProcessPool
     2 runs in ~50) nor a hang (concurrent.futures' shared result pipe: once in a loop)."""
-    from klaviyo_backfill.convert import Settings
     from klaviyo_backfill.errors import WorkerError
-    from klaviyo_backfill.job import Filters, resolve_inputs
+    from klaviyo_backfill.mapping.convert import Settings
+    from klaviyo_backfill.pipeline.job import Filters, resolve_inputs
 
     big, _ = _big_export(shop_csv, tmp_path)
     (source,), _ = resolve_inputs([str(big)], None, None, None)

@@ -194,13 +194,13 @@ def test_a_stamp_names_the_profile_and_time_full_conversion_gives(tmp_path: Path
         import corpus
     except ImportError:  # tests/ made a package
         from tests import corpus
-    from klaviyo_backfill.convert import Converter
     from klaviyo_backfill.errors import FieldError
-    from klaviyo_backfill.events import identity_of
-    from klaviyo_backfill.job import job_from
+    from klaviyo_backfill.inputs.read import read_orders
+    from klaviyo_backfill.mapping.convert import Converter
+    from klaviyo_backfill.mapping.events import identity_of
     from klaviyo_backfill.options import InputOptions, SendOptions
-    from klaviyo_backfill.parallel import stamp
-    from klaviyo_backfill.read import read_orders
+    from klaviyo_backfill.pipeline.job import job_from
+    from klaviyo_backfill.pipeline.parallel import stamp
 
     writers = {"shopify": [(corpus.write_shopify_csv, "s.csv"), (corpus.write_shopify_json, "s.json")],
                "woocommerce": [(corpus.write_woo_csv, "w.csv"), (corpus.write_woo_json, "w.json")]}  # fmt: skip

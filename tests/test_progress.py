@@ -33,8 +33,8 @@ from rich.console import Console
 
 from klaviyo_backfill.klaviyo.client import SendStats
 from klaviyo_backfill.klaviyo.throttle import Wait, Window
-from klaviyo_backfill.progress import Progress, Reading, plain, render
-from klaviyo_backfill.summary import Stats
+from klaviyo_backfill.pipeline.summary import Stats
+from klaviyo_backfill.reports.progress import Progress, Reading, plain, render
 
 try:
     import standin as st

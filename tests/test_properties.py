@@ -17,8 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from klaviyo_backfill.convert import Settings, to_order
-from klaviyo_backfill.events import (
+from klaviyo_backfill.inputs.layouts import builtin_layouts
+from klaviyo_backfill.inputs.values import minor_units, quantize
+from klaviyo_backfill.mapping.convert import Settings, to_order
+from klaviyo_backfill.mapping.events import (
     CANCELLED,
     FULFILLED,
     ORDERED,
@@ -27,9 +29,7 @@ from klaviyo_backfill.events import (
     line_keys,
     map_order,
 )
-from klaviyo_backfill.layouts import builtin_layouts
 from klaviyo_backfill.model import Event, Line, Order, RawOrder, Refund
-from klaviyo_backfill.values import minor_units, quantize
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CURRENCIES = ("USD", "EUR", "GBP", "JPY", "KRW", "KWD", "BHD")

@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from klaviyo_backfill.cli import main
-from klaviyo_backfill.convert import Settings, to_order
 from klaviyo_backfill.errors import InputError
-from klaviyo_backfill.layouts import Source, builtin_layouts
-from klaviyo_backfill.read import Input, Start, detect_layout, iter_json, read_orders
+from klaviyo_backfill.inputs.layouts import Source, builtin_layouts
+from klaviyo_backfill.inputs.read import Input, Start, detect_layout, iter_json, read_orders
+from klaviyo_backfill.mapping.convert import Settings, to_order
 
 LAYOUTS = builtin_layouts()
 

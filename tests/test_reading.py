@@ -12,13 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from klaviyo_backfill.checkpoint import Total
 from klaviyo_backfill.errors import AuthError, GaveUp, QueryError, ScopeError
 from klaviyo_backfill.klaviyo.endpoints import Window
 from klaviyo_backfill.klaviyo.reading import Metric, MonthTotal, ReadConfig, Reader
 from klaviyo_backfill.klaviyo.retry import RetryPolicy
 from klaviyo_backfill.klaviyo.throttle import ideal_seconds
-from klaviyo_backfill.reconcile import OtherCounts, compare, overlaps
+from klaviyo_backfill.proof.reconcile import OtherCounts, compare, overlaps
+from klaviyo_backfill.state.checkpoint import Total
 
 BASE = "https://a.klaviyo.test"
 Handler = Callable[[httpx.Request], httpx.Response]

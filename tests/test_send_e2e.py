@@ -40,16 +40,16 @@ from typing import Any
 import httpx
 import pytest
 
-from klaviyo_backfill.checkpoint import Ledger
 from klaviyo_backfill.errors import ExitCode, GaveUp
-from klaviyo_backfill.failures import Failures
 from klaviyo_backfill.klaviyo.client import SendConfig, Sender, SendStats
 from klaviyo_backfill.klaviyo.endpoints import ENDPOINTS
 from klaviyo_backfill.klaviyo.retry import RetryPolicy
 from klaviyo_backfill.klaviyo.throttle import Window
 from klaviyo_backfill.model import Event
-from klaviyo_backfill.orders import MappedOrder
-from klaviyo_backfill.tracker import Tracker
+from klaviyo_backfill.pipeline.orders import MappedOrder
+from klaviyo_backfill.pipeline.tracker import Tracker
+from klaviyo_backfill.state.checkpoint import Ledger
+from klaviyo_backfill.state.failures import Failures
 
 try:
     import corpus

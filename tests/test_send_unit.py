@@ -12,15 +12,15 @@ import httpx
 import pytest
 
 from klaviyo_backfill.errors import AuthError, RetiredApiError
-from klaviyo_backfill.failures import Failures
 from klaviyo_backfill.klaviyo.answers import Answer, retry_after
 from klaviyo_backfill.klaviyo.client import SendConfig, Sender, SendStats, halves
 from klaviyo_backfill.klaviyo.endpoints import ENDPOINTS
 from klaviyo_backfill.klaviyo.retry import RetryPolicy
 from klaviyo_backfill.klaviyo.throttle import Limiter, Window, parse_rate_limit
 from klaviyo_backfill.model import Event
-from klaviyo_backfill.orders import MappedOrder
-from klaviyo_backfill.tracker import Tracker
+from klaviyo_backfill.pipeline.orders import MappedOrder
+from klaviyo_backfill.pipeline.tracker import Tracker
+from klaviyo_backfill.state.failures import Failures
 
 
 def events(n: int, order: str = "1") -> list[Event]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from klaviyo_backfill.checkpoint import Ledger, process_start
+from klaviyo_backfill.state.checkpoint import Ledger, process_start
 
 try:
     import standin as st

@@ -1,8 +1,8 @@
 """The layers' import rules, read from the source (issue: a thin CLI over a typed core).
 
-cli             -> options, run (orchestration), report, progress, errors: no business rule
-events          -> never the encoder (events are data; encode.py makes the bytes)
-klaviyo/*       -> never the orchestration, the checkpoint or the export readers
+cli             -> options, errors, commands/, reports/: no business rule, no inner layer
+mapping.events  -> never the encoder (events are data; mapping/encode.py makes the bytes)
+klaviyo/*       -> never the commands, the pipeline, the state or the export readers
 """
 
 from __future__ import annotations
@@ -39,34 +39,39 @@ def imported(module: str) -> set[str]:
     return found
 
 
-def test_the_cli_imports_the_orchestration_and_the_report_only() -> None:
-    assert imported("cli") <= {"__version__", "errors", "options", "run", "report", "progress"}
-    assert {"run", "report"} <= imported("cli")
+def test_the_cli_imports_the_commands_and_the_reports_only() -> None:
+    allowed = {"__version__", "errors", "options", "results"}
+    inner = {m for m in imported("cli") - allowed if not m.startswith(("commands", "reports"))}
+    assert not inner, inner
+    assert any(m.startswith("commands") for m in imported("cli"))
 
 
-@pytest.mark.parametrize("layer", ["checkpoint", "encode", "klaviyo.throttle", "values", "orders"])
-def test_the_cli_does_not_reach_past_the_orchestration(layer: str) -> None:
-    assert layer not in imported("cli")
+@pytest.mark.parametrize(
+    "layer", ["state", "mapping", "klaviyo", "inputs", "pipeline", "presend", "proof"]
+)
+def test_the_cli_does_not_reach_past_the_commands(layer: str) -> None:
+    assert not {m for m in imported("cli") if m.split(".")[0] == layer}
 
 
 def test_the_event_layer_does_not_import_the_encoder() -> None:
-    assert "encode" not in imported("events")
+    assert "mapping.encode" not in imported("mapping.events")
 
 
 @pytest.mark.parametrize("module", ["klaviyo.client", "klaviyo.retry", "klaviyo.throttle",
                                     "klaviyo.answers", "klaviyo.endpoints",
                                     "klaviyo.reading"])  # fmt: skip
 def test_the_klaviyo_client_does_not_import_the_orchestration(module: str) -> None:
-    forbidden = {"run", "orders", "job", "tracker", "checkpoint", "read", "summary", "failures"}
-    assert not imported(module) & forbidden, imported(module)
+    forbidden = {"commands", "pipeline", "presend", "state", "inputs", "reports", "proof"}
+    assert not {m for m in imported(module) if m.split(".")[0] in forbidden}, imported(module)
 
 
 def test_help_and_status_import_neither_httpx_nor_the_pipeline() -> None:
     """`--help` and `status` start fast: the heavy layers are imported where they run."""
     code = (
-        "import sys, klaviyo_backfill.cli, klaviyo_backfill.run, klaviyo_backfill.report;"
-        "print(sorted(m for m in ('httpx', 'phonenumbers', 'klaviyo_backfill.orders',"
-        " 'klaviyo_backfill.encode', 'dateutil') if m in sys.modules))"
+        "import sys, klaviyo_backfill.cli, klaviyo_backfill.results,"
+        " klaviyo_backfill.reports.terminal;"
+        "print(sorted(m for m in ('httpx', 'phonenumbers', 'klaviyo_backfill.pipeline.orders',"
+        " 'klaviyo_backfill.mapping.encode', 'dateutil') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

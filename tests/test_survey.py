@@ -17,21 +17,21 @@ from typing import Any
 
 import pytest
 
-from klaviyo_backfill import parallel
-from klaviyo_backfill.account_ledger import AccountLedger, account_ledger_path
-from klaviyo_backfill.convert import Settings
-from klaviyo_backfill.delta import Delta
-from klaviyo_backfill.failures import Failures
-from klaviyo_backfill.job import Job, job_from
+from klaviyo_backfill.inputs.layouts import builtin_layouts
+from klaviyo_backfill.inputs.read import Input
 from klaviyo_backfill.klaviyo.account import account_id
 from klaviyo_backfill.klaviyo.endpoints import ENDPOINTS
-from klaviyo_backfill.layouts import builtin_layouts
+from klaviyo_backfill.mapping.convert import Settings
 from klaviyo_backfill.options import InputOptions, SendOptions
-from klaviyo_backfill.orders import Resume, mapped_orders
-from klaviyo_backfill.read import Input
-from klaviyo_backfill.run import profiles_for
-from klaviyo_backfill.summary import Stats, describe
-from klaviyo_backfill.survey import Survey
+from klaviyo_backfill.pipeline import parallel
+from klaviyo_backfill.pipeline.job import Job, job_from
+from klaviyo_backfill.pipeline.orders import Resume, mapped_orders
+from klaviyo_backfill.pipeline.stages import profiles_for
+from klaviyo_backfill.pipeline.summary import Stats, describe
+from klaviyo_backfill.presend.delta import Delta
+from klaviyo_backfill.presend.survey import Survey
+from klaviyo_backfill.state.account_ledger import AccountLedger, account_ledger_path
+from klaviyo_backfill.state.failures import Failures
 
 try:
     import cli_helpers

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from klaviyo_backfill.errors import FieldError, UsageError
-from klaviyo_backfill.values import (
+from klaviyo_backfill.inputs.values import (
     clean,
     minor_units,
     parse_email,

@@ -30,7 +30,6 @@ from typing import Any, Protocol, TypeVar
 import httpx
 
 from .. import __version__
-from ..encode import Encoder, Request
 from ..errors import (
     AuthError,
     BackfillError,
@@ -41,6 +40,7 @@ from ..errors import (
     SendError,
     UsageError,
 )
+from ..mapping.encode import Encoder, Request
 from ..model import Event
 from .account import account_id
 from .answers import Answer, detail, read_capped, retry_after

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..encode import Encoder
+    from ..mapping.encode import Encoder
 
 __all__ = [
     "ACCOUNTS",
@@ -63,19 +63,19 @@ class Window:
 
 
 def _bulk_encoder(backfill: bool, public_key: str | None) -> Encoder:
-    from ..encode import BulkEncoder
+    from ..mapping.encode import BulkEncoder
 
     return BulkEncoder(backfill, public_key)
 
 
 def _single_encoder(backfill: bool, public_key: str | None) -> Encoder:
-    from ..encode import SingleEncoder
+    from ..mapping.encode import SingleEncoder
 
     return SingleEncoder(backfill, public_key)
 
 
 def _legacy_encoder(backfill: bool, public_key: str | None) -> Encoder:
-    from ..encode import LegacyEncoder
+    from ..mapping.encode import LegacyEncoder
 
     return LegacyEncoder(backfill, public_key)
 

@@ -1,0 +1,54 @@
+"""`send --dry-run`: the real pipeline minus the send."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..model import METRICS
+from ..options import SendOptions
+from ..pipeline.stages import open_output, orders, outputting, profiles_for, requests
+from ..results import DryRun
+from ..state.failures import Failures
+
+if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
+    # `--help` need neither (start-up time)
+    from ..mapping.encode import Request
+    from ..model import Event
+
+
+def dry_run(options: SendOptions, preview: int | None = None) -> DryRun:
+    """Read, map and encode everything, send nothing (the bodies a send would make). For a
+    preview, keep the first `preview` requests, or (None) the first event of each metric, as
+    its attributes go in a body, with its profile."""
+    from ..pipeline.job import job_from
+    from ..pipeline.summary import Stats
+
+    job = job_from(options)
+    stats, failures = Stats(), Failures(job.failures)
+    encoder = job.endpoint.encoder(job.backfill)
+    first: list[Request] = []
+    seen: dict[str, Event] = {}
+    try:
+        with profiles_for(job) as job, open_output(job.output) as out:
+            bodies = requests(orders(job, encoder, stats, failures), encoder)
+            for request in outputting(bodies, out):
+                if preview is not None and len(first) < preview:
+                    first.append(request)
+                elif preview is None and len(seen) < len(METRICS):
+                    seen.update((e.metric, e) for e in request.events if e.metric not in seen)
+    finally:
+        failures.close()
+    kinds = dict(failures.kinds)
+    samples = [_sample(seen[metric], job.backfill) for metric in METRICS if metric in seen]
+    return DryRun(stats, first, failures.count, job.endpoint.name, job.failures, kinds, samples)
+
+
+def _sample(event: Event, backfill: bool) -> dict[str, Any]:
+    """An event as its attributes go in a request body, with its profile (plain JSON data)."""
+    import json
+
+    from ..mapping.encode import dumps, event_attributes
+
+    attributes = event_attributes(event, backfill) | {"profile": event.profile}
+    sample: dict[str, Any] = json.loads(dumps(attributes))
+    return sample

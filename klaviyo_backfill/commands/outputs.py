@@ -1,0 +1,52 @@
+"""The files a command writes for its user besides its results: `--summary-json` and
+`--log`, created private (state/files.py), and checked writable before any work."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..state.files import open_private, write_private
+
+
+def check_writable(path: str, option: str) -> None:
+    """Before any work: a file the run writes at its end must be writable then."""
+    target = Path(path)
+    if target.is_symlink():
+        raise UsageError(f"{option} {path} is a symbolic link: refusing to follow it",
+                         "Name the file itself, not a link to it (or remove the link).")  # fmt: skip
+    folder = target.parent
+    if target.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        why = "is a folder" if target.is_dir() else f"cannot be written in {folder}"
+        raise UsageError(f"{option} {path} {why}")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise UsageError(f"{option} {path} cannot be written")
+
+
+def write_json(path: str, data: dict[str, Any]) -> None:
+    write_private(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", "--summary-json")
+
+
+def configure_logging(verbose: int, log_file: str | None) -> None:
+    """-v: retries, 429 pauses and isolation splits on stderr; -vv: every throttle wait and
+    checkpoint commit too. --log FILE: all of it, to a file. Never the key, never personal
+    data: lines name requests by their size and orders by their id."""
+    root = logging.getLogger("klaviyo_backfill")
+    if not verbose and not log_file:
+        return
+    root.setLevel(logging.DEBUG)
+    fmt = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+    if verbose:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    if log_file:
+        handler = logging.StreamHandler(open_private(log_file, "--log", text=True))
+        handler.setFormatter(fmt)
+        root.addHandler(handler)

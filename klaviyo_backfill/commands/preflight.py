@@ -1,0 +1,84 @@
+"""`preflight`: before a send, the key, the export, the overlap with other integrations and
+the time the send will take."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..options import SendOptions
+from ..pipeline.stages import export_pass
+from ..presend.overlap import other_counts, read_config
+from ..results import Preflight
+
+if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
+    # `--help` need neither (start-up time)
+    from ..klaviyo.reading import Account, Flow, Metric, ReadConfig
+    from ..pipeline.summary import Stats
+    from ..proof.reconcile import OtherCounts
+
+
+def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: None) -> Preflight:
+    """Check the key and what it may read, read the export as a dry run does, and set its
+    months against other integrations' metrics of the same names."""
+    from ..klaviyo.throttle import ideal_seconds, parse_rate_limit
+    from ..pipeline.job import job_from
+    from ..proof.reconcile import overlaps
+
+    job = job_from(options)
+    config = read_config(options, ask_key)
+    account, metrics, scopes = asyncio.run(_key_check(config))
+    stats, bodies = export_pass(job)
+    names = {metric for metric, _ in stats.metric_months}
+    others = [m for m in metrics if not m.via_api and m.name in names]
+    api = {m.name: m for m in metrics if m.via_api and m.name in names}
+    windows = parse_rate_limit(options.rate_limit) if options.rate_limit else job.endpoint.windows
+    report = Preflight(stats, job.endpoint.name, bodies, ideal_seconds(bodies, windows), account,
+                       scopes, others, [])  # fmt: skip
+    counts, report.flows = asyncio.run(
+        _preflight_reads(config, others, stats, api if options.trigger_flows else None, scopes)
+    )
+    report.overlaps = overlaps(stats.metric_months, counts)
+    return report
+
+
+async def _key_check(config: ReadConfig) -> tuple[Account | None, list[Metric], dict[str, bool]]:
+    """The key: every metric (401 and 403 stop here), and the account if it may read it."""
+    from ..errors import ScopeError
+    from ..klaviyo.reading import Reader
+
+    async with Reader(config) as reader:
+        metrics = await reader.metrics()
+        scopes = {"metrics:read": True}
+        try:
+            account: Account | None = await reader.account()
+            scopes["accounts:read"] = True
+        except ScopeError:
+            account, scopes["accounts:read"] = None, False
+        return account, metrics, scopes
+
+
+async def _preflight_reads(
+    config: ReadConfig,
+    others: list[Metric],
+    stats: Stats,
+    api: dict[str, Metric] | None,
+    scopes: dict[str, bool],
+) -> tuple[list[OtherCounts], dict[str, list[Flow]] | None]:
+    from ..errors import ScopeError
+    from ..klaviyo.reading import Reader
+
+    async with Reader(config) as reader:
+        counts = await other_counts(reader, others, stats.metric_months)
+        if api is None:
+            return counts, None
+        flows: dict[str, list[Flow]] = {}
+        try:
+            for name, metric in api.items():
+                flows[name] = await reader.flow_triggers(metric.id)
+            scopes["flows:read"] = True
+        except ScopeError:
+            scopes["flows:read"] = False
+            return counts, None
+        return counts, flows

@@ -1,0 +1,311 @@
+"""`send`: everything the account lacks, throttled, retried, each acknowledgement recorded.
+
+A new job first checks that no other integration's metric of the same name holds events in
+the months it sends (presend/overlap.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from functools import partial
+from typing import TYPE_CHECKING
+
+from ..errors import (
+    BackfillError,
+    SendError,
+    UsageError,
+)
+from ..options import SendOptions
+from ..pipeline.job import FINGERPRINTED
+from ..pipeline.stages import open_output, orders, outputting, profiles_for, requests
+from ..presend.overlap import overlap_check
+from ..results import Finished, SendOutcome, Unwatched, Watcher
+from ..state.checkpoint import (
+    Landmarks,
+    Ledger,
+    discard,
+    locate,
+    open_ledger,
+    superseded,
+)
+from ..state.failures import Failures
+
+if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
+    # `--help` need neither (start-up time)
+    from ..klaviyo.client import SendConfig, Sender
+    from ..mapping.encode import Request
+    from ..model import Position
+    from ..pipeline.job import Job
+    from ..pipeline.orders import MappedOrder, Resume
+    from ..pipeline.summary import Stats
+    from ..pipeline.tracker import Tracker
+    from ..state.account_ledger import AccountLedger
+
+
+def send_config(job: Job, options: SendOptions, ask_key: Callable[[], str | None]) -> SendConfig:
+    """Where and how fast to send: checked before any checkpoint is touched."""
+    from ..klaviyo.client import SendConfig, clean_key, loopback_only, tuned
+    from ..klaviyo.throttle import parse_rate_limit
+
+    loopback_only(options.base_url)
+    endpoint = job.endpoint
+    windows = parse_rate_limit(options.rate_limit) if options.rate_limit else endpoint.windows
+    public = options.public_key
+    if not endpoint.versioned:
+        public = clean_key(public, "the public key (KLAVIYO_PUBLIC_KEY)")
+        if not public:
+            raise UsageError(
+                "--endpoint legacy needs a public key: set KLAVIYO_PUBLIC_KEY or pass --public-key"
+            )
+        key = None
+    else:
+        key = clean_key(options.api_key or ask_key(), "the API key (KLAVIYO_API_KEY)")
+        if not key:
+            raise UsageError(
+                "no API key: set KLAVIYO_API_KEY (a private key with the events:write scope)"
+            )
+    config = SendConfig(
+        base_url=options.base_url, endpoint=endpoint, windows=windows, api_key=key,
+        public_key=public, revision=job.revision,
+        concurrency=options.concurrency or endpoint.concurrency,
+    )  # fmt: skip
+    return tuned(config, options.tuning) if options.tuning else config
+
+
+def send(
+    options: SendOptions,
+    progress: Watcher | None = None,
+    ask_key: Callable[[], str | None] = lambda: None,
+    notify: Callable[[str], None] = lambda message: None,
+) -> SendOutcome | Finished:
+    """Send everything the checkpoint does not hold yet, or say there is nothing to do.
+
+    A new job first checks that no other integration's metric of the same name holds events
+    in the months it sends (OverlapError, nothing sent), unless `allow_overlap`."""
+    from ..pipeline.job import job_from
+    from ..state.account_ledger import AccountLedger, account_ledger_path
+
+    job = job_from(options)
+    config = send_config(job, options, ask_key)
+    account = config.account
+    path = locate(list(options.inputs.paths), account, options.mode, options.checkpoint)
+    fingerprint = job.fingerprint()
+    new_job = (
+        options.mode == "restart"
+        or (options.mode == "new" and not path.exists())
+        or superseded(path, options.mode, fingerprint)
+    )
+    overlap = None
+    if new_job and config.endpoint.versioned:
+        overlap = "allowed" if options.allow_overlap else overlap_check(job, config, notify)
+    ledger = open_ledger(path, options.mode, fingerprint, FINGERPRINTED, account)
+    if isinstance(ledger, Finished):
+        return ledger
+    if overlap is not None:
+        ledger.put(overlap=overlap)
+    try:
+        held = AccountLedger(account_ledger_path(account))
+    except BaseException:
+        ledger.close()
+        raise
+    try:
+        outcome = send_job(job, config, ledger, progress, options.mode == "resume", held,
+                           skip_held=not options.resend)  # fmt: skip
+        unused = isinstance(outcome.error, SendError) and not ledger.has_orders()
+    finally:
+        ledger.close()
+        held.close()
+    if unused:  # the job was refused (a wrong key) before Klaviyo acknowledged anything:
+        discard(path)  # a checkpoint would only stand in the way of the corrected run
+    return outcome
+
+
+def _track(encoded: Iterator[MappedOrder], tracker: Tracker) -> Iterator[MappedOrder]:
+    for mapped in encoded:
+        tracker.register(mapped)
+        yield mapped
+
+
+async def _send_async(
+    sender: Sender, bodies: Iterator[Request], progress: Callable[[], None], watcher: Watcher
+) -> int:
+    """Run the sender. Ctrl-C or SIGTERM stops new work (waits end at once), says so at once,
+    and gives in-flight requests a few seconds (a second one abandons them). The signal that
+    stopped the run, or 0."""
+    loop = asyncio.get_running_loop()
+    received = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal received
+        if received:
+            sender.abandon()
+            return
+        received = signum
+        watcher.stopping(sender.stats.in_flight)
+        sender.interrupt()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+    sender.on_progress = progress
+    # the feeder thread maps while this loop sends: the loop gets the GIL 1 ms (not 5) after
+    # a socket is ready, as each request's time, answer included, counts against the windows
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(min(switching, 0.001))
+    try:
+        await sender.run(bodies)
+    finally:
+        sys.setswitchinterval(switching)
+        await sender.client.aclose()
+    return received
+
+
+def _resume_point(ledger: Ledger, landmarks: Landmarks, stats: Stats) -> Position | None:
+    """Where a resumed run seeks to; None (read from the start, skipping sent orders by id)
+    where there is none, or the export changed before it."""
+    point = ledger.watermark()
+    if point is not None and not ledger.still_there(point, landmarks):
+        point = None
+        stats.resumed_at = (
+            "the start (the export changed before its resume point: sent orders skipped by id)"
+        )
+    return point
+
+
+def send_job(
+    job: Job,
+    config: SendConfig,
+    ledger: Ledger,
+    progress: Watcher | None = None,
+    resume: bool = False,
+    account: AccountLedger | None = None,
+    skip_held: bool = True,
+) -> SendOutcome:
+    """Send the job with an open ledger; record each acknowledgement (in the account's
+    ledger too, given one, whose events are skipped unless `skip_held` is False)."""
+    from ..klaviyo.client import SendStats
+    from ..pipeline.orders import Resume
+    from ..pipeline.summary import Stats
+    from ..pipeline.tracker import Tracker
+    from ..presend.delta import Delta
+    from ..presend.survey import Survey
+
+    stats, send_stats = Stats(), SendStats()
+    failures = Failures(job.failures)
+    landmarks = Landmarks([source.path for source in job.inputs])
+    tracker = Tracker(ledger, failures, send_stats, landmarks, account)
+    reader = ledger.reader()
+    point = _resume_point(ledger, landmarks, stats) if resume else None
+    if resume:  # rejections this run will not meet again come from the ledger; those it
+        ledger.forget_from(point)  # meets again, it records again
+        for rejection in ledger.rejections(before=point):
+            failures.write(rejection)
+            tracker.reported.add((rejection.order_id, rejection.detail))
+    delta = Delta(account, job.payload_salt()) if account is not None and skip_held else None
+    is_done = reader.is_done if ledger.has_orders() else None  # a new job asks nothing
+    survey, watcher = None, progress or Unwatched()
+    latest = job.profile_attributes == "latest"
+    try:
+        ahead = ExitStack()
+        try:
+            fresh = is_done is None and point is None  # from the start, asking no checkpoint
+            # to an account that holds orders: one reading for both (a resumed run replays
+            # nothing, it reads from its resume point: it surveys for its profile table)
+            if delta is not None and not delta.empty and Survey.suits(job) and (fresh or latest):
+                watcher.preparing("Reading the export against what this account holds")
+                survey = Survey.take(job, delta, latest)
+            elif latest:
+                watcher.preparing("Reading the export for each customer's latest order")
+            # latest: a pass over the exports (or the survey's)
+            ready = ahead.enter_context(profiles_for(job, delta, account, survey))
+        except KeyboardInterrupt:  # Ctrl-C while reading, before the first request
+            return SendOutcome(stats, send_stats, 0.0, interrupted=True, signal=signal.SIGINT,
+                               failures_path=job.failures)  # fmt: skip
+        replay = survey if fresh else None  # a resumed run reads from its resume point
+        checked = Resume(is_done, point, tracker.input_rejected, delta, replay)
+        with ahead:
+            return _sending(ready, config, ledger, watcher, checked, tracker, stats)
+    finally:
+        if survey is not None:
+            survey.close()
+        failures.close()
+        reader.close()
+
+
+def _sending(
+    job: Job,
+    config: SendConfig,
+    ledger: Ledger,
+    progress: Watcher,
+    checked: Resume,
+    tracker: Tracker,
+    stats: Stats,
+) -> SendOutcome:
+    from ..klaviyo.client import Sender, client_for
+
+    send_stats, failures = tracker.stats, tracker.failures
+    encoder = config.endpoint.encoder(job.backfill, config.public_key)
+    started = time.monotonic()
+    outcome = SendOutcome(stats, send_stats, 0.0, failures_path=job.failures)
+    ledger.mark_running([source.path for source in job.inputs])
+    ended = False  # an exception that escapes leaves the run "stopped", never "finished"
+    try:
+        with open_output(job.output) as out:
+            tracked = _track(orders(job, encoder, stats, failures, checked), tracker)
+            bodies = outputting(requests(tracked, encoder), out, job.output)
+            sender = Sender(config, encoder, tracker, client_for(config))
+            _watch(sender, config, progress)
+            try:
+                updated = partial(progress.update, stats, send_stats)
+                outcome.signal = asyncio.run(_send_async(sender, bodies, updated, progress))
+            except BackfillError as exc:
+                outcome.error = exc
+            outcome.interrupted = outcome.signal != 0
+        ended = True
+    finally:
+        # a checkpoint that failed during the run (a full disk) may fail again here: the
+        # first error is the one reported, and the ledger keeps its last good commit
+        _noting(outcome, tracker.flush)
+        failures.close()
+        outcome.failures = failures.count
+        outcome.failure_kinds = dict(failures.kinds)
+        outcome.elapsed = time.monotonic() - started
+        _noting(outcome, lambda: _close(ledger, job, outcome, ended))
+    return outcome
+
+
+def _watch(sender: Sender, config: SendConfig, watcher: Watcher) -> None:
+    """Tell the watcher the pace the sender will keep, and each wait it meets."""
+    whose = "Klaviyo's" if config.windows == config.endpoint.windows else "--rate-limit's"
+    watcher.pacing(config.windows, sender.encoder.max_events, whose)
+    sender.limiter.observer = watcher.waiting
+
+
+def _noting(outcome: SendOutcome, step: Callable[[], None]) -> None:
+    """Run a closing step; a checkpoint error in it becomes the outcome's error, if none is."""
+    try:
+        step()
+    except BackfillError as exc:
+        if outcome.error is None:
+            outcome.error = exc
+
+
+def _close(ledger: Ledger, job: Job, outcome: SendOutcome, ended: bool) -> None:
+    from ..pipeline.summary import describe
+
+    stopped = not ended or outcome.interrupted or outcome.error is not None
+    limited = job.filters.limit is not None and outcome.stats.orders_mapped >= job.filters.limit
+    state = "stopped" if stopped else ("limited" if limited else "finished")
+    stats, send = outcome.stats, outcome.send
+    summary = describe(stats) | {
+        "sent": dict(send.events_sent),
+        "orders_settled": send.orders_sent + send.orders_with_rejections,
+        "bytes_read": stats.bytes_done,
+        "bytes_total": stats.bytes_total,
+    }
+    ledger.put(state=state, ended=str(time.time()), last_run=summary)

@@ -1,0 +1,129 @@
+"""The pipeline, assembled once for every command: exports -> orders -> events -> request
+bodies.
+
+    orders(job, ...)              read -> convert -> events -> encode, settled in file order
+    requests(orders, encoder)     the encoded orders gathered into request bodies
+
+A dry run writes the bodies, `inspect` keeps the statistics, a send hands them to the
+Klaviyo client: they differ only in what consumes the requests, so "a dry run is the send
+minus the network" holds by construction."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import IO, TYPE_CHECKING
+
+from ..errors import (
+    OutputError,
+)
+from ..state.failures import Failures
+from ..state.files import open_private
+
+if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
+    # `--help` need neither (start-up time)
+    from ..mapping.encode import Encoder, Request
+    from ..pipeline.job import Job
+    from ..pipeline.orders import MappedOrder, Resume
+    from ..pipeline.summary import Stats
+    from ..presend.delta import Delta
+    from ..presend.survey import Survey
+    from ..state.account_ledger import AccountLedger
+
+
+def orders(
+    job: Job, encoder: Encoder, stats: Stats, failures: Failures, resume: Resume | None = None
+) -> Iterator[MappedOrder]:
+    """Stage one: every order of the job's exports, mapped and encoded, in file order."""
+    from ..pipeline.orders import mapped_orders
+
+    return mapped_orders(job, encoder, stats, failures, resume)
+
+
+def requests(encoded: Iterable[MappedOrder], encoder: Encoder) -> Iterator[Request]:
+    """Stage two: the orders' encoded parts gathered into request bodies."""
+    return encoder.assemble(mapped.parts for mapped in encoded)
+
+
+@contextmanager
+def profiles_for(
+    job: Job,
+    delta: Delta | None = None,
+    account: AccountLedger | None = None,
+    survey: Survey | None = None,
+) -> Iterator[Job]:
+    """The job with its rule for which orders carry profile attributes (`--profile-attributes`):
+    `latest` reads the exports once first (latest.py), unless a `survey` read them already."""
+    from ..presend.latest import Latest, Never
+
+    if job.profile_attributes == "all":
+        yield job
+        return
+    if job.profile_attributes == "none":
+        yield replace(job, settings=replace(job.settings, attributes=Never()))
+        return
+    if survey is not None and survey.latest is not None:
+        latest = survey.latest
+    else:
+        latest = Latest.build(job, delta if delta is not None and not delta.empty else None)
+    latest.account = account
+    try:
+        yield replace(job, settings=replace(job.settings, attributes=latest))
+    finally:
+        latest.close()
+
+
+@contextmanager
+def open_output(path: str | None) -> Iterator[IO[bytes] | None]:
+    """--output: every request body as one JSON line ('-' is stdout)."""
+    if path is None:
+        yield None
+    elif path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+    else:
+        with open_private(path, "--output") as fh:
+            yield fh
+
+
+def outputting(
+    bodies: Iterator[Request], out: IO[bytes] | None, sending: str | None = None
+) -> Iterator[Request]:
+    """Write each body to --output before it goes on. In a real send (`sending` names the
+    output), a failed write stops the send as an OutputError; in a dry run it is left to the
+    caller (`| head` closing the pipe is a preview that has what it wanted)."""
+    for request in bodies:
+        if out is not None:
+            try:
+                out.write(request.body + b"\n")
+            except OSError as exc:
+                if sending is None:
+                    raise
+                raise OutputError(sending, exc) from None
+        yield request
+
+
+def export_pass(job: Job) -> tuple[Stats, int]:
+    """The export read as a dry run reads it: its statistics (events per metric and UTC
+    month among them) and the request bodies a send would make."""
+    from ..pipeline.summary import Stats
+
+    stats = Stats()
+    encoder = job.endpoint.encoder(job.backfill)
+    with profiles_for(job) as job:
+        bodies = sum(1 for _ in requests(orders(job, encoder, stats, Failures(None)), encoder))
+    return stats, bodies
+
+
+def months_pass(job: Job) -> Stats:
+    """The export read, converted and mapped, not encoded: events per metric and UTC month
+    (`Stats.metric_months`), on every core for a large CSV."""
+    from ..pipeline.orders import mapped_orders
+    from ..pipeline.summary import Stats
+
+    stats = Stats()
+    for _ in mapped_orders(job, None, stats, Failures(None)):
+        pass
+    return stats

@@ -1,0 +1,114 @@
+"""Before the first request of a new job: does another integration's metric of the same name
+hold events in the months the job sends? (`preflight` shows the same reading.)"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+from ..errors import (
+    OverlapError,
+    UsageError,
+)
+from ..model import METRICS
+from ..options import SendOptions
+from ..pipeline.stages import months_pass
+
+if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
+    # `--help` need neither (start-up time)
+    from ..klaviyo.client import SendConfig
+    from ..klaviyo.reading import Metric, ReadConfig, Reader
+    from ..pipeline.job import Job
+    from ..proof.reconcile import OtherCounts
+
+
+log = logging.getLogger("klaviyo_backfill.run")
+
+
+def read_config(options: SendOptions, ask_key: Callable[[], str | None]) -> ReadConfig:
+    """Where to read from, with which key: checked before anything is read."""
+    from ..klaviyo.client import loopback_only
+    from ..klaviyo.reading import ReadConfig
+    from ..pipeline.job import check_revision
+
+    loopback_only(options.base_url)
+    check_revision(options.revision, False)
+    key = options.api_key or ask_key()
+    if not key:
+        raise UsageError(
+            "no API key: set KLAVIYO_API_KEY (a private key with the metrics:read scope)"
+        )
+    return ReadConfig(options.base_url, key, options.revision)
+
+
+async def read_metrics(config: ReadConfig, integration: str | None = None) -> list[Metric]:
+    from ..klaviyo.reading import Reader
+
+    async with Reader(config) as reader:
+        return await reader.metrics(integration)
+
+
+async def other_counts(
+    reader: Reader, others: list[Metric], months: dict[tuple[str, str], int]
+) -> list[OtherCounts]:
+    """Each other integration's metric: its events per UTC month, in the years the export
+    has events of that metric in (one query per year)."""
+    from ..klaviyo.reading import gather_limited
+    from ..proof.reconcile import OtherCounts, years_of
+
+    counts = [OtherCounts(m.name, m.integration or m.category or m.id) for m in others]
+    jobs, into = [], []
+    for metric, count in zip(others, counts, strict=True):
+        for year in years_of(mo for name, mo in months if name == metric.name):
+            jobs.append(partial(reader.aggregate, metric.id, year, False, False))
+            into.append(count)
+    for count, totals in zip(
+        into, await gather_limited(jobs, reader.config.concurrency), strict=True
+    ):
+        for total in totals:
+            count.months[total.month] += total.count
+    return counts
+
+
+def overlap_check(job: Job, config: SendConfig, notify: Callable[[str], None]) -> str:
+    """Before the first request of a new job: refuse (OverlapError) where another
+    integration's metric of the same name holds events in months the job would send. Reads
+    the export only when such a metric exists. Returns what the checkpoint keeps of it."""
+    from ..errors import ScopeError
+    from ..klaviyo.reading import ReadConfig, Reader
+    from ..proof.reconcile import describe_overlaps, overlaps
+
+    assert config.api_key is not None
+    read = ReadConfig(config.base_url, config.api_key, config.revision, timeout=config.timeout,
+                      retry=config.retry)  # fmt: skip
+    started = time.monotonic()
+    try:
+        others = [m for m in asyncio.run(read_metrics(read)) if not m.via_api and m.name in METRICS]
+    except ScopeError:
+        notify("Warning: this key cannot read metrics (no metrics:read scope), so whether "
+               "another integration already holds these orders was not checked.")  # fmt: skip
+        return "not checked: the key cannot read metrics"
+    if others:
+        stats = months_pass(job)
+
+        async def count() -> list[OtherCounts]:
+            async with Reader(read) as reader:
+                return await other_counts(reader, others, stats.metric_months)
+
+        found = overlaps(stats.metric_months, asyncio.run(count()))
+        log.info("overlap check: %d other integration metric(s), %d overlapping month(s), "
+                 "%.1f s", len(others), len(found), time.monotonic() - started)  # fmt: skip
+        if found:
+            raise OverlapError(
+                "another integration already holds events of the metrics this send would "
+                "create, in the same months (they would count twice in Klaviyo):\n  "
+                + "\n  ".join(describe_overlaps(found)),
+                "Send only other months with --since/--until, or send anyway with "
+                "--allow-overlap (a --resume of the job remembers it). `klaviyo-backfill "
+                "preflight` lists every month.",
+            )
+    return "checked: none"

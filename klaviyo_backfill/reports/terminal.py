@@ -1,0 +1,484 @@
+"""What a person reads: the dry-run preview and the summary tables (rich)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console, Group
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from ..model import METRICS
+from ..pipeline.summary import Stats, describe
+
+if TYPE_CHECKING:
+    from ..results import Preflight, SendOutcome, Verification
+    from ..state.checkpoint import Ledger
+
+__all__ = [
+    "describe",
+    "inspect_html",
+    "inspect_report",
+    "outcome_json",
+    "preflight_report",
+    "preview",
+    "rejections",
+    "samples",
+    "send_summary",
+    "status_table",
+    "summary_table",
+    "verify_html",
+    "verify_report",
+]
+
+
+def preview(console: Console, endpoint: str, bodies: list[bytes]) -> None:
+    """`--preview N`: the first N request bodies, in full, exactly as they would be sent."""
+    console.rule(f"[bold]Preview: the first request{'s' if len(bodies) > 1 else ''} ({endpoint})")
+    for raw in bodies:
+        text = json.dumps(json.loads(raw), indent=2, ensure_ascii=False)
+        console.print(Syntax(text, "json", theme="ansi_dark", word_wrap=True))
+
+
+def _glance(value: Any, depth: int = 0) -> Any:
+    """A value cut for a glance: texts to 40 characters, lists to their first item, tables
+    below the top to their size."""
+    if isinstance(value, str) and len(value) > 40:
+        return value[:39] + "…"
+    if isinstance(value, list):
+        head = [_glance(v, depth + 1) for v in value[:1]]
+        return head + ([f"… {len(value) - 1} more"] if len(value) > 1 else [])
+    if isinstance(value, dict):
+        if depth > 0:
+            return f"{{{len(value)} fields}}"
+        return {k: _glance(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+def _inline(value: Any) -> str:
+    return json.dumps(_glance(value), ensure_ascii=False, separators=(", ", ": "))
+
+
+def samples(console: Console, endpoint: str, events: list[dict[str, Any]]) -> None:
+    """The default preview: the first event of each metric at a glance (a few lines each),
+    in place of hundreds of lines of request body."""
+    console.rule(f"[bold]Preview: the first event of each metric ({endpoint})")
+    for attributes in events:
+        metric = attributes.get("metric", {}).get("data", {}).get("attributes", {}).get("name")
+        value = attributes.get("value")
+        worth = f" · {value} {attributes.get('value_currency')}" if value is not None else ""
+        flag = " · backfill" if attributes.get("backfill") else ""
+        console.print(
+            f"[bold]{metric}[/bold] {attributes.get('unique_id')} · {attributes.get('time')}"
+            f"{worth}{flag}",
+            highlight=False,
+        )
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="dim", no_wrap=True)
+        grid.add_column()
+        grid.add_row("  profile", _inline(attributes.get("profile", {})))
+        grid.add_row("  properties", _inline(attributes.get("properties", {})))
+        console.print(grid, highlight=False)
+    console.print(
+        "[dim]Texts, lists and nested fields cut here; --preview N shows the first N request "
+        "bodies in full, --output FILE writes every one.[/dim]"
+    )
+
+
+def _money(amount: Decimal, currency: str) -> str:
+    """In the currency's minor unit (12.50 USD, 1,250 JPY), or exactly as summed if finer."""
+    from ..inputs.values import minor_units, quantum  # phonenumbers and dateutil: not for `status`
+
+    places = minor_units(currency)
+    if amount == amount.quantize(quantum(currency)):
+        return f"{amount:,.{places}f}"
+    return f"{amount:,}"
+
+
+def _skipped_files(table: Table, stats: Stats) -> None:
+    """What the folders given held that is no export: not read, said."""
+    for path, why in stats.skipped_files:
+        kind = "folder" if why.startswith("a folder") else "file"
+        table.add_row(f"Skipped {kind}: {Path(path).name}", why)
+
+
+def _revenue(table: Table, stats: Stats) -> None:
+    """Per currency: gross (every order placed: pending and voided ones too), less the totals
+    of cancelled orders and the refunds of the others, and the net that leaves."""
+    zero = Decimal(0)
+    for currency, gross in sorted(stats.revenue.items()):
+        cancelled, refunded = (
+            stats.cancelled.get(currency, zero),
+            stats.refunded.get(currency, zero),
+        )
+        table.add_row(f"Revenue {currency}: gross (every order)", _money(gross, currency))
+        if cancelled or refunded:
+            table.add_row("  less cancelled orders", _money(cancelled, currency))
+            table.add_row("  less refunds (other orders)", _money(refunded, currency))
+            table.add_row(f"  net {currency}", _money(stats.net(currency), currency))
+
+
+def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    if stats.resumed_at:
+        table.add_row("Resumed at", stats.resumed_at)
+    table.add_row("Orders read", f"{stats.orders_read:,}")
+    table.add_row("  mapped", f"{stats.orders_mapped:,}")
+    table.add_row("  rejected", f"{stats.orders_rejected:,}")
+    for reason, n in stats.skipped.most_common():
+        table.add_row(f"  skipped: {reason}", f"{n:,}")
+    _skipped_files(table, stats)
+    if stats.already_in_klaviyo:
+        table.add_row("Already in Klaviyo (this account)", f"{stats.already_in_klaviyo:,} events")
+    table.add_row("Line items", f"{stats.line_items:,}")
+    for metric in METRICS:
+        if stats.events[metric]:
+            done = f" ({sent.get(metric, 0):,} sent)" if sent is not None else ""
+            table.add_row(f"Events: {metric}", f"{stats.events[metric]:,}{done}")
+    for reason, n in stats.rejected.most_common():
+        table.add_row(f"Rejected: {reason}", f"{n:,}")
+    _revenue(table, stats)
+    if stats.first and stats.last:
+        table.add_row("Orders from", stats.first.isoformat(sep=" "))
+        table.add_row("Orders to", stats.last.isoformat(sep=" "))
+    about = "about " if stats.profiles.estimated else ""
+    table.add_row("Distinct profiles", f"{about}{len(stats.profiles):,}")
+    for warning, n in stats.warnings.most_common():
+        table.add_row(f"[yellow]Warning[/yellow]: {warning}", f"{n:,}")
+    balance = "yes" if stats.balanced() else "[red]NO[/red]"
+    table.add_row("read = mapped + rejected + skipped", balance)
+    return table
+
+
+def send_summary(outcome: SendOutcome) -> Table:
+    stats, send = outcome.stats, outcome.send
+    table = summary_table(stats, "Send summary", dict(send.events_sent))
+    sent = sum(send.events_sent.values())
+    table.add_row("Orders sent completely", f"{send.orders_sent:,}")
+    table.add_row("Orders with events Klaviyo rejected", f"{send.orders_with_rejections:,}")
+    unsettled = stats.orders_mapped - send.orders_sent - send.orders_with_rejections
+    if unsettled:
+        table.add_row("Orders not acknowledged (resent by --resume)", f"{unsettled:,}")
+    for reason, n in send.rejected.most_common():
+        table.add_row(f"Rejected by Klaviyo: {reason}", f"{n:,}")
+    table.add_row("Requests", f"{send.requests:,} ({send.acknowledged:,} acknowledged)")
+    causes = ", ".join(f"{c} x{n}" for c, n in send.retry_causes.most_common())
+    table.add_row("Retries", f"{send.retries:,}" + (f" ({causes})" if causes else ""))
+    table.add_row("Throttled (429)", f"{send.throttled:,}")
+    table.add_row("Elapsed", f"{outcome.elapsed:,.1f} s")
+    rate = sent / outcome.elapsed if outcome.elapsed else 0.0
+    table.add_row("Throughput", f"{rate:,.1f} events/s")
+    return table
+
+
+def outcome_json(outcome: SendOutcome) -> dict[str, Any]:
+    send = outcome.send
+    return describe(outcome.stats) | {
+        "events_sent": dict(send.events_sent),
+        "events_rejected_by_klaviyo": send.events_rejected,
+        "orders_sent": send.orders_sent,
+        "orders_with_rejected_events": send.orders_with_rejections,
+        "requests": send.requests,
+        "retries": send.retries,
+        "throttled": send.throttled,
+        "elapsed_seconds": round(outcome.elapsed, 3),
+        "interrupted": outcome.interrupted,
+        "error": None if outcome.error is None else outcome.error.message,
+    }
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}" + ("" if n == 1 else "s")
+
+
+def rejections(orders: int, events: int, changed: int = 0) -> str:
+    """'45 rejected orders, 2 events Klaviyo refused and 1 changed order not sent': orders
+    and events counted apart, never summed."""
+    parts = [
+        _count(orders, "rejected order") if orders else "",
+        _count(events, "event") + " Klaviyo refused" if events else "",
+        _count(changed, "changed order") + " not sent" if changed else "",
+    ]
+    parts = [p for p in parts if p]
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else "".join(parts)
+
+
+def _when(value: str | None) -> str | None:
+    if not value:
+        return None
+    return f"{datetime.fromtimestamp(float(value), UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _left(ledger: Ledger) -> str:
+    """What a resumed run would still read, from the resume point the checkpoint holds."""
+    if ledger.state == "finished":
+        return "nothing"
+    inputs = json.loads(ledger.get("inputs") or "[]")
+    point = ledger.watermark()
+    try:
+        sizes = [Path(name).stat().st_size for name in inputs]
+    except OSError:
+        sizes = []
+    if point is None or not sizes or point[0] >= len(sizes) or point[1] <= 0:
+        return "the orders not counted above: --resume reads the export again, skipping those"
+    index, offset = point
+    left = sizes[index] - offset + sum(sizes[index + 1 :])
+    share = 100 * left / (sum(sizes) or 1)
+    where = f"byte {offset:,} of {Path(inputs[index]).name}"
+    return f"about {share:.0f}% of the export, from its resume point ({where})"
+
+
+def status_table(path: Path, ledger: Ledger) -> Table:
+    """One checkpoint: the job's totals from the ledger, then its last run."""
+    counts = ledger.counts()
+    orders_rejected, events_rejected = ledger.rejected_apart()
+    table = Table(title=f"Checkpoint {path}", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    state = ledger.condition()
+    if state.startswith("stopped abruptly"):
+        state += ": --resume continues"
+    table.add_row("State", state)
+    overlap = ledger.get("overlap")
+    if overlap:
+        table.add_row("Overlap with other integrations", overlap)
+    account = ledger.get("account")
+    if account:
+        table.add_row("Klaviyo account", f"{account} (a keyed hash of the key and base URL)")
+    table.add_row("Orders sent", f"{counts.get('sent', 0):,}")
+    table.add_row("Orders with events Klaviyo rejected", f"{counts.get('rejected', 0):,}")
+    table.add_row("Orders rejected (not sent)", f"{orders_rejected:,}")
+    table.add_row("Events rejected by Klaviyo", f"{events_rejected:,}")
+    started, ended = _when(ledger.get("started")), _when(ledger.get("ended"))
+    if started:
+        table.add_row("Last run started", started)
+    if ended:
+        table.add_row("Last run ended", ended)
+    last = ledger.last_run()
+    if last:
+        read, rejected = last.get("orders_read", 0), last.get("orders_rejected", 0)
+        skipped = last.get("orders_skipped", 0)
+        table.add_row(
+            "Last run read",
+            f"{read:,} orders: {last.get('orders_settled', 0):,} acknowledged, "
+            f"{rejected:,} rejected, {skipped:,} skipped",
+        )
+    table.add_row("Left", _left(ledger))
+    return table
+
+
+def _bars(stats: Stats) -> Iterator[Table]:
+    currencies = sorted({cur for _, cur in stats.month_revenue})
+    for currency in currencies:
+        months = sorted((m, v) for (m, c), v in stats.month_revenue.items() if c == currency)
+        top = max((v for _, v in months), default=Decimal(0)) or Decimal(1)
+        table = Table(
+            title=f"Revenue per month, {currency}",
+            show_header=False,
+            title_justify="left",
+            box=None,
+        )
+        table.add_column("month", style="bold")
+        table.add_column("amount", justify="right")
+        table.add_column("bar")
+        for month, value in months:
+            width = int(40 * value / top) if value > 0 else 0
+            table.add_row(month, _money(value, currency), "█" * width or "·")
+        yield table
+
+
+def inspect_report(console: Console, stats: Stats) -> None:
+    """What a merchant checks before a backfill: counts, money, time, problems."""
+    overview = Table(title="Inspect: nothing was sent", show_header=False, title_justify="left")
+    overview.add_column("what", style="bold")
+    overview.add_column("value", justify="right")
+    overview.add_row("Orders", f"{stats.orders_read:,} ({stats.orders_mapped:,} would be sent)")
+    overview.add_row("Line items", f"{stats.line_items:,}")
+    about = "about " if stats.profiles.estimated else ""
+    overview.add_row("Distinct customers", f"{about}{len(stats.profiles):,}")
+    if stats.first and stats.last:
+        overview.add_row(
+            "Date range", f"{stats.first:%Y-%m-%d %H:%M %z} .. {stats.last:%Y-%m-%d %H:%M %z}"
+        )
+    for metric in METRICS:
+        if stats.events[metric]:
+            overview.add_row(f"Events: {metric}", f"{stats.events[metric]:,}")
+    _revenue(overview, stats)
+    for reason, n in stats.skipped.most_common():
+        overview.add_row(f"Skipped: {reason}", f"{n:,}")
+    _skipped_files(overview, stats)
+    console.print(overview)
+    for table in _bars(stats):
+        console.print(table)
+    for title, label, counts in (
+        ("Rejected orders", "reason", stats.rejected),
+        ("Warnings", "warning", stats.warnings),
+    ):
+        if counts:
+            console.print(_with_examples(title, label, counts, stats.examples))
+
+
+def _with_examples(
+    title: str, label: str, counts: Counter[str], examples: dict[str, list[str]]
+) -> Table:
+    """Each reason with its count, and its examples below it, one `file:line` a line, never
+    broken (a path has no place to break; cut at the end only if wider than the screen)."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("orders", justify="right")
+    table.add_column(f"{label} (for example, file:line)")
+    for what, n in counts.most_common():
+        places = [
+            Text(f"  {place}", style="dim", no_wrap=True, overflow="ellipsis")
+            for place in examples.get(what, [])
+        ]
+        table.add_row(f"{n:,}", Group(Text(what), *places))
+    return table
+
+
+# ---------------------------------------------------------------- reading back
+
+
+def _delta(now: int | Decimal, then: int | Decimal, money: str | None = None) -> str:
+    diff = now - then
+    if not diff:
+        return "="
+    shown = _money(abs(Decimal(diff)), money) if money is not None else f"{abs(diff):,}"
+    return f"{'+' if diff > 0 else '-'}{shown}"
+
+
+def verify_report(console: Console, result: Verification) -> None:
+    """The rows that differ, the totals per metric, and a verdict that says whether it is final."""
+    from ..proof.reconcile import PROCESSING_SECONDS
+
+    source = "the export, read again" if result.reread else "the checkpoint"
+    console.print(f"Verify: checkpoint {result.checkpoint} ({result.state or 'new'}); what was "
+                  f"sent from {source}; {result.reads} request(s) to Klaviyo in "
+                  f"{result.elapsed:.1f} s")  # fmt: skip
+    differ = [row for row in result.rows if row.short or row.more]
+    if differ:
+        table = Table(
+            title="Rows that differ (metric x UTC month x currency)", title_justify="left"
+        )
+        for name in ("metric", "month", "currency", "sent", "in Klaviyo", "missing", "sent value",
+                     "in Klaviyo", "missing"):  # fmt: skip
+            table.add_column(name, justify="left" if name in ("metric", "month") else "right")
+        for row in differ:
+            style = "red" if row.short else "yellow"
+            table.add_row(row.metric, row.month, row.currency or "-", f"{row.sent_count:,}",
+                          f"{row.klaviyo_count:,}", _delta(row.sent_count, row.klaviyo_count),
+                          _money(row.sent_value, row.currency), _money(row.klaviyo_value, row.currency),
+                          _delta(row.sent_value, row.klaviyo_value, row.currency), style=style)  # fmt: skip
+        console.print(table)
+    totals = Table(title="Totals per metric", title_justify="left")
+    for name in ("metric", "currency", "sent", "in Klaviyo", "sent value", "in Klaviyo",
+                 "rows short", "in Klaviyo, other months"):  # fmt: skip
+        totals.add_column(name, justify="left" if name == "metric" else "right")
+    for t in result.totals:
+        totals.add_row(t.metric, t.currency or "-", f"{t.sent_count:,}", f"{t.klaviyo_count:,}",
+                       _money(t.sent_value, t.currency), _money(t.klaviyo_value, t.currency),
+                       f"{t.short_rows:,}", f"{t.elsewhere:,}",
+                       style="red" if t.short_rows else None)  # fmt: skip
+    console.print(totals)
+    for metric in result.missing:
+        console.print(f"[red]Klaviyo has no metric {metric!r} of the API integration[/red]: "
+                      "none of its events is there (yet).")  # fmt: skip
+    short = result.short
+    if not result.rows:
+        console.print("Nothing to verify: the checkpoint holds no acknowledged events.")
+    elif not short:
+        more = sum(row.more for row in result.rows)
+        console.print(f"[green]OK[/green]: Klaviyo holds everything the job sent "
+                      f"({sum(r.sent_count for r in result.rows):,} events in "
+                      f"{len(result.rows):,} rows)" + (f"; {more} row(s) hold more (other API "
+                      "sources, an earlier import): shown, not a failure" if more else "") + ".")  # fmt: skip
+    else:
+        missing = sum(max(0, r.sent_count - r.klaviyo_count) for r in short)
+        said = (f"[red]SHORT[/red]: {len(short):,} of {len(result.rows):,} rows hold less than "
+                f"the job sent ({missing:,} event(s) missing).")  # fmt: skip
+        if result.final:
+            console.print(f"{said} Final: the last acknowledgement of those rows is over "
+                          f"{PROCESSING_SECONDS // 60} minutes old.")  # fmt: skip
+        else:
+            console.print(f"{said} [yellow]Not final[/yellow]: some of them were acknowledged "
+                          f"in the last {PROCESSING_SECONDS // 60} minutes (or a send is still "
+                          "running), and Klaviyo processes accepted events with a delay. Run "
+                          "`klaviyo-backfill verify` again in a few minutes.")  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def preflight_report(console: Console, report: Preflight) -> None:
+    from ..proof.reconcile import metric_order
+
+    stats = report.stats
+    table = Table(title="Preflight: nothing was sent", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("Key", "valid; may read metrics")
+    for scope, ok in report.scopes.items():
+        table.add_row(f"  {scope}", "yes" if ok else "[yellow]no[/yellow]")
+    if report.account is not None:
+        a = report.account
+        table.add_row("Account", f"{a.id} (time zone {a.timezone}, currency {a.currency})")
+    table.add_row("Orders", f"{stats.orders_read:,} ({stats.orders_mapped:,} would be sent)")
+    for metric in METRICS:
+        if stats.events[metric]:
+            table.add_row(f"Events: {metric}", f"{stats.events[metric]:,}")
+    if stats.first and stats.last:
+        table.add_row("Orders from .. to", f"{stats.first:%Y-%m-%d} .. {stats.last:%Y-%m-%d}")
+    table.add_row("Send", f"{report.requests:,} request(s) to the {report.endpoint} endpoint: "
+                  f"about {_duration(report.seconds)} at its rate limit")  # fmt: skip
+    others = ", ".join(f"{m.name} ({m.integration or m.category})" for m in report.others)
+    table.add_row("Other integrations' metrics of these names", others or "none")
+    if report.flows == {}:
+        table.add_row("Flows", "none: the account has no API metric of these names yet")
+    elif report.flows is not None:
+        for metric, flows in sorted(report.flows.items(), key=lambda i: metric_order(i[0])):
+            names = ", ".join(f"{f.name} ({f.status})" for f in flows) or "none"
+            table.add_row(f"Flows {metric} triggers", names)
+    elif report.scopes.get("flows:read") is False:
+        table.add_row(
+            "Flows", "[yellow]not listed: the key cannot read flows (flows:read)[/yellow]"
+        )
+    console.print(table)
+    if report.overlaps:
+        overlap = Table(title="Overlap: months another integration holds events of these metrics",
+                        title_justify="left")  # fmt: skip
+        for name in ("metric", "integration", "month", "its events", "the export's"):
+            overlap.add_column(
+                name, justify="right" if "events" in name or "'s" in name else "left"
+            )
+        for o in report.overlaps:
+            overlap.add_row(o.metric, o.integration, o.month, f"{o.count:,}", f"{o.export_count:,}")
+        console.print(overlap)
+        console.print("[red]Overlap[/red]: sending would count these orders twice in Klaviyo. "
+                      "Send other months (--since/--until), or send with --allow-overlap.")  # fmt: skip
+    else:
+        console.print("[green]No overlap[/green] with other integrations' events.")
+
+
+def verify_html(result: Verification) -> str:
+    from .html import verify_page
+
+    return verify_page(result)
+
+
+def inspect_html(stats: Stats) -> str:
+    from .html import inspect_page
+
+    return inspect_page(stats)

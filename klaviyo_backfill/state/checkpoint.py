@@ -1,0 +1,673 @@
+"""The checkpoint: an SQLite ledger (WAL, synchronous=FULL) of the orders Klaviyo acknowledged,
+and the rules for opening one (`open_ledger`): a new job, a resumed one, or a restart.
+
+A row is committed only after Klaviyo acknowledged every event of its order, so a kill -9 at
+any instant loses nothing: `--resume` skips what the ledger holds and resends at most the
+orders that were in flight (a resend is harmless, every event id is deterministic).
+The ledger never holds the API key: only ids, counts, times and the run's fingerprint.
+
+With each settled order it adds the order's acknowledged events to `sent_totals`, per metric,
+UTC month and currency (count and value sum), in the same transaction: what `verify`
+compares with Klaviyo's own aggregates, without reading the export again.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+from ..errors import CheckpointError, UnfinishedRun
+from ..model import Position, Rejection
+from ..results import Finished
+from .files import private_folder, state_dir
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Landmarks",
+    "Ledger",
+    "Mode",
+    "Total",
+    "TotalKey",
+    "checkpoints_dir",
+    "default_path",
+    "discard",
+    "earlier_path",
+    "found_for",
+    "locate",
+    "open_ledger",
+    "process_start",
+    "superseded",
+    "trouble",
+]
+
+FORMAT_VERSION = "2"
+Mode = Literal["new", "resume", "restart"]
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, state TEXT NOT NULL, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS rejected (
+    kind TEXT NOT NULL,                  -- 'klaviyo': an event Klaviyo refused; 'input': an order
+    source TEXT, line INTEGER, order_id TEXT, reason TEXT, detail TEXT,
+    input INTEGER, offset INTEGER,       -- 'input': where the order is, for --resume
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sent_totals (  -- events Klaviyo acknowledged, of settled orders
+    metric TEXT NOT NULL, month TEXT NOT NULL, currency TEXT NOT NULL,  -- month: UTC 'YYYY-MM'
+    events INTEGER NOT NULL, value TEXT NOT NULL,  -- value: an exact decimal, as text
+    last_at REAL NOT NULL,                         -- the latest acknowledgement among them
+    PRIMARY KEY (metric, month, currency)
+);
+"""
+# (metric, UTC month 'YYYY-MM', currency; '' when the events carry none)
+TotalKey = tuple[str, str, str]
+
+
+@dataclass(slots=True)
+class Total:
+    """Acknowledged events of one metric, month and currency: how many, and their values' sum."""
+
+    events: int = 0
+    value: Decimal = Decimal(0)
+    last_at: float = 0.0  # when the latest of them was acknowledged (time.time())
+
+    def add(self, value: Decimal | None, at: float = 0.0) -> None:
+        self.events += 1
+        if value is not None:
+            self.value += value
+        self.last_at = max(self.last_at, at)
+
+
+def _dec_add(a: str | None, b: str | None) -> str:
+    """SQLite's sum of two decimals kept as text, exactly (REAL would round cents)."""
+    return str(Decimal(a or 0) + Decimal(b or 0))
+
+
+def _name(paths: list[str], account: str | None) -> str:
+    """<first export's name>-<hash of every export's absolute path>[-<account>].sqlite"""
+    key = "\n".join(sorted(os.path.abspath(p) for p in paths))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    stem = "stdin" if paths[0] == "-" else Path(paths[0].rstrip("/")).stem or "export"
+    suffix = f"-{account}" if account else ""
+    return f"{stem}-{digest}{suffix}.sqlite"
+
+
+def checkpoints_dir() -> Path:
+    """Where checkpoints live: the user's state folder, whatever the current folder."""
+    return state_dir() / "checkpoints"
+
+
+def default_path(paths: list[str], account: str) -> Path:
+    """$XDG_STATE_HOME/klaviyo-backfill/checkpoints/<export>-<hash>-<account>.sqlite: keyed
+    by the exports' absolute paths and the account, so a run from any folder finds it."""
+    return checkpoints_dir() / _name(paths, account)
+
+
+def earlier_path(paths: list[str], account: str | None = None) -> Path:
+    """Where versions before 0.3 kept it: ./.klaviyo-backfill/, under the folder the run was
+    started from (without `account`: the name of versions before 0.2, for any account)."""
+    return Path(".klaviyo-backfill") / _name(paths, account)
+
+
+def locate(paths: list[str], account: str, mode: Mode, explicit: str | None = None) -> Path:
+    """The checkpoint of these exports for this account: `explicit` if given, else the one in
+    the state folder, unless an earlier version left one under the current folder (which is
+    continued where it is; `--restart` discards it and starts afresh in the state folder).
+
+    A checkpoint of versions before 0.2 (keyed by the exports alone, whichever account they
+    went to) is never taken for this account's silently: resuming it must name it, so that a
+    staging account's progress cannot hide orders from another."""
+    if explicit:
+        return Path(explicit)
+    path, earlier = default_path(paths, account), earlier_path(paths, account)
+    if mode == "restart":
+        discard(earlier)
+    elif earlier.exists() and not path.exists():
+        return earlier
+    older = earlier_path(paths)
+    if mode == "resume" and not path.exists() and older.exists():
+        raise CheckpointError(
+            f"the checkpoint of these exports, {older}, was written by an earlier version, "
+            "which did not record the Klaviyo account it sent to",
+            f"If it was this account, continue it with --checkpoint {older} --resume.\n"
+            "If not, run without --resume: everything is sent (Klaviyo drops repeats).",
+        )
+    return path
+
+
+def discard(path: Path) -> None:
+    """Delete a checkpoint, with its -wal and -shm."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def found_for(paths: list[str]) -> list[Path]:
+    """Every checkpoint of these exports: one per account in the state folder, and those an
+    earlier version left under the current folder (per account, and one without)."""
+    pattern = _name(paths, None).removesuffix(".sqlite") + "-*.sqlite"
+    found: list[Path] = []
+    for folder in (checkpoints_dir(), Path(".klaviyo-backfill")):
+        found.extend(sorted(folder.glob(pattern)) if folder.is_dir() else [])
+    older = earlier_path(paths)
+    return found + ([older] if older.exists() else [])
+
+
+class Landmarks:
+    """A digest of the bytes just before a resume point, kept with it: a resumed run seeks to
+    the point only where those bytes are still there, so an export edited before the point
+    (same size, same first 64 KB: the fingerprint cannot tell) is never read from the middle
+    of a row. Elsewhere the run falls back to reading from the start, skipping by id."""
+
+    SPAN = 64
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def at(self, position: Position) -> str:
+        index, offset = position
+        if offset <= 0 or index >= len(self.paths):
+            return ""
+        try:
+            with open(self.paths[index], "rb") as fh:
+                fh.seek(max(0, offset - self.SPAN))
+                data = fh.read(min(offset, self.SPAN))
+        except OSError:
+            return "unreadable"
+        return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def trouble(path: Path, exc: BaseException, what: str = "checkpoint") -> CheckpointError:
+    """What went wrong with a checkpoint (or `what` else), in words, naming it (never a
+    traceback)."""
+    text = str(exc)
+    lower = text.lower()
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        lower = "readonly"
+    elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        lower = "disk is full"
+    elif isinstance(exc, OSError):
+        text = exc.strerror or text
+    if "disk is full" in lower:
+        why, hint = "the disk is full", "Free some space, then continue with --resume."
+    elif "locked" in lower or "busy" in lower:
+        why = "it is locked by another process"
+        hint = "Let that process finish (see `status`), then continue with --resume."
+    elif "readonly" in lower or "read-only" in lower:
+        why = "it cannot be written (read-only)"
+        hint = "Make it (and its folder) writable, or name another with --checkpoint."
+    elif "malformed" in lower or "not a database" in lower or isinstance(exc, ValueError):
+        why = f"it is corrupt or not a checkpoint ({text})"
+        hint = "Start over with --restart (every order is sent again; Klaviyo drops repeats)."
+    elif "unable to open" in lower:
+        why = "it cannot be opened"
+        hint = "Check that its folder exists and is writable, or name another with --checkpoint."
+    elif "disk i/o" in lower:
+        why, hint = "a disk error", "Check the disk, then continue with --resume."
+    else:
+        why, hint = text, "Continue with --resume, or start over with --restart."
+    return CheckpointError(f"{what} {path}: {why}", hint)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def guarded(what: str) -> Callable[[_F], _F]:
+    """A method's SQLite errors (a full disk, a lock) as a CheckpointError naming the file of
+    its object (`self.path`) as `what` ('checkpoint', 'account ledger')."""
+
+    def decorate(method: _F) -> _F:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                raise trouble(self.path, exc, what) from None
+
+        return cast(_F, wrapper)
+
+    return decorate
+
+
+_guarded = guarded("checkpoint")
+
+
+def create_private(path: Path, what: str = "checkpoint") -> None:
+    """Create the database file 0600 (or make an old one so), never through a link planted
+    in its place."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise trouble(path, exc, what) from None
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class Ledger:
+    @_guarded
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        private_folder(path.parent)
+        for side in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if side.is_symlink():  # SQLite would follow it, and write where it points
+                raise CheckpointError(
+                    f"checkpoint {side} is a symbolic link: refusing to follow it",
+                    "Name the file itself with --checkpoint, or remove the link.",
+                )
+        create_private(path)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.create_function("dec_add", 2, _dec_add, deterministic=True)
+            self.db.executescript(_SCHEMA)
+        except BaseException:
+            self.db.close()
+            raise
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{path}{suffix}")
+            if side.exists() and not side.is_symlink():
+                os.chmod(side, 0o600)
+
+    # ------------------------------------------------------------ meta
+
+    @_guarded
+    def get(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    @_guarded
+    def put(self, **values: Any) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in values.items()],
+            )
+
+    @property
+    def state(self) -> str | None:
+        return self.get("state")
+
+    def drop(self, *keys: str) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("DELETE FROM meta WHERE key = ?", [(k,) for k in keys])
+
+    def mark_running(self, inputs: list[str] | None = None) -> None:
+        """State "running", with this process's id, start time and host (see `runner_alive`),
+        and the exports' paths; an earlier run's end and summary go (they are not this run's)."""
+        pid = os.getpid()
+        self.drop("ended", "last_run", "pid_start")
+        self.put(state="running", started=str(time.time()), pid=str(pid),
+                 host=socket.gethostname(), pid_start=process_start(pid) or "")  # fmt: skip
+        if inputs is not None:
+            self.put(inputs=[os.path.abspath(p) for p in inputs])
+
+    def runner_alive(self) -> bool | None:
+        """For a "running" ledger: whether the process that runs it is still alive (the
+        process with its id on this host, started when it was: a process id is reused);
+        None when that cannot be told (another host, or not recorded). False means it stopped
+        abruptly (kill -9, a crash)."""
+        pid, host = self.get("pid"), self.get("host")
+        if self.state != "running" or pid is None or host != socket.gethostname():
+            return None
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if Path("/proc/self/cmdline").exists():  # Linux: the process must be one of ours
+            started = self.get("pid_start")
+            if started:
+                return process_start(int(pid)) == started
+            try:
+                argv = cmdline.read_bytes().split(b"\0")
+            except OSError:
+                return False
+            # one of its arguments is the tool (the console script, or `-m klaviyo_backfill`):
+            # not merely a path that holds the word, as a python in a folder named so would
+            return any(os.path.basename(arg) in _OURS for arg in argv)
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except (PermissionError, ValueError):
+            return None
+        return True
+
+    def claim(self, fingerprint: str, describe: str, account: str | None = None) -> None:
+        """Bind a new ledger to this run and account, or check that an old one belongs to
+        them (a checkpoint of before accounts were recorded is bound to this one)."""
+        self.check_account(account)
+        version, known = self.get("version"), self.get("fingerprint")
+        if known is None:  # a new ledger: its sent_totals hold every acknowledgement
+            self.put(version=FORMAT_VERSION, fingerprint=fingerprint, created=str(time.time()),
+                     totals="1")  # fmt: skip
+        elif version != FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint {self.path} has format {version}, this version writes {FORMAT_VERSION}",
+                "Start over with --restart.",
+            )
+        elif known != fingerprint:
+            raise CheckpointError(
+                f"checkpoint {self.path} belongs to another run: the exports, or options that "
+                f"change what is sent ({describe}), differ",
+                "Rerun with the same files and options, or start over with --restart.",
+            )
+        if account is not None and self.get("account") is None:
+            self.put(account=account)
+
+    def check_account(self, account: str | None) -> None:
+        """A checkpoint records what one Klaviyo account acknowledged: never another's."""
+        known = self.get("account")
+        if account is not None and known is not None and known != account:
+            raise CheckpointError(
+                f"checkpoint {self.path} records what another Klaviyo account acknowledged "
+                f"(account {known}; this key and base URL are account {account})",
+                "Leave out --checkpoint (each account gets its own), or name another file.",
+            )
+
+    # ------------------------------------------------------------ orders
+
+    @_guarded
+    def has_orders(self) -> bool:
+        return self.db.execute("SELECT 1 FROM orders LIMIT 1").fetchone() is not None
+
+    @_guarded
+    def is_done(self, order_id: str) -> bool:
+        return (
+            self.db.execute("SELECT 1 FROM orders WHERE id = ?", (order_id,)).fetchone() is not None
+        )
+
+    @_guarded
+    def record(
+        self,
+        done: Iterable[tuple[str, bool]],
+        rejected: Iterable[tuple[Rejection, Position | None]] = (),
+        watermark: Position | None = None,
+        landmark: str = "",
+        totals: Mapping[str, Mapping[TotalKey, Total]] | None = None,
+    ) -> None:
+        """Commit settled orders (id, whether Klaviyo rejected any of its events), rejections
+        and the resume point durably, in one transaction. A rejection the ledger holds
+        already (an order resent after a kill, refused again) is not added twice.
+
+        `totals` holds, per order id, its events that Klaviyo acknowledged: they are added to
+        `sent_totals` for an order the ledger did not hold yet (an order resent after a kill
+        counts once)."""
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN")
+            if totals:
+                self._add_totals([o for o, _ in done if o in totals and not self.is_done(o)],
+                                 totals, now)  # fmt: skip
+            self.db.executemany(
+                "INSERT OR REPLACE INTO orders (id, state, at) VALUES (?, ?, ?)",
+                [(o, "rejected" if bad else "sent", now) for o, bad in done],
+            )
+            self.db.executemany(
+                "INSERT INTO rejected (kind, source, line, order_id, reason, detail, input, offset,"
+                " at) SELECT ?,?,?,?,?,?,?,?,? WHERE NOT EXISTS (SELECT 1 FROM rejected WHERE"
+                " kind = 'klaviyo' AND ? = 'klaviyo' AND order_id IS ? AND detail IS ?)",
+                [
+                    (kind, r.source, r.line, r.order_id, r.reason, r.detail,
+                     *(at or (None, None)), now, kind, r.order_id, r.detail)
+                    for r, at in rejected
+                    for kind in ("klaviyo" if at is None else "input",)
+                ],
+            )  # fmt: skip
+            if watermark is not None:
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    [("watermark", json.dumps(list(watermark))), ("landmark", landmark)],
+                )
+
+    def _add_totals(
+        self, fresh: list[str], totals: Mapping[str, Mapping[TotalKey, Total]], now: float
+    ) -> None:
+        merged: dict[TotalKey, Total] = {}
+        for order_id in fresh:
+            for key, total in totals[order_id].items():
+                into = merged.setdefault(key, Total())
+                into.events += total.events
+                into.value += total.value
+                into.last_at = max(into.last_at, total.last_at or now)
+        self.db.executemany(
+            "INSERT INTO sent_totals (metric, month, currency, events, value, last_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (metric, month, currency) DO UPDATE SET "
+            "events = events + excluded.events, value = dec_add(value, excluded.value), "
+            "last_at = max(last_at, excluded.last_at)",
+            [(*key, t.events, str(t.value), t.last_at) for key, t in merged.items()],
+        )
+
+    @_guarded
+    def has_totals(self) -> bool:
+        """Whether `sent_totals` covers the whole job: a ledger begun before they were kept
+        (or by hand) does not, and its export must be read again to know what was sent."""
+        return self.get("totals") == "1"
+
+    @_guarded
+    def totals(self) -> dict[TotalKey, Total]:
+        """What Klaviyo acknowledged, per metric, UTC month and currency."""
+        rows = self.db.execute(
+            "SELECT metric, month, currency, events, value, last_at FROM sent_totals "
+            "ORDER BY metric, month, currency"
+        )
+        return {(m, mo, c): Total(int(n), Decimal(v), float(at)) for m, mo, c, n, v, at in rows}
+
+    @_guarded
+    def order_state(self, order_id: str) -> tuple[str, float] | None:
+        """('sent' or 'rejected', when it was recorded) of an order the ledger holds."""
+        row = self.db.execute("SELECT state, at FROM orders WHERE id = ?", (order_id,)).fetchone()
+        return None if row is None else (str(row[0]), float(row[1]))
+
+    @_guarded
+    def rejected_events(self, order_id: str) -> list[str]:
+        """The details of an order's events Klaviyo refused ('<metric> <unique id>: why')."""
+        rows = self.db.execute(
+            "SELECT DISTINCT detail FROM rejected WHERE kind = 'klaviyo' AND order_id = ?",
+            (order_id,),
+        )
+        return [str(detail or "") for (detail,) in rows]
+
+    @_guarded
+    def watermark(self) -> Position | None:
+        """Where a resumed run picks up: (input index, byte offset)."""
+        value = self.get("watermark")
+        if value is None:
+            return None
+        try:
+            index, offset = json.loads(value)
+            return int(index), int(offset)
+        except (ValueError, TypeError) as exc:
+            raise trouble(self.path, ValueError(f"its resume point {value[:40]!r}")) from exc
+
+    @_guarded
+    def still_there(self, point: Position, landmarks: Landmarks) -> bool:
+        """Whether the bytes before the resume point are those recorded with it."""
+        return landmarks.at(point) == (self.get("landmark") or "")
+
+    @_guarded
+    def rejections(self, before: Position | None) -> list[Rejection]:
+        """Earlier runs' rejections that a resumed run will not meet again: Klaviyo's, and
+        the export's own before the resume point. Each is one row (see `forget_from`): two
+        alike are two orders (stray values on one line of a JSON file share its place)."""
+        index, offset = before or (-1, -1)
+        rows = self.db.execute(
+            "SELECT source, line, order_id, reason, detail FROM rejected "
+            "WHERE kind = 'klaviyo' OR input < ? OR (input = ? AND offset < ?) ORDER BY rowid",
+            (index, index, offset),
+        )
+        return [
+            Rejection(source or "", line, order_id, reason, detail or "")
+            for source, line, order_id, reason, detail in rows
+        ]
+
+    @_guarded
+    def last_run(self) -> dict[str, Any]:
+        """The summary the last run left ({} when none)."""
+        try:
+            value = json.loads(self.get("last_run") or "{}")
+        except ValueError:
+            return {}  # only shown by `status`: not worth refusing the checkpoint for
+        return value if isinstance(value, dict) else {}
+
+    @_guarded
+    def rejected_rows(self, limit: int = 1000) -> list[Rejection]:
+        """The job's rejections (each is one row), the first `limit` of them."""
+        rows = self.db.execute(
+            "SELECT source, line, order_id, reason, detail FROM rejected ORDER BY rowid LIMIT ?",
+            (limit,),
+        )
+        return [Rejection(s or "", line, oid, reason, d or "") for s, line, oid, reason, d in rows]
+
+    @_guarded
+    def forget_from(self, before: Position | None) -> None:
+        """Forget the export's rejections at and after the resume point (all of them for
+        None): a resumed run reads the export from there, meets them again and records them
+        anew. Klaviyo's stay (`record` adds each once). So every rejection is one row: no
+        key could tell one met again from another alike, as a JSON order's place is its
+        file's start and its line may be the file's one line."""
+        index, offset = before or (-1, -1)
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "DELETE FROM rejected WHERE kind = 'input'"
+                " AND NOT (input < ? OR (input = ? AND offset < ?))",
+                (index, index, offset),
+            )
+
+    @_guarded
+    def counts(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT state, count(*) FROM orders GROUP BY state").fetchall()
+        out = {str(state): int(n) for state, n in rows}
+        out["events_rejected"] = int(
+            self.db.execute("SELECT count(*) FROM rejected WHERE kind = 'klaviyo'").fetchone()[0]
+        )
+        return out
+
+    @_guarded
+    def rejected_total(self) -> int:
+        """Rejections the job met, each once: orders the export could not give (a row each,
+        see `forget_from`), and events Klaviyo refused (one per order and event)."""
+        row = self.db.execute(
+            "SELECT (SELECT count(*) FROM rejected WHERE kind = 'input')"
+            " + (SELECT count(*) FROM (SELECT DISTINCT order_id, detail FROM rejected"
+            " WHERE kind = 'klaviyo'))"
+        ).fetchone()
+        return int(row[0])
+
+    def condition(self) -> str:
+        """The state as a person reads it: a "running" ledger whose process is gone
+        "stopped abruptly"."""
+        alive = self.runner_alive()
+        if alive is True:
+            return f"running (process {self.get('pid')})"
+        if alive is False:
+            return f"stopped abruptly (process {self.get('pid')} is gone)"
+        return self.state or "new"
+
+    def rejected_apart(self) -> tuple[int, int]:
+        """(orders the export could not give, events Klaviyo refused), each counted as
+        `rejected_total` counts them."""
+        row = self.db.execute(
+            "SELECT (SELECT count(*) FROM rejected WHERE kind = 'input'),"
+            " (SELECT count(*) FROM (SELECT DISTINCT order_id, detail FROM rejected"
+            " WHERE kind = 'klaviyo'))"
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def reader(self) -> Ledger:
+        """A second connection, for the thread that reads the export."""
+        return Ledger(self.path)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_ledger(
+    path: Path, mode: Mode, fingerprint: str, describe: str, account: str | None = None
+) -> Ledger | Finished:
+    """The ledger to send with, bound to this job's `fingerprint` (what `describe` names) and
+    to the Klaviyo `account` it sends to (klaviyo/account.py).
+
+    new      refuses an unfinished checkpoint (UnfinishedRun: continue it, or restart),
+             returns Finished for one that says this very export was sent completely, and
+             starts afresh over a finished one of another export at the same path (a new
+             export saved over the old file, another window): the account's ledger, not the
+             checkpoint, says what of it is held already (`superseded`)
+    resume   continues an existing checkpoint; there must be one
+    restart  deletes any checkpoint (with its -wal and -shm) and starts over
+    A checkpoint that a live process is sending with is refused in every mode.
+    """
+    if mode == "restart":
+        discard(path)
+    elif mode == "resume" and not path.exists():
+        raise CheckpointError(
+            f"no checkpoint at {path} to resume", "Run without --resume to start."
+        )
+    elif mode == "new" and path.exists():
+        ledger = Ledger(path)
+        try:
+            _refuse_if_running(ledger)
+            ledger.check_account(account)
+            state, condition, rejected = ledger.state, ledger.condition(), ledger.rejected_apart()
+            known = ledger.get("fingerprint")
+        finally:
+            ledger.close()
+        if state != "finished":
+            raise UnfinishedRun(f"an unfinished run ({condition}) has a checkpoint at {path}")
+        if known == fingerprint:
+            return Finished(path, *rejected)
+        discard(path)
+    ledger = Ledger(path)
+    try:
+        _refuse_if_running(ledger)
+        ledger.claim(fingerprint, describe, account)
+    except BaseException:
+        ledger.close()
+        raise
+    return ledger
+
+
+def superseded(path: Path, mode: Mode, fingerprint: str) -> bool:
+    """A new run (`mode` new) over a finished checkpoint of another export or window at the
+    same path: `open_ledger` starts that job afresh, and it is sent as a new job is."""
+    if mode != "new" or not path.exists():
+        return False
+    ledger = Ledger(path)
+    try:
+        return ledger.state == "finished" and ledger.get("fingerprint") != fingerprint
+    finally:
+        ledger.close()
+
+
+_OURS = (b"klaviyo-backfill", b"klaviyo_backfill")
+
+
+def process_start(pid: int) -> str | None:
+    """When a process started (Linux: /proc/<pid>/stat field 22, in clock ticks since boot),
+    which tells it from a later process given the same id; None where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # the name, in parentheses, may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
+def _refuse_if_running(ledger: Ledger) -> None:
+    """Two runs on one checkpoint would send the same orders twice over."""
+    if ledger.runner_alive():
+        raise CheckpointError(
+            f"process {ledger.get('pid')} is sending with checkpoint {ledger.path} right now",
+            "Let it finish (or stop it with Ctrl-C) before another run on the same export.",
+        )
