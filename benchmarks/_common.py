@@ -232,7 +232,7 @@ class Pool:
         """Events per pool order, by running the tool's own reader and mapper over the pool."""
         if self._events is None:
             from klaviyo_backfill.inputs.layouts import builtin_layouts
-            from klaviyo_backfill.inputs.read import Input
+            from klaviyo_backfill.inputs.sources import Input
             from klaviyo_backfill.inputs.values import zone
             from klaviyo_backfill.mapping.convert import Settings
             from klaviyo_backfill.pipeline.job import Job

@@ -36,7 +36,7 @@ def build_ledger(
 ) -> tuple[float, int]:
     """The account ledger after the first `sent` orders went: (seconds, bytes on disk)."""
     os.environ["XDG_STATE_HOME"] = str(state)
-    from klaviyo_backfill.inputs.read import read_orders
+    from klaviyo_backfill.inputs.export import read_orders
     from klaviyo_backfill.klaviyo.account import account_id
     from klaviyo_backfill.options import InputOptions, SendOptions
     from klaviyo_backfill.pipeline.job import job_from

@@ -39,8 +39,9 @@ TARGET_SKIP_RATIO = 1.5
 
 def resume_offset(export: c.Export, sent: int) -> int:
     """The byte offset of order number `sent` (0-based): the resume point the tool records."""
+    from klaviyo_backfill.inputs.export import read_orders
     from klaviyo_backfill.inputs.layouts import builtin_layouts
-    from klaviyo_backfill.inputs.read import Input, read_orders
+    from klaviyo_backfill.inputs.sources import Input
 
     source = Input(str(export.path), builtin_layouts()["shopify-csv"], "utf-8-sig")
     for number, raw in enumerate(read_orders(source, skip=lambda _: True)):

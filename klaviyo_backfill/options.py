@@ -76,4 +76,4 @@ class SendOptions:
     allow_overlap: bool = False
     resend: bool = False  # send what the account holds already too (Klaviyo drops repeats)
     profile_attributes: str = "latest"  # one of PROFILE_ATTRIBUTES (latest.py)
-    tuning: str | None = None  # limits of the sender and its retries (klaviyo/client.tuned)
+    tuning: str | None = None  # limits of the sender and its retries (klaviyo/sender.tuned)

@@ -14,8 +14,8 @@ from .model import Rejection
 
 if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
     # `--help` need neither (start-up time)
-    from .klaviyo.client import SendStats
     from .klaviyo.reading import Account, Flow, Metric
+    from .klaviyo.sender import SendStats
     from .klaviyo.throttle import Wait, Window
     from .mapping.encode import Request
     from .pipeline.summary import Stats

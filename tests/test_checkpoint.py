@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from klaviyo_backfill.errors import CheckpointError
-from klaviyo_backfill.klaviyo.client import SendStats
+from klaviyo_backfill.klaviyo.sender import SendStats
 from klaviyo_backfill.model import Event, Rejection
 from klaviyo_backfill.pipeline.orders import MappedOrder
 from klaviyo_backfill.pipeline.tracker import Tracker

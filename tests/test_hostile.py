@@ -457,7 +457,7 @@ def test_an_unexpected_error_in_a_worker_ends_the_run_at_once() -> None:
     import httpx
 
     from klaviyo_backfill.errors import InternalError
-    from klaviyo_backfill.klaviyo.client import SendConfig, Sender, SendStats
+    from klaviyo_backfill.klaviyo.sender import SendConfig, Sender, SendStats
     from klaviyo_backfill.klaviyo.throttle import Window
 
     class Broken:

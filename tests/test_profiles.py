@@ -195,7 +195,7 @@ def test_a_stamp_names_the_profile_and_time_full_conversion_gives(tmp_path: Path
     except ImportError:  # tests/ made a package
         from tests import corpus
     from klaviyo_backfill.errors import FieldError
-    from klaviyo_backfill.inputs.read import read_orders
+    from klaviyo_backfill.inputs.export import read_orders
     from klaviyo_backfill.mapping.convert import Converter
     from klaviyo_backfill.mapping.events import identity_of
     from klaviyo_backfill.options import InputOptions, SendOptions

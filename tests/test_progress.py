@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from klaviyo_backfill.klaviyo.client import SendStats
+from klaviyo_backfill.klaviyo.sender import SendStats
 from klaviyo_backfill.klaviyo.throttle import Wait, Window
 from klaviyo_backfill.pipeline.summary import Stats
 from klaviyo_backfill.reports.progress import Progress, Reading, plain, render

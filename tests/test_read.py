@@ -15,8 +15,12 @@ from click.testing import CliRunner
 
 from klaviyo_backfill.cli import main
 from klaviyo_backfill.errors import InputError
+from klaviyo_backfill.inputs.csv_orders import Start
+from klaviyo_backfill.inputs.detect import detect_layout
+from klaviyo_backfill.inputs.export import read_orders
+from klaviyo_backfill.inputs.json_orders import iter_json
 from klaviyo_backfill.inputs.layouts import Source, builtin_layouts
-from klaviyo_backfill.inputs.read import Input, Start, detect_layout, iter_json, read_orders
+from klaviyo_backfill.inputs.sources import Input
 from klaviyo_backfill.mapping.convert import Settings, to_order
 
 LAYOUTS = builtin_layouts()

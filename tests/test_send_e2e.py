@@ -41,9 +41,9 @@ import httpx
 import pytest
 
 from klaviyo_backfill.errors import ExitCode, GaveUp
-from klaviyo_backfill.klaviyo.client import SendConfig, Sender, SendStats
 from klaviyo_backfill.klaviyo.endpoints import ENDPOINTS
 from klaviyo_backfill.klaviyo.retry import RetryPolicy
+from klaviyo_backfill.klaviyo.sender import SendConfig, Sender, SendStats
 from klaviyo_backfill.klaviyo.throttle import Window
 from klaviyo_backfill.model import Event
 from klaviyo_backfill.pipeline.orders import MappedOrder

@@ -13,9 +13,9 @@ import pytest
 
 from klaviyo_backfill.errors import AuthError, RetiredApiError
 from klaviyo_backfill.klaviyo.answers import Answer, retry_after
-from klaviyo_backfill.klaviyo.client import SendConfig, Sender, SendStats, halves
 from klaviyo_backfill.klaviyo.endpoints import ENDPOINTS
 from klaviyo_backfill.klaviyo.retry import RetryPolicy
+from klaviyo_backfill.klaviyo.sender import SendConfig, Sender, SendStats, halves
 from klaviyo_backfill.klaviyo.throttle import Limiter, Window, parse_rate_limit
 from klaviyo_backfill.model import Event
 from klaviyo_backfill.pipeline.orders import MappedOrder

@@ -57,7 +57,7 @@ def test_the_event_layer_does_not_import_the_encoder() -> None:
     assert "mapping.encode" not in imported("mapping.events")
 
 
-@pytest.mark.parametrize("module", ["klaviyo.client", "klaviyo.retry", "klaviyo.throttle",
+@pytest.mark.parametrize("module", ["klaviyo.sender", "klaviyo.http", "klaviyo.retry", "klaviyo.throttle",
                                     "klaviyo.answers", "klaviyo.endpoints",
                                     "klaviyo.reading"])  # fmt: skip
 def test_the_klaviyo_client_does_not_import_the_orchestration(module: str) -> None:
@@ -77,7 +77,9 @@ def test_help_and_status_import_neither_httpx_nor_the_pipeline() -> None:
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("module", ["klaviyo.client", "klaviyo.throttle", "klaviyo.retry"])
+@pytest.mark.parametrize(
+    "module", ["klaviyo.sender", "klaviyo.http", "klaviyo.throttle", "klaviyo.retry"]
+)
 def test_the_sender_reports_waits_without_drawing_them(module: str) -> None:
     """Waits go to an observer the orchestration passes in; progress.py draws them."""
     path = PACKAGE / (module.replace(".", "/") + ".py")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from klaviyo_backfill.inputs.layouts import builtin_layouts
-from klaviyo_backfill.inputs.read import Input
+from klaviyo_backfill.inputs.sources import Input
 from klaviyo_backfill.klaviyo.account import account_id
 from klaviyo_backfill.klaviyo.endpoints import ENDPOINTS
 from klaviyo_backfill.mapping.convert import Settings

@@ -25,19 +25,13 @@ from ..pipeline.job import FINGERPRINTED
 from ..pipeline.stages import open_output, orders, outputting, profiles_for, requests
 from ..presend.overlap import overlap_check
 from ..results import Finished, SendOutcome, Unwatched, Watcher
-from ..state.checkpoint import (
-    Landmarks,
-    Ledger,
-    discard,
-    locate,
-    open_ledger,
-    superseded,
-)
+from ..state.checkpoint import Landmarks, Ledger, open_ledger, superseded
 from ..state.failures import Failures
+from ..state.locate import discard, locate
 
 if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
     # `--help` need neither (start-up time)
-    from ..klaviyo.client import SendConfig, Sender
+    from ..klaviyo.sender import SendConfig, Sender
     from ..mapping.encode import Request
     from ..model import Position
     from ..pipeline.job import Job
@@ -49,7 +43,8 @@ if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `s
 
 def send_config(job: Job, options: SendOptions, ask_key: Callable[[], str | None]) -> SendConfig:
     """Where and how fast to send: checked before any checkpoint is touched."""
-    from ..klaviyo.client import SendConfig, clean_key, loopback_only, tuned
+    from ..klaviyo.http import clean_key, loopback_only
+    from ..klaviyo.sender import SendConfig, tuned
     from ..klaviyo.throttle import parse_rate_limit
 
     loopback_only(options.base_url)
@@ -188,7 +183,7 @@ def send_job(
 ) -> SendOutcome:
     """Send the job with an open ledger; record each acknowledgement (in the account's
     ledger too, given one, whose events are skipped unless `skip_held` is False)."""
-    from ..klaviyo.client import SendStats
+    from ..klaviyo.sender import SendStats
     from ..pipeline.orders import Resume
     from ..pipeline.summary import Stats
     from ..pipeline.tracker import Tracker
@@ -246,7 +241,7 @@ def _sending(
     tracker: Tracker,
     stats: Stats,
 ) -> SendOutcome:
-    from ..klaviyo.client import Sender, client_for
+    from ..klaviyo.sender import Sender, client_for
 
     send_stats, failures = tracker.stats, tracker.failures
     encoder = config.endpoint.encoder(job.backfill, config.public_key)

@@ -11,11 +11,8 @@ from ..errors import (
     CheckpointError,
     UsageError,
 )
-from ..state.checkpoint import (
-    Ledger,
-    checkpoints_dir,
-    found_for,
-)
+from ..state.checkpoint import Ledger
+from ..state.locate import checkpoints_dir, found_for
 
 if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
     # `--help` need neither (start-up time)

@@ -22,16 +22,9 @@ from ..options import SendOptions
 from ..pipeline.job import FINGERPRINTED
 from ..presend.overlap import read_config
 from ..results import Verification
-from ..state.checkpoint import (
-    Ledger,
-    Total,
-    TotalKey,
-    checkpoints_dir,
-    default_path,
-    earlier_path,
-    found_for,
-)
+from ..state.checkpoint import Ledger, Total, TotalKey
 from ..state.failures import Failures
+from ..state.locate import checkpoints_dir, default_path, earlier_path, found_for
 
 if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
     # `--help` need neither (start-up time)

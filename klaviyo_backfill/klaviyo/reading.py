@@ -31,7 +31,6 @@ import httpx
 from .. import __version__
 from ..errors import AuthError, GaveUp, QueryError, ScopeError
 from .answers import Answer, detail, read_capped, retry_after
-from .client import Redactor, http_client, within
 from .endpoints import (
     ACCOUNTS,
     API_INTEGRATION,
@@ -42,6 +41,7 @@ from .endpoints import (
     ReadApi,
     Window,
 )
+from .http import Redactor, http_client, within
 from .retry import Attempts, Retry, RetryPolicy
 from .throttle import Limiter
 

@@ -12,18 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FieldError, InputError, NotAnExport, UsageError
+from ..inputs.detect import detect_layout, fits, sniff_kind
+from ..inputs.json_orders import load_side_lines
 from ..inputs.layouts import Layout, builtin_layouts, load
-from ..inputs.read import (
-    Input,
-    Skipped,
-    detect_layout,
-    fits,
-    gather,
-    is_stream,
-    load_side_lines,
-    sniff_kind,
-    spool,
-)
+from ..inputs.sources import Input, Skipped, gather, is_stream, spool
 from ..inputs.values import is_currency, parse_period, zone
 from ..klaviyo.endpoints import BACKFILL_REVISION, BULK, DEFAULT_REVISION, ENDPOINTS, Endpoint
 from ..klaviyo.throttle import parse_rate_limit

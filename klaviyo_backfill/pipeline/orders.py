@@ -15,8 +15,10 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 
+from ..inputs.csv_orders import Start
+from ..inputs.export import read_orders
 from ..inputs.layouts import Layout
-from ..inputs.read import Input, Start, read_orders
+from ..inputs.sources import Input
 from ..mapping.convert import Converter, Settings
 from ..mapping.encode import Encoder, Part
 from ..model import Event, Position, RawOrder, Rejection

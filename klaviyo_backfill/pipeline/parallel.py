@@ -41,7 +41,9 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, cast
 
 from ..errors import BackfillError, FieldError, WorkerError
-from ..inputs.read import BYTE_EXACT, HeldRows, Input, Start, read_orders, row_starts
+from ..inputs.csv_orders import BYTE_EXACT, HeldRows, Start, row_starts
+from ..inputs.export import read_orders
+from ..inputs.sources import Input
 from ..mapping.convert import Converter, Settings
 from ..mapping.encode import Encoder, Part
 from ..mapping.events import identity_of

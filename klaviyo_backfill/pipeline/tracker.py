@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from ..klaviyo.client import SendStats
+from ..klaviyo.sender import SendStats
 from ..model import Event, Position, Rejection, identity, utc_month
 from ..presend.delta import facts_of
 from ..state.account_ledger import AccountLedger, OrderFacts, event_key

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..inputs.read import Input, read_orders
+from ..inputs.export import read_orders
+from ..inputs.sources import Input
 from ..mapping.convert import Converter
 from ..pipeline.distinct import SeenIds
 from ..pipeline.parallel import Stamp, splittable, stamp, stamped_pieces, workers_for

@@ -20,8 +20,8 @@ from ..pipeline.stages import months_pass
 
 if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
     # `--help` need neither (start-up time)
-    from ..klaviyo.client import SendConfig
     from ..klaviyo.reading import Metric, ReadConfig, Reader
+    from ..klaviyo.sender import SendConfig
     from ..pipeline.job import Job
     from ..proof.reconcile import OtherCounts
 
@@ -31,7 +31,7 @@ log = logging.getLogger("klaviyo_backfill.run")
 
 def read_config(options: SendOptions, ask_key: Callable[[], str | None]) -> ReadConfig:
     """Where to read from, with which key: checked before anything is read."""
-    from ..klaviyo.client import loopback_only
+    from ..klaviyo.http import loopback_only
     from ..klaviyo.reading import ReadConfig
     from ..pipeline.job import check_revision
 

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import InputError
-from ..inputs.read import Input, Start, read_orders
+from ..inputs.csv_orders import Start
+from ..inputs.export import read_orders
+from ..inputs.sources import Input
 from ..mapping.convert import Converter
 from ..model import RawOrder
 from ..pipeline.distinct import SeenIds

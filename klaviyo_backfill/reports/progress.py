@@ -27,7 +27,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from ..klaviyo.client import SendStats
+from ..klaviyo.sender import SendStats
 from ..klaviyo.throttle import Wait, Window
 from ..pipeline.summary import Stats
 

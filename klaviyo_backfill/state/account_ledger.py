@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import CheckpointError
-from .checkpoint import create_private, guarded
 from .files import state_dir
+from .sqlite import create_private, guarded
 
 __all__ = [
     "AccountLedger",

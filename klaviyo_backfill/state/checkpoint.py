@@ -13,46 +13,28 @@ compares with Klaviyo's own aggregates, without reading the export again.
 
 from __future__ import annotations
 
-import errno
-import functools
 import hashlib
 import json
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any
 
 from ..errors import CheckpointError, UnfinishedRun
 from ..model import Position, Rejection
 from ..results import Finished
-from .files import private_folder, state_dir
-
-__all__ = [
-    "FORMAT_VERSION",
-    "Landmarks",
-    "Ledger",
-    "Mode",
-    "Total",
-    "TotalKey",
-    "checkpoints_dir",
-    "default_path",
-    "discard",
-    "earlier_path",
-    "found_for",
-    "locate",
-    "open_ledger",
-    "process_start",
-    "superseded",
-    "trouble",
-]
+from .files import private_folder
+from .locate import Mode, discard
+from .sqlite import create_private, guarded, trouble
 
 FORMAT_VERSION = "2"
-Mode = Literal["new", "resume", "restart"]
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, state TEXT NOT NULL, at REAL NOT NULL);
@@ -69,6 +51,8 @@ CREATE TABLE IF NOT EXISTS sent_totals (  -- events Klaviyo acknowledged, of set
     PRIMARY KEY (metric, month, currency)
 );
 """
+
+
 # (metric, UTC month 'YYYY-MM', currency; '' when the events carry none)
 TotalKey = tuple[str, str, str]
 
@@ -91,75 +75,6 @@ class Total:
 def _dec_add(a: str | None, b: str | None) -> str:
     """SQLite's sum of two decimals kept as text, exactly (REAL would round cents)."""
     return str(Decimal(a or 0) + Decimal(b or 0))
-
-
-def _name(paths: list[str], account: str | None) -> str:
-    """<first export's name>-<hash of every export's absolute path>[-<account>].sqlite"""
-    key = "\n".join(sorted(os.path.abspath(p) for p in paths))
-    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    stem = "stdin" if paths[0] == "-" else Path(paths[0].rstrip("/")).stem or "export"
-    suffix = f"-{account}" if account else ""
-    return f"{stem}-{digest}{suffix}.sqlite"
-
-
-def checkpoints_dir() -> Path:
-    """Where checkpoints live: the user's state folder, whatever the current folder."""
-    return state_dir() / "checkpoints"
-
-
-def default_path(paths: list[str], account: str) -> Path:
-    """$XDG_STATE_HOME/klaviyo-backfill/checkpoints/<export>-<hash>-<account>.sqlite: keyed
-    by the exports' absolute paths and the account, so a run from any folder finds it."""
-    return checkpoints_dir() / _name(paths, account)
-
-
-def earlier_path(paths: list[str], account: str | None = None) -> Path:
-    """Where versions before 0.3 kept it: ./.klaviyo-backfill/, under the folder the run was
-    started from (without `account`: the name of versions before 0.2, for any account)."""
-    return Path(".klaviyo-backfill") / _name(paths, account)
-
-
-def locate(paths: list[str], account: str, mode: Mode, explicit: str | None = None) -> Path:
-    """The checkpoint of these exports for this account: `explicit` if given, else the one in
-    the state folder, unless an earlier version left one under the current folder (which is
-    continued where it is; `--restart` discards it and starts afresh in the state folder).
-
-    A checkpoint of versions before 0.2 (keyed by the exports alone, whichever account they
-    went to) is never taken for this account's silently: resuming it must name it, so that a
-    staging account's progress cannot hide orders from another."""
-    if explicit:
-        return Path(explicit)
-    path, earlier = default_path(paths, account), earlier_path(paths, account)
-    if mode == "restart":
-        discard(earlier)
-    elif earlier.exists() and not path.exists():
-        return earlier
-    older = earlier_path(paths)
-    if mode == "resume" and not path.exists() and older.exists():
-        raise CheckpointError(
-            f"the checkpoint of these exports, {older}, was written by an earlier version, "
-            "which did not record the Klaviyo account it sent to",
-            f"If it was this account, continue it with --checkpoint {older} --resume.\n"
-            "If not, run without --resume: everything is sent (Klaviyo drops repeats).",
-        )
-    return path
-
-
-def discard(path: Path) -> None:
-    """Delete a checkpoint, with its -wal and -shm."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
-def found_for(paths: list[str]) -> list[Path]:
-    """Every checkpoint of these exports: one per account in the state folder, and those an
-    earlier version left under the current folder (per account, and one without)."""
-    pattern = _name(paths, None).removesuffix(".sqlite") + "-*.sqlite"
-    found: list[Path] = []
-    for folder in (checkpoints_dir(), Path(".klaviyo-backfill")):
-        found.extend(sorted(folder.glob(pattern)) if folder.is_dir() else [])
-    older = earlier_path(paths)
-    return found + ([older] if older.exists() else [])
 
 
 class Landmarks:
@@ -186,72 +101,7 @@ class Landmarks:
         return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
-def trouble(path: Path, exc: BaseException, what: str = "checkpoint") -> CheckpointError:
-    """What went wrong with a checkpoint (or `what` else), in words, naming it (never a
-    traceback)."""
-    text = str(exc)
-    lower = text.lower()
-    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        lower = "readonly"
-    elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        lower = "disk is full"
-    elif isinstance(exc, OSError):
-        text = exc.strerror or text
-    if "disk is full" in lower:
-        why, hint = "the disk is full", "Free some space, then continue with --resume."
-    elif "locked" in lower or "busy" in lower:
-        why = "it is locked by another process"
-        hint = "Let that process finish (see `status`), then continue with --resume."
-    elif "readonly" in lower or "read-only" in lower:
-        why = "it cannot be written (read-only)"
-        hint = "Make it (and its folder) writable, or name another with --checkpoint."
-    elif "malformed" in lower or "not a database" in lower or isinstance(exc, ValueError):
-        why = f"it is corrupt or not a checkpoint ({text})"
-        hint = "Start over with --restart (every order is sent again; Klaviyo drops repeats)."
-    elif "unable to open" in lower:
-        why = "it cannot be opened"
-        hint = "Check that its folder exists and is writable, or name another with --checkpoint."
-    elif "disk i/o" in lower:
-        why, hint = "a disk error", "Check the disk, then continue with --resume."
-    else:
-        why, hint = text, "Continue with --resume, or start over with --restart."
-    return CheckpointError(f"{what} {path}: {why}", hint)
-
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def guarded(what: str) -> Callable[[_F], _F]:
-    """A method's SQLite errors (a full disk, a lock) as a CheckpointError naming the file of
-    its object (`self.path`) as `what` ('checkpoint', 'account ledger')."""
-
-    def decorate(method: _F) -> _F:
-        @functools.wraps(method)
-        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return method(self, *args, **kwargs)
-            except sqlite3.Error as exc:
-                raise trouble(self.path, exc, what) from None
-
-        return cast(_F, wrapper)
-
-    return decorate
-
-
 _guarded = guarded("checkpoint")
-
-
-def create_private(path: Path, what: str = "checkpoint") -> None:
-    """Create the database file 0600 (or make an old one so), never through a link planted
-    in its place."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
-    except OSError as exc:
-        raise trouble(path, exc, what) from None
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
 
 
 class Ledger:

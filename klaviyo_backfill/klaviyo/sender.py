@@ -18,14 +18,12 @@ import base64
 import concurrent.futures
 import contextlib
 import logging
-import re
-import ssl
 import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import httpx
 
@@ -45,26 +43,10 @@ from ..model import Event
 from .account import account_id
 from .answers import Answer, detail, read_capped, retry_after
 from .endpoints import DEFAULT_REVISION, Endpoint, Window
+from .http import Redactor, http_client, within
 from .retry import Attempts, Retry, RetryPolicy
 from .throttle import Limiter, Wait
 
-__all__ = [
-    "Redactor",
-    "SendConfig",
-    "SendStats",
-    "Sender",
-    "Settler",
-    "certificate_failure",
-    "clean_key",
-    "client_for",
-    "halves",
-    "http_client",
-    "loopback_only",
-    "tuned",
-    "untrusted",
-]
-
-T = TypeVar("T")
 log = logging.getLogger("klaviyo_backfill.client")
 
 
@@ -446,45 +428,9 @@ def tuned(config: SendConfig, text: str) -> SendConfig:
 
 
 _TUNABLE = {"timeout", "deadline", "grace", "body_cap"}
+
+
 _WHOLE = {"max_attempts", "body_cap"}
-
-
-def certificate_failure(exc: BaseException) -> str | None:
-    """Why the server's certificate was not trusted, when that is what failed."""
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            return None
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return str(seen.verify_message or seen.reason or "not trusted")
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-async def within(budget: float, url: str, exchange: Awaitable[T]) -> T:
-    """One exchange, the whole of it bounded by `budget` seconds (not each read): a timeout
-    or a broken connection is a Retry, an untrusted certificate a CertificateError at once."""
-    try:
-        async with asyncio.timeout(budget):
-            return await exchange
-    except TimeoutError:
-        raise Retry(f"no complete answer within {budget:.0f} s") from None
-    except httpx.TimeoutException as exc:
-        raise Retry(f"timeout ({type(exc).__name__})") from None
-    except httpx.TransportError as exc:
-        reason = certificate_failure(exc)
-        if reason is not None:
-            raise untrusted(url, reason) from None
-        raise Retry(f"connection error ({type(exc).__name__})") from None
-
-
-def untrusted(url: str, reason: str) -> CertificateError:
-    return CertificateError(
-        f"the TLS certificate of {httpx.URL(url).host} could not be verified ({reason}): "
-        "this machine does not trust it",
-        "If a proxy or your network inspects TLS, point SSL_CERT_FILE at its CA bundle (a "
-        "PEM file); otherwise check KLAVIYO_BASE_URL.",
-    )
 
 
 def _unexpected(exc: Exception) -> BackfillError:
@@ -534,77 +480,5 @@ class _Reading:
         self.thread.join(seconds)
 
 
-def clean_key(key: str | None, name: str) -> str | None:
-    """A key as given, without the whitespace around it (a pasted line's end, a trailing
-    space). A key with any other character that is not printable ASCII is refused before any
-    request: it would fail as Klaviyo's refusal (or as a traceback) far from its cause."""
-    if key is None:
-        return None
-    key = key.strip()
-    for position, char in enumerate(key, 1):
-        if not (char.isascii() and char.isprintable()) or char.isspace():
-            kind = "a character that is not ASCII" if not char.isascii() else (
-                "a space" if char == " " else "a control character"
-            )  # fmt: skip
-            raise UsageError(
-                f"{name} has {kind} (at position {position} of {len(key)}): no Klaviyo key does",
-                "Copy the key again from Klaviyo (Settings > API keys); it is never shown here.",
-            )
-    return key
-
-
-class Redactor:
-    """Takes the key out of a text a server wrote: the key itself (whole, or without its
-    `pk_`), and whatever follows `Klaviyo-API-Key` (an echo of the Authorization header)."""
-
-    _HEADER = re.compile(r"(Klaviyo-API-Key)(\s*[:=]?\s*)[^\s\"',;]+", re.IGNORECASE)
-
-    def __init__(self, *keys: str | None) -> None:
-        secrets = {k for key in keys if key for k in (key, key.removeprefix("pk_"))}
-        self.secrets = sorted((k for k in secrets if len(k) >= 8), key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "[redacted]")
-        return self._HEADER.sub(r"\1\2[redacted]", text)
-
-
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def loopback_only(url: str) -> None:
-    """TLS always; plain http:// only to this machine (tests, a local stand-in); never a user
-    name or password in the URL (it would be printed, logged, and sent)."""
-    parsed = httpx.URL(url)
-    if parsed.userinfo:
-        shown = parsed.copy_with(username=None, password=None)
-        raise UsageError(
-            f"the base URL {shown} carries a user name or password (user:pass@): refused",
-            "Give KLAVIYO_BASE_URL (or --base-url) without them.",
-        )
-    if parsed.scheme == "https":
-        return
-    if parsed.scheme == "http" and parsed.host in _LOOPBACK:
-        return
-    raise UsageError(
-        f"refusing to send to {parsed.scheme}://{parsed.host}: only https:// (or http:// to "
-        "127.0.0.1/localhost for tests) is allowed",
-    )
-
-
 def client_for(config: SendConfig) -> httpx.AsyncClient:
     return http_client(config.base_url, config.timeout, config.concurrency)
-
-
-def http_client(base_url: str, timeout: float, connections: int) -> httpx.AsyncClient:
-    """The HTTP client, for sends and reads: no redirects followed; proxies from the
-    environment (HTTPS_PROXY...) except for a base URL on this machine, whose requests (and
-    key) never go to a proxy; the CA bundle of SSL_CERT_FILE / SSL_CERT_DIR where set, else
-    certifi's."""
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    local = httpx.URL(base_url).host in _LOOPBACK
-    verify = httpx.create_ssl_context(verify=True, trust_env=True)
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout, connect=10.0), limits=limits, verify=verify,
-        follow_redirects=False, trust_env=not local,
-    )  # fmt: skip

@@ -1,0 +1,69 @@
+"""Which layout reads an export: detected from its first bytes (CSV header, JSON shape), or
+the one named; a file of no known shape is refused naming what it looks like."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from ..errors import NotAnExport
+from .csv_orders import missing_column
+from .json_orders import iter_json_records
+from .layouts import Layout
+from .sources import CHUNK, check_not_a_spreadsheet, decode_error, open_text
+
+
+def _peek(path: str, encoding: str) -> str:
+    with open_text(path, encoding) as fh:
+        try:
+            return fh.read(CHUNK)
+        except UnicodeError as exc:
+            raise decode_error(path, exc, encoding, None) from None
+
+
+def sniff_kind(path: str, encoding: str | None) -> str:
+    """'json' when the file starts like JSON, else 'csv'."""
+    check_not_a_spreadsheet(path)
+    head = _peek(path, encoding or "utf-8-sig").lstrip()
+    if not head:
+        raise NotAnExport(path, "is empty")
+    return "json" if head[0] in "[{" else "csv"
+
+
+def fits(path: str, layout: Layout, encoding: str) -> str | None:
+    """Why a file of a folder is no export of the layout the run was told to use (its kind,
+    or the columns it needs), or None when it may be one."""
+    kind = sniff_kind(path, encoding)
+    if layout.kind and layout.kind != kind:
+        return f"not a {layout.name} export (a {kind} file)"
+    if kind == "csv":
+        reader = csv.reader(io.StringIO(_peek(path, encoding)), delimiter=layout.options.delimiter)
+        missing = missing_column(layout, [h.strip() for h in next(reader, [])])
+        if missing is not None:
+            return f"not a {layout.name} export (no column {missing[0]})"
+    return None
+
+
+def detect_layout(path: str, layouts: dict[str, Layout], encoding: str) -> Layout:
+    """The layout whose signature columns (CSV) or keys (JSON) the file has."""
+    check_not_a_spreadsheet(path)
+    head = _peek(path, encoding)
+    if not head.strip():
+        raise NotAnExport(path, "is empty")
+    if head.lstrip()[0] in "[{":
+        first = next(iter_json_records(path, encoding), None)
+        keys = set(first) if isinstance(first, dict) else set()
+        kind = "json"
+    else:
+        keys = set(next(csv.reader(io.StringIO(head)), []))
+        kind = "csv"
+    for layout in layouts.values():
+        if layout.kind == kind and layout.detect and keys.issuperset(layout.detect):
+            return layout
+    names = ", ".join(sorted(layouts))
+    what = "JSON" if kind == "json" else "CSV or text"
+    raise NotAnExport(
+        path,
+        f"is not an export this tool recognises (a {what} file without the columns of one)",
+        hint=f"Formats: {names}. Choose one with --format, or describe yours with --layout.",
+    )

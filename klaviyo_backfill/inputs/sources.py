@@ -1,0 +1,183 @@
+"""Where exports come from: files, folders and streams (`-`, FIFOs, spooled to a private
+temporary file), and which layout reads each (detected from its first bytes, or named)."""
+
+from __future__ import annotations
+
+import atexit
+import codecs
+import os
+import shutil
+import stat
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..errors import InputError, NotAnExport
+from .layouts import Layout
+
+# A line, a CSV field or a JSON value longer than this is an error naming file and line, not
+# a buffer that grows with the file (`/dev/zero` read as CSV). Shopify notes pass csv's 128 KB.
+CAP = 64 << 20
+
+
+SUFFIXES = (".csv", ".json", ".jsonl", ".ndjson", ".txt")
+
+
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    path: str
+    layout: Layout
+    encoding: str
+    # line items kept in a separate file (--products), by order id
+    side_lines: dict[str, list[Any]] | None = None
+    name: str | None = None  # what the user gave, where `path` is its spooled copy (spool)
+
+    @property
+    def shown(self) -> str:
+        """The input as the user named it: in messages, the failures file, fingerprints."""
+        return self.name or self.path
+
+
+def is_stream(path: str) -> bool:
+    """'-' (standard input) or a FIFO: data that can be read once only."""
+    if path == "-":
+        return True
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def spool(path: str) -> str:
+    """A stream ('-' or a FIFO) read once, as it comes, into a private temporary file (0600
+    in a 0700 folder, removed at exit), which is then read like any export: detected,
+    fingerprinted, read, and for --resume checked against the stream given then. A stream
+    whose first 64 MB hold no line break is refused as it comes (`cat /dev/zero |`)."""
+    folder = tempfile.mkdtemp(prefix="klaviyo-backfill-")
+    atexit.register(shutil.rmtree, folder, True)
+    copy = os.path.join(folder, "stdin" if path == "-" else os.path.basename(path) or "stream")
+    try:
+        source = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(path, f"cannot open: {exc.strerror}") from None
+    unbroken = 0  # bytes since the last line break
+    try:
+        with open(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+                end = chunk.rfind(b"\n")
+                unbroken = unbroken + len(chunk) if end < 0 else len(chunk) - end - 1
+                if unbroken > CAP:
+                    raise InputError(path, f"has a line longer than {CAP >> 20} MB: not an export?")
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+    return copy
+
+
+# spreadsheets, by their suffix: never an export as they are, but one "Save as CSV" away
+SPREADSHEETS = {
+    ".xlsx": "an Excel workbook", ".xlsm": "an Excel workbook", ".xls": "an Excel workbook",
+    ".numbers": "a Numbers spreadsheet", ".ods": "an OpenDocument spreadsheet",
+}  # fmt: skip
+
+
+_SAVE_AS_CSV = (
+    "Save it as CSV: in Excel, File > Save As > CSV UTF-8; in Numbers, File > Export To > CSV; "
+    "in LibreOffice, File > Save As > Text CSV."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A file or folder a folder given held besides its exports, and why it was not read."""
+
+    path: str
+    why: str
+
+
+def expand_paths(paths: list[str]) -> list[str]:
+    """Files as given; a folder becomes its export files, sorted by name."""
+    return [path for path, _ in gather(paths)[0]]
+
+
+def gather(paths: list[str]) -> tuple[list[tuple[str, bool]], list[Skipped]]:
+    """(file, named) for each file to read: as given (named), or a folder's files with an
+    export's suffix, sorted by name; and what else the folders hold (hidden files aside)."""
+    files: list[tuple[str, bool]] = []
+    skipped: list[Skipped] = []
+    for name in paths:
+        path = Path(name)
+        if not path.is_dir():
+            files.append((name, True))
+            continue
+        for entry in sorted(path.iterdir()):
+            suffix = entry.suffix.lower()
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                skipped.append(
+                    Skipped(str(entry), "a folder: not read (only the files of a folder given are)")
+                )
+            elif suffix in SPREADSHEETS:
+                skipped.append(
+                    Skipped(str(entry), f"{SPREADSHEETS[suffix]}: save it as CSV to send it")
+                )
+            elif suffix not in SUFFIXES:
+                skipped.append(Skipped(str(entry), f"not an export ({suffix or 'no suffix'})"))
+            elif entry.is_file():
+                files.append((str(entry), False))
+    return files, skipped
+
+
+def check_not_a_spreadsheet(path: str) -> None:
+    """A workbook, whatever its name says (a zip or an OLE file), or a spreadsheet's suffix:
+    NotAnExport, telling how to save it as CSV."""
+    suffix = Path(path).suffix.lower()
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(8)
+    except OSError:
+        return  # said by the reader, with its own message
+    if magic.startswith(b"PK\x03\x04") or magic.startswith(b"\xd0\xcf\x11\xe0"):
+        kind = SPREADSHEETS.get(suffix, "an Excel workbook")
+    elif suffix in SPREADSHEETS:
+        kind = SPREADSHEETS[suffix]
+    else:
+        return
+    raise NotAnExport(path, f"is {kind}, not a CSV or JSON export", hint=_SAVE_AS_CSV)
+
+
+def open_text(path: str, encoding: str) -> TextIO:
+    try:
+        return open(path, encoding=encoding, newline="")
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except IsADirectoryError:
+        raise InputError(path, "is a folder with no export files in it") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot open: {exc.strerror}") from None
+    except LookupError:
+        raise InputError(path, f"unknown encoding {encoding!r}") from None
+
+
+def decode_error(path: str, exc: UnicodeError, encoding: str, line: int | None) -> InputError:
+    if not isinstance(exc, UnicodeDecodeError):  # e.g. utf-16 asked of a file without its BOM
+        return InputError(path, f"cannot be decoded as {encoding} ({exc})", line,
+                          hint="Name the file's own encoding with --encoding, or leave it out for UTF-8.")  # fmt: skip
+    data = bytes(exc.object)
+    if (
+        data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        or data.count(0) > len(data) // 4
+    ):
+        hint = "The file looks like UTF-16: try --encoding utf-16."
+    else:
+        hint = "Try --encoding latin-1 (or cp1252) if the file was saved by Excel."
+    return InputError(
+        path, f"cannot be decoded as {encoding} (byte 0x{data[exc.start]:02x})", line, hint=hint
+    )

@@ -1,0 +1,79 @@
+"""The state's SQLite files (a checkpoint, the account's ledger): created private without
+following a link, and their errors told in words, naming the file."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from ..errors import CheckpointError
+
+
+def trouble(path: Path, exc: BaseException, what: str = "checkpoint") -> CheckpointError:
+    """What went wrong with a checkpoint (or `what` else), in words, naming it (never a
+    traceback)."""
+    text = str(exc)
+    lower = text.lower()
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        lower = "readonly"
+    elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        lower = "disk is full"
+    elif isinstance(exc, OSError):
+        text = exc.strerror or text
+    if "disk is full" in lower:
+        why, hint = "the disk is full", "Free some space, then continue with --resume."
+    elif "locked" in lower or "busy" in lower:
+        why = "it is locked by another process"
+        hint = "Let that process finish (see `status`), then continue with --resume."
+    elif "readonly" in lower or "read-only" in lower:
+        why = "it cannot be written (read-only)"
+        hint = "Make it (and its folder) writable, or name another with --checkpoint."
+    elif "malformed" in lower or "not a database" in lower or isinstance(exc, ValueError):
+        why = f"it is corrupt or not a checkpoint ({text})"
+        hint = "Start over with --restart (every order is sent again; Klaviyo drops repeats)."
+    elif "unable to open" in lower:
+        why = "it cannot be opened"
+        hint = "Check that its folder exists and is writable, or name another with --checkpoint."
+    elif "disk i/o" in lower:
+        why, hint = "a disk error", "Check the disk, then continue with --resume."
+    else:
+        why, hint = text, "Continue with --resume, or start over with --restart."
+    return CheckpointError(f"{what} {path}: {why}", hint)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def guarded(what: str) -> Callable[[_F], _F]:
+    """A method's SQLite errors (a full disk, a lock) as a CheckpointError naming the file of
+    its object (`self.path`) as `what` ('checkpoint', 'account ledger')."""
+
+    def decorate(method: _F) -> _F:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                raise trouble(self.path, exc, what) from None
+
+        return cast(_F, wrapper)
+
+    return decorate
+
+
+def create_private(path: Path, what: str = "checkpoint") -> None:
+    """Create the database file 0600 (or make an old one so), never through a link planted
+    in its place."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise trouble(path, exc, what) from None
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
