@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import (
@@ -28,6 +29,7 @@ from ..results import Finished, SendOutcome, Unwatched, Watcher
 from ..state.checkpoint import Landmarks, Ledger, open_ledger, superseded
 from ..state.failures import Failures
 from ..state.locate import discard, locate
+from ..state.lock import JobLock
 
 if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
     # `--help` need neither (start-up time)
@@ -83,12 +85,26 @@ def send(
     A new job first checks that no other integration's metric of the same name holds events
     in the months it sends (OverlapError, nothing sent), unless `allow_overlap`."""
     from ..pipeline.job import job_from
-    from ..state.account_ledger import AccountLedger, account_ledger_path
 
     job = job_from(options)
     config = send_config(job, options, ask_key)
     account = config.account
     path = locate(list(options.inputs.paths), account, options.mode, options.checkpoint)
+    with JobLock(path):  # a job runs once: a second run of it is refused here, at once
+        return _send_locked(job, config, options, path, progress, notify)
+
+
+def _send_locked(
+    job: Job,
+    config: SendConfig,
+    options: SendOptions,
+    path: Path,
+    progress: Watcher | None,
+    notify: Callable[[str], None],
+) -> SendOutcome | Finished:
+    from ..state.account_ledger import AccountLedger, account_ledger_path
+
+    account = config.account
     fingerprint = job.fingerprint()
     new_job = (
         options.mode == "restart"
