@@ -30,6 +30,7 @@ from .errors import (
     GaveUp,
     OutputError,
     SendError,
+    Stopped,
     UnfinishedRun,
     UsageError,
 )
@@ -61,6 +62,11 @@ def _edge(func: Callable[..., int]) -> Callable[..., None]:
             click.echo(f"Error: {exc.message}", err=True)
             click.echo(f"Continue it with: {_resume_command()}\nor start over with --restart.",
                        err=True)  # fmt: skip
+            sys.exit(int(exc.exit_code))
+        except Stopped as exc:
+            click.echo(f"Error: {exc}", err=True)
+            if exc.continue_with:
+                click.echo(f"Continue with:\n  {exc.continue_with}", err=True)
             sys.exit(int(exc.exit_code))
         except BackfillError as exc:
             click.echo(f"Error: {exc}", err=True)
@@ -114,7 +120,6 @@ def input_flags(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--format", "fmt", type=click.Choice(format_names()), help="Force a reader."),
         click.option("--layout", type=click.Path(), help="A layout file (TOML) for any export."),
-        click.option("--mapping", type=click.Path(), hidden=True),  # the old name of --layout
         click.option(
             "--products",
             type=click.Path(),
@@ -199,10 +204,8 @@ def _on_command_line(param: str) -> bool:
 
 
 def _inputs(kw: dict[str, Any]) -> InputOptions:
-    if kw["layout"] and kw["mapping"]:
-        raise UsageError("--mapping is the old name of --layout: give one of them")
     return InputOptions(
-        paths=kw["paths"], fmt=kw["fmt"], layout=kw["layout"] or kw["mapping"],
+        paths=kw["paths"], fmt=kw["fmt"], layout=kw["layout"],
         products=kw["products"], encoding=kw["encoding"], timezone=kw["tz"],
         timezone_given=_given("tz"), currency=kw["currency"], since=kw["since"],
         until=kw["until"], limit=kw["limit"], jobs=kw["jobs"],
@@ -386,8 +389,6 @@ def _real_send(options: SendOptions, console: Console, kw: dict[str, Any]) -> in
         outcome = send(options, progress, _ask_key, lambda m: click.echo(m, err=True))
     if not isinstance(outcome, SendOutcome):
         return _nothing_to_do(console, outcome)
-    if outcome.error is not None:  # what stopped the run comes first, before any summary
-        click.echo(f"Error: {outcome.error}", err=True)
     refused = isinstance(outcome.error, SendError) and not outcome.send.acknowledged
     unread = outcome.interrupted and not outcome.stats.orders_read  # stopped before reading
     if not (refused or unread):  # (a refused key before any answer: the error alone)
@@ -409,12 +410,11 @@ def _send_exit(console: Console, outcome: SendOutcome) -> int:
         click.echo(f"Stopped. Nothing is lost; continue with:\n  {_resume_command()}", err=True)
         return ExitCode.TERMINATED if outcome.signal == signal.SIGTERM else ExitCode.INTERRUPTED
     error = outcome.error
-    if error is not None:
-        if isinstance(error, GaveUp | OutputError | CheckpointError):
-            click.echo(f"Continue with:\n  {_resume_command()}", err=True)
+    if error is not None:  # told at the edge, after what the run did
         if isinstance(error, OutputError) and error.broken_pipe:
             _quiet_stdout()
-        return error.exit_code
+        resumable = isinstance(error, GaveUp | OutputError | CheckpointError)
+        raise Stopped(error, _resume_command() if resumable else None)
     return ExitCode.REJECTED if failed else ExitCode.OK
 
 

@@ -18,7 +18,9 @@
      │    │    └── ScopeError      403 to a read: the key lacks the scope it names
      │    ├── RetiredApiError      410 from the retired Track API
      │    └── QueryError           a read Klaviyo refused (4xx), or an answer too large to read
-     └── GaveUp                    (exit 4) retries ran out; --resume continues
+     ├── GaveUp                    (exit 4) retries ran out; --resume continues
+     └── Stopped                   a send that stopped on one of the above after it began
+                                   (its exit code; how to continue)
 
 `BackfillWarning` is the one warning category: a condition worth a line on stderr that does
 not stop the run (a state folder others may write in, a key on the command line).
@@ -51,6 +53,7 @@ __all__ = [
     "RetiredApiError",
     "ScopeError",
     "SendError",
+    "Stopped",
     "UnfinishedRun",
     "UsageError",
     "WorkerError",
@@ -91,6 +94,17 @@ def _rebuild(cls: type[BackfillError], args: tuple[Any, ...], state: dict[str, A
     Exception.__init__(error, *args)
     error.__dict__.update(state)
     return error
+
+
+class Stopped(BackfillError):
+    """A send that stopped on an error after it began: its summary is shown, then the error
+    (`cause`, whose exit code it keeps) and, where the send can go on, how to continue."""
+
+    def __init__(self, cause: BackfillError, continue_with: str | None = None) -> None:
+        super().__init__(cause.message, cause.hint)
+        self.cause = cause
+        self.exit_code = cause.exit_code
+        self.continue_with = continue_with
 
 
 class BackfillWarning(UserWarning):

@@ -109,11 +109,11 @@ def test_summary_json_is_written_by_a_dry_run_and_checked_before_any_work(
 
 def test_a_layout_that_names_its_zone_is_not_warned_about_naive_times(tmp_path: Path) -> None:
     cart = SAMPLE / "custom_cart"
-    code, out, _ = run("send", str(cart / "orders.csv"), "--mapping", str(cart / "layout.toml"),
+    code, out, _ = run("send", str(cart / "orders.csv"), "--layout", str(cart / "layout.toml"),
                        "--dry-run", "--failures", str(tmp_path / "f"))  # fmt: skip
     assert code == 0 and "Orders read" in out
     assert "naive time" not in out  # the layout says America/Chicago: nothing was guessed
-    code, out, _ = run("send", str(cart / "orders.csv"), "--mapping", str(cart / "layout.toml"),
+    code, out, _ = run("send", str(cart / "orders.csv"), "--layout", str(cart / "layout.toml"),
                        "--dry-run", "--failures", str(tmp_path / "f"), "--endpoint", "single",
                        "--output", str(tmp_path / "o.jsonl"))  # fmt: skip
     first = json.loads((tmp_path / "o.jsonl").read_text().splitlines()[0])

@@ -35,7 +35,7 @@ def test_builtin_layouts_are_data_files() -> None:
 
 def test_custom_cart_layout_maps_us_dates_and_external_ids(tmp_path: Path) -> None:
     out = tmp_path / "o.jsonl"
-    code, output = invoke("send", str(CART / "orders.csv"), "--mapping", str(CART / "layout.toml"),
+    code, output = invoke("send", str(CART / "orders.csv"), "--layout", str(CART / "layout.toml"),
                           "--dry-run", "--endpoint", "single", "--output", str(out), "--failures", str(tmp_path / "f"))  # fmt: skip
     assert code == 0, output
     rows = (CART / "orders.csv").read_text().splitlines()[1:]
@@ -55,7 +55,7 @@ def test_custom_cart_layout_maps_us_dates_and_external_ids(tmp_path: Path) -> No
 def test_layout_with_unknown_key_exits_2_naming_it(tmp_path: Path) -> None:
     layout = tmp_path / "bad.toml"
     layout.write_text('[order]\nid = "Order No"\ncreated_at = "Placed"\nshoe_size = "Size"\n')
-    code, output = invoke("send", str(CART / "orders.csv"), "--mapping", str(layout), "--dry-run")
+    code, output = invoke("send", str(CART / "orders.csv"), "--layout", str(layout), "--dry-run")
     assert code == 2
     assert "shoe_size" in output and str(layout) in output
 
@@ -68,7 +68,7 @@ def test_layout_with_unknown_key_exits_2_naming_it(tmp_path: Path) -> None:
 def test_layout_naming_an_unknown_zone_exits_2_naming_the_layout(tmp_path: Path, text: str) -> None:
     layout = tmp_path / "zone.toml"
     layout.write_text(text)
-    code, output = invoke("send", str(CART / "orders.csv"), "--mapping", str(layout), "--dry-run")
+    code, output = invoke("send", str(CART / "orders.csv"), "--layout", str(layout), "--dry-run")
     assert code == 2, output
     assert f"{layout}:" in output and "unknown time zone" in output
 
@@ -76,7 +76,7 @@ def test_layout_naming_an_unknown_zone_exits_2_naming_the_layout(tmp_path: Path,
 def test_layout_naming_a_missing_column_exits_2_naming_it(tmp_path: Path) -> None:
     layout = tmp_path / "missing.toml"
     layout.write_text('[order]\nid = "Order No"\ncreated_at = "Placed At"\n')
-    code, output = invoke("send", str(CART / "orders.csv"), "--mapping", str(layout), "--dry-run")
+    code, output = invoke("send", str(CART / "orders.csv"), "--layout", str(layout), "--dry-run")
     assert code == 2
     assert "'Placed At'" in output
 
@@ -96,7 +96,7 @@ def test_order_without_total_sums_its_lines_and_decimal_commas_parse(tmp_path: P
         'timezone = "Europe/Amsterdam"\ncurrency = "EUR"\n'
     )
     out = tmp_path / "o.jsonl"
-    code, output = invoke("send", str(export), "--mapping", str(layout), "--dry-run", "--endpoint", "single",
+    code, output = invoke("send", str(export), "--layout", str(layout), "--dry-run", "--endpoint", "single",
                           "--output", str(out), "--failures", str(tmp_path / "f"))  # fmt: skip
     assert code == 0, output
     placed = next(a for a in events(out) if name(a) == "Placed Order")

@@ -101,11 +101,6 @@ class Skipped:
     why: str
 
 
-def expand_paths(paths: list[str]) -> list[str]:
-    """Files as given; a folder becomes its export files, sorted by name."""
-    return [path for path, _ in gather(paths)[0]]
-
-
 def gather(paths: list[str]) -> tuple[list[tuple[str, bool]], list[Skipped]]:
     """(file, named) for each file to read: as given (named), or a folder's files with an
     export's suffix, sorted by name; and what else the folders hold (hidden files aside)."""

@@ -124,11 +124,6 @@ class Endpoint:
         """The Track API's own refusal of one payload: `200` with body `0`."""
         return not self.versioned and status == 200 and body.strip() == b"0"
 
-    @property
-    def revision_floor(self) -> str | None:
-        """The first revision that takes this endpoint's backfill flag (None: no revision)."""
-        return BACKFILL_REVISION if self.versioned else None
-
 
 BULK = Endpoint(
     "bulk",
