@@ -690,7 +690,7 @@ def strict(seen: Seen) -> Reply:
     """Klaviyo-like about the key: exactly `Klaviyo-API-Key <KEY>`, or 401."""
     if seen.headers.get("Authorization") == f"Klaviyo-API-Key {KEY}":
         return Reply(202)
-    body = b'{"errors": [{"status": 401, "code": "not_authenticated", "detail": "bad key"}]}'
+    body = b'{"errors": [{"status": 401, "code": "not_authenticated", "title": "No.", "detail": "bad key"}]}'
     return Reply(401, JSONAPI, body)
 
 
@@ -1014,7 +1014,8 @@ def test_a_reads_huge_retry_after_is_capped() -> None:
 def test_a_read_refusal_that_echoes_the_key_is_redacted() -> None:
     from klaviyo_backfill.errors import AuthError
 
-    body = {"errors": [{"code": "not_authenticated", "detail": f"bad Klaviyo-API-Key {KEY}"}]}
+    body = {"errors": [{"status": 401, "code": "not_authenticated", "title": "Not authenticated.",
+                        "detail": f"bad Klaviyo-API-Key {KEY}"}]}  # fmt: skip
     with pytest.raises(AuthError) as caught:
         read_with(lambda request: httpx.Response(401, headers=JSONAPI, content=json.dumps(
             body).encode()))  # fmt: skip

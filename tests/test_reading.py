@@ -128,7 +128,9 @@ def test_an_aggregate_query_is_one_calendar_year_by_month_and_currency_in_utc() 
     (401, AuthError, "401"), (403, ScopeError, "metrics:read"), (400, QueryError, "bad filter"),
 ])  # fmt: skip
 def test_refusals_stop_and_name_what_to_fix(status: int, error: type, named: str) -> None:
-    body = {"errors": [{"id": "1", "code": "x", "title": "x", "detail": "bad filter"}]}
+    body = {
+        "errors": [{"id": "1", "status": status, "code": "x", "title": "x", "detail": "bad filter"}]
+    }
     with pytest.raises(error) as caught:
         read(lambda request: jsonapi(body, status), lambda r: r.metrics())
     assert named in str(caught.value)

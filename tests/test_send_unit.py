@@ -123,7 +123,7 @@ def test_bad_event_named_by_pointer_is_isolated_and_the_rest_resent() -> None:
         seen.append(len(uids))
         if "1_2" in uids:
             pointer = f"/data/attributes/events-bulk-create/data/0/attributes/events/data/{uids.index('1_2')}/attributes/time"
-            return httpx.Response(400, json={"errors": [{"id": "x", "code": "invalid", "title": "Invalid",
+            return httpx.Response(400, json={"errors": [{"id": "x", "status": 400, "code": "invalid", "title": "Invalid",
                                                          "detail": "bad time", "source": {"pointer": pointer}}]})  # fmt: skip
         return httpx.Response(202)
 
@@ -135,7 +135,9 @@ def test_bad_event_named_by_pointer_is_isolated_and_the_rest_resent() -> None:
 
 def test_unplaceable_400_splits_the_batch_down_to_the_bad_event() -> None:
     """Klaviyo's error names no event (no pointer): the batch is split until it is isolated."""
-    refusal = {"errors": [{"code": "invalid", "title": "Invalid input.", "detail": "bad"}]}
+    refusal = {
+        "errors": [{"status": 400, "code": "invalid", "title": "Invalid input.", "detail": "bad"}]
+    }
 
     def handler(request: httpx.Request) -> httpx.Response:
         if b'"1_3"' in request.content:
@@ -157,7 +159,8 @@ def test_halves_keep_every_event_once() -> None:
 def test_auth_failure_stops_and_never_shows_the_key(status: int, error: type) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.headers["Authorization"] == "Klaviyo-API-Key pk_secret"
-        return httpx.Response(status, json={"errors": [{"code": "not_authenticated"}]})
+        refused = {"status": status, "code": "not_authenticated", "title": "No.", "detail": "No."}
+        return httpx.Response(status, json={"errors": [refused]})
 
     with pytest.raises(error) as caught:
         run_sender(handler, events(2))

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["Answer", "detail", "json_api_errors", "read_capped", "retry_after"]
+__all__ = ["Answer", "detail", "json_api_errors", "klaviyo_errors", "read_capped", "retry_after"]
 
 _EXPECTED = re.compile(r"available in (\d+(?:\.\d+)?) second", re.IGNORECASE)
 
@@ -52,8 +52,9 @@ class Answer:
             return None
 
     def errors(self) -> list[dict[str, Any]] | None:
-        """The `errors` of Klaviyo's JSON:API error body; None when the body is not one."""
-        return json_api_errors(self.json())
+        """The `errors` of Klaviyo's JSON:API error body; None when the body is not one in
+        Klaviyo's own shape (see `klaviyo_errors`): only such a body is Klaviyo's verdict."""
+        return klaviyo_errors(self.json(), self.status)
 
     def describe(self) -> str:
         """'HTTP 200 text/html', for a message about an answer that is not Klaviyo's."""
@@ -108,6 +109,41 @@ def json_api_errors(body: Any) -> list[dict[str, Any]] | None:
     return found or None
 
 
+def klaviyo_errors(body: Any, status: int) -> list[dict[str, Any]] | None:
+    """The error objects of a JSON:API error document in Klaviyo's own shape, or None.
+
+    Every object must be Klaviyo's: `code`, `title` and `detail` strings, a `status` equal to
+    the answer's (Klaviyo writes it as a number; JSON:API allows the string), `id` a string
+    where given, `source` an object whose `pointer`/`parameter` are strings. A CDN's
+    `{"success": false, "errors": [{"code": 1000}]}`, or `{"errors": [{}]}`, is not one: it is
+    a fault to retry, never a rejection of the events sent."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if (
+        not isinstance(errors, list)
+        or not errors
+        or set(body) - {"errors", "meta", "links", "jsonapi"}
+    ):
+        return None
+    for error in errors:
+        if not isinstance(error, dict) or not _klaviyos(error, status):
+            return None
+    return errors
+
+
+def _klaviyos(error: dict[str, Any], status: int) -> bool:
+    if not all(isinstance(error.get(name), str) for name in ("code", "title", "detail")):
+        return False
+    said = error.get("status")
+    if isinstance(said, bool) or not isinstance(said, (int, str)) or str(said) != str(status):
+        return False
+    if not isinstance(error.get("id", ""), str):
+        return False
+    source = error.get("source", {})
+    return isinstance(source, dict) and all(
+        isinstance(source.get(name, ""), str) for name in ("pointer", "parameter")
+    )
+
+
 def detail(error: dict[str, Any]) -> str:
     return str(error.get("detail") or error.get("title") or error.get("code") or "invalid")
 
@@ -123,7 +159,7 @@ def retry_after(answer: Answer) -> float | None:
             seconds = _until(header)
         if seconds is not None:
             return seconds if math.isnan(seconds) else max(0.0, seconds)
-    for error in answer.errors() or ():
+    for error in json_api_errors(answer.json()) or ():  # a hint only: any shape will do
         match = _EXPECTED.search(detail(error))
         if match:
             return float(match.group(1))
