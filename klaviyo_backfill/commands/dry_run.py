@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
+from ..mapping.encode import dumps, event_attributes
 from ..model import METRICS
 from ..options import SendOptions
+from ..pipeline.job import job_from
 from ..pipeline.stages import open_output, orders, outputting, profiles_for, requests
+from ..pipeline.summary import Stats
 from ..results import DryRun
 from ..state.failures import Failures
 
-if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
-    # `--help` need neither (start-up time)
+if TYPE_CHECKING:  # annotations only
     from ..mapping.encode import Request
     from ..model import Event
 
@@ -20,8 +23,6 @@ def dry_run(options: SendOptions, preview: int | None = None) -> DryRun:
     """Read, map and encode everything, send nothing (the bodies a send would make). For a
     preview, keep the first `preview` requests, or (None) the first event of each metric, as
     its attributes go in a body, with its profile."""
-    from ..pipeline.job import job_from
-    from ..pipeline.summary import Stats
 
     job = job_from(options)
     stats, failures = Stats(), Failures(job.failures)
@@ -45,9 +46,6 @@ def dry_run(options: SendOptions, preview: int | None = None) -> DryRun:
 
 def _sample(event: Event, backfill: bool) -> dict[str, Any]:
     """An event as its attributes go in a request body, with its profile (plain JSON data)."""
-    import json
-
-    from ..mapping.encode import dumps, event_attributes
 
     attributes = event_attributes(event, backfill) | {"profile": event.profile}
     sample: dict[str, Any] = json.loads(dumps(attributes))

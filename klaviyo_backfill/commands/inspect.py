@@ -5,18 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..options import SendOptions
+from ..pipeline.job import job_from
 from ..pipeline.stages import orders, requests
+from ..pipeline.summary import Stats
 from ..state.failures import Failures
 
-if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
-    # `--help` need neither (start-up time)
+if TYPE_CHECKING:  # annotations only
     from ..pipeline.summary import Stats
 
 
 def inspect(options: SendOptions) -> Stats:
     """Read, map and encode everything; keep only the statistics."""
-    from ..pipeline.job import job_from
-    from ..pipeline.summary import Stats
 
     job = job_from(options)
     stats = Stats()

@@ -7,13 +7,17 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..errors import ScopeError
+from ..klaviyo.reading import Reader
+from ..klaviyo.throttle import ideal_seconds, parse_rate_limit
 from ..options import SendOptions
+from ..pipeline.job import job_from
 from ..pipeline.stages import export_pass
 from ..presend.overlap import other_counts, read_config
+from ..proof.reconcile import overlaps
 from ..results import Preflight
 
-if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
-    # `--help` need neither (start-up time)
+if TYPE_CHECKING:  # annotations only
     from ..klaviyo.reading import Account, Flow, Metric, ReadConfig
     from ..pipeline.summary import Stats
     from ..proof.reconcile import OtherCounts
@@ -22,9 +26,6 @@ if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `s
 def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: None) -> Preflight:
     """Check the key and what it may read, read the export as a dry run does, and set its
     months against other integrations' metrics of the same names."""
-    from ..klaviyo.throttle import ideal_seconds, parse_rate_limit
-    from ..pipeline.job import job_from
-    from ..proof.reconcile import overlaps
 
     job = job_from(options)
     config = read_config(options, ask_key)
@@ -45,8 +46,6 @@ def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: 
 
 async def _key_check(config: ReadConfig) -> tuple[Account | None, list[Metric], dict[str, bool]]:
     """The key: every metric (401 and 403 stop here), and the account if it may read it."""
-    from ..errors import ScopeError
-    from ..klaviyo.reading import Reader
 
     async with Reader(config) as reader:
         metrics = await reader.metrics()
@@ -66,8 +65,6 @@ async def _preflight_reads(
     api: dict[str, Metric] | None,
     scopes: dict[str, bool],
 ) -> tuple[list[OtherCounts], dict[str, list[Flow]] | None]:
-    from ..errors import ScopeError
-    from ..klaviyo.reading import Reader
 
     async with Reader(config) as reader:
         counts = await other_counts(reader, others, stats.metric_months)

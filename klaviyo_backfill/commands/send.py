@@ -21,18 +21,26 @@ from ..errors import (
     SendError,
     UsageError,
 )
+from ..klaviyo.http import clean_key, loopback_only
+from ..klaviyo.sender import SendConfig, Sender, SendStats, client_for, tuned
+from ..klaviyo.throttle import parse_rate_limit
 from ..options import SendOptions
-from ..pipeline.job import FINGERPRINTED
+from ..pipeline.job import FINGERPRINTED, job_from
+from ..pipeline.orders import Resume
 from ..pipeline.stages import open_output, orders, outputting, profiles_for, requests
+from ..pipeline.summary import Stats, describe
+from ..pipeline.tracker import Tracker
+from ..presend.delta import Delta
 from ..presend.overlap import overlap_check
+from ..presend.survey import Survey
 from ..results import Finished, SendOutcome, Unwatched, Watcher
+from ..state.account_ledger import AccountLedger, account_ledger_path
 from ..state.checkpoint import Landmarks, Ledger, open_ledger, superseded
 from ..state.failures import Failures
 from ..state.locate import discard, locate
 from ..state.lock import JobLock
 
-if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
-    # `--help` need neither (start-up time)
+if TYPE_CHECKING:  # annotations only
     from ..klaviyo.sender import SendConfig, Sender
     from ..mapping.encode import Request
     from ..model import Position
@@ -45,9 +53,6 @@ if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `s
 
 def send_config(job: Job, options: SendOptions, ask_key: Callable[[], str | None]) -> SendConfig:
     """Where and how fast to send: checked before any checkpoint is touched."""
-    from ..klaviyo.http import clean_key, loopback_only
-    from ..klaviyo.sender import SendConfig, tuned
-    from ..klaviyo.throttle import parse_rate_limit
 
     loopback_only(options.base_url)
     endpoint = job.endpoint
@@ -84,7 +89,6 @@ def send(
 
     A new job first checks that no other integration's metric of the same name holds events
     in the months it sends (OverlapError, nothing sent), unless `allow_overlap`."""
-    from ..pipeline.job import job_from
 
     job = job_from(options)
     config = send_config(job, options, ask_key)
@@ -102,7 +106,6 @@ def _send_locked(
     progress: Watcher | None,
     notify: Callable[[str], None],
 ) -> SendOutcome | Finished:
-    from ..state.account_ledger import AccountLedger, account_ledger_path
 
     account = config.account
     fingerprint = job.fingerprint()
@@ -199,12 +202,6 @@ def send_job(
 ) -> SendOutcome:
     """Send the job with an open ledger; record each acknowledgement (in the account's
     ledger too, given one, whose events are skipped unless `skip_held` is False)."""
-    from ..klaviyo.sender import SendStats
-    from ..pipeline.orders import Resume
-    from ..pipeline.summary import Stats
-    from ..pipeline.tracker import Tracker
-    from ..presend.delta import Delta
-    from ..presend.survey import Survey
 
     stats, send_stats = Stats(), SendStats()
     failures = Failures(job.failures)
@@ -257,7 +254,6 @@ def _sending(
     tracker: Tracker,
     stats: Stats,
 ) -> SendOutcome:
-    from ..klaviyo.sender import Sender, client_for
 
     send_stats, failures = tracker.stats, tracker.failures
     encoder = config.endpoint.encoder(job.backfill, config.public_key)
@@ -307,7 +303,6 @@ def _noting(outcome: SendOutcome, step: Callable[[], None]) -> None:
 
 
 def _close(ledger: Ledger, job: Job, outcome: SendOutcome, ended: bool) -> None:
-    from ..pipeline.summary import describe
 
     stopped = not ended or outcome.interrupted or outcome.error is not None
     limited = job.filters.limit is not None and outcome.stats.orders_mapped >= job.filters.limit

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import (
     CheckpointError,
@@ -13,10 +12,6 @@ from ..errors import (
 )
 from ..state.checkpoint import Ledger
 from ..state.locate import checkpoints_dir, found_for
-
-if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
-    # `--help` need neither (start-up time)
-    pass
 
 
 @contextmanager

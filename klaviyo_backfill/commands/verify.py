@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from decimal import Decimal
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,16 +19,22 @@ from ..errors import (
     CheckpointError,
     UsageError,
 )
+from ..klaviyo.account import account_id
+from ..klaviyo.endpoints import API_INTEGRATION
+from ..klaviyo.reading import Reader, gather_limited
+from ..model import utc_month
 from ..options import SendOptions
-from ..pipeline.job import FINGERPRINTED
+from ..pipeline.job import FINGERPRINTED, job_from
+from ..pipeline.orders import mapped_orders
+from ..pipeline.summary import Stats
 from ..presend.overlap import read_config
+from ..proof.reconcile import compare, metric_order, years_of
 from ..results import Verification
 from ..state.checkpoint import Ledger, Total, TotalKey
 from ..state.failures import Failures
 from ..state.locate import checkpoints_dir, default_path, earlier_path, found_for
 
-if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
-    # `--help` need neither (start-up time)
+if TYPE_CHECKING:  # annotations only
     from ..klaviyo.reading import Metric, ReadConfig
     from ..proof.reconcile import Held
 
@@ -35,8 +42,6 @@ if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `s
 def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: None) -> Verification:
     """Compare what Klaviyo acknowledged for the export's checkpoint (this key's account)
     with what Klaviyo holds now."""
-    from ..klaviyo.account import account_id
-    from ..proof.reconcile import compare
 
     config = read_config(options, ask_key)
     account = account_id(config.base_url, config.api_key)
@@ -106,10 +111,6 @@ def _sent_totals(options: SendOptions, ledger: Ledger) -> tuple[dict[TotalKey, T
 
 
 def _reread(options: SendOptions, ledger: Ledger) -> dict[TotalKey, Total]:
-    from ..model import utc_month
-    from ..pipeline.job import job_from
-    from ..pipeline.orders import mapped_orders
-    from ..pipeline.summary import Stats
 
     job = job_from(options)
     if job.fingerprint() != ledger.get("fingerprint"):
@@ -137,11 +138,6 @@ def _reread(options: SendOptions, ledger: Ledger) -> dict[TotalKey, Total]:
 async def _held(config: ReadConfig, sent: dict[TotalKey, Total]) -> tuple[Held, list[str], int]:
     """Klaviyo's aggregates of the API's metric of each name the job sent, per UTC month and
     currency, in the years it sent: (held, metrics Klaviyo has no API metric of, requests)."""
-    from decimal import Decimal
-
-    from ..klaviyo.endpoints import API_INTEGRATION
-    from ..klaviyo.reading import Reader, gather_limited
-    from ..proof.reconcile import metric_order, years_of
 
     held: Held = {}
     missing: list[str] = []

@@ -19,25 +19,26 @@ from typing import IO, TYPE_CHECKING
 from ..errors import (
     OutputError,
 )
+from ..presend.latest import Latest, Never
 from ..state.failures import Failures
 from ..state.files import open_private
+from .orders import mapped_orders
+from .summary import Stats
 
-if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
-    # `--help` need neither (start-up time)
+if TYPE_CHECKING:  # annotations only
     from ..mapping.encode import Encoder, Request
-    from ..pipeline.job import Job
-    from ..pipeline.orders import MappedOrder, Resume
-    from ..pipeline.summary import Stats
     from ..presend.delta import Delta
     from ..presend.survey import Survey
     from ..state.account_ledger import AccountLedger
+    from .job import Job
+    from .orders import MappedOrder, Resume
+    from .summary import Stats
 
 
 def orders(
     job: Job, encoder: Encoder, stats: Stats, failures: Failures, resume: Resume | None = None
 ) -> Iterator[MappedOrder]:
     """Stage one: every order of the job's exports, mapped and encoded, in file order."""
-    from ..pipeline.orders import mapped_orders
 
     return mapped_orders(job, encoder, stats, failures, resume)
 
@@ -56,7 +57,6 @@ def profiles_for(
 ) -> Iterator[Job]:
     """The job with its rule for which orders carry profile attributes (`--profile-attributes`):
     `latest` reads the exports once first (latest.py), unless a `survey` read them already."""
-    from ..presend.latest import Latest, Never
 
     if job.profile_attributes == "all":
         yield job
@@ -108,7 +108,6 @@ def outputting(
 def export_pass(job: Job) -> tuple[Stats, int]:
     """The export read as a dry run reads it: its statistics (events per metric and UTC
     month among them) and the request bodies a send would make."""
-    from ..pipeline.summary import Stats
 
     stats = Stats()
     encoder = job.endpoint.encoder(job.backfill)
@@ -120,8 +119,6 @@ def export_pass(job: Job) -> tuple[Stats, int]:
 def months_pass(job: Job) -> Stats:
     """The export read, converted and mapped, not encoded: events per metric and UTC month
     (`Stats.metric_months`), on every core for a large CSV."""
-    from ..pipeline.orders import mapped_orders
-    from ..pipeline.summary import Stats
 
     stats = Stats()
     for _ in mapped_orders(job, None, stats, Failures(None)):

@@ -12,14 +12,18 @@ from typing import TYPE_CHECKING
 
 from ..errors import (
     OverlapError,
+    ScopeError,
     UsageError,
 )
+from ..klaviyo.http import loopback_only
+from ..klaviyo.reading import ReadConfig, Reader, gather_limited
 from ..model import METRICS
 from ..options import SendOptions
+from ..pipeline.job import check_revision
 from ..pipeline.stages import months_pass
+from ..proof.reconcile import OtherCounts, describe_overlaps, overlaps, years_of
 
-if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `status` and
-    # `--help` need neither (start-up time)
+if TYPE_CHECKING:  # annotations only
     from ..klaviyo.reading import Metric, ReadConfig, Reader
     from ..klaviyo.sender import SendConfig
     from ..pipeline.job import Job
@@ -31,9 +35,6 @@ log = logging.getLogger("klaviyo_backfill.run")
 
 def read_config(options: SendOptions, ask_key: Callable[[], str | None]) -> ReadConfig:
     """Where to read from, with which key: checked before anything is read."""
-    from ..klaviyo.http import loopback_only
-    from ..klaviyo.reading import ReadConfig
-    from ..pipeline.job import check_revision
 
     loopback_only(options.base_url)
     check_revision(options.revision, False)
@@ -46,7 +47,6 @@ def read_config(options: SendOptions, ask_key: Callable[[], str | None]) -> Read
 
 
 async def read_metrics(config: ReadConfig, integration: str | None = None) -> list[Metric]:
-    from ..klaviyo.reading import Reader
 
     async with Reader(config) as reader:
         return await reader.metrics(integration)
@@ -57,8 +57,6 @@ async def other_counts(
 ) -> list[OtherCounts]:
     """Each other integration's metric: its events per UTC month, in the years the export
     has events of that metric in (one query per year)."""
-    from ..klaviyo.reading import gather_limited
-    from ..proof.reconcile import OtherCounts, years_of
 
     counts = [OtherCounts(m.name, m.integration or m.category or m.id) for m in others]
     jobs, into = [], []
@@ -78,9 +76,6 @@ def overlap_check(job: Job, config: SendConfig, notify: Callable[[str], None]) -
     """Before the first request of a new job: refuse (OverlapError) where another
     integration's metric of the same name holds events in months the job would send. Reads
     the export only when such a metric exists. Returns what the checkpoint keeps of it."""
-    from ..errors import ScopeError
-    from ..klaviyo.reading import ReadConfig, Reader
-    from ..proof.reconcile import describe_overlaps, overlaps
 
     assert config.api_key is not None
     read = ReadConfig(config.base_url, config.api_key, config.revision, timeout=config.timeout,
