@@ -126,6 +126,7 @@ def input_flags(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Line items in their own JSON file, joined by order_id (BigCommerce).",
         ),
         click.option("--encoding", help="Text encoding of the files (default UTF-8, BOM or not)."),
+        click.option("--delimiter", help="CSV delimiter: ',' ';' 'tab'... (default: detected)."),
         click.option(
             "--timezone",
             "tz",
@@ -206,7 +207,8 @@ def _on_command_line(param: str) -> bool:
 def _inputs(kw: dict[str, Any]) -> InputOptions:
     return InputOptions(
         paths=kw["paths"], fmt=kw["fmt"], layout=kw["layout"],
-        products=kw["products"], encoding=kw["encoding"], timezone=kw["tz"],
+        products=kw["products"], encoding=kw["encoding"], delimiter=kw["delimiter"],
+        timezone=kw["tz"],
         timezone_given=_given("tz"), currency=kw["currency"], since=kw["since"],
         until=kw["until"], limit=kw["limit"], jobs=kw["jobs"],
     )  # fmt: skip

@@ -45,6 +45,7 @@ class InputOptions:
     layout: str | None = None  # a layout file (TOML)
     products: str | None = None  # line items in their own JSON file (BigCommerce)
     encoding: str | None = None
+    delimiter: str | None = None  # CSV: one character or 'tab'; None: told from the header
     timezone: str = "UTC"  # for times without an offset
     timezone_given: bool = False  # named by the user (no "naive time read as UTC" warning)
     currency: str | None = None

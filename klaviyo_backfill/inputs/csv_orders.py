@@ -282,7 +282,7 @@ def iter_csv(
 ) -> Iterator[RawOrder]:
     fh, lines = _open_lines(path, encoding)
     csv.field_size_limit(CAP)
-    delimiter = layout.options.delimiter
+    delimiter = layout.options.delimiter or ","
     reader = csv.reader(lines, delimiter=delimiter)
     base = 0  # physical lines before the ones this reader counts
     try:
@@ -326,7 +326,7 @@ def row_starts(source: Input, start: Start, upto: int) -> set[int]:
         if not isinstance(lines, _Lines):
             return found
         lines.seek(start.offset, source.encoding)
-        reader = csv.reader(lines, delimiter=source.layout.options.delimiter)
+        reader = csv.reader(lines, delimiter=source.layout.options.delimiter or ",")
         while lines.offset <= upto:
             found.add(lines.offset)
             if next(reader, None) is None:
@@ -346,11 +346,16 @@ def _group_rows(
     start_line = start_offset = 0
     end_line, end_offset = reader.line_num, lines.offset  # where the previous row ended
     key = orders.key
+    folded: tuple[int, int] | None = None  # (line, fields) of a row far short of the header
     for row in reader:
+        if folded is not None:  # not the file's last row, so not one cut short: folded
+            raise _folded(orders, *folded)
         row_line, row_offset = base + end_line + 1, end_offset
         end_line, end_offset = reader.line_num, lines.offset
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
+        if len(row) < orders.width // 2:
+            folded = row_line, len(row)
         value = row[key].strip() if key is not None and key < len(row) else ""
         if rows and (key is None or value != current):
             yield rows, start_line, start_offset, row_offset
@@ -367,4 +372,19 @@ def _group_rows(
                 base + end_line,
                 hint="If the file is complete, end its last line with a line break.",
             )
+        if folded is not None:
+            raise _folded(orders, *folded)
         yield rows, start_line, start_offset, lines.offset
+
+
+def _folded(orders: _CsvOrders, line: int, fields: int) -> InputError:
+    """A row with far fewer fields than the header: a spreadsheet's re-save that folded each
+    line into one field, or the wrong delimiter; read, it would be thousands of rejections."""
+    return InputError(
+        orders.path,
+        f"has {fields} field{'s' if fields != 1 else ''} on this line where the header has "
+        f"{orders.width} columns: the rows look folded into one field (a spreadsheet re-save?)",
+        line,
+        hint="Export the orders again, or open the file and save it as CSV with its columns "
+        "kept; --delimiter names the delimiter if the rows use another than the header.",
+    )

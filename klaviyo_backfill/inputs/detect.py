@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 
 from ..errors import NotAnExport
 from .csv_orders import missing_column
@@ -30,6 +31,32 @@ def sniff_kind(path: str, encoding: str | None) -> str:
     return "json" if head[0] in "[{" else "csv"
 
 
+DELIMITERS = (",", ";", "\t")
+
+
+def sniff_delimiter(head: str) -> str:
+    """The delimiter of a CSV file's header: whichever of `,` `;` and tab splits its first
+    record into the most fields (`,` on a tie). A Shopify export re-saved by a European
+    spreadsheet is `;`-separated."""
+    best, most = ",", 0
+    for delimiter in DELIMITERS:
+        fields = len(next(csv.reader(io.StringIO(head), delimiter=delimiter), []))
+        if fields > most:
+            best, most = delimiter, fields
+    return best
+
+
+def with_delimiter(path: str, layout: Layout, encoding: str, forced: str | None) -> Layout:
+    """A CSV layout with its delimiter settled: --delimiter, else the layout's own, else the
+    one the file's header shows."""
+    if layout.kind != "csv":
+        return layout
+    delimiter = forced or layout.options.delimiter or sniff_delimiter(_peek(path, encoding))
+    if delimiter == layout.options.delimiter:
+        return layout
+    return replace(layout, options=replace(layout.options, delimiter=delimiter))
+
+
 def fits(path: str, layout: Layout, encoding: str) -> str | None:
     """Why a file of a folder is no export of the layout the run was told to use (its kind,
     or the columns it needs), or None when it may be one."""
@@ -37,15 +64,19 @@ def fits(path: str, layout: Layout, encoding: str) -> str | None:
     if layout.kind and layout.kind != kind:
         return f"not a {layout.name} export (a {kind} file)"
     if kind == "csv":
-        reader = csv.reader(io.StringIO(_peek(path, encoding)), delimiter=layout.options.delimiter)
+        delimiter = layout.options.delimiter or ","
+        reader = csv.reader(io.StringIO(_peek(path, encoding)), delimiter=delimiter)
         missing = missing_column(layout, [h.strip() for h in next(reader, [])])
         if missing is not None:
             return f"not a {layout.name} export (no column {missing[0]})"
     return None
 
 
-def detect_layout(path: str, layouts: dict[str, Layout], encoding: str) -> Layout:
-    """The layout whose signature columns (CSV) or keys (JSON) the file has."""
+def detect_layout(
+    path: str, layouts: dict[str, Layout], encoding: str, delimiter: str | None = None
+) -> Layout:
+    """The layout whose signature columns (CSV, split at `delimiter` or the one its header
+    shows) or keys (JSON) the file has."""
     check_not_a_spreadsheet(path)
     head = _peek(path, encoding)
     if not head.strip():
@@ -55,7 +86,8 @@ def detect_layout(path: str, layouts: dict[str, Layout], encoding: str) -> Layou
         keys = set(first) if isinstance(first, dict) else set()
         kind = "json"
     else:
-        keys = set(next(csv.reader(io.StringIO(head)), []))
+        split = delimiter or sniff_delimiter(head)
+        keys = {key.strip() for key in next(csv.reader(io.StringIO(head), delimiter=split), [])}
         kind = "csv"
     for layout in layouts.values():
         if layout.kind == kind and layout.detect and keys.issuperset(layout.detect):

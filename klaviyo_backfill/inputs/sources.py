@@ -119,33 +119,34 @@ def gather(paths: list[str]) -> tuple[list[tuple[str, bool]], list[Skipped]]:
                 skipped.append(
                     Skipped(str(entry), "a folder: not read (only the files of a folder given are)")
                 )
-            elif suffix in SPREADSHEETS:
+            elif suffix in SPREADSHEETS and is_workbook(str(entry)):
                 skipped.append(
                     Skipped(str(entry), f"{SPREADSHEETS[suffix]}: save it as CSV to send it")
                 )
-            elif suffix not in SUFFIXES:
+            elif suffix not in SUFFIXES and suffix not in SPREADSHEETS:
                 skipped.append(Skipped(str(entry), f"not an export ({suffix or 'no suffix'})"))
             elif entry.is_file():
                 files.append((str(entry), False))
     return files, skipped
 
 
-def check_not_a_spreadsheet(path: str) -> None:
-    """A workbook, whatever its name says (a zip or an OLE file), or a spreadsheet's suffix:
-    NotAnExport, telling how to save it as CSV."""
-    suffix = Path(path).suffix.lower()
+def is_workbook(path: str) -> bool:
+    """Whether the file is a workbook by its content (a zip: xlsx, numbers, ods; an OLE
+    file: xls), whatever its name says: `orders_export (1).xlsx` is often a CSV renamed."""
     try:
         with open(path, "rb") as fh:
             magic = fh.read(8)
     except OSError:
-        return  # said by the reader, with its own message
-    if magic.startswith(b"PK\x03\x04") or magic.startswith(b"\xd0\xcf\x11\xe0"):
-        kind = SPREADSHEETS.get(suffix, "an Excel workbook")
-    elif suffix in SPREADSHEETS:
-        kind = SPREADSHEETS[suffix]
-    else:
-        return
-    raise NotAnExport(path, f"is {kind}, not a CSV or JSON export", hint=_SAVE_AS_CSV)
+        return False  # said by the reader, with its own message
+    return magic.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0"))
+
+
+def check_not_a_spreadsheet(path: str) -> None:
+    """A workbook, whatever its name says: NotAnExport, telling how to save it as CSV. A
+    file named like a spreadsheet that holds text is read as the export it is."""
+    if is_workbook(path):
+        kind = SPREADSHEETS.get(Path(path).suffix.lower(), "an Excel workbook")
+        raise NotAnExport(path, f"is {kind}, not a CSV or JSON export", hint=_SAVE_AS_CSV)
 
 
 def open_text(path: str, encoding: str) -> TextIO:

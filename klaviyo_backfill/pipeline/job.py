@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FieldError, InputError, NotAnExport, UsageError
-from ..inputs.detect import detect_layout, fits, sniff_kind
+from ..inputs.detect import detect_layout, fits, sniff_kind, with_delimiter
 from ..inputs.json_orders import load_side_lines
-from ..inputs.layouts import Layout, builtin_layouts, load
+from ..inputs.layouts import Layout, builtin_layouts, delimiter_named, load
 from ..inputs.sources import Input, Skipped, gather, is_stream, spool
 from ..inputs.values import is_currency, parse_period, zone
 from ..klaviyo.endpoints import BACKFILL_REVISION, BULK, DEFAULT_REVISION, ENDPOINTS, Endpoint
@@ -123,6 +123,7 @@ def _layout_for(
     custom: Layout | None,
     encoding: str | None,
     side_lines: dict[str, list[Any]] | None = None,
+    delimiter: str | None = None,
 ) -> Input:
     layouts = builtin_layouts()
     if custom is not None:
@@ -130,8 +131,9 @@ def _layout_for(
     elif fmt is not None:
         layout = layouts[fmt]
     else:
-        layout = detect_layout(path, layouts, encoding or "utf-8-sig")
-    return Input(path, layout, encoding or layout.options.encoding or "utf-8-sig", side_lines)
+        layout = detect_layout(path, layouts, encoding or "utf-8-sig", delimiter)
+    text = encoding or layout.options.encoding or "utf-8-sig"
+    return Input(path, with_delimiter(path, layout, text, delimiter), text, side_lines)
 
 
 def resolve_inputs(
@@ -140,8 +142,9 @@ def resolve_inputs(
     layout_path: str | None,
     encoding: str | None,
     products: str | None = None,
+    delimiter: str | None = None,
 ) -> tuple[list[Input], tuple[str, ...]]:
-    inputs, texts, _ = gather_inputs(paths, fmt, layout_path, encoding, products)
+    inputs, texts, _ = gather_inputs(paths, fmt, layout_path, encoding, products, delimiter)
     return inputs, texts
 
 
@@ -151,6 +154,7 @@ def gather_inputs(
     layout_path: str | None,
     encoding: str | None,
     products: str | None = None,
+    delimiter: str | None = None,
 ) -> tuple[list[Input], tuple[str, ...], list[Skipped]]:
     """The inputs with their layouts, the layout file's text, and what the folders held that
     is no export (skipped and listed, never a reason to stop: a named file that is no export
@@ -162,10 +166,10 @@ def gather_inputs(
     inputs: list[Input] = []
     for path, named in files:
         if is_stream(path):
-            inputs.append(_spooled(path, fmt, custom, encoding, side))
+            inputs.append(_spooled(path, fmt, custom, encoding, side, delimiter))
             continue
         try:
-            source = _layout_for(path, fmt, custom, encoding, side)
+            source = _layout_for(path, fmt, custom, encoding, side, delimiter)
             why = None if named or (fmt is None and custom is None) else fits(
                 path, source.layout, source.encoding
             )  # fmt: skip
@@ -191,11 +195,12 @@ def _spooled(
     custom: Layout | None,
     encoding: str | None,
     side: dict[str, list[Any]] | None,
+    delimiter: str | None,
 ) -> Input:
     """A stream ('-', a FIFO) read once into a private copy, named as given."""
     copy = spool(name)  # read once: '-' and a FIFO cannot be opened twice
     try:
-        found = _layout_for(copy, fmt, custom, encoding, side)
+        found = _layout_for(copy, fmt, custom, encoding, side, delimiter)
     except InputError as exc:
         raise exc.at(name) from None
     return replace(found, name=name)
@@ -248,8 +253,9 @@ def job_from(options: SendOptions) -> Job:
     if options.rate_limit:
         parse_rate_limit(options.rate_limit)
     zone_info = zone(source.timezone)
+    delimiter = delimiter_named(source.delimiter, "--delimiter") if source.delimiter else None
     inputs, texts, skipped = gather_inputs(
-        list(source.paths), source.fmt, source.layout, source.encoding, source.products
+        list(source.paths), source.fmt, source.layout, source.encoding, source.products, delimiter
     )
     filters = _filters(source, zone_info)
     # the time floor is the v3 API's, by revision; the legacy Track API sends no revision

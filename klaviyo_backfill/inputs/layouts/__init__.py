@@ -24,6 +24,7 @@ __all__ = [
     "Options",
     "Source",
     "builtin_layouts",
+    "delimiter_named",
     "load",
 ]
 
@@ -120,7 +121,7 @@ class Options:
     timezone: str | None = None
     currency: str | None = None
     decimal_comma: bool = False
-    delimiter: str = ","
+    delimiter: str | None = None  # CSV: None until detected from the file's header (, ; tab)
     encoding: str | None = None
     lines: str | None = None
     unescape_html: bool = False
@@ -195,10 +196,29 @@ def _options(table: dict[str, Any], origin: str) -> Options:
     if currency is not None and not is_currency(str(currency)):
         raise LayoutError(origin, f"[options] currency {currency!r} is not an ISO 4217 code",
                           hint="Write e.g. EUR.")  # fmt: skip
+    if "delimiter" in opts:
+        opts["delimiter"] = delimiter_named(opts["delimiter"], "[options] delimiter", origin)
     for key in ("fulfilled_statuses", "cancelled_statuses", "refunded_statuses"):
         if key in opts:
             opts[key] = frozenset(str(s).lower() for s in opts[key])
     return Options(**opts)
+
+
+_DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+def delimiter_named(value: Any, option: str, origin: str | None = None) -> str:
+    """One character (`,` `;` `|`), or `tab`/`\\t`: a CSV delimiter, or an error naming
+    where it was given."""
+    text = str(value)
+    found = _DELIMITER_NAMES.get(text.lower(), text)
+    if len(found) == 1 and found not in '\r\n"' and not found.isalnum():
+        return found
+    message = f"{option} {text!r} is not a delimiter"
+    hint = "Give one character such as ';' or '|', or 'tab'."
+    if origin is not None:
+        raise LayoutError(origin, message, hint=hint)
+    raise UsageError(message, hint)
 
 
 def parse(doc: dict[str, Any], origin: str) -> Layout:
