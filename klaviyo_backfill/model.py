@@ -18,6 +18,7 @@ __all__ = [
     "Refund",
     "Rejection",
     "identity",
+    "item_key",
     "utc_month",
 ]
 
@@ -42,6 +43,16 @@ def identity(profile: dict[str, Any]) -> str:
     return str(
         profile.get("email") or profile.get("phone_number") or profile.get("external_id") or ""
     )
+
+
+def item_key(properties: dict[str, Any]) -> str:
+    """Which line item an Ordered Product event is, from its properties (its SKU and product
+    id; '' for an event of a whole order): Klaviyo's event listing does not return the
+    unique_id, so the per-order proof matches line items by these."""
+    sku, product = properties.get("SKU"), properties.get("ProductID")
+    if sku is None and product is None:
+        return ""
+    return f"{'' if sku is None else sku}\x1f{'' if product is None else product}"[:300]
 
 
 @dataclass(slots=True)

@@ -71,6 +71,9 @@ class Faults:
     read_server_error: float = 0.0  # reads: 5xx, half with a JSON:API body, half HTML
     read_html_200: float = 0.0  # reads: a 200 HTML page (a proxy's), not Klaviyo's answer
     wrong_key_status: int = 403  # the answer to a wrong key (Klaviyo documents 401 too)
+    # the aggregates refuse dates more than this many years back (0: any date), as Klaviyo
+    # documented until 2024 ("at most 5 years")
+    aggregate_reach_years: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ READ_LIMITS = {
     "aggregates": Limits(3, 1.0, 60, 60.0),
     "flows": Limits(10, 1.0, 150, 60.0),
     "accounts": Limits(1, 1.0, 15, 60.0),
+    "events": Limits(350, 1.0, 3500, 60.0),
 }
 METRICS_PATH, AGGREGATES_PATH, ACCOUNTS_PATH = (
     "/api/metrics", "/api/metric-aggregates", "/api/accounts"
@@ -108,7 +112,9 @@ SCOPES = {
     "aggregates": ("metrics:read",),
     "flows": ("flows:read", "metrics:read"),
     "accounts": ("accounts:read",),
+    "events": ("events:read",),
 }
+EVENTS_PAGE_MAX, EVENTS_PAGE_DEFAULT = 1000, 200
 API = ("API", "API")  # (integration name, category) of events sent through the API
 
 
@@ -551,6 +557,9 @@ class StandIn:
         self.preloaded: list[StoredEvent] = []  # other integrations' events (preload)
         # (metric name, integration) -> its processed events, for the aggregates
         self.by_metric: dict[tuple[str, tuple[str, str]], list[StoredEvent]] = {}
+        # the same, per UTC month 'YYYY-MM' (GET /api/events reads a window's months only)
+        self.by_month: dict[tuple[str, tuple[str, str]], dict[str, list[StoredEvent]]] = {}
+        self._listings: dict[tuple[str, str, str], tuple[int, list[StoredEvent]]] = {}
         self.flows: dict[str, list[dict[str, Any]]] = {}  # API metric name -> flows it triggers
         self.account = {"id": "AcC0uNt", "timezone": "UTC", "preferred_currency": "USD"}
         self._read_rng = random.Random(self.faults.seed + 1)
@@ -647,7 +656,7 @@ class StandIn:
                 if self.is_lost(key):
                     self.lost.append(e)
                 else:
-                    self.by_metric.setdefault((e.metric, e.integration), []).append(e)
+                    self._index(e)
                 n += 1
         return n
 
@@ -667,7 +676,36 @@ class StandIn:
         with self.lock:
             for e in events:
                 self.preloaded.append(e)
-                self.by_metric.setdefault((e.metric, e.integration), []).append(e)
+                self._index(e)
+
+    def _index(self, e: StoredEvent) -> None:
+        """A processed event, where the aggregates and GET /api/events find it (locked)."""
+        metric = (e.metric, e.integration)
+        self.by_metric.setdefault(metric, []).append(e)
+        months = self.by_month.setdefault(metric, {})
+        months.setdefault((e.time or "")[:7], []).append(e)
+
+    def listing(
+        self, metric: tuple[str, tuple[str, str]], start: str, end: str, now: float
+    ) -> list[StoredEvent]:
+        """GET /api/events: the metric's processed events with start <= time < end, past the
+        ingestion delay, sorted by time (then id): the same list for every page of a query
+        while nothing new arrives (cursor paging over a snapshot)."""
+        delay = self.faults.ingestion_delay
+        with self.lock:
+            total = len(self.by_metric.get(metric, ()))
+            cached = self._listings.get((metric[0] + "|" + metric[1][0], start, end))
+            if cached is not None and cached[0] == total and not delay:
+                return cached[1]
+            months = self.by_month.get(metric, {})
+            found = [e for month, events in months.items() if start[:7] <= month <= end[:7]
+                     for e in events]  # fmt: skip
+        found = [e for e in found
+                 if e.time is not None and start <= e.time < end and e.stored_at + delay <= now]  # fmt: skip
+        found.sort(key=lambda e: (e.time or "", e.identity, e.key_uid))
+        with self.lock:
+            self._listings[(metric[0] + "|" + metric[1][0], start, end)] = (total, found)
+        return found
 
     def metric_list(self) -> list[tuple[str, str, tuple[str, str]]]:
         """(id, name, integration) of every metric of the account, oldest first."""
@@ -682,7 +720,9 @@ class StandIn:
         order as times do), past the ingestion delay."""
         delay = self.faults.ingestion_delay
         with self.lock:
-            events = list(self.by_metric.get(metric, ()))
+            months = self.by_month.get(metric, {})
+            events = [e for month, held in months.items() if start[:7] <= month <= end[:7]
+                      for e in held]  # fmt: skip
         return [e for e in events
                 if e.time is not None and start <= e.time < end and e.stored_at + delay <= now]  # fmt: skip
 
@@ -710,11 +750,23 @@ def other_event(
     currency: str = "USD",
     integration: tuple[str, str] = ("Shopify", "eCommerce"),
     uid: str = "",
+    properties: dict[str, Any] | None = None,
+    identity: str = "",
 ) -> StoredEvent:
-    """An event of another integration (Shopify's own Placed Order, say), for `preload`."""
+    """An event of another integration (Shopify's own Placed Order, say), for `preload`; with
+    `integration=API` and properties holding an `OrderId`, one another API sender (the
+    merchant's own live integration) sent."""
     t = datetime.fromisoformat(time).astimezone(UTC).replace(microsecond=0).isoformat()
-    return StoredEvent(metric, uid or None, t, value, currency, None, {}, {}, integration[0],
-                       integration=integration, key_uid=uid)  # fmt: skip
+    return StoredEvent(metric, uid or None, t, value, currency, None, properties or {}, {},
+                       integration[0], integration=integration, key_uid=uid,
+                       identity=identity)  # fmt: skip
+
+
+def event_uuid(e: StoredEvent) -> str:
+    """The uuid Klaviyo gives a stored event: stable per event here."""
+    digest = hashlib.blake2b(f"{e.identity}|{e.metric}|{e.key_uid}|{e.time}".encode(),
+                             digest_size=16).digest()  # fmt: skip
+    return str(uuid.UUID(bytes=digest))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -769,7 +821,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             log.status = status
             bucket = "5xx" if status >= 500 else "2xx" if status < 300 else str(status)
-        read = _is_read(path)
+        read = _is_read(path) or (path == SINGLE_PATH and self.command == "GET")
         with s.lock:  # recorded before answering, so a client that got its answer sees it
             (s.reads if read else s.requests).append(log)
             s.stats["reads" if read else "requests"] += 1
@@ -795,7 +847,7 @@ class _Handler(BaseHTTPRequestHandler):
         s = self.owner
         if path == LEGACY_PATH:
             return self._legacy(body, log)
-        if _is_read(path):
+        if _is_read(path) or (path == SINGLE_PATH and self.command == "GET"):
             return self._read(path, body)
         endpoint = {BULK_PATH: "bulk", SINGLE_PATH: "single"}.get(path)
         if endpoint is None:
@@ -890,7 +942,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read(self, path: str, body: bytes) -> tuple[int, bytes, dict[str, str]]:
         s = self.owner
-        name = {METRICS_PATH: "metrics", AGGREGATES_PATH: "aggregates",
+        name = {METRICS_PATH: "metrics", AGGREGATES_PATH: "aggregates", SINGLE_PATH: "events",
                 ACCOUNTS_PATH: "accounts"}.get(path, "flows")  # fmt: skip
         method = "POST" if name == "aggregates" else "GET"
         if self.command != method:
@@ -918,6 +970,8 @@ class _Handler(BaseHTTPRequestHandler):
             answer = self._aggregates(body)
         elif name == "accounts":
             answer = self._account()
+        elif name == "events":
+            answer = self._events()
         else:
             answer = self._flow_triggers(path)
         headers = {"Content-Type": JSONAPI, "RateLimit-Limit": str(limit),
@@ -991,8 +1045,44 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "not_found", "Not found.",
                            [(f"No metric with id {attrs['metric_id']}.", "/data/attributes/metric_id")])  # fmt: skip
         start, end = _aggregate_query(attrs)
+        reach = s.faults.aggregate_reach_years
+        if reach and start < datetime.now(UTC) - timedelta(days=365.25 * reach):
+            raise _invalid(
+                [(f"Dates may go back at most {reach:g} years.", "/data/attributes/filter")]
+            )
         events = s.aggregate(metric, start.isoformat(), end.isoformat(), time.monotonic())
         return _aggregate_answer(events, start, end, attrs, s.url)
+
+    def _events(self) -> dict[str, Any]:
+        """GET /api/events: `filter` with equals(metric_id,...) and greater-or-equal/less-than
+        on datetime (comma-separated or in and(...)), `page[size]` 1-1000 (default 200),
+        `page[cursor]`, `links.next`; each event with its properties as sent plus `$value`."""
+        s = self.owner
+        query = parse_qs(urlsplit(self.path).query)
+        mid, start, end = _events_filter(query.get("filter", [""])[0])
+        try:
+            size = int(query.get("page[size]", [str(EVENTS_PAGE_DEFAULT)])[0])
+        except ValueError:
+            size = 0
+        if not 1 <= size <= EVENTS_PAGE_MAX:
+            raise _invalid([(f"page[size] must be 1 to {EVENTS_PAGE_MAX}.", None)])
+        metrics = {m: (name, integration) for m, name, integration in s.metric_list()}
+        metric = metrics.get(mid)
+        if metric is None:
+            raise _invalid([(f"No metric with id {mid}.", None)])
+        try:
+            cursor = query.get("page[cursor]", [""])[0]
+            offset = int(base64.urlsafe_b64decode(cursor).decode()) if cursor else 0
+        except ValueError:
+            raise _invalid([("Invalid page cursor.", None)]) from None
+        found = s.listing(metric, start, end, time.monotonic())
+        links = {"self": s.url + self.path, "next": None}
+        if offset + size < len(found):
+            more = {"filter": query["filter"][0], "page[size]": str(size),
+                    "page[cursor]": base64.urlsafe_b64encode(str(offset + size).encode()).decode()}  # fmt: skip
+            links["next"] = f"{s.url}{SINGLE_PATH}?{urlencode(more)}"
+        data = [_event_item(e, mid, s.url) for e in found[offset : offset + size]]
+        return {"data": data, "links": links}
 
     def _flow_triggers(self, path: str) -> dict[str, Any]:
         s = self.owner
@@ -1109,6 +1199,48 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _is_read(path: str) -> bool:
     return path in (METRICS_PATH, AGGREGATES_PATH, ACCOUNTS_PATH) or bool(FLOW_TRIGGERS.match(path))
+
+
+_CONDITION = re.compile(
+    r"(equals|greater-or-equal|less-than)\((metric_id|datetime),(?:\"([^\"]*)\"|'([^']*)'|([^,)]*))\)"
+)
+
+
+def _events_filter(text: str) -> tuple[str, str, str]:
+    """(metric id, start, end) of an events filter; UTC ISO times (any range when absent)."""
+    inner = text[4:-1] if text.startswith("and(") and text.endswith(")") else text
+    found: dict[tuple[str, str], str] = {}
+    rest = _CONDITION.sub(lambda m: found.setdefault((m[1], m[2]), m[3] or m[4] or m[5]) and "",
+                          inner)  # fmt: skip
+    mid = found.get(("equals", "metric_id"))
+    if rest.strip(", ") or mid is None:
+        raise _invalid([(f"Invalid filter {text[:200]!r}: the stand-in takes equals(metric_id,"
+                         "...) with greater-or-equal/less-than on datetime", None)])  # fmt: skip
+    bounds = []
+    for op, default in (("greater-or-equal", "0001-01-01T00:00:00+00:00"),
+                        ("less-than", "9999-12-31T00:00:00+00:00")):  # fmt: skip
+        raw = found.get((op, "datetime"))
+        try:
+            when = datetime.fromisoformat(raw) if raw else datetime.fromisoformat(default)
+        except ValueError:
+            raise _invalid([(f"Invalid datetime {raw!r}.", None)]) from None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        bounds.append(when.astimezone(UTC).isoformat())
+    return mid, bounds[0], bounds[1]
+
+
+def _event_item(e: StoredEvent, mid: str, url: str) -> dict[str, Any]:
+    props = dict(e.properties)
+    if e.value is not None:
+        props["$value"] = e.value
+    when = datetime.fromisoformat(e.time) if e.time else datetime.now(UTC)
+    eid = event_uuid(e)
+    return {"type": "event", "id": eid.replace("-", "")[:26], "attributes": {
+                "timestamp": int(when.timestamp()), "event_properties": props,
+                "datetime": when.isoformat(), "uuid": eid},
+            "relationships": {"metric": {"data": {"type": "metric", "id": mid}},
+                              "profile": {"data": {"type": "profile", "id": e.identity[:26]}}},
+            "links": {"self": f"{url}{SINGLE_PATH}/{eid}/"}}  # fmt: skip
 
 
 _RANGE = re.compile(r"^(greater-or-equal|less-than)\(datetime,([^)]+)\)$")

@@ -15,6 +15,7 @@ The endpoints that read back (klaviyo/reading.py), with the scopes a key needs f
     metric-aggregates  POST /api/metric-aggregates            3/s, 60/min     metrics:read
     flow-triggers      GET  /api/metrics/{id}/flow-triggers   10/s, 150/min   flows:read, metrics:read
     accounts           GET  /api/accounts                     1/s, 15/min     accounts:read
+    events             GET  /api/events                       350/s, 3500/min events:read
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "BULK",
     "DEFAULT_REVISION",
     "ENDPOINTS",
+    "EVENTS",
     "FLOW_TRIGGERS",
     "LEGACY",
     "METRICS",
@@ -191,4 +193,7 @@ FLOW_TRIGGERS = ReadApi(
 )
 ACCOUNTS = ReadApi(
     "accounts", "GET", "/api/accounts", (Window(1, 1.0), Window(15, 60.0)), ("accounts:read",)
+)
+EVENTS = ReadApi(
+    "events", "GET", "/api/events", (Window(350, 1.0), Window(3500, 60.0)), ("events:read",)
 )

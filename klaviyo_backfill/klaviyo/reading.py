@@ -22,7 +22,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -35,6 +35,7 @@ from .endpoints import (
     ACCOUNTS,
     API_INTEGRATION,
     DEFAULT_REVISION,
+    EVENTS,
     FLOW_TRIGGERS,
     METRIC_AGGREGATES,
     METRICS,
@@ -43,11 +44,23 @@ from .endpoints import (
 )
 from .http import Redactor, http_client, within
 from .retry import Attempts, Retry, RetryPolicy
+from .shapes import (
+    HeldEvent,
+    NotAnAnswer,
+    aggregate_answer,
+    document,
+    events_page,
+    held_events,
+    listing,
+    metrics_page,
+    month_rows,
+)
 from .throttle import Limiter
 
 __all__ = [
     "Account",
     "Flow",
+    "HeldEvent",
     "Metric",
     "MonthTotal",
     "ReadConfig",
@@ -72,6 +85,8 @@ class ReadConfig:
     max_body: int = 8 << 20  # bytes of one answer (decompressed)
     deadline: float = 300.0  # one try's whole exchange, however its bytes trickle in
     concurrency: int = 3  # queries in flight (the aggregates' burst is 3/s)
+    event_windows: int = 8  # windows of GET /api/events read at once (its burst is 350/s)
+    page_size: int = 1000  # events a page (Klaviyo's most)
     # endpoint name -> windows, instead of Klaviyo's published ones (benchmarks, tests)
     windows: dict[str, tuple[Window, ...]] = field(default_factory=dict)
 
@@ -91,10 +106,15 @@ class Metric:
     name: str
     integration: str  # its integration's name ('' when Klaviyo gives none)
     category: str
+    key: str = ""  # its integration's key ('api' for the API's metrics)
 
     @property
     def via_api(self) -> bool:
-        """Whether events sent through the API (this tool's) land in this metric."""
+        """Whether events sent through the API (this tool's, and every other private-key
+        sender's) land in this metric: its integration's key is "api", or (no key given)
+        its name is "API"."""
+        if self.key:
+            return self.key == "api"
         return self.integration == API_INTEGRATION
 
 
@@ -131,19 +151,14 @@ class ReadStats:
     throttled: int = 0
 
 
-class NotAnAnswer(Retry):
-    """A 2xx whose body is not the JSON:API document asked for (a proxy's page): retried."""
-
-    def __init__(self, why: str) -> None:
-        super().__init__(f"not a JSON:API answer ({why})")
-
-
 class Reader:
     """`async with Reader(config) as reader:` then `await reader.metrics()` and so on."""
 
     def __init__(self, config: ReadConfig, client: httpx.AsyncClient | None = None) -> None:
         self.config = config
-        self.client = client or http_client(config.base_url, config.timeout, config.concurrency)
+        self.client = client or http_client(
+            config.base_url, config.timeout, max(config.concurrency, config.event_windows)
+        )
         self.redact = Redactor(config.api_key)
         self.limiters: dict[str, Limiter] = {}
         self.stats = ReadStats()
@@ -165,7 +180,7 @@ class Reader:
         for _ in range(MAX_PAGES):
             if url is None:
                 return found
-            doc = await self.fetch(METRICS, url, params=params, check=_metrics_page)
+            doc = await self.fetch(METRICS, url, params=params, check=metrics_page)
             found.extend(_metric(item) for item in doc["data"] if _named(item))
             url, params = self._next(doc), None
         raise QueryError(f"GET {METRICS.path} gave more than {MAX_PAGES} pages")
@@ -189,17 +204,18 @@ class Reader:
         if by_currency:
             attributes["by"] = ["$value_currency"]
         body = {"data": {"type": "metric-aggregate", "attributes": attributes}}
+        start, end = datetime(year, 1, 1), datetime(year + 1, 1, 1)
         doc = await self.fetch(
             METRIC_AGGREGATES,
             METRIC_AGGREGATES.url(self.config.base_url),
             body=body,
-            check=lambda d: _aggregate_answer(d, measurements),
+            check=lambda d: aggregate_answer(d, measurements, start, end),
         )
         return _month_totals(doc, by_currency, values)
 
     async def flow_triggers(self, metric_id: str) -> list[Flow]:
         url = FLOW_TRIGGERS.url(self.config.base_url, id=metric_id)
-        doc = await self.fetch(FLOW_TRIGGERS, url, check=lambda d: _listing(d, "flow"))
+        doc = await self.fetch(FLOW_TRIGGERS, url, check=lambda d: listing(d, "flow"))
         flows = []
         for item in doc["data"]:
             attrs = item.get("attributes") or {}
@@ -209,19 +225,66 @@ class Reader:
 
     async def account(self) -> Account:
         url = ACCOUNTS.url(self.config.base_url)
-        doc = await self.fetch(ACCOUNTS, url, check=lambda d: _listing(d, "account", 1))
+        doc = await self.fetch(ACCOUNTS, url, check=lambda d: listing(d, "account", 1))
         item = doc["data"][0]
         attrs = item.get("attributes") or {}
         return Account(str(item["id"]), str(attrs.get("timezone") or ""),
                        str(attrs.get("preferred_currency") or ""), bool(attrs.get("test_account")))  # fmt: skip
 
-    def _next(self, doc: dict[str, Any]) -> str | None:
+    async def events(self, metric_id: str, start: int, end: int) -> list[HeldEvent]:
+        """Every event of a metric with start <= time < end (UNIX seconds), page by page,
+        each page checked (of this metric and window only); across pages no event twice, a
+        next page only on the base URL and never one seen before. A listing that breaks
+        those rules is read again from its start (three times), then an error naming the
+        endpoint."""
+        what = f"{EVENTS.method} {EVENTS.path}"
+        for attempt in range(3):
+            try:
+                return await self._events_once(metric_id, start, end)
+            except Retry as exc:
+                self.stats.retries += 1
+                why = exc
+                log.warning("%s: %s; reading the window again (%d)", what, exc, attempt + 1)
+        raise GaveUp(f"{what}: {why}", "Is KLAVIYO_BASE_URL right, or a proxy in the way?")
+
+    async def _events_once(self, metric_id: str, start: int, end: int) -> list[HeldEvent]:
+        def iso(t: int) -> str:
+            return datetime.fromtimestamp(t, UTC).isoformat()
+
+        params: dict[str, str] | None = {
+            "filter": f'equals(metric_id,"{metric_id}"),greater-or-equal(datetime,{iso(start)}),'
+            f"less-than(datetime,{iso(end)})",
+            "page[size]": str(self.config.page_size),
+            "sort": "datetime",
+        }
+        url: str | None = EVENTS.url(self.config.base_url)
+        found: list[HeldEvent] = []
+        seen: set[str] = set()
+        visited: set[str] = set()
+        while url is not None:
+            doc = await self.fetch(EVENTS, url, params=params,
+                                   check=lambda d: events_page(d, metric_id, start, end))  # fmt: skip
+            for event in held_events(doc):
+                if event.uuid in seen:
+                    raise Retry(f"event {event.uuid[:40]} on two pages")
+                seen.add(event.uuid)
+                found.append(event)
+            url, params = self._next(doc, EVENTS), None
+            if url is not None and url in visited:
+                raise Retry("a next page seen before (a loop)")
+            if url is not None:
+                visited.add(url)
+        return found
+
+    def _next(self, doc: dict[str, Any], api: ReadApi = METRICS) -> str | None:
         """The next page's address: only ever on the base URL the key was given for."""
         link = (doc.get("links") or {}).get("next")
         if not link:
             return None
         if not isinstance(link, str) or not link.startswith(self.config.base_url.rstrip("/") + "/"):
-            raise QueryError(f"GET {METRICS.path}: a next page outside {self.config.base_url}")
+            if api is EVENTS:
+                raise Retry(f"a next page outside {self.config.base_url}")
+            raise QueryError(f"GET {api.path}: a next page outside {self.config.base_url}")
         return link
 
     # ------------------------------------------------------------ one read, retried
@@ -308,7 +371,7 @@ class Reader:
     ) -> dict[str, Any]:
         status, what = response.status_code, f"{api.method} {api.path}"
         if status == 200:
-            return _document(response, check)
+            return document(response, check)
         if status == 429:
             self.stats.throttled += 1
             wait = self.config.retry.capped(retry_after(Answer.of(response)))
@@ -350,43 +413,7 @@ async def gather_limited(jobs: Sequence[Callable[[], Awaitable[T]]], at_once: in
         raise
 
 
-# ---------------------------------------------------------------- the answers' shapes
-
-
-def _document(response: httpx.Response, check: Callable[[Any], str | None]) -> dict[str, Any]:
-    kind = response.headers.get("Content-Type", "").split(";")[0].strip() or "no content type"
-    try:
-        doc = response.json()
-    except ValueError:
-        raise NotAnAnswer(f"{kind}, {len(response.content):,} bytes") from None
-    if not isinstance(doc, dict) or "data" not in doc:
-        raise NotAnAnswer("no data")
-    wrong = check(doc)
-    if wrong is not None:
-        raise NotAnAnswer(wrong)
-    return doc
-
-
-def _listing(doc: dict[str, Any], kind: str, at_least: int = 0) -> str | None:
-    data = doc["data"]
-    if not isinstance(data, list) or len(data) < at_least:
-        return f"data is not a list of {kind} objects"
-    for item in data:
-        if not isinstance(item, dict) or item.get("type") != kind or not item.get("id"):
-            return f"an item of data is not a {kind}"
-        if not isinstance(item.get("attributes", {}), dict):
-            return f"a {kind}'s attributes are not an object"
-    return None
-
-
-def _metrics_page(doc: dict[str, Any]) -> str | None:
-    wrong = _listing(doc, "metric")
-    if wrong is None:
-        for item in doc["data"]:
-            integration = (item.get("attributes") or {}).get("integration")
-            if integration is not None and not isinstance(integration, dict):
-                return "a metric's integration is not an object"
-    return wrong
+# ---------------------------------------------------------------- plain rows
 
 
 def _named(item: dict[str, Any]) -> bool:
@@ -394,57 +421,22 @@ def _named(item: dict[str, Any]) -> bool:
 
 
 def _metric(item: dict[str, Any]) -> Metric:
+    """A metric; its integration may be null, and a partner app's category an object."""
     attrs = item.get("attributes") or {}
     integration = attrs.get("integration") or {}
+    category = integration.get("category")
+    if isinstance(category, dict):
+        category = category.get("name") or category.get("category") or ""
     return Metric(str(item["id"]), attrs["name"], str(integration.get("name") or ""),
-                  str(integration.get("category") or ""))  # fmt: skip
-
-
-def _aggregate_answer(doc: dict[str, Any], measurements: list[str]) -> str | None:
-    data = doc["data"]
-    if not isinstance(data, dict) or data.get("type") != "metric-aggregate":
-        return "data is not a metric-aggregate"
-    attrs = data.get("attributes")
-    if not isinstance(attrs, dict):
-        return "no attributes"
-    dates, rows = attrs.get("dates"), attrs.get("data")
-    if not isinstance(dates, list) or not isinstance(rows, list):
-        return "attributes.dates or attributes.data is not a list"
-    for text in dates:
-        try:
-            datetime.fromisoformat(text)
-        except (TypeError, ValueError):
-            return f"a date that is not ISO 8601 ({str(text)[:40]!r})"
-    for row in rows:
-        if not isinstance(row, dict) or not isinstance(row.get("dimensions"), list):
-            return "a row without dimensions"
-        values = row.get("measurements")
-        if not isinstance(values, dict):
-            return "a row without measurements"
-        for name in measurements:
-            series = values.get(name)
-            if not isinstance(series, list) or len(series) != len(dates):
-                return f"{name} is not a list aligned with dates"
-            if not all(type(v) in (int, float) for v in series):
-                return f"{name} holds a value that is not a number"
-    return None
+                  str(category or ""), str(integration.get("key") or ""))  # fmt: skip
 
 
 def _month_totals(doc: dict[str, Any], by_currency: bool, values: bool) -> list[MonthTotal]:
-    attrs = doc["data"]["attributes"]
-    months = []
-    for text in attrs["dates"]:
-        when = datetime.fromisoformat(text)
-        months.append(f"{when.year:04d}-{when.month:02d}")
     out = []
-    for row in attrs["data"]:
-        dims = row["dimensions"]
+    for months, dims, counts, sums in month_rows(doc, values):
         currency = (str(dims[0]) if dims and dims[0] is not None else "") if by_currency else None
-        counts = row["measurements"]["count"]
-        sums = row["measurements"].get("sum_value") if values else None
-        for i, month in enumerate(months):
-            count = round(counts[i])
-            value = Decimal(repr(float(sums[i]))) if sums is not None else None
-            if count or value:
-                out.append(MonthTotal(month, currency, count, value))
+        for i, month in enumerate(months.split("|") if months else []):
+            value = sums[i] if sums is not None else None
+            if counts[i] or value:
+                out.append(MonthTotal(month, currency, counts[i], value))
     return out

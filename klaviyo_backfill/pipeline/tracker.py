@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, field, replace
 
 from ..klaviyo.sender import SendStats
-from ..model import Event, Position, Rejection, identity, utc_month
+from ..model import Event, Position, Rejection, identity, item_key, utc_month
 from ..presend.delta import facts_of
 from ..state.account_ledger import AccountLedger, OrderFacts, event_key
-from ..state.checkpoint import Landmarks, Ledger, Total, TotalKey
+from ..state.checkpoint import Acked, Landmarks, Ledger, Total, TotalKey
 from ..state.failures import KLAVIYO_REJECTED, Failures
 from .orders import MappedOrder
 from .prepare import Held
@@ -45,6 +45,7 @@ class _Pending:
     sent: int = 0  # events Klaviyo acknowledged
     # its events Klaviyo acknowledged so far, per metric, UTC month and currency
     totals: dict[TotalKey, Total] = field(default_factory=dict)
+    acked: list[Acked] = field(default_factory=list)  # the same events, one by one
 
 
 class Tracker:
@@ -98,6 +99,7 @@ class Tracker:
         whole: list[tuple[str, bytes | None, OrderFacts]] = []  # for the account's ledger
         stamps: list[tuple[str, float, str]] = []  # profiles whose attributes were taken
         totals: dict[str, dict[TotalKey, Total]] = {}
+        acked: dict[str, list[Acked]] = {}
         now = time.time()
         with self.lock:
             for event, reason in rejected:
@@ -109,6 +111,7 @@ class Tracker:
                     entry.sent += 1
                     key = (event.metric, utc_month(event.time), event.currency or "")
                     entry.totals.setdefault(key, Total()).add(event.value, now)
+                    entry.acked.append(_acked(event, entry))
             for event in [*sent, *(e for e, _ in rejected)]:
                 entry = self.pending.get(event.order_id)
                 if entry is None:
@@ -118,6 +121,7 @@ class Tracker:
                     del self.pending[event.order_id]
                     done.append((event.order_id, entry.rejected))
                     totals[event.order_id] = entry.totals
+                    acked[event.order_id] = entry.acked
                     if entry.rejected:
                         self.stats.orders_with_rejections += 1
                     else:
@@ -133,7 +137,7 @@ class Tracker:
             self.account.record(keys, whole, stamps)  # first: a crash between them resends
         if self.ledger is not None and (done or bad):
             mark = self.landmarks.at(watermark) if self.landmarks and watermark else ""
-            self.ledger.record(done, bad, watermark, mark, totals)
+            self.ledger.record(done, bad, watermark, mark, totals, acked)
             log.debug("checkpoint: %d orders done, %d rejections, resume point %s",
                       len(done), len(bad), watermark)  # fmt: skip
 
@@ -154,6 +158,13 @@ class Tracker:
         self.stats.events_rejected += 1
         self.stats.rejected[reason[:80]] += 1
         return rejection
+
+
+def _acked(event: Event, entry: _Pending) -> Acked:
+    """An acknowledged event as the checkpoint keeps it, for the per-order proof."""
+    value = None if event.value is None else str(event.value)
+    return (event.metric, int(event.time.timestamp()), event.order_id, event.unique_id,
+            item_key(event.properties), value, entry.source, entry.line)  # fmt: skip
 
 
 def _whole(order_id: str, entry: _Pending) -> list[tuple[str, bytes | None, OrderFacts]]:

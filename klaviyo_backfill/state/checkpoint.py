@@ -8,7 +8,9 @@ The ledger never holds the API key: only ids, counts, times and the run's finger
 
 With each settled order it adds the order's acknowledged events to `sent_totals`, per metric,
 UTC month and currency (count and value sum), in the same transaction: what `verify`
-compares with Klaviyo's own aggregates, without reading the export again.
+compares with Klaviyo's own aggregates, without reading the export again. And each of those
+events to `acked` (metric, time, order, unique id, line item, value, file and line): what
+`verify` matches, order by order, with the events Klaviyo holds, and what a repair resends.
 """
 
 from __future__ import annotations
@@ -50,7 +52,18 @@ CREATE TABLE IF NOT EXISTS sent_totals (  -- events Klaviyo acknowledged, of set
     last_at REAL NOT NULL,                         -- the latest acknowledgement among them
     PRIMARY KEY (metric, month, currency)
 );
+CREATE TABLE IF NOT EXISTS acked (  -- each event Klaviyo acknowledged, of settled orders
+    metric TEXT NOT NULL, at INTEGER NOT NULL,  -- at: the event's time, UNIX seconds
+    order_id TEXT NOT NULL, unique_id TEXT NOT NULL,
+    item TEXT NOT NULL,  -- the line item (model.item_key) of an Ordered Product, else ''
+    value TEXT,          -- an exact decimal, as text
+    source TEXT NOT NULL, line INTEGER NOT NULL,  -- where the order is in the export
+    PRIMARY KEY (metric, at, order_id, unique_id)
+) WITHOUT ROWID;
 """
+
+# (metric, time in UNIX seconds, order id, unique id, line item, value, file, line)
+Acked = tuple[str, int, str, str, str, str | None, str, int]
 
 
 # (metric, UTC month 'YYYY-MM', currency; '' when the events carry none)
@@ -200,7 +213,7 @@ class Ledger:
         version, known = self.get("version"), self.get("fingerprint")
         if known is None:  # a new ledger: its sent_totals hold every acknowledgement
             self.put(version=FORMAT_VERSION, fingerprint=fingerprint, created=str(time.time()),
-                     totals="1")  # fmt: skip
+                     totals="1", acked="1")  # fmt: skip
         elif version != FORMAT_VERSION:
             raise CheckpointError(
                 f"checkpoint {self.path} has format {version}, this version writes {FORMAT_VERSION}",
@@ -245,6 +258,7 @@ class Ledger:
         watermark: Position | None = None,
         landmark: str = "",
         totals: Mapping[str, Mapping[TotalKey, Total]] | None = None,
+        acked: Mapping[str, list[Acked]] | None = None,
     ) -> None:
         """Commit settled orders (id, whether Klaviyo rejected any of its events), rejections
         and the resume point durably, in one transaction. A rejection the ledger holds
@@ -252,13 +266,18 @@ class Ledger:
 
         `totals` holds, per order id, its events that Klaviyo acknowledged: they are added to
         `sent_totals` for an order the ledger did not hold yet (an order resent after a kill
-        counts once)."""
+        counts once); `acked` holds the same events one by one, added to `acked` alike."""
         now = time.time()
         with self.db:
             self.db.execute("BEGIN")
+            fresh = [o for o, _ in done if not self.is_done(o)] if totals or acked else []
             if totals:
-                self._add_totals([o for o, _ in done if o in totals and not self.is_done(o)],
-                                 totals, now)  # fmt: skip
+                self._add_totals([o for o in fresh if o in totals], totals, now)
+            if acked:
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO acked VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [event for o in fresh for event in acked.get(o, ())],
+                )
             self.db.executemany(
                 "INSERT OR REPLACE INTO orders (id, state, at) VALUES (?, ?, ?)",
                 [(o, "rejected" if bad else "sent", now) for o, bad in done],
@@ -312,6 +331,28 @@ class Ledger:
             "ORDER BY metric, month, currency"
         )
         return {(m, mo, c): Total(int(n), Decimal(v), float(at)) for m, mo, c, n, v, at in rows}
+
+    @_guarded
+    def has_acked(self) -> bool:
+        """Whether `acked` covers the whole job (a ledger of an earlier version has none)."""
+        return self.get("acked") == "1"
+
+    @_guarded
+    def acked(self, metric: str, start: int, end: int) -> list[Acked]:
+        """The acknowledged events of a metric with start <= time < end (UNIX seconds)."""
+        rows = self.db.execute(
+            "SELECT metric, at, order_id, unique_id, item, value, source, line FROM acked"
+            " WHERE metric = ? AND at >= ? AND at < ?",
+            (metric, start, end),
+        )
+        return [(str(m), int(a), str(o), str(u), str(i), v, str(s), int(n))
+                for m, a, o, u, i, v, s, n in rows]  # fmt: skip
+
+    @_guarded
+    def acked_times(self, metric: str) -> list[int]:
+        """The times of a metric's acknowledged events, in order (to cut reading windows)."""
+        rows = self.db.execute("SELECT at FROM acked WHERE metric = ? ORDER BY at", (metric,))
+        return [int(at) for (at,) in rows]
 
     @_guarded
     def order_state(self, order_id: str) -> tuple[str, float] | None:

@@ -1,0 +1,239 @@
+"""The shapes of Klaviyo's read answers: a document counts only once it is checked.
+
+Each check names what is wrong with a document of the wrong shape (None: it is an answer);
+reading.py retries such a document as it retries a 502 (`NotAnAnswer`), then gives up naming
+the endpoint. A malformed answer is a fault, never a verdict: an aggregate whose dates repeat
+or fall outside the range asked, rows repeated under one dimension value, a count that is not
+a finite non-negative whole number, a sum that is not finite; an events page with an event of
+another metric or outside the window asked.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+import httpx
+
+from ..model import item_key
+from .retry import Retry
+
+__all__ = [
+    "HeldEvent",
+    "NotAnAnswer",
+    "aggregate_answer",
+    "document",
+    "events_page",
+    "held_events",
+    "listing",
+    "metrics_page",
+    "month_rows",
+]
+
+_MAX_COUNT = 10**12  # more events than any account holds in a month: a broken answer
+_MAX_SUM = 1e15
+
+
+class NotAnAnswer(Retry):
+    """A 2xx whose body is not the JSON:API document asked for (a proxy's page): retried."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"not a JSON:API answer ({why})")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def document(response: httpx.Response, check: Any) -> dict[str, Any]:
+    """The answer's JSON:API document, once `check` finds nothing wrong with it. NaN and
+    Infinity are not JSON: an answer holding them is not one."""
+    import json
+
+    kind = response.headers.get("Content-Type", "").split(";")[0].strip() or "no content type"
+    try:
+        doc = json.loads(response.content, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        raise NotAnAnswer(f"{kind}, {len(response.content):,} bytes") from None
+    if not isinstance(doc, dict) or "data" not in doc:
+        raise NotAnAnswer("no data")
+    wrong = check(doc)
+    if wrong is not None:
+        raise NotAnAnswer(wrong)
+    return doc
+
+
+def listing(doc: dict[str, Any], kind: str, at_least: int = 0) -> str | None:
+    data = doc["data"]
+    if not isinstance(data, list) or len(data) < at_least:
+        return f"data is not a list of {kind} objects"
+    for item in data:
+        if not isinstance(item, dict) or item.get("type") != kind or not item.get("id"):
+            return f"an item of data is not a {kind}"
+        if not isinstance(item.get("attributes", {}), dict):
+            return f"a {kind}'s attributes are not an object"
+    return None
+
+
+def metrics_page(doc: dict[str, Any]) -> str | None:
+    wrong = listing(doc, "metric")
+    if wrong is None:
+        for item in doc["data"]:
+            integration = (item.get("attributes") or {}).get("integration")
+            if integration is not None and not isinstance(integration, dict):
+                return "a metric's integration is not an object"
+    return wrong
+
+
+# ---------------------------------------------------------------- aggregates
+
+
+def _utc(text: Any) -> datetime | None:
+    """An ISO time in UTC (no offset, or a zero one); None for anything else."""
+    try:
+        when = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is not None and when.utcoffset() != timedelta(0):
+        return None
+    return when.replace(tzinfo=None)
+
+
+def aggregate_answer(
+    doc: dict[str, Any], measurements: list[str], start: datetime, end: datetime
+) -> str | None:
+    """A metric-aggregate of months in [start, end) (naive UTC): each date once, inside the
+    range, in UTC; one row per dimension value; counts finite non-negative whole numbers,
+    sums finite."""
+    data = doc["data"]
+    if not isinstance(data, dict) or data.get("type") != "metric-aggregate":
+        return "data is not a metric-aggregate"
+    attrs = data.get("attributes")
+    if not isinstance(attrs, dict):
+        return "no attributes"
+    dates, rows = attrs.get("dates"), attrs.get("data")
+    if not isinstance(dates, list) or not isinstance(rows, list):
+        return "attributes.dates or attributes.data is not a list"
+    seen: set[datetime] = set()
+    for text in dates:
+        when = _utc(text)
+        if when is None:
+            return f"a date that is not an ISO 8601 time in UTC ({str(text)[:40]!r})"
+        if not start <= when < end:
+            return f"a date outside the range asked ({str(text)[:40]!r})"
+        if when in seen:
+            return f"a date listed twice ({str(text)[:40]!r})"
+        seen.add(when)
+    groups: set[tuple[str, ...]] = set()
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("dimensions"), list):
+            return "a row without dimensions"
+        group = tuple(str(d) for d in row["dimensions"])
+        if group in groups:
+            return f"two rows for one dimension value ({', '.join(group)[:40]!r})"
+        groups.add(group)
+        values = row.get("measurements")
+        if not isinstance(values, dict):
+            return "a row without measurements"
+        for name in measurements:
+            wrong = _series(name, values.get(name), len(dates))
+            if wrong is not None:
+                return wrong
+    return None
+
+
+def _series(name: str, series: Any, length: int) -> str | None:
+    if not isinstance(series, list) or len(series) != length:
+        return f"{name} is not a list aligned with dates"
+    for v in series:
+        if type(v) not in (int, float) or not math.isfinite(v) or abs(v) > _MAX_SUM:
+            return f"{name} holds a value that is not a finite number"
+        if name == "count" and (v < 0 or v != int(v) or v > _MAX_COUNT):
+            return "count holds a value that is not a whole number of events"
+    return None
+
+
+def month_rows(
+    doc: dict[str, Any], values: bool
+) -> list[tuple[str, list[Any], list[int], list[Decimal] | None]]:
+    """(month 'YYYY-MM' per date, dimensions, counts, sums) of a checked aggregate: per row,
+    (months, dims, counts, sums) with the months shared."""
+    attrs = doc["data"]["attributes"]
+    months = []
+    for text in attrs["dates"]:
+        when = _utc(text)
+        assert when is not None  # checked
+        months.append(f"{when.year:04d}-{when.month:02d}")
+    out = []
+    for row in attrs["data"]:
+        measured = row["measurements"]
+        counts = [int(v) for v in measured["count"]]
+        sums = [Decimal(repr(float(v))) for v in measured["sum_value"]] if values else None
+        out.append(("|".join(months), list(row["dimensions"]), counts, sums))
+    return out
+
+
+# ---------------------------------------------------------------- events
+
+
+class HeldEvent(NamedTuple):
+    """One stored event, as much of it as the per-order proof needs."""
+
+    uuid: str
+    order_id: str  # its OrderId property ('' when it has none)
+    item: str  # its line item (model.item_key) for Ordered Product, else ''
+    value: Decimal | None  # its $value
+    at: int  # its time, UNIX seconds
+
+
+def events_page(doc: dict[str, Any], metric_id: str, start: int, end: int) -> str | None:
+    """A page of events of `metric_id` with start <= time < end (UNIX seconds)."""
+    wrong = listing(doc, "event")
+    if wrong is not None:
+        return wrong
+    for item in doc["data"]:
+        attrs = item.get("attributes") or {}
+        if not isinstance(attrs.get("uuid") or item["id"], str):
+            return "an event without a uuid"
+        if not isinstance(attrs.get("event_properties"), dict):
+            return "an event without event_properties"
+        when = _when(attrs.get("datetime"))
+        if when is None:
+            return f"an event time that is not ISO 8601 ({str(attrs.get('datetime'))[:40]!r})"
+        if not start <= when < end:
+            return "an event outside the window asked"
+        metric = ((item.get("relationships") or {}).get("metric") or {}).get("data")
+        if isinstance(metric, dict) and metric.get("id") not in (None, metric_id):
+            return f"an event of another metric ({str(metric.get('id'))[:20]!r})"
+        value = attrs["event_properties"].get("$value")
+        if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
+            return "an event whose $value is not a finite number"
+    return None
+
+
+def _when(text: Any) -> int | None:
+    try:
+        when = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return int(when.timestamp())
+
+
+def held_events(doc: dict[str, Any]) -> list[HeldEvent]:
+    """The events of a checked page."""
+    out = []
+    for item in doc["data"]:
+        attrs = item["attributes"]
+        props = attrs["event_properties"]
+        value = props.get("$value")
+        at = _when(attrs["datetime"])
+        assert at is not None  # checked
+        order = props.get("OrderId")
+        out.append(HeldEvent(str(attrs.get("uuid") or item["id"]),
+                             "" if order is None else str(order), item_key(props),
+                             None if value is None else Decimal(repr(float(value))), at))  # fmt: skip
+    return out
