@@ -40,7 +40,9 @@ def main() -> None:
         orders = [o for o in corpus.make_orders(3000, 17, "shopify") if o.created_at >= start]
         corpus.write_shopify_csv(orders, cwd / "orders.csv")
         with st.StandIn(api_key=KEY, faults=st.Faults(lost_after_ack=0.01, seed=5)) as s:
-            run(cwd, "send", "orders.csv", "--base-url", s.url, "-q", "--rate-limit", "100/s,1000/m")
+            run(
+                cwd, "send", "orders.csv", "--base-url", s.url, "-q", "--rate-limit", "100/s,1000/m"
+            )
             (checkpoint,) = (cwd / "state" / "klaviyo-backfill" / "checkpoints").glob("*.sqlite")
             db = sqlite3.connect(checkpoint)  # as if sent an hour ago: a final answer
             db.execute("UPDATE sent_totals SET last_at = last_at - 3600")
