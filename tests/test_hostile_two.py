@@ -100,3 +100,81 @@ def test_klaviyos_own_error_document_is_its_verdict() -> None:
     assert klaviyo_errors({"errors": [error], "success": False}, 400) is None
     for body in FOREIGN.values():
         assert klaviyo_errors(json.loads(body), 400) is None
+
+
+# ---------------------------------------------------------------- 2. numbers too big
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+def csv_with(where: Path, field: str, value: str) -> tuple[Path, str, int, int]:
+    """The sample export with `field` of the second order's first row set to `value`: the
+    file, that order's id, its line, and how many orders the file holds."""
+    import csv
+
+    with open(rogue.EXPORT, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    names = list(dict.fromkeys(row["Name"] for row in rows))
+    next(row for row in rows if row["Name"] == names[1])[field] = value
+    path = where / "orders.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = path.read_text().splitlines()  # a quoted field may hold a line break: count them
+    line = next(n for n, text in enumerate(lines, 1) if f",{value}," in text)
+    return path, names[1], line, len(names)
+
+
+def held_orders(klaviyo: st.StandIn) -> set[str]:
+    return {str(e.properties.get("OrderId")) for e in klaviyo.events if e.metric == "Placed Order"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("Lineitem price", "1" + "0" * 29),
+        ("Total", "1e999999"),
+        ("Lineitem quantity", "1" + "0" * 30),
+    ],
+)
+def test_a_number_too_big_for_decimal_is_one_rejected_order_with_its_line(
+    field: str, value: str, tmp_path: Path
+) -> None:
+    """A 30-digit price, 1e999999, a quantity of 10^30: one rejected order named with its file
+    and line, every other order sent; it ended in a decimal.InvalidOperation traceback on
+    every run, --resume and --restart alike, and 0 events were delivered."""
+    _, _, line, orders = csv_with(tmp_path, field, value)
+    with st.StandIn(api_key=KEY) as klaviyo:
+        result = send(tmp_path, klaviyo.url)
+        assert result.returncode == 1, said(result)  # finished, one order rejected
+        assert "Traceback" not in result.stderr
+        assert len(held_orders(klaviyo)) == orders - 1
+    (failure,) = [json.loads(x) for x in (tmp_path / "failures.jsonl").read_text().splitlines()]
+    assert failure["source"] == "orders.csv" and failure["line"] == line, failure
+    assert field.split()[-1].lower() in failure["detail"], failure
+
+
+def test_a_json_integer_of_5001_digits_is_one_rejected_order(tmp_path: Path) -> None:
+    """Python's int() refuses over 4,300 digits, and json raised that ValueError for the whole
+    run: the order holding one is rejected (file and line), in a document and in JSON Lines."""
+    doc = json.loads((SAMPLES / "shopify_orders.json").read_text())
+    orders = doc["orders"]
+    huge = "9" * 5001
+    text = json.dumps(doc, indent=2).replace(f'"{orders[1]["total_price"]}"', huge, 1)
+    assert huge in text
+    (tmp_path / "orders.json").write_text(text)
+    lines = [json.dumps(o) for o in orders]
+    lines[2] = lines[2].replace(f'"{orders[2]["total_price"]}"', huge, 1)
+    (tmp_path / "orders.jsonl").write_text("\n".join(lines) + "\n")
+    opening = text[: text.index(f'"id": {orders[1]["id"]}')].count("\n")  # the order's "{"
+    for export, line in (("orders.json", opening), ("orders.jsonl", 3)):
+        with st.StandIn(api_key=KEY) as klaviyo:
+            result = send(tmp_path, klaviyo.url, "--restart", export=export)
+            assert result.returncode == 1 and "Traceback" not in result.stderr, said(result)
+            assert len(held_orders(klaviyo)) == len(orders) - 1
+        (failure,) = [json.loads(x) for x in (tmp_path / "failures.jsonl").read_text().splitlines()]
+        assert failure["source"] == export, failure
+        assert "total" in failure["detail"] and "not a price" in failure["detail"], failure
+        assert failure["line"] == line, failure

@@ -16,6 +16,29 @@ from .layouts import Layout, Source
 from .sources import CAP, CHUNK, decode_error, open_text
 
 
+def _long_int(text: str) -> int | str:
+    """A JSON integer as an int, or as its text when it has more digits than Python converts
+    (4,300): a field that needs a number then rejects its order, with its file and line."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+# Python's int() refuses over 4,300 digits, and json raises that ValueError for the whole
+# document: the few values that hold such an integer are decoded again with this decoder
+_LONG_INTS = json.JSONDecoder(parse_int=_long_int)
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # an integer of over 4,300 digits
+        return _LONG_INTS.decode(text)
+
+
 @dataclass(frozen=True, slots=True)
 class Nested:
     """In place of a JSON value nested too deep to decode: how deep it went."""
@@ -76,7 +99,12 @@ class _JsonStream:
         self.peek()
         while True:
             try:
-                obj, end = self.decoder.raw_decode(self.buf, self.pos)
+                try:
+                    obj, end = self.decoder.raw_decode(self.buf, self.pos)
+                except json.JSONDecodeError:
+                    raise
+                except ValueError:  # an integer of over 4,300 digits
+                    obj, end = _LONG_INTS.raw_decode(self.buf, self.pos)
             except json.JSONDecodeError as exc:
                 if self._fill():
                     continue
@@ -209,7 +237,7 @@ def _lines_whole(path: str, encoding: str) -> bool:
         for _, text in _bounded_lines(fh, path):
             if text.strip():
                 try:
-                    json.loads(text)
+                    _loads(text)
                 except json.JSONDecodeError:
                     return False
                 except RecursionError:
@@ -252,7 +280,7 @@ def _json_lines(fh: TextIO, path: str) -> Iterator[tuple[int, Any]]:
         if not text.strip():
             continue
         try:
-            obj = json.loads(text)
+            obj = _loads(text)
         except json.JSONDecodeError as exc:
             yield number, Broken(f"not valid JSON: {exc.msg} (column {exc.colno})")
             continue

@@ -143,17 +143,22 @@ def clean_code(value: Any) -> str | None:
 
 def parse_money(value: Any, field: str, decimal_comma: bool = False) -> Decimal | None:
     """Decimal money from '12.50', '1,234.50', '$12.50', 12.5 or (decimal_comma) '1.234,50'."""
-    if type(value) is str and not decimal_comma and _PLAIN_MONEY.match(value):
+    if (
+        type(value) is str
+        and not decimal_comma
+        and len(value) < _DIGITS
+        and _PLAIN_MONEY.match(value)
+    ):
         return Decimal(value)  # the common case, first
     if value is None:
         return None
     if isinstance(value, bool):
         raise FieldError(field, value, "not an amount of money")
     if isinstance(value, int | float):
-        return Decimal(str(value))
+        return _bounded(Decimal(str(value)), field, value)
     text = str(value)
     if _PLAIN_MONEY.match(text) and not decimal_comma:
-        return Decimal(text)
+        return _bounded(Decimal(text), field, value)
     text = _MONEY_JUNK.sub("", text.strip())
     if not text:
         return None
@@ -174,6 +179,21 @@ def parse_money(value: Any, field: str, decimal_comma: bool = False) -> Decimal 
         raise FieldError(field, value, "not an amount of money") from None
     if not amount.is_finite():
         raise FieldError(field, value, "not an amount of money")
+    return _bounded(amount, field, value)
+
+
+# An amount of money has fewer than 15 digits before its point: a quadrillion is no price,
+# Klaviyo keeps a value as a double (15 significant digits), and a product with a quantity
+# (at most MAX_QUANTITY) stays inside Decimal's 28 digits, where quantize() would fail
+_DIGITS = 15
+MAX_QUANTITY = 10**9
+
+
+def _bounded(amount: Decimal, field: str, value: Any) -> Decimal:
+    if not amount.is_finite():  # a JSON 1e999 is a float('inf')
+        raise FieldError(field, value, "not an amount of money")
+    if amount and amount.adjusted() >= _DIGITS:
+        raise FieldError(field, value, f"an amount of more than {_DIGITS} digits: not a price")
     return amount
 
 
@@ -197,14 +217,18 @@ def quantum(currency: str) -> Decimal:
 
 
 def quantize(amount: Decimal, currency: str) -> Decimal:
-    """Round half-up to the currency's minor unit (cents for most)."""
-    return amount.quantize(quantum(currency), rounding=ROUND_HALF_UP)
+    """Round half-up to the currency's minor unit (cents for most); FieldError for an amount
+    too large to hold in cents (Decimal's 28 digits)."""
+    try:
+        return amount.quantize(quantum(currency), rounding=ROUND_HALF_UP)
+    except InvalidOperation:
+        raise FieldError("amount", amount, "too large to be an amount of money") from None
 
 
 def parse_quantity(value: Any, field: str) -> int:
     if value is None or value == "":
         return 1
-    if type(value) is str and value.isascii() and value.isdigit():
+    if type(value) is str and value.isascii() and value.isdigit() and len(value) < 10:
         return int(value)
     text = str(value).strip()
     if not text.isascii():  # '²' passes isdigit, not int(); '٣' both: only 0-9 count
@@ -213,7 +237,9 @@ def parse_quantity(value: Any, field: str) -> int:
         number = Decimal(text)
     except InvalidOperation:
         raise FieldError(field, value, "not a quantity") from None
-    if not number.is_finite() or number != number.to_integral_value() or number < 0:
+    if not number.is_finite() or number < 0 or number > MAX_QUANTITY:
+        raise FieldError(field, value, f"not a whole quantity from 0 to {MAX_QUANTITY:,}")
+    if number != number.to_integral_value():
         raise FieldError(field, value, "not a whole, non-negative quantity")
     return int(number)
 
