@@ -145,6 +145,12 @@ def input_flags(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Only orders before this moment; a year, month or day (2024, 2024-03, "
             "2024-03-05) through its end.",
         ),
+        click.option(
+            "--date-order",
+            type=click.Choice(["dmy", "mdy"]),
+            help="How to read --since/--until in figures such as 05/01/2024: day first (dmy) "
+            "or month first (mdy). Without it a date that could be either is refused.",
+        ),
         click.option("--limit", type=click.IntRange(min=1), help="Only the first N orders."),
         click.option(
             "--jobs",
@@ -210,7 +216,7 @@ def _inputs(kw: dict[str, Any]) -> InputOptions:
         products=kw["products"], encoding=kw["encoding"], delimiter=kw["delimiter"],
         timezone=kw["tz"],
         timezone_given=_given("tz"), currency=kw["currency"], since=kw["since"],
-        until=kw["until"], limit=kw["limit"], jobs=kw["jobs"],
+        until=kw["until"], date_order=kw["date_order"], limit=kw["limit"], jobs=kw["jobs"],
     )  # fmt: skip
 
 

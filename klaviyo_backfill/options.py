@@ -51,6 +51,7 @@ class InputOptions:
     currency: str | None = None
     since: str | None = None
     until: str | None = None
+    date_order: str | None = None  # --since/--until in figures: "dmy" or "mdy"
     limit: int | None = None
     jobs: int | None = None  # processes for a dry run or inspect (None: one per core)
 

@@ -284,3 +284,86 @@ def test_a_fulfilment_time_without_a_day_rejects_its_order(tmp_path: Path) -> No
     (row,) = [json.loads(line) for line in failures.read_text().splitlines()]
     assert (row["order_id"], row["line"]) == ("#1", 2)
     assert row["detail"] == "fulfilled_at: not a full date: no day ('June 2024')"
+
+
+# --- a day and a month in figures (issue #22 item 3) --------------------------------------
+
+
+@pytest.mark.parametrize("option", ["--since", "--until"])
+@pytest.mark.parametrize("text", ["05/01/2024", "5.1.2024", "05-01-24", "05/01/2024 10:00"])
+def test_a_day_and_month_that_can_be_swapped_are_refused_with_both_iso_forms(
+    option: str, text: str
+) -> None:
+    """`--since 05/01/2024` was read as 1 May; a European merchant meant 5 January."""
+    with pytest.raises(UsageError) as caught:
+        parse_when(text, option, UTC)
+    assert caught.value.message.startswith(f"{option} {text!r} could be 5 January or 1 May")
+    assert "2024-01-05 or 2024-05-01" in (caught.value.hint or "")
+    assert "--date-order" in (caught.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("text", "order", "day"),
+    [
+        ("05/01/2024", "dmy", datetime(2024, 1, 5)),
+        ("05/01/2024", "mdy", datetime(2024, 5, 1)),
+        ("5.1.2024 10:00", "dmy", datetime(2024, 1, 5, 10)),
+        ("13/01/2024", None, datetime(2024, 1, 13)),  # only one order makes a date
+        ("01/13/2024", None, datetime(2024, 1, 13)),
+        ("04/04/2024", None, datetime(2024, 4, 4)),  # either order, the same day
+        ("13/01/2024", "dmy", datetime(2024, 1, 13)),
+    ],
+)
+def test_figures_are_read_in_the_date_order_given_or_the_only_one_that_fits(
+    text: str, order: str | None, day: datetime
+) -> None:
+    assert parse_when(text, "--since", NEW_YORK, order) == day.replace(tzinfo=NEW_YORK)
+
+
+def test_a_date_impossible_in_the_date_order_given_is_refused() -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_when("13/01/2024", "--since", UTC, "mdy")
+    assert caught.value.message == "--since '13/01/2024' is not a date in --date-order mdy"
+
+
+def _shop(tmp_path: Path) -> Path:
+    path = tmp_path / "orders.csv"
+    path.write_text(
+        HEADER + "\n#1,a@example.com,paid,EUR,10,2024-01-04 10:00:00 +0000,1,Mug,10\n"
+        "#2,b@example.com,paid,EUR,10,2024-01-06 10:00:00 +0000,1,Mug,10\n"
+        "#3,c@example.com,paid,EUR,10,2024-05-02 10:00:00 +0000,1,Mug,10\n"
+    )
+    return path
+
+
+def test_the_dry_run_and_inspect_echo_the_window_they_applied_in_iso_dates(
+    tmp_path: Path,
+) -> None:
+    path = _shop(tmp_path)
+    env = {"COLUMNS": "200"}
+    refused = CliRunner().invoke(main, ["send", str(path), "--dry-run", "--since", "05/01/2024"])
+    assert refused.exit_code == 2
+    assert "could be 5 January or 1 May 2024" in refused.output
+    summary = tmp_path / "s.json"
+    for order, since, until in (("dmy", "05/01/2024", "30/04/2024"),
+                                ("mdy", "01/05/2024", "04/30/2024")):  # fmt: skip
+        done = CliRunner().invoke(
+            main,
+            ["send", str(path), "--dry-run", "--preview", "0", "--failures", str(tmp_path / "f"),
+             "--summary-json", str(summary), "--since", since, "--until", until,
+             "--timezone", "Europe/Paris", "--date-order", order],
+            env=env,
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+        assert "from 2024-01-05 through 2024-04-30 (Europe/Paris)" in done.output, done.output
+        written = json.loads(summary.read_text())
+        assert written["since"] == "2024-01-05T00:00:00+01:00"
+        assert written["until"] == "2024-05-01T00:00:00+02:00"
+        assert written["orders_mapped"] == 1
+    inspected = CliRunner().invoke(
+        main, ["inspect", str(path), "--until", "2024-01-05 12:00"], env=env
+    )
+    assert inspected.exit_code == 0, inspected.output
+    assert "before 2024-01-05 12:00 (UTC)" in inspected.output
+    plain = CliRunner().invoke(main, ["inspect", str(path)], env=env)
+    assert "Window" not in plain.output

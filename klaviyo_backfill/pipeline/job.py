@@ -23,6 +23,7 @@ from ..mapping.convert import Settings, earliest_for
 from ..options import PROFILE_ATTRIBUTES, InputOptions, SendOptions
 
 __all__ = [
+    "DATE_ORDERS",
     "Filters",
     "Job",
     "check_revision",
@@ -100,18 +101,59 @@ class Job:
         return h.hexdigest()[:32]
 
 
-def parse_when(value: str | None, option: str, tz: tzinfo) -> datetime | None:
+DATE_ORDERS = ("dmy", "mdy")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")  # fmt: skip
+# a day, a month and a year in figures: 05/01/2024, 5.1.2024, 05-01-24, then perhaps a time
+_NUMERIC = re.compile(r"(\d{1,2})([/.-])(\d{1,2})\2(\d{4}|\d{2})(?=$|[ T])(.*)", re.S)
+
+
+def _figures(value: str, option: str, order: str | None) -> str:
+    """A day and month in figures (`05/01/2024`) as an ISO date (`2024-01-05`): in the
+    --date-order given, or where only one order makes a date; refused where both do, with
+    the ISO forms of each (a European merchant's 5 January is an American's 1 May)."""
+    match = _NUMERIC.fullmatch(value)
+    if match is None:
+        return value
+    first, _, second, year, rest = match.groups()
+    a, b = int(first), int(second)
+    yyyy = int(year) if len(year) == 4 else 2000 + int(year) if int(year) < 70 else 1900 + int(year)
+    readings = {}
+    for name, (day, month) in (("dmy", (a, b)), ("mdy", (b, a))):
+        if 1 <= month <= 12 and 1 <= day <= 31:
+            readings[name] = f"{yyyy:04d}-{month:02d}-{day:02d}"
+    if order is not None:
+        if order not in readings:
+            raise UsageError(f"{option} {value!r} is not a date in --date-order {order}",
+                             _WHEN_HINT)  # fmt: skip
+        return readings[order] + rest
+    if len(set(readings.values())) > 1:
+        day, month = a, b
+        iso_dmy, iso_mdy = readings["dmy"], readings["mdy"]
+        raise UsageError(
+            f"{option} {value!r} could be {day} {_MONTHS[month - 1]} or {month} "
+            f"{_MONTHS[day - 1]} {yyyy}",
+            f"Write {iso_dmy} or {iso_mdy} (year-month-day), or say which with --date-order "
+            "dmy (day first) or mdy (month first).",
+        )
+    return next(iter(readings.values()), value) + rest
+
+
+def parse_when(
+    value: str | None, option: str, tz: tzinfo, date_order: str | None = None
+) -> datetime | None:
     """The moment --since or --until stands for, in `tz` unless the value has an offset.
 
     A year, month or day (`2024`, `2024-03`, `2024-03-05`) is a period: --since is its first
     moment (orders at or after it pass), --until the first moment after it (orders before it
     pass), so `--since 2024 --until 2024` is the orders of 2024. A value with a time of day
     is that moment for both. A value without a year (`Monday`, `March`, `Dec 5`) is refused,
-    never completed from today."""
+    never completed from today; so is a day and month in figures that could be either
+    (`05/01/2024`) unless `date_order` (`dmy`, `mdy`) says which."""
     if value is None:
         return None
     try:
-        start, end = parse_period(value.strip(), option, tz)
+        start, end = parse_period(_figures(value.strip(), option, date_order), option, tz)
     except FieldError as exc:
         raise UsageError(f"{option} {value!r} is {exc.reason}", _WHEN_HINT) from None
     return end if option == "--until" else start
@@ -223,8 +265,10 @@ def default_failures(paths: tuple[str, ...]) -> str:
 
 
 def _filters(source: InputOptions, zone_info: tzinfo) -> Filters:
-    since = parse_when(source.since, "--since", zone_info)
-    until = parse_when(source.until, "--until", zone_info)
+    if source.date_order is not None and source.date_order not in DATE_ORDERS:
+        raise UsageError(f"--date-order {source.date_order!r} is not dmy or mdy")
+    since = parse_when(source.since, "--since", zone_info, source.date_order)
+    until = parse_when(source.until, "--until", zone_info, source.date_order)
     if since and until and since >= until:
         raise UsageError(
             f"--since {source.since} is not before --until {source.until}: no order could pass"

@@ -220,6 +220,7 @@ def mapped_orders(
     taken = 0
     stats.bytes_total = sum(os.path.getsize(source.path) for source in job.inputs)
     stats.skipped_files = [(s.path, s.why) for s in job.skipped]
+    stats.since, stats.until = job.filters.since, job.filters.until
     before = 0
     for index, source in enumerate(job.inputs):
         start = _start(source, index, resume_at)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
 from ..model import CANCELLED, PLACED, REFUNDED, Event, utc_month
 from .distinct import DistinctCount, stable_hash
 
-__all__ = ["Stats", "Tally", "describe"]
+__all__ = ["Stats", "Tally", "describe", "window_text"]
 
 
 @dataclass(slots=True)
@@ -71,6 +71,8 @@ class Stats:
     already_in_klaviyo: int = 0  # events the account held already (a later export's send)
     bytes_done: int = 0  # of the inputs read so far, and of the current one up to here
     skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (path, why): no export
+    since: datetime | None = None  # the window --since/--until applied: orders at or after
+    until: datetime | None = None  # ... and before
 
     def estimated_events(self) -> int:
         """Events the whole run will hold, extrapolated from the bytes read so far."""
@@ -155,7 +157,33 @@ def describe(stats: Stats) -> dict[str, Any]:
         "resumed_at": stats.resumed_at,
         "events_already_in_klaviyo": stats.already_in_klaviyo,
         "skipped_files": [{"path": path, "why": why} for path, why in stats.skipped_files],
+        "since": stats.since.isoformat() if stats.since else None,
+        "until": stats.until.isoformat() if stats.until else None,
     }
+
+
+def window_text(since: datetime | None, until: datetime | None) -> str | None:
+    """The window --since/--until applied, in ISO dates and the zone they were read in:
+    "from 2024-01-05 through 2024-01-31 (Europe/Paris)"; None without one."""
+    if since is None and until is None:
+        return None
+    parts = []
+    if since is not None:
+        parts.append(f"from {_moment(since)}")
+    if until is not None:
+        if until.timetz().replace(tzinfo=None) == time():
+            parts.append(f"through {(until - timedelta(days=1)):%Y-%m-%d}")
+        else:
+            parts.append(f"before {_moment(until)}")
+    moment = since or until
+    return f"{' '.join(parts)} ({moment.tzinfo if moment else 'UTC'})"
+
+
+def _moment(moment: datetime) -> str:
+    """`2024-01-05` at midnight, else `2024-01-05 14:30`."""
+    if moment.timetz().replace(tzinfo=None) == time():
+        return f"{moment:%Y-%m-%d}"
+    return moment.replace(tzinfo=None).isoformat(sep=" ", timespec="minutes")
 
 
 def _by_month(counts: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..model import METRICS
-from ..pipeline.summary import Stats, describe
+from ..pipeline.summary import Stats, describe, window_text
 
 if TYPE_CHECKING:
     from ..results import Preflight, SendOutcome, Verification
@@ -147,6 +147,8 @@ def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) 
     for reason, n in stats.rejected.most_common():
         table.add_row(f"Rejected: {reason}", f"{n:,}")
     _revenue(table, stats)
+    if (window := window_text(stats.since, stats.until)) is not None:
+        table.add_row("Window (--since/--until)", window)
     if stats.first and stats.last:
         table.add_row("Orders from", stats.first.isoformat(sep=" "))
         table.add_row("Orders to", stats.last.isoformat(sep=" "))
@@ -305,6 +307,8 @@ def inspect_report(console: Console, stats: Stats) -> None:
     overview.add_row("Line items", f"{stats.line_items:,}")
     about = "about " if stats.profiles.estimated else ""
     overview.add_row("Distinct customers", f"{about}{len(stats.profiles):,}")
+    if (window := window_text(stats.since, stats.until)) is not None:
+        overview.add_row("Window (--since/--until)", window)
     if stats.first and stats.last:
         overview.add_row(
             "Date range", f"{stats.first:%Y-%m-%d %H:%M %z} .. {stats.last:%Y-%m-%d %H:%M %z}"
@@ -439,6 +443,8 @@ def preflight_report(console: Console, report: Preflight) -> None:
     for metric in METRICS:
         if stats.events[metric]:
             table.add_row(f"Events: {metric}", f"{stats.events[metric]:,}")
+    if (window := window_text(stats.since, stats.until)) is not None:
+        table.add_row("Window (--since/--until)", window)
     if stats.first and stats.last:
         table.add_row("Orders from .. to", f"{stats.first:%Y-%m-%d} .. {stats.last:%Y-%m-%d}")
     table.add_row("Send", f"{report.requests:,} request(s) to the {report.endpoint} endpoint: "
