@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .commands.outputs import check_writable, configure_logging, write_json
+from .commands.outputs import check_writable, configure_logging, refuse_inputs, write_json
 from .errors import (
     BackfillError,
     BackfillWarning,
@@ -318,6 +318,8 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
 @_edge
 def send(**kw: Any) -> int:
     """Send the orders in PATHS (files or folders) to Klaviyo."""
+    refuse_inputs(kw["paths"], {"--output": kw["output"], "--failures": kw["failures"],
+                                "--log": kw["log_file"], "--summary-json": kw["summary_json"]})  # fmt: skip
     options = _send_options(kw)
     if _on_command_line("api_key"):
         click.echo("Warning: --api-key on the command line can be read by other users of this "
@@ -436,6 +438,7 @@ def inspect(as_json: bool, html_path: str | None, **kw: Any) -> int:
     from .commands.inspect import inspect as inspect_exports
     from .reports.terminal import describe, inspect_html, inspect_report
 
+    refuse_inputs(kw["paths"], {"--html": html_path})
     if html_path:
         check_writable(html_path, "--html")
     stats = inspect_exports(SendOptions(inputs=_inputs(kw)))
@@ -513,6 +516,7 @@ def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None,
     from .commands.verify import verify as verify_job
     from .reports.terminal import verify_html, verify_report
 
+    refuse_inputs(paths, {"--json": json_path, "--html": html_path})
     _outputs({"json_path": json_path, "html_path": html_path})
     options = _read_options(kw, paths)
     if not options.api_key:
@@ -546,6 +550,7 @@ def preflight(json_path: str | None, **kw: Any) -> int:
     from .commands.preflight import preflight as preflight_job
     from .reports.terminal import preflight_report
 
+    refuse_inputs(kw["paths"], {"--json": json_path})
     _outputs({"json_path": json_path})
     options = _read_options(kw, kw.pop("paths"))
     if not options.api_key:

@@ -178,3 +178,45 @@ def test_a_json_integer_of_5001_digits_is_one_rejected_order(tmp_path: Path) -> 
         assert failure["source"] == export, failure
         assert "total" in failure["detail"] and "not a price" in failure["detail"], failure
         assert failure["line"] == line, failure
+
+
+# ---------------------------------------------------------------- 3. an output naming the export
+
+
+@pytest.mark.parametrize("option", ["--failures", "--output", "--log", "--summary-json"])
+@pytest.mark.parametrize("spelling", ["same", "dotted", "absolute", "hard link", "symlink"])
+def test_an_output_naming_the_export_is_refused_and_the_export_unchanged(
+    option: str, spelling: str, tmp_path: Path
+) -> None:
+    """`--failures EXPORT` deleted it, `--output`/`--log` truncated it, `--summary-json`
+    overwrote it: now exit 2 before anything is opened or sent, however the path is spelt."""
+    export = export_in(tmp_path)
+    before = export.read_bytes()
+    (tmp_path / "sub").mkdir()
+    named = {"same": "orders.csv", "dotted": "sub/../orders.csv", "absolute": str(export),
+             "hard link": "linked.csv", "symlink": "pointer.csv"}[spelling]  # fmt: skip
+    if spelling == "hard link":
+        os.link(export, tmp_path / named)
+    if spelling == "symlink":
+        (tmp_path / named).symlink_to(export)
+    with Rogue(lambda seen: Reply(202)) as server:
+        result = cli(tmp_path, "send", "orders.csv", "--base-url", server.url, "-q",
+                     *(["--failures", "f.jsonl"] if option != "--failures" else []),
+                     option, named)  # fmt: skip
+        assert not server.seen and not server.reads
+    assert result.returncode == 2, said(result)
+    assert f"{option} {named} is the export orders.csv" in " ".join(result.stderr.split())
+    assert export.read_bytes() == before
+
+
+def test_inspect_and_verify_refuse_a_report_over_the_export(tmp_path: Path) -> None:
+    export = export_in(tmp_path)
+    before = export.read_bytes()
+    inspected = cli(tmp_path, "inspect", "orders.csv", "--html", "./orders.csv")
+    verified = cli(tmp_path, "verify", "orders.csv", "--html", "orders.csv", "--base-url",
+                   "http://127.0.0.1:9")  # fmt: skip
+    checked = cli(tmp_path, "preflight", "orders.csv", "--json", str(export), "--base-url",
+                  "http://127.0.0.1:9")  # fmt: skip
+    for result in (inspected, verified, checked):
+        assert result.returncode == 2 and "is the export orders.csv" in result.stderr, said(result)
+    assert export.read_bytes() == before

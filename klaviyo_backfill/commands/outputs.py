@@ -6,12 +6,49 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
 from ..state.files import open_private, write_private
+
+
+def refuse_inputs(paths: tuple[str, ...] | list[str], outputs: dict[str, str | None]) -> None:
+    """Before any file is opened: an output option (`--failures`, `--output`, `--log`,
+    `--summary-json`, `--html`, `--json`) that names one of the exports read, by any spelling
+    of its path or a link to it (the same device and inode), is refused: writing it would
+    truncate, delete or overwrite the export."""
+    from ..inputs.sources import gather
+
+    given = [p for p in paths if p != "-"]
+    if not given or not any(outputs.values()):
+        return
+    files, _ = gather(given)
+    exports: dict[tuple[int, int], str] = {}
+    for name, _named in files:
+        found = _identity(name)
+        if found is not None:
+            exports.setdefault(found, name)
+    for option, path in outputs.items():
+        if not path or path == "-":
+            continue
+        found = _identity(path)
+        if found is not None and found in exports:
+            raise UsageError(
+                f"{option} {path} is the export {exports[found]}: writing it would destroy it",
+                f"Name another file for {option}.",
+            )
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of a regular file, through links; None for anything else."""
+    try:
+        found = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (found.st_dev, found.st_ino) if stat.S_ISREG(found.st_mode) else None
 
 
 def check_writable(path: str, option: str) -> None:
