@@ -15,13 +15,18 @@ import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from functools import wraps
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
-from .commands.outputs import check_writable, configure_logging, refuse_inputs, write_json
+from .commands.outputs import (
+    check_writable,
+    configure_logging,
+    refuse_inputs,
+    write_json,
+    write_report,
+)
 from .errors import (
     BackfillError,
     BackfillWarning,
@@ -404,7 +409,11 @@ def _real_send(options: SendOptions, console: Console, kw: dict[str, Any]) -> in
     if not (refused or unread):  # (a refused key before any answer: the error alone)
         console.print(send_summary(outcome))
     if kw["summary_json"]:
-        write_json(kw["summary_json"], outcome_json(outcome) | {"dry_run": False})
+        try:
+            write_json(kw["summary_json"], outcome_json(outcome) | {"dry_run": False})
+        except UsageError as exc:  # a full disk: the send is over, as the summary above says
+            raise UsageError(exc.message, "The send itself ended as reported above (the "
+                             "checkpoint holds it); only this file is missing.") from None  # fmt: skip
     return _send_exit(console, outcome)
 
 
@@ -443,7 +452,7 @@ def inspect(as_json: bool, html_path: str | None, **kw: Any) -> int:
         check_writable(html_path, "--html")
     stats = inspect_exports(SendOptions(inputs=_inputs(kw)))
     if html_path:
-        Path(html_path).write_text(inspect_html(stats), encoding="utf-8")
+        write_report(html_path, inspect_html(stats), "--html")
     if as_json:
         click.echo(json.dumps(describe(stats), indent=2, ensure_ascii=False))
     else:
@@ -525,9 +534,9 @@ def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None,
         result: Verification = verify_job(options)
     verify_report(Console(), result)
     if json_path:
-        write_json(json_path, result.as_json())
+        write_json(json_path, result.as_json(), "--json")
     if html_path:
-        Path(html_path).write_text(verify_html(result), encoding="utf-8")
+        write_report(html_path, verify_html(result), "--html")
     return ExitCode.SHORT if result.short else ExitCode.OK
 
 
@@ -559,5 +568,5 @@ def preflight(json_path: str | None, **kw: Any) -> int:
         report = preflight_job(options)
     preflight_report(Console(), report)
     if json_path:
-        write_json(json_path, report.as_json())
+        write_json(json_path, report.as_json(), "--json")
     return ExitCode.SHORT if report.overlaps else ExitCode.OK

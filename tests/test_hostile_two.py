@@ -17,9 +17,13 @@ import pytest
 try:
     import rogue
     import standin as st
+    from test_hostile import filling, tmpfs
 except ImportError:  # tests/ made a package
     from tests import rogue
     from tests import standin as st
+    from tests.test_hostile import filling, tmpfs
+
+__all__ = ["tmpfs"]  # a fixture, used by name
 
 Reply, Rogue, Seen = rogue.Reply, rogue.Rogue, rogue.Seen
 cli, export_in, said = rogue.cli, rogue.export_in, rogue.said
@@ -220,3 +224,66 @@ def test_inspect_and_verify_refuse_a_report_over_the_export(tmp_path: Path) -> N
     for result in (inspected, verified, checked):
         assert result.returncode == 2 and "is the export orders.csv" in result.stderr, said(result)
     assert export.read_bytes() == before
+
+
+# ---------------------------------------------------------------- 4. reports private
+
+
+@pytest.fixture
+def umask_022() -> object:
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_verify_and_inspect_html_reports_are_0600(umask_022: object, tmp_path: Path) -> None:
+    """They hold order ids and were written 0644 under umask 022, as Path.write_text does."""
+    export_in(tmp_path)
+    with st.StandIn(api_key=KEY) as klaviyo:
+        sent = send(tmp_path, klaviyo.url)
+        assert sent.returncode == 0, said(sent)
+        verified = cli(tmp_path, "verify", "orders.csv", "--base-url", klaviyo.url,
+                       "--html", "verify.html", "--json", "verify.json")  # fmt: skip
+    inspected = cli(tmp_path, "inspect", "orders.csv", "--html", "inspect.html")
+    assert verified.returncode in (0, 1) and inspected.returncode in (0, 1), said(verified)
+    for name in ("verify.html", "verify.json", "inspect.html"):
+        mode = (tmp_path / name).stat().st_mode & 0o777
+        assert mode == 0o600, (name, oct(mode))
+    assert "<html" in (tmp_path / "verify.html").read_text().lower()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_link_planted_at_a_report_is_replaced_never_followed(tmp_path: Path) -> None:
+    """A link planted after the start-up check (verify waits on Klaviyo for minutes) was
+    followed and its target overwritten: the report is written beside it and renamed over
+    the link, so the target keeps its bytes and the report is a private regular file."""
+    from klaviyo_backfill.state.files import replace_private
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    report = tmp_path / "report.html"
+    report.symlink_to(victim)
+    replace_private(report, "<html>report</html>", "--html")
+    assert victim.read_text() == "precious"
+    assert not report.is_symlink() and report.read_text() == "<html>report</html>"
+    assert report.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "victim"]
+
+
+def test_a_summary_on_a_full_disk_names_its_file_and_says_the_send_is_over(
+    tmpfs: Path, tmp_path: Path
+) -> None:
+    """The disk fills while the one request is in flight: everything is sent, then the summary
+    cannot be written. The error names the file and says the send itself is over."""
+    export_in(tmp_path)
+    answer, filled = filling(tmpfs)
+    summary = tmpfs / "summary.json"
+    with Rogue(answer) as server:
+        result = send(tmp_path, server.url, "--summary-json", str(summary))
+    filled[0].unlink()
+    assert result.returncode == 2, said(result)
+    err = " ".join(result.stderr.split())
+    assert f"--summary-json {summary} could not be written: No space left on device" in err
+    assert "The send itself ended as reported above" in err
+    assert recorded(checkpoint()) == (ORDERS, 0)
+    assert sorted(p.name for p in tmpfs.iterdir()) == []  # no half summary, no temporary

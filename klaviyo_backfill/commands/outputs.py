@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..state.files import open_private, write_private
+from ..state.files import open_private, replace_private
 
 
 def refuse_inputs(paths: tuple[str, ...] | list[str], outputs: dict[str, str | None]) -> None:
@@ -65,8 +65,13 @@ def check_writable(path: str, option: str) -> None:
         raise UsageError(f"{option} {path} cannot be written")
 
 
-def write_json(path: str, data: dict[str, Any]) -> None:
-    write_private(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", "--summary-json")
+def write_json(path: str, data: dict[str, Any], option: str = "--summary-json") -> None:
+    replace_private(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", option)
+
+
+def write_report(path: str, text: str, option: str) -> None:
+    """A report file (`--html`, `--json`): private, never through a link, put in place whole."""
+    replace_private(path, text, option)
 
 
 def configure_logging(verbose: int, log_file: str | None) -> None:

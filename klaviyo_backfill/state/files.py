@@ -8,6 +8,7 @@ written could otherwise have this tool overwrite, or reveal to them, any file it
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -17,7 +18,7 @@ from typing import IO, Any
 
 from ..errors import BackfillError, BackfillWarning, UsageError
 
-__all__ = ["open_private", "private_folder", "state_dir", "write_private"]
+__all__ = ["open_private", "private_folder", "replace_private", "state_dir", "write_private"]
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
@@ -50,6 +51,41 @@ def open_private(
 def write_private(path: str | Path, data: str, what: str) -> None:
     with open_private(path, what, text=True) as fh:
         fh.write(data)
+
+
+def replace_private(path: str | Path, data: str, what: str) -> None:
+    """A report (`--summary-json`, `--html`, `--json`) written whole, then put in place: a
+    0600 file created beside `path` (never through a link), renamed over it. A link planted
+    at `path` meanwhile is replaced, never followed; a reader never sees half a report. A
+    path that is no regular file (/dev/stdout, a FIFO) is written as it is.
+    An error (a full disk) is a UsageError naming the file and what was left as it was."""
+    target = os.fspath(path)
+    try:
+        found = os.lstat(target)
+    except OSError:
+        found = None
+    if found is not None and not stat.S_ISREG(found.st_mode) and not stat.S_ISLNK(found.st_mode):
+        write_private(target, data, what)
+        return
+    folder, name = os.path.split(os.path.abspath(target))
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with open(fd, "w", encoding="utf-8") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+    except OSError as exc:
+        raise UsageError(
+            f"{what} {target} could not be written: {exc.strerror or exc}",
+            f"{target} was left as it was.",
+        ) from None
 
 
 def private_folder(folder: Path) -> None:
