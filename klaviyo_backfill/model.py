@@ -11,6 +11,7 @@ __all__ = [
     "METRICS",
     "Address",
     "Event",
+    "Filters",
     "Line",
     "Order",
     "Position",
@@ -189,3 +190,12 @@ class Rejection:
             "reason": self.reason,
             "detail": self.detail,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Which orders of the exports a run takes: created in [since, until), the first `limit`."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int | None = None

@@ -211,7 +211,8 @@ def test_a_stray_quote_that_misleads_the_cutter_costs_speed_not_orders(
 
 def test_a_worker_knows_a_cut_inside_a_quoted_note_from_a_row_start(shop_csv: Path) -> None:
     from klaviyo_backfill.mapping.convert import Settings
-    from klaviyo_backfill.pipeline.job import Filters, resolve_inputs
+    from klaviyo_backfill.model import Filters
+    from klaviyo_backfill.pipeline.job import resolve_inputs
 
     data = shop_csv.read_bytes()
     inside = data.index(b"Gate code")  # the second line of a quoted note
@@ -287,7 +288,8 @@ def test_a_worker_that_dies_between_pieces_is_a_worker_error(
     2 runs in ~50) nor a hang (concurrent.futures' shared result pipe: once in a loop)."""
     from klaviyo_backfill.errors import WorkerError
     from klaviyo_backfill.mapping.convert import Settings
-    from klaviyo_backfill.pipeline.job import Filters, resolve_inputs
+    from klaviyo_backfill.model import Filters
+    from klaviyo_backfill.pipeline.job import resolve_inputs
 
     big, _ = _big_export(shop_csv, tmp_path)
     (source,), _ = resolve_inputs([str(big)], None, None, None)

@@ -31,6 +31,7 @@ from ..pipeline.stages import open_output, orders, outputting, profiles_for, req
 from ..pipeline.summary import Stats, describe
 from ..pipeline.tracker import Tracker
 from ..presend.delta import Delta
+from ..presend.latest import Latest
 from ..presend.overlap import overlap_check
 from ..presend.survey import Survey
 from ..results import Finished, SendOutcome, Unwatched, Watcher
@@ -114,11 +115,21 @@ def _send_locked(
         or (options.mode == "new" and not path.exists())
         or superseded(path, options.mode, fingerprint)
     )
-    overlap = None
-    if new_job and config.endpoint.versioned:
-        overlap = "allowed" if options.allow_overlap else overlap_check(job, config, notify)
-    ledger = open_ledger(path, options.mode, fingerprint, FINGERPRINTED, account)
+    overlap, built = None, None
+    if new_job and config.endpoint.versioned and options.allow_overlap:
+        overlap = "allowed"
+    elif new_job and config.endpoint.versioned:
+        preparing = (progress or Unwatched()).preparing
+        overlap, built = overlap_check(job, config, notify, preparing)
+    try:
+        ledger = open_ledger(path, options.mode, fingerprint, FINGERPRINTED, account)
+    except BaseException:
+        if built is not None:
+            built.close()
+        raise
     if isinstance(ledger, Finished):
+        if built is not None:
+            built.close()
         return ledger
     if overlap is not None:
         ledger.put(overlap=overlap)
@@ -126,10 +137,12 @@ def _send_locked(
         held = AccountLedger(account_ledger_path(account))
     except BaseException:
         ledger.close()
+        if built is not None:
+            built.close()
         raise
     try:
         outcome = send_job(job, config, ledger, progress, options.mode == "resume", held,
-                           skip_held=not options.resend)  # fmt: skip
+                           skip_held=not options.resend, built=built)  # fmt: skip
         unused = isinstance(outcome.error, SendError) and not ledger.has_orders()
     finally:
         ledger.close()
@@ -199,9 +212,12 @@ def send_job(
     resume: bool = False,
     account: AccountLedger | None = None,
     skip_held: bool = True,
+    built: Latest | None = None,
 ) -> SendOutcome:
     """Send the job with an open ledger; record each acknowledgement (in the account's
-    ledger too, given one, whose events are skipped unless `skip_held` is False)."""
+    ledger too, given one, whose events are skipped unless `skip_held` is False). `built`:
+    the table of each customer's latest order, where the overlap check's pass made it (it
+    is closed here)."""
 
     stats, send_stats = Stats(), SendStats()
     failures = Failures(job.failures)
@@ -224,13 +240,15 @@ def send_job(
             fresh = is_done is None and point is None  # from the start, asking no checkpoint
             # to an account that holds orders: one reading for both (a resumed run replays
             # nothing, it reads from its resume point: it surveys for its profile table)
-            if delta is not None and not delta.empty and Survey.suits(job) and (fresh or latest):
+            needed = latest and built is None  # the profile table, unless the overlap check's
+            if delta is not None and not delta.empty and Survey.suits(job) and (fresh or needed):
                 watcher.preparing("Reading the export against what this account holds")
-                survey = Survey.take(job, delta, latest)
-            elif latest:
+                survey = Survey.take(job, delta, needed)
+            elif needed:
                 watcher.preparing("Reading the export for each customer's latest order")
-            # latest: a pass over the exports (or the survey's)
-            ready = ahead.enter_context(profiles_for(job, delta, account, survey))
+            # latest: a pass over the exports (or the survey's, or the overlap check's)
+            ready = ahead.enter_context(profiles_for(job, delta, account, survey, built))
+            built = None  # profiles_for closes it
         except KeyboardInterrupt:  # Ctrl-C while reading, before the first request
             return SendOutcome(stats, send_stats, 0.0, interrupted=True, signal=signal.SIGINT,
                                failures_path=job.failures)  # fmt: skip
@@ -241,6 +259,8 @@ def send_job(
     finally:
         if survey is not None:
             survey.close()
+        if built is not None:  # not handed on (an error before the send began)
+            built.close()
         failures.close()
         reader.close()
 

@@ -20,11 +20,11 @@ from ..inputs.values import is_currency, parse_period, zone
 from ..klaviyo.endpoints import BACKFILL_REVISION, BULK, DEFAULT_REVISION, ENDPOINTS, Endpoint
 from ..klaviyo.throttle import parse_rate_limit
 from ..mapping.convert import Settings, earliest_for
+from ..model import Filters
 from ..options import PROFILE_ATTRIBUTES, InputOptions, SendOptions
 
 __all__ = [
     "DATE_ORDERS",
-    "Filters",
     "Job",
     "check_revision",
     "default_failures",
@@ -40,13 +40,6 @@ FINGERPRINTED = (
     "endpoint, timezone, currency, since, until, revision, trigger-flows, layout, "
     "profile-attributes"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Filters:
-    since: datetime | None = None
-    until: datetime | None = None
-    limit: int | None = None
 
 
 _WHEN_HINT = (

@@ -21,12 +21,12 @@ from ..inputs.layouts import Layout
 from ..inputs.sources import Input
 from ..mapping.convert import Converter, Settings
 from ..mapping.encode import Encoder, Part
-from ..model import Event, Position, RawOrder, Rejection
+from ..model import Event, Filters, Position, RawOrder, Rejection
 from ..presend.delta import Delta
 from ..presend.survey import Duplicate, HeldRun, Survey
 from ..state.failures import Failures
 from .distinct import SeenIds
-from .job import Filters, Job
+from .job import Job
 from .parallel import prepared_pieces, splittable, workers_for
 from .prepare import Held, Prepared, prepare, raw_id
 from .summary import Stats

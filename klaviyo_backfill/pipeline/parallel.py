@@ -46,9 +46,8 @@ from ..inputs.export import read_orders
 from ..inputs.sources import Input
 from ..mapping.convert import Converter, Settings
 from ..mapping.encode import Encoder, Part
-from ..mapping.events import identity_of
-from ..model import RawOrder
-from .job import Filters
+from ..mapping.events import identity_of, map_order
+from ..model import Filters, Order, RawOrder
 from .prepare import Prepared, in_window, prepare, raw_id
 from .summary import Tally
 
@@ -158,9 +157,10 @@ class _Stamp:
     """Work: only each order's customer and time (`stamp`), as latest.py needs."""
 
     filters: Filters
+    months: bool = False
 
     def __call__(self, raw: RawOrder, converter: Converter) -> Stamp:
-        return stamp(raw, converter, self.filters)
+        return stamp(raw, converter, self.filters, self.months)
 
 
 def _pack(p: Prepared) -> tuple[Any, ...]:
@@ -249,27 +249,36 @@ def _quiet_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
 
 
-Stamp = tuple[int, str | None, str | None, float, str]  # offset, raw id, who, time, id
+# offset, raw id, who, time, id, and (with `months`) its events' (metric, UTC month) pairs
+Stamp = tuple[int, str | None, str | None, float, str, tuple[tuple[str, str], ...]]
 
 
-def stamp(raw: RawOrder, converter: Converter, filters: Filters) -> Stamp:
+def stamp(raw: RawOrder, converter: Converter, filters: Filters, months: bool = False) -> Stamp:
     """An order's customer and creation time, as deciding each customer's latest order needs
-    (latest.py); who is None where the order would not be mapped."""
+    (latest.py); who is None where the order would not be mapped. With `months`, also the
+    metric and UTC month of each event it yields (the overlap check's count, in the same
+    pass)."""
     try:
         order = converter.order(raw, who_and_when=True)
         if in_window(order.created_at, filters):
             who = order.email or identity_of(order)  # Klaviyo keys a profile by its email first
-            return raw.offset, raw_id(raw), who, order.created_at.timestamp(), order.id
+            pairs = _months(order) if months else ()
+            return raw.offset, raw_id(raw), who, order.created_at.timestamp(), order.id, pairs
     except FieldError:
         pass
-    return raw.offset, raw_id(raw), None, 0.0, ""
+    return raw.offset, raw_id(raw), None, 0.0, "", ()
+
+
+def _months(order: Order) -> tuple[tuple[str, str], ...]:
+    tally = Tally.of(map_order(order, attributes=False))
+    return tuple(zip(tally.metrics, tally.months, strict=True))
 
 
 def stamped_pieces(
-    source: Input, settings: Settings, filters: Filters, workers: int
+    source: Input, settings: Settings, filters: Filters, workers: int, months: bool = False
 ) -> Generator[Stamp, None, None]:
     """The file's orders' stamps (`stamp`), made by `workers` processes, in file order."""
-    return pieces(source, settings, _Stamp(filters), workers)
+    return pieces(source, settings, _Stamp(filters, months), workers)
 
 
 def prepared_pieces(

@@ -15,9 +15,8 @@ from ..errors import FieldError
 from ..mapping.convert import Converter
 from ..mapping.encode import Encoder, Part
 from ..mapping.events import identity_of, map_order
-from ..model import Event, Order, Position, RawOrder
+from ..model import Event, Filters, Order, Position, RawOrder
 from ..state.account_ledger import OrderFacts
-from .job import Filters
 from .summary import Tally
 
 __all__ = ["Held", "Prepared", "in_window", "position", "prepare", "raw_id"]

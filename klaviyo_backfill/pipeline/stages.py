@@ -54,9 +54,11 @@ def profiles_for(
     delta: Delta | None = None,
     account: AccountLedger | None = None,
     survey: Survey | None = None,
+    built: Latest | None = None,
 ) -> Iterator[Job]:
     """The job with its rule for which orders carry profile attributes (`--profile-attributes`):
-    `latest` reads the exports once first (latest.py), unless a `survey` read them already."""
+    `latest` reads the exports once first (latest.py), unless a `survey` read them already or
+    the overlap check `built` the table in its own pass (the table is closed here)."""
 
     if job.profile_attributes == "all":
         yield job
@@ -66,6 +68,10 @@ def profiles_for(
         return
     if survey is not None and survey.latest is not None:
         latest = survey.latest
+        if built is not None:
+            built.close()
+    elif built is not None:
+        latest = built
     else:
         latest = Latest.build(job, delta if delta is not None and not delta.empty else None)
     latest.account = account

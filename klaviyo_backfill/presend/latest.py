@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,11 +87,14 @@ class Latest:
         Path(self.path).unlink(missing_ok=True)
 
     @classmethod
-    def build(cls, job: Job, delta: Delta | None = None) -> Latest:
+    def build(
+        cls, job: Job, delta: Delta | None = None, months: Counter[tuple[str, str]] | None = None
+    ) -> Latest:
         """One pass over the job's exports: each profile's latest order. Given the account's
         `delta`, orders it holds unchanged are not converted: their profile and time come
-        from its ledger."""
-        return cls.of(_stamps(job, delta))
+        from its ledger. Given `months`, the same pass counts the events per metric and UTC
+        month there (`_stamps`)."""
+        return cls.of(_stamps(job, delta, months))
 
     @classmethod
     def of(cls, marks: Iterator[tuple[str, Mark]]) -> Latest:
@@ -154,24 +158,34 @@ def _flush(db: sqlite3.Connection, upsert: str, batch: list[tuple[str, float, st
     batch.clear()
 
 
-def _stamps(job: Job, delta: Delta | None) -> Iterator[tuple[str, Mark]]:
+def _stamps(
+    job: Job, delta: Delta | None, months: Counter[tuple[str, str]] | None = None
+) -> Iterator[tuple[str, Mark]]:
     """(profile, mark) of every order a run would map: read and convert, nothing more; a
     large CSV on every core (parallel.py), as a dry run prepares it. A duplicate id is
-    passed over, as the run passes over it."""
+    passed over, as the run passes over it. Given `months`, it counts there the events of
+    the orders a run would map (--limit's first), per metric and UTC month, as the overlap
+    check needs them: the same pass, not another reading."""
     seen = SeenIds()
     workers = workers_for(job.jobs)
+    left = job.filters.limit
     for source in job.inputs:
         stamps: Iterator[Stamp]
         if delta is None and splittable(source, workers):
-            stamps = stamped_pieces(source, job.settings, job.filters, workers)
+            stamps = stamped_pieces(source, job.settings, job.filters, workers, months is not None)
         else:
-            stamps = _read_stamps(source, job, delta)
-        for _, order_id, who, at, oid in stamps:
+            stamps = _read_stamps(source, job, delta, months is not None)
+        for _, order_id, who, at, oid, pairs in stamps:
             if (order_id is None or seen.add(order_id)) and who is not None:
+                if months is not None and (left is None or left > 0):
+                    months.update(pairs)
+                    left = None if left is None else left - 1
                 yield who, (at, oid)
 
 
-def _read_stamps(source: Input, job: Job, delta: Delta | None) -> Iterator[Stamp]:
+def _read_stamps(
+    source: Input, job: Job, delta: Delta | None, months: bool = False
+) -> Iterator[Stamp]:
     """`parallel.stamp` of each order of `source`, in this process; an order the account
     holds unchanged is not converted: its profile and time come from the account's ledger."""
     converter = Converter(source.layout, job.settings)
@@ -182,10 +196,10 @@ def _read_stamps(source: Input, job: Job, delta: Delta | None) -> Iterator[Stamp
     for raw in raws:
         known = raw.held if csv or delta is None else delta.unchanged(raw)[1]
         if known is None:
-            yield stamp(raw, converter, job.filters)
+            yield stamp(raw, converter, job.filters, months)
             continue
         order_id = raw_id(raw)  # held unchanged: not sent again, but maybe the latest
         if known.at is not None and order_id is not None:
-            yield raw.offset, order_id, known.who, known.at, order_id
+            yield raw.offset, order_id, known.who, known.at, order_id, ()
         else:
-            yield raw.offset, order_id, None, 0.0, ""
+            yield raw.offset, order_id, None, 0.0, "", ()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from ..options import SendOptions
 from ..pipeline.job import check_revision
 from ..pipeline.stages import months_pass
 from ..proof.reconcile import OtherCounts, describe_overlaps, overlaps, years_of
+from .latest import Latest
 
 if TYPE_CHECKING:  # annotations only
     from ..klaviyo.reading import Metric, ReadConfig, Reader
@@ -72,10 +74,18 @@ async def other_counts(
     return counts
 
 
-def overlap_check(job: Job, config: SendConfig, notify: Callable[[str], None]) -> str:
+def overlap_check(
+    job: Job,
+    config: SendConfig,
+    notify: Callable[[str], None],
+    preparing: Callable[[str], None] = lambda what: None,
+) -> tuple[str, Latest | None]:
     """Before the first request of a new job: refuse (OverlapError) where another
     integration's metric of the same name holds events in months the job would send. Reads
-    the export only when such a metric exists. Returns what the checkpoint keeps of it."""
+    the export only when such a metric exists: with `--profile-attributes latest`, in the
+    pass that finds each customer's latest order, whose table it returns for the send (so a
+    send reads the export twice at most: once before, once while sending). Returns what the
+    checkpoint keeps of the check, and that table (None where it made none)."""
 
     assert config.api_key is not None
     read = ReadConfig(config.base_url, config.api_key, config.revision, timeout=config.timeout,
@@ -86,15 +96,23 @@ def overlap_check(job: Job, config: SendConfig, notify: Callable[[str], None]) -
     except ScopeError:
         notify("Warning: this key cannot read metrics (no metrics:read scope), so whether "
                "another integration already holds these orders was not checked.")  # fmt: skip
-        return "not checked: the key cannot read metrics"
-    if others:
-        stats = months_pass(job)
+        return "not checked: the key cannot read metrics", None
+    if not others:
+        return "checked: none", None
+    latest = None
+    if job.profile_attributes == "latest":
+        preparing("Reading the export for each customer's latest order and its months")
+        months: Counter[tuple[str, str]] = Counter()
+        latest = Latest.build(job, None, months)
+    else:
+        months = months_pass(job).metric_months
+    try:
 
         async def count() -> list[OtherCounts]:
             async with Reader(read) as reader:
-                return await other_counts(reader, others, stats.metric_months)
+                return await other_counts(reader, others, months)
 
-        found = overlaps(stats.metric_months, asyncio.run(count()))
+        found = overlaps(months, asyncio.run(count()))
         log.info("overlap check: %d other integration metric(s), %d overlapping month(s), "
                  "%.1f s", len(others), len(found), time.monotonic() - started)  # fmt: skip
         if found:
@@ -106,4 +124,8 @@ def overlap_check(job: Job, config: SendConfig, notify: Callable[[str], None]) -
                 "--allow-overlap (a --resume of the job remembers it). `klaviyo-backfill "
                 "preflight` lists every month.",
             )
-    return "checked: none"
+    except BaseException:
+        if latest is not None:
+            latest.close()
+        raise
+    return "checked: none", latest

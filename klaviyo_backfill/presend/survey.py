@@ -34,9 +34,8 @@ from ..inputs.csv_orders import Start
 from ..inputs.export import read_orders
 from ..inputs.sources import Input
 from ..mapping.convert import Converter
-from ..model import RawOrder
+from ..model import Filters, RawOrder
 from ..pipeline.distinct import SeenIds
-from ..pipeline.job import Filters
 from ..pipeline.parallel import Stamp, pieces, splittable, stamp, workers_for
 from ..pipeline.prepare import raw_id
 from .latest import Latest, Mark, scratch

@@ -1,0 +1,130 @@
+"""One pass before a send (issue #19, "one pre-send pass"): where another integration's metric
+makes the overlap check count the export's events per month, the same reading finds each
+customer's latest order, so a send reads its export twice at most (once before, once while
+sending), and the months it counts are those a separate pass over mapped orders counts.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from klaviyo_backfill.commands.send import send
+from klaviyo_backfill.inputs import export as export_module
+from klaviyo_backfill.options import InputOptions, SendOptions
+from klaviyo_backfill.pipeline import parallel
+from klaviyo_backfill.pipeline.job import job_from
+from klaviyo_backfill.pipeline.stages import months_pass
+from klaviyo_backfill.presend.latest import Latest
+from klaviyo_backfill.results import SendOutcome
+
+try:
+    import corpus
+    import standin as st
+except ImportError:  # tests/ made a package
+    from tests import corpus
+    from tests import standin as st
+
+KEY = "pk_presend_0123456789abcdef01"
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~250 Shopify orders over several years, duplicates and rejects among them."""
+    path = tmp_path_factory.mktemp("presend") / "orders.csv"
+    corpus.write_shopify_csv(corpus.make_orders(250, 31, "shopify"), path)
+    return path
+
+
+def _options(path: Path, **inputs: object) -> SendOptions:
+    return SendOptions(inputs=InputOptions(paths=(str(path),), **inputs))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [{"jobs": 1}, {"jobs": 1, "limit": 40}, {"jobs": 1, "since": "2019", "until": "2022-06"}],
+    ids=["whole", "limit", "window"],
+)
+def test_the_latest_pass_counts_the_months_a_pass_over_mapped_orders_counts(
+    export: Path, inputs: dict[str, object]
+) -> None:
+    job = job_from(_options(export, **inputs))
+    months: Counter[tuple[str, str]] = Counter()
+    Latest.build(job, None, months).close()
+    assert months, "the export has events"
+    assert months == months_pass(job).metric_months
+
+
+def test_split_on_every_core_the_pass_counts_the_same_months(
+    export: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parallel, "PIECE_BYTES", 4000)
+    monkeypatch.setattr(parallel, "SPLIT_FROM_BYTES", 0)
+    job = job_from(_options(export, jobs=2))
+    months: Counter[tuple[str, str]] = Counter()
+    Latest.build(job, None, months).close()
+    assert months == months_pass(job).metric_months
+
+
+class _Readings:
+    """Counts the readings of an export as orders: calls of `read_orders`, the one function
+    that reads an export, wherever a module imported it (each call reads through)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        original = export_module.read_orders
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return original(*args, **kwargs)
+
+        for name, module in list(sys.modules.items()):
+            if (
+                name.startswith("klaviyo_backfill")
+                and getattr(module, "read_orders", None) is original
+            ):
+                monkeypatch.setattr(module, "read_orders", counting)
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    yield tmp_path / "state"
+
+
+def _reads_of_a_send(
+    export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, other_integration: bool
+) -> int:
+    path = Path(shutil.copy(export, tmp_path / "orders.csv"))
+    with st.StandIn(api_key=KEY) as s:
+        if other_integration:  # Shopify's own Placed Order, outside the export's months
+            s.preload([st.other_event("Placed Order", "2001-06-01T00:00:00+00:00", uid="x")])
+        options = SendOptions(
+            inputs=InputOptions(paths=(str(path),), jobs=1), base_url=s.url, api_key=KEY,
+            rate_limit="100/s,1000/m", failures=str(tmp_path / "failures.jsonl"),
+        )  # fmt: skip
+        readings = _Readings(monkeypatch)
+        outcome = send(options)
+        assert isinstance(outcome, SendOutcome) and outcome.error is None
+        assert s.events, "the send delivered"
+    return readings.count
+
+
+def test_a_send_checked_for_overlap_reads_its_export_twice(
+    export: Path, tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the overlap check reads the export (another integration's metric exists): in the same
+    # pass as the profile table; then the send reads it once more
+    assert _reads_of_a_send(export, tmp_path, monkeypatch, other_integration=True) == 2
+
+
+def test_a_send_with_no_overlap_to_check_reads_its_export_twice_too(
+    export: Path, tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _reads_of_a_send(export, tmp_path, monkeypatch, other_integration=False) == 2
