@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import ssl
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -34,19 +35,61 @@ def certificate_failure(exc: BaseException) -> str | None:
 
 async def within(budget: float, url: str, exchange: Awaitable[T]) -> T:
     """One exchange, the whole of it bounded by `budget` seconds (not each read): a timeout
-    or a broken connection is a Retry, an untrusted certificate a CertificateError at once."""
+    or a broken connection is a Retry (`unreachable` while the host has never answered this
+    process: a short bounded retry), an untrusted certificate a CertificateError at once."""
+    where = httpx.URL(url)
     try:
         async with asyncio.timeout(budget):
-            return await exchange
+            answer = await exchange
     except TimeoutError:
         raise Retry(f"no complete answer within {budget:.0f} s") from None
-    except httpx.TimeoutException as exc:
-        raise Retry(f"timeout ({type(exc).__name__})") from None
     except httpx.TransportError as exc:
         reason = certificate_failure(exc)
         if reason is not None:
             raise untrusted(url, reason) from None
-        raise Retry(f"connection error ({type(exc).__name__})") from None
+        raise unreachable(where, exc) from None
+    _ANSWERED.add(where.netloc)
+    return answer
+
+
+_ANSWERED: set[bytes] = set()  # the hosts (and ports) that answered this process
+
+
+def unreachable(where: httpx.URL, exc: httpx.TransportError) -> Retry:
+    """A failed connection in words: the host, what happened, what to check; never a class
+    name. Before the host's first answer it is `unreachable` (retried briefly: a wrong base
+    URL or a dead network does not mend in minutes); after, a blip retried as usual."""
+    host = where.host + (f":{where.port}" if where.port else "")
+    cause, detail = _why(exc, host)
+    first = where.netloc not in _ANSWERED
+    hint = (
+        f"Check the base URL (--base-url or KLAVIYO_BASE_URL; now {where.scheme}://{host}) and "
+        "this machine's network: DNS, a proxy (HTTPS_PROXY), a firewall."
+    )
+    if not first:
+        hint += " Progress is saved: rerun with --resume when it answers again."
+    return Retry(cause, detail=detail, hint=hint, unreachable=first)
+
+
+def _why(exc: httpx.TransportError, host: str) -> tuple[str, str]:
+    """(a short cause, counted among retries; the sentence that names the host)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        if isinstance(seen, socket.gaierror):
+            return "host not found", f"the host name {host} does not resolve (DNS)"
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused", f"{host} refused the connection"
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect timeout", f"{host} did not answer a connection (timed out)"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout", f"{host} stopped answering (timed out)"
+    if isinstance(exc, httpx.ConnectError):
+        said = str(exc) or "no reason given"
+        return "connection error", f"could not connect to {host} ({said})"
+    return "connection broken", f"the connection to {host} broke"
 
 
 def untrusted(url: str, reason: str) -> CertificateError:
@@ -97,8 +140,20 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def loopback_only(url: str) -> None:
-    """TLS always; plain http:// only to this machine (tests, a local stand-in); never a user
-    name or password in the URL (it would be printed, logged, and sent)."""
+    """A base URL with its scheme and without /api (the tool adds it); TLS always; plain
+    http:// only to this machine (tests, a local stand-in); never a user name or password in
+    the URL (it would be printed, logged, and sent)."""
+    if "://" not in url:
+        bare = url.strip().strip("/").removesuffix("/api")
+        api = (
+            " and ends in /api, which the tool adds itself"
+            if bare != url.strip().strip("/")
+            else ""
+        )
+        raise UsageError(
+            f"the base URL {url!r} has no scheme{api}",
+            f"Give it with https://, as in https://{bare} (--base-url or KLAVIYO_BASE_URL).",
+        )
     parsed = httpx.URL(url)
     if parsed.userinfo:
         shown = parsed.copy_with(username=None, password=None)
@@ -106,13 +161,20 @@ def loopback_only(url: str) -> None:
             f"the base URL {shown} carries a user name or password (user:pass@): refused",
             "Give KLAVIYO_BASE_URL (or --base-url) without them.",
         )
-    if parsed.scheme == "https":
+    if parsed.path.rstrip("/").endswith("/api"):
+        bare = url.rstrip("/").removesuffix("/api")
+        raise UsageError(
+            f"the base URL {url} ends in /api, which the tool adds to every request itself",
+            f"Drop it: give {bare} (--base-url or KLAVIYO_BASE_URL).",
+        )
+    if parsed.scheme == "https" and parsed.host:
         return
     if parsed.scheme == "http" and parsed.host in _LOOPBACK:
         return
     raise UsageError(
-        f"refusing to send to {parsed.scheme}://{parsed.host}: only https:// (or http:// to "
-        "127.0.0.1/localhost for tests) is allowed",
+        f"refusing to send to {url}: only https:// (or http:// to 127.0.0.1/localhost for "
+        "tests) is allowed",
+        f"Give the base URL as https://{parsed.host or 'a.klaviyo.com'}.",
     )
 
 

@@ -312,6 +312,8 @@ class Reader:
                 try:
                     wait = attempts.wait_after(retry)
                 except GaveUp as exc:
+                    if retry.unreachable:  # the host, what happened and what to check
+                        raise
                     hint = "Klaviyo did not answer: try again later."
                     if isinstance(retry, NotAnAnswer):
                         hint = "Is KLAVIYO_BASE_URL right, or a proxy in the way?"

@@ -3,7 +3,8 @@
 Retried (by the client): 429, 5xx, connection errors and timeouts. A 429 is Klaviyo pacing
 the account (which other apps share), not a failure: it waits as told and uses no attempt,
 only time. Anything else waits a jittered exponential backoff. A request gives up after
-`max_attempts` failed tries or `max_seconds` since its first, whichever comes first.
+`max_attempts` failed tries or `max_seconds` since its first, whichever comes first; a host
+that never answered this process (a wrong base URL, a dead network) after `unreachable_seconds`.
 Every retry is logged (logger `klaviyo_backfill.retry`) with its cause and wait.
 """
 
@@ -33,10 +34,12 @@ class Retry(Exception):
         throttled: bool = False,
         detail: str | None = None,
         hint: str | None = None,
+        unreachable: bool = False,
     ) -> None:
         super().__init__(cause)
         self.cause, self.wait, self.throttled = cause, wait, throttled
         self.detail, self.hint = detail or cause, hint
+        self.unreachable = unreachable  # a host that never answered: retried briefly
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class RetryPolicy:
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     retry_after_cap: float = 600.0  # the longest wait Klaviyo may ask for at once
+    unreachable_seconds: float = 15.0  # a host that never answered: tries and waits, at most
 
     def capped(self, wait: float | None) -> float | None:
         """A wait Klaviyo asked for (Retry-After), `retry_after_cap` at most, said in the log."""
@@ -82,11 +86,15 @@ class Attempts:
         self.failed += not retry.throttled
         elapsed = self.clock() - self.started
         wait = retry.wait if retry.wait is not None else policy.backoff(self.failed)
-        if self.failed >= policy.max_attempts or elapsed + wait >= policy.max_seconds:
+        cap = min(policy.max_seconds, policy.unreachable_seconds if retry.unreachable else 1e9)
+        if self.failed >= policy.max_attempts or elapsed + wait >= cap:
             log.warning("giving up on %s after %d tries over %.0f s (last: %s)",
                         self.what, self.tries, elapsed, retry.cause)  # fmt: skip
+            tries = f"gave up after {self.tries} tries over {elapsed:.0f} s"
             raise GaveUp(
-                f"gave up after {self.tries} tries over {elapsed:.0f} s (last: {retry.detail})",
+                f"{retry.detail}: {tries}"
+                if retry.unreachable
+                else f"{tries} (last: {retry.detail})",
                 retry.hint or "Progress is saved: rerun with --resume when Klaviyo answers again.",
             )
         log.info("retry %s after try %d (%s): waiting %.2f s",
