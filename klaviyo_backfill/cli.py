@@ -22,6 +22,7 @@ import click
 from . import __version__
 from .commands.outputs import (
     check_writable,
+    checkpoints_shown,
     configure_logging,
     refuse_inputs,
     write_json,
@@ -110,11 +111,28 @@ def _quiet_stdout() -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-@click.group()
+WORKFLOW = ("inspect", "send", "status", "verify", "preflight")  # the order a merchant uses
+
+
+class _Workflow(click.Group):
+    """The commands in the order a merchant uses them, not alphabetically."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        rest = sorted(set(self.commands) - set(WORKFLOW))
+        return [name for name in WORKFLOW if name in self.commands] + rest
+
+
+@click.group(cls=_Workflow, invoke_without_command=True)
 @click.version_option(__version__, prog_name="klaviyo-backfill")
-def main() -> None:
-    """Import a shop's past orders into Klaviyo as Placed Order, Ordered Product,
-    Fulfilled/Cancelled/Refunded Order events."""
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Start here: `klaviyo-backfill inspect EXPORT` shows what an export holds, then
+    `send EXPORT --dry-run`, then `send EXPORT` (the README walks through it).
+
+    Imports a shop's past orders into Klaviyo as Placed Order, Ordered Product and
+    Fulfilled, Cancelled and Refunded Order events."""
+    if ctx.invoked_subcommand is None:  # a bare `klaviyo-backfill`: the help, exit 0
+        click.echo(ctx.get_help())
 
 
 def input_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -191,6 +209,7 @@ def key_options(func: Callable[..., Any]) -> Callable[..., Any]:
             show_envvar=True,
             default=DEFAULT_BASE_URL,
             show_default=True,
+            help="Where Klaviyo's API is, without /api (change it only for a test stand-in).",
         ),
     ]
     for option in reversed(options):
@@ -243,9 +262,21 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
     )  # fmt: skip
 
 
-@main.command()
+ENDPOINT_HELP = (
+    "Klaviyo API to send to: bulk (1,000 events a request), single (one event a request) or "
+    "legacy (the retired Track API, with --public-key)."
+)
+
+
+@main.command(short_help="Send the orders to Klaviyo (--dry-run first: nothing sent).")
 @input_options
-@click.option("--endpoint", type=click.Choice(ENDPOINT_NAMES), default="bulk", show_default=True)
+@click.option(
+    "--endpoint",
+    type=click.Choice(ENDPOINT_NAMES),
+    default="bulk",
+    show_default=True,
+    help=ENDPOINT_HELP,
+)
 @click.option("--dry-run", is_flag=True, help="Read, map and encode everything; send nothing.")
 @click.option(
     "--output", type=click.Path(), help="Write every request body as a JSON line ('-': stdout)."
@@ -290,8 +321,7 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
 @click.option(
     "--checkpoint",
     type=click.Path(),
-    help="Checkpoint file. [default: one per export and account in "
-    "~/.local/state/klaviyo-backfill/checkpoints/]",
+    help=f"Checkpoint file. [default: one per export and account in {checkpoints_shown()}]",
 )
 @click.option("--tuning", hidden=True, help="Limits: 'max_attempts=3,timeout=5,...'.")
 @click.option("--resume", is_flag=True, help="Continue an unfinished run from its checkpoint.")
@@ -390,7 +420,7 @@ def _nothing_to_do(console: Console, finished: Finished) -> int:
     console.print(f"Nothing to do: checkpoint {finished.path} says this export was sent completely"
                   + (f", with {told} (`status` reports them)" if told else "")
                   + ". Use --restart --resend to send it again.")  # fmt: skip
-    return ExitCode.REJECTED if finished.rejected else ExitCode.OK
+    return ExitCode.OK  # nothing was asked that is not done: a script goes on
 
 
 def _real_send(options: SendOptions, console: Console, kw: dict[str, Any]) -> int:
@@ -437,7 +467,7 @@ def _send_exit(console: Console, outcome: SendOutcome) -> int:
     return ExitCode.REJECTED if failed else ExitCode.OK
 
 
-@main.command()
+@main.command(short_help="Show what exports hold and what a send would make of them.")
 @input_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--html", "html_path", type=click.Path(), help="Write the report as one HTML file.")
@@ -462,7 +492,7 @@ def inspect(as_json: bool, html_path: str | None, **kw: Any) -> int:
     return ExitCode.REJECTED if stats.orders_rejected else ExitCode.OK  # as a dry run
 
 
-@main.command()
+@main.command(short_help="Show a send's checkpoint: orders done, rejected, left.")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option(
     "--checkpoint", type=click.Path(), help="Checkpoint file (default: derived from PATHS)."
@@ -497,7 +527,7 @@ def _outputs(kw: dict[str, Any]) -> None:
             check_writable(kw[option], "--" + option.removesuffix("_path"))
 
 
-@main.command()
+@main.command(short_help="Check that Klaviyo holds what a send sent, month by month.")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option(
     "--checkpoint",
@@ -518,8 +548,8 @@ def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None,
 
     PATHS are the exports the send read; with --checkpoint FILE they may be left out. A
     checkpoint of an earlier version (no monthly totals) is verified by reading its export
-    again, with the send's options (--format/--layout, --timezone, --currency, --since,
-    --until, --endpoint, --revision, --trigger-flows)."""
+    again: give the send's own --format or --layout, --timezone, --currency, --since and
+    --until (the other send options are taken as the send had them by default)."""
     from rich.console import Console
 
     from .commands.verify import verify as verify_job
@@ -540,20 +570,32 @@ def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None,
     return ExitCode.SHORT if result.short else ExitCode.OK
 
 
-@main.command()
+for _param in verify.params:  # a re-read's --limit and --jobs: taken, not offered
+    if isinstance(_param, click.Option) and _param.name in ("limit", "jobs"):
+        _param.hidden = True
+
+
+@main.command(short_help="Before a first send: the key, the account, overlaps and flows.")
 @input_options
 @click.option("--json", "json_path", type=click.Path(), help="Write the report as JSON to FILE.")
-@click.option("--endpoint", type=click.Choice(ENDPOINT_NAMES), default="bulk", show_default=True)
+@click.option(
+    "--endpoint",
+    type=click.Choice(ENDPOINT_NAMES),
+    default="bulk",
+    show_default=True,
+    help=ENDPOINT_HELP,
+)
 @click.option(
     "--trigger-flows", is_flag=True, help="Also list the flows the export's metrics trigger."
 )
 @click.option("--rate-limit", help="The send's rate limit, for its duration (default: Klaviyo's).")
 @key_options
+@click.option("--verbose", "-v", count=True, help="Log Klaviyo's answers and retries to stderr.")
 @_edge
-def preflight(json_path: str | None, **kw: Any) -> int:
+def preflight(json_path: str | None, verbose: int, **kw: Any) -> int:
     """Before a send: check the key, read the exports as a dry run does, and find the months
     where another integration (Shopify's own, say) already holds events of the same metrics.
-    Exit 1 when there is such an overlap."""
+    Exit 6 when there is such an overlap."""
     from rich.console import Console
 
     from .commands.preflight import preflight as preflight_job
@@ -561,6 +603,7 @@ def preflight(json_path: str | None, **kw: Any) -> int:
 
     refuse_inputs(kw["paths"], {"--json": json_path})
     _outputs({"json_path": json_path})
+    configure_logging(verbose, None)
     options = _read_options(kw, kw.pop("paths"))
     if not options.api_key:
         options = replace(options, api_key=_ask_key())
@@ -569,4 +612,4 @@ def preflight(json_path: str | None, **kw: Any) -> int:
     preflight_report(Console(), report)
     if json_path:
         write_json(json_path, report.as_json(), "--json")
-    return ExitCode.SHORT if report.overlaps else ExitCode.OK
+    return ExitCode.OVERLAP if report.overlaps else ExitCode.OK

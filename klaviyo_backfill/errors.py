@@ -61,12 +61,16 @@ __all__ = [
 
 
 class ExitCode(IntEnum):
-    OK = 0
-    REJECTED = 1  # finished, but some rows, orders or events were rejected
-    SHORT = 1  # verify: Klaviyo holds less than was sent; preflight: an overlap was found
-    USAGE = 2  # unusable input, options or checkpoint
+    """What a script can tell from the exit status (the README's table, test_docs holds them
+    equal): 0 whenever everything asked for is done, nothing new to send included."""
+
+    OK = 0  # done: sent (or, dry run and inspect, would be), verified, no overlap
+    REJECTED = 1  # done, but some orders (or events) were rejected: see the failures file
+    USAGE = 2  # unusable input, options or checkpoint; nothing more was done
     REFUSED = 3  # Klaviyo refused the job (auth, retired API)
-    GAVE_UP = 4  # retries exhausted; progress is checkpointed, --resume continues
+    GAVE_UP = 4  # retries exhausted or Klaviyo unreachable; --resume continues
+    SHORT = 5  # verify: Klaviyo holds less than was sent
+    OVERLAP = 6  # preflight: another integration holds events of these metrics and months
     INTERRUPTED = 130  # Ctrl-C; progress is checkpointed, --resume continues
     TERMINATED = 143  # SIGTERM; the same
 

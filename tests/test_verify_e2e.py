@@ -148,7 +148,7 @@ def test_verify_names_every_short_row_with_its_exact_shortfall_when_klaviyo_lose
         acknowledged_long_ago(checkpoint_in(tmp_path))
         done = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json")
         lost = list(s.lost)
-    assert done.returncode == 1, said(done)
+    assert done.returncode == 5, said(done)  # ExitCode.SHORT
     assert 5 <= len(lost) <= 40, len(lost)  # 1% of ~1,500 events
     missing: dict[Cell, tuple[int, Decimal]] = {}
     for e in lost:
@@ -211,7 +211,7 @@ def test_verify_with_an_ingestion_delay_does_not_call_the_result_final(
         doc = json.loads((tmp_path / "v.json").read_text())
         time.sleep(max(0.0, s.events[-1].stored_at + 8.0 - time.monotonic()))
         late = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url)
-    assert early.returncode == 1, said(early)
+    assert early.returncode == 5, said(early)  # short, not final
     assert doc["status"] == "short" and doc["final"] is False
     assert "Not final" in early.stdout and "verify` again" in early.stdout.replace("\n", " ")
     assert late.returncode == 0, said(late)
@@ -339,7 +339,7 @@ def test_preflight_lists_exactly_the_months_another_integration_holds(
         s.preload([st.other_event("Placed Order", f"{m}-20T00:00:00+00:00", integration=st.API)
                    for m in chosen])  # fmt: skip
         done = cli(tmp_path, "preflight", "orders.csv", "--base-url", s.url, "--json", "p.json")
-    assert done.returncode == 1, said(done)
+    assert done.returncode == 6, said(done)  # ExitCode.OVERLAP
     doc = json.loads((tmp_path / "p.json").read_text())
     placed = export.months("Placed Order")
     assert doc["overlaps"] == [

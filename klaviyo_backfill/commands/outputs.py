@@ -92,3 +92,13 @@ def configure_logging(verbose: int, log_file: str | None) -> None:
         handler = logging.StreamHandler(open_private(log_file, "--log", text=True))
         handler.setFormatter(fmt)
         root.addHandler(handler)
+
+
+def checkpoints_shown() -> str:
+    """The checkpoints' folder as --help shows it: $XDG_STATE_HOME honoured, home as ~."""
+    from ..state.locate import checkpoints_dir
+
+    folder, home = str(checkpoints_dir()), os.path.expanduser("~")
+    if folder == home or folder.startswith(home.rstrip("/") + "/"):
+        folder = "~" + folder[len(home) :]
+    return folder + "/"
