@@ -76,7 +76,7 @@ def test_status_after_a_no_op_resume_shows_the_jobs_rejections(tmp_path: Path) -
         assert done.returncode == 1, said(done)
         assert "5 rejected orders written to failures.jsonl" in flat(done.stdout), said(done)
         no_op = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST, "--resume")
-        assert no_op.returncode == 0, said(no_op)  # nothing new to send: done
+        assert no_op.returncode == 1, said(no_op)  # a resume reports the job: its rejections
         nothing = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST)
         assert nothing.returncode == 0, said(nothing)
     assert "with 5 rejected orders (`status`" in flat(nothing.stdout), said(nothing)
