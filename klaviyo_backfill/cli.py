@@ -7,19 +7,18 @@ The core, rich and httpx are imported inside the commands, so `--help` starts fa
 from __future__ import annotations
 
 import json
-import os
-import shlex
 import signal
-import sys
-import warnings
 from collections.abc import Callable
 from dataclasses import replace
-from functools import wraps
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
+from .commands.edge import ask_key as _ask_key
+from .commands.edge import edge as _edge
+from .commands.edge import quiet_stdout as _quiet_stdout
+from .commands.edge import resume_command as _resume_command
 from .commands.outputs import (
     check_writable,
     checkpoints_shown,
@@ -29,15 +28,12 @@ from .commands.outputs import (
     write_report,
 )
 from .errors import (
-    BackfillError,
-    BackfillWarning,
     CheckpointError,
     ExitCode,
     GaveUp,
     OutputError,
     SendError,
     Stopped,
-    UnfinishedRun,
     UsageError,
 )
 from .options import (
@@ -54,61 +50,6 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .results import DryRun, Finished, SendOutcome, Verification
-
-
-def _edge(func: Callable[..., int]) -> Callable[..., None]:
-    """The one place errors become messages: no traceback ever reaches a user."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        _warnings()
-        try:
-            code = func(*args, **kwargs)
-        except UnfinishedRun as exc:
-            click.echo(f"Error: {exc.message}", err=True)
-            click.echo(f"Continue it with: {_resume_command()}\nor start over with --restart.",
-                       err=True)  # fmt: skip
-            sys.exit(int(exc.exit_code))
-        except Stopped as exc:
-            click.echo(f"Error: {exc}", err=True)
-            if exc.continue_with:
-                click.echo(f"Continue with:\n  {exc.continue_with}", err=True)
-            sys.exit(int(exc.exit_code))
-        except BackfillError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(int(exc.exit_code))
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            sys.exit(int(ExitCode.INTERRUPTED))
-        except BrokenPipeError:  # `... --output - | head`: the reader has what it wanted
-            _quiet_stdout()
-            sys.exit(int(ExitCode.OK))
-        except OSError as exc:  # a file this run writes: output, failures, checkpoint
-            where = f"{exc.filename}: " if exc.filename else ""
-            click.echo(f"Error: {where}{exc.strerror or exc}", err=True)
-            sys.exit(int(ExitCode.USAGE))
-        sys.exit(int(code))
-
-    return wrapper
-
-
-def _warnings() -> None:
-    """The core's BackfillWarnings as one "Warning: ..." line each on stderr."""
-    shown = warnings.showwarning
-
-    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-        if issubclass(category, BackfillWarning):
-            click.echo(f"Warning: {message}", err=True)
-        else:
-            shown(message, category, *args, **kwargs)
-
-    warnings.showwarning = show
-    warnings.simplefilter("default", BackfillWarning)
-
-
-def _quiet_stdout() -> None:
-    """stdout's reader went away: point it at /dev/null so the exit flush does not fail."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 WORKFLOW = ("inspect", "send", "status", "verify", "preflight")  # the order a merchant uses
@@ -388,29 +329,6 @@ def _dry_run(options: SendOptions, console: Console, kw: dict[str, Any]) -> int:
         told = rejections(kinds.get("orders", 0), kinds.get("events", 0), kinds.get("changed", 0))
         console.print(f"{told} written to {result.failures_path}")
     return ExitCode.REJECTED if result.stats.orders_rejected else ExitCode.OK
-
-
-def _ask_key() -> str | None:
-    if not sys.stdin.isatty():
-        return None
-    key: str = click.prompt("Klaviyo private API key", hide_input=True)
-    return key
-
-
-def _resume_command() -> str:
-    """The command line that continues this run, without the key and with --resume."""
-    args, skip = [], False
-    for arg in sys.argv[1:]:
-        if skip:
-            skip = False
-            continue
-        if arg in ("--api-key", "--restart", "--resume"):
-            skip = arg == "--api-key"
-            continue
-        if arg.startswith("--api-key="):
-            continue
-        args.append(shlex.quote(arg))
-    return " ".join(["klaviyo-backfill", *args, "--resume"])
 
 
 def _nothing_to_do(console: Console, finished: Finished) -> int:
