@@ -337,7 +337,7 @@ def _nothing_to_do(console: Console, finished: Finished) -> int:
     told = rejections(finished.orders_rejected, finished.events_rejected)
     console.print(f"Nothing to do: checkpoint {finished.path} says this export was sent completely"
                   + (f", with {told} (`status` reports them)" if told else "")
-                  + ". Use --restart --resend to send it again.")  # fmt: skip
+                  + ". To send its events again (Klaviyo drops repeats), add --resend.")  # fmt: skip
     return ExitCode.OK  # nothing was asked that is not done: a script goes on
 
 
@@ -373,15 +373,19 @@ def _send_exit(console: Console, outcome: SendOutcome) -> int:
         kinds = outcome.failure_kinds
         told = rejections(kinds.get("orders", 0), kinds.get("events", 0), kinds.get("changed", 0))
         console.print(f"{told} written to {outcome.failures_path}")
+    then = outcome.continuation or _resume_command()
     if outcome.interrupted:
-        click.echo(f"Stopped. Nothing is lost; continue with:\n  {_resume_command()}", err=True)
+        click.echo(f"Stopped. Nothing is lost; continue with:\n  {then}", err=True)
         return ExitCode.TERMINATED if outcome.signal == signal.SIGTERM else ExitCode.INTERRUPTED
     error = outcome.error
     if error is not None:  # told at the edge, after what the run did
         if isinstance(error, OutputError) and error.broken_pipe:
             _quiet_stdout()
         resumable = isinstance(error, GaveUp | OutputError | CheckpointError)
-        raise Stopped(error, _resume_command() if resumable else None)
+        raise Stopped(error, then if resumable else None)
+    if outcome.limited:
+        click.echo(f"Stopped at --limit: the rest of the export is not sent yet; rerun the same "
+                   f"command (it continues), or send all the rest with:\n  {then}", err=True)  # fmt: skip
     return ExitCode.REJECTED if failed else ExitCode.OK
 
 
@@ -417,14 +421,18 @@ def inspect(as_json: bool, html_path: str | None, **kw: Any) -> int:
 )
 @_edge
 def status(paths: tuple[str, ...], checkpoint: str | None) -> int:
-    """Report a checkpoint: orders done, rejected, and the last run."""
+    """Report a job: orders done, rejected, what is left, and the command that continues it.
+    Without PATHS: every job in the state folder."""
     from rich.console import Console
 
-    from .commands.status import open_status
+    from .commands.status import jobs_folder, open_status
+    from .reports.jobs import jobs_table
     from .reports.terminal import status_table
 
     with open_status(paths, checkpoint) as found:
-        for path, ledger in found:
+        if not paths and not checkpoint:
+            Console().print(jobs_table(found, jobs_folder()))
+        for path, ledger in found if paths or checkpoint else ():
             Console().print(status_table(path, ledger))
     return ExitCode.OK
 
@@ -485,7 +493,9 @@ def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None,
         write_json(json_path, result.as_json(), "--json")
     if html_path:
         write_report(html_path, verify_html(result), "--html")
-    return ExitCode.SHORT if result.short else ExitCode.OK
+    if result.short:
+        return ExitCode.SHORT
+    return ExitCode.UNFINISHED if result.unfinished else ExitCode.OK
 
 
 for _param in verify.params:  # a re-read's --limit and --jobs: taken, not offered

@@ -71,6 +71,7 @@ class ExitCode(IntEnum):
     GAVE_UP = 4  # retries exhausted or Klaviyo unreachable; --resume continues
     SHORT = 5  # verify: Klaviyo holds less than was sent
     OVERLAP = 6  # preflight: another integration holds events of these metrics and months
+    UNFINISHED = 7  # verify: the job is not finished (what it sent so far was compared)
     INTERRUPTED = 130  # Ctrl-C; progress is checkpointed, --resume continues
     TERMINATED = 143  # SIGTERM; the same
 
@@ -163,6 +164,8 @@ class CheckpointError(BackfillError):
 class UnfinishedRun(CheckpointError):
     """A new run where an unfinished one has a checkpoint: it must be resumed or restarted
     (the command line adds the exact command that resumes it)."""
+
+    command: str | None = None  # the command that continues it (commands/continuation.py)
 
 
 class InternalError(BackfillError):

@@ -58,6 +58,8 @@ class SendOutcome:
     failures: int = 0  # lines in the failures file: this job's rejections, earlier runs' too
     failures_path: str | None = None
     failure_kinds: dict[str, int] = field(default_factory=dict)  # lines by failures.kind_of
+    continuation: str | None = None  # the command that continues the job (any folder)
+    limited: bool = False  # stopped at its --limit: the rest is not sent yet
 
 
 class Watcher(Protocol):
@@ -113,6 +115,10 @@ class Verification:
     rejections: list[Rejection] = field(default_factory=list)
     reads: int = 0  # requests made to Klaviyo
     elapsed: float = 0.0
+    # why the job is not finished ("stopped (Ctrl-C or an error)", "running (process 12)"):
+    # what it sent so far is compared, and the verdict is never final; None when finished
+    unfinished: str | None = None
+    continuation: str | None = None  # the command that continues an unfinished job
 
     @property
     def short(self) -> list[Row]:
@@ -120,12 +126,13 @@ class Verification:
 
     @property
     def status(self) -> str:
-        return "short" if self.short else "ok"
+        return "short" if self.short else "unfinished" if self.unfinished else "ok"
 
     @property
     def final(self) -> bool:
-        """False while a shortfall may still be Klaviyo processing what it accepted."""
-        return not (self.short and self.processing)
+        """False for an unfinished job, and while a shortfall may still be Klaviyo processing
+        what it accepted."""
+        return self.unfinished is None and not (self.short and self.processing)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -136,6 +143,9 @@ class Verification:
             "missing_metrics": self.missing,
             "checkpoint": str(self.checkpoint),
             "sent_from": "the export, read again" if self.reread else "the checkpoint",
+            "state": self.state,
+            "unfinished": self.unfinished,
+            "continue_with": self.continuation,
         }
 
 

@@ -212,7 +212,8 @@ def test_a_ledger_of_another_format_version_is_refused(ledger: Ledger) -> None:
     ledger.put(version="1")  # as an older release would have written it
     with pytest.raises(CheckpointError) as caught:
         ledger.claim("fp-1", "files and options")
-    assert f"has format 1, this version writes {FORMAT_VERSION}" in caught.value.message
+    assert "written by a pre-release version (format 1" in caught.value.message
+    assert f"this version reads {FORMAT_VERSION}" in caught.value.message
     assert caught.value.hint is not None and "--restart" in caught.value.hint
 
 
@@ -357,14 +358,16 @@ def test_an_order_acknowledged_again_after_a_kill_adds_to_the_totals_once(ledger
     assert (total.events, total.value) == (1, Decimal("5"))
 
 
-def test_a_new_ledger_keeps_totals_and_an_older_one_does_not(tmp_path: Path) -> None:
+def test_a_new_ledger_keeps_totals_and_an_older_one_is_refused(tmp_path: Path) -> None:
     new = Ledger(tmp_path / "new.sqlite")
     new.claim("fp", "files")
     assert new.has_totals()
     new.close()
     older = Ledger(tmp_path / "older.sqlite")
     older.put(version=FORMAT_VERSION, fingerprint="fp")  # claimed before totals were kept
-    older.claim("fp", "files")
+    with pytest.raises(CheckpointError) as caught:
+        older.claim("fp", "files")
+    assert "pre-release version" in caught.value.message
     assert not older.has_totals()
     older.close()
 

@@ -1,6 +1,6 @@
 """Checkpoints are found from any folder (issue #14, "the first hour", item 3): they live in
-the user's state folder, keyed by the exports' absolute paths and the account, and one an
-earlier version left under ./.klaviyo-backfill/ is continued where it is.
+the user's state folder, keyed by the exports' absolute paths and the account; a checkpoint
+of a pre-release version is refused in words, never migrated.
 
 End to end, through the CLI, against the stand-in."""
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -70,7 +71,7 @@ def test_resume_and_status_from_another_folder_find_the_checkpoint(
     assert len(checkpoints_in(own_state_folder)) == 1
 
 
-def test_a_checkpoint_an_earlier_version_left_here_is_continued_where_it_is(
+def test_a_checkpoint_of_a_pre_release_version_is_refused_in_words(
     tmp_path: Path, own_state_folder: Path
 ) -> None:
     shutil.copy(EXPORT, tmp_path / "orders.csv")
@@ -78,18 +79,13 @@ def test_a_checkpoint_an_earlier_version_left_here_is_continued_where_it_is(
         first = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST, "--limit", "5")
         assert first.returncode in (0, 1), said(first)
         (kept,) = checkpoints_in(own_state_folder)
-        earlier = tmp_path / ".klaviyo-backfill" / kept.name  # where 0.2 kept it
-        earlier.parent.mkdir()
-        kept.rename(earlier)
-
-        status = run(tmp_path, "status", "orders.csv")
-        assert status.returncode == 0 and "limited" in status.stdout, said(status)
-        sent = s.keys()
+        with sqlite3.connect(kept) as db:  # what 0.1's pre-releases wrote: format 1
+            db.execute("UPDATE meta SET value = '1' WHERE key = 'version'")
         resumed = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST, "--resume")
-        assert resumed.returncode in (0, 1), said(resumed)
-        assert s.keys() > sent
-    assert not checkpoints_in(own_state_folder)  # continued where it was
-    assert "finished" in run(tmp_path, "status", "orders.csv").stdout
+    told = " ".join(resumed.stderr.split())
+    assert resumed.returncode == 2, said(resumed)
+    assert "written by a pre-release version" in told and "--restart" in told, told
+    assert "Traceback" not in told
 
 
 def test_status_without_a_checkpoint_says_where_it_looked(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ without arguments, a rotated key.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shlex
@@ -16,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from klaviyo_backfill.errors import ExitCode
 
 try:
     import cli_helpers
@@ -103,3 +106,102 @@ def test_two_resumes_started_together_send_each_event_once(export: Path, tmp_pat
         assert len(s.keys()) > held
         status = run(tmp_path, "status", "orders.csv")
         assert "finished" in status.stdout, status.stdout + status.stderr
+
+
+def checkpoints(state: Path) -> list[Path]:
+    return sorted((state / "klaviyo-backfill" / "checkpoints").glob("*.sqlite"))
+
+
+def test_verify_of_an_unfinished_job_says_so_in_the_verdict_exit_code_and_json(
+    export: Path, tmp_path: Path
+) -> None:
+    shutil.copy(export, tmp_path / "orders.csv")
+    with st.StandIn(api_key=KEY, port=free_port(), faults=st.Faults(latency=0.02)) as s:
+        interrupted(tmp_path, s, "send", "orders.csv", "--base-url", s.url, *SLOW)
+        done = run(tmp_path, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json")
+    out = " ".join(done.stdout.split())
+    assert done.returncode == ExitCode.UNFINISHED == 7, done.stdout + done.stderr
+    assert "UNFINISHED: the job is stopped before its end" in out, out
+    assert "OK" not in out.replace("UNFINISHED", "")
+    doc = json.loads((tmp_path / "v.json").read_text())
+    assert doc["final"] is False and doc["status"] == "unfinished"
+    assert doc["unfinished"].startswith("stopped before its end")
+    assert doc["continue_with"].endswith("--resume")
+
+
+def test_the_printed_continuation_works_from_another_folder_and_one_failures_file_holds_all(
+    export: Path, tmp_path: Path, own_state_folder: Path
+) -> None:
+    """Interrupted in one folder, continued from `/` as printed: the failures file is the
+    job's (beside its checkpoint), holds every rejection once, and no folder gets another."""
+    shop, elsewhere = tmp_path / "shop", tmp_path / "elsewhere"
+    shop.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(export, shop / "orders.csv")
+    with st.StandIn(api_key=KEY, port=free_port(), faults=st.Faults(latency=0.02)) as s:
+        first = interrupted(shop, s, "send", "orders.csv", "--base-url", s.url, *SLOW)
+        argv = continuation(first)
+        assert str(shop / "orders.csv") in argv
+        resumed = subprocess.run(argv, cwd="/", env=env(), capture_output=True, text=True,
+                                 timeout=120)  # fmt: skip
+        assert resumed.returncode == 1, resumed.stdout + resumed.stderr  # rejected orders
+        assert s.stats["duplicates_skipped"] == 0
+        status = run(elsewhere, "status", str(shop / "orders.csv"))
+    (checkpoint,) = checkpoints(own_state_folder)
+    failures = checkpoint.with_name(checkpoint.stem + ".failures.jsonl")
+    lines = [json.loads(x) for x in failures.read_text().splitlines()]
+    dry = run(tmp_path, "send", str(shop / "orders.csv"), "--dry-run", "--failures", "dry.jsonl")
+    expected = (tmp_path / "dry.jsonl").read_text().splitlines()
+    assert len(lines) == len(expected) == 45, dry.stdout
+    assert failures.name in "".join(resumed.stdout.split()), resumed.stdout
+    assert not list(shop.glob("*.jsonl")) and not list(elsewhere.glob("*.jsonl"))
+    assert "finished" in status.stdout
+
+
+def test_a_limited_run_says_what_next_and_a_plain_rerun_continues(
+    export: Path, tmp_path: Path
+) -> None:
+    shutil.copy(export, tmp_path / "orders.csv")
+    with st.StandIn(api_key=KEY, port=free_port()) as s:
+        base = ["send", "orders.csv", "--base-url", s.url, "--rate-limit", "100/s,1000/m", "-q"]
+        trial = run(tmp_path, *base, "--limit", "5")
+        assert trial.returncode in (0, 1), trial.stdout + trial.stderr
+        assert "Stopped at --limit" in trial.stderr
+        printed = continuation(trial.stderr[trial.stderr.index("Stopped at --limit") :])
+        assert "--limit" not in printed and str(tmp_path / "orders.csv") in printed
+        first = len(s.keys())
+        listed = subprocess.run([CLI, "status"], cwd="/", env=env(), capture_output=True,
+                                text=True, timeout=60)  # fmt: skip
+        table = "".join(listed.stdout.split())
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert "".join(str(tmp_path / "orders.csv").split()) in table, listed.stdout
+        assert "limited" in table and "".join(printed[1:]) in table, listed.stdout
+        assert ".failures.jsonl" in table
+        again = run(tmp_path, *base, "--limit", "5")  # the same command again: 5 more
+        assert again.returncode in (0, 1), again.stdout + again.stderr
+        assert "unfinished" not in again.stderr.lower()
+        assert len(s.keys()) > first
+        rest = subprocess.run(printed, cwd="/", env=env(), capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+        assert rest.returncode == 1, rest.stdout + rest.stderr
+        sent = s.keys()
+        assert s.stats["duplicates_skipped"] == 0
+    with st.StandIn(api_key=KEY, port=free_port()) as whole:
+        once = run(tmp_path, "send", "orders.csv", "--base-url", whole.url, "--restart",
+                   "--resend", "--rate-limit", "100/s,1000/m", "-q")  # fmt: skip
+        assert once.returncode == 1, once.stdout + once.stderr
+        assert whole.keys() == sent
+
+
+def test_resume_with_a_key_that_matches_no_job_is_named_as_a_key_problem(
+    export: Path, tmp_path: Path
+) -> None:
+    shutil.copy(export, tmp_path / "orders.csv")
+    with st.StandIn(api_key=KEY, port=free_port(), faults=st.Faults(latency=0.02)) as s:
+        interrupted(tmp_path, s, "send", "orders.csv", "--base-url", s.url, *SLOW)
+        wrong = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *SLOW, "--resume",
+                    key="pk_mistyped_" + secrets.token_hex(8))  # fmt: skip
+    told = " ".join(wrong.stderr.split())
+    assert wrong.returncode == 2, told
+    assert "this key matches no job of" in told and "Is the key right?" in told, told
+    assert "Run without --resume" not in told

@@ -247,36 +247,25 @@ def test_verify_needs_no_export_with_its_checkpoint(export: Export, tmp_path: Pa
     assert again.returncode == 0, said(again)
 
 
-def test_verify_of_a_checkpoint_from_before_totals_reads_the_export_again(
+def test_verify_of_a_checkpoint_from_before_totals_is_refused_in_words(
     export: Export, tmp_path: Path
 ) -> None:
-    """What the checkpoint holds as sent, less the events Klaviyo refused (one here)."""
+    """A pre-release checkpoint kept no totals: refused, saying how to get one that can be
+    verified (the export is not read again)."""
     export.copy_to(tmp_path)
-    refused_uid = next(e["unique_id"] for e in export.events if e["metric"] == "Ordered Product")
-    with st.StandIn(api_key=KEY, faults=st.Faults(refuse_uids=frozenset({refused_uid}))) as s:
+    with st.StandIn(api_key=KEY) as s:
         sent = cli(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST)
-        assert sent.returncode == 1, said(sent)  # the refused event
-        cli(tmp_path, "verify", "orders.csv", "--base-url", s.url, "--json", "now.json")
+        assert sent.returncode in (0, 1), said(sent)
         checkpoint = checkpoint_in(tmp_path)
-        db = sqlite3.connect(checkpoint)  # as an earlier version left it
+        db = sqlite3.connect(checkpoint)  # as a pre-release version left it
         db.execute("DROP TABLE sent_totals")
         db.execute("DELETE FROM meta WHERE key = 'totals'")
         db.commit()
         db.close()
-        reread = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url, "--json", "old.json")
-        refused = cli(tmp_path, "verify", "--checkpoint", str(checkpoint), "--base-url", s.url)
-        other = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url, "--timezone",
-                    "Asia/Tokyo")  # fmt: skip
-    assert reread.returncode == 0, said(reread)
-    assert rows_of(tmp_path / "old.json") == rows_of(tmp_path / "now.json")
-    assert (
-        sum(r["sent_count"] for r in rows_of(tmp_path / "now.json").values())
-        == len(export.events) - 1
-    )
-    assert "read again" in reread.stdout
+        refused = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url)
+    told = " ".join(refused.stderr.split())
     assert refused.returncode == 2, said(refused)
-    assert "earlier version" in refused.stderr and "PATHS" in refused.stderr
-    assert other.returncode == 2 and "not the send's" in other.stderr, said(other)
+    assert "pre-release version" in told and "--restart" in told, told
 
 
 def test_verify_without_a_checkpoint_exits_2(export: Export, tmp_path: Path) -> None:

@@ -28,8 +28,9 @@ def edge(func: Callable[..., int]) -> Callable[..., None]:
             code = func(*args, **kwargs)
         except UnfinishedRun as exc:
             click.echo(f"Error: {exc.message}", err=True)
-            click.echo(f"Continue it with: {resume_command()}\nor start over with --restart.",
-                       err=True)  # fmt: skip
+            click.echo(f"Continue it with:\n  {exc.command or resume_command()}\n"
+                       "or start its progress over with --restart (what the account holds "
+                       "stays held).", err=True)  # fmt: skip
             sys.exit(int(exc.exit_code))
         except Stopped as exc:
             click.echo(f"Error: {exc}", err=True)
@@ -87,10 +88,10 @@ def resume_command() -> str:
         if skip:
             skip = False
             continue
-        if arg in ("--api-key", "--restart", "--resume"):
-            skip = arg == "--api-key"
+        if arg in ("--api-key", "--restart", "--resume", "--limit"):
+            skip = arg in ("--api-key", "--limit")
             continue
-        if arg.startswith("--api-key="):
+        if arg.startswith(("--api-key=", "--limit=")):
             continue
         args.append(shlex.quote(arg))
     return " ".join(["klaviyo-backfill", *args, "--resume"])

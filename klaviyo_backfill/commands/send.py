@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import (
     BackfillError,
+    CheckpointError,
     SendError,
+    UnfinishedRun,
     UsageError,
 )
 from ..klaviyo.http import clean_key, loopback_only
@@ -36,10 +40,11 @@ from ..presend.overlap import overlap_check
 from ..presend.survey import Survey
 from ..results import Finished, SendOutcome, Unwatched, Watcher
 from ..state.account_ledger import AccountLedger, account_ledger_path
-from ..state.checkpoint import Landmarks, Ledger, open_ledger, superseded
+from ..state.checkpoint import Landmarks, Ledger, continues_limited, open_ledger, superseded
 from ..state.failures import Failures
-from ..state.locate import discard, locate
+from ..state.locate import discard, found_for, locate
 from ..state.lock import JobLock
+from .continuation import continuation
 
 if TYPE_CHECKING:  # annotations only
     from ..klaviyo.sender import SendConfig, Sender
@@ -95,8 +100,58 @@ def send(
     config = send_config(job, options, ask_key)
     account = config.account
     path = locate(list(options.inputs.paths), account, options.mode, options.checkpoint)
-    with JobLock(path):  # a job runs once: a second run of it is refused here, at once
-        return _send_locked(job, config, options, path, progress, notify)
+    if options.mode == "resume" and not path.exists():
+        raise _no_job(options, account, path)
+    if not options.failures:  # one failures file per job, beside its checkpoint
+        job = replace(job, failures=str(failures_beside(path)))
+    command = continuation(options)
+    try:
+        with JobLock(path):  # a job runs once: a second run of it is refused here, at once
+            outcome = _send_locked(job, config, options, path, progress, notify, command)
+    except UnfinishedRun as exc:
+        exc.command = command
+        raise
+    if isinstance(outcome, SendOutcome):
+        outcome.continuation = command
+    return outcome
+
+
+def failures_beside(checkpoint: Path) -> Path:
+    """The job's failures file: <checkpoint>.failures.jsonl, beside it."""
+    return checkpoint.with_name(checkpoint.name.removesuffix(".sqlite") + ".failures.jsonl")
+
+
+def _no_job(options: SendOptions, account: str, path: Path) -> CheckpointError:
+    """--resume, and this key's account holds no job of these exports: say whether another
+    account does (the key is then the likely cause), never "run without --resume"."""
+    named = ", ".join(os.path.abspath(p) for p in options.inputs.paths)
+    if options.checkpoint:
+        return CheckpointError(f"no checkpoint at {path} to resume", "Run without --resume "
+                               "to start, or name the checkpoint the send used.")  # fmt: skip
+    others = sorted({_account_of(p) for p in found_for(list(options.inputs.paths))} - {account})
+    if others:
+        return CheckpointError(
+            f"this key matches no job of {named}: it is Klaviyo account {account}, and the "
+            f"job{'s' if len(others) > 1 else ''} of this export belong{'' if len(others) > 1 else 's'} "
+            f"to account {', '.join(others)}",
+            "Is the key right? Use the key of the account the send went to; a new key of the "
+            "same account continues its job where the key may read accounts:read.",
+        )
+    return CheckpointError(
+        f"no job of {named} to resume (for this key's Klaviyo account {account}, nor any other)",
+        "Run without --resume to start (the account's ledger skips what it holds already).",
+    )
+
+
+def _window(options: SendOptions) -> str:
+    since, until = options.inputs.since, options.inputs.until
+    if since and until:
+        return f"--since {since} --until {until}"
+    return f"--since {since}" if since else f"--until {until}" if until else "every order"
+
+
+def _account_of(checkpoint: Path) -> str:
+    return checkpoint.name.removesuffix(".sqlite").rsplit("-", 1)[-1]
 
 
 def _send_locked(
@@ -106,14 +161,18 @@ def _send_locked(
     path: Path,
     progress: Watcher | None,
     notify: Callable[[str], None],
+    command: str,
 ) -> SendOutcome | Finished:
 
     account = config.account
     fingerprint = job.fingerprint()
+    mode = options.mode
+    if continues_limited(path, mode, fingerprint):  # a plain rerun continues a limited run
+        mode = "resume"
     new_job = (
-        options.mode == "restart"
-        or (options.mode == "new" and not path.exists())
-        or superseded(path, options.mode, fingerprint)
+        mode == "restart"
+        or (mode == "new" and not path.exists())
+        or superseded(path, mode, fingerprint)
     )
     overlap, built = None, None
     if new_job and config.endpoint.versioned and options.allow_overlap:
@@ -122,7 +181,9 @@ def _send_locked(
         preparing = (progress or Unwatched()).preparing
         overlap, built = overlap_check(job, config, notify, preparing)
     try:
-        ledger = open_ledger(path, options.mode, fingerprint, FINGERPRINTED, account)
+        ledger = open_ledger(path, mode, fingerprint, FINGERPRINTED, account)
+        if isinstance(ledger, Finished) and options.resend:  # sent completely; --resend: again
+            ledger = open_ledger(path, "restart", fingerprint, FINGERPRINTED, account)
     except BaseException:
         if built is not None:
             built.close()
@@ -131,6 +192,8 @@ def _send_locked(
         if built is not None:
             built.close()
         return ledger
+    ledger.put(command=command, failures=os.path.abspath(job.failures or ""),
+               window=_window(options))  # fmt: skip
     if overlap is not None:
         ledger.put(overlap=overlap)
     try:
@@ -141,7 +204,7 @@ def _send_locked(
             built.close()
         raise
     try:
-        outcome = send_job(job, config, ledger, progress, options.mode == "resume", held,
+        outcome = send_job(job, config, ledger, progress, mode == "resume", held,
                            skip_held=not options.resend, built=built)  # fmt: skip
         unused = isinstance(outcome.error, SendError) and not ledger.has_orders()
     finally:
@@ -327,6 +390,7 @@ def _close(ledger: Ledger, job: Job, outcome: SendOutcome, ended: bool) -> None:
     stopped = not ended or outcome.interrupted or outcome.error is not None
     limited = job.filters.limit is not None and outcome.stats.orders_mapped >= job.filters.limit
     state = "stopped" if stopped else ("limited" if limited else "finished")
+    outcome.limited = state == "limited"
     stats, send = outcome.stats, outcome.send
     summary = describe(stats) | {
         "sent": dict(send.events_sent),

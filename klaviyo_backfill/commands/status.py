@@ -6,29 +6,45 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import (
-    CheckpointError,
-    UsageError,
-)
+from ..errors import CheckpointError
 from ..state.checkpoint import Ledger
 from ..state.locate import checkpoints_dir, found_for
+
+
+def jobs_folder() -> Path:
+    """Where every job's checkpoint is kept."""
+    return checkpoints_dir()
+
+
+def every_job() -> list[Path]:
+    """Every job's checkpoint in the state folder, the last run first."""
+    folder = checkpoints_dir()
+    found = list(folder.glob("*.sqlite")) if folder.is_dir() else []
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 @contextmanager
 def open_status(
     paths: tuple[str, ...], checkpoint: str | None
 ) -> Iterator[list[tuple[Path, Ledger]]]:
-    """The checkpoints of these exports (one per Klaviyo account they were sent to), or the
-    one named, open for reading."""
+    """The checkpoints of these exports (one per Klaviyo account they were sent to), the one
+    named, or (neither given) every job in the state folder, open for reading."""
     if not checkpoint and not paths:
-        raise UsageError("give the export PATHS the run used, or --checkpoint PATH")
-    found = [Path(checkpoint)] if checkpoint else found_for(list(paths))
+        found = every_job()
+        if not found:
+            raise CheckpointError(
+                f"no job in {checkpoints_dir()}: nothing was sent from this user's account yet",
+                "Send an export first; `status PATH` names one export's job.",
+            )
+    elif checkpoint:
+        found = [Path(checkpoint)]
+    else:
+        found = found_for(list(paths))
     if not found or not found[0].exists():
         if checkpoint:
             raise CheckpointError(f"no checkpoint at {checkpoint}")
         raise CheckpointError(
-            f"no checkpoint for {', '.join(paths)} in {checkpoints_dir()} (nor in "
-            ".klaviyo-backfill/ here, where earlier versions kept them)",
+            f"no checkpoint for {', '.join(paths)} in {checkpoints_dir()}",
             "A checkpoint is keyed by the exports' full paths: name them as the send did, "
             "or pass --checkpoint FILE.",
         )

@@ -9,7 +9,6 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -22,17 +21,12 @@ from ..errors import (
 from ..klaviyo.account import account_id
 from ..klaviyo.endpoints import API_INTEGRATION
 from ..klaviyo.reading import Reader, gather_limited
-from ..model import utc_month
 from ..options import SendOptions
-from ..pipeline.job import FINGERPRINTED, job_from
-from ..pipeline.orders import mapped_orders
-from ..pipeline.summary import Stats
 from ..presend.overlap import read_config
 from ..proof.reconcile import compare, metric_order, years_of
 from ..results import Verification
 from ..state.checkpoint import Ledger, Total, TotalKey
-from ..state.failures import Failures
-from ..state.locate import checkpoints_dir, default_path, earlier_path, found_for
+from ..state.locate import checkpoints_dir, default_path, found_for
 
 if TYPE_CHECKING:  # annotations only
     from ..klaviyo.reading import Metric, ReadConfig
@@ -50,11 +44,13 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
     ledger = Ledger(path)
     try:
         ledger.check_account(account)
-        sent, reread = _sent_totals(options, ledger)
-        running = ledger.state == "running" and ledger.runner_alive() is not False
+        sent, reread = _sent_totals(ledger), False
+        running = ledger.condition().startswith("running")
         summary = json.loads(ledger.get("last_run") or "{}")
-        result = Verification(path, ledger.state, [], [], [], running, reread, summary,
+        result = Verification(path, ledger.condition(), [], [], [], running, reread, summary,
                               ledger.rejected_rows())  # fmt: skip
+        result.unfinished = ledger.unfinished()
+        result.continuation = ledger.get("command") if result.unfinished else None
     finally:
         ledger.close()
     held, result.missing, result.reads = asyncio.run(_held(config, sent))
@@ -76,9 +72,9 @@ def _verify_checkpoint(options: SendOptions, account: str) -> Path:
     paths = list(options.inputs.paths)
     if not paths:
         raise UsageError("give the export PATHS the send used, or --checkpoint FILE")
-    for path in (default_path(paths, account), earlier_path(paths, account), earlier_path(paths)):
-        if path.exists():
-            return path
+    path = default_path(paths, account)
+    if path.exists():
+        return path
     others = found_for(paths)
     if others:
         raise CheckpointError(
@@ -88,51 +84,23 @@ def _verify_checkpoint(options: SendOptions, account: str) -> Path:
             "Use the key the send used, or name the checkpoint with --checkpoint FILE.",
         )
     raise CheckpointError(
-        f"no checkpoint for {', '.join(paths)} in {checkpoints_dir()} (nor in "
-        ".klaviyo-backfill/ here, where earlier versions kept them)",
+        f"no checkpoint for {', '.join(paths)} in {checkpoints_dir()}",
         "A checkpoint is keyed by the exports' full paths: name them as the send did, or name "
         "the checkpoint with --checkpoint FILE.",
     )
 
 
-def _sent_totals(options: SendOptions, ledger: Ledger) -> tuple[dict[TotalKey, Total], bool]:
-    """What Klaviyo acknowledged: the checkpoint's totals, or (a checkpoint of a version that
-    kept none) the export read again, counting the orders the checkpoint holds."""
-    if ledger.has_totals():
-        return ledger.totals(), False
-    if not options.inputs.paths:
+def _sent_totals(ledger: Ledger) -> dict[TotalKey, Total]:
+    """What Klaviyo acknowledged: the checkpoint's totals. A checkpoint of a pre-release
+    version kept none, and is refused."""
+    if not ledger.has_totals():
         raise CheckpointError(
-            f"checkpoint {ledger.path} was written by an earlier version, which kept no "
-            "monthly totals of what Klaviyo acknowledged",
-            "Verify it by reading its export again: give the export PATHS with the options "
-            f"of the send ({FINGERPRINTED}) and --checkpoint.",
+            f"checkpoint {ledger.path} was written by a pre-release version, which kept no "
+            "totals of what Klaviyo acknowledged: it cannot be verified",
+            "Send the export again with --restart: the account's ledger skips what it holds, "
+            "and the new checkpoint keeps the totals verify compares.",
         )
-    return _reread(options, ledger), True
-
-
-def _reread(options: SendOptions, ledger: Ledger) -> dict[TotalKey, Total]:
-
-    job = job_from(options)
-    if job.fingerprint() != ledger.get("fingerprint"):
-        raise CheckpointError(
-            f"checkpoint {ledger.path} was written by an earlier version, which kept no "
-            "monthly totals, and these exports or options are not the send's: reading them "
-            "would not tell what it sent",
-            f"Give verify the send's files and options ({FINGERPRINTED}).",
-        )
-    totals: dict[TotalKey, Total] = {}
-    # one process: the events must stay here to be counted
-    for mapped in mapped_orders(replace(job, jobs=1), None, Stats(), Failures(None)):
-        held = ledger.order_state(mapped.key)
-        if held is None:
-            continue
-        refused = ledger.rejected_events(mapped.key) if held[0] == "rejected" else []
-        for e in mapped.events:
-            if any(d.startswith(f"{e.metric} {e.unique_id}:") for d in refused):
-                continue
-            key = (e.metric, utc_month(e.time), e.currency or "")
-            totals.setdefault(key, Total()).add(e.value, held[1])
-    return totals
+    return ledger.totals()
 
 
 async def _held(config: ReadConfig, sent: dict[TotalKey, Total]) -> tuple[Held, list[str], int]:

@@ -275,6 +275,12 @@ def status_table(path: Path, ledger: Ledger) -> Table:
             f"{rejected:,} rejected, {skipped:,} skipped",
         )
     table.add_row("Left", _left(ledger))
+    failures = ledger.get("failures")
+    if failures:
+        table.add_row("Failures file", failures)
+    from .jobs import continue_with
+
+    table.add_row("Continue with", continue_with(ledger))
     return table
 
 
@@ -396,7 +402,9 @@ def verify_report(console: Console, result: Verification) -> None:
         console.print(f"[red]Klaviyo has no metric {metric!r} of the API integration[/red]: "
                       "none of its events is there (yet).")  # fmt: skip
     short = result.short
-    if not result.rows:
+    if result.unfinished:
+        console.print(_unfinished_verdict(result))
+    elif not result.rows:
         console.print("Nothing to verify: the checkpoint holds no acknowledged events.")
     elif not short:
         more = sum(row.more for row in result.rows)
@@ -416,6 +424,22 @@ def verify_report(console: Console, result: Verification) -> None:
                           f"in the last {PROCESSING_SECONDS // 60} minutes (or a send is still "
                           "running), and Klaviyo processes accepted events with a delay. Run "
                           "`klaviyo-backfill verify` again in a few minutes.")  # fmt: skip
+
+
+def _unfinished_verdict(result: Verification) -> str:
+    """An unfinished job: what it sent so far is compared, and the verdict says it is not all."""
+    sent = sum(r.sent_count for r in result.rows)
+    short = result.short
+    missing = sum(max(0, r.sent_count - r.klaviyo_count) for r in short)
+    so_far = (f"{len(short):,} of {len(result.rows):,} rows hold less than it sent so far "
+              f"({missing:,} event(s) missing)" if short else
+              f"Klaviyo holds the {sent:,} events it sent so far")  # fmt: skip
+    then = (f" Continue it with: {result.continuation}" if result.continuation else
+            " Continue it with `send ... --resume`.")  # fmt: skip
+    return (
+        f"[yellow]UNFINISHED[/yellow]: the job is {result.unfinished}; {so_far}. Not "
+        f"final: verify again once it has finished.{then}"
+    )
 
 
 def _duration(seconds: float) -> str:

@@ -32,6 +32,7 @@ from ..model import Position, Rejection
 from ..results import Finished
 from .files import private_folder
 from .locate import Mode, discard
+from .lock import locked
 from .sqlite import create_private, guarded, trouble
 
 FORMAT_VERSION = "2"
@@ -214,10 +215,11 @@ class Ledger:
         if known is None:  # a new ledger: its sent_totals hold every acknowledgement
             self.put(version=FORMAT_VERSION, fingerprint=fingerprint, created=str(time.time()),
                      totals="1", acked="1")  # fmt: skip
-        elif version != FORMAT_VERSION:
+        elif version != FORMAT_VERSION or not self.has_totals():
             raise CheckpointError(
-                f"checkpoint {self.path} has format {version}, this version writes {FORMAT_VERSION}",
-                "Start over with --restart.",
+                f"checkpoint {self.path} was written by a pre-release version (format "
+                f"{version}; this version reads {FORMAT_VERSION}): it cannot be continued",
+                "Start over with --restart: the account's ledger skips what it holds already.",
             )
         elif known != fingerprint:
             raise CheckpointError(
@@ -459,12 +461,25 @@ class Ledger:
     def condition(self) -> str:
         """The state as a person reads it: a "running" ledger whose process is gone
         "stopped abruptly"."""
-        alive = self.runner_alive()
+        alive = True if locked(self.path) else self.runner_alive()
         if alive is True:
             return f"running (process {self.get('pid')})"
         if alive is False:
             return f"stopped abruptly (process {self.get('pid')} is gone)"
         return self.state or "new"
+
+    def unfinished(self) -> str | None:
+        """Why the job is not finished, in words (None when it is)."""
+        state = self.state
+        if state == "finished":
+            return None
+        condition = self.condition()
+        if condition.startswith(("running", "stopped abruptly")):
+            return condition
+        return {
+            "stopped": "stopped before its end (Ctrl-C, an error): the rest is not sent yet",
+            "limited": "stopped at its --limit: the rest of the export is not sent yet",
+        }.get(state or "", "never run to its end")
 
     def rejected_apart(self) -> tuple[int, int]:
         """(orders the export could not give, events Klaviyo refused), each counted as
@@ -537,6 +552,18 @@ def superseded(path: Path, mode: Mode, fingerprint: str) -> bool:
     ledger = Ledger(path)
     try:
         return ledger.state == "finished" and ledger.get("fingerprint") != fingerprint
+    finally:
+        ledger.close()
+
+
+def continues_limited(path: Path, mode: Mode, fingerprint: str) -> bool:
+    """A new run (`mode` new) of a job a --limit stopped: it continues that job, as --resume
+    would (a plain rerun continues; the limit was a trial, not a reason to refuse)."""
+    if mode != "new" or not path.exists():
+        return False
+    ledger = Ledger(path)
+    try:
+        return ledger.state == "limited" and ledger.get("fingerprint") == fingerprint
     finally:
         ledger.close()
 

@@ -21,12 +21,14 @@ from .sqlite import trouble
 
 __all__ = ["JobLock", "lock_path", "locked"]
 
+_OURS: set[Path] = set()  # the locks this process holds: never "another run's"
+
 
 def lock_path(checkpoint: Path) -> Path:
     return Path(f"{checkpoint}.lock")
 
 
-def _open(path: Path) -> int:
+def _open(path: Path, checkpoint: Path) -> int:
     flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
         return os.open(path, flags, 0o600)
@@ -36,7 +38,7 @@ def _open(path: Path) -> int:
                 f"lock file {path} is a symbolic link: refusing to follow it",
                 "Remove the link.",
             ) from None
-        raise trouble(path, exc, "lock file") from None
+        raise trouble(checkpoint, exc) from None  # its folder: read-only, full, missing
 
 
 class JobLock:
@@ -49,7 +51,7 @@ class JobLock:
 
     def __enter__(self) -> JobLock:
         self.checkpoint.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = _open(self.path)
+        fd = _open(self.path, self.checkpoint)
         try:
             _take(fd)
         except OSError as exc:
@@ -66,6 +68,7 @@ class JobLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
+        _OURS.add(self.path)
         return self
 
     def __exit__(
@@ -75,6 +78,7 @@ class JobLock:
         tb: TracebackType | None,
     ) -> None:
         if self.fd is not None:
+            _OURS.discard(self.path)
             os.close(self.fd)  # closing the descriptor releases the lock
             self.fd = None
 
@@ -101,9 +105,9 @@ def _holder(fd: int) -> str:
 
 
 def locked(checkpoint: Path) -> bool:
-    """Whether a run holds this job's lock right now (the lock is tried, never kept)."""
+    """Whether another run holds this job's lock right now (the lock is tried, never kept)."""
     path = lock_path(checkpoint)
-    if not path.is_file() or path.is_symlink():
+    if path in _OURS or not path.is_file() or path.is_symlink():
         return False
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))

@@ -1,0 +1,58 @@
+"""The command that continues a job, as the tool prints it: it works as printed, from any folder.
+
+Built from the options, never from the command line as typed: every file is named by its
+absolute path, the options that bind the checkpoint (and where it and the failures file are)
+are kept, --limit never is (a continuation sends the rest), nor the key (KLAVIYO_API_KEY, or
+the prompt), nor what only shapes this run's output (-q, -v, --log, --summary-json).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+from ..options import DEFAULT_BASE_URL, DEFAULT_REVISION, SendOptions
+
+__all__ = ["continuation"]
+
+
+def _path(value: str) -> str:
+    return value if value == "-" else os.path.abspath(value)
+
+
+def continuation(options: SendOptions, resume: bool = True) -> str:
+    """`klaviyo-backfill send <absolute paths> <options> --resume`, quoted for a shell."""
+    source = options.inputs
+    args = ["klaviyo-backfill", "send", *(_path(p) for p in source.paths)]
+    attributes = options.profile_attributes if options.profile_attributes != "latest" else None
+    zone = source.timezone if source.timezone_given or source.timezone != "UTC" else None
+    pairs: list[tuple[str, str | None]] = [
+        ("--format", source.fmt),
+        ("--layout", source.layout and _path(source.layout)),
+        ("--products", source.products and _path(source.products)),
+        ("--encoding", source.encoding),
+        ("--timezone", zone),
+        ("--currency", source.currency),
+        ("--since", source.since),
+        ("--until", source.until),
+        ("--endpoint", options.endpoint if options.endpoint != "bulk" else None),
+        ("--revision", options.revision if options.revision != DEFAULT_REVISION else None),
+        ("--base-url", options.base_url if options.base_url != DEFAULT_BASE_URL else None),
+        ("--rate-limit", options.rate_limit),
+        ("--concurrency", str(options.concurrency) if options.concurrency else None),
+        ("--checkpoint", options.checkpoint and _path(options.checkpoint)),
+        ("--failures", options.failures and _path(options.failures)),
+        ("--output", options.output and _path(options.output)),
+        ("--profile-attributes", attributes),
+        ("--tuning", options.tuning),
+    ]
+    for flag, value in pairs:
+        if value:
+            args += [flag, value]
+    if options.trigger_flows:
+        args.append("--trigger-flows")
+    if options.resend:
+        args.append("--resend")
+    if resume:
+        args.append("--resume")
+    return " ".join(shlex.quote(arg) for arg in args)

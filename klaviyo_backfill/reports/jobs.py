@@ -1,0 +1,62 @@
+"""`status` without a path: every job in the state folder, one block each, with the command
+that continues it (state/locate.py finds them; the checkpoint records what is shown)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from ..state.checkpoint import Ledger
+from .terminal import _left, _when
+
+__all__ = ["continue_with", "jobs_table"]
+
+
+def _exports(ledger: Ledger) -> str:
+    try:
+        inputs = json.loads(ledger.get("inputs") or "[]")
+    except ValueError:
+        inputs = []
+    return ", ".join(str(p) for p in inputs) or "(not recorded)"
+
+
+def _sent(ledger: Ledger) -> str:
+    counts = ledger.counts()
+    orders, events = ledger.rejected_apart()
+    return (f"{counts.get('sent', 0):,} orders sent; rejected: {orders:,} orders, {events:,} "
+            f"events (in {counts.get('rejected', 0):,} orders); left: {_left(ledger)}")  # fmt: skip
+
+
+def continue_with(ledger: Ledger) -> str:
+    """The command that continues the job: --resume while it is unfinished; once finished, a
+    later export saved at the same path is sent by the same command without it."""
+    command = ledger.get("command")
+    if not command:
+        return "(not recorded: a run of an earlier version)"
+    if ledger.state != "finished":
+        return command
+    return f"nothing left; a later export saved there: {command.removesuffix(' --resume')}"
+
+
+def jobs_table(found: list[tuple[Path, Ledger]], folder: Path) -> Table:
+    """One row per job: account, exports, window, state, counts, failures file, last run and
+    the command that continues it."""
+    table = Table(title=f"Jobs in {folder} ({len(found)})", show_header=False,
+                  title_justify="left", show_lines=True)  # fmt: skip
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for path, ledger in found:
+        state = ledger.condition()
+        last = _when(ledger.get("ended")) or _when(ledger.get("started")) or "never"
+        table.add_row("Export", _exports(ledger))
+        table.add_row("Account", ledger.get("account") or "(not recorded)")
+        table.add_row("Window", ledger.get("window") or "every order")
+        table.add_row("State", state)
+        table.add_row("Orders", _sent(ledger))
+        table.add_row("Failures file", ledger.get("failures") or "(not recorded)")
+        table.add_row("Last run", last)
+        table.add_row("Checkpoint", str(path))
+        table.add_row("Continue with", continue_with(ledger))
+    return table
