@@ -472,10 +472,8 @@ def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None,
     """Compare what Klaviyo acknowledged for an export's checkpoint with what it holds now:
     per metric, UTC month and currency (the key needs the metrics:read scope).
 
-    PATHS are the exports the send read; with --checkpoint FILE they may be left out. A
-    checkpoint of an earlier version (no monthly totals) is verified by reading its export
-    again: give the send's own --format or --layout, --timezone, --currency, --since and
-    --until (the other send options are taken as the send had them by default)."""
+    PATHS are the exports the send read; with --checkpoint FILE they may be left out. An
+    unfinished job is compared as far as it went, and said to be unfinished (exit 7)."""
     from rich.console import Console
 
     from .commands.verify import verify as verify_job
