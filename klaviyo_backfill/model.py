@@ -143,6 +143,7 @@ class Order:
     phone: str | None = None
     customer_phone: str | None = None
     external_id: str | None = None
+    customer_id: str | None = None  # the shop's: the external_id of an order with no email or phone
     first_name: str | None = None
     last_name: str | None = None
     discount_code: str | None = None

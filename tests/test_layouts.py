@@ -29,7 +29,7 @@ def name(attributes: dict) -> str:  # type: ignore[type-arg]
 
 def test_builtin_layouts_are_data_files() -> None:
     assert set(builtin_layouts()) == {
-        "shopify-csv", "shopify-json", "woocommerce-csv", "woocommerce-json", "bigcommerce-json",
+        "shopify-csv", "shopify-graphql", "shopify-json", "woocommerce-csv", "woocommerce-json", "bigcommerce-json",
     }  # fmt: skip
 
 

@@ -135,7 +135,7 @@ class Run:
         """(truth order, its events by metric) for every identifiable order."""
         grouped = self.by_order()
         for order in self.truth:
-            if order.identifiable:
+            if sendable(self.fmt, order):
                 metrics: dict[str, list[dict[str, Any]]] = defaultdict(list)
                 for event in grouped[order_id(self.fmt, order)]:
                     metrics[event["metric"]].append(event)
@@ -273,6 +273,12 @@ def expected_location(fmt: Fmt, a: corpus.TruthAddress) -> dict[str, str]:
     return {k: v for k, v in location.items() if v}
 
 
+def sendable(fmt: Fmt, o: corpus.TruthOrder) -> bool:
+    """Whether the tool sends the order: a usable email or phone, or, where the export holds
+    it (Shopify JSON), a customer id, sent as the profile's external_id."""
+    return o.identifiable or (fmt.kind == "shopify-json" and o.customer_id is not None)
+
+
 def expected_profile(fmt: Fmt, o: corpus.TruthOrder) -> dict[str, Any]:
     """mapping.profile_of. The phone tried first is the order's (then customer, billing,
     shipping), normalised with the billing country: in the corpus every candidate is the
@@ -282,6 +288,8 @@ def expected_profile(fmt: Fmt, o: corpus.TruthOrder) -> dict[str, Any]:
         profile["email"] = o.email
     if o.phone_e164:
         profile["phone_number"] = o.phone_e164
+    if not o.identifiable and sendable(fmt, o):
+        profile["external_id"] = o.customer_id
     profile["first_name"] = o.first_name
     profile["last_name"] = o.last_name
     profile["location"] = expected_location(fmt, o.billing)
@@ -309,7 +317,8 @@ def expected_address(fmt: Fmt, a: corpus.TruthAddress, side: str) -> dict[str, A
     props["CountryCode"] = a.country_code
     props["Zip"] = a.zip
     if kind.startswith("shopify") or side == "billing":
-        props["Phone"] = clean_code(a.phone)
+        phone = clean_code(a.phone)
+        props["Phone"] = None if phone == "n/a" else phone  # a placeholder counts as empty
     return {k: v for k, v in props.items() if v}
 
 
@@ -427,10 +436,10 @@ def test_one_placed_order_per_identifiable_order_and_none_for_the_others(
 ) -> None:
     run = runs(name)
     placed = Counter(e["properties"]["OrderId"] for e in run.events if e["metric"] == PLACED)
-    expected = Counter(order_id(run.fmt, o) for o in run.truth if o.identifiable)
+    expected = Counter(order_id(run.fmt, o) for o in run.truth if sendable(run.fmt, o))
     assert placed == expected
-    assert 0 < sum(not o.identifiable for o in run.truth) < len(run.truth)
-    unidentifiable = {order_id(run.fmt, o) for o in run.truth if not o.identifiable}
+    assert 0 < sum(not sendable(run.fmt, o) for o in run.truth) < len(run.truth)
+    unidentifiable = {order_id(run.fmt, o) for o in run.truth if not sendable(run.fmt, o)}
     assert not unidentifiable & {e["properties"]["OrderId"] for e in run.events}
 
 
@@ -440,7 +449,7 @@ def test_unidentifiable_orders_are_reported_in_the_failures_file(
 ) -> None:
     run = runs(name)
     files = {str(p) for p in run.files}
-    expected = sorted(order_id(run.fmt, o) for o in run.truth if not o.identifiable)
+    expected = sorted(order_id(run.fmt, o) for o in run.truth if not sendable(run.fmt, o))
     assert sorted(f["order_id"] for f in run.failures) == expected
     for failure in run.failures:
         assert failure["source"] in files
@@ -659,7 +668,7 @@ def test_no_other_events(runs: Callable[[str], Run], name: str) -> None:
         + (o.cancelled_at is not None)
         + (o.refunded_total > 0)
         for o in run.truth
-        if o.identifiable
+        if sendable(run.fmt, o)
     )
     assert len(run.events) == expected
 
@@ -673,7 +682,7 @@ def latest_orders(run: Run) -> set[str]:
     for o, events in run.mapped():
         who = (
             o.currency if run.fmt.kind == "woo-csv" else "",
-            o.email if o.email_valid else str(o.phone_e164),
+            o.email if o.email_valid else str(o.phone_e164 or f"id:{o.customer_id}"),
         )
         placed = events[PLACED][0]["time"]
         best[who] = max(best.get(who, ("", "")), (placed, o.id))
@@ -688,7 +697,8 @@ def test_profile_of_every_event(runs: Callable[[str], Run], name: str) -> None:
     for o, events in run.mapped():
         expected = expected_profile(fmt, o)
         if o.id not in latest:  # an older order of its customer: identifiers only
-            expected = {k: v for k, v in expected.items() if k in ("email", "phone_number")}
+            identifiers = ("email", "phone_number", "external_id")
+            expected = {k: v for k, v in expected.items() if k in identifiers}
         cases["identifiers only"] += o.id not in latest
         for metric_events in events.values():
             for event in metric_events:
@@ -734,8 +744,9 @@ def test_skipped_orders_keep_the_books_balanced(tmp_path: Path) -> None:
     )
     inside = [o for o in truth if o.created_at >= since]
     mapped = sum(e["metric"] == PLACED for e in inv.events)
-    assert mapped == sum(o.identifiable for o in inside)
-    assert len(inv.failures) == sum(not o.identifiable for o in inside)
+    json_fmt = FORMATS["shopify-json-wrapped"]
+    assert mapped == sum(sendable(json_fmt, o) for o in inside)
+    assert len(inv.failures) == sum(not sendable(json_fmt, o) for o in inside)
     outside, duplicates = len(truth) - len(inside), len(truth)
     counts = _summary_counts(inv.stdout)
     assert counts == {
@@ -757,7 +768,7 @@ def test_a_rerun_dry_run_lists_each_rejected_order_once(tmp_path: Path) -> None:
     path = corpus.write_shopify_json(truth, tmp_path / "orders.json")
     first = invoke([path], tmp_path, "again")
     second = invoke([path], tmp_path, "again")
-    rejected = sum(not o.identifiable for o in truth)
+    rejected = sum(not sendable(FORMATS["shopify-json-wrapped"], o) for o in truth)
     assert len(first.failures) == rejected
     assert _summary_counts(second.stdout)["rejected"] == rejected
     assert len(second.failures) == rejected

@@ -6,9 +6,12 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import replace
+from itertools import islice
+from typing import Any
 
 from ..errors import NotAnExport
 from .csv_orders import missing_column
+from .graphql import is_child, orders_of
 from .json_orders import iter_json_records
 from .layouts import Layout
 from .sources import CHUNK, check_not_a_spreadsheet, decode_error, open_text
@@ -72,6 +75,15 @@ def fits(path: str, layout: Layout, encoding: str) -> str | None:
     return None
 
 
+def _first_order(path: str, encoding: str) -> Any:
+    """The file's first JSON value that is not a bulk operation's child line (those may
+    come before their parents), looking at the first few thousand."""
+    for record in islice(iter_json_records(path, encoding), 5000):
+        if not is_child(record):
+            return record
+    return None
+
+
 def detect_layout(
     path: str, layouts: dict[str, Layout], encoding: str, delimiter: str | None = None
 ) -> Layout:
@@ -82,9 +94,17 @@ def detect_layout(
     if not head.strip():
         raise NotAnExport(path, "is empty")
     if head.lstrip()[0] in "[{":
-        first = next(iter_json_records(path, encoding), None)
-        keys = set(first) if isinstance(first, dict) else set()
+        first = _first_order(path, encoding)
         kind = "json"
+        for layout in layouts.values():
+            order = first
+            if layout.options.orders_path:
+                found = orders_of(first, layout.options.orders_path)
+                order = next(found, None) if found is not None else first
+            keys = set(order) if isinstance(order, dict) else set()
+            if layout.kind == kind and layout.detect and keys.issuperset(layout.detect):
+                return layout
+        keys = set()
     else:
         split = delimiter or sniff_delimiter(head)
         keys = {key.strip() for key in next(csv.reader(io.StringIO(head), delimiter=split), [])}

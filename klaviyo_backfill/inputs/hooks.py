@@ -47,6 +47,44 @@ def shopify_json(record: dict[str, Any], raw: RawOrder) -> None:
         raw.fields["fulfilled_at"] = done[-1]
 
 
+def _number(gid: Any) -> Any:
+    """`gid://shopify/Order/450789469` -> `450789469` (the REST id); other values as they are."""
+    if isinstance(gid, str) and gid.startswith("gid://"):
+        return gid.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+    return gid
+
+
+def shopify_graphql(record: dict[str, Any], raw: RawOrder) -> None:
+    """GIDs as their numbers, enums in the REST export's lower case, and what the REST hook
+    reads from lists: discount codes, refunds (their totals) and the fulfilment time."""
+    fields = raw.fields
+    for key in ("id", "customer_id"):
+        if key in fields:
+            fields[key] = _number(fields[key])
+    for line in raw.lines:
+        if "product_id" in line:
+            line["product_id"] = _number(line["product_id"])
+    for key in ("status", "fulfillment_status", "cancel_reason"):
+        if isinstance(fields.get(key), str):
+            fields[key] = fields[key].lower()
+    codes = [str(c) for c in record.get("discountCodes") or () if c]
+    if codes:
+        fields["discount_code"] = ", ".join(codes)
+    for refund in record.get("refunds") or ():
+        money = ((refund.get("totalRefundedSet") or {}).get("shopMoney") or {}).get("amount")
+        if money is not None:
+            raw.refunds.append(
+                {"amount": money, "at": refund.get("createdAt"), "reason": refund.get("note")}
+            )
+    done = [
+        f.get("createdAt")
+        for f in record.get("fulfillments") or ()
+        if str(f.get("status") or "success").lower() == "success" and f.get("createdAt")
+    ]
+    if done and fields.get("fulfillment_status") == "fulfilled":
+        fields["fulfilled_at"] = done[-1]
+
+
 def woocommerce_json(record: dict[str, Any], raw: RawOrder) -> None:
     """Coupon codes, and refunds (their totals are negative, with no date)."""
     codes = _codes(record.get("coupon_lines"))
@@ -76,6 +114,7 @@ def _is_number(value: Any) -> bool:
 
 HOOKS: dict[str, Callable[[Any, RawOrder], None]] = {
     "bigcommerce_json": bigcommerce_json,
+    "shopify_graphql": shopify_graphql,
     "shopify_json": shopify_json,
     "woocommerce_json": woocommerce_json,
 }

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from ..errors import InputError
 from ..model import RawOrder
+from .graphql import bulk_records, line_items, orders_of
 from .hooks import HOOKS
-from .layouts import Layout, Source
+from .layouts import Layout, Options, Source
 from .sources import CAP, CHUNK, decode_error, open_text
 
 
@@ -302,6 +304,19 @@ def iter_json_records(path: str, encoding: str) -> Iterator[Any]:
             yield record
 
 
+def _teller(fh: TextIO, path: str) -> Callable[[], int]:
+    """Where reading `fh` has come to, in bytes; its size once it is read and closed (a bulk
+    file's last order is settled after its reading ends)."""
+
+    def tell() -> int:
+        try:
+            return fh.buffer.tell()
+        except ValueError:
+            return os.path.getsize(path)
+
+    return tell
+
+
 def iter_json(
     path: str, encoding: str, position: list[Callable[[], int]] | None = None
 ) -> Iterator[tuple[int, Any]]:
@@ -312,13 +327,13 @@ def iter_json(
         if path.lower().endswith(_JSON_LINES) and _lines_whole(path, encoding):
             with open_text(path, encoding) as fh:
                 if position is not None:
-                    position[:] = [fh.buffer.tell]
+                    position[:] = [_teller(fh, path)]
                 yield from _json_lines(fh, path)
             return
         with open_text(path, encoding) as fh:
             stream = _JsonStream(fh, path)
             if position is not None:
-                position[:] = [fh.buffer.tell]
+                position[:] = [_teller(fh, path)]
             try:
                 yield from _records(stream)
                 if stream.peek() is not None:
@@ -329,7 +344,7 @@ def iter_json(
         whole = _lines_whole(path, encoding)
         with open_text(path, encoding) as fh:
             if position is not None:
-                position[:] = [fh.buffer.tell]
+                position[:] = [_teller(fh, path)]
             yield from _json_lines(fh, path) if whole else _lines(_JsonStream(fh, path))
     except UnicodeError as exc:
         raise decode_error(path, exc, encoding, None) from None
@@ -393,6 +408,35 @@ def _json_fields(
     return out
 
 
+def layout_records(
+    path: str, encoding: str, options: Options, position: list[Callable[[], int]] | None = None
+) -> Iterator[tuple[int, Any]]:
+    """`iter_json`'s values as a layout sees them: a bulk operation's child lines grouped
+    under their parents (`bulk`), and the orders of each document that holds them at
+    `orders_path` (a paged GraphQL answer) in its place."""
+    if options.bulk:
+        records = bulk_records(lambda: iter_json(path, encoding, position), path)
+    else:
+        records = iter_json(path, encoding, position)
+    for line, record in records:
+        found = orders_of(record, options.orders_path) if options.orders_path else None
+        if found is None:
+            yield line, record
+            continue
+        errors = record.get("errors") if isinstance(record, dict) else None
+        if errors and not record.get("data"):
+            raise InputError(path, f"holds a GraphQL error, not orders: {_first_message(errors)}",
+                             line)  # fmt: skip
+        for order in found:
+            yield line, order
+
+
+def _first_message(errors: Any) -> str:
+    first = errors[0] if isinstance(errors, list) and errors else errors
+    message = first.get("message") if isinstance(first, dict) else first
+    return str(message)[:200]
+
+
 def iter_json_orders(
     path: str, layout: Layout, encoding: str, side_lines: dict[str, list[Any]] | None = None
 ) -> Iterator[RawOrder]:
@@ -401,7 +445,7 @@ def iter_json_orders(
     unescape = layout.options.unescape_html
     position: list[Callable[[], int]] = [lambda: 0]
     line = 0
-    for line, record in iter_json(path, encoding, position):
+    for line, record in layout_records(path, encoding, layout.options, position):
         if isinstance(record, Broken):  # rejected by the mapper; the rest goes on
             yield RawOrder(path, line, {}, [], problem=record.message)
             continue
@@ -415,7 +459,11 @@ def iter_json_orders(
             continue
         zones: dict[str, str] = {}
         fields = _json_fields(record, layout.order, zones, unescape)
-        items = dig(record, lines_path) if lines_path else None
+        if isinstance(lines_path, tuple) or (lines_path and "[]" in lines_path):
+            paths = lines_path if isinstance(lines_path, tuple) else (lines_path,)
+            items: Any = line_items(record, paths)
+        else:
+            items = dig(record, lines_path) if lines_path else None
         if not isinstance(items, list):
             if items is not None and side_lines is None:  # a link to them (BigCommerce V2)
                 raise InputError(

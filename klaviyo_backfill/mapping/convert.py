@@ -311,6 +311,7 @@ def _identity(fields: dict[str, Any], order: Order) -> None:
     order.phone = clean_code(_text(get("phone")))
     order.customer_phone = clean_code(_text(get("customer_phone")))
     order.external_id = _text(get("external_id"))
+    order.customer_id = _text(get("customer_id"))
     order.first_name, order.last_name = _filled(get("first_name")), _filled(get("last_name"))
     if not order.first_name and not order.last_name:
         order.first_name, order.last_name = _split_name(_filled(get("name")))

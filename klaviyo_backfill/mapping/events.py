@@ -242,6 +242,8 @@ def profile_of(order: Order, attributes: bool = True) -> dict[str, Any]:
         order.warnings.append("external id over 100 KB ignored")  # an identifier: never cut
         external_id = None
     if order.email is None and phone is None and external_id is None:
+        external_id = order.customer_id  # the shop's customer id, for want of anything else
+    if order.email is None and phone is None and external_id is None:
         raise FieldError("profile", None, "no usable email, phone number or external id")
     profile: dict[str, Any] = {}
     for key, value in (

@@ -51,6 +51,7 @@ ORDER_KEYS = frozenset(
         "phone",
         "customer_phone",
         "external_id",
+        "customer_id",
         "first_name",
         "last_name",
     ]
@@ -97,6 +98,8 @@ _OPTION_KEYS = frozenset(
         "delimiter",
         "encoding",
         "lines",
+        "orders_path",
+        "bulk",
         "unescape_html",
         "fulfilled_statuses",
         "cancelled_statuses",
@@ -123,7 +126,9 @@ class Options:
     decimal_comma: bool = False
     delimiter: str | None = None  # CSV: None until detected from the file's header (, ; tab)
     encoding: str | None = None
-    lines: str | None = None
+    lines: str | tuple[str, ...] | None = None  # JSON: where an order's items sit (the first found)
+    orders_path: tuple[str, ...] = ()  # JSON: where a document's orders sit (`data.orders.nodes`)
+    bulk: bool = False  # JSON Lines: lines with `__parentId` belong to the line they name
     unescape_html: bool = False
     categories_separator: str = ","
     fulfilled_statuses: frozenset[str] = frozenset()
@@ -196,6 +201,12 @@ def _options(table: dict[str, Any], origin: str) -> Options:
     if currency is not None and not is_currency(str(currency)):
         raise LayoutError(origin, f"[options] currency {currency!r} is not an ISO 4217 code",
                           hint="Write e.g. EUR.")  # fmt: skip
+    for key in ("orders_path", "lines"):
+        value = opts.get(key)
+        if isinstance(value, list):
+            opts[key] = tuple(str(v) for v in value)
+        elif key == "orders_path" and value is not None:
+            opts[key] = (str(value),)
     if "delimiter" in opts:
         opts["delimiter"] = delimiter_named(opts["delimiter"], "[options] delimiter", origin)
     for key in ("fulfilled_statuses", "cancelled_statuses", "refunded_statuses"):
