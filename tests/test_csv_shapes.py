@@ -127,3 +127,19 @@ def test_a_csv_named_like_a_workbook_is_read_and_a_real_workbook_refused(
     workbook.write_bytes(XLSX)
     refused, _, output = events(tmp_path, workbook)
     assert refused == 2 and "is an Excel workbook" in output and "Save it as CSV" in output
+
+
+def test_inspect_flags_the_refunds_of_a_shopify_csv_that_have_no_date(tmp_path: Path) -> None:
+    """A Shopify CSV exports no refund date: the refund lands in the order's month, which
+    reconciliation then shows in the wrong month. The REST JSON of the same orders has
+    the dates and is not flagged."""
+    orders = corpus.make_orders(40, 5, "shopify")
+    refunded = sum(1 for o in orders if o.refunds and o.identifiable)
+    assert refunded
+    csv_file = corpus.write_shopify_csv(orders, tmp_path / "orders.csv")
+    json_file = corpus.write_shopify_json(orders, tmp_path / "orders.json")
+    said = " ".join(run(tmp_path, "pk_x", "inspect", str(csv_file)).stdout.split())
+    assert f"Refunds without a date │ {refunded} (dated at the order's time" in said, said
+    assert "GraphQL export has the dates" in said.replace("│ ", "").replace(" │", "")
+    said = run(tmp_path, "pk_x", "inspect", str(json_file)).stdout
+    assert "Refunds without a date" not in said

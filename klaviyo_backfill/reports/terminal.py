@@ -323,6 +323,13 @@ def inspect_report(console: Console, stats: Stats) -> None:
         if stats.events[metric]:
             overview.add_row(f"Events: {metric}", f"{stats.events[metric]:,}")
     _revenue(overview, stats)
+    undated = sum(n for w, n in stats.warnings.items() if w.startswith("refund without a date"))
+    if undated:  # a Shopify CSV has no refund dates: the refund lands in the order's month
+        overview.add_row(
+            "Refunds without a date",
+            f"{undated:,} (dated at the order's time, so counted in its month; a JSON or "
+            "GraphQL export has the dates)",
+        )
     for reason, n in stats.skipped.most_common():
         overview.add_row(f"Skipped: {reason}", f"{n:,}")
     _skipped_files(overview, stats)
