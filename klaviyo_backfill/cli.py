@@ -199,7 +199,7 @@ def _send_options(kw: dict[str, Any]) -> SendOptions:
         rate_limit=kw["rate_limit"], concurrency=kw["concurrency"],
         checkpoint=kw["checkpoint"], mode=_mode(kw),  # type: ignore[arg-type]
         allow_overlap=kw["allow_overlap"], resend=kw["resend"],
-        profile_attributes=kw["profile_attributes"], tuning=kw["tuning"],
+        profile_attributes=kw["profile_attributes"], tuning=kw["tuning"], repair=kw["repair"],
     )  # fmt: skip
 
 
@@ -265,6 +265,11 @@ ENDPOINT_HELP = (
     help=f"Checkpoint file. [default: one per export and account in {checkpoints_shown()}]",
 )
 @click.option("--tuning", hidden=True, help="Limits: 'max_attempts=3,timeout=5,...'.")
+@click.option(
+    "--repair",
+    type=click.Path(),
+    help="Send only the events `verify` found missing (the file it names), same unique ids.",
+)
 @click.option("--resume", is_flag=True, help="Continue an unfinished run from its checkpoint.")
 @click.option("--restart", is_flag=True, help="Discard the checkpoint and start over.")
 @click.option(
@@ -484,14 +489,16 @@ def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None,
     options = _read_options(kw, paths)
     if not options.api_key:
         options = replace(options, api_key=_ask_key())
-    with Console(stderr=True).status("Reading Klaviyo's metrics and their monthly aggregates"):
+    with Console(stderr=True).status(
+        "Reading Klaviyo's metrics, their monthly aggregates and the events"
+    ):
         result: Verification = verify_job(options)
     verify_report(Console(), result)
     if json_path:
         write_json(json_path, result.as_json(), "--json")
     if html_path:
         write_report(html_path, verify_html(result), "--html")
-    if result.short:
+    if result.status not in ("ok", "unfinished"):
         return ExitCode.SHORT
     return ExitCode.UNFINISHED if result.unfinished else ExitCode.OK
 

@@ -79,3 +79,4 @@ class SendOptions:
     resend: bool = False  # send what the account holds already too (Klaviyo drops repeats)
     profile_attributes: str = "latest"  # one of PROFILE_ATTRIBUTES (latest.py)
     tuning: str | None = None  # limits of the sender and its retries (klaviyo/sender.tuned)
+    repair: str | None = None  # send only the events this file (verify's) lists (repair.py)

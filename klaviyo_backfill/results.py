@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `s
     from .klaviyo.throttle import Wait, Window
     from .mapping.encode import Request
     from .pipeline.summary import Stats
+    from .proof.orders import Proof
     from .proof.reconcile import MetricTotal, Overlap, Row
 
 
@@ -119,6 +120,12 @@ class Verification:
     # what it sent so far is compared, and the verdict is never final; None when finished
     unfinished: str | None = None
     continuation: str | None = None  # the command that continues an unfinished job
+    proof: Proof | None = None  # order by order (None: not checked, `proof_note` says why)
+    proof_note: str = ""
+    beyond_reach: list[int] = field(default_factory=list)  # years the aggregates refused
+    unverified: list[int] = field(default_factory=list)  # ... with no events to read either
+    repair: str | None = None  # the command that resends the missing events
+    repair_hint: str = ""  # where no command can be given (no export paths known)
 
     @property
     def short(self) -> list[Row]:
@@ -126,7 +133,16 @@ class Verification:
 
     @property
     def status(self) -> str:
-        return "short" if self.short else "unfinished" if self.unfinished else "ok"
+        proof = self.proof.orders if self.proof is not None else {}
+        if self.short or proof.get("missing"):
+            return "short"
+        if self.unverified:
+            return "unverified"
+        if proof.get("twice"):
+            return "held twice"
+        if proof.get("different"):
+            return "different"
+        return "unfinished" if self.unfinished else "ok"
 
     @property
     def final(self) -> bool:
@@ -146,6 +162,11 @@ class Verification:
             "state": self.state,
             "unfinished": self.unfinished,
             "continue_with": self.continuation,
+            "per_order": self.proof.as_json() if self.proof is not None else None,
+            "per_order_note": self.proof_note or None,
+            "aggregates_refused_years": self.beyond_reach,
+            "unverified_years": self.unverified,
+            "repair_command": self.repair,
         }
 
 

@@ -567,6 +567,7 @@ class StandIn:
         self.lock = threading.Lock()
         self._rng = random.Random(self.faults.seed)
         self._stored: set[tuple[str, str, str]] = set()
+        self._lost_keys: set[tuple[str, str, str]] = set()  # lost once (lost_after_ack)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -612,7 +613,7 @@ class StandIn:
     def keys(self) -> set[tuple[str, str, str]]:
         """(profile identity, metric, unique_id) of every stored event."""
         with self.lock:
-            return set(self._stored)
+            return self._stored | self._lost_keys  # lost ones were accepted too
 
     def summary(self) -> dict[str, Any]:
         with self.lock:
@@ -649,13 +650,16 @@ class StandIn:
                 if key in self._stored:
                     self.stats["duplicates_skipped"] += 1
                     continue
-                self._stored.add(key)
                 e = replace(e, stored_at=now)
                 self.events.append(e)
                 self.stats["events_without_time"] += e.time is None
-                if self.is_lost(key):
+                if key not in self._lost_keys and self.is_lost(key):
+                    # lost once, after its 202: never processed, so not kept by its key
+                    # either; the same event sent again (a repair) is processed
+                    self._lost_keys.add(key)
                     self.lost.append(e)
                 else:
+                    self._stored.add(key)
                     self._index(e)
                 n += 1
         return n

@@ -45,6 +45,7 @@ from ..state.failures import Failures
 from ..state.locate import discard, found_for, locate
 from ..state.lock import JobLock
 from .continuation import continuation
+from .repair import Only, replay_args
 
 if TYPE_CHECKING:  # annotations only
     from ..klaviyo.sender import SendConfig, Sender
@@ -98,6 +99,10 @@ def send(
 
     job = job_from(options)
     config = send_config(job, options, ask_key)
+    if options.repair is not None:  # the events verify found missing, and no others
+        from .repair import repair
+
+        return repair(job, config, options, progress)
     account = config.account
     path = locate(list(options.inputs.paths), account, options.mode, options.checkpoint)
     if options.mode == "resume" and not path.exists():
@@ -196,6 +201,7 @@ def _send_locked(
                window=_window(options))  # fmt: skip
     if overlap is not None:
         ledger.put(overlap=overlap)
+    ledger.put(send_args=replay_args(options))  # what `verify` prints a repair with
     try:
         held = AccountLedger(account_ledger_path(account))
     except BaseException:
@@ -276,6 +282,7 @@ def send_job(
     account: AccountLedger | None = None,
     skip_held: bool = True,
     built: Latest | None = None,
+    only: Only | None = None,
 ) -> SendOutcome:
     """Send the job with an open ledger; record each acknowledgement (in the account's
     ledger too, given one, whose events are skipped unless `skip_held` is False). `built`:
@@ -294,7 +301,9 @@ def send_job(
             failures.write(rejection)
             tracker.reported.add((rejection.order_id, rejection.detail))
     delta = Delta(account, job.payload_salt()) if account is not None and skip_held else None
-    is_done = reader.is_done if ledger.has_orders() else None  # a new job asks nothing
+    is_done: Callable[[str], bool] | None = reader.is_done if ledger.has_orders() else None
+    if only is not None:  # a repair: the orders it lists, not yet done
+        is_done = _either(only.skip_order, is_done)
     survey, watcher = None, progress or Unwatched()
     latest = job.profile_attributes == "latest"
     try:
@@ -316,7 +325,8 @@ def send_job(
             return SendOutcome(stats, send_stats, 0.0, interrupted=True, signal=signal.SIGINT,
                                failures_path=job.failures)  # fmt: skip
         replay = survey if fresh else None  # a resumed run reads from its resume point
-        checked = Resume(is_done, point, tracker.input_rejected, delta, replay)
+        checked = Resume(is_done, point, tracker.input_rejected, delta, replay,
+                         only.keeps if only is not None else None)  # fmt: skip
         with ahead:
             return _sending(ready, config, ledger, watcher, checked, tracker, stats)
     finally:
@@ -326,6 +336,12 @@ def send_job(
             built.close()
         failures.close()
         reader.close()
+
+
+def _either(
+    first: Callable[[str], bool], second: Callable[[str], bool] | None
+) -> Callable[[str], bool]:
+    return first if second is None else lambda order_id: first(order_id) or second(order_id)
 
 
 def _sending(

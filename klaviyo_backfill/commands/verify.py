@@ -1,14 +1,23 @@
-"""`verify`: what a job sent against what Klaviyo holds (proof/reconcile.py compares).
+"""`verify`: what a job sent against what Klaviyo holds (proof/ compares).
 
-The checkpoint's totals of acknowledged events per metric, UTC month and currency, against
-the monthly aggregates of the API's metric of each name."""
+    monthly    the checkpoint's totals of acknowledged events per metric, UTC month and
+               currency, against the monthly aggregates of the API's metric of each name
+               (proof/reconcile.py): the fast summary, and all there is without events:read
+    per order  the checkpoint's acknowledged events, window by window, against the events
+               Klaviyo lists (GET /api/events; proof/orders.py): each order held, missing,
+               held twice or different; the missing ones written to a repair file, and the
+               one command that resends them printed (repair.py)
+
+Months the aggregates refuse (older than their reach) are verified through the events."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -16,6 +25,8 @@ from typing import TYPE_CHECKING
 
 from ..errors import (
     CheckpointError,
+    QueryError,
+    ScopeError,
     UsageError,
 )
 from ..klaviyo.account import account_id
@@ -23,14 +34,19 @@ from ..klaviyo.endpoints import API_INTEGRATION
 from ..klaviyo.reading import Reader, gather_limited
 from ..options import SendOptions
 from ..presend.overlap import read_config
-from ..proof.reconcile import compare, metric_order, years_of
+from ..proof.orders import Proof, Window, compare_window, windows
+from ..proof.reconcile import MetricTotal, compare, metric_order, money, years_of
 from ..results import Verification
 from ..state.checkpoint import Ledger, Total, TotalKey
 from ..state.locate import checkpoints_dir, default_path, found_for
+from .repair import command, replay_args, write
 
 if TYPE_CHECKING:  # annotations only
-    from ..klaviyo.reading import Metric, ReadConfig
+    from ..klaviyo.reading import Metric, MonthTotal, ReadConfig
     from ..proof.reconcile import Held
+
+
+log = logging.getLogger("klaviyo_backfill.verify")
 
 
 def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: None) -> Verification:
@@ -51,10 +67,27 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
                               ledger.rejected_rows())  # fmt: skip
         result.unfinished = ledger.unfinished()
         result.continuation = ledger.get("command") if result.unfinished else None
+        per_order = ledger if ledger.has_acked() else None
+        if per_order is None:
+            result.proof_note = ("per order: not checked (this checkpoint, of an earlier "
+                                 "version, keeps no events one by one)")  # fmt: skip
+        held, result.missing, result.reads, refused, proof = asyncio.run(
+            _held(config, sent, per_order)
+        )
+        args = ledger.get("send_args")
     finally:
         ledger.close()
-    held, result.missing, result.reads = asyncio.run(_held(config, sent))
     result.rows, result.totals = compare(sent, held)
+    result.beyond_reach = sorted(refused)
+    if proof is None and per_order is not None:
+        result.proof_note = ("per order: not checked: the key lacks the events:read scope "
+                             "(the monthly aggregates only)")  # fmt: skip
+    if proof is not None:
+        _by_events(result, proof, refused)
+        result.proof = proof
+        _repair(result, proof, path, args, options)
+    elif refused:
+        result.unverified = sorted(refused)
     now = time.time()
     result.processing = running or any(row.short and row.recent(now) for row in result.rows)
     result.elapsed = time.monotonic() - started
@@ -103,17 +136,18 @@ def _sent_totals(ledger: Ledger) -> dict[TotalKey, Total]:
     return ledger.totals()
 
 
-async def _held(config: ReadConfig, sent: dict[TotalKey, Total]) -> tuple[Held, list[str], int]:
+async def _held(
+    config: ReadConfig, sent: dict[TotalKey, Total], ledger: Ledger | None
+) -> tuple[Held, list[str], int, set[int], Proof | None]:
     """Klaviyo's aggregates of the API's metric of each name the job sent, per UTC month and
-    currency, in the years it sent: (held, metrics Klaviyo has no API metric of, requests)."""
-
+    currency, in the years it sent, and (given a ledger that keeps the events one by one)
+    the per-order proof: (held, metrics Klaviyo has no API metric of, requests, years the
+    aggregates refused, the proof; None without events:read)."""
     held: Held = {}
     missing: list[str] = []
+    refused: set[int] = set()
     async with Reader(config) as reader:
-        api: dict[str, Metric] = {}
-        for metric in await reader.metrics(API_INTEGRATION):
-            if metric.via_api:
-                api.setdefault(metric.name, metric)
+        api = await api_metrics(reader)
         jobs, names = [], []
         for name in sorted({key[0] for key in sent}, key=metric_order):
             found = api.get(name)
@@ -121,12 +155,110 @@ async def _held(config: ReadConfig, sent: dict[TotalKey, Total]) -> tuple[Held, 
                 missing.append(name)
                 continue
             for year in years_of(month for metric, month, _ in sent if metric == name):
-                jobs.append(partial(reader.aggregate, found.id, year))
+                jobs.append(partial(_aggregate, reader, found.id, year))
                 names.append(name)
-        results = await gather_limited(jobs, config.concurrency)
+        results, proof = await asyncio.gather(gather_limited(jobs, config.concurrency),
+                                              _per_order(reader, ledger, api, sent))  # fmt: skip
         for name, totals in zip(names, results, strict=True):
+            if isinstance(totals, int):
+                refused.add(totals)
+                continue
             for t in totals:
                 key = (name, t.month, t.currency or "")
                 count, value = held.get(key, (0, Decimal(0)))
                 held[key] = (count + t.count, value + (t.value or Decimal(0)))
-        return held, missing, reader.stats.requests
+        return held, missing, reader.stats.requests, refused, proof
+
+
+async def api_metrics(reader: Reader) -> dict[str, Metric]:
+    """The API's metric of each name (every private-key sender's events land there)."""
+    api: dict[str, Metric] = {}
+    for metric in await reader.metrics(API_INTEGRATION):
+        if metric.via_api:
+            api.setdefault(metric.name, metric)
+    return api
+
+
+async def _aggregate(reader: Reader, metric_id: str, year: int) -> list[MonthTotal] | int:
+    """A year of a metric's aggregate, or the year itself where Klaviyo refuses to aggregate
+    it (older than the aggregates' reach): those months are verified through the events."""
+    try:
+        return await reader.aggregate(metric_id, year)
+    except QueryError as exc:
+        log.warning("aggregates of %d refused: %s", year, exc.message)
+        return year
+
+
+async def _per_order(
+    reader: Reader, ledger: Ledger | None, api: dict[str, Metric], sent: dict[TotalKey, Total]
+) -> Proof | None:
+    """Each window's acknowledged events against the events Klaviyo lists in it; None when
+    the key may not list events (events:read)."""
+    if ledger is None:
+        return None
+    proof = Proof()
+    counts: dict[tuple[str, str], int] = {}
+    for (metric, month, _), total in sent.items():
+        if metric in api:
+            counts[(metric, month)] = counts.get((metric, month), 0) + total.events
+
+    async def one(window: Window) -> None:
+        held = await reader.events(api[window.metric].id, window.start, window.end)
+        acked = ledger.acked(window.metric, window.start, window.end)
+        proof.add(compare_window(window, acked, held))
+
+    try:
+        await gather_limited([partial(one, w) for w in windows(counts)],
+                             reader.config.event_windows)  # fmt: skip
+    except ScopeError as exc:
+        if "events:read" not in exc.scopes:
+            raise
+        return None
+    proof.sorted()
+    return proof
+
+
+def _by_events(result: Verification, proof: Proof, refused: set[int]) -> None:
+    """Rows of months the aggregates refused: what Klaviyo holds of the job's orders there,
+    from the events (`via` "events")."""
+    rows = []
+    for row in result.rows:
+        if int(row.month[:4]) in refused:
+            count = proof.months.get((row.metric, row.month))
+            zero = (0, Decimal(0))
+            n, v = count.held_by_currency.get(row.currency, zero) if count else zero
+            row = replace(row, klaviyo_count=n, klaviyo_value=money(v, row.currency),
+                          via="events")  # fmt: skip
+        rows.append(row)
+    result.rows = rows
+    totals: dict[tuple[str, str], MetricTotal] = {}
+    for t in result.totals:
+        totals[(t.metric, t.currency)] = replace(t, klaviyo_count=0, klaviyo_value=Decimal(0),
+                                                 short_rows=0)  # fmt: skip
+    for row in rows:
+        t = totals[(row.metric, row.currency)]
+        t.klaviyo_count += row.klaviyo_count
+        t.klaviyo_value += row.klaviyo_value
+        t.short_rows += row.short
+    result.totals = list(totals.values())
+
+
+def _repair(
+    result: Verification, proof: Proof, checkpoint: Path, args: str | None, options: SendOptions
+) -> None:
+    """Write the missing events to the repair file beside the checkpoint, and the command
+    that resends them; a clean proof removes an earlier repair file."""
+    path = Path(f"{checkpoint.resolve()}.repair.json")
+    if not proof.missing:
+        path.unlink(missing_ok=True)
+        return
+    write(path, checkpoint.resolve(), proof.missing)
+    replay = json.loads(args) if args else None
+    if replay is None and options.inputs.paths:
+        replay = replay_args(options)
+    if replay is None:
+        result.repair_hint = (f"the missing events are listed in {path}; resend them with "
+                              "`klaviyo-backfill send EXPORT... [the send's options] --repair "
+                              f"{path}`")  # fmt: skip
+        return
+    result.repair = command(path, replay, options.base_url)

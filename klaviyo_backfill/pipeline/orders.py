@@ -59,6 +59,7 @@ class Resume:
     on_reject: Callable[[Rejection, Position], None] | None = None
     delta: Delta | None = None  # what the account holds already (None: --resend)
     survey: Survey | None = None  # one reading against the account, to replay (survey.py)
+    only: Callable[[Event], bool] | None = None  # a repair: the events it sends (repair.py)
 
 
 class _Mapper:
@@ -76,6 +77,7 @@ class _Mapper:
         self.on_reject = resume.on_reject if resume is not None else None
         self.delta = resume.delta if resume is not None else None
         self.survey = resume.survey if resume is not None else None
+        self.only = resume.only if resume is not None else None
         self.encoder = encoder
         self.seen = SeenIds()
         self.converters: dict[int, Converter] = {}
@@ -90,9 +92,24 @@ class _Mapper:
         if not self.first_sight(raw_id(raw), raw.source, raw.line, layout.kind != "csv"):
             return None
         converter = self.converter(layout, index)
+        if self.only is not None:
+            return self.only_these(raw, converter, index, self.only)
         if self.delta is not None:
             return self.new_for_account(raw, converter, index, self.delta, layout.kind == "csv")
         return self.settle(prepare(raw, converter, self.filters, index, self.encoder))
+
+    def only_these(
+        self, raw: RawOrder, converter: Converter, index: int, keeps: Callable[[Event], bool]
+    ) -> MappedOrder | None:
+        """A repair: the order mapped as a send maps it, with only the events it resends."""
+        prepared = prepare(raw, converter, self.filters, index, None)
+        prepared.events = [event for event in prepared.events if keeps(event)]
+        if prepared.rejected is None and not prepared.events:
+            self.stats.skipped["not to repair"] += 1
+            return None
+        if self.encoder is not None:
+            prepared.parts = self.encoder.parts(prepared.events)
+        return self.settle(prepared)
 
     def surveyed(self, raw: RawOrder, layout: Layout, index: int) -> MappedOrder | None:
         """An order the survey (survey.py) found new to the account and not a repeat."""

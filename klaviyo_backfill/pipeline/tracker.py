@@ -164,7 +164,8 @@ def _acked(event: Event, entry: _Pending) -> Acked:
     """An acknowledged event as the checkpoint keeps it, for the per-order proof."""
     value = None if event.value is None else str(event.value)
     return (event.metric, int(event.time.timestamp()), event.order_id, event.unique_id,
-            item_key(event.properties), value, entry.source, entry.line)  # fmt: skip
+            item_key(event.properties), value, event.currency or "", entry.source,
+            entry.line)  # fmt: skip
 
 
 def _whole(order_id: str, entry: _Pending) -> list[tuple[str, bytes | None, OrderFacts]]:

@@ -73,6 +73,7 @@ class Row:
     sent_value: Decimal  # rounded to the currency's minor unit
     klaviyo_value: Decimal
     last_at: float = 0.0  # when the latest of its events was acknowledged
+    via: str = "aggregates"  # or "events": a month the aggregates refuse (out of their reach)
 
     @property
     def short(self) -> bool:
@@ -89,7 +90,7 @@ class Row:
         return now - self.last_at < PROCESSING_SECONDS
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        doc = {
             "metric": self.metric,
             "month": self.month,
             "currency": self.currency,
@@ -98,6 +99,9 @@ class Row:
             "sent_value": _number(self.sent_value),
             "klaviyo_value": _number(self.klaviyo_value),
         }
+        if self.via != "aggregates":
+            doc["via"] = self.via
+        return doc
 
 
 def _number(amount: Decimal) -> int | float:

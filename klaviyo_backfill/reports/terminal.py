@@ -19,6 +19,7 @@ from ..model import METRICS
 from ..pipeline.summary import Stats, describe, window_text
 
 if TYPE_CHECKING:
+    from ..proof.orders import Proof
     from ..results import Preflight, SendOutcome, Verification
     from ..state.checkpoint import Ledger
 
@@ -364,17 +365,8 @@ def _with_examples(
 # ---------------------------------------------------------------- reading back
 
 
-def _delta(now: int | Decimal, then: int | Decimal, money: str | None = None) -> str:
-    diff = now - then
-    if not diff:
-        return "="
-    shown = _money(abs(Decimal(diff)), money) if money is not None else f"{abs(diff):,}"
-    return f"{'+' if diff > 0 else '-'}{shown}"
-
-
 def verify_report(console: Console, result: Verification) -> None:
     """The rows that differ, the totals per metric, and a verdict that says whether it is final."""
-    from ..proof.reconcile import PROCESSING_SECONDS
 
     source = "the export, read again" if result.reread else "the checkpoint"
     console.print(f"Verify: checkpoint {result.checkpoint} ({result.state or 'new'}); what was "
@@ -382,23 +374,21 @@ def verify_report(console: Console, result: Verification) -> None:
                   f"{result.elapsed:.1f} s")  # fmt: skip
     differ = [row for row in result.rows if row.short or row.more]
     if differ:
-        table = Table(
-            title="Rows that differ (metric x UTC month x currency)", title_justify="left"
-        )
-        for name in ("metric", "month", "currency", "sent", "in Klaviyo", "missing", "sent value",
-                     "in Klaviyo", "missing"):  # fmt: skip
-            table.add_column(name, justify="left" if name in ("metric", "month") else "right")
+        table = _compact("Rows that differ (metric x UTC month x currency)")
+        for name in ("metric", "month", "cur", "sent", "held", "value sent", "value held"):
+            table.add_column(name, justify="left" if name in ("metric", "month") else "right",
+                             no_wrap=True)  # fmt: skip
         for row in differ:
             style = "red" if row.short else "yellow"
             table.add_row(row.metric, row.month, row.currency or "-", f"{row.sent_count:,}",
-                          f"{row.klaviyo_count:,}", _delta(row.sent_count, row.klaviyo_count),
-                          _money(row.sent_value, row.currency), _money(row.klaviyo_value, row.currency),
-                          _delta(row.sent_value, row.klaviyo_value, row.currency), style=style)  # fmt: skip
+                          f"{row.klaviyo_count:,}", _money(row.sent_value, row.currency),
+                          _money(row.klaviyo_value, row.currency), style=style)  # fmt: skip
         console.print(table)
-    totals = Table(title="Totals per metric", title_justify="left")
-    for name in ("metric", "currency", "sent", "in Klaviyo", "sent value", "in Klaviyo",
-                 "rows short", "in Klaviyo, other months"):  # fmt: skip
-        totals.add_column(name, justify="left" if name == "metric" else "right")
+    totals = _compact("Totals per metric (short: rows; other: Klaviyo's in other months)")
+    for name in ("metric", "cur", "sent", "held", "value", "held", "short", "other"):
+        totals.add_column(
+            name, justify="left" if name == "metric" else "right", no_wrap=name == "metric"
+        )
     for t in result.totals:
         totals.add_row(t.metric, t.currency or "-", f"{t.sent_count:,}", f"{t.klaviyo_count:,}",
                        _money(t.sent_value, t.currency), _money(t.klaviyo_value, t.currency),
@@ -408,21 +398,104 @@ def verify_report(console: Console, result: Verification) -> None:
     for metric in result.missing:
         console.print(f"[red]Klaviyo has no metric {metric!r} of the API integration[/red]: "
                       "none of its events is there (yet).")  # fmt: skip
+    _reach(console, result)
+    if result.proof is not None:
+        _per_order(console, result.proof)
+    elif result.proof_note:
+        console.print(f"[yellow]Warning[/yellow]: {result.proof_note}.")
+    _verdict(console, result)
+
+
+def _compact(title: str) -> Table:
+    """A table that fits 80 columns: a rule under the header, one space between columns."""
+    from rich import box
+
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1),
+                 pad_edge=False)  # fmt: skip
+
+
+def _reach(console: Console, result: Verification) -> None:
+    if result.beyond_reach:
+        years = ", ".join(map(str, result.beyond_reach))
+        how = ("verified through the events instead" if result.proof is not None
+               else "[red]not verified[/red]: the key cannot read events (events:read)")  # fmt: skip
+        console.print(f"Klaviyo's aggregates refused {years} (older than their reach): {how}.")
+
+
+_KINDS = (("missing", "Orders Klaviyo lacks (missing)", "red"),
+          ("twice", "Orders Klaviyo holds twice or more", "yellow"),
+          ("different", "Orders held with another value or time", "yellow"))  # fmt: skip
+
+
+def _per_order(console: Console, proof: Proof, shown: int = 20) -> None:
+    """Per order: counts per month where any order is not held as sent, then the orders."""
+    t = proof.totals()
+    console.print(f"Per order (Klaviyo's events): {t.sent:,} event(s) sent, {t.held:,} held as "
+                  f"sent, {t.missing:,} missing, {proof.orders.get('twice', 0):,} order(s) held "
+                  f"twice, {t.different:,} different.")  # fmt: skip
+    months = [m for _, m in sorted(proof.months.items()) if not m.clean]
+    if months:
+        table = _compact("Months with orders not held as sent")
+        for name in ("metric", "month", "sent", "held", "missing", "twice", "differ"):
+            table.add_column(name, justify="left" if name in ("metric", "month") else "right")
+        for m in months:
+            table.add_row(m.metric, m.month, f"{m.sent:,}", f"{m.held:,}", f"{m.missing:,}",
+                          f"{m.twice:,}", f"{m.different:,}")  # fmt: skip
+        console.print(table)
+    for kind, title, style in _KINDS:
+        named = proof.named(kind)
+        if not named:
+            continue
+        console.print(f"[{style}]{title}[/{style}]: {proof.orders[kind]:,}")
+        for f in named[:shown]:
+            where = f"{Path(f.source).name}:{f.line}"
+            console.print(f"  {where}  order {f.order_id}  {f.metric} {f.month}: {f.detail}",
+                          overflow="fold", highlight=False)  # fmt: skip
+        more = proof.orders[kind] - min(shown, len(named))
+        if more > 0:
+            console.print(f"  ... and {more:,} more (--json or --html lists them).")
+    if proof.orders.get("twice"):
+        console.print("Klaviyo's API cannot delete events: stop the other sender (the "
+                      "merchant's own integration) for these months, or leave them out of "
+                      "this export (--since/--until) and send again. A doubled order counts "
+                      "its revenue twice.")  # fmt: skip
+
+
+def _verdict(console: Console, result: Verification) -> None:
+    from ..proof.reconcile import PROCESSING_SECONDS
+
     short = result.short
+    proof = result.proof.orders if result.proof is not None else {}
+    missing_orders = proof.get("missing", 0)
+    if result.repair:
+        console.print("Repair: this one command sends the missing events again (same unique "
+                      "ids; from any folder):")  # fmt: skip
+        console.print(f"  {result.repair}", soft_wrap=True, highlight=False, markup=False)
+    elif result.repair_hint:
+        console.print(f"Repair: {result.repair_hint}", soft_wrap=True)
     if result.unfinished:
         console.print(_unfinished_verdict(result))
     elif not result.rows:
         console.print("Nothing to verify: the checkpoint holds no acknowledged events.")
-    elif not short:
+    elif not short and not missing_orders:
         more = sum(row.more for row in result.rows)
-        console.print(f"[green]OK[/green]: Klaviyo holds everything the job sent "
+        ok = (
+            "[green]OK[/green]"
+            if result.status == "ok"
+            else f"[yellow]{result.status.upper()}[/yellow]"
+        )
+        console.print(f"{ok}: Klaviyo holds everything the job sent "
                       f"({sum(r.sent_count for r in result.rows):,} events in "
                       f"{len(result.rows):,} rows)" + (f"; {more} row(s) hold more (other API "
-                      "sources, an earlier import): shown, not a failure" if more else "") + ".")  # fmt: skip
+                      "sources, an earlier import)" if more else "") + ".")  # fmt: skip
+        if result.unverified:
+            console.print(f"[red]UNVERIFIED[/red]: {', '.join(map(str, result.unverified))}.")
     else:
-        missing = sum(max(0, r.sent_count - r.klaviyo_count) for r in short)
+        lost = sum(max(0, r.sent_count - r.klaviyo_count) for r in short)
         said = (f"[red]SHORT[/red]: {len(short):,} of {len(result.rows):,} rows hold less than "
-                f"the job sent ({missing:,} event(s) missing).")  # fmt: skip
+                f"the job sent ({lost:,} event(s) missing"
+                + (f"; {missing_orders:,} order(s) named above" if missing_orders else "")
+                + ").")  # fmt: skip
         if result.final:
             console.print(f"{said} Final: the last acknowledgement of those rows is over "
                           f"{PROCESSING_SECONDS // 60} minutes old.")  # fmt: skip

@@ -58,13 +58,14 @@ CREATE TABLE IF NOT EXISTS acked (  -- each event Klaviyo acknowledged, of settl
     order_id TEXT NOT NULL, unique_id TEXT NOT NULL,
     item TEXT NOT NULL,  -- the line item (model.item_key) of an Ordered Product, else ''
     value TEXT,          -- an exact decimal, as text
+    currency TEXT NOT NULL,                       -- '' when the event carries none
     source TEXT NOT NULL, line INTEGER NOT NULL,  -- where the order is in the export
     PRIMARY KEY (metric, at, order_id, unique_id)
 ) WITHOUT ROWID;
 """
 
-# (metric, time in UNIX seconds, order id, unique id, line item, value, file, line)
-Acked = tuple[str, int, str, str, str, str | None, str, int]
+# (metric, time in UNIX seconds, order id, unique id, line item, value, currency, file, line)
+Acked = tuple[str, int, str, str, str, str | None, str, str, int]
 
 
 # (metric, UTC month 'YYYY-MM', currency; '' when the events carry none)
@@ -277,7 +278,7 @@ class Ledger:
                 self._add_totals([o for o in fresh if o in totals], totals, now)
             if acked:
                 self.db.executemany(
-                    "INSERT OR IGNORE INTO acked VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO acked VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [event for o in fresh for event in acked.get(o, ())],
                 )
             self.db.executemany(
@@ -343,18 +344,12 @@ class Ledger:
     def acked(self, metric: str, start: int, end: int) -> list[Acked]:
         """The acknowledged events of a metric with start <= time < end (UNIX seconds)."""
         rows = self.db.execute(
-            "SELECT metric, at, order_id, unique_id, item, value, source, line FROM acked"
-            " WHERE metric = ? AND at >= ? AND at < ?",
+            "SELECT metric, at, order_id, unique_id, item, value, currency, source, line"
+            " FROM acked WHERE metric = ? AND at >= ? AND at < ?",
             (metric, start, end),
         )
-        return [(str(m), int(a), str(o), str(u), str(i), v, str(s), int(n))
-                for m, a, o, u, i, v, s, n in rows]  # fmt: skip
-
-    @_guarded
-    def acked_times(self, metric: str) -> list[int]:
-        """The times of a metric's acknowledged events, in order (to cut reading windows)."""
-        rows = self.db.execute("SELECT at FROM acked WHERE metric = ? ORDER BY at", (metric,))
-        return [int(at) for (at,) in rows]
+        return [(str(m), int(a), str(o), str(u), str(i), v, str(c), str(s), int(n))
+                for m, a, o, u, i, v, c, s, n in rows]  # fmt: skip
 
     @_guarded
     def order_state(self, order_id: str) -> tuple[str, float] | None:

@@ -1,0 +1,128 @@
+"""`send --repair FILE`: send again exactly the events `verify` found missing.
+
+`verify` writes FILE (private, beside the checkpoint): the events Klaviyo acknowledged and
+does not hold, by metric and unique id, and prints one command that resends them:
+
+    klaviyo-backfill send /abs/orders.csv [the send's options] --repair /abs/<ck>.repair.json
+
+The exports are read again and mapped as the send mapped them; only the listed events go,
+with the same unique ids (one that arrived late after all is dropped by Klaviyo as a
+repeat). The repair keeps its own checkpoint beside FILE, so it can be resumed and never
+touches the send's; the account's ledger holds those events already and is not asked.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+from ..options import DEFAULT_BASE_URL, Mode, SendOptions
+from ..state.files import open_private
+
+if TYPE_CHECKING:
+    from ..klaviyo.sender import SendConfig
+    from ..model import Event
+    from ..pipeline.job import Job
+    from ..results import SendOutcome, Watcher
+
+__all__ = ["Only", "command", "load", "repair", "replay_args", "write"]
+
+FORMAT = "klaviyo-backfill repair 1"
+
+
+def replay_args(options: SendOptions) -> list[str]:
+    """The send's exports (absolute) and the options that change what it sends: what a
+    repair needs to map the same events again, from any folder."""
+    i = options.inputs
+    args = [str(Path(p).resolve()) for p in i.paths]
+    for flag, value in (("--format", i.fmt), ("--layout", _abs(i.layout)),
+                        ("--products", _abs(i.products)), ("--encoding", i.encoding),
+                        ("--delimiter", getattr(i, "delimiter", None)),
+                        ("--currency", i.currency), ("--since", i.since), ("--until", i.until)):  # fmt: skip
+        if value:
+            args += [flag, value]
+    if i.timezone != "UTC":
+        args += ["--timezone", i.timezone]
+    if options.endpoint != "bulk":
+        args += ["--endpoint", options.endpoint]
+    if options.trigger_flows:
+        args.append("--trigger-flows")
+    args += ["--revision", options.revision, "--profile-attributes", options.profile_attributes]
+    return args
+
+
+def _abs(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
+@dataclass(frozen=True)
+class Only:
+    """The events a repair sends: (metric, unique id), and the orders they belong to."""
+
+    events: frozenset[tuple[str, str]]
+    orders: frozenset[str]
+
+    def skip_order(self, order_id: str) -> bool:
+        return order_id not in self.orders
+
+    def keeps(self, event: Event) -> bool:
+        return (event.metric, event.unique_id) in self.events
+
+
+def write(path: Path, checkpoint: Path, missing: list[tuple[str, str, str]]) -> None:
+    """The repair file: (metric, unique id, order id) of each missing event."""
+    doc = {"format": FORMAT, "checkpoint": str(checkpoint),
+           "events": [list(m) for m in missing]}  # fmt: skip
+    with open_private(str(path), "the repair file", text=True) as fh:
+        fh.write(json.dumps(doc))
+
+
+def command(path: Path, args: list[str], base_url: str) -> str:
+    """The one command that resends the missing events, from any folder."""
+    extra = [] if base_url == DEFAULT_BASE_URL else ["--base-url", base_url]
+    return shlex.join(["klaviyo-backfill", "send", *args, *extra, "--repair", str(path)])
+
+
+def load(path: str) -> Only:
+    try:
+        doc: Any = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--repair {path}: cannot be read ({exc})",
+                         "Run `klaviyo-backfill verify` again: it writes the file.") from None  # fmt: skip
+    events = doc.get("events") if isinstance(doc, dict) else None
+    if (
+        doc.get("format") != FORMAT
+        or not isinstance(events, list)
+        or not all(
+            isinstance(e, list) and len(e) == 3 and all(isinstance(x, str) for x in e)
+            for e in events
+        )
+    ):
+        raise UsageError(f"--repair {path}: not a repair file that `verify` wrote")
+    return Only(frozenset((m, u) for m, u, _ in events), frozenset(o for _, _, o in events))
+
+
+def repair(
+    job: Job, config: SendConfig, options: SendOptions, progress: Watcher | None
+) -> SendOutcome:
+    """Send the listed events of the job's exports, with a checkpoint of the repair's own."""
+    from ..pipeline.job import FINGERPRINTED
+    from ..state.checkpoint import Ledger, open_ledger
+    from ..state.lock import JobLock
+    from .send import send_job
+
+    assert options.repair is not None
+    only = load(options.repair)
+    path = Path(options.repair).with_suffix(".sqlite")
+    mode: Mode = "resume" if options.mode == "resume" and path.exists() else "restart"
+    with JobLock(path):
+        ledger = open_ledger(path, mode, job.fingerprint(), FINGERPRINTED, config.account)
+        assert isinstance(ledger, Ledger)  # restart or resume: never "finished"
+        try:
+            return send_job(job, config, ledger, progress, mode == "resume", None, False, only=only)
+        finally:
+            ledger.close()

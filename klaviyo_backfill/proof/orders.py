@@ -1,0 +1,278 @@
+"""Order by order: what the account acknowledged against the events Klaviyo holds. Pure.
+
+One window (a metric and a span of time, a month or part of one) at a time: the
+acknowledged events of the window (the checkpoint's `acked`) and the events Klaviyo lists
+for the API's metric of that name in it (GET /api/events). Klaviyo's listing does not return
+the unique_id, so an event is matched by its `OrderId` (and line item, for Ordered
+Product), then by value and time. Each order the job sent is then
+
+    held        every event held as sent
+    missing     an acknowledged event Klaviyo does not hold: resend it (same unique id)
+    twice       Klaviyo holds another event of the metric for the order (another API
+                sender, an earlier import with other ids): its revenue counts twice
+    different   held, with another value or time than was sent
+
+Events of orders the job did not send are not its to judge, and left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from ..klaviyo.shapes import HeldEvent
+from ..state.checkpoint import Acked
+
+__all__ = [
+    "DIFFERENT",
+    "MISSING",
+    "TWICE",
+    "Finding",
+    "MonthCount",
+    "Proof",
+    "Window",
+    "WindowResult",
+    "compare_window",
+    "windows",
+]
+
+MISSING, TWICE, DIFFERENT = "missing", "twice", "different"
+WINDOW_EVENTS = 50_000  # acknowledged events one window holds at most (memory stays flat)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A metric's events with start <= time < end (UNIX seconds), within one UTC month."""
+
+    metric: str
+    month: str
+    start: int
+    end: int
+
+
+def _month_bounds(month: str) -> tuple[int, int]:
+    year, mon = int(month[:4]), int(month[5:7])
+    start = datetime(year, mon, 1, tzinfo=UTC)
+    end = datetime(year + mon // 12, mon % 12 + 1, 1, tzinfo=UTC)
+    return int(start.timestamp()), int(end.timestamp())
+
+
+def windows(counts: dict[tuple[str, str], int], most: int = WINDOW_EVENTS) -> list[Window]:
+    """The windows to read: one per metric and month the job sent, a month cut into equal
+    spans where it holds more than `most` acknowledged events."""
+    out = []
+    for (metric, month), count in sorted(counts.items()):
+        start, end = _month_bounds(month)
+        pieces = max(1, -(-count // most))
+        step = -(-(end - start) // pieces)
+        for lo in range(start, end, step):
+            out.append(Window(metric, month, lo, min(end, lo + step)))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One order of one metric that is not held as sent."""
+
+    kind: str  # MISSING, TWICE or DIFFERENT
+    metric: str
+    month: str
+    order_id: str
+    source: str
+    line: int
+    unique_ids: tuple[str, ...]  # missing: the events to resend; otherwise the order's own
+    detail: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "metric": self.metric,
+            "month": self.month,
+            "order_id": self.order_id,
+            "source": self.source,
+            "line": self.line,
+            "unique_ids": list(self.unique_ids),
+            "detail": self.detail,
+        }
+
+
+@dataclass(slots=True)
+class MonthCount:
+    """One metric and month, order by order."""
+
+    metric: str
+    month: str
+    sent: int = 0  # acknowledged events
+    held: int = 0  # of them held as sent
+    missing: int = 0  # events not held
+    twice: int = 0  # orders held twice or more
+    different: int = 0  # events held otherwise
+    # what Klaviyo holds of the job's orders, per currency: (events, value)
+    held_by_currency: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
+
+    def add(self, other: MonthCount) -> None:
+        self.sent += other.sent
+        self.held += other.held
+        self.missing += other.missing
+        self.twice += other.twice
+        self.different += other.different
+        for currency, (n, v) in other.held_by_currency.items():
+            count, value = self.held_by_currency.get(currency, (0, Decimal(0)))
+            self.held_by_currency[currency] = (count + n, value + v)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.twice or self.different)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"metric": self.metric, "month": self.month, "sent": self.sent,
+                "held": self.held, "missing": self.missing, "held_twice": self.twice,
+                "different": self.different}  # fmt: skip
+
+
+@dataclass(slots=True)
+class WindowResult:
+    count: MonthCount
+    findings: list[Finding]
+
+
+def _same_value(a: Decimal | None, b: Decimal | None) -> bool:
+    if a is None or b is None:
+        return (a is None and b is None) or (a or 0) == (b or 0)
+    return abs(a - b) < Decimal("0.005")
+
+
+def compare_window(
+    window: Window, acked: Iterable[Acked], held: Iterable[HeldEvent]
+) -> WindowResult:
+    """Each order the window's acknowledged events belong to, against the events held."""
+    ours: dict[str, list[Acked]] = {}
+    for event in acked:
+        ours.setdefault(event[2], []).append(event)
+    theirs: dict[str, list[HeldEvent]] = {}
+    for one in held:
+        if one.order_id in ours:
+            theirs.setdefault(one.order_id, []).append(one)
+    count = MonthCount(window.metric, window.month)
+    findings: list[Finding] = []
+    for order_id, sent in ours.items():
+        findings.extend(_one_order(window, order_id, sent, theirs.get(order_id, []), count))
+    return WindowResult(count, findings)
+
+
+def _one_order(
+    window: Window, order_id: str, sent: list[Acked], held: list[HeldEvent], count: MonthCount
+) -> list[Finding]:
+    count.sent += len(sent)
+    left = list(held)
+    unmatched: list[Acked] = []
+    currency = sent[0][6]
+    for event in sent:  # exactly as sent: item, value and time
+        value = None if event[5] is None else Decimal(event[5])
+        match = next((h for h in left if h.item == event[4] and h.at == event[1]
+                      and _same_value(h.value, value)), None)  # fmt: skip
+        if match is None:
+            unmatched.append(event)
+        else:
+            left.remove(match)
+            count.held += 1
+    differ: list[tuple[Acked, HeldEvent]] = []
+    missing: list[Acked] = []
+    for event in unmatched:  # the same line item, held otherwise
+        match = next((h for h in left if h.item == event[4]), None)
+        if match is None:
+            missing.append(event)
+        else:
+            left.remove(match)
+            differ.append((event, match))
+    held_count = len(held)
+    if held:
+        n, v = count.held_by_currency.get(currency, (0, Decimal(0)))
+        total = sum((h.value or Decimal(0) for h in held), Decimal(0))
+        count.held_by_currency[currency] = (n + held_count, v + total)
+    first = sent[0]
+    where = (window.metric, window.month, order_id, first[7], first[8])
+    out = []
+    if missing:
+        count.missing += len(missing)
+        ids = tuple(e[3] for e in missing)
+        out.append(Finding(MISSING, *where, ids, f"{len(missing)} of {len(sent)} missing"))
+    if left:
+        count.twice += 1
+        ids = tuple(e[3] for e in sent)
+        out.append(Finding(TWICE, *where, ids,
+                           f"{held_count} held, {len(sent)} sent"))  # fmt: skip
+    if differ:
+        count.different += len(differ)
+        event, match = differ[0]
+        out.append(Finding(DIFFERENT, *where, tuple(e[3] for e, _ in differ),
+                           _difference(event, match)))  # fmt: skip
+    return out
+
+
+def _difference(event: Acked, match: HeldEvent) -> str:
+    said = []
+    if not _same_value(match.value, None if event[5] is None else Decimal(event[5])):
+        said.append(f"value {match.value} held, {event[5]} sent")
+    if match.at != event[1]:
+        held_at = datetime.fromtimestamp(match.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        sent_at = datetime.fromtimestamp(event[1], UTC).strftime("%Y-%m-%d %H:%M:%S")
+        said.append(f"time {held_at} held, {sent_at} sent")
+    return "; ".join(said) or "held otherwise"
+
+
+NAMED = 10_000  # orders named per kind in a result (all counted; a repair lists every event)
+
+
+@dataclass
+class Proof:
+    """The per-order proof of a job, window by window."""
+
+    months: dict[tuple[str, str], MonthCount] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)  # the first NAMED of each kind
+    orders: dict[str, int] = field(default_factory=dict)  # kind -> orders
+    missing: list[tuple[str, str, str]] = field(default_factory=list)  # (metric, uid, order)
+    reads: int = 0
+
+    def add(self, result: WindowResult) -> None:
+        c = result.count
+        self.months.setdefault((c.metric, c.month), MonthCount(c.metric, c.month)).add(c)
+        for finding in result.findings:
+            n = self.orders.get(finding.kind, 0)
+            self.orders[finding.kind] = n + 1
+            if n < NAMED:
+                self.findings.append(finding)
+            if finding.kind == MISSING:
+                self.missing.extend((finding.metric, uid, finding.order_id)
+                                    for uid in finding.unique_ids)  # fmt: skip
+
+    def sorted(self) -> None:
+        self.findings.sort(key=lambda f: (f.kind, f.source, f.line, f.metric))
+
+    def named(self, kind: str) -> list[Finding]:
+        return [f for f in self.findings if f.kind == kind]
+
+    @property
+    def clean(self) -> bool:
+        return not self.orders
+
+    def totals(self) -> MonthCount:
+        total = MonthCount("", "")
+        for count in self.months.values():
+            total.add(count)
+        return total
+
+    def as_json(self) -> dict[str, Any]:
+        t = self.totals()
+        return {
+            "events_sent": t.sent, "events_held": t.held, "events_missing": t.missing,
+            "events_different": t.different,
+            "orders_missing": self.orders.get(MISSING, 0),
+            "orders_held_twice": self.orders.get(TWICE, 0),
+            "orders_different": self.orders.get(DIFFERENT, 0),
+            "months": [m.as_json() for _, m in sorted(self.months.items())],
+            "orders": [f.as_json() for f in self.findings],
+        }  # fmt: skip
