@@ -148,6 +148,8 @@ def _series(name: str, series: Any, length: int) -> str | None:
     if not isinstance(series, list) or len(series) != length:
         return f"{name} is not a list aligned with dates"
     for v in series:
+        if type(v) is int and abs(v) > _MAX_SUM:  # before math: a 4,001-digit int overflows
+            return f"{name} holds a value that is not a finite number"
         if type(v) not in (int, float) or not math.isfinite(v) or abs(v) > _MAX_SUM:
             return f"{name} holds a value that is not a finite number"
         if name == "count" and (v < 0 or v != int(v) or v > _MAX_COUNT):
@@ -208,7 +210,8 @@ def events_page(doc: dict[str, Any], metric_id: str, start: int, end: int) -> st
         if isinstance(metric, dict) and metric.get("id") not in (None, metric_id):
             return f"an event of another metric ({str(metric.get('id'))[:20]!r})"
         value = attrs["event_properties"].get("$value")
-        if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
+        if value is not None and (type(value) not in (int, float) or abs(value) > _MAX_SUM
+                                  or not math.isfinite(value)):  # fmt: skip
             return "an event whose $value is not a finite number"
     return None
 
