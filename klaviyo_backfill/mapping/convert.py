@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
@@ -50,9 +49,6 @@ class Settings:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     earliest: datetime = EARLIEST  # orders before it are rejected (`earliest_for`)
     zone_named: bool = False  # --timezone given: naive times are read in it without a warning
-    # whether an order's events carry its profile's attributes (who, order): None, all do;
-    # a picklable callable (latest.py), as worker processes decide it too
-    attributes: Callable[[str, Order], bool] | None = None
 
 
 def _text(value: Any) -> str | None:

@@ -18,6 +18,7 @@ event is ever dated before its order.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from operator import attrgetter
@@ -289,6 +290,18 @@ def _fit_size(props: dict[str, Any], warnings: list[str]) -> None:
         props.update({k: v[:keep] for k, v in whole.items()})
         size = _json_size(props)
     warnings.append(f"Items cut to {keep} of {n} to keep each event within Klaviyo's 5 MB")
+
+
+# whether an order's events carry its profile's attributes, (who, order) -> bool
+# (`--profile-attributes`); None: every order's do. Picklable: worker processes ask it too.
+AttributeRule = Callable[[str, Order], bool]
+
+
+class Never:
+    """`--profile-attributes none`: no event carries attributes (picklable)."""
+
+    def __call__(self, who: str, order: Order) -> bool:
+        return False
 
 
 def map_order(order: Order, attributes: bool = True) -> list[Event]:

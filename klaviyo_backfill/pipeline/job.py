@@ -20,6 +20,7 @@ from ..inputs.values import is_currency, parse_period, zone
 from ..klaviyo.endpoints import BACKFILL_REVISION, BULK, DEFAULT_REVISION, ENDPOINTS, Endpoint
 from ..klaviyo.throttle import parse_rate_limit
 from ..mapping.convert import Settings, earliest_for
+from ..mapping.events import AttributeRule
 from ..model import Filters
 from ..options import PROFILE_ATTRIBUTES, InputOptions, SendOptions
 
@@ -60,6 +61,9 @@ class Job:
     layout_texts: tuple[str, ...] = field(default=())
     jobs: int | None = None  # processes for a dry run or inspect (None: one per core)
     profile_attributes: str = "latest"  # which orders carry a profile's attributes (latest.py)
+    attributes: AttributeRule | None = (
+        None  # the rule profile_attributes gives (stages.profiles_for)
+    )
     skipped: tuple[Skipped, ...] = ()  # what the folders given held that is no export
 
     def payload_salt(self) -> bytes:

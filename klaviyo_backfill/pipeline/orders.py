@@ -21,6 +21,7 @@ from ..inputs.layouts import Layout
 from ..inputs.sources import Input
 from ..mapping.convert import Converter, Settings
 from ..mapping.encode import Encoder, Part
+from ..mapping.events import AttributeRule
 from ..model import Event, Filters, Position, RawOrder, Rejection
 from ..presend.delta import Delta
 from ..presend.survey import Duplicate, HeldRun, Survey
@@ -71,8 +72,10 @@ class _Mapper:
         failures: Failures,
         encoder: Encoder | None,
         resume: Resume | None,
+        rule: AttributeRule | None = None,
     ) -> None:
         self.settings, self.filters, self.stats, self.failures = settings, filters, stats, failures
+        self.rule = rule
         self.already_sent = resume.is_done if resume is not None else None
         self.on_reject = resume.on_reject if resume is not None else None
         self.delta = resume.delta if resume is not None else None
@@ -96,7 +99,7 @@ class _Mapper:
             return self.only_these(raw, converter, index, self.only)
         if self.delta is not None:
             return self.new_for_account(raw, converter, index, self.delta, layout.kind == "csv")
-        return self.settle(prepare(raw, converter, self.filters, index, self.encoder))
+        return self.settle(prepare(raw, converter, self.filters, index, self.encoder, self.rule))
 
     def only_these(
         self, raw: RawOrder, converter: Converter, index: int, keeps: Callable[[Event], bool]
@@ -144,7 +147,7 @@ class _Mapper:
             self.stats.skipped[_HELD] += 1
             self.stats.already_in_klaviyo += held.events
             return None
-        prepared = prepare(raw, converter, self.filters, index, None)
+        prepared = prepare(raw, converter, self.filters, index, None, self.rule)
         for detail in delta.sift(prepared, digest):
             self.failures.write(
                 Rejection(raw.source, raw.line, prepared.key, "changed since it was sent", detail)
@@ -230,7 +233,7 @@ def mapped_orders(
     checkpoint (a dry run, inspect), a large CSV input is prepared on every core
     (parallel.py) and settled here, in file order, as if prepared here.
     """
-    mapper = _Mapper(job.settings, job.filters, stats, failures, encoder, resume)
+    mapper = _Mapper(job.settings, job.filters, stats, failures, encoder, resume, job.attributes)
     workers = workers_for(job.jobs) if resume is None else 1
     resume_at = resume.at if resume is not None else None
     limit = job.filters.limit
@@ -248,7 +251,9 @@ def mapped_orders(
             stats.resumed_at = f"{source.shown}:{start.line}"
         elsewhere = None
         if splittable(source, workers):
-            elsewhere = prepared_pieces(source, index, job.settings, job.filters, encoder, workers)
+            elsewhere = prepared_pieces(
+                source, index, job.settings, job.filters, encoder, workers, job.attributes
+            )
         with closing(_orders_of(mapper, source, index, start, elsewhere)) as orders:
             for offset, settle in orders:
                 stats.bytes_done = before + offset

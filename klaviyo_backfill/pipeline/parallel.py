@@ -46,7 +46,7 @@ from ..inputs.export import read_orders
 from ..inputs.sources import Input
 from ..mapping.convert import Converter, Settings
 from ..mapping.encode import Encoder, Part
-from ..mapping.events import identity_of, map_order
+from ..mapping.events import AttributeRule, identity_of, map_order
 from ..model import Filters, Order, RawOrder
 from .prepare import Prepared, in_window, prepare, raw_id
 from .summary import Tally
@@ -147,9 +147,10 @@ class _Prepare:
     index: int
     filters: Filters
     encoder: Encoder | None  # None: map only, as `inspect` needs
+    rule: AttributeRule | None = None  # which orders carry profile attributes (events.py)
 
     def __call__(self, raw: RawOrder, converter: Converter) -> tuple[Any, ...]:
-        return _pack(prepare(raw, converter, self.filters, self.index, self.encoder))
+        return _pack(prepare(raw, converter, self.filters, self.index, self.encoder, self.rule))
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,10 +289,13 @@ def prepared_pieces(
     filters: Filters,
     encoder: Encoder | None,
     workers: int,
+    rule: AttributeRule | None = None,
 ) -> Generator[Prepared, None, None]:
     """The file's orders, prepared by `workers` processes, in file order."""
     path = source.path
-    with closing(pieces(source, settings, _Prepare(index, filters, encoder), workers)) as packed:
+    with closing(
+        pieces(source, settings, _Prepare(index, filters, encoder, rule), workers)
+    ) as packed:
         for order in packed:
             yield _unpack(order, path)
 

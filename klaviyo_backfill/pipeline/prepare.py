@@ -7,14 +7,13 @@ exports on every core); what depends on the orders before it (duplicates, the ch
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..errors import FieldError
 from ..mapping.convert import Converter
 from ..mapping.encode import Encoder, Part
-from ..mapping.events import identity_of, map_order
+from ..mapping.events import AttributeRule, identity_of, map_order
 from ..model import Event, Filters, Order, Position, RawOrder
 from ..state.account_ledger import OrderFacts
 from .summary import Tally
@@ -62,9 +61,15 @@ def raw_id(raw: RawOrder) -> str | None:
 
 
 def prepare(
-    raw: RawOrder, converter: Converter, filters: Filters, index: int, encoder: Encoder | None
+    raw: RawOrder,
+    converter: Converter,
+    filters: Filters,
+    index: int,
+    encoder: Encoder | None,
+    rule: AttributeRule | None = None,
 ) -> Prepared:
-    """Convert, map and (given an encoder) encode one order; a FieldError becomes `rejected`."""
+    """Convert, map and (given an encoder) encode one order, its events' profile with its
+    attributes where `rule` says so (None: always); a FieldError becomes `rejected`."""
     at, after = position(index, raw)
     prepared = Prepared(raw.source, raw.line, at, after, raw_id(raw))
     try:
@@ -72,7 +77,7 @@ def prepare(
         if not in_window(order.created_at, filters):
             prepared.outside = True
             return prepared
-        events = _mapped(order, converter.settings.attributes, prepared)
+        events = _mapped(order, rule, prepared)
     except FieldError as exc:
         prepared.rejected = (exc.field, exc.reason, str(exc))
         return prepared
@@ -91,9 +96,7 @@ def position(index: int, raw: RawOrder) -> tuple[Position, Position]:
     return (index, raw.offset), (index, raw.end)
 
 
-def _mapped(
-    order: Order, rule: Callable[[str, Order], bool] | None, prepared: Prepared
-) -> list[Event]:
+def _mapped(order: Order, rule: AttributeRule | None, prepared: Prepared) -> list[Event]:
     """The order's events, their profile with its attributes where `rule` says so."""
     if rule is None:
         return map_order(order)

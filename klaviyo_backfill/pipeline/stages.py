@@ -19,7 +19,8 @@ from typing import IO, TYPE_CHECKING
 from ..errors import (
     OutputError,
 )
-from ..presend.latest import Latest, Never
+from ..mapping.events import Never
+from ..presend.latest import Latest
 from ..state.failures import Failures
 from ..state.files import open_private
 from .orders import mapped_orders
@@ -64,7 +65,7 @@ def profiles_for(
         yield job
         return
     if job.profile_attributes == "none":
-        yield replace(job, settings=replace(job.settings, attributes=Never()))
+        yield replace(job, attributes=Never())
         return
     if survey is not None and survey.latest is not None:
         latest = survey.latest
@@ -76,7 +77,7 @@ def profiles_for(
         latest = Latest.build(job, delta if delta is not None and not delta.empty else None)
     latest.account = account
     try:
-        yield replace(job, settings=replace(job.settings, attributes=latest))
+        yield replace(job, attributes=latest)
     finally:
         latest.close()
 

@@ -41,16 +41,9 @@ if TYPE_CHECKING:
     from ..state.account_ledger import AccountLedger
     from .delta import Delta
 
-__all__ = ["Latest", "Mark", "Never", "scratch"]
+__all__ = ["Latest", "Mark", "scratch"]
 
 Mark = tuple[float, str]  # an order's creation time (UNIX seconds) and id: larger is later
-
-
-class Never:
-    """`--profile-attributes none`: no event carries attributes (picklable)."""
-
-    def __call__(self, who: str, order: Order) -> bool:
-        return False
 
 
 @dataclass
