@@ -6,7 +6,6 @@ The core, rich and httpx are imported inside the commands, so `--help` starts fa
 
 from __future__ import annotations
 
-import json
 import signal
 from collections.abc import Callable
 from dataclasses import replace
@@ -234,8 +233,8 @@ ENDPOINT_HELP = (
     "--preview",
     "preview_count",
     type=click.IntRange(min=0),
-    help="--dry-run shows the first N request bodies in full (0: none). "
-    "[default: the first event of each metric, compact]",
+    help="--dry-run shows the first N events in full, as sent (0: none). "
+    "[default: the first event of each metric, cut short]",
 )
 @key_options
 @click.option(
@@ -309,9 +308,9 @@ def send(**kw: Any) -> int:
     if kw["summary_json"]:
         check_writable(kw["summary_json"], "--summary-json")
     configure_logging(kw["verbose"], kw["log_file"])
-    from rich.console import Console
+    from .reports.terminal import console as report_console
 
-    console = Console(stderr=options.output == "-")
+    console = report_console(stderr=options.output == "-")
     if kw["dry_run"]:
         return _dry_run(options, console, kw)
     return _real_send(options, console, kw)
@@ -319,11 +318,12 @@ def send(**kw: Any) -> int:
 
 def _dry_run(options: SendOptions, console: Console, kw: dict[str, Any]) -> int:
     from .commands.dry_run import dry_run
-    from .reports.terminal import describe, preview, rejections, samples, summary_table
+    from .reports.preview import preview, samples
+    from .reports.terminal import describe, rejections, summary_table
 
     result: DryRun = dry_run(options, kw["preview_count"])
-    if result.first:
-        preview(console, result.endpoint, [r.body for r in result.first])
+    if kw["preview_count"]:
+        preview(console, result.endpoint, result.samples)
     elif result.samples:
         samples(console, result.endpoint, result.samples)
     console.print(summary_table(result.stats, "Dry run: nothing was sent"))
@@ -394,28 +394,35 @@ def _send_exit(console: Console, outcome: SendOutcome) -> int:
     return ExitCode.REJECTED if failed else ExitCode.OK
 
 
+def json_option(what: str) -> Callable[..., Any]:
+    """--json FILE, or '-' (or no FILE) for the standard output, in place of the report."""
+    return click.option(
+        "--json", "json_path", is_flag=False, flag_value="-", type=click.Path(allow_dash=True),
+        help=f"Write {what} as JSON to FILE ('-', or no FILE: to stdout, instead of the table).",
+    )  # fmt: skip
+
+
 @main.command(short_help="Show what exports hold and what a send would make of them.")
 @input_options
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option("the report")
 @click.option("--html", "html_path", type=click.Path(), help="Write the report as one HTML file.")
+@click.option("--monthly", is_flag=True, help="Also show the revenue of every month, per currency.")
 @_edge
-def inspect(as_json: bool, html_path: str | None, **kw: Any) -> int:
+def inspect(json_path: str | None, html_path: str | None, monthly: bool, **kw: Any) -> int:
     """Read the exports and report what a backfill would send; send nothing."""
     from .commands.inspect import inspect as inspect_exports
+    from .reports.terminal import console as report_console
     from .reports.terminal import describe, inspect_html, inspect_report
 
-    refuse_inputs(kw["paths"], {"--html": html_path})
-    if html_path:
-        check_writable(html_path, "--html")
+    refuse_inputs(kw["paths"], {"--html": html_path, "--json": json_path})
+    _outputs({"json_path": json_path, "html_path": html_path})
     stats = inspect_exports(SendOptions(inputs=_inputs(kw)))
     if html_path:
         write_report(html_path, inspect_html(stats), "--html")
-    if as_json:
-        click.echo(json.dumps(describe(stats), indent=2, ensure_ascii=False))
-    else:
-        from rich.console import Console
-
-        inspect_report(Console(), stats)
+    if json_path:
+        write_json(json_path, describe(stats), "--json")
+    if json_path != "-":
+        inspect_report(report_console(), stats, monthly)
     return ExitCode.REJECTED if stats.orders_rejected else ExitCode.OK  # as a dry run
 
 
@@ -428,17 +435,16 @@ def inspect(as_json: bool, html_path: str | None, **kw: Any) -> int:
 def status(paths: tuple[str, ...], checkpoint: str | None) -> int:
     """Report a job: orders done, rejected, what is left, and the command that continues it.
     Without PATHS: every job in the state folder."""
-    from rich.console import Console
-
     from .commands.status import jobs_folder, open_status
     from .reports.jobs import jobs_table
+    from .reports.terminal import console as report_console
     from .reports.terminal import status_table
 
     with open_status(paths, checkpoint) as found:
         if not paths and not checkpoint:
-            Console().print(jobs_table(found, jobs_folder()))
+            report_console().print(jobs_table(found, jobs_folder()))
         for path, ledger in found if paths or checkpoint else ():
-            Console().print(status_table(path, ledger))
+            report_console().print(status_table(path, ledger))
     return ExitCode.OK
 
 
@@ -465,7 +471,12 @@ def _outputs(kw: dict[str, Any]) -> None:
     type=click.Path(),
     help="Checkpoint file (default: found from PATHS and the key).",
 )
-@click.option("--json", "json_path", type=click.Path(), help="Write the rows as JSON to FILE.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(allow_dash=True),
+    help="Write the rows as JSON to FILE ('-': to stdout, instead of the tables).",
+)
 @click.option("--html", "html_path", type=click.Path(), help="Write a one-file HTML report.")
 @key_options
 @input_flags
@@ -482,6 +493,7 @@ def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None,
     from rich.console import Console
 
     from .commands.verify import verify as verify_job
+    from .reports.terminal import console as report_console
     from .reports.terminal import verify_html, verify_report
 
     refuse_inputs(paths, {"--json": json_path, "--html": html_path})
@@ -493,7 +505,8 @@ def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None,
         "Reading Klaviyo's metrics, their monthly aggregates and the events"
     ):
         result: Verification = verify_job(options)
-    verify_report(Console(), result)
+    if json_path != "-":
+        verify_report(report_console(), result)
     if json_path:
         write_json(json_path, result.as_json(), "--json")
     if html_path:
@@ -510,7 +523,12 @@ for _param in verify.params:  # a re-read's --limit and --jobs: taken, not offer
 
 @main.command(short_help="Before a first send: the key, the account, overlaps and flows.")
 @input_options
-@click.option("--json", "json_path", type=click.Path(), help="Write the report as JSON to FILE.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(allow_dash=True),
+    help="Write the report as JSON to FILE ('-': to stdout, instead of the table).",
+)
 @click.option(
     "--endpoint",
     type=click.Choice(ENDPOINT_NAMES),
@@ -532,6 +550,7 @@ def preflight(json_path: str | None, verbose: int, **kw: Any) -> int:
     from rich.console import Console
 
     from .commands.preflight import preflight as preflight_job
+    from .reports.terminal import console as report_console
     from .reports.terminal import preflight_report
 
     refuse_inputs(kw["paths"], {"--json": json_path})
@@ -542,7 +561,8 @@ def preflight(json_path: str | None, verbose: int, **kw: Any) -> int:
         options = replace(options, api_key=_ask_key())
     with Console(stderr=True).status("Reading the export and Klaviyo's metrics"):
         report = preflight_job(options)
-    preflight_report(Console(), report)
+    if json_path != "-":
+        preflight_report(report_console(), report)
     if json_path:
         write_json(json_path, report.as_json(), "--json")
     return ExitCode.OVERLAP if report.overlaps else ExitCode.OK

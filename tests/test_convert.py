@@ -87,7 +87,7 @@ def test_a_naive_time_is_read_in_the_run_zone() -> None:
 def test_a_naive_time_in_an_unnamed_zone_is_read_as_utc_with_a_warning() -> None:
     order = convert(raw_order(created_at="2021-07-12 09:00:00"))
     assert order.created_at == datetime(2021, 7, 12, 9, 0, tzinfo=UTC)
-    assert order.warnings == ["naive time read as UTC"]
+    assert order.warnings == ["naive time read as UTC (use --timezone ZONE)"]
 
 
 def test_a_source_with_its_own_zone_wins_over_the_run_zone() -> None:
@@ -114,7 +114,7 @@ def test_no_currency_uses_the_run_currency_else_usd_with_a_warning() -> None:
     assert with_option.currency == "GBP" and with_option.warnings == []
     assumed = convert(raw_order(currency=None))
     assert assumed.currency == "USD"
-    assert assumed.warnings == ["no currency in the export: USD assumed (use --currency)"]
+    assert assumed.warnings == ["no currency in the export: USD assumed (use --currency CODE)"]
 
 
 def test_a_currency_that_is_not_three_letters_is_rejected() -> None:

@@ -730,7 +730,7 @@ def test_every_order_is_accounted_for(runs: Callable[[str], Run], name: str) -> 
     totals = Counter[str]()
     for inv in run.single:
         totals.update(_summary_counts(inv.stdout))
-        assert "read = mapped + rejected + skipped" in inv.stdout
+        assert "do not add up" not in inv.stdout
     assert totals == {"Orders read": len(run.truth), "mapped": mapped, "rejected": rejected}
 
 

@@ -21,26 +21,29 @@ if TYPE_CHECKING:  # annotations only
 
 def dry_run(options: SendOptions, preview: int | None = None) -> DryRun:
     """Read, map and encode everything, send nothing (the bodies a send would make). For a
-    preview, keep the first `preview` requests, or (None) the first event of each metric, as
-    its attributes go in a body, with its profile."""
+    preview, keep the first `preview` events, or (None) the first event of each metric, each
+    as its attributes go in a body, with its profile."""
 
     job = job_from(options)
     stats, failures = Stats(), Failures(job.failures)
     encoder = job.endpoint.encoder(job.backfill)
-    first: list[Request] = []
+    first: list[Request] = []  # (no longer kept: a preview counts events, not bodies)
+    kept: list[dict[str, Any]] = []
     seen: dict[str, Event] = {}
     try:
         with profiles_for(job) as job, open_output(job.output) as out:
             bodies = requests(orders(job, encoder, stats, failures), encoder)
             for request in outputting(bodies, out):
-                if preview is not None and len(first) < preview:
-                    first.append(request)
+                if preview is not None and len(kept) < preview:
+                    kept.extend(events_in(request.body)[: preview - len(kept)])
                 elif preview is None and len(seen) < len(METRICS):
                     seen.update((e.metric, e) for e in request.events if e.metric not in seen)
     finally:
         failures.close()
     kinds = dict(failures.kinds)
     samples = [_sample(seen[metric], job.backfill) for metric in METRICS if metric in seen]
+    if preview is not None:
+        samples = kept
     return DryRun(stats, first, failures.count, job.endpoint.name, job.failures, kinds, samples)
 
 
@@ -50,3 +53,22 @@ def _sample(event: Event, backfill: bool) -> dict[str, Any]:
     attributes = event_attributes(event, backfill) | {"profile": event.profile}
     sample: dict[str, Any] = json.loads(dumps(attributes))
     return sample
+
+
+def events_in(body: bytes) -> list[dict[str, Any]]:
+    """The events of a request body, each as it stands there (a bulk entry's events with
+    their entry's profile): what `--preview N` shows, from the bytes alone (a dry run on
+    several cores keeps no Event objects)."""
+    doc: dict[str, Any] = json.loads(body)
+    data = doc.get("data")
+    if not isinstance(data, dict):  # the Track API's payload: one event
+        return [doc]
+    attributes = data.get("attributes", {})
+    if "events-bulk-create" not in attributes:
+        return [attributes]
+    found = []
+    for entry in attributes["events-bulk-create"]["data"]:
+        profile = entry["attributes"]["profile"]
+        for event in entry["attributes"]["events"]["data"]:
+            found.append(event["attributes"] | {"profile": profile})
+    return found

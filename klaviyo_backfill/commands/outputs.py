@@ -52,7 +52,10 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 
 def check_writable(path: str, option: str) -> None:
-    """Before any work: a file the run writes at its end must be writable then."""
+    """Before any work: a file the run writes at its end must be writable then ('-', the
+    standard output, always is)."""
+    if path == "-":
+        return
     target = Path(path)
     if target.is_symlink():
         raise UsageError(f"{option} {path} is a symbolic link: refusing to follow it",
@@ -66,7 +69,13 @@ def check_writable(path: str, option: str) -> None:
 
 
 def write_json(path: str, data: dict[str, Any], option: str = "--summary-json") -> None:
-    replace_private(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", option)
+    """JSON to a private file, or to the standard output for '-'."""
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    replace_private(path, text, option)
 
 
 def write_report(path: str, text: str, option: str) -> None:

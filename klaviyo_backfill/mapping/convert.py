@@ -85,7 +85,7 @@ class Converter:
             return None
         moment, naive = parsed
         if naive and override is None and not self.named_zone:
-            warnings.append(f"naive time read as {tz}")
+            warnings.append(f"naive time read as {tz} (use --timezone ZONE)")
         return moment
 
     def after(
@@ -166,7 +166,7 @@ class Converter:
     def currency(self, fields: dict[str, Any], order: Order) -> str:
         code = _text(fields.get("currency")) or self.settings.currency or self.options.currency
         if code is None:
-            order.warnings.append("no currency in the export: USD assumed (use --currency)")
+            order.warnings.append("no currency in the export: USD assumed (use --currency CODE)")
             return "USD"
         code = code.upper()
         if not is_currency(code):

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
-from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
 from ..model import METRICS
 from ..pipeline.summary import Stats, describe, window_text
+from .plain import console
 
 if TYPE_CHECKING:
     from ..proof.orders import Proof
@@ -24,73 +24,19 @@ if TYPE_CHECKING:
     from ..state.checkpoint import Ledger
 
 __all__ = [
+    "console",
     "describe",
     "inspect_html",
     "inspect_report",
     "outcome_json",
     "preflight_report",
-    "preview",
     "rejections",
-    "samples",
     "send_summary",
     "status_table",
     "summary_table",
     "verify_html",
     "verify_report",
 ]
-
-
-def preview(console: Console, endpoint: str, bodies: list[bytes]) -> None:
-    """`--preview N`: the first N request bodies, in full, exactly as they would be sent."""
-    console.rule(f"[bold]Preview: the first request{'s' if len(bodies) > 1 else ''} ({endpoint})")
-    for raw in bodies:
-        text = json.dumps(json.loads(raw), indent=2, ensure_ascii=False)
-        console.print(Syntax(text, "json", theme="ansi_dark", word_wrap=True))
-
-
-def _glance(value: Any, depth: int = 0) -> Any:
-    """A value cut for a glance: texts to 40 characters, lists to their first item, tables
-    below the top to their size."""
-    if isinstance(value, str) and len(value) > 40:
-        return value[:39] + "…"
-    if isinstance(value, list):
-        head = [_glance(v, depth + 1) for v in value[:1]]
-        return head + ([f"… {len(value) - 1} more"] if len(value) > 1 else [])
-    if isinstance(value, dict):
-        if depth > 0:
-            return f"{{{len(value)} fields}}"
-        return {k: _glance(v, depth + 1) for k, v in value.items()}
-    return value
-
-
-def _inline(value: Any) -> str:
-    return json.dumps(_glance(value), ensure_ascii=False, separators=(", ", ": "))
-
-
-def samples(console: Console, endpoint: str, events: list[dict[str, Any]]) -> None:
-    """The default preview: the first event of each metric at a glance (a few lines each),
-    in place of hundreds of lines of request body."""
-    console.rule(f"[bold]Preview: the first event of each metric ({endpoint})")
-    for attributes in events:
-        metric = attributes.get("metric", {}).get("data", {}).get("attributes", {}).get("name")
-        value = attributes.get("value")
-        worth = f" · {value} {attributes.get('value_currency')}" if value is not None else ""
-        flag = " · backfill" if attributes.get("backfill") else ""
-        console.print(
-            f"[bold]{metric}[/bold] {attributes.get('unique_id')} · {attributes.get('time')}"
-            f"{worth}{flag}",
-            highlight=False,
-        )
-        grid = Table.grid(padding=(0, 1))
-        grid.add_column(style="dim", no_wrap=True)
-        grid.add_column()
-        grid.add_row("  profile", _inline(attributes.get("profile", {})))
-        grid.add_row("  properties", _inline(attributes.get("properties", {})))
-        console.print(grid, highlight=False)
-    console.print(
-        "[dim]Texts, lists and nested fields cut here; --preview N shows the first N request "
-        "bodies in full, --output FILE writes every one.[/dim]"
-    )
 
 
 def _money(amount: Decimal, currency: str) -> str:
@@ -120,10 +66,9 @@ def _revenue(table: Table, stats: Stats) -> None:
             stats.refunded.get(currency, zero),
         )
         table.add_row(f"Revenue {currency}: gross (every order)", _money(gross, currency))
-        if cancelled or refunded:
-            table.add_row("  less cancelled orders", _money(cancelled, currency))
-            table.add_row("  less refunds (other orders)", _money(refunded, currency))
-            table.add_row(f"  net {currency}", _money(stats.net(currency), currency))
+        table.add_row("  less cancelled orders", _money(cancelled, currency))
+        table.add_row("  less refunds", _money(refunded, currency))
+        table.add_row(f"  net {currency}", _money(stats.net(currency), currency))
 
 
 def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) -> Table:
@@ -145,6 +90,9 @@ def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) 
         if stats.events[metric]:
             done = f" ({sent.get(metric, 0):,} sent)" if sent is not None else ""
             table.add_row(f"Events: {metric}", f"{stats.events[metric]:,}{done}")
+    partly = stats.orders_mapped - stats.events[METRICS[0]]
+    if partly > 0:  # why "mapped" is more than Placed Order: one each, unless Klaviyo holds it
+        table.add_row("  mapped orders Klaviyo holds: new events only", f"{partly:,}")
     for reason, n in stats.rejected.most_common():
         table.add_row(f"Rejected: {reason}", f"{n:,}")
     _revenue(table, stats)
@@ -154,11 +102,14 @@ def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) 
         table.add_row("Orders from", stats.first.isoformat(sep=" "))
         table.add_row("Orders to", stats.last.isoformat(sep=" "))
     about = "about " if stats.profiles.estimated else ""
-    table.add_row("Distinct profiles", f"{about}{len(stats.profiles):,}")
+    table.add_row("Distinct customers", f"{about}{len(stats.profiles):,}")
     for warning, n in stats.warnings.most_common():
         table.add_row(f"[yellow]Warning[/yellow]: {warning}", f"{n:,}")
-    balance = "yes" if stats.balanced() else "[red]NO[/red]"
-    table.add_row("read = mapped + rejected + skipped", balance)
+        places = stats.examples.get(warning)
+        if places:  # the file it is about (and a line), where a folder holds many
+            table.add_row(Text(f"  first at {places[0]}", style="dim", no_wrap=True), "")
+    if not stats.balanced():  # a bug: said, never hidden
+        table.add_row("[red]Orders read do not add up[/red]", "mapped + rejected + skipped")
     return table
 
 
@@ -305,7 +256,7 @@ def _bars(stats: Stats) -> Iterator[Table]:
         yield table
 
 
-def inspect_report(console: Console, stats: Stats) -> None:
+def inspect_report(console: Console, stats: Stats, monthly: bool = False) -> None:
     """What a merchant checks before a backfill: counts, money, time, problems."""
     overview = Table(title="Inspect: nothing was sent", show_header=False, title_justify="left")
     overview.add_column("what", style="bold")
@@ -335,8 +286,12 @@ def inspect_report(console: Console, stats: Stats) -> None:
         overview.add_row(f"Skipped: {reason}", f"{n:,}")
     _skipped_files(overview, stats)
     console.print(overview)
-    for table in _bars(stats):
-        console.print(table)
+    if monthly:
+        for table in _bars(stats):
+            console.print(table)
+    elif stats.month_revenue:
+        months = len({month for month, _ in stats.month_revenue})
+        console.print(f"Revenue per month: {months:,} month(s); --monthly shows them.")
     for title, label, counts in (
         ("Rejected orders", "reason", stats.rejected),
         ("Warnings", "warning", stats.warnings),
@@ -369,32 +324,29 @@ def verify_report(console: Console, result: Verification) -> None:
     """The rows that differ, the totals per metric, and a verdict that says whether it is final."""
 
     source = "the export, read again" if result.reread else "the checkpoint"
-    console.print(f"Verify: checkpoint {result.checkpoint} ({result.state or 'new'}); what was "
-                  f"sent from {source}; {result.reads} request(s) to Klaviyo in "
-                  f"{result.elapsed:.1f} s")  # fmt: skip
+    console.print(f"Verify: checkpoint ({result.state or 'new'}), what was sent from {source}; "
+                  f"{result.reads} request(s) to Klaviyo in {result.elapsed:.1f} s")  # fmt: skip
+    console.print(f"  {result.checkpoint}", soft_wrap=True, highlight=False)  # never cut
     differ = [row for row in result.rows if row.short or row.more]
     if differ:
-        table = _compact("Rows that differ (metric x UTC month x currency)")
-        for name in ("metric", "month", "cur", "sent", "held", "value sent", "value held"):
-            table.add_column(name, justify="left" if name in ("metric", "month") else "right",
-                             no_wrap=True)  # fmt: skip
+        rows: list[tuple[list[str], str | None]] = []
         for row in differ:
-            style = "red" if row.short else "yellow"
-            table.add_row(row.metric, row.month, row.currency or "-", f"{row.sent_count:,}",
-                          f"{row.klaviyo_count:,}", _money(row.sent_value, row.currency),
-                          _money(row.klaviyo_value, row.currency), style=style)  # fmt: skip
-        console.print(table)
-    totals = _compact("Totals per metric (short: rows; other: Klaviyo's in other months)")
-    for name in ("metric", "cur", "sent", "held", "value", "held", "short", "other"):
-        totals.add_column(
-            name, justify="left" if name == "metric" else "right", no_wrap=name == "metric"
-        )
-    for t in result.totals:
-        totals.add_row(t.metric, t.currency or "-", f"{t.sent_count:,}", f"{t.klaviyo_count:,}",
-                       _money(t.sent_value, t.currency), _money(t.klaviyo_value, t.currency),
-                       f"{t.short_rows:,}", f"{t.elsewhere:,}",
-                       style="red" if t.short_rows else None)  # fmt: skip
-    console.print(totals)
+            diff = row.klaviyo_count - row.sent_count
+            rows.append(([row.month, row.metric, f"{diff:+,}" if diff else "=",
+                          row.currency or "-", f"{row.sent_count:,}", f"{row.klaviyo_count:,}",
+                          _money(row.sent_value, row.currency),
+                          _money(row.klaviyo_value, row.currency)],
+                         "red" if row.short else "yellow"))  # fmt: skip
+        console.print(_fitted("Rows that differ (UTC month x metric x currency; diff: held - sent)",
+                              ["month", "metric", "diff", "cur", "sent", "held", "value sent",
+                               "value held"], rows, console.width))  # fmt: skip
+    totals: list[tuple[list[str], str | None]] = [([t.metric, t.currency or "-", f"{t.sent_count:,}", f"{t.klaviyo_count:,}",
+              _money(t.sent_value, t.currency), _money(t.klaviyo_value, t.currency),
+              f"{t.short_rows:,}", f"{t.elsewhere:,}"], "red" if t.short_rows else None)
+            for t in result.totals]  # fmt: skip
+    console.print(_fitted("Totals per metric (short: rows; other: Klaviyo's in other months)",
+                          ["metric", "cur", "sent", "held", "value", "held", "short", "other"],
+                          totals, console.width))  # fmt: skip
     for metric in result.missing:
         console.print(f"[red]Klaviyo has no metric {metric!r} of the API integration[/red]: "
                       "none of its events is there (yet).")  # fmt: skip
@@ -404,6 +356,28 @@ def verify_report(console: Console, result: Verification) -> None:
     elif result.proof_note:
         console.print(f"[yellow]Warning[/yellow]: {result.proof_note}.")
     _verdict(console, result)
+
+
+def _fitted(
+    title: str, names: list[str], rows: Sequence[tuple[list[str], str | None]], width: int
+) -> Table:
+    """Every cell whole (a month cut to "2019-…" told nothing): each column as wide as its
+    widest cell, a header wrapped at its spaces if need be; wider than `width` only when the
+    cells themselves are (then the terminal folds the lines, never a number)."""
+    cells = [max([0] + [len(row[i]) for row, _ in rows]) for i in range(len(names))]
+    full = [max(len(name), c) for name, c in zip(names, cells, strict=True)]
+    least = [max(max(map(len, n.split())), c) for n, c in zip(names, cells, strict=True)]
+    n = len(names)
+    widths = full if sum(full) + 3 * n + 1 <= width else least
+    table = _compact(title)
+    if sum(widths) + 3 * n + 1 > width:  # two spaces between columns, no rule
+        table = Table(title=title, title_justify="left", box=None, padding=(0, 1), pad_edge=False)
+    for name, fixed in zip(names, widths, strict=True):
+        table.add_column(name, justify="left" if name in ("metric", "month") else "right",
+                         width=fixed, no_wrap=False)  # fmt: skip
+    for row, style in rows:
+        table.add_row(*row, style=style)
+    return table
 
 
 def _compact(title: str) -> Table:

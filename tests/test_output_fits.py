@@ -1,0 +1,194 @@
+"""Output a merchant can read (issue #22, items 2 and 5): every command fits 80 columns on a
+terminal without losing a number (verify's month, metric and difference first), and writes
+plain text, unpadded and unwrapped, to a file; --json FILE (or '-') everywhere; inspect
+compact by default; --preview N counts events; money in its currency's own decimals.
+
+Terminals are real: a pseudo-terminal 80 columns wide, the real console script in it."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import sqlite3
+import struct
+import subprocess
+import termios
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+try:
+    import corpus
+    import standin as st
+    from cli_helpers import CLI
+except ImportError:  # tests/ made a package
+    from tests import corpus
+    from tests import standin as st
+    from tests.cli_helpers import CLI
+
+from klaviyo_backfill.cli import main
+
+KEY = "pk_fits_0123456789abcdef"
+SAMPLE = Path(__file__).parent.parent / "sample_data"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
+    env.pop("COLUMNS", None)
+    env.pop("LINES", None)
+    env.update(KLAVIYO_API_KEY=KEY, TERM="xterm", **extra)
+    return env
+
+
+def on_a_terminal(cwd: Path, *args: str, columns: int = 80) -> tuple[int, str]:
+    """The CLI with its stdout and stderr on a pseudo-terminal `columns` wide: (exit, text)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    proc = subprocess.Popen([CLI, *args], cwd=cwd, env=environment(), stdin=subprocess.DEVNULL,
+                            stdout=follower, stderr=follower)  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([leader], [], [], 120)
+        if not ready:
+            proc.kill()
+            raise AssertionError("no output for 120 s")
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    code = proc.wait(timeout=60)
+    text = ANSI.sub("", b"".join(chunks).decode("utf-8", "replace")).replace("\r\n", "\n")
+    return code, "\n".join(line.split("\r")[-1] for line in text.split("\n"))  # a spinner's last
+
+
+def widest(text: str) -> int:
+    """The longest line but a path's own (never cut: the terminal folds it, whole)."""
+    return max(len(line) for line in text.splitlines() if not line.startswith("  /"))
+
+
+def plain(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], cwd=cwd, env=environment(**env), capture_output=True,
+                          text=True, timeout=180)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shortfall(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """An export of 2023 sent to a stand-in that lost 3% of the events after their 202, the
+    checkpoint aged past Klaviyo's processing delay: (folder, the stand-in's URL)."""
+    folder = tmp_path_factory.mktemp("fits")
+    start, end = datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC)
+    orders = [o for o in corpus.make_orders(1600, 23, "shopify")
+              if start <= o.created_at < end and o.identifiable]  # fmt: skip
+    corpus.write_shopify_csv(orders, folder / "orders.csv")
+    return folder, ""
+
+
+def test_verify_at_80_columns_prints_every_short_month_whole(
+    shortfall: tuple[Path, str], tmp_path: Path
+) -> None:
+    """`│ Placed │ 2019-… │ USD │ 13 │ 12 │ +1 │`: which month was short could not be read."""
+    folder, _ = shortfall
+    export = tmp_path / "orders.csv"
+    export.write_bytes((folder / "orders.csv").read_bytes())
+    with st.StandIn(api_key=KEY, faults=st.Faults(lost_after_ack=0.03, seed=9)) as s:
+        sent = plain(tmp_path, "send", "orders.csv", "--base-url", s.url, "-q",
+                     "--rate-limit", "100/s,1000/m")  # fmt: skip
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        state = Path(os.environ["XDG_STATE_HOME"]) / "klaviyo-backfill" / "checkpoints"
+        (checkpoint,) = state.glob("*.sqlite")
+        db = sqlite3.connect(checkpoint)
+        db.execute("UPDATE sent_totals SET last_at = last_at - 3600")
+        db.commit()
+        db.close()
+        code, text = on_a_terminal(tmp_path, "verify", "orders.csv", "--base-url", s.url,
+                                   "--json", "v.json")  # fmt: skip
+        assert s.lost, "the stand-in lost nothing: no short row to show"
+    assert code == 5, text
+    rows = json.loads((tmp_path / "v.json").read_text())["rows"]
+    short = [r for r in rows if r["klaviyo_count"] < r["sent_count"]]
+    assert short
+    lines = text.splitlines()
+    assert widest(text) <= 80, text
+    for r in short:
+        gone = r["klaviyo_count"] - r["sent_count"]
+        assert any(r["month"] in line and r["metric"] in line and f"{gone:,}" in line
+                   and r["currency"] in line for line in lines), (r, text)  # fmt: skip
+    assert "…" not in text, text  # nothing cut
+
+
+def test_inspect_at_80_columns_is_compact_and_fits(tmp_path: Path) -> None:
+    """375 lines at 80 columns, 315 of them monthly bars: now a screen; --monthly for more."""
+    code, text = on_a_terminal(tmp_path, "inspect", str(SAMPLE / "shopify_orders_export.csv"))
+    assert code == 0, text
+    lines = text.splitlines()
+    assert widest(text) <= 80, text
+    assert len(lines) <= 60, text
+    assert "Revenue per month," not in text and "--monthly shows them" in text
+    code, monthly = on_a_terminal(tmp_path, "inspect", str(SAMPLE / "shopify_orders_export.csv"),
+                                  "--monthly")  # fmt: skip
+    assert "Revenue per month, USD" in monthly and widest(monthly) <= 80
+
+
+def test_a_report_to_a_file_is_plain_unpadded_and_unwrapped(tmp_path: Path) -> None:
+    """Output to a file was padded with trailing spaces and wrapped at 80."""
+    done = plain(tmp_path, "send", str(SAMPLE), "--dry-run", "--failures", "f.jsonl")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert not [line for line in lines if line != line.rstrip()], "trailing spaces"
+    assert "\x1b[" not in done.stdout  # no colour codes in a file
+    assert max(len(line) for line in lines) > 80  # a long row stays whole, unwrapped
+    skipped = [line for line in lines if "Skipped folder: custom_cart" in line]
+    assert skipped and "only the files of a folder given are)" in skipped[0]
+
+
+def test_json_dash_and_file_for_inspect(tmp_path: Path) -> None:
+    """inspect --json printed to stdout while verify and preflight took a file."""
+    export = str(SAMPLE / "shopify_orders_export.csv")
+    to_stdout = CliRunner().invoke(main, ["inspect", export, "--json", "-"])
+    assert json.loads(to_stdout.stdout)["orders_read"] == 27
+    bare = CliRunner().invoke(main, ["inspect", export, "--json"])  # as before: stdout
+    assert json.loads(bare.stdout) == json.loads(to_stdout.stdout)
+    written = tmp_path / "i.json"
+    to_file = CliRunner().invoke(main, ["inspect", export, "--json", str(written)])
+    assert json.loads(written.read_text()) == json.loads(to_stdout.stdout)
+    assert "Inspect: nothing was sent" in to_file.stdout  # the table, as without --json
+    assert oct(written.stat().st_mode & 0o777) == "0o600"
+
+
+def test_preview_n_counts_events_and_yen_has_no_decimals(tmp_path: Path) -> None:
+    """`--preview 1` printed 6,102 lines (a whole bulk body); JPY showed as 18137.0."""
+    one = plain(tmp_path, "send", str(SAMPLE / "shopify_orders.json"), "--dry-run",
+                "--failures", "f.jsonl", "--preview", "1")  # fmt: skip
+    preview = one.stdout.split("Dry run: nothing was sent")[0]
+    assert preview.count('"metric": {') == 1 and len(preview.splitlines()) < 200, preview
+    glance = plain(tmp_path, "send", str(SAMPLE / "shopify_orders.json"), "--dry-run",
+                   "--failures", "f.jsonl").stdout  # fmt: skip
+    assert "18,137 JPY" in glance and "18137.0" not in glance
+
+
+def test_every_currency_shows_its_net_and_warnings_name_file_and_option(tmp_path: Path) -> None:
+    """A currency without cancellations showed gross only; `naive time read as UTC` named no
+    file and no option."""
+    done = plain(tmp_path, "send", str(SAMPLE), "--dry-run", "--failures", "f.jsonl")
+    out = " ".join(done.stdout.split())
+    currencies = set(re.findall(r"Revenue ([A-Z]{3}): gross", out))
+    assert currencies >= {"JPY", "USD", "EUR"}
+    for currency in currencies:
+        assert f"net {currency}" in out, currency
+    assert "naive time read as UTC (use --timezone ZONE)" in out
+    assert "USD assumed (use --currency CODE)" in out
+    assert "first at " + str(SAMPLE / "woocommerce_orders.csv") in out
+    assert "read = mapped + rejected + skipped" not in out
+    assert "Distinct customers" in out and "Distinct profiles" not in out
