@@ -74,8 +74,10 @@ def on_a_terminal(cwd: Path, *args: str, columns: int = 80) -> tuple[int, str]:
 
 
 def widest(text: str) -> int:
-    """The longest line but a path's own (never cut: the terminal folds it, whole)."""
-    return max(len(line) for line in text.splitlines() if not line.startswith("  /"))
+    """The longest line but a path's or a command's own (never cut: the terminal folds
+    it, whole, so that it can be copied)."""
+    whole = ("  /", "  klaviyo-backfill ")
+    return max(len(line) for line in text.splitlines() if not line.startswith(whole))
 
 
 def plain(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
