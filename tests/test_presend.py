@@ -128,3 +128,20 @@ def test_a_send_with_no_overlap_to_check_reads_its_export_twice_too(
     export: Path, tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert _reads_of_a_send(export, tmp_path, monkeypatch, other_integration=False) == 2
+
+
+def test_inspect_and_the_dry_run_assemble_the_send_s_pipeline(
+    export: Path, state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both apply the send's profile rule: the `latest` pass, then the mapping pass."""
+    from klaviyo_backfill.commands.dry_run import dry_run
+    from klaviyo_backfill.commands.inspect import inspect
+
+    readings = _Readings(monkeypatch)
+    stats = inspect(_options(export, jobs=1))
+    assert readings.count == 2 and stats.orders_mapped > 0
+    done = dry_run(SendOptions(inputs=InputOptions(paths=(str(export),), jobs=1)), 0)
+    assert readings.count == 4 and done.stats.orders_mapped == stats.orders_mapped
+    everyone = SendOptions(InputOptions(paths=(str(export),), jobs=1), profile_attributes="all")
+    inspect(everyone)
+    assert readings.count == 5  # no profile table to build: one reading

@@ -9,7 +9,7 @@ from ..mapping.encode import dumps, event_attributes
 from ..model import METRICS
 from ..options import SendOptions
 from ..pipeline.job import job_from
-from ..pipeline.stages import open_output, orders, outputting, profiles_for, requests
+from ..pipeline.stages import assembled, open_output, outputting
 from ..pipeline.summary import Stats
 from ..results import DryRun
 from ..state.failures import Failures
@@ -26,13 +26,11 @@ def dry_run(options: SendOptions, preview: int | None = None) -> DryRun:
 
     job = job_from(options)
     stats, failures = Stats(), Failures(job.failures)
-    encoder = job.endpoint.encoder(job.backfill)
     first: list[Request] = []  # (no longer kept: a preview counts events, not bodies)
     kept: list[dict[str, Any]] = []
     seen: dict[str, Event] = {}
     try:
-        with profiles_for(job) as job, open_output(job.output) as out:
-            bodies = requests(orders(job, encoder, stats, failures), encoder)
+        with assembled(job, stats, failures) as bodies, open_output(job.output) as out:
             for request in outputting(bodies, out):
                 if preview is not None and len(kept) < preview:
                     kept.extend(events_in(request.body)[: preview - len(kept)])

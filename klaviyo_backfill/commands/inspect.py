@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from ..options import SendOptions
 from ..pipeline.job import job_from
-from ..pipeline.stages import orders, requests
+from ..pipeline.stages import assembled
 from ..pipeline.summary import Stats
 from ..state.failures import Failures
 
@@ -15,11 +15,11 @@ if TYPE_CHECKING:  # annotations only
 
 
 def inspect(options: SendOptions) -> Stats:
-    """Read, map and encode everything; keep only the statistics."""
-
+    """Read, map and encode everything as a send would (its profile rule included); keep
+    only the statistics."""
     job = job_from(options)
     stats = Stats()
-    encoder = job.endpoint.encoder(job.backfill)
-    for _ in requests(orders(job, encoder, stats, Failures(None)), encoder):
-        pass
+    with assembled(job, stats, Failures(None)) as bodies:
+        for _ in bodies:
+            pass
     return stats

@@ -112,15 +112,24 @@ def outputting(
         yield request
 
 
+@contextmanager
+def assembled(job: Job, stats: Stats, failures: Failures) -> Iterator[Iterator[Request]]:
+    """Stage one and two as every command that sends nothing runs them (a dry run, `inspect`,
+    `preflight`): the job's request bodies, with the profile rule a send applies (the
+    `latest` pass first), so each sees what the send sends. A send adds its checkpoint, the
+    account and its resume point to the same stages (commands/send.py)."""
+    encoder = job.endpoint.encoder(job.backfill)
+    with profiles_for(job) as ready:
+        yield requests(orders(ready, encoder, stats, failures), encoder)
+
+
 def export_pass(job: Job) -> tuple[Stats, int]:
     """The export read as a dry run reads it: its statistics (events per metric and UTC
     month among them) and the request bodies a send would make."""
-
     stats = Stats()
-    encoder = job.endpoint.encoder(job.backfill)
-    with profiles_for(job) as job:
-        bodies = sum(1 for _ in requests(orders(job, encoder, stats, Failures(None)), encoder))
-    return stats, bodies
+    with assembled(job, stats, Failures(None)) as bodies:
+        count = sum(1 for _ in bodies)
+    return stats, count
 
 
 def months_pass(job: Job) -> Stats:
