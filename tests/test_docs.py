@@ -19,6 +19,7 @@ from klaviyo_backfill.options import format_names
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 LAYOUTS = (ROOT / "docs" / "layouts.md").read_text(encoding="utf-8")
+REFERENCE = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
 TRY = "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/klaviyo-backfill send sample_data/ --dry-run"
 TESTS = "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest"
 
@@ -45,8 +46,32 @@ def test_the_readme_says_how_the_command_is_found_after_the_install() -> None:
             assert "source .venv/bin/activate" in block.split(lines[0])[0], block
 
 
+def test_the_readme_is_short_and_names_the_python_it_needs() -> None:
+    """It was 5,030 words, its first hour on the second screen, and never said 3.11."""
+    assert len(README.split()) <= 1500, len(README.split())
+    assert "Python 3.11 or newer" in README[:1000]
+    required = re.search(r'requires-python = ">=(\d+\.\d+)"', (ROOT / "pyproject.toml").read_text())
+    assert required and f"Python {required.group(1)} or newer" in README
+    order = ["## Try it", "## Your first hour", "inspect", "--dry-run", "--resume", "verify",
+             "Next month", "## What Klaviyo shows", "## Undo", "## Rejected orders",
+             "## When `verify` stays short"]  # fmt: skip
+    start = README.index("## Your first hour")
+    places = [README.index(step, start if i > 1 else 0) for i, step in enumerate(order)]
+    assert places == sorted(places), order
+
+
+def test_the_exit_code_table_is_the_enum() -> None:
+    from klaviyo_backfill.errors import ExitCode
+
+    table = REFERENCE[REFERENCE.index("## Exit codes") :].split("\n\n")[1]
+    codes = [int(c) for c in re.findall(r"^\| (\d+) \|", table, re.M)]
+    assert codes == sorted(code.value for code in ExitCode), codes
+    said = README[README.index("## Exit codes") :].split("\n\n")[1]
+    assert sorted(int(c) for c in re.findall(r"\b(\d+)\s+(?:when|for|on)\b", said)) == codes, said
+
+
 def test_the_formats_table_names_every_built_in_format() -> None:
-    table = README[README.index("| `--format` | what |") :].split("\n\n")[0]
+    table = REFERENCE[REFERENCE.index("| `--format` | what |") :].split("\n\n")[0]
     assert sorted(re.findall(r"^\| `([a-z][a-z-]+)` \|", table, re.M)) == format_names()
 
 
@@ -69,7 +94,8 @@ def test_the_layout_reference_names_every_key_a_layout_accepts() -> None:
 
 
 def test_the_reference_moved_to_docs_and_the_readme_points_there() -> None:
-    for doc in ("fields.md", "layouts.md", "performance.md"):
+    for doc in ("fields.md", "layouts.md", "performance.md", "reference.md", "security.md",
+                "development.md"):  # fmt: skip
         assert (ROOT / "docs" / doc).exists()
         assert f"(docs/{doc})" in README
     assert "## What is sent, field by field" not in README and "## Performance" not in README
