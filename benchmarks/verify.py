@@ -10,6 +10,15 @@ verify    A checkpoint whose sent totals cover 5 metrics x 120 months (2016-2025
           wall time, the aggregate queries and 429s the stand-in counted, and the least time
           those queries take under the windows (throttle.ideal_seconds).
 
+per order A checkpoint of --events acknowledged events (orders of one Placed Order and
+          three Ordered Products, over 2024-2025), built with Ledger.record as a send records
+          them, and a stand-in at Klaviyo's published read limits (GET /api/events 350/s and
+          3,500/min, 1,000 events a page) holding exactly those events. Runs `verify
+          --checkpoint CK --json OUT` and reports its wall time and peak memory against the
+          least time the reads take under the windows (pages at GET /api/events' windows, plus
+          the aggregate queries at theirs): targets 2x for a million events, 150 MB, and 3x
+          for 20,000 orders.
+
 overlap   The benchmark export (--orders, dates over 2016-2025) sent against a stand-in that
           holds another integration's Placed Order (in 2014: outside the export, so the check
           runs in full - a pass over the export, then one query per year - and finds nothing),
@@ -19,6 +28,7 @@ overlap   The benchmark export (--orders, dates over 2016-2025) sent against a s
 
     .venv/bin/python benchmarks/verify.py                       # latency 0.3 s, 20,000 orders
     .venv/bin/python benchmarks/verify.py --latency 1.0 --orders 100000
+    .venv/bin/python benchmarks/verify.py --only per-order      # 1,000,000 events, 20,000 orders
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -104,6 +115,82 @@ def bench_verify(tmp: Path, latency: float) -> dict[str, object]:
             "wall_s": round(wall, 1), "ideal_s": round(ideal, 1)}  # fmt: skip
 
 
+ITEMS = 3  # Ordered Product events per order, beside its Placed Order
+SPAN = (1704067200, 1767225600)  # 2024-01-01 .. 2026-01-01, UTC
+
+
+def per_order_job(path: Path, base_url: str, orders: int) -> list[st.StoredEvent]:
+    """A finished checkpoint of `orders` orders (each a Placed Order and ITEMS Ordered
+    Products) acknowledged by this stand-in's account, recorded as a send records them; and
+    the same events as the stand-in stores them."""
+    from datetime import UTC, datetime
+
+    from klaviyo_backfill.klaviyo.account import account_id
+    from klaviyo_backfill.model import item_key, utc_month
+    from klaviyo_backfill.state.checkpoint import Ledger, Total
+
+    ledger = Ledger(path)
+    stored: list[st.StoredEvent] = []
+    try:
+        ledger.claim("benchmark", "benchmark", account_id(base_url, c.API_KEY))
+        step = (SPAN[1] - SPAN[0]) / orders
+        for start in range(0, orders, 10_000):
+            done, totals, acked = [], {}, {}
+            for i in range(start, min(orders, start + 10_000)):
+                oid, at = f"{100000 + i}", int(SPAN[0] + i * step)
+                when = datetime.fromtimestamp(at, UTC)
+                iso, month = when.isoformat(), utc_month(when)
+                events = [("Placed Order", oid, {"OrderId": oid}, "30.00")] + [
+                    ("Ordered Product", f"{oid}_SKU{k}",
+                     {"OrderId": oid, "SKU": f"SKU{k}", "ProductID": f"P{k}", "Quantity": 1},
+                     "10.00") for k in range(ITEMS)]  # fmt: skip
+                done.append((oid, False))
+                totals[oid] = {}
+                acked[oid] = []
+                for metric, uid, props, value in events:
+                    key = (metric, month, "USD")
+                    totals[oid].setdefault(key, Total()).add(Decimal(value), time.time() - 7200)
+                    acked[oid].append((metric, at, oid, uid, item_key(props), value, "USD",
+                                       "orders.csv", i + 2))  # fmt: skip
+                    stored.append(st.StoredEvent(metric, uid, iso, float(value), "USD", True, props,
+                                                 {}, "bulk", f"c{i}@example.com", uid))  # fmt: skip
+            ledger.record(done, totals=totals, acked=acked)
+        ledger.put(state="finished")
+    finally:
+        ledger.close()
+    return stored
+
+
+def bench_per_order(tmp: Path, orders: int) -> dict[str, object]:
+    from klaviyo_backfill.klaviyo.endpoints import EVENTS, METRIC_AGGREGATES, METRICS
+    from klaviyo_backfill.klaviyo.throttle import ideal_seconds
+
+    env = dict(os.environ, KLAVIYO_API_KEY=c.API_KEY)
+    ck, out = (
+        Path(tempfile.mkstemp(".sqlite", "per-order-", tmp)[1]),
+        tmp / f"per-order-{orders}.json",
+    )
+    ck.unlink()
+    with st.StandIn(api_key=c.API_KEY) as s:
+        s.store(per_order_job(ck, s.url, orders))
+        s.encode_all()  # the stand-in's own JSON, before the clock starts
+        run = c.run_measured([*c.cli(), "verify", "--checkpoint", str(ck), "--base-url", s.url,
+                              "--json", str(out)], env=env)  # fmt: skip
+        pages = sum(r.path == st.SINGLE_PATH and r.status == 200 for r in s.reads)
+        queries = sum(r.path == st.AGGREGATES_PATH and r.status == 200 for r in s.reads)
+        listings = sum(r.path == st.METRICS_PATH and r.status == 200 for r in s.reads)
+        throttled = s.stats["read_429"]
+    doc = json.loads(out.read_text())
+    assert run.returncode == 0 and doc["status"] == "ok", run.stdout + run.stderr
+    assert doc["per_order"]["events_held"] == orders * (1 + ITEMS)
+    ideal = (ideal_seconds(pages, EVENTS.windows) + ideal_seconds(queries, METRIC_AGGREGATES.windows)
+             + ideal_seconds(listings, METRICS.windows))  # fmt: skip
+    return {"orders": orders, "events": orders * (1 + ITEMS), "pages": pages,
+            "aggregate_queries": queries, "throttled": throttled, "wall_s": round(run.seconds, 2),
+            "ideal_s": round(ideal, 2), "ratio": round(run.seconds / ideal, 2),
+            "max_rss_mb": round(run.max_rss_mb, 1)}  # fmt: skip
+
+
 def first_request(tmp: Path, export: Path, other: bool) -> tuple[float, float | None]:
     """(launch -> first event request, the overlap check's own seconds from the log)."""
     env = dict(os.environ, KLAVIYO_API_KEY=c.API_KEY)
@@ -131,10 +218,28 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.3, help="seconds per read answer")
     ap.add_argument("--orders", type=int, default=20_000, help="orders in the overlap export")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--events", type=int, default=1_000_000, help="per order: events acknowledged")
+    ap.add_argument("--only", choices=["per-order", "monthly"], help="run one part only")
     a = ap.parse_args()
     info = c.machine()
     print(f"machine: {info}")
     with c.tempdir(a.keep) as tmp:
+        if a.only != "monthly":
+            big = bench_per_order(tmp, a.events // (1 + ITEMS))
+            small = bench_per_order(tmp, 20_000)
+            print(c.table(
+                ["what", "events", "pages", "aggregate queries", "429s", "wall", "ideal",
+                 "ratio", "target", "peak memory"],
+                [[f"verify per order, {r['orders']:,} orders", f"{r['events']:,}", r["pages"],
+                  r["aggregate_queries"], r["throttled"], f"{r['wall_s']} s", f"{r['ideal_s']} s",
+                  f"{r['ratio']}x", f"<= {limit}x {c.verdict(float(r['ratio']) <= limit)}",  # type: ignore[arg-type]
+                  f"{r['max_rss_mb']} MB"] for r, limit in ((big, 2), (small, 3))],
+                "verify order by order at Klaviyo's read limits (peak memory target 150 MB)",
+            ))  # fmt: skip
+            c.emit_json({"benchmark": "verify-per-order", "machine": info,
+                         "million": big, "twenty_thousand": small})  # fmt: skip
+            if a.only == "per-order":
+                return
         v = bench_verify(tmp, a.latency)
         print(c.table(
             ["what", "rows", "aggregate queries", "429s", "latency/answer", "wall", "ideal",

@@ -81,9 +81,12 @@ def test_verify_names_exactly_the_orders_that_lost_events_and_one_command_repair
         lost = {(e.metric, e.unique_id) for e in s.lost}
         lost_orders = {e.properties["OrderId"] for e in s.lost}
         assert 10 <= len(lost) <= 60
-        done, doc = verify(tmp_path, s)
+        done, doc = verify(tmp_path, s, "--html", "v.html")
         assert done.returncode == 5, said(done)
         assert named(doc, "missing") == lost_orders
+        page = (tmp_path / "v.html").read_text()
+        assert all(f">{order}<" in page for order in lost_orders)
+        assert all(f"orders.csv:{o['line']}" in page for o in doc["per_order"]["orders"])
         assert named(doc, "twice") == named(doc, "different") == set()
         resent = {(o["metric"], uid) for o in doc["per_order"]["orders"] for uid in o["unique_ids"]}
         assert resent == lost

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from decimal import Decimal
 from itertools import pairwise
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -65,7 +64,7 @@ def test_events_are_read_page_by_page_with_the_filter_size_and_cursor() -> None:
 
     held = read(handler, lambda r: r.events("M1", JAN, FEB))
     assert [h.order_id for h in held] == ["1", "2", "3"]
-    assert held[0] == HeldEvent("a", "1", "", Decimal("10.0"), JAN + 60)
+    assert held[0] == HeldEvent("a", "1", "", 10.0, JAN + 60)
     first = asked[0]
     assert first["page[size]"] == ["1000"]
     assert first["filter"] == ['equals(metric_id,"M1"),greater-or-equal(datetime,2023-01-01T00:00:00+00:00),'
@@ -175,7 +174,7 @@ def acked(order: str, uid: str, at: int = JAN + 60, value: str = "10.00", item: 
 def held(
     order: str, at: int = JAN + 60, value: str = "10.0", item: str = "", uid: str = ""
 ) -> HeldEvent:
-    return HeldEvent(uid or f"u{order}{at}{value}", order, item, Decimal(value), at)
+    return HeldEvent(uid or f"u{order}{at}{value}", order, item, float(value), at)
 
 
 def test_each_order_is_held_missing_held_twice_or_different() -> None:

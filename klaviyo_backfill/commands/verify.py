@@ -227,9 +227,9 @@ def _by_events(result: Verification, proof: Proof, refused: set[int]) -> None:
     for row in result.rows:
         if int(row.month[:4]) in refused:
             count = proof.months.get((row.metric, row.month))
-            zero = (0, Decimal(0))
-            n, v = count.held_by_currency.get(row.currency, zero) if count else zero
-            row = replace(row, klaviyo_count=n, klaviyo_value=money(v, row.currency),
+            n, v = count.held_by_currency.get(row.currency, (0, 0.0)) if count else (0, 0.0)
+            held = Decimal(repr(round(v, 6)))
+            row = replace(row, klaviyo_count=n, klaviyo_value=money(held, row.currency),
                           via="events")  # fmt: skip
         rows.append(row)
     result.rows = rows

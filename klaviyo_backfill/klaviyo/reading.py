@@ -50,7 +50,6 @@ from .shapes import (
     aggregate_answer,
     document,
     events_page,
-    held_events,
     listing,
     metrics_page,
     month_rows,
@@ -262,13 +261,18 @@ class Reader:
         seen: set[str] = set()
         visited: set[str] = set()
         while url is not None:
-            doc = await self.fetch(EVENTS, url, params=params,
-                                   check=lambda d: events_page(d, metric_id, start, end))  # fmt: skip
-            for event in held_events(doc):
+            page: list[HeldEvent] = []
+
+            def check(d: Any, page: list[HeldEvent] = page) -> str | None:
+                page.clear()  # a retried page is read afresh
+                return events_page(d, metric_id, start, end, page)
+
+            doc = await self.fetch(EVENTS, url, params=params, check=check)
+            for event in page:
                 if event.uuid in seen:
                     raise Retry(f"event {event.uuid[:40]} on two pages")
                 seen.add(event.uuid)
-                found.append(event)
+            found.extend(page)
             url, params = self._next(doc, EVENTS), None
             if url is not None and url in visited:
                 raise Retry("a next page seen before (a loop)")

@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from ..klaviyo.shapes import HeldEvent
@@ -111,7 +110,7 @@ class MonthCount:
     twice: int = 0  # orders held twice or more
     different: int = 0  # events held otherwise
     # what Klaviyo holds of the job's orders, per currency: (events, value)
-    held_by_currency: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
+    held_by_currency: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def add(self, other: MonthCount) -> None:
         self.sent += other.sent
@@ -120,7 +119,7 @@ class MonthCount:
         self.twice += other.twice
         self.different += other.different
         for currency, (n, v) in other.held_by_currency.items():
-            count, value = self.held_by_currency.get(currency, (0, Decimal(0)))
+            count, value = self.held_by_currency.get(currency, (0, 0.0))
             self.held_by_currency[currency] = (count + n, value + v)
 
     @property
@@ -139,10 +138,9 @@ class WindowResult:
     findings: list[Finding]
 
 
-def _same_value(a: Decimal | None, b: Decimal | None) -> bool:
-    if a is None or b is None:
-        return (a is None and b is None) or (a or 0) == (b or 0)
-    return abs(a - b) < Decimal("0.005")
+def _same_value(a: float | None, b: float | None) -> bool:
+    """To the cent (Klaviyo's values are floats): None and 0 alike."""
+    return abs((a or 0.0) - (b or 0.0)) < 0.005
 
 
 def compare_window(
@@ -171,7 +169,7 @@ def _one_order(
     unmatched: list[Acked] = []
     currency = sent[0][6]
     for event in sent:  # exactly as sent: item, value and time
-        value = None if event[5] is None else Decimal(event[5])
+        value = None if event[5] is None else float(event[5])
         match = next((h for h in left if h.item == event[4] and h.at == event[1]
                       and _same_value(h.value, value)), None)  # fmt: skip
         if match is None:
@@ -190,8 +188,8 @@ def _one_order(
             differ.append((event, match))
     held_count = len(held)
     if held:
-        n, v = count.held_by_currency.get(currency, (0, Decimal(0)))
-        total = sum((h.value or Decimal(0) for h in held), Decimal(0))
+        n, v = count.held_by_currency.get(currency, (0, 0.0))
+        total = sum(h.value or 0.0 for h in held)
         count.held_by_currency[currency] = (n + held_count, v + total)
     first = sent[0]
     where = (window.metric, window.month, order_id, first[7], first[8])
@@ -215,7 +213,7 @@ def _one_order(
 
 def _difference(event: Acked, match: HeldEvent) -> str:
     said = []
-    if not _same_value(match.value, None if event[5] is None else Decimal(event[5])):
+    if not _same_value(match.value, None if event[5] is None else float(event[5])):
         said.append(f"value {match.value} held, {event[5]} sent")
     if match.at != event[1]:
         held_at = datetime.fromtimestamp(match.at, UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -175,7 +175,9 @@ def verify_page(result: Verification) -> str:
     from ..proof.reconcile import PROCESSING_SECONDS, metric_order
 
     short = result.short
-    if not short:
+    if result.status not in ("ok", "short", "unfinished"):
+        badge = f'<span class="badge pending">{escape(result.status.upper())}</span>'
+    elif not short and result.status != "short":
         badge = '<span class="badge ok">OK</span>'
     elif result.final:
         badge = '<span class="badge short">SHORT</span>'
@@ -215,11 +217,51 @@ def verify_page(result: Verification) -> str:
             ("in Klaviyo", HELD, _per_month(rows, "klaviyo_count")),
         ], months, {r.month for r in rows if r.short}))  # fmt: skip
     body.append("</section>")
+    body.append(_per_order(result))
     body.append(_differ(result.rows))
     body.append(_totals(result))
     body.append(_summary(result.summary))
     body.append(_rejections(result))
     return _page("Klaviyo backfill: verify", body)
+
+
+_KINDS = {"missing": "missing: Klaviyo lacks these events (the repair command resends them)",
+          "twice": "held twice or more (another API sender, an earlier import)",
+          "different": "held with another value or time"}  # fmt: skip
+
+
+def _per_order(result: Verification) -> str:
+    """Per order: the counts per month, every order named (file:line, id), the repair."""
+    proof = result.proof
+    if proof is None:
+        note = escape(result.proof_note or "per order: not checked")
+        return f'<section><h2>Per order</h2><p class="note">{note}</p></section>'
+    out = ["<section><h2>Per order (Klaviyo's events, order by order)</h2>"]
+    months = [m for _, m in sorted(proof.months.items())]
+    out.append(_table(["metric", "month", "sent", "held", "missing", "held twice", "different"],
+                      (([escape(m.metric), m.month, _num(m.sent), _num(m.held), _num(m.missing),
+                         _num(m.twice), _num(m.different)], "" if m.clean else "short")
+                       for m in months), {2, 3, 4, 5, 6}))  # fmt: skip
+    for kind, title in _KINDS.items():
+        named = proof.named(kind)
+        if not named:
+            continue
+        out.append(f"<h3>{_num(proof.orders[kind])} order(s) {escape(title)}</h3>")
+        out.append(_table(["file:line", "order", "metric", "month", "what", "unique ids"],
+                          (([escape(f"{f.source}:{f.line}"), escape(f.order_id), escape(f.metric),
+                             f.month, escape(f.detail), escape(", ".join(f.unique_ids))], "short")
+                           for f in named), set()))  # fmt: skip
+    if result.repair:
+        out.append("<p>Repair: this one command sends the missing events again (same unique "
+                   f"ids, from any folder):</p><pre>{_text(result.repair)}</pre>")  # fmt: skip
+    out.append("</section>")
+    return "".join(out)
+
+
+def _text(text: str) -> str:
+    """Text that may name an address (--base-url): shown as text, never a link a reader
+    or a mail client would follow (the colon as a character reference: it reads the same)."""
+    return escape(text).replace("://", "&#58;//")
 
 
 def _per_month(rows: list[Row], attr: str) -> Counter[str]:

@@ -348,8 +348,7 @@ class Ledger:
             " FROM acked WHERE metric = ? AND at >= ? AND at < ?",
             (metric, start, end),
         )
-        return [(str(m), int(a), str(o), str(u), str(i), v, str(c), str(s), int(n))
-                for m, a, o, u, i, v, c, s, n in rows]  # fmt: skip
+        return rows.fetchall()  # as stored: (TEXT, INTEGER, TEXT, ...) are Acked's types
 
     @_guarded
     def order_state(self, order_id: str) -> tuple[str, float] | None:
