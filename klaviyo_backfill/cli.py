@@ -1,4 +1,4 @@
-"""The command line: parse options, call the core (run.py), render, and translate errors into
+"""The command line: parse options, call a command (commands/), render, and translate errors into
 messages and exit codes. No business rule lives here.
 
 The core, rich and httpx are imported inside the commands, so `--help` starts fast.

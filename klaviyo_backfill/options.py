@@ -1,5 +1,5 @@
 """The typed options of a run, as a user gives them: what the command line fills in and a
-library caller builds. Plain values only, light to import; `run.job_from` checks and
+library caller builds. Plain values only, light to import; `pipeline.job.job_from` checks and
 resolves them (files, layouts, zones, dates) into a `job.Job`.
 """
 

@@ -4,7 +4,7 @@ For each export format (Shopify CSV in 79/78/75 columns; Shopify JSON wrapped, a
 JSON Lines; WooCommerce JSON array and JSON Lines; WooCommerce CSV) ~200 orders are made by
 tests/corpus.py, rendered, run through `klaviyo-backfill send --dry-run` and every event is
 checked against the order it came from. Expected values are always computed from the truth
-with the rule mapping.py documents; where a format cannot carry a fact (a WooCommerce CSV has
+with the rule mapping/events.py documents; where a format cannot carry a fact (a WooCommerce CSV has
 no currency, no seconds, no fulfilment date) the test expects the tool's documented fallback.
 """
 
@@ -219,7 +219,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Run]:
 
 
 # --------------------------------------------------------------------------------------
-# Expectations, computed from the truth with the rules of mapping.py and the layouts
+# Expectations, computed from the truth with the rules of mapping/events.py and the layouts
 # --------------------------------------------------------------------------------------
 
 

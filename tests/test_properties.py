@@ -1,4 +1,4 @@
-"""Property tests of the mapping's invariants (mapping.py's docstring is the contract).
+"""Property tests of the mapping's invariants (mapping/events.py's docstring is the contract).
 
 Orders are built directly as `model.Order`/`model.Line` objects and mapped with
 `mapping.map_order`; one property also goes through `convert.to_order`, where an export's

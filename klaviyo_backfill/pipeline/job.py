@@ -1,5 +1,5 @@
 """A job: a run's options, checked and resolved once (inputs and their layouts, zone, dates,
-the endpoint): the one input of the two stages in run.py."""
+the endpoint): the one input of the stages in pipeline/stages.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What a send shows while it runs, on stderr (run.Watcher, rendered).
+"""What a send shows while it runs, on stderr (results.Watcher, rendered).
 
     a terminal      a live line at any width from 60 columns: events done / total, events/s,
                     the ETA, and the counters that are not zero (on a second line when they
@@ -128,7 +128,7 @@ def plain(reading: Reading, elapsed: float) -> str:
 
 
 class Progress:
-    """A run.Watcher that draws on stderr (a terminal), writes lines (a log), or keeps quiet."""
+    """A results.Watcher that draws on stderr (a terminal), writes lines (a log), or keeps quiet."""
 
     def __init__(
         self,
@@ -164,7 +164,7 @@ class Progress:
         if self.ticking is not None:
             self.ticking.join()
 
-    # ------------------------------------------------------------ run.Watcher
+    # ------------------------------------------------------------ results.Watcher
 
     def pacing(self, windows: tuple[Window, ...], per_request: int, whose: str) -> None:
         self.windows, self.per_request, self.whose = windows, per_request, whose
