@@ -343,3 +343,59 @@ def test_ctrl_c_while_reading_before_the_first_request(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=300)  # fmt: skip
         assert done.returncode in (0, 1), done.stderr
         assert s.requests  # the job went on
+
+
+# ---------------------------------------------------------------- totals that add up (#22)
+
+
+def test_a_limited_run_estimates_its_own_total_and_knows_it_once_read() -> None:
+    """`--limit 5` ended at `22/10,194 events`: the whole export's extrapolation."""
+    stats = Stats(bytes_total=1_000_000, bytes_done=1_000, limit=5)
+    stats.orders_mapped = 2
+    stats.events = Counter({"Placed Order": 2, "Ordered Product": 7})
+    assert stats.estimated_events() == 22  # 9 events for 2 orders, 5 orders: not 9,000
+    stats.orders_mapped, stats.read_all = 5, True
+    stats.events = Counter({"Placed Order": 5, "Ordered Product": 17})
+    assert stats.estimated_events() == 22
+
+
+def test_the_total_shown_holds_steady_and_is_exact_once_the_export_is_read() -> None:
+    """120,474 -> 120,954 -> 120,611: the estimate's noise was shown as it came."""
+    clock = Clock()
+    progress, _ = quiet_progress(clock)
+    stats, send = Stats(bytes_total=10_000_000), SendStats()
+    totals = []
+    for done_bytes, events in ((2_000_000, 24_095), (4_000_000, 48_381), (6_000_000, 72_366)):
+        stats.bytes_done, stats.events = done_bytes, Counter({"Placed Order": events})
+        progress.update(stats, send)
+        reading = progress.reading()
+        assert reading.estimated and "/~" in reading.essentials()
+        totals.append(reading.total)
+    assert totals == [120_475] * 3, totals  # within 2%: the first estimate, unmoved
+    stats.read_all, stats.events = True, Counter({"Placed Order": 120_611})
+    final = progress.reading()
+    assert final.total == 120_611 and not final.estimated and "/~" not in final.essentials()
+
+
+def test_at_80_columns_six_digit_counts_keep_a_usable_bar() -> None:
+    """The bar vanished at six digits in 80 columns (the counters took its room)."""
+    reading = Reading(123_456, 654_321, 2_480.4, 185.0, ["12 retries", "45 rejected orders"],
+                      estimated=True)  # fmt: skip
+    lines = drawn(reading, 80)
+    assert all(len(line) <= 80 for line in lines), lines
+    assert lines[0].count("━") >= 20, lines
+    assert "123,456/~654,321 events" in lines[0] and "12 retries" in "\n".join(lines[1:])
+
+
+def test_a_limited_send_ends_at_its_own_total_on_a_terminal(tmp_path: Path) -> None:
+    shutil.copy(EXPORT, tmp_path / "orders.csv")
+    with st.StandIn(api_key=KEY) as s:
+        code, drawn = in_a_terminal(tmp_path, ["send", "orders.csv", "--base-url", s.url,
+                                               "--limit", "5"])  # fmt: skip
+        held = len(s.events)
+    assert code in (0, 1), drawn
+    bars = [line for line in frames(drawn) if " events/s · ETA " in line]
+    assert bars, frames(drawn)
+    last = re.search(r"([\d,]+)/(~?)([\d,]+) events", bars[-1])
+    assert last, bars[-1]
+    assert last.group(1) == last.group(3) == f"{held:,}" and not last.group(2), bars

@@ -237,11 +237,25 @@ def mapped_orders(
     workers = workers_for(job.jobs) if resume is None else 1
     resume_at = resume.at if resume is not None else None
     limit = job.filters.limit
-    taken = 0
     stats.bytes_total = sum(os.path.getsize(source.path) for source in job.inputs)
     stats.skipped_files = [(s.path, s.why) for s in job.skipped]
     stats.since, stats.until = job.filters.since, job.filters.until
-    before = 0
+    stats.limit = limit
+    try:
+        yield from _settled(job, mapper, stats, workers, resume_at, encoder)
+    finally:
+        stats.read_all = True  # what it holds is whole: the progress's total is exact
+
+
+def _settled(
+    job: Job,
+    mapper: _Mapper,
+    stats: Stats,
+    workers: int,
+    resume_at: tuple[int, int] | None,
+    encoder: Encoder | None,
+) -> Generator[MappedOrder, None, None]:
+    limit, taken, before = job.filters.limit, 0, 0
     for index, source in enumerate(job.inputs):
         start = _start(source, index, resume_at)
         if start is None and resume_at is not None and index < resume_at[0]:

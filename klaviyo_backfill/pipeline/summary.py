@@ -74,12 +74,19 @@ class Stats:
     since: datetime | None = None  # the window --since/--until applied: orders at or after
     until: datetime | None = None  # ... and before
 
+    limit: int | None = None  # --limit: the run ends after this many mapped orders
+    read_all: bool = False  # the reading ended (the inputs, or --limit): `events` is whole
+
     def estimated_events(self) -> int:
-        """Events the whole run will hold, extrapolated from the bytes read so far."""
+        """Events the whole run will hold: exact once the reading ended; until then
+        extrapolated from the bytes read so far, and (--limit) from the orders mapped."""
         done = sum(self.events.values())
-        if not self.bytes_done or not self.bytes_total:
+        if self.read_all or not self.bytes_done or not self.bytes_total:
             return done
-        return max(done, int(done * self.bytes_total / self.bytes_done))
+        estimate = int(done * self.bytes_total / self.bytes_done)
+        if self.limit and self.orders_mapped:
+            estimate = min(estimate, int(done * self.limit / self.orders_mapped))
+        return max(done, estimate)
 
     month_revenue: dict[tuple[str, str], Decimal] = field(default_factory=dict)
     # events per (metric, UTC month): what `preflight` sets against other integrations' metrics

@@ -38,6 +38,8 @@ LOG_WAIT = 10.0  # and a line of its own in a log
 LOG_EVERY = 30.0  # seconds between two lines in a log
 RATE_SPAN = 60.0  # the rate is measured over this much of the recent past
 _BAR_MIN = 10  # a bar narrower than this is left out
+_BAR_KEEP = 20  # counters go on a line of their own rather than narrow the bar below this
+DRIFT = 0.02  # an estimated total is shown anew only when it moves by more than this share
 
 
 def clock_text(seconds: float) -> str:
@@ -72,11 +74,13 @@ class Reading:
     eta: float | None  # seconds (None: nothing to base it on yet)
     counters: list[str] = field(default_factory=list)  # the ones that are not zero
     status: str | None = None  # a wait, while it lasts
+    estimated: bool = False  # the total is an estimate (the export is still being read)
 
     def essentials(self) -> str:
         rate = "-" if self.rate is None else f"{self.rate:,.0f}"
         eta = "-:--:--" if self.eta is None else clock_text(self.eta)
-        return f"{self.done:,}/{self.total:,} events · {rate} events/s · ETA {eta}"
+        about = "~" if self.estimated else ""
+        return f"{self.done:,}/{about}{self.total:,} events · {rate} events/s · ETA {eta}"
 
 
 def _bar(share: float, width: int) -> Text:
@@ -92,7 +96,7 @@ def render(reading: Reading, width: int) -> Group:
     when they do not fit beside them."""
     head, counters = reading.essentials(), " · ".join(reading.counters)
     rest: list[str] = []
-    if counters and len(head) + 3 + len(counters) <= width:
+    if counters and len(head) + 3 + len(counters) + 1 + _BAR_KEEP <= width:
         head = f"{head} · {counters}"
     elif counters:
         rest = _packed(reading.counters, width)
@@ -146,6 +150,7 @@ class Progress:
         self.windows: tuple[Window, ...] = ()
         self.per_request, self.whose = 1, "Klaviyo's"
         self.wait: Wait | None = None
+        self.total: int | None = None  # the total shown: it moves only by more than DRIFT
         self.started: float | None = None
         self.live: Live | None = None
         self.ticking: threading.Thread | None = None
@@ -207,7 +212,7 @@ class Progress:
         if stats is None or send is None:
             return Reading(0, 0, None, None)
         now, done = self.clock(), self._done()
-        total = max(stats.estimated_events(), done)
+        total = self._total(stats, done)
         rate = self._rate(now, done)
         eta = self._eta(now, total - done, rate)
         counters = [
@@ -226,7 +231,17 @@ class Progress:
         wait = self.wait
         if wait is not None and wait.seconds > SHOW_WAIT and wait.until > now:
             status = wait_text(wait, wait.until - now, self.whose)
-        return Reading(done, total, rate, eta, counters, status)
+        return Reading(done, total, rate, eta, counters, status, not stats.read_all)
+
+    def _total(self, stats: Stats, done: int) -> int:
+        """The total to show: exact once the export is read; until then the estimate, held
+        steady unless it moves by more than DRIFT (120,474 -> 120,954 -> 120,611 was noise)."""
+        estimate = max(stats.estimated_events(), done)
+        shown = self.total
+        if stats.read_all or shown is None or abs(estimate - shown) > DRIFT * shown:
+            shown = estimate
+        self.total = max(shown, done)
+        return self.total
 
     def _done(self) -> int:
         send = self.send
