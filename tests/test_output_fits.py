@@ -194,3 +194,15 @@ def test_every_currency_shows_its_net_and_warnings_name_file_and_option(tmp_path
     assert "first at " + str(SAMPLE / "woocommerce_orders.csv") in out
     assert "read = mapped + rejected + skipped" not in out
     assert "Distinct customers" in out and "Distinct profiles" not in out
+
+
+def test_preflight_says_why_orders_will_not_be_sent(tmp_path: Path) -> None:
+    """`3,000 (2,935 would be sent)` said nothing of the other 65."""
+    problems = SAMPLE / "problems" / "shopify_orders_with_problems.csv"
+    with st.StandIn(api_key=KEY) as s:
+        done = plain(tmp_path, "preflight", str(problems), "--base-url", s.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "30 (25 would be sent)" in out, out
+    reasons = re.findall(r"not sent, rejected: (.+?)\s+│\s+([\d,]+)\s", out)
+    assert reasons and sum(int(n) for _, n in reasons) == 5, out

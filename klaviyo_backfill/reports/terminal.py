@@ -300,6 +300,18 @@ def inspect_report(console: Console, stats: Stats, monthly: bool = False) -> Non
             console.print(_with_examples(title, label, counts, stats.examples))
 
 
+def _not_sent(table: Table, stats: Stats, shown: int = 5) -> None:
+    """Why orders read will not be sent: each reason with its count, the commonest first."""
+    reasons = [(f"rejected: {why}", n) for why, n in stats.rejected.most_common()]
+    reasons += [(f"skipped: {why}", n) for why, n in stats.skipped.most_common()]
+    reasons.sort(key=lambda item: -item[1])
+    for why, n in reasons[:shown]:
+        table.add_row(f"  not sent, {why}", f"{n:,}")
+    if len(reasons) > shown:
+        rest = sum(n for _, n in reasons[shown:])
+        table.add_row(f"  not sent, {len(reasons) - shown} other reasons", f"{rest:,}")
+
+
 def _with_examples(
     title: str, label: str, counts: Counter[str], examples: dict[str, list[str]]
 ) -> Table:
@@ -518,6 +530,7 @@ def preflight_report(console: Console, report: Preflight) -> None:
         a = report.account
         table.add_row("Account", f"{a.id} (time zone {a.timezone}, currency {a.currency})")
     table.add_row("Orders", f"{stats.orders_read:,} ({stats.orders_mapped:,} would be sent)")
+    _not_sent(table, stats)
     for metric in METRICS:
         if stats.events[metric]:
             table.add_row(f"Events: {metric}", f"{stats.events[metric]:,}")
