@@ -290,7 +290,13 @@ ENDPOINT_HELP = (
     is_flag=True,
     help="No progress (a bar on a terminal, a line every 30 s in a log).",
 )
-@click.option("--summary-json", type=click.Path(), help="Write the final summary as JSON.")
+@click.option(
+    "--json",
+    "--summary-json",
+    "summary_json",
+    type=click.Path(allow_dash=True),
+    help="Write the final summary as JSON to FILE ('-': stdout; the table goes to stderr).",
+)
 @click.option(
     "--verbose", "-v", count=True, help="Log retries, waits and splits to stderr (-vv: more)."
 )
@@ -310,7 +316,9 @@ def send(**kw: Any) -> int:
     configure_logging(kw["verbose"], kw["log_file"])
     from .reports.terminal import console as report_console
 
-    console = report_console(stderr=options.output == "-")
+    if options.output == "-" and kw["summary_json"] == "-":
+        raise UsageError("--output - and --json - both write to stdout: give one a FILE")
+    console = report_console(stderr="-" in (options.output, kw["summary_json"]))
     if kw["dry_run"]:
         return _dry_run(options, console, kw)
     return _real_send(options, console, kw)
@@ -431,20 +439,30 @@ def inspect(json_path: str | None, html_path: str | None, monthly: bool, **kw: A
 @click.option(
     "--checkpoint", type=click.Path(), help="Checkpoint file (default: derived from PATHS)."
 )
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(allow_dash=True),
+    help="Write each job as JSON to FILE ('-': to stdout, instead of the tables).",
+)
 @_edge
-def status(paths: tuple[str, ...], checkpoint: str | None) -> int:
+def status(paths: tuple[str, ...], checkpoint: str | None, json_path: str | None) -> int:
     """Report a job: orders done, rejected, what is left, and the command that continues it.
     Without PATHS: every job in the state folder."""
     from .commands.status import jobs_folder, open_status
     from .reports.jobs import jobs_table
     from .reports.terminal import console as report_console
-    from .reports.terminal import status_table
+    from .reports.terminal import status_json, status_report
 
+    _outputs({"json_path": json_path})
     with open_status(paths, checkpoint) as found:
-        if not paths and not checkpoint:
+        if json_path:
+            write_json(json_path, {"jobs": [status_json(p, ledger) for p, ledger in found]},
+                       "--json")  # fmt: skip
+        elif not paths and not checkpoint:
             report_console().print(jobs_table(found, jobs_folder()))
-        for path, ledger in found if paths or checkpoint else ():
-            report_console().print(status_table(path, ledger))
+        for path, ledger in found if (paths or checkpoint) and json_path != "-" else ():
+            status_report(report_console(), path, ledger)
     return ExitCode.OK
 
 

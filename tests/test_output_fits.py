@@ -76,8 +76,8 @@ def on_a_terminal(cwd: Path, *args: str, columns: int = 80) -> tuple[int, str]:
 def widest(text: str) -> int:
     """The longest line but a path's or a command's own (never cut: the terminal folds
     it, whole, so that it can be copied)."""
-    whole = ("  /", "  klaviyo-backfill ")
-    return max(len(line) for line in text.splitlines() if not line.startswith(whole))
+    return max(len(line) for line in text.splitlines()
+               if not line.startswith("  /") and "klaviyo-backfill " not in line)  # fmt: skip
 
 
 def plain(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -206,3 +206,23 @@ def test_preflight_says_why_orders_will_not_be_sent(tmp_path: Path) -> None:
     assert "30 (25 would be sent)" in out, out
     reasons = re.findall(r"not sent, rejected: (.+?)\s+│\s+([\d,]+)\s", out)
     assert reasons and sum(int(n) for _, n in reasons) == 5, out
+
+
+def test_status_and_send_take_json_too_and_paths_stay_whole(tmp_path: Path) -> None:
+    """--json FILE (or '-') for every command; a checkpoint's path folded mid-token."""
+    export = tmp_path / "orders.csv"
+    export.write_bytes((SAMPLE / "shopify_orders_export.csv").read_bytes())
+    with st.StandIn(api_key=KEY) as s:
+        sent = plain(tmp_path, "send", "orders.csv", "--base-url", s.url, "-q", "--json", "-")
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["orders_sent"] == 27  # the table went to stderr
+        assert "Send summary" in sent.stderr
+    told = plain(tmp_path, "status", "orders.csv", "--json", "-")
+    (job,) = json.loads(told.stdout)["jobs"]
+    assert job["state"] == "finished" and job["orders_sent"] == 27, job
+    assert job["checkpoint"].endswith(".sqlite") and Path(job["checkpoint"]).exists()
+    code, text = on_a_terminal(tmp_path, "status", "orders.csv", columns=60)
+    assert code == 0, text
+    lines = text.splitlines()
+    assert any(line.strip() == job["checkpoint"] for line in lines), text  # whole, one line
+    assert widest(text) <= 60, text

@@ -32,6 +32,8 @@ __all__ = [
     "preflight_report",
     "rejections",
     "send_summary",
+    "status_json",
+    "status_report",
     "status_table",
     "summary_table",
     "verify_html",
@@ -195,7 +197,7 @@ def status_table(path: Path, ledger: Ledger) -> Table:
     """One checkpoint: the job's totals from the ledger, then its last run."""
     counts = ledger.counts()
     orders_rejected, events_rejected = ledger.rejected_apart()
-    table = Table(title=f"Checkpoint {path}", show_header=False, title_justify="left")
+    table = Table(title="Checkpoint", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value")
     state = ledger.condition()
@@ -227,13 +229,44 @@ def status_table(path: Path, ledger: Ledger) -> Table:
             f"{rejected:,} rejected, {skipped:,} skipped",
         )
     table.add_row("Left", _left(ledger))
-    failures = ledger.get("failures")
-    if failures:
-        table.add_row("Failures file", failures)
+    return table
+
+
+def status_report(console: Console, path: Path, ledger: Ledger) -> None:
+    """The checkpoint's table, then its file, failures file and the command that continues
+    it, each on a line of its own: a path or a command is never folded mid-word."""
     from .jobs import continue_with
 
-    table.add_row("Continue with", continue_with(ledger))
-    return table
+    console.print(status_table(path, ledger))
+    failures = ledger.get("failures")
+    for label, value in (("Checkpoint file", str(path)), ("Failures file", failures),
+                         ("Continue with", continue_with(ledger))):  # fmt: skip
+        if value:
+            console.print(f"{label}:\n  {value}", soft_wrap=True, highlight=False, markup=False)
+
+
+def status_json(path: Path, ledger: Ledger) -> dict[str, Any]:
+    """`status --json`: what the table says, as data."""
+    from .jobs import continue_with
+
+    counts = ledger.counts()
+    orders_rejected, events_rejected = ledger.rejected_apart()
+    return {
+        "checkpoint": str(path),
+        "state": ledger.condition(),
+        "account": ledger.get("account"),
+        "overlap": ledger.get("overlap"),
+        "orders_sent": counts.get("sent", 0),
+        "orders_with_rejected_events": counts.get("rejected", 0),
+        "orders_rejected": orders_rejected,
+        "events_rejected_by_klaviyo": events_rejected,
+        "last_run_started": _when(ledger.get("started")),
+        "last_run_ended": _when(ledger.get("ended")),
+        "last_run": ledger.last_run() or None,
+        "left": _left(ledger),
+        "failures": ledger.get("failures"),
+        "continue_with": continue_with(ledger),
+    }
 
 
 def _bars(stats: Stats) -> Iterator[Table]:
