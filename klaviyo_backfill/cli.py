@@ -583,4 +583,4 @@ def preflight(json_path: str | None, verbose: int, **kw: Any) -> int:
         preflight_report(report_console(), report)
     if json_path:
         write_json(json_path, report.as_json(), "--json")
-    return ExitCode.OVERLAP if report.overlaps else ExitCode.OK
+    return ExitCode.OVERLAP if report.overlap else ExitCode.OK

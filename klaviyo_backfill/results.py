@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the pipeline and the client are imported where they run: `s
     from .klaviyo.throttle import Wait, Window
     from .mapping.encode import Request
     from .pipeline.summary import Stats
-    from .proof.orders import Proof
+    from .proof.orders import HeldElsewhere, Proof
     from .proof.reconcile import MetricTotal, Overlap, Row
 
 
@@ -183,6 +183,11 @@ class Preflight:
     others: list[Metric]  # other integrations' metrics named as the export's
     overlaps: list[Overlap]
     flows: dict[str, list[Flow]] | None = None  # --trigger-flows: metric -> flows it starts
+    api_held: HeldElsewhere | None = None  # orders another API sender holds already
+
+    @property
+    def overlap(self) -> bool:
+        return bool(self.overlaps) or self.api_held is not None
 
     def as_json(self) -> dict[str, Any]:
         from .pipeline.summary import describe
@@ -193,6 +198,9 @@ class Preflight:
                      for m, fs in self.flows.items()}  # fmt: skip
         return {
             "overlaps": [o.as_json() for o in self.overlaps],
+            "held_by_another_api_sender": None
+            if self.api_held is None
+            else self.api_held.as_json(),
             "other_integrations": [
                 {"metric": m.name, "integration": m.integration, "id": m.id} for m in self.others
             ],

@@ -183,3 +183,32 @@ def test_faulty_event_pages_are_retried_and_the_proof_still_holds(
         done, doc = verify(tmp_path, s)
     assert done.returncode == 0, said(done)
     assert doc["per_order"]["orders"] == []
+
+
+def test_preflight_names_the_orders_another_api_sender_holds_but_not_its_own(
+    tmp_path: Path,
+) -> None:
+    export(tmp_path, *RECENT, limit=100)
+    with st.StandIn(api_key=KEY) as s:
+        send(tmp_path, s, "--limit", "30")  # this tool's own: never named
+        placed = {e.unique_id: e for e in s.events if e.metric == "Placed Order"}
+        orders = [o for o in corpus.make_orders(2400, 17, "shopify")
+                  if RECENT[0] <= o.created_at < RECENT[1] and o.identifiable][:100]  # fmt: skip
+        theirs = [o for o in orders if o.id not in placed][:20]
+        ours = [o for o in orders if o.id in placed][:5]  # a resend of this tool's: not named
+        s.preload([st.other_event("Placed Order", o.created_at.isoformat(), integration=st.API,
+                                  uid=f"live-{o.id}", properties={"OrderId": o.id})
+                   for o in theirs + ours])  # fmt: skip
+        months: dict[str, int] = {}
+        for o in theirs:
+            month = o.created_at.astimezone(UTC).strftime("%Y-%m")
+            months[month] = months.get(month, 0) + 1
+        done = run(
+            tmp_path, KEY, "preflight", "orders.csv", "--base-url", s.url, "--json", "p.json"
+        )
+    doc = json.loads((tmp_path / "p.json").read_text())
+    held = doc["held_by_another_api_sender"]
+    assert done.returncode == 6, said(done)
+    assert held["orders"] == len(theirs) == 20 and held["months"] == months
+    assert set(held["sample_ids"]) <= {o.id for o in theirs}
+    assert "Held by another API sender: 20 order(s)" in " ".join(done.stdout.split())

@@ -8,14 +8,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import ScopeError
+from ..klaviyo.account import account_id
 from ..klaviyo.reading import Reader
 from ..klaviyo.throttle import ideal_seconds, parse_rate_limit
+from ..model import PLACED
 from ..options import SendOptions
 from ..pipeline.job import job_from
 from ..pipeline.stages import export_pass
 from ..presend.overlap import other_counts, read_config
+from ..proof.orders import HeldElsewhere, windows
 from ..proof.reconcile import overlaps
 from ..results import Preflight
+from ..state.account_ledger import AccountLedger, account_ledger_path
 
 if TYPE_CHECKING:  # annotations only
     from ..klaviyo.reading import Account, Flow, Metric, ReadConfig
@@ -30,7 +34,8 @@ def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: 
     job = job_from(options)
     config = read_config(options, ask_key)
     account, metrics, scopes = asyncio.run(_key_check(config))
-    stats, bodies = export_pass(job)
+    ids: set[str] = set()
+    stats, bodies = export_pass(job, ids)
     names = {metric for metric, _ in stats.metric_months}
     others = [m for m in metrics if not m.via_api and m.name in names]
     api = {m.name: m for m in metrics if m.via_api and m.name in names}
@@ -41,7 +46,48 @@ def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: 
         _preflight_reads(config, others, stats, api if options.trigger_flows else None, scopes)
     )
     report.overlaps = overlaps(stats.metric_months, counts)
+    placed = api.get(PLACED)
+    if placed is not None:
+        months = sorted({month for metric, month in stats.metric_months if metric == PLACED})
+        held = asyncio.run(held_by_api(config, placed, months, ids))
+        scopes["events:read"] = held is not None
+        theirs = _not_ours(held, config) if held else {}
+        if theirs:
+            report.api_held = HeldElsewhere.of(theirs)
     return report
+
+
+async def held_by_api(
+    config: ReadConfig, placed: Metric, months: list[str], ids: set[str]
+) -> dict[str, str] | None:
+    """The export's orders whose OrderId the API's Placed Order holds in the export's months
+    (order id -> month): this tool's, or another API sender's (the merchant's own live
+    integration). None when the key cannot read events (events:read)."""
+    held: dict[str, str] = {}
+    async with Reader(config) as reader:
+        try:
+            for window in windows({(PLACED, month): 1 for month in months}):
+                for event in await reader.events(placed.id, window.start, window.end):
+                    if event.order_id in ids:
+                        held.setdefault(event.order_id, window.month)
+        except ScopeError as exc:
+            if "events:read" not in exc.scopes:
+                raise
+            return None
+    return held
+
+
+def _not_ours(held: dict[str, str], config: ReadConfig) -> dict[str, str]:
+    """Those of the orders that this tool did not send to this account (its ledger)."""
+    path = account_ledger_path(account_id(config.base_url, config.api_key))
+    if not path.exists():
+        return held
+    ledger = AccountLedger(path, read_only=True)
+    try:
+        ours = ledger.held_orders(list(held))
+    finally:
+        ledger.close()
+    return {order: month for order, month in held.items() if order not in ours}
 
 
 async def _key_check(config: ReadConfig) -> tuple[Account | None, list[Metric], dict[str, bool]]:

@@ -113,21 +113,31 @@ def outputting(
 
 
 @contextmanager
-def assembled(job: Job, stats: Stats, failures: Failures) -> Iterator[Iterator[Request]]:
+def assembled(
+    job: Job, stats: Stats, failures: Failures, ids: set[str] | None = None
+) -> Iterator[Iterator[Request]]:
     """Stage one and two as every command that sends nothing runs them (a dry run, `inspect`,
     `preflight`): the job's request bodies, with the profile rule a send applies (the
     `latest` pass first), so each sees what the send sends. A send adds its checkpoint, the
     account and its resume point to the same stages (commands/send.py)."""
     encoder = job.endpoint.encoder(job.backfill)
     with profiles_for(job) as ready:
-        yield requests(orders(ready, encoder, stats, failures), encoder)
+        mapped = orders(ready, encoder, stats, failures)
+        yield requests(mapped if ids is None else _noting(mapped, ids), encoder)
 
 
-def export_pass(job: Job) -> tuple[Stats, int]:
+def _noting(mapped: Iterator[MappedOrder], ids: set[str]) -> Iterator[MappedOrder]:
+    for order in mapped:
+        ids.add(order.key)
+        yield order
+
+
+def export_pass(job: Job, ids: set[str] | None = None) -> tuple[Stats, int]:
     """The export read as a dry run reads it: its statistics (events per metric and UTC
-    month among them) and the request bodies a send would make."""
+    month among them) and the request bodies a send would make; the ids of the orders it
+    would send into `ids`, given a set (preflight: the orders another API sender holds)."""
     stats = Stats()
-    with assembled(job, stats, Failures(None)) as bodies:
+    with assembled(job, stats, Failures(None), ids) as bodies:
         count = sum(1 for _ in bodies)
     return stats, count
 

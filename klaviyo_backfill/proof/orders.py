@@ -30,6 +30,7 @@ __all__ = [
     "MISSING",
     "TWICE",
     "Finding",
+    "HeldElsewhere",
     "MonthCount",
     "Proof",
     "Window",
@@ -274,3 +275,37 @@ class Proof:
             "months": [m.as_json() for _, m in sorted(self.months.items())],
             "orders": [f.as_json() for f in self.findings],
         }  # fmt: skip
+
+
+@dataclass
+class HeldElsewhere:
+    """Orders of an export that another API sender holds already (the same OrderId in the
+    API's metric, not sent by this tool): sent, they would count twice."""
+
+    months: dict[str, int] = field(default_factory=dict)  # UTC month -> orders
+    sample: list[str] = field(default_factory=list)  # a few of their ids
+
+    @property
+    def orders(self) -> int:
+        return sum(self.months.values())
+
+    @classmethod
+    def of(cls, held: dict[str, str], limit: int = 5) -> HeldElsewhere:
+        """From order id -> month."""
+        out = cls()
+        for order_id, month in sorted(held.items(), key=lambda item: (item[1], item[0])):
+            out.months[month] = out.months.get(month, 0) + 1
+            if len(out.sample) < limit:
+                out.sample.append(order_id)
+        return out
+
+    def describe(self, limit: int = 6) -> str:
+        months = sorted(self.months.items())
+        shown = ", ".join(f"{m} ({n:,})" for m, n in months[:limit])
+        more = f" and {len(months) - limit} more month(s)" if len(months) > limit else ""
+        return (f"{self.orders:,} order(s) in {shown}{more}; e.g. order(s) "
+                f"{', '.join(self.sample)}")  # fmt: skip
+
+    def as_json(self) -> dict[str, Any]:
+        return {"orders": self.orders, "months": dict(sorted(self.months.items())),
+                "sample_ids": self.sample}  # fmt: skip

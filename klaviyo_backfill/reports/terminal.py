@@ -600,6 +600,15 @@ def preflight_report(console: Console, report: Preflight) -> None:
                       "Send other months (--since/--until), or send with --allow-overlap.")  # fmt: skip
     else:
         console.print("[green]No overlap[/green] with other integrations' events.")
+    if report.api_held is not None:
+        console.print(f"[red]Held by another API sender[/red]: {report.api_held.describe()}. "
+                      "The same OrderId is in the API's Placed Order, not sent by this tool "
+                      "(the merchant's own integration?): sent, these orders would count "
+                      "twice. Leave their months out (--since/--until), or stop that sender "
+                      "for them.")  # fmt: skip
+    elif report.scopes.get("events:read") is False:
+        console.print("[yellow]Warning[/yellow]: the key cannot read events (events:read): "
+                      "orders another API sender holds were not looked for.")  # fmt: skip
 
 
 def verify_html(result: Verification) -> str:
