@@ -184,7 +184,9 @@ def test_verify_exits_0_with_every_row_equal_when_nothing_is_lost(
     with st.StandIn(api_key=KEY) as s:
         sent_with(tmp_path, s)
         done = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json")
-        aggregate_queries = sum(r.path == st.AGGREGATES_PATH for r in s.reads)
+        # answered ones: a 429 (the stand-in counts arrivals, which a loaded machine bunches)
+        # is the same query again
+        aggregate_queries = sum(r.path == st.AGGREGATES_PATH and r.status != 429 for r in s.reads)
     assert done.returncode == 0, said(done)
     doc = json.loads((tmp_path / "v.json").read_text())
     assert doc["status"] == "ok"
