@@ -173,3 +173,22 @@ def test_a_shopify_customer_id_identifies_an_order_without_email_or_phone(
     assert {oid for oid, _ in rejected} == {
         o.id for o in orders if not o.identifiable and o.customer_id is None
     }
+
+
+def test_line_items_whose_order_is_not_in_a_bulk_file_are_said_not_to_be_sent(
+    tmp_path: Path, orders: list[corpus.TruthOrder]
+) -> None:
+    """A bulk file cut short, or put together from parts: the lines naming an order it does
+    not hold are counted in a warning naming the file, not dropped in silence."""
+    whole = graphql.write_bulk(orders[:20], tmp_path / "whole.jsonl", "children_first")
+    lines = whole.read_text().splitlines()
+    children = [line for line in lines if "__parentId" in line]
+    *kept, dropped = [line for line in lines if "__parentId" not in line]  # one order lost
+    lost = sum(json.loads(line)["__parentId"] == json.loads(dropped)["id"] for line in children)
+    assert lost
+    part = tmp_path / "part.jsonl"
+    part.write_text("\n".join(children + kept) + "\n")
+    code, bodies, _, output = dry_run(tmp_path, part)
+    assert code in (0, 1) and bodies, output
+    assert f"{part}: {lost} lines name an order that is not in the file" in output
+    assert "not sent" in output

@@ -21,11 +21,12 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 from typing import Any
 
-from ..errors import InputError
+from ..errors import BackfillWarning, InputError
 
 __all__ = ["bulk_records", "child_key", "is_child", "line_items", "orders_of", "select"]
 
@@ -168,6 +169,7 @@ def _with_children(
     db.executemany("INSERT INTO child VALUES (?, ?)", children)
     db.execute("CREATE INDEX by_parent ON child (parent)")
     db.commit()
+    db.execute("CREATE TABLE seen (id TEXT)")
     for line, record in read():  # the file once more: each order with its children
         if is_child(record):
             continue
@@ -176,4 +178,15 @@ def _with_children(
                 "SELECT body FROM child WHERE parent = ? ORDER BY rowid", (str(record["id"]),)
             )
             _attach(record, (json.loads(body) for (body,) in rows))
+            db.execute("INSERT INTO seen VALUES (?)", (str(record["id"]),))
         yield line, record
+    (orphans,) = db.execute(
+        "SELECT count(*) FROM child WHERE parent NOT IN (SELECT id FROM seen)"
+    ).fetchone()
+    if orphans:
+        warnings.warn(
+            f"{path}: {orphans:,} line{'s' if orphans != 1 else ''} name an order that is not "
+            "in the file (cut short, or a part of another export?): not sent",
+            BackfillWarning,
+            stacklevel=2,
+        )
