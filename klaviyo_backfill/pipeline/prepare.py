@@ -53,6 +53,10 @@ class Held:
     digest: bytes
     facts: OrderFacts
     events: int = 0
+    # those events themselves, where the order is sent in part (a run stopped part-way
+    # through it, a new event of an old order): the job's checkpoint counts them as
+    # acknowledged with the rest, so `verify` expects them, never sees them as extra
+    already: tuple[Event, ...] = ()
 
 
 def raw_id(raw: RawOrder) -> str | None:

@@ -81,6 +81,8 @@ class Tracker:
             if self.account is not None and mapped.events:
                 entry.held = mapped.held or Held(b"", facts_of(mapped.events))
                 entry.stamp = mapped.stamp
+                for event in entry.held.already:  # acknowledged before: counted with the rest
+                    self._count(event, entry, time.time())
             self.frontier = mapped.after
 
     def input_rejected(self, rejection: Rejection, at: Position) -> None:
@@ -109,9 +111,7 @@ class Tracker:
                 entry = self.pending.get(event.order_id)
                 if entry is not None:
                     entry.sent += 1
-                    key = (event.metric, utc_month(event.time), event.currency or "")
-                    entry.totals.setdefault(key, Total()).add(event.value, now)
-                    entry.acked.append(_acked(event, entry))
+                    self._count(event, entry, now)
             for event in [*sent, *(e for e, _ in rejected)]:
                 entry = self.pending.get(event.order_id)
                 if entry is None:
@@ -140,6 +140,13 @@ class Tracker:
             self.ledger.record(done, bad, watermark, mark, totals, acked)
             log.debug("checkpoint: %d orders done, %d rejections, resume point %s",
                       len(done), len(bad), watermark)  # fmt: skip
+
+    @staticmethod
+    def _count(event: Event, entry: _Pending, now: float) -> None:
+        """An acknowledged event of the order, in its totals and its events one by one."""
+        key = (event.metric, utc_month(event.time), event.currency or "")
+        entry.totals.setdefault(key, Total()).add(event.value, now)
+        entry.acked.append(_acked(event, entry))
 
     def flush(self) -> None:
         """Commit what is settled but not yet recorded (input rejections at the end of a run)."""

@@ -134,7 +134,8 @@ class Delta:
         withheld = _refund_changed(known, events, keys, held)
         fresh = [e for e, k in zip(events, keys, strict=True) if k not in held]
         fresh = [e for e in fresh if not (withheld and e.metric == REFUNDED)]
-        prepared.held = Held(digest, facts, len(events) - len(fresh))
+        already = tuple(e for e, k in zip(events, keys, strict=True) if k in held)
+        prepared.held = Held(digest, facts, len(events) - len(fresh), already)
         prepared.events = fresh
         if fresh:
             prepared.tally = Tally.of(fresh)
