@@ -12,14 +12,11 @@ drips its headers, a gzip bomb, a server that echoes the key back.
 from __future__ import annotations
 
 import contextlib
-import os
-import resource
 import secrets
 import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,10 +25,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-CLI = shutil.which("klaviyo-backfill", path=str(Path(sys.executable).parent)) or str(
-    Path(sys.executable).parent / "klaviyo-backfill"
-)
-EXPORT = Path(__file__).resolve().parent.parent / "sample_data" / "shopify_orders_export.csv"
+import cli_helpers
+from cli_helpers import CLI, EXPORT, env, said
+
+__all__ = ["CLI", "env", "said"]  # tests reach these through this module too
+
 ORDERS = 27  # orders in EXPORT, every one of them sendable
 EVENTS = 111  # their events
 KEY = "pk_rogue_" + secrets.token_hex(12)  # unique, so "appears nowhere" can be searched for
@@ -172,49 +170,19 @@ def self_signed(where: Path) -> tuple[str, str] | None:
     return str(cert), str(key)
 
 
-def env(**extra: str) -> dict[str, str]:
-    drop = {"COLUMNS", "LINES", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
-            "SSL_CERT_FILE", "SSL_CERT_DIR"}  # fmt: skip
-    out = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")
-           and k.upper() not in drop}  # fmt: skip
-    out.update(extra)
-    return out
-
-
 MEMORY = 1 << 30  # address space a run may take in the tests of bounded memory
 
 
 def cli(
-    cwd: Path,
-    *args: str,
-    timeout: float = 60,
-    key: str | None = KEY,
-    memory: int | None = None,
-    **extra: str,
+    cwd: Path, *args: str, timeout: float = 60, key: str | None = KEY, **extra: Any
 ) -> subprocess.CompletedProcess[str]:
-    """The console script, with the key in KLAVIYO_API_KEY (unless `key` is None); with
-    `memory`, its address space is limited to that many bytes (past it: MemoryError)."""
-    variables = env(**extra, **({"KLAVIYO_API_KEY": key} if key is not None else {}))
-
-    def limit() -> None:
-        if memory is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-
-    return subprocess.run(
-        [CLI, *args], cwd=cwd, env=variables, capture_output=True, text=True, timeout=timeout,
-        preexec_fn=limit,
-    )  # fmt: skip
+    """The console script, with the key in KLAVIYO_API_KEY (unless `key` is None); `memory`,
+    `stdin` and the environment's `extra` as cli_helpers.run takes them."""
+    return cli_helpers.run(cwd, key, *args, timeout=timeout, columns=None, **extra)
 
 
 def popen(cwd: Path, *args: str, key: str = KEY, **extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [CLI, *args], cwd=cwd, env=env(KLAVIYO_API_KEY=key, **extra), text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-
-
-def said(result: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    return cli_helpers.popen(cwd, key, *args, **extra)
 
 
 def export_in(where: Path) -> Path:

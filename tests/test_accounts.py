@@ -4,30 +4,19 @@ sends nothing"). End to end, through the CLI, against two stand-ins on one addre
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
 
-try:
-    import cli_helpers
-    import standin as st
-    from cli_helpers import free_port
-except ImportError:  # tests/ made a package
-    from tests import cli_helpers
-    from tests import standin as st
-    from tests.cli_helpers import free_port
+import pytest
+import standin as st
+from cli_helpers import CLI, EXPORT, FAST, checkpoints_in, env, free_port, run
 
-EXPORT = Path(__file__).resolve().parent.parent / "sample_data" / "shopify_orders_export.csv"
+pytestmark = pytest.mark.e2e
 STAGING = "pk_staging_" + secrets.token_hex(12)
 REAL = "pk_real_" + secrets.token_hex(12)
-FAST = ["--rate-limit", "100/s,1000/m", "-q"]
-
-
-def run(cwd: Path, key: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return cli_helpers.run(cwd, key, *args)
 
 
 def send_to(cwd: Path, key: str, port: int, *extra: str) -> tuple[set[object], str, int]:
@@ -35,11 +24,6 @@ def send_to(cwd: Path, key: str, port: int, *extra: str) -> tuple[set[object], s
     with st.StandIn(api_key=key, port=port) as s:
         done = run(cwd, key, "send", "orders.csv", "--base-url", s.url, *FAST, *extra)
         return s.keys(), done.stdout + done.stderr, done.returncode
-
-
-def checkpoints_in(state: Path) -> list[Path]:
-    """The checkpoints runs kept in this state folder (conftest's `own_state_folder`)."""
-    return sorted((state / "klaviyo-backfill" / "checkpoints").glob("*.sqlite"))
 
 
 def test_the_same_export_to_a_second_account_sends_every_event(
@@ -122,10 +106,9 @@ def test_a_wrong_key_leaves_nothing_that_blocks_the_right_one(
     shutil.copy(EXPORT, tmp_path / "orders.csv")
     port = free_port()
     with st.StandIn(api_key=REAL, port=port) as s:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
-        env.update(KLAVIYO_API_KEY="pk_wrong_" + secrets.token_hex(8), COLUMNS="200")
-        wrong = subprocess.run([cli_helpers.CLI, "send", "orders.csv", "--base-url", s.url, *FAST],
-                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        wrong_key = env("pk_wrong_" + secrets.token_hex(8), COLUMNS="200")
+        wrong = subprocess.run([CLI, "send", "orders.csv", "--base-url", s.url, *FAST],
+                               cwd=tmp_path, env=wrong_key, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, timeout=120)  # fmt: skip
         assert wrong.returncode == 3, wrong.stdout
         # the first error, before any summary (the overlap check's warning, that the key could

@@ -6,41 +6,24 @@ End to end, through the CLI, against the stand-in."""
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
-try:
-    import standin as st
-except ImportError:  # tests/ made a package
-    from tests import standin as st
+import cli_helpers
+import pytest
+import standin as st
+from cli_helpers import EXPORT, checkpoints_in, said
 
-CLI = shutil.which("klaviyo-backfill", path=str(Path(sys.executable).parent)) or str(
-    Path(sys.executable).parent / "klaviyo-backfill"
-)
-EXPORT = Path(__file__).resolve().parent.parent / "sample_data" / "shopify_orders_export.csv"
+pytestmark = pytest.mark.e2e
 KEY = "pk_where_" + secrets.token_hex(12)
-FAST = ["--rate-limit", "100/s,1000/m", "-q", "--failures", "failures.jsonl"]
+FAST = [*cli_helpers.FAST, "--failures", "failures.jsonl"]
 
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
-    env.update(KLAVIYO_API_KEY=KEY, COLUMNS="200")
-    return subprocess.run(
-        [CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
-
-
-def said(done: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-
-
-def checkpoints_in(state: Path) -> list[Path]:
-    return sorted((state / "klaviyo-backfill" / "checkpoints").glob("*.sqlite"))
+    return cli_helpers.run(cwd, KEY, *args)
 
 
 def test_resume_and_status_from_another_folder_find_the_checkpoint(

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import corpus
 import pytest
+from cli_helpers import CLI, SAMPLES
 from click.testing import CliRunner
 
 from klaviyo_backfill.cli import main
-
-SAMPLE = Path(__file__).parent.parent / "sample_data"
 
 
 def bodies(text: str) -> list[dict]:  # type: ignore[type-arg]
@@ -52,7 +51,7 @@ def shop(tmp_path: Path) -> Path:
 
 def test_dry_run_of_sample_data_previews_summarises_and_exits_0(tmp_path: Path) -> None:
     failures = tmp_path / "f.jsonl"
-    code, out, _ = run("send", str(SAMPLE), "--dry-run", "--failures", str(failures))
+    code, out, _ = run("send", str(SAMPLES), "--dry-run", "--failures", str(failures))
     assert code == 0  # the README's first command
     assert "Preview: the first event of each metric" in out
     assert "Placed Order" in out and "Revenue USD" in out
@@ -62,7 +61,7 @@ def test_dry_run_of_sample_data_previews_summarises_and_exits_0(tmp_path: Path) 
 
 def test_rejected_orders_go_to_the_failures_file_and_exit_1(tmp_path: Path) -> None:
     failures = tmp_path / "f.jsonl"
-    export = SAMPLE / "problems" / "shopify_orders_with_problems.csv"
+    export = SAMPLES / "problems" / "shopify_orders_with_problems.csv"
     code, out, _ = run("send", str(export), "--dry-run", "--failures", str(failures))
     assert code == 1
     rejected = [json.loads(r) for r in failures.read_text().splitlines()]
@@ -74,7 +73,7 @@ def test_a_clean_rerun_leaves_no_failures_file_from_the_run_before(
     shop: Path, tmp_path: Path
 ) -> None:
     failures = tmp_path / "f.jsonl"
-    problems = SAMPLE / "problems" / "shopify_orders_with_problems.csv"
+    problems = SAMPLES / "problems" / "shopify_orders_with_problems.csv"
     assert run("send", str(problems), "--dry-run", "--failures", str(failures))[0] == 1
     assert failures.read_text()
     clean = corpus.write_shopify_csv(
@@ -108,7 +107,7 @@ def test_summary_json_is_written_by_a_dry_run_and_checked_before_any_work(
 
 
 def test_a_layout_that_names_its_zone_is_not_warned_about_naive_times(tmp_path: Path) -> None:
-    cart = SAMPLE / "custom_cart"
+    cart = SAMPLES / "custom_cart"
     code, out, _ = run("send", str(cart / "orders.csv"), "--layout", str(cart / "layout.toml"),
                        "--dry-run", "--failures", str(tmp_path / "f"))  # fmt: skip
     assert code == 0 and "Orders read" in out
@@ -121,7 +120,7 @@ def test_a_layout_that_names_its_zone_is_not_warned_about_naive_times(tmp_path: 
 
 
 def test_naive_times_are_warned_of_only_when_the_zone_was_guessed(tmp_path: Path) -> None:
-    woo = str(SAMPLE / "woocommerce_orders.csv")  # its dates carry no offset
+    woo = str(SAMPLES / "woocommerce_orders.csv")  # its dates carry no offset
     guessed = run("send", woo, "--dry-run", "--currency", "EUR", "--failures", str(tmp_path / "f"),
                   "--preview", "1")  # fmt: skip
     named = run("send", woo, "--dry-run", "--currency", "EUR", "--failures", str(tmp_path / "f"),
@@ -331,13 +330,12 @@ def test_output_to_an_unwritable_place_is_a_message_not_a_traceback(
     assert "Traceback" not in out + err
 
 
+@pytest.mark.e2e
 def test_output_piped_into_head_ends_quietly(tmp_path: Path) -> None:
     import subprocess
-    import sys
 
     shop = corpus.write_shopify_csv(corpus.make_orders(400, 9, "shopify"), tmp_path / "big.csv")
-    cli = Path(sys.executable).parent / "klaviyo-backfill"
-    pipeline = f"'{cli}' send '{shop}' --dry-run --output - --failures '{tmp_path / 'f'}' | head -c 100 > /dev/null"
+    pipeline = f"'{CLI}' send '{shop}' --dry-run --output - --failures '{tmp_path / 'f'}' | head -c 100 > /dev/null"
     result = subprocess.run(
         ["bash", "-o", "pipefail", "-c", pipeline], capture_output=True, text=True, timeout=120
     )
@@ -350,8 +348,8 @@ def test_a_layout_or_a_column_with_a_currency_that_is_no_iso_4217_code(tmp_path:
     """Three letters were taken for a code: `--currency XYZ` went out as the currency of
     every order. A layout's `[options] currency` stops the run naming the layout; a column's
     value rejects its order."""
-    export = SAMPLE / "custom_cart" / "orders.csv"
-    layout = (SAMPLE / "custom_cart" / "layout.toml").read_text()
+    export = SAMPLES / "custom_cart" / "orders.csv"
+    layout = (SAMPLES / "custom_cart" / "layout.toml").read_text()
     bad = tmp_path / "layout.toml"
     bad.write_text(layout.replace('currency = "USD"', 'currency = "XYZ"'))
     code, out, err = run("send", str(export), "--layout", str(bad), "--dry-run")
@@ -375,7 +373,7 @@ def test_a_layout_or_a_column_with_a_currency_that_is_no_iso_4217_code(tmp_path:
 )
 def test_inspect_and_a_dry_run_exit_alike(tmp_path: Path, export: str, code: int) -> None:
     """One rule for both: 1 when an order would be rejected, else 0 (inspect said 0)."""
-    path = str(SAMPLE / export)
+    path = str(SAMPLES / export)
     assert run("send", path, "--dry-run", "--failures", str(tmp_path / "f"))[0] == code
     assert run("inspect", path)[0] == code
     assert run("inspect", path, "--json")[0] == code
@@ -386,7 +384,7 @@ def test_inspect_never_breaks_a_file_line_example(
     width: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """At 80 columns the examples column folded `shopify.csv:2` / `4,`."""
-    monkeypatch.chdir(SAMPLE)
+    monkeypatch.chdir(SAMPLES)
     export = "problems/shopify_orders_with_problems.csv"
     report = json.loads(run("inspect", export, "--json")[1])
     places = [p for kind in ("rejected_examples", "warning_examples") for ps in report[kind].values()
@@ -404,7 +402,7 @@ def test_a_dry_run_previews_one_event_per_metric_and_n_full_events_on_request(
 ) -> None:
     """The dry run opened with 425 lines of JSON (one request body, cut to one profile)."""
     f = str(tmp_path / "f")
-    out = CliRunner().invoke(main, ["send", str(SAMPLE), "--dry-run", "--failures", f],
+    out = CliRunner().invoke(main, ["send", str(SAMPLES), "--dry-run", "--failures", f],
                              env={"COLUMNS": "80"}).stdout  # fmt: skip
     preview = out.split("Dry run: nothing was sent")[0].splitlines()
     assert len(preview) <= 60, "\n".join(preview)
@@ -416,16 +414,16 @@ def test_a_dry_run_previews_one_event_per_metric_and_n_full_events_on_request(
     assert "--preview N" in " ".join(preview)
 
     bodies_out = tmp_path / "bodies.jsonl"
-    code, out, _ = run("send", str(SAMPLE), "--dry-run", "--failures", f, "--preview", "1",
+    code, out, _ = run("send", str(SAMPLES), "--dry-run", "--failures", f, "--preview", "1",
                        "--output", str(bodies_out))  # fmt: skip
     assert code == 0
     first = json.loads(bodies_out.read_text().splitlines()[0])
     entries = first["data"]["attributes"]["events-bulk-create"]["data"]
     assert len(entries) > 1  # a body holds many events; --preview 1 shows one (a whole body
     assert out.count('"metric": {') == 1, out  # was 6,102 lines), in full
-    three = run("send", str(SAMPLE), "--dry-run", "--failures", f, "--preview", "3")[1]
+    three = run("send", str(SAMPLES), "--dry-run", "--failures", f, "--preview", "3")[1]
     assert three.count('"metric": {') == 3 and "Preview: the first 3 events" in three
-    none = run("send", str(SAMPLE), "--dry-run", "--failures", f, "--preview", "0")[1]
+    none = run("send", str(SAMPLES), "--dry-run", "--failures", f, "--preview", "0")[1]
     assert "Preview" not in none and "Dry run: nothing was sent" in none
 
 

@@ -18,6 +18,7 @@ try:  # tests/ as a plain directory on sys.path, or as a package
 except ImportError:
     from tests import corpus  # type: ignore[no-redef]
 
+pytestmark = pytest.mark.e2e
 XLSX = b"PK\x03\x04\x14\x00\x06\x00" + b"\x00" * 64  # how a workbook (a zip) begins
 
 

@@ -16,20 +16,15 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
+import cli_helpers
+import corpus
 import pytest
+import standin as st
+from cli_helpers import free_port
 
-try:
-    import cli_helpers
-    import corpus
-    import standin as st
-    from cli_helpers import free_port
-except ImportError:  # tests/ made a package
-    from tests import cli_helpers, corpus
-    from tests import standin as st
-    from tests.cli_helpers import free_port
-
+pytestmark = pytest.mark.e2e
 KEY = "pk_delta_" + secrets.token_hex(12)
-FAST = ["--rate-limit", "100/s,1000/m", "-q", "--failures", "failures.jsonl"]
+FAST = [*cli_helpers.FAST, "--failures", "failures.jsonl"]
 Key = tuple[str, str, str]
 
 

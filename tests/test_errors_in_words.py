@@ -28,6 +28,7 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
+@pytest.mark.e2e
 def test_a_host_that_does_not_resolve_is_named_as_such(tmp_path: Path) -> None:
     """`.invalid` never resolves (RFC 6761): the lookup fails, no request is made."""
     export_in(tmp_path)
@@ -42,6 +43,7 @@ def test_a_host_that_does_not_resolve_is_named_as_such(tmp_path: Path) -> None:
     assert took < 20, took
 
 
+@pytest.mark.e2e
 def test_a_host_that_refuses_is_named_after_a_short_retry(tmp_path: Path) -> None:
     """Nothing listens on the port: refused at once, retried for at most
     `unreachable_seconds` (15 s by default, the whole of the wait), never the 15 minutes a
@@ -58,6 +60,7 @@ def test_a_host_that_refuses_is_named_after_a_short_retry(tmp_path: Path) -> Non
     assert took < 25, took
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("given", "hint"),
     [
@@ -79,6 +82,7 @@ def test_a_base_url_without_its_scheme_or_with_api_says_what_to_give(
     assert ("/api" in given) == ("ends in /api" in told or "drop" in told.lower()), said(result)
 
 
+@pytest.mark.e2e
 def test_a_local_base_url_ending_in_api_is_not_blamed_on_klaviyo(tmp_path: Path) -> None:
     """`http://127.0.0.1:PORT/api` gave `HTTP 404: /api/api/metrics`, blamed on Klaviyo."""
     export_in(tmp_path)

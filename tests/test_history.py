@@ -7,29 +7,22 @@ without arguments, a rotated key.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shlex
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
+import cli_helpers
+import corpus
 import pytest
+import standin as st
+from cli_helpers import CLI, checkpoints_in, free_port, logs, wait_until
 
 from klaviyo_backfill.errors import ExitCode
 
-try:
-    import cli_helpers
-    import corpus
-    import standin as st
-    from cli_helpers import CLI, free_port
-except ImportError:  # tests/ made a package
-    from tests import cli_helpers, corpus
-    from tests import standin as st
-    from tests.cli_helpers import CLI, free_port
-
+pytestmark = pytest.mark.e2e
 KEY = "pk_history_" + secrets.token_hex(12)
 SLOW = ["--endpoint", "single", "--rate-limit", "300/s,3000/m", "--concurrency", "8", "-q"]
 
@@ -43,9 +36,7 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def env(key: str = KEY) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
-    out.update(KLAVIYO_API_KEY=key, COLUMNS="200")
-    return out
+    return cli_helpers.env(key, COLUMNS="200")
 
 
 def run(cwd: Path, *args: str, key: str = KEY) -> subprocess.CompletedProcess[str]:
@@ -53,29 +44,21 @@ def run(cwd: Path, *args: str, key: str = KEY) -> subprocess.CompletedProcess[st
 
 
 def start(cwd: Path, name: str, *args: str, key: str = KEY) -> subprocess.Popen[bytes]:
-    with open(cwd / f"{name}.out", "wb") as out, open(cwd / f"{name}.err", "wb") as err:
-        return subprocess.Popen([CLI, *args], cwd=cwd, env=env(key), stdout=out, stderr=err)
-
-
-def said(cwd: Path, name: str) -> str:
-    return (cwd / f"{name}.out").read_text() + (cwd / f"{name}.err").read_text()
+    return cli_helpers.start(cwd, key, name, *args, COLUMNS="200")
 
 
 def interrupted(cwd: Path, s: st.StandIn, *args: str, after: int = 30) -> str:
     """A send stopped with Ctrl-C once the stand-in answered `after` requests: its output."""
     proc = start(cwd, "first", *args)
     try:
-        deadline = time.monotonic() + 60
-        while len(s.requests) < after and proc.poll() is None:
-            assert time.monotonic() < deadline, "no traffic"
-            time.sleep(0.005)
-        assert proc.poll() is None, "finished before it could be interrupted"
+        wait_until(lambda: len(s.requests) >= after, proc, limit=60,
+                   what="before it could be interrupted")  # fmt: skip
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    out = said(cwd, "first")
+    out = logs(cwd, "first")
     assert proc.returncode == 130, out
     return out
 
@@ -99,17 +82,13 @@ def test_two_resumes_started_together_send_each_event_once(export: Path, tmp_pat
         one.wait(120)
         two.wait(120)
         codes = sorted([one.returncode, two.returncode])
-        outputs = said(tmp_path, "one") + said(tmp_path, "two")
+        outputs = logs(tmp_path, "one") + logs(tmp_path, "two")
         assert codes[1] == 2 and codes[0] in (0, 1), outputs
         assert "is sending with checkpoint" in outputs
         assert s.stats["duplicates_skipped"] == 0, outputs
         assert len(s.keys()) > held
         status = run(tmp_path, "status", "orders.csv")
         assert "finished" in status.stdout, status.stdout + status.stderr
-
-
-def checkpoints(state: Path) -> list[Path]:
-    return sorted((state / "klaviyo-backfill" / "checkpoints").glob("*.sqlite"))
 
 
 def test_verify_of_an_unfinished_job_says_so_in_the_verdict_exit_code_and_json(
@@ -147,7 +126,7 @@ def test_the_printed_continuation_works_from_another_folder_and_one_failures_fil
         assert resumed.returncode == 1, resumed.stdout + resumed.stderr  # rejected orders
         assert s.stats["duplicates_skipped"] == 0
         status = run(elsewhere, "status", str(shop / "orders.csv"))
-    (checkpoint,) = checkpoints(own_state_folder)
+    (checkpoint,) = checkpoints_in(own_state_folder)
     failures = checkpoint.with_name(checkpoint.stem + ".failures.jsonl")
     lines = [json.loads(x) for x in failures.read_text().splitlines()]
     dry = run(tmp_path, "send", str(shop / "orders.csv"), "--dry-run", "--failures", "dry.jsonl")

@@ -27,19 +27,15 @@ from typing import Any
 
 import httpx
 import pytest
+import rogue
+import standin as st
+from cli_helpers import EXPORT, said, state_folder, the_checkpoint, wait_until
 
 from klaviyo_backfill.klaviyo.endpoints import BULK, LEGACY, SINGLE
 from klaviyo_backfill.model import Event
 
-try:
-    import rogue
-    import standin as st
-except ImportError:  # tests/ made a package
-    from tests import rogue
-    from tests import standin as st
-
 Reply, Rogue, Seen = rogue.Reply, rogue.Rogue, rogue.Seen
-cli, export_in, said = rogue.cli, rogue.export_in, rogue.said
+cli, export_in = rogue.cli, rogue.export_in
 EVENTS, KEY, LOGIN_PAGE, ORDERS = rogue.EVENTS, rogue.KEY, rogue.LOGIN_PAGE, rogue.ORDERS
 
 QUICK = "max_attempts=3,backoff_base=0.01,backoff_cap=0.02"
@@ -56,13 +52,11 @@ def send(
 
 def checkpoints_dir() -> Path:
     """Where a run keeps its checkpoints: the test's state folder (conftest), not its cwd."""
-    return Path(os.environ["XDG_STATE_HOME"]) / "klaviyo-backfill" / "checkpoints"
+    return state_folder() / "klaviyo-backfill" / "checkpoints"
 
 
 def checkpoint(cwd: Path) -> Path:
-    found = sorted(checkpoints_dir().glob("*.sqlite"))
-    assert len(found) == 1, found
-    return found[0]
+    return the_checkpoint()
 
 
 def recorded(path: Path) -> tuple[int, int]:
@@ -79,6 +73,7 @@ def recorded(path: Path) -> tuple[int, int]:
 # ---------------------------------------------------------------- 1. whose acknowledgement
 
 
+@pytest.mark.e2e
 def test_a_200_login_page_acknowledges_nothing_and_the_run_stops_resumable(
     tmp_path: Path,
 ) -> None:
@@ -106,6 +101,7 @@ def test_a_200_login_page_acknowledges_nothing_and_the_run_stops_resumable(
     assert recorded(checkpoint(tmp_path)) == (ORDERS, 0)
 
 
+@pytest.mark.e2e
 def test_a_400_whose_body_is_not_json_api_is_a_fault_not_a_verdict(tmp_path: Path) -> None:
     """A proxy's 400 page is not Klaviyo refusing events: no splitting of the batch (the
     issue's 221 requests), no event recorded as rejected by Klaviyo."""
@@ -120,6 +116,7 @@ def test_a_400_whose_body_is_not_json_api_is_a_fault_not_a_verdict(tmp_path: Pat
     assert not (tmp_path / "failures.jsonl").exists()
 
 
+@pytest.mark.e2e
 def test_an_html_403_from_a_cdn_is_not_klaviyo_refusing_the_key(tmp_path: Path) -> None:
     export_in(tmp_path)
     page = st.HTML_PAGE.format(403, "Forbidden").encode()
@@ -166,6 +163,7 @@ def test_only_klaviyos_own_answer_is_an_acknowledgement(
     assert endpoint.acknowledged(answer.status, answer.content_type, answer.body) is taken
 
 
+@pytest.mark.e2e
 def test_the_track_apis_login_page_is_a_fault_not_a_refused_payload(tmp_path: Path) -> None:
     """The Track API answers `0` for a payload it drops; a login page is not `0`."""
     export_in(tmp_path)
@@ -178,6 +176,7 @@ def test_the_track_apis_login_page_is_a_fault_not_a_refused_payload(tmp_path: Pa
     assert not (tmp_path / "failures.jsonl").exists()
 
 
+@pytest.mark.e2e
 def test_the_portal_got_the_whole_export_in_one_request(tmp_path: Path) -> None:
     """The tests above count one bulk request per try: the export is one bulk body."""
     export_in(tmp_path)
@@ -205,6 +204,7 @@ def throttled_once(**headers: str) -> Callable[[Seen], Reply]:
     return answer
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("retry_after", ["999999", "inf", "1e400", "nan", None])
 def test_a_huge_retry_after_is_waited_at_most_the_cap(
     retry_after: str | None, tmp_path: Path
@@ -236,6 +236,7 @@ def dripping() -> tuple[Callable[[Seen], Reply], threading.Event]:
     return (lambda seen: Reply(raw=rogue.drip(head, 0.05, stop))), stop
 
 
+@pytest.mark.e2e
 def test_headers_dripping_a_byte_at_a_time_are_cut_off_at_the_try_deadline(
     tmp_path: Path,
 ) -> None:
@@ -254,6 +255,7 @@ def test_headers_dripping_a_byte_at_a_time_are_cut_off_at_the_try_deadline(
     assert "no complete answer within 1 s" in " ".join(result.stderr.split()), said(result)
 
 
+@pytest.mark.e2e
 def test_a_request_takes_max_seconds_at_most_whatever_its_tries(tmp_path: Path) -> None:
     """max_seconds (15 minutes by default) bounds a request's tries and waits together: with a
     try deadline of 100 s and 1.5 s for the request, a dripping server holds it 1.5 s."""
@@ -284,16 +286,7 @@ def test_a_wait_past_the_requests_time_gives_up_at_once() -> None:
         attempts.wait_after(Retry("429 throttled", 300.0, throttled=True))
 
 
-def wait_until(
-    condition: Callable[[], bool], proc: subprocess.Popen[str], limit: float = 30
-) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-
-
+@pytest.mark.e2e
 @pytest.mark.parametrize("where", ["retry-after", "in flight"])
 def test_sigterm_ends_a_wait_or_a_request_in_flight_saves_and_exits_143(
     where: str, tmp_path: Path
@@ -311,7 +304,8 @@ def test_sigterm_ends_a_wait_or_a_request_in_flight_saves_and_exits_143(
         proc = rogue.popen(tmp_path, "send", "orders.csv", "--base-url", server.url,
                            "--failures", "failures.jsonl", "--tuning", "grace=0.5,deadline=600", "-q")  # fmt: skip
         try:
-            wait_until(lambda: len(server.seen) == 1, proc)
+            wait_until(lambda: len(server.seen) == 1, proc,
+                       what=lambda: str(proc.communicate(timeout=5)))  # fmt: skip
             time.sleep(0.3)
             signalled = time.monotonic()
             proc.send_signal(signal.SIGTERM)
@@ -375,6 +369,7 @@ def filling(where: Path) -> tuple[Callable[[Seen], Reply], list[Path]]:
 SINGLE_2 = ("--endpoint", "single", "--concurrency", "2")  # 111 requests: the queue stays full
 
 
+@pytest.mark.e2e
 def test_a_full_disk_under_the_checkpoint_stops_the_run_with_one_message(
     tmpfs: Path, tmp_path: Path
 ) -> None:
@@ -406,6 +401,7 @@ def test_a_full_disk_under_the_checkpoint_stops_the_run_with_one_message(
     db.close()
 
 
+@pytest.mark.e2e
 def test_a_full_disk_under_the_account_ledger_stops_the_run_naming_it(
     tmpfs: Path, tmp_path: Path
 ) -> None:
@@ -421,6 +417,7 @@ def test_a_full_disk_under_the_account_ledger_stops_the_run_naming_it(
     assert ": the disk is full" in err and "Traceback" not in err
 
 
+@pytest.mark.e2e
 def test_a_checkpoint_locked_by_another_process_stops_the_run_naming_it(tmp_path: Path) -> None:
     """Another process takes the checkpoint's write lock while the request is in flight: the
     acknowledgement cannot be recorded (after SQLite's 5 s wait), and the run says so."""
@@ -505,6 +502,7 @@ def bomb() -> bytes:
     return b"".join([*(pack.compress(zeros) for _ in range(1024)), pack.flush()])
 
 
+@pytest.mark.e2e
 def test_a_gzip_bomb_answer_costs_a_megabyte_not_a_gigabyte(bomb: bytes, tmp_path: Path) -> None:
     """Its body is read 1 MB at most, decompressed a bounded piece at a time: the run (its
     address space held to 1 GB) stops as on any answer that is not Klaviyo's."""
@@ -519,6 +517,7 @@ def test_a_gzip_bomb_answer_costs_a_megabyte_not_a_gigabyte(bomb: bytes, tmp_pat
     assert len(server.seen) == 3
 
 
+@pytest.mark.e2e
 def test_a_100_mb_error_body_is_read_one_megabyte_at_most(tmp_path: Path) -> None:
     export_in(tmp_path)
     start = b'{"errors": [{"code": "invalid", "detail": "'
@@ -551,6 +550,7 @@ def test_the_body_cap_reads_a_streamed_answer_in_bounded_pieces() -> None:
     assert body == b"\0" * 1000 and complete is False
 
 
+@pytest.mark.e2e
 def test_dev_zero_read_as_csv_is_an_error_naming_the_file_and_line(tmp_path: Path) -> None:
     """Before: the line buffer grew without end (9.6 GB in 30 s)."""
     result = cli(tmp_path, "send", "/dev/zero", "--format", "shopify-csv", "--dry-run",
@@ -560,6 +560,7 @@ def test_dev_zero_read_as_csv_is_an_error_naming_the_file_and_line(tmp_path: Pat
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.e2e
 def test_a_json_value_past_64_mb_is_an_error_naming_the_file_and_line(tmp_path: Path) -> None:
     """An order that never ends (here a string of 65 MB) is refused at 64 MB, in seconds."""
     export = tmp_path / "orders.json"
@@ -578,6 +579,7 @@ def test_a_json_value_past_64_mb_is_an_error_naming_the_file_and_line(tmp_path: 
 DEEP = 10**6
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("shape", ["array", "lines"])
 def test_json_nested_a_million_deep_is_a_rejected_order_not_a_recursion_error(
     shape: str, tmp_path: Path
@@ -602,7 +604,7 @@ def test_json_nested_a_million_deep_is_a_rejected_order_not_a_recursion_error(
 # ---------------------------------------------------------------- 5. files: links and modes
 
 
-PROBLEMS = rogue.EXPORT.parent / "problems" / "shopify_orders_with_problems.csv"
+PROBLEMS = EXPORT.parent / "problems" / "shopify_orders_with_problems.csv"
 
 
 def victim(where: Path) -> Path:
@@ -612,6 +614,7 @@ def victim(where: Path) -> Path:
     return target
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("option", ["--output", "--summary-json"])
 def test_an_output_or_summary_that_is_a_link_is_refused(option: str, tmp_path: Path) -> None:
     export_in(tmp_path)
@@ -623,6 +626,7 @@ def test_an_output_or_summary_that_is_a_link_is_refused(option: str, tmp_path: P
     assert target.read_text() == "precious\n"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("dangling", [False, True])
 def test_a_failures_file_that_is_a_link_is_replaced_not_followed(
     dangling: bool, tmp_path: Path
@@ -637,6 +641,7 @@ def test_a_failures_file_that_is_a_link_is_replaced_not_followed(
     assert not written.is_symlink() and written.read_text().count("\n") > 0
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
 def test_a_checkpoint_that_is_a_link_is_refused(suffix: str, tmp_path: Path) -> None:
     export_in(tmp_path)
@@ -652,6 +657,7 @@ def test_a_checkpoint_that_is_a_link_is_refused(suffix: str, tmp_path: Path) -> 
     assert target.read_text() == "precious\n"
 
 
+@pytest.mark.e2e
 def test_files_with_customer_data_are_0600_and_the_state_folder_0700(tmp_path: Path) -> None:
     """Whatever the umask: --output, the failures file, the summary and the log (an --output
     left 0644 by an earlier run included), the checkpoint folder."""
@@ -670,6 +676,7 @@ def test_files_with_customer_data_are_0600_and_the_state_folder_0700(tmp_path: P
     assert "Warning" not in result.stderr
 
 
+@pytest.mark.e2e
 def test_a_state_folder_others_may_write_in_is_warned_about(tmp_path: Path) -> None:
     export_in(tmp_path)
     folder = checkpoints_dir()
@@ -694,6 +701,7 @@ def strict(seen: Seen) -> Reply:
     return Reply(401, JSONAPI, body)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("around", [("", "\r"), ("", "\n"), ("", " "), (" \t", "\r\n")])
 def test_whitespace_around_the_key_is_stripped_silently(
     around: tuple[str, str], tmp_path: Path
@@ -707,6 +715,7 @@ def test_whitespace_around_the_key_is_stripped_silently(
     assert len(server.seen) == 1
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("key", "what"),
     [
@@ -731,6 +740,7 @@ def test_a_key_with_a_character_no_key_has_is_refused_before_any_request(
     assert not checkpoints_dir().exists()
 
 
+@pytest.mark.e2e
 def test_an_untrusted_certificate_says_so_at_once_and_how_to_trust_one(tmp_path: Path) -> None:
     """Before: retried for 47-86 s, then "rerun with --resume when Klaviyo answers again"."""
     tls = rogue.self_signed(tmp_path)
@@ -760,6 +770,7 @@ def truncated(path: Path) -> None:
     path.write_bytes(data[: len(data) // 3])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("damage", [garbage, truncated])
 def test_a_corrupt_checkpoint_is_named_with_restart_suggested_by_resume_and_status(
     damage: Callable[[Path], None], tmp_path: Path
@@ -786,6 +797,7 @@ def test_a_corrupt_checkpoint_is_named_with_restart_suggested_by_resume_and_stat
         assert "--restart" in err and "Traceback" not in err
 
 
+@pytest.mark.e2e
 def test_a_read_only_checkpoint_on_resume_says_so(tmpfs: Path, tmp_path: Path) -> None:
     export_in(tmp_path)
     cp = tmpfs / "cp.sqlite"
@@ -802,6 +814,7 @@ def test_a_read_only_checkpoint_on_resume_says_so(tmpfs: Path, tmp_path: Path) -
     assert "Traceback" not in err
 
 
+@pytest.mark.e2e
 def test_errors_go_to_stderr_not_stdout(tmp_path: Path) -> None:
     """Klaviyo refusing the key (exit 3), and a redirect (not Klaviyo's answer: exit 4)."""
     export_in(tmp_path)
@@ -839,6 +852,7 @@ def echoing() -> Callable[[Seen], Reply]:
     return answer
 
 
+@pytest.mark.e2e
 def test_a_key_a_server_echoes_is_redacted_from_everything_kept(tmp_path: Path) -> None:
     """The detail of a 400 repeats the Authorization header: before, the key went into the
     failures file, the checkpoint, the summary and the log."""
@@ -858,6 +872,7 @@ def test_a_key_a_server_echoes_is_redacted_from_everything_kept(tmp_path: Path) 
     assert KEY[3:] not in result.stdout + result.stderr
 
 
+@pytest.mark.e2e
 def test_a_redirect_that_names_the_key_is_redacted(tmp_path: Path) -> None:
     export_in(tmp_path)
     moved = {"Location": f"https://evil.example/?auth=Klaviyo-API-Key {KEY}"}
@@ -870,6 +885,7 @@ def test_a_redirect_that_names_the_key_is_redacted(tmp_path: Path) -> None:
     assert KEY[3:] not in result.stdout + result.stderr
 
 
+@pytest.mark.e2e
 def test_userinfo_in_the_base_url_is_refused_without_printing_it(tmp_path: Path) -> None:
     export_in(tmp_path)
     with st.StandIn(api_key=KEY) as klaviyo:
@@ -881,6 +897,7 @@ def test_userinfo_in_the_base_url_is_refused_without_printing_it(tmp_path: Path)
     assert "s3cr3t-pw" not in result.stdout + result.stderr
 
 
+@pytest.mark.e2e
 def test_a_loopback_base_url_never_goes_through_a_proxy(tmp_path: Path) -> None:
     """HTTP_PROXY set (as in many offices): a request to http://localhost went to the proxy,
     key and all."""
@@ -894,6 +911,7 @@ def test_a_loopback_base_url_never_goes_through_a_proxy(tmp_path: Path) -> None:
         assert len(klaviyo.events) == EVENTS
 
 
+@pytest.mark.e2e
 def test_a_key_on_the_command_line_is_warned_about(tmp_path: Path) -> None:
     export_in(tmp_path)
     with st.StandIn(api_key=KEY) as klaviyo:
@@ -910,6 +928,7 @@ def test_a_key_on_the_command_line_is_warned_about(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- 8. inputs that are streams
 
 
+@pytest.mark.e2e
 def test_a_fifo_is_read_once_as_a_stream(tmp_path: Path) -> None:
     """Before: opened once to detect its format, then again to read it, which blocked for
     ever (its writer had gone)."""
@@ -918,7 +937,7 @@ def test_a_fifo_is_read_once_as_a_stream(tmp_path: Path) -> None:
 
     def write() -> None:
         with open(fifo, "wb") as fh:
-            fh.write(rogue.EXPORT.read_bytes())
+            fh.write(EXPORT.read_bytes())
 
     writer = threading.Thread(target=write, daemon=True)
     writer.start()
@@ -931,11 +950,10 @@ def test_a_fifo_is_read_once_as_a_stream(tmp_path: Path) -> None:
 
 
 def stdin(cwd: Path, data: bytes, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([rogue.CLI, *args], cwd=cwd, input=data.decode(), text=True,
-                          capture_output=True, timeout=60,
-                          env=rogue.env(KLAVIYO_API_KEY=KEY, **extra))  # fmt: skip
+    return cli(cwd, *args, stdin=data.decode(), **extra)
 
 
+@pytest.mark.e2e
 def test_standard_input_is_an_export_named_as_given(tmp_path: Path) -> None:
     good = stdin(tmp_path, PROBLEMS.read_bytes(), "send", "-", "--dry-run", "--preview", "0")
     assert good.returncode == 1, said(good)  # finished, with the rejected orders
@@ -947,8 +965,9 @@ def test_standard_input_is_an_export_named_as_given(tmp_path: Path) -> None:
     assert "Error: -:1: ends before the JSON document does (cut short?)" in bad.stderr, said(bad)
 
 
+@pytest.mark.e2e
 def test_a_send_from_standard_input_resumes_only_with_the_same_stream(tmp_path: Path) -> None:
-    data = rogue.EXPORT.read_bytes()
+    data = EXPORT.read_bytes()
     with st.StandIn(api_key=KEY) as klaviyo:
         base = ["send", "-", "--base-url", klaviyo.url, "-q"]
         first = stdin(tmp_path, data, *base, "--limit", "5")
@@ -1022,6 +1041,7 @@ def test_a_read_refusal_that_echoes_the_key_is_redacted() -> None:
     assert KEY not in str(caught.value) and "Klaviyo-API-Key [redacted]" in str(caught.value)
 
 
+@pytest.mark.e2e
 def test_preflight_through_a_proxy_to_loopback_and_an_untrusted_certificate(
     tmp_path: Path,
 ) -> None:

@@ -13,20 +13,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-try:
-    import rogue
-    import standin as st
-    from test_hostile import filling, tmpfs
-except ImportError:  # tests/ made a package
-    from tests import rogue
-    from tests import standin as st
-    from tests.test_hostile import filling, tmpfs
+import rogue
+import standin as st
+from cli_helpers import said, the_checkpoint
+from test_hostile import filling, tmpfs
 
 __all__ = ["tmpfs"]  # a fixture, used by name
 
 Reply, Rogue, Seen = rogue.Reply, rogue.Rogue, rogue.Seen
-cli, export_in, said = rogue.cli, rogue.export_in, rogue.said
+cli, export_in = rogue.cli, rogue.export_in
 EVENTS, KEY, ORDERS = rogue.EVENTS, rogue.KEY, rogue.ORDERS
 
 QUICK = "max_attempts=3,backoff_base=0.01,backoff_cap=0.02"
@@ -37,13 +32,6 @@ def send(cwd: Path, url: str, *extra: str, export: str = "orders.csv", tuning: s
          **kw: str):  # fmt: skip
     return cli(cwd, "send", export, "--base-url", url, "--rate-limit", "100/s",
                "--failures", "failures.jsonl", "--tuning", tuning, "-q", *extra, **kw)  # fmt: skip
-
-
-def checkpoint() -> Path:
-    found = sorted((Path(os.environ["XDG_STATE_HOME"]) / "klaviyo-backfill" / "checkpoints")
-                   .glob("*.sqlite"))  # fmt: skip
-    assert len(found) == 1, found
-    return found[0]
 
 
 def recorded(path: Path) -> tuple[int, int]:
@@ -69,6 +57,7 @@ FOREIGN = {
 }  # fmt: skip
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("kind", sorted(FOREIGN))
 def test_a_foreign_4xx_errors_body_rejects_nothing_and_everything_lands_afterwards(
     kind: str, tmp_path: Path
@@ -81,14 +70,14 @@ def test_a_foreign_4xx_errors_body_rejects_nothing_and_everything_lands_afterwar
     assert result.returncode == 4, said(result)
     assert len(cdn.seen) == 3  # the one bulk body, tried three times, never split
     assert {len(seen.body) for seen in cdn.seen} == {len(cdn.seen[0].body)}
-    assert recorded(checkpoint()) == (0, 0)
+    assert recorded(the_checkpoint()) == (0, 0)
     assert not (tmp_path / "failures.jsonl").exists()
     port = int(cdn.url.rsplit(":", 1)[1])
     with st.StandIn(api_key=KEY, port=port) as klaviyo:
         again = send(tmp_path, klaviyo.url, "--resume")
         assert again.returncode == 0, said(again)
         assert len(klaviyo.events) == EVENTS
-    assert recorded(checkpoint()) == (ORDERS, 0)
+    assert recorded(the_checkpoint()) == (ORDERS, 0)
 
 
 def test_klaviyos_own_error_document_is_its_verdict() -> None:
@@ -135,6 +124,7 @@ def held_orders(klaviyo: st.StandIn) -> set[str]:
     return {str(e.properties.get("OrderId")) for e in klaviyo.events if e.metric == "Placed Order"}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -160,6 +150,7 @@ def test_a_number_too_big_for_decimal_is_one_rejected_order_with_its_line(
     assert field.split()[-1].lower() in failure["detail"], failure
 
 
+@pytest.mark.e2e
 def test_a_json_integer_of_5001_digits_is_one_rejected_order(tmp_path: Path) -> None:
     """Python's int() refuses over 4,300 digits, and json raised that ValueError for the whole
     run: the order holding one is rejected (file and line), in a document and in JSON Lines."""
@@ -187,6 +178,7 @@ def test_a_json_integer_of_5001_digits_is_one_rejected_order(tmp_path: Path) -> 
 # ---------------------------------------------------------------- 3. an output naming the export
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("option", ["--failures", "--output", "--log", "--summary-json"])
 @pytest.mark.parametrize("spelling", ["same", "dotted", "absolute", "hard link", "symlink"])
 def test_an_output_naming_the_export_is_refused_and_the_export_unchanged(
@@ -213,6 +205,7 @@ def test_an_output_naming_the_export_is_refused_and_the_export_unchanged(
     assert export.read_bytes() == before
 
 
+@pytest.mark.e2e
 def test_inspect_and_verify_refuse_a_report_over_the_export(tmp_path: Path) -> None:
     export = export_in(tmp_path)
     before = export.read_bytes()
@@ -236,6 +229,7 @@ def umask_022() -> object:
     os.umask(old)
 
 
+@pytest.mark.e2e
 def test_verify_and_inspect_html_reports_are_0600(umask_022: object, tmp_path: Path) -> None:
     """They hold order ids and were written 0644 under umask 022, as Path.write_text does."""
     export_in(tmp_path)
@@ -270,6 +264,7 @@ def test_a_link_planted_at_a_report_is_replaced_never_followed(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "victim"]
 
 
+@pytest.mark.e2e
 def test_a_summary_on_a_full_disk_names_its_file_and_says_the_send_is_over(
     tmpfs: Path, tmp_path: Path
 ) -> None:
@@ -285,5 +280,5 @@ def test_a_summary_on_a_full_disk_names_its_file_and_says_the_send_is_over(
     err = " ".join(result.stderr.split())
     assert f"--summary-json {summary} could not be written: No space left on device" in err
     assert "The send itself ended as reported above" in err
-    assert recorded(checkpoint()) == (ORDERS, 0)
+    assert recorded(the_checkpoint()) == (ORDERS, 0)
     assert sorted(p.name for p in tmpfs.iterdir()) == []  # no half summary, no temporary

@@ -5,29 +5,22 @@ where it does not (CI)."""
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import cli_helpers
 import pytest
+import standin as st
+from cli_helpers import EXPORT
 
-try:
-    import standin as st
-except ImportError:  # tests/ made a package
-    from tests import standin as st
-
+pytestmark = pytest.mark.e2e
 KEY = "pk_html_" + secrets.token_hex(12)
-CLI = shutil.which("klaviyo-backfill", path=str(Path(sys.executable).parent)) or str(
-    Path(sys.executable).parent / "klaviyo-backfill"
-)
-EXPORT = Path(__file__).resolve().parent.parent / "sample_data" / "shopify_orders_export.csv"
 CHROMIUM = Path("/usr/bin/chromium")
 # what headless Chromium asks for by itself, whatever the page (component updates, its clock)
 BROWSER_OWN = re.compile(
@@ -38,12 +31,7 @@ FETCHES = re.compile(r"<script|<link|<iframe|<img|@import|url\(|src=|https?://",
 
 
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
-    env.update(KLAVIYO_API_KEY=KEY, COLUMNS="200")
-    if "KLAVIYO_OPENAPI_DIR" in os.environ:
-        env["KLAVIYO_OPENAPI_DIR"] = os.environ["KLAVIYO_OPENAPI_DIR"]
-    return subprocess.run([CLI, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    return cli_helpers.run(cwd, KEY, *args)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([CLI, *args], env=variables, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.e2e
 def test_a_bare_command_prints_the_help_and_exits_0() -> None:
     bare = run()
     assert bare.returncode == 0, bare.stderr
@@ -31,6 +32,7 @@ def test_a_bare_command_prints_the_help_and_exits_0() -> None:
     assert bare.stdout.split("\n\n")[1].strip().startswith("Start here: `klaviyo-backfill inspect")
 
 
+@pytest.mark.e2e
 def test_the_commands_are_listed_in_the_order_a_merchant_uses_them() -> None:
     lines = run("--help").stdout.split("Commands:")[1].strip().splitlines()
     names = [line.split()[0] for line in lines]
@@ -39,6 +41,7 @@ def test_the_commands_are_listed_in_the_order_a_merchant_uses_them() -> None:
         assert not line.endswith("..."), line  # each line whole
 
 
+@pytest.mark.e2e
 def test_the_checkpoint_default_is_where_it_will_be(tmp_path: Path) -> None:
     """The help said ~/.local/state/... whatever XDG_STATE_HOME said."""
     shown = "".join(run("send", "--help", XDG_STATE_HOME=str(tmp_path)).stdout.split())
@@ -47,6 +50,7 @@ def test_the_checkpoint_default_is_where_it_will_be(tmp_path: Path) -> None:
     assert "~/.local/state/klaviyo-backfill/checkpoints/]" in plain, plain
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("command", ["send", "inspect", "status", "verify", "preflight"])
 def test_every_option_is_described(command: str) -> None:
     """`--base-url` and `--endpoint` had no description."""
@@ -64,12 +68,14 @@ def test_every_option_is_described(command: str) -> None:
         assert "--base-url TEXT Where Klaviyo's API is" in flat, flat
 
 
+@pytest.mark.e2e
 def test_verify_help_names_no_option_it_hides() -> None:
     text = run("verify", "--help").stdout
     for hidden in ("--endpoint", "--trigger-flows", "--profile-attributes", "--limit", "--jobs"):
         assert hidden not in text, hidden
 
 
+@pytest.mark.e2e
 def test_preflight_takes_v() -> None:
     said = run("preflight", "-v", "nowhere.csv")
     assert "No such option" not in said.stderr, said.stderr

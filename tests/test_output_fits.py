@@ -97,6 +97,7 @@ def shortfall(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return folder, ""
 
 
+@pytest.mark.e2e
 def test_verify_at_80_columns_prints_every_short_month_whole(
     shortfall: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -130,6 +131,7 @@ def test_verify_at_80_columns_prints_every_short_month_whole(
     assert "…" not in text, text  # nothing cut
 
 
+@pytest.mark.e2e
 def test_inspect_at_80_columns_is_compact_and_fits(tmp_path: Path) -> None:
     """375 lines at 80 columns, 315 of them monthly bars: now a screen; --monthly for more."""
     code, text = on_a_terminal(tmp_path, "inspect", str(SAMPLE / "shopify_orders_export.csv"))
@@ -143,6 +145,7 @@ def test_inspect_at_80_columns_is_compact_and_fits(tmp_path: Path) -> None:
     assert "Revenue per month, USD" in monthly and widest(monthly) <= 80
 
 
+@pytest.mark.e2e
 def test_a_report_to_a_file_is_plain_unpadded_and_unwrapped(tmp_path: Path) -> None:
     """Output to a file was padded with trailing spaces and wrapped at 80."""
     done = plain(tmp_path, "send", str(SAMPLE), "--dry-run", "--failures", "f.jsonl")
@@ -169,6 +172,7 @@ def test_json_dash_and_file_for_inspect(tmp_path: Path) -> None:
     assert oct(written.stat().st_mode & 0o777) == "0o600"
 
 
+@pytest.mark.e2e
 def test_preview_n_counts_events_and_yen_has_no_decimals(tmp_path: Path) -> None:
     """`--preview 1` printed 6,102 lines (a whole bulk body); JPY showed as 18137.0."""
     one = plain(tmp_path, "send", str(SAMPLE / "shopify_orders.json"), "--dry-run",
@@ -180,6 +184,7 @@ def test_preview_n_counts_events_and_yen_has_no_decimals(tmp_path: Path) -> None
     assert "18,137 JPY" in glance and "18137.0" not in glance
 
 
+@pytest.mark.e2e
 def test_every_currency_shows_its_net_and_warnings_name_file_and_option(tmp_path: Path) -> None:
     """A currency without cancellations showed gross only; `naive time read as UTC` named no
     file and no option."""
@@ -196,6 +201,7 @@ def test_every_currency_shows_its_net_and_warnings_name_file_and_option(tmp_path
     assert "Distinct customers" in out and "Distinct profiles" not in out
 
 
+@pytest.mark.e2e
 def test_preflight_says_why_orders_will_not_be_sent(tmp_path: Path) -> None:
     """`3,000 (2,935 would be sent)` said nothing of the other 65."""
     problems = SAMPLE / "problems" / "shopify_orders_with_problems.csv"

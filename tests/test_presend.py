@@ -116,6 +116,7 @@ def _reads_of_a_send(
     return readings.count
 
 
+@pytest.mark.e2e
 def test_a_send_checked_for_overlap_reads_its_export_twice(
     export: Path, tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,6 +125,7 @@ def test_a_send_checked_for_overlap_reads_its_export_twice(
     assert _reads_of_a_send(export, tmp_path, monkeypatch, other_integration=True) == 2
 
 
+@pytest.mark.e2e
 def test_a_send_with_no_overlap_to_check_reads_its_export_twice_too(
     export: Path, tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,17 +12,13 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-try:
-    import cli_helpers
-    import standin as st
-    from cli_helpers import free_port
-except ImportError:  # tests/ made a package
-    from tests import cli_helpers
-    from tests import standin as st
-    from tests.cli_helpers import free_port
+import cli_helpers
+import pytest
+import standin as st
+from cli_helpers import free_port
 
 KEY = "pk_profiles_" + secrets.token_hex(12)
-FAST = ["--rate-limit", "100/s,1000/m", "-q", "--failures", "failures.jsonl"]
+FAST = [*cli_helpers.FAST, "--failures", "failures.jsonl"]
 HEADER = ["Name", "Email", "Financial Status", "Currency", "Total", "Created at",
           "Lineitem quantity", "Lineitem name", "Lineitem price", "Lineitem sku", "Id",
           "Billing Name", "Billing City", "Billing Country"]  # fmt: skip
@@ -100,6 +96,7 @@ def sent_attributes_of(events: list[st.StoredEvent]) -> dict[str, set[tuple[str,
     return seen
 
 
+@pytest.mark.e2e
 def test_no_profile_is_sent_an_older_name_or_city(tmp_path: Path) -> None:
     rows = make_orders(seed=8)
     write(tmp_path / "orders.csv", rows)
@@ -118,6 +115,7 @@ def test_no_profile_is_sent_an_older_name_or_city(tmp_path: Path) -> None:
         assert sent == {truth[email]}, email  # ...and only its latest order's
 
 
+@pytest.mark.e2e
 def test_all_sends_every_orders_attributes(tmp_path: Path) -> None:
     rows = make_orders(seed=9, customers=40, orders=120)
     write(tmp_path / "orders.csv", rows)
@@ -129,6 +127,7 @@ def test_all_sends_every_orders_attributes(tmp_path: Path) -> None:
     assert any(len(sent) > 1 for sent in got.values())  # old names went too, as asked
 
 
+@pytest.mark.e2e
 def test_a_later_export_sends_attributes_only_from_a_newer_order(tmp_path: Path) -> None:
     rows = make_orders(seed=10)
     cut = sorted(r["Created at"] for r in rows)[len(rows) * 7 // 10]
@@ -150,6 +149,7 @@ def test_a_later_export_sends_attributes_only_from_a_newer_order(tmp_path: Path)
             assert (name, p["location"]["city"]) == truth[event.identity]
 
 
+@pytest.mark.e2e
 def test_a_dry_run_shows_the_same_rule(tmp_path: Path) -> None:
     rows = make_orders(seed=11, customers=60, orders=200)
     write(tmp_path / "orders.csv", rows)
@@ -167,6 +167,7 @@ def test_a_dry_run_shows_the_same_rule(tmp_path: Path) -> None:
     assert all(len(v) == 1 for v in carried.values())
 
 
+@pytest.mark.e2e
 def test_the_latest_table_never_outlives_its_run(tmp_path: Path, own_state_folder: Path) -> None:
     """It holds every customer's email: removed at the end of a run, when its pass fails,
     and (left by a killed run) by the next run."""
@@ -224,6 +225,7 @@ def test_a_stamp_names_the_profile_and_time_full_conversion_gives(tmp_path: Path
     assert compared > 1000 and 0 < kept < compared  # some orders are rejected, most kept
 
 
+@pytest.mark.e2e
 def test_a_later_export_stopped_then_resumed_sends_each_event_once_and_only_the_latest(
     tmp_path: Path,
 ) -> None:

@@ -22,13 +22,15 @@ import shutil
 import signal
 import struct
 import subprocess
-import sys
 import termios
 import time
 from collections import Counter
 from pathlib import Path
 
+import cli_helpers
 import pytest
+import standin as st
+from cli_helpers import CLI, EXPORT, popen, wait_until
 from rich.console import Console
 
 from klaviyo_backfill.klaviyo.sender import SendStats
@@ -36,15 +38,6 @@ from klaviyo_backfill.klaviyo.throttle import Wait, Window
 from klaviyo_backfill.pipeline.summary import Stats
 from klaviyo_backfill.reports.progress import Progress, Reading, plain, render
 
-try:
-    import standin as st
-except ImportError:  # tests/ made a package
-    from tests import standin as st
-
-CLI = shutil.which("klaviyo-backfill", path=str(Path(sys.executable).parent)) or str(
-    Path(sys.executable).parent / "klaviyo-backfill"
-)
-EXPORT = Path(__file__).resolve().parent.parent / "sample_data" / "shopify_orders_export.csv"
 KEY = "pk_progress_0123456789abcdef"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-B]")
 
@@ -169,10 +162,7 @@ def test_off_a_terminal_a_line_every_interval_and_at_each_long_wait() -> None:
 
 
 def env(**extra: str) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
-    out.pop("COLUMNS", None)
-    out.update(KLAVIYO_API_KEY=KEY, TERM="xterm-256color", **extra)
-    return out
+    return cli_helpers.env(KEY, TERM="xterm-256color", **extra)
 
 
 def in_a_terminal(cwd: Path, args: list[str], columns: int = 80) -> tuple[int, str]:
@@ -207,6 +197,7 @@ def frames(drawn: str) -> list[str]:
     return [line.rstrip() for line in text.split("\n") if line.strip()]
 
 
+@pytest.mark.e2e
 def test_a_terminal_of_80_columns_shows_count_rate_eta_and_each_wait(tmp_path: Path) -> None:
     shutil.copy(EXPORT, tmp_path / "orders.csv")
     with st.StandIn(api_key=KEY, faults=st.Faults(latency=0.02)) as s:
@@ -225,6 +216,7 @@ def test_a_terminal_of_80_columns_shows_count_rate_eta_and_each_wait(tmp_path: P
     assert not any("retries" in line or "throttled" in line for line in bars)  # all zero
 
 
+@pytest.mark.e2e
 def test_off_a_terminal_a_long_wait_is_written_to_the_log(tmp_path: Path) -> None:
     shutil.copy(EXPORT, tmp_path / "orders.csv")
     with st.StandIn(api_key=KEY) as s, open(tmp_path / "log.txt", "w") as log:
@@ -239,19 +231,15 @@ def test_off_a_terminal_a_long_wait_is_written_to_the_log(tmp_path: Path) -> Non
     assert "\x1b[" not in told and "━" not in told  # no bar, no colour in a log
 
 
+@pytest.mark.e2e
 def test_the_first_ctrl_c_during_a_wait_says_at_once_what_happens(tmp_path: Path) -> None:
     """It printed nothing for up to a minute, the tool waiting out its own window."""
     shutil.copy(EXPORT, tmp_path / "orders.csv")
     with st.StandIn(api_key=KEY) as s:
-        proc = subprocess.Popen([CLI, "send", "orders.csv", "--base-url", s.url, "--endpoint",
-                                 "single", "--rate-limit", "100/s,10/60s", "-q"], cwd=tmp_path,
-                                env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)  # fmt: skip
+        proc = popen(tmp_path, KEY, "send", "orders.csv", "--base-url", s.url, "--endpoint",
+                     "single", "--rate-limit", "100/s,10/60s", "-q")  # fmt: skip
         try:
-            deadline = time.monotonic() + 30
-            while len(s.requests) < 10:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.02)
+            wait_until(lambda: len(s.requests) >= 10, proc)
             time.sleep(0.5)  # the tenth answered; the eleventh waits a minute for its turn
             interrupted = time.monotonic()
             proc.send_signal(signal.SIGINT)
@@ -266,18 +254,15 @@ def test_the_first_ctrl_c_during_a_wait_says_at_once_what_happens(tmp_path: Path
     assert len(s.requests) == 10  # nothing sent after the Ctrl-C
 
 
+@pytest.mark.e2e
 def test_the_first_ctrl_c_names_the_requests_in_flight(tmp_path: Path) -> None:
     shutil.copy(EXPORT, tmp_path / "orders.csv")
     with st.StandIn(api_key=KEY, faults=st.Faults(latency=3.0)) as s:
-        proc = subprocess.Popen([CLI, "send", "orders.csv", "--base-url", s.url, "--endpoint",
-                                 "single", "--concurrency", "3", "--rate-limit", "100/s", "-q"],
-                                cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        proc = popen(tmp_path, KEY, "send", "orders.csv", "--base-url", s.url, "--endpoint",
+                     "single", "--concurrency", "3", "--rate-limit", "100/s", "-q")  # fmt: skip
         try:
-            deadline = time.monotonic() + 30
-            while not s.reads:  # the overlap check's read of the metrics, answered in 3 s
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.02)
+            # the overlap check's read of the metrics, answered in 3 s
+            wait_until(lambda: bool(s.reads), proc)
             time.sleep(1.5)  # three requests out, their answers 3 s away
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=30)
@@ -289,17 +274,15 @@ def test_the_first_ctrl_c_names_the_requests_in_flight(tmp_path: Path) -> None:
     assert len(s.requests) == 3
 
 
+@pytest.mark.e2e
 def test_a_reading_before_the_first_request_is_said(tmp_path: Path) -> None:
     """The profile pass (and, to an account that holds orders, the survey) reads the whole
     export before the first request: a long silence on a large one unless it is said."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
-    env.update(KLAVIYO_API_KEY=KEY, COLUMNS="80")
     with st.StandIn(api_key=KEY) as s:
-        base = [CLI, "send", str(EXPORT), "--base-url", s.url, "--rate-limit", "100/s,1000/m"]
+        base = ["send", str(EXPORT), "--base-url", s.url, "--rate-limit", "100/s,1000/m"]
 
         def said(*extra: str) -> str:
-            done = subprocess.run([*base, *extra], cwd=tmp_path, env=env, capture_output=True,
-                                  text=True, timeout=120)  # fmt: skip
+            done = cli_helpers.run(tmp_path, KEY, *base, *extra, columns=80)
             assert done.returncode in (0, 1), done.stderr
             return done.stderr
 
@@ -313,6 +296,7 @@ def test_a_reading_before_the_first_request_is_said(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.e2e
 def test_ctrl_c_while_reading_before_the_first_request(tmp_path: Path) -> None:
     """Ctrl-C during the profile pass: nothing was sent, it says how to continue (not a bare
     "Interrupted."), shows no summary of nothing, leaves no temporary file, and the command
@@ -321,12 +305,9 @@ def test_ctrl_c_while_reading_before_the_first_request(tmp_path: Path) -> None:
     big = tmp_path / "orders.csv"  # the sample's orders again and again: a pass of seconds
     big.write_bytes(header + b"\n" + body * (40_000_000 // len(body)))
     state = Path(os.environ["XDG_STATE_HOME"])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
-    env.update(KLAVIYO_API_KEY=KEY, COLUMNS="80")
     with st.StandIn(api_key=KEY) as s:
-        cmd = [CLI, "send", str(big), "--base-url", s.url, "--rate-limit", "100/s,1000/m"]
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        proc = popen(tmp_path, KEY, "send", str(big), "--base-url", s.url, "--rate-limit",
+                     "100/s,1000/m", COLUMNS="80")  # fmt: skip
         assert proc.stderr is not None
         line = proc.stderr.readline()
         assert line.startswith("Reading the export for each customer's latest order"), line
@@ -339,8 +320,7 @@ def test_ctrl_c_while_reading_before_the_first_request(tmp_path: Path) -> None:
         assert not list((state / "klaviyo-backfill" / "tmp").glob("*"))  # no profile table left
         resumed = err.strip().splitlines()[-1].split()
         assert resumed[0] == "klaviyo-backfill" and resumed[-1] == "--resume"
-        done = subprocess.run([CLI, *resumed[1:], "-q"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        done = cli_helpers.run(tmp_path, KEY, *resumed[1:], "-q", columns=80, timeout=300)
         assert done.returncode in (0, 1), done.stderr
         assert s.requests  # the job went on
 
@@ -387,6 +367,7 @@ def test_at_80_columns_six_digit_counts_keep_a_usable_bar() -> None:
     assert "123,456/~654,321 events" in lines[0] and "12 retries" in "\n".join(lines[1:])
 
 
+@pytest.mark.e2e
 def test_a_limited_send_ends_at_its_own_total_on_a_terminal(tmp_path: Path) -> None:
     shutil.copy(EXPORT, tmp_path / "orders.csv")
     with st.StandIn(api_key=KEY) as s:

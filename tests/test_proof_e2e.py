@@ -58,6 +58,7 @@ def named(doc: dict[str, Any], kind: str) -> set[str]:
 RECENT = (datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC))
 
 
+@pytest.mark.e2e
 def test_a_clean_send_verifies_with_no_order_named(tmp_path: Path) -> None:
     export(tmp_path, *RECENT, limit=120)
     with st.StandIn(api_key=KEY) as s:
@@ -70,6 +71,7 @@ def test_a_clean_send_verifies_with_no_order_named(tmp_path: Path) -> None:
     assert doc["repair_command"] is None and "OK" in done.stdout
 
 
+@pytest.mark.e2e
 def test_verify_names_exactly_the_orders_that_lost_events_and_one_command_repairs_them(
     tmp_path: Path,
 ) -> None:
@@ -105,6 +107,7 @@ def test_verify_names_exactly_the_orders_that_lost_events_and_one_command_repair
     assert doc["per_order"]["orders"] == [] and doc["status"] == "ok"
 
 
+@pytest.mark.e2e
 def test_orders_older_than_the_aggregates_reach_are_verified_through_the_events(
     tmp_path: Path,
 ) -> None:
@@ -126,6 +129,7 @@ def test_orders_older_than_the_aggregates_reach_are_verified_through_the_events(
     assert done.returncode == 5, said(done)
 
 
+@pytest.mark.e2e
 def test_orders_another_api_sender_holds_are_named_as_held_twice(tmp_path: Path) -> None:
     export(tmp_path, *RECENT, limit=120)
     with st.StandIn(api_key=KEY) as s:
@@ -141,6 +145,7 @@ def test_orders_another_api_sender_holds_are_named_as_held_twice(tmp_path: Path)
     assert "cannot delete events" in " ".join(done.stdout.split())
 
 
+@pytest.mark.e2e
 def test_without_events_read_the_monthly_proof_runs_with_a_one_line_warning(
     tmp_path: Path,
 ) -> None:
@@ -155,6 +160,7 @@ def test_without_events_read_the_monthly_proof_runs_with_a_one_line_warning(
     assert len(warnings) == 1 and warnings[0].startswith("Warning")
 
 
+@pytest.mark.e2e
 def test_a_checkpoint_of_an_earlier_version_is_verified_by_month_and_says_why_not_per_order(
     tmp_path: Path,
 ) -> None:
@@ -172,6 +178,7 @@ def test_a_checkpoint_of_an_earlier_version_is_verified_by_month_and_says_why_no
     assert doc["per_order"] is None and "earlier version" in doc["per_order_note"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("fault", ["read_server_error", "read_html_200"])
 def test_faulty_event_pages_are_retried_and_the_proof_still_holds(
     tmp_path: Path, fault: str

@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import corpus
+import pytest
 import standin as st
+from cli_helpers import run
 
+pytestmark = pytest.mark.e2e
 KEY = "pk_test_0123456789abcdef"
-CLI = str(Path(sys.executable).parent / "klaviyo-backfill")
 
 
 def send(tmp_path: Path, url: str, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
-    env["KLAVIYO_API_KEY"] = KEY
     summary = tmp_path / "summary.json"
-    result = subprocess.run(
-        [CLI, "send", "orders.csv", "--base-url", url, "--failures", "failures.jsonl",
-         "--summary-json", str(summary), "-q", *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = run(tmp_path, KEY, "send", "orders.csv", "--base-url", url, "--failures",
+                 "failures.jsonl", "--summary-json", str(summary), "-q", *args)  # fmt: skip
     assert "Traceback" not in result.stderr, result.stderr
     return result.returncode, json.loads(summary.read_text())
 

@@ -27,7 +27,6 @@ import signal
 import sqlite3
 import stat
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -37,8 +36,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import cli_helpers
+import corpus
 import httpx
 import pytest
+import standin as st
+from cli_helpers import CLI, logs, said, wait_until
 
 from klaviyo_backfill.errors import ExitCode, GaveUp
 from klaviyo_backfill.klaviyo.endpoints import ENDPOINTS
@@ -51,17 +54,7 @@ from klaviyo_backfill.pipeline.tracker import Tracker
 from klaviyo_backfill.state.checkpoint import Ledger
 from klaviyo_backfill.state.failures import Failures
 
-try:
-    import corpus
-    import standin as st
-except ImportError:  # tests/ made a package
-    from tests import corpus
-    from tests import standin as st
-
 KEY = "pk_e2e_" + secrets.token_hex(12)  # unique, so "appears nowhere" can be searched for
-CLI = shutil.which("klaviyo-backfill", path=str(Path(sys.executable).parent)) or str(
-    Path(sys.executable).parent / "klaviyo-backfill"
-)
 BULK_LIMITS = st.Limits(10, 1.0, 60, 6.0)
 BULK_RATE = "10/s,60/6s"
 SINGLE_RATE = "300/s,3000/m"  # under the stand-in's default 350/s, 3500/60 s
@@ -76,47 +69,20 @@ Key = tuple[str, str, str]
 # ---------------------------------------------------------------- running the CLI
 
 
-def _env(**extra: str) -> dict[str, str]:
-    drop = {"COLUMNS", "LINES", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("KLAVIYO_") and k.upper() not in drop
-    }
-    env.update(extra)
-    return env
-
-
 def cli(cwd: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run the console script; `env` defaults to the right key (KLAVIYO_API_KEY=KEY)."""
-    env = env or {"KLAVIYO_API_KEY": KEY}
-    return subprocess.run(
-        [CLI, *args], cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=timeout
-    )
+    """Run the console script with KLAVIYO_API_KEY=KEY, unless `env` names another."""
+    return cli_helpers.run(cwd, KEY, *args, timeout=timeout, columns=None, **env)
 
 
 def popen(cwd: Path, log: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
-    env = env or {"KLAVIYO_API_KEY": KEY}
-    with open(cwd / f"{log}.out", "wb") as out, open(cwd / f"{log}.err", "wb") as err:
-        return subprocess.Popen([CLI, *args], cwd=cwd, env=_env(**env), stdout=out, stderr=err)
-
-
-def logs(cwd: Path, log: str) -> str:
-    return (cwd / f"{log}.out").read_text() + (cwd / f"{log}.err").read_text()
-
-
-def said(result: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    return cli_helpers.start(cwd, KEY, log, *args, **env)
 
 
 def wait_for_requests(
     s: st.StandIn, n: int, proc: subprocess.Popen[bytes], limit: float = 30, where: str = ""
 ) -> None:
     """Until the stand-in has logged `n` requests (or the process ended)."""
-    deadline = time.monotonic() + limit
-    while len(s.requests) < n and proc.poll() is None:
-        assert time.monotonic() < deadline, f"no traffic after {limit} s {where}"
-        time.sleep(0.005)
+    wait_until(lambda: len(s.requests) >= n or proc.poll() is not None, limit=limit, what=where)
 
 
 def settle(s: st.StandIn, where: str = "") -> None:
@@ -259,6 +225,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Export:
     return make_export(tmp_path_factory.mktemp("big"), corpus.make_orders(1000, 11, "shopify"))
 
 
+@pytest.mark.e2e
 def test_dry_run_fixtures_are_meaningful(small: Export, few: Export) -> None:
     assert len(small.expected) > 900 and not small.invalid
     assert len(few.expected) > 250 and not few.invalid
@@ -271,6 +238,7 @@ def test_dry_run_fixtures_are_meaningful(small: Export, few: Export) -> None:
 # ---------------------------------------------------------------- 1. a complete bulk send
 
 
+@pytest.mark.e2e
 def test_complete_bulk_send_stores_every_event_exactly_once(small: Export, tmp_path: Path) -> None:
     small.copy_to(tmp_path)
     # the dry run a careful user makes first writes the same failures file: the send replaces it
@@ -323,6 +291,7 @@ def _no_resend_of(done: set[str], requests: list[st.RequestLog], where: str = ""
             seen.add(key)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("endpoint", ["bulk", "single"])
 def test_kill_9_at_random_moments_then_resume_loses_nothing(
     endpoint: str, request: pytest.FixtureRequest, tmp_path: Path
@@ -439,6 +408,7 @@ def hostile(big: Export, tmp_path_factory: pytest.TempPathFactory) -> HostileRun
     return HostileRun(cwd, result, s, big)
 
 
+@pytest.mark.e2e
 def test_hostile_network_completes_and_loses_nothing(hostile: HostileRun) -> None:
     s, result = hostile.standin, hostile.result
     assert result.returncode == 1, said(result)
@@ -458,6 +428,7 @@ def test_hostile_network_completes_and_loses_nothing(hostile: HostileRun) -> Non
     assert summary["error"] is None and summary["balanced"] is True
 
 
+@pytest.mark.e2e
 def test_secrets_stay_out_of_output_and_files(hostile: HostileRun) -> None:
     result = hostile.result
     assert result.returncode == 1, said(result)
@@ -476,6 +447,7 @@ def test_secrets_stay_out_of_output_and_files(hostile: HostileRun) -> None:
     assert any(r.status == 202 for r in hostile.standin.requests)
 
 
+@pytest.mark.e2e
 def test_klaviyo_throttling_with_retry_after_is_waited_out(big: Export, tmp_path: Path) -> None:
     """A --rate-limit above the account's real one: Klaviyo's 429s (Retry-After) pause the
     sender, and the run still completes with nothing lost."""
@@ -494,6 +466,7 @@ def test_klaviyo_throttling_with_retry_after_is_waited_out(big: Export, tmp_path
 # ---------------------------------------------------------------- 4. one invalid event
 
 
+@pytest.mark.e2e
 def test_an_event_only_klaviyo_refuses_is_isolated_and_reported(
     small: Export, tmp_path: Path
 ) -> None:
@@ -528,6 +501,7 @@ def test_an_event_only_klaviyo_refuses_is_isolated_and_reported(
     assert summary["orders_with_rejected_events"] == 1
 
 
+@pytest.mark.e2e
 def test_a_run_killed_between_a_rejection_and_its_resend_reports_it_once_after_resume(
     big: Export, tmp_path: Path
 ) -> None:
@@ -546,10 +520,8 @@ def test_a_run_killed_between_a_rejection_and_its_resend_reports_it_once_after_r
     with st.StandIn(api_key=KEY, bulk_limits=BULK_LIMITS, faults=faults) as s:
         proc = popen(tmp_path, "first", *base, "--base-url", s.url)
         try:
-            deadline = time.monotonic() + 30
-            while not any(r.status == 400 for r in s.requests):
-                assert proc.poll() is None and time.monotonic() < deadline, logs(tmp_path, "first")
-                time.sleep(0.005)
+            wait_until(lambda: any(r.status == 400 for r in s.requests), proc,
+                       what=lambda: logs(tmp_path, "first"))  # fmt: skip
             time.sleep(0.1)  # the rejection is recorded; the resend waits out the latency
             proc.kill()
             proc.wait(10)
@@ -575,6 +547,7 @@ def test_a_run_killed_between_a_rejection_and_its_resend_reports_it_once_after_r
     assert told in " ".join(rerun.stdout.split()), said(rerun)
 
 
+@pytest.mark.e2e
 def test_stray_values_on_one_line_of_a_json_export_are_each_a_rejection_through_a_resume(
     tmp_path: Path,
 ) -> None:
@@ -606,6 +579,7 @@ def test_stray_values_on_one_line_of_a_json_export_are_each_a_rejection_through_
     assert "with 2 rejected orders (" in " ".join(rerun.stdout.split()), said(rerun)
 
 
+@pytest.mark.e2e
 def test_the_time_floor_follows_the_api_revision(small: Export, tmp_path: Path) -> None:
     """Klaviyo takes events from 1990 on at revision 2026-07-15, from 2000 on before it. An
     order placed in 1998 is rejected by the tool itself at 2026-04-15, naming the revision, so
@@ -640,6 +614,7 @@ def _event(uid: str, email: str, **kw: Any) -> Event:
                  value=Decimal("9.99"), currency="USD", order_id=uid, **kw)  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_sender_isolates_one_bad_event_of_a_bulk_request(tmp_path: Path) -> None:
     """Driven below the CLI: a hand-made bulk request whose fourth event nests its properties
     deeper than Klaviyo's 10 levels (nothing the tool maps can do that, so nothing checks it)."""
@@ -685,6 +660,7 @@ def test_sender_isolates_one_bad_event_of_a_bulk_request(tmp_path: Path) -> None
 # ---------------------------------------------------------------- 5. a wrong key
 
 
+@pytest.mark.e2e
 def test_wrong_key_stops_at_once_and_never_echoes_the_key(few: Export, tmp_path: Path) -> None:
     few.copy_to(tmp_path)
     wrong = "pk_wrong_" + secrets.token_hex(12)
@@ -705,6 +681,7 @@ def test_wrong_key_stops_at_once_and_never_echoes_the_key(few: Export, tmp_path:
 # ---------------------------------------------------------------- 6. the retired Track API
 
 
+@pytest.mark.e2e
 def test_track_api_gone_exits_3_and_points_to_bulk(few: Export, tmp_path: Path) -> None:
     few.copy_to(tmp_path)
     with st.StandIn(api_key=KEY, legacy="gone") as s:
@@ -716,6 +693,7 @@ def test_track_api_gone_exits_3_and_points_to_bulk(few: Export, tmp_path: Path) 
     assert "retired" in output and "--endpoint bulk" in output, output
 
 
+@pytest.mark.e2e
 def test_track_api_still_accepting_stores_every_event(few: Export, tmp_path: Path) -> None:
     few.copy_to(tmp_path)
     with st.StandIn(api_key=KEY, legacy="accept") as s:
@@ -742,6 +720,7 @@ def _resume_command(output: str) -> list[str]:
     return [CLI, *argv[1:]]
 
 
+@pytest.mark.e2e
 def test_ctrl_c_exits_130_and_the_printed_command_resumes(few: Export, tmp_path: Path) -> None:
     few.copy_to(tmp_path)
     with st.StandIn(api_key=KEY, faults=st.Faults(latency=0.02)) as s:
@@ -764,7 +743,7 @@ def test_ctrl_c_exits_130_and_the_printed_command_resumes(few: Export, tmp_path:
 
         argv = _resume_command(output)
         first = len(s.requests)
-        result = subprocess.run(argv, cwd=tmp_path, env=_env(KLAVIYO_API_KEY=KEY),
+        result = subprocess.run(argv, cwd=tmp_path, env=cli_helpers.env(KEY),
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
         assert result.returncode == 1, said(result)
         assert s.keys() == few.expected
@@ -772,6 +751,7 @@ def test_ctrl_c_exits_130_and_the_printed_command_resumes(few: Export, tmp_path:
         assert statuses(s)["400"] == 0
 
 
+@pytest.mark.e2e
 def test_a_send_whose_output_pipe_closes_stops_unfinished_and_resumes(
     big: Export, tmp_path: Path
 ) -> None:
@@ -783,7 +763,7 @@ def test_a_send_whose_output_pipe_closes_stops_unfinished_and_resumes(
         base = ["send", "orders.csv", "--base-url", s.url, "--rate-limit", BULK_RATE,
                 "--failures", "failures.jsonl", "-q"]  # fmt: skip
         proc = subprocess.Popen([CLI, *base, "--output", "-"], cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=_env(KLAVIYO_API_KEY=KEY))  # fmt: skip
+                                stderr=subprocess.PIPE, env=cli_helpers.env(KEY))  # fmt: skip
         assert proc.stdout is not None and proc.stderr is not None
         try:
             first = json.loads(proc.stdout.readline())
@@ -806,6 +786,7 @@ def test_a_send_whose_output_pipe_closes_stops_unfinished_and_resumes(
     assert ledger_state(checkpoint_in(tmp_path)) == "finished"
 
 
+@pytest.mark.e2e
 def test_a_second_run_on_a_busy_checkpoint_is_refused_and_status_tells_a_killed_run(
     few: Export, tmp_path: Path
 ) -> None:
@@ -834,6 +815,7 @@ def test_a_second_run_on_a_busy_checkpoint_is_refused_and_status_tells_a_killed_
         assert s.keys() == few.expected
 
 
+@pytest.mark.e2e
 def test_an_export_edited_before_its_resume_point_is_read_from_the_start_not_mid_row(
     big: Export, tmp_path: Path
 ) -> None:
@@ -868,6 +850,7 @@ def test_an_export_edited_before_its_resume_point_is_read_from_the_start_not_mid
     assert summary["resumed_at"].startswith("the start (the export changed")
 
 
+@pytest.mark.e2e
 def test_ctrl_c_prints_the_resume_command_on_one_line(few: Export, tmp_path: Path) -> None:
     """Not wrapped at 80 columns when the output is no terminal (a log, a CI job)."""
     few.copy_to(tmp_path)
@@ -890,6 +873,7 @@ def test_ctrl_c_prints_the_resume_command_on_one_line(few: Export, tmp_path: Pat
 # ---------------------------------------------------------------- 9. checkpoint refusals
 
 
+@pytest.mark.e2e
 def test_checkpoint_refusals_status_and_nothing_to_do(small: Export, tmp_path: Path) -> None:
     small.copy_to(tmp_path)
     with st.StandIn(api_key=KEY, bulk_limits=BULK_LIMITS) as s:
@@ -936,6 +920,7 @@ def test_checkpoint_refusals_status_and_nothing_to_do(small: Export, tmp_path: P
     assert by_paths.returncode == 0 and "finished" in by_paths.stdout, said(by_paths)
 
 
+@pytest.mark.e2e
 def test_failures_file_lists_each_rejected_order_once_after_a_refused_key(
     small: Export, tmp_path: Path
 ) -> None:
@@ -965,6 +950,7 @@ def test_failures_file_lists_each_rejected_order_once_after_a_refused_key(
 # ---------------------------------------------------------------- 10. plain http elsewhere
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("url", ["http://example.com", "http://192.0.2.1:8080"])
 def test_plain_http_off_this_machine_is_refused_before_any_network_use(
     url: str, small: Export, tmp_path: Path
@@ -986,6 +972,7 @@ def test_plain_http_off_this_machine_is_refused_before_any_network_use(
 # ---------------------------------------------------------------- giving up
 
 
+@pytest.mark.e2e
 def test_giving_up_after_retries_maps_to_exit_4(tmp_path: Path) -> None:
     encoder = ENDPOINTS["bulk"].encoder()
     request = encoder.rebuild([[_event("G1", "g@example.com")]])

@@ -71,6 +71,7 @@ WRITERS = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("shape", WRITERS)
 def test_graphql_exports_give_exactly_the_events_of_the_same_orders_rest_json(
     tmp_path: Path, orders: list[corpus.TruthOrder], rest: tuple[int, str, list[tuple[str, str]]],
@@ -82,6 +83,7 @@ def test_graphql_exports_give_exactly_the_events_of_the_same_orders_rest_json(
     assert (code, bodies, rejected) == rest
 
 
+@pytest.mark.e2e
 def test_the_format_is_detected_and_can_be_named(
     tmp_path: Path, orders: list[corpus.TruthOrder]
 ) -> None:
@@ -124,6 +126,7 @@ def test_a_bulk_file_is_read_with_its_children_spooled_to_a_private_file_and_rem
     assert list(spool.iterdir()) == []
 
 
+@pytest.mark.e2e
 def test_a_graphql_error_answer_stops_naming_the_file_and_its_message(tmp_path: Path) -> None:
     path = tmp_path / "page.json"
     path.write_text(json.dumps({"data": None, "errors": [{"message": "Throttled"}]}))
@@ -131,6 +134,7 @@ def test_a_graphql_error_answer_stops_naming_the_file_and_its_message(tmp_path: 
     assert code == 2 and f"{path}:1: holds a GraphQL error, not orders: Throttled" in output
 
 
+@pytest.mark.e2e
 def test_a_layout_names_where_a_documents_orders_sit(tmp_path: Path) -> None:
     """`orders_path` with `[]` through lists; a record without its first key is an order."""
     path = tmp_path / "report.json"
@@ -150,6 +154,7 @@ def test_a_layout_names_where_a_documents_orders_sit(tmp_path: Path) -> None:
     assert placed == ["1", "2"]
 
 
+@pytest.mark.e2e
 def test_a_shopify_customer_id_identifies_an_order_without_email_or_phone(
     tmp_path: Path, orders: list[corpus.TruthOrder]
 ) -> None:

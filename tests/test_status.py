@@ -19,37 +19,20 @@ import sys
 import time
 from pathlib import Path
 
+import cli_helpers
 import pytest
+import standin as st
+from cli_helpers import SAMPLES, said, wait_until
 
 from klaviyo_backfill.state.checkpoint import Ledger, process_start
 
-try:
-    import standin as st
-except ImportError:  # tests/ made a package
-    from tests import standin as st
-
-CLI = shutil.which("klaviyo-backfill", path=str(Path(sys.executable).parent)) or str(
-    Path(sys.executable).parent / "klaviyo-backfill"
-)
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
 PROBLEMS = SAMPLES / "problems" / "shopify_orders_with_problems.csv"  # 5 orders identify nobody
 KEY = "pk_status_" + secrets.token_hex(12)
-FAST = ["--rate-limit", "100/s,1000/m", "-q", "--failures", "failures.jsonl"]
-
-
-def env() -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
-    out.update(KLAVIYO_API_KEY=KEY, COLUMNS="200")
-    return out
+FAST = [*cli_helpers.FAST, "--failures", "failures.jsonl"]
 
 
 def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, *args], cwd=cwd, env=env(), capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
-
-
-def said(done: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return cli_helpers.run(cwd, KEY, *args)
 
 
 def flat(text: str) -> str:
@@ -63,6 +46,7 @@ def row(status: str, label: str) -> str:
     return " ".join(match.group(1).split())
 
 
+@pytest.mark.e2e
 def test_status_after_a_no_op_resume_shows_the_jobs_rejections(tmp_path: Path) -> None:
     shutil.copy(PROBLEMS, tmp_path / "orders.csv")
     with st.StandIn(api_key=KEY) as s:
@@ -100,6 +84,7 @@ def placed_ids(bodies: Path) -> list[str]:
     return ids
 
 
+@pytest.mark.e2e
 def test_events_klaviyo_refused_are_counted_apart_from_rejected_orders(tmp_path: Path) -> None:
     shutil.copy(PROBLEMS, tmp_path / "orders.csv")
     dry = run(tmp_path, "send", "orders.csv", "--dry-run", "--output", "dry.jsonl")
@@ -121,6 +106,7 @@ def test_events_klaviyo_refused_are_counted_apart_from_rejected_orders(tmp_path:
     assert row(status, "Orders with events Klaviyo rejected") == "2"
 
 
+@pytest.mark.e2e
 def test_a_killed_run_is_stopped_abruptly_wherever_it_is_named(tmp_path: Path) -> None:
     shutil.copy(SAMPLES / "shopify_orders_export.csv", tmp_path / "orders.csv")
     with st.StandIn(api_key=KEY, faults=st.Faults(latency=0.05)) as s:
@@ -129,13 +115,9 @@ def test_a_killed_run_is_stopped_abruptly_wherever_it_is_named(tmp_path: Path) -
         first = run(tmp_path, *base, "--limit", "3")  # an earlier run that ended
         assert first.returncode in (0, 1), said(first)
         time.sleep(1.1)  # so a stale "ended" would read earlier than the next "started"
-        proc = subprocess.Popen([CLI, *base, "--resume"], cwd=tmp_path, env=env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        proc = cli_helpers.start(tmp_path, KEY, "resumed", *base, "--resume")
         try:
-            deadline = time.monotonic() + 30
-            while len(s.requests) < 20:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.01)
+            wait_until(lambda: len(s.requests) >= 20, proc)
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
         finally:

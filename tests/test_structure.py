@@ -65,6 +65,7 @@ def test_the_klaviyo_client_does_not_import_the_orchestration(module: str) -> No
     assert not {m for m in imported(module) if m.split(".")[0] in forbidden}, imported(module)
 
 
+@pytest.mark.e2e
 def test_help_and_status_import_neither_httpx_nor_the_pipeline() -> None:
     """`--help` and `status` start fast: the heavy layers are imported where they run."""
     code = (

@@ -15,7 +15,12 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import cli_helpers
+import corpus
 import pytest
+import standin as st
+from cli_helpers import free_port
+from test_delta import as_of
 
 from klaviyo_backfill.inputs.layouts import builtin_layouts
 from klaviyo_backfill.inputs.sources import Input
@@ -32,18 +37,6 @@ from klaviyo_backfill.presend.delta import Delta
 from klaviyo_backfill.presend.survey import Survey
 from klaviyo_backfill.state.account_ledger import AccountLedger, account_ledger_path
 from klaviyo_backfill.state.failures import Failures
-
-try:
-    import cli_helpers
-    import corpus
-    import standin as st
-    from cli_helpers import free_port
-    from test_delta import as_of
-except ImportError:  # tests/ made a package
-    from tests import cli_helpers, corpus
-    from tests import standin as st
-    from tests.cli_helpers import free_port
-    from tests.test_delta import as_of
 
 KEY = "pk_survey_" + secrets.token_hex(12)
 
@@ -103,6 +96,7 @@ def _stage_one(paths: list[Path], url: str, jobs: int, surveyed: bool) -> dict[s
             "held_events": stats.already_in_klaviyo}  # fmt: skip
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("split", [False, True], ids=["one-process", "split"])
 @pytest.mark.parametrize("again", [False, True], ids=["one-export", "and-the-early-one-again"])
 def test_a_survey_maps_exactly_what_two_readings_map(
