@@ -14,6 +14,7 @@ Run as a process: python tests/standin.py --port 0 --bulk-limits 10/1,150/60 --l
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -31,6 +32,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
@@ -144,7 +146,7 @@ class RequestLog:
     outcome: str  # "answered" | "reset" | "lost_ack"
     n_events: int  # events found in the body, whatever became of them
     n_stored: int
-    time_received: float  # time.monotonic()
+    time_received: float  # on the stand-in's clock (time.monotonic)
     headers: dict[str, str]  # Authorization redacted
     body: bytes
 
@@ -465,19 +467,41 @@ def _decode_legacy(raw: str) -> Any:
     return json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
 
 
+# ---------------------------------------------------------------- time
+class Clock:
+    """time.monotonic, moved on at will: what a test would wait for (an ingestion delay, a
+    rate window) is skipped, not slept. Give it to the stand-in (`StandIn(clock=...)`) and,
+    in-process, to the client's limiter (`Limiter(windows, clock, clock.sleep)`): both then
+    see the same skipped time, and neither waits."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.skipped
+
+    def advance(self, seconds: float) -> None:
+        self.skipped += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """A sleep of `seconds` that takes none: the clock moves on instead."""
+        self.advance(seconds)
+        await asyncio.sleep(0)
+
+
 # ---------------------------------------------------------------- rate limiting
 class SlidingWindow:
     """Two sliding windows counted on arrival; a request at t sees those in (t - w, t]."""
 
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
+    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits, self.clock = limits, clock
         self.arrivals: deque[float] = deque()
 
     def admit(self, now: float | None = None) -> tuple[bool, int, int, int]:
         """-> (admitted, Retry-After or RateLimit-Reset seconds, steady limit, steady left).
 
         Call under a lock: `now` is read inside it so the arrivals stay in order."""
-        lim, now = self.limits, time.monotonic() if now is None else now
+        lim, now = self.limits, self.clock() if now is None else now
         while self.arrivals and self.arrivals[0] <= now - lim.steady_window:
             self.arrivals.popleft()
         steady = len(self.arrivals)
@@ -542,14 +566,19 @@ class StandIn:
         legacy: str = "gone",
         port: int = 0,
         read_limits: dict[str, Limits] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock`: the time the rate windows, the ingestion delay and the request log read
+        (a `Clock`, to skip a wait)."""
         if legacy not in ("gone", "accept"):
             raise ValueError("legacy must be 'gone' or 'accept'")
         self.api_key, self.public_key, self.legacy, self.port = api_key, public_key, legacy, port
         self.faults = faults or Faults()
-        self.windows = {"bulk": SlidingWindow(bulk_limits), "single": SlidingWindow(single_limits)}
+        self.clock = clock
+        self.windows = {"bulk": SlidingWindow(bulk_limits, clock),
+                        "single": SlidingWindow(single_limits, clock)}  # fmt: skip
         for name, limits in (READ_LIMITS | (read_limits or {})).items():
-            self.windows[name] = SlidingWindow(limits)
+            self.windows[name] = SlidingWindow(limits, clock)
         self.events: list[StoredEvent] = []
         self.requests: list[RequestLog] = []  # the event intake's (sends)
         self.reads: list[RequestLog] = []  # the read endpoints': apart, so sends count alone
@@ -644,7 +673,7 @@ class StandIn:
 
     def store(self, events: list[StoredEvent]) -> int:
         n = 0
-        now = time.monotonic()
+        now = self.clock()
         with self.lock:
             for e in events:
                 key = (e.identity, e.metric, e.key_uid)
@@ -808,7 +837,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle()
 
     def _handle(self) -> None:
-        s, t0 = self.owner, time.monotonic()
+        s = self.owner
+        t0 = s.clock()
         path = urlsplit(self.path).path
         try:
             length = int(self.headers.get("Content-Length") or 0)
@@ -1074,7 +1104,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _invalid(
                 [(f"Dates may go back at most {reach:g} years.", "/data/attributes/filter")]
             )
-        events = s.aggregate(metric, start.isoformat(), end.isoformat(), time.monotonic())
+        events = s.aggregate(metric, start.isoformat(), end.isoformat(), s.clock())
         return _aggregate_answer(events, start, end, attrs, s.url)
 
     def _events(self) -> bytes:
@@ -1099,7 +1129,7 @@ class _Handler(BaseHTTPRequestHandler):
             offset = int(base64.urlsafe_b64decode(cursor).decode()) if cursor else 0
         except ValueError:
             raise _invalid([("Invalid page cursor.", None)]) from None
-        found = s.listing(metric, start, end, time.monotonic())
+        found = s.listing(metric, start, end, s.clock())
         links: dict[str, str | None] = {"self": s.url + self.path, "next": None}
         if offset + size < len(found):
             more = {"filter": query["filter"][0], "page[size]": str(size),

@@ -7,17 +7,15 @@ import secrets
 import shutil
 from pathlib import Path
 
-try:
-    import cli_helpers
-    import standin as st
-    from cli_helpers import FAST, free_port
-except ImportError:  # tests/ made a package
-    from tests import cli_helpers
-    from tests import standin as st
-    from tests.cli_helpers import FAST, free_port
+import cli_helpers
+import pytest
+import standin as st
+from cli_helpers import EXPORT, FAST, free_port
 
-EXPORT = Path(__file__).resolve().parent.parent / "sample_data" / "shopify_orders_export.csv"
+pytestmark = pytest.mark.e2e
 KEY = "pk_log_" + secrets.token_hex(12)
+# every wait a hundredth of a real one's (the 429's second, 5xx backoffs): said as they are
+QUICK = "backoff_base=0.01,backoff_cap=0.05,retry_after_cap=0.01"
 
 
 def test_the_log_names_each_retry_and_commit_and_never_the_key(tmp_path: Path) -> None:
@@ -25,7 +23,8 @@ def test_the_log_names_each_retry_and_commit_and_never_the_key(tmp_path: Path) -
     faults = st.Faults(server_error=0.25, throttle_no_retry_after=0.1, seed=7)
     with st.StandIn(api_key=KEY, faults=faults, port=free_port()) as s:
         done = cli_helpers.run(tmp_path, KEY, "send", "orders.csv", "--base-url", s.url,
-                               "--endpoint", "single", *FAST, "--log", "send.log", "-v")  # fmt: skip
+                               "--endpoint", "single", *FAST, "--log", "send.log", "-v",
+                               "--tuning", QUICK)  # fmt: skip
         failed = sum(1 for r in s.requests if r.status is not None and r.status >= 500)
         throttled = sum(1 for r in s.requests if r.status == 429)
     assert done.returncode in (0, 1), done.stderr
@@ -46,7 +45,7 @@ def test_without_v_or_log_nothing_is_logged(tmp_path: Path) -> None:
     shutil.copy(EXPORT, tmp_path / "orders.csv")
     with st.StandIn(api_key=KEY, faults=st.Faults(server_error=1.0), port=free_port()) as s:
         done = cli_helpers.run(tmp_path, KEY, "send", "orders.csv", "--base-url", s.url,
-                               *FAST, "--tuning", "max_attempts=2")  # fmt: skip
+                               *FAST, "--tuning", f"max_attempts=2,{QUICK}")  # fmt: skip
     assert done.returncode == 4, done.stderr
     assert "gave up after 2 tries" in done.stderr + done.stdout
     assert "giving up on" not in done.stderr and "retry a request" not in done.stderr

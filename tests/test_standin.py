@@ -6,7 +6,6 @@ import base64
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,6 +91,7 @@ def server() -> Iterator[tuple[st.StandIn, httpx.Client]]:
         yield s, c
 
 
+@pytest.mark.e2e
 def test_valid_bulk_is_accepted_and_stored(server: tuple[st.StandIn, httpx.Client]) -> None:
     s, c = server
     r = post(
@@ -124,6 +124,7 @@ def test_valid_bulk_is_accepted_and_stored(server: tuple[st.StandIn, httpx.Clien
     assert s.stats["2xx"] == 1 and s.requests[0].n_events == 3 and s.requests[0].n_stored == 3
 
 
+@pytest.mark.e2e
 def test_single_event_and_dedupe_across_requests(server: tuple[st.StandIn, httpx.Client]) -> None:
     s, c = server
     assert post(c, SINGLE, single("9")).status_code == 202
@@ -142,6 +143,7 @@ def test_single_event_and_dedupe_across_requests(server: tuple[st.StandIn, httpx
     assert len(s.events) == 3
 
 
+@pytest.mark.e2e
 def test_missing_unique_id_keys_on_the_second(server: tuple[st.StandIn, httpx.Client]) -> None:
     s, c = server
     r = post(c, BULK, bulk(({"email": "a@x.com"}, [event(None), event(None)])))
@@ -150,6 +152,7 @@ def test_missing_unique_id_keys_on_the_second(server: tuple[st.StandIn, httpx.Cl
     assert s.events == []
 
 
+@pytest.mark.e2e
 def test_auth(server: tuple[st.StandIn, httpx.Client]) -> None:
     s, c = server
     wrong = "pk_wrong_key_0000"
@@ -169,6 +172,7 @@ def test_auth(server: tuple[st.StandIn, httpx.Client]) -> None:
     assert s.requests[1].headers["Authorization"] == "[REDACTED]"
 
 
+@pytest.mark.e2e
 def test_revision_and_media_type(server: tuple[st.StandIn, httpx.Client]) -> None:
     s, c = server
     body = bulk(({"email": "a@x.com"}, [event("1")]))
@@ -182,6 +186,7 @@ def test_revision_and_media_type(server: tuple[st.StandIn, httpx.Client]) -> Non
     assert post(c, BULK, body, revision="2026-07-15.pre").status_code == 202
 
 
+@pytest.mark.e2e
 def test_schema_invalid_body_points_at_the_entry(server: tuple[st.StandIn, httpx.Client]) -> None:
     s, c = server
     events = [event(str(i)) for i in range(5)]
@@ -204,6 +209,7 @@ def test_schema_invalid_body_points_at_the_entry(server: tuple[st.StandIn, httpx
     assert r.status_code == 400
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("profile", "attrs", "pointer"),
     [
@@ -251,6 +257,7 @@ def test_semantic_checks(
     assert s.events == []
 
 
+@pytest.mark.e2e
 def test_bad_phone_next_to_email_is_a_partial_failure(
     server: tuple[st.StandIn, httpx.Client],
 ) -> None:
@@ -264,6 +271,7 @@ def test_bad_phone_next_to_email_is_a_partial_failure(
     ]
 
 
+@pytest.mark.e2e
 def test_request_size_limits(server: tuple[st.StandIn, httpx.Client]) -> None:
     s, c = server
     r = post(
@@ -280,6 +288,7 @@ def test_request_size_limits(server: tuple[st.StandIn, httpx.Client]) -> None:
     assert s.events == []
 
 
+@pytest.mark.e2e
 def test_duplicate_unique_id_in_one_request_fails_it_all(
     server: tuple[st.StandIn, httpx.Client],
 ) -> None:
@@ -297,9 +306,11 @@ def test_duplicate_unique_id_in_one_request_fails_it_all(
     assert s.events == []
 
 
+@pytest.mark.e2e
 def test_burst_limit() -> None:
     limits = st.Limits(3, 0.4, 100, 60.0)
-    with st.StandIn(bulk_limits=limits) as s, httpx.Client(base_url=s.url) as c:
+    clock = st.Clock()
+    with st.StandIn(bulk_limits=limits, clock=clock) as s, httpx.Client(base_url=s.url) as c:
         body = bulk(({"email": "a@x.com"}, [event("1")]))
         codes = [post(c, BULK, body).status_code for _ in range(4)]
         assert codes == [202, 202, 202, 429]
@@ -310,7 +321,7 @@ def test_burst_limit() -> None:
             in r.json()["errors"][0]["detail"]
         )
         assert post(c, SINGLE, single("x")).status_code == 202  # separate windows per endpoint
-        time.sleep(0.45)
+        clock.advance(0.45)
         assert post(c, BULK, body).status_code == 202  # throttled requests did not count
         assert s.stats["429"] == 2
 
@@ -324,6 +335,7 @@ def test_sliding_windows_are_exact() -> None:
     assert not ok and retry_after == 58  # the oldest (t=0) leaves the minute at t=60
 
 
+@pytest.mark.e2e
 def test_throttle_without_retry_after() -> None:
     with (
         st.StandIn(faults=st.Faults(throttle_no_retry_after=1.0)) as s,
@@ -337,6 +349,7 @@ def test_throttle_without_retry_after() -> None:
         assert s.events == []
 
 
+@pytest.mark.e2e
 def test_lost_ack_stores_but_client_sees_connection_error() -> None:
     with st.StandIn(faults=st.Faults(lost_ack=1.0)) as s, httpx.Client(base_url=s.url) as c:
         body = bulk(({"email": "a@x.com"}, [event("1"), event("2")]))
@@ -349,6 +362,7 @@ def test_lost_ack_stores_but_client_sees_connection_error() -> None:
         assert len(s.events) == 2
 
 
+@pytest.mark.e2e
 def test_reset_and_server_errors_store_nothing() -> None:
     with st.StandIn(faults=st.Faults(reset=1.0)) as s, httpx.Client(base_url=s.url) as c:
         with pytest.raises(httpx.TransportError):
@@ -365,6 +379,7 @@ def test_reset_and_server_errors_store_nothing() -> None:
         assert s.events == [] and s.stats["5xx"] == 12
 
 
+@pytest.mark.e2e
 def test_faults_are_deterministic() -> None:
     def run() -> list[int | None]:
         f = st.Faults(server_error=0.3, html_502=0.2, seed=42)
@@ -377,6 +392,7 @@ def test_faults_are_deterministic() -> None:
     assert first == run() and 202 in first and any(x and x >= 500 for x in first)
 
 
+@pytest.mark.e2e
 def test_legacy_gone(server: tuple[st.StandIn, httpx.Client]) -> None:
     s, c = server
     assert c.get(TRACK, params={"data": "e30="}).status_code == 410
@@ -384,6 +400,7 @@ def test_legacy_gone(server: tuple[st.StandIn, httpx.Client]) -> None:
     assert s.events == []
 
 
+@pytest.mark.e2e
 def test_legacy_accept() -> None:
     payload = {
         "token": "AbC123",
@@ -416,6 +433,7 @@ def test_legacy_accept() -> None:
         ]
 
 
+@pytest.mark.e2e
 def test_runs_as_a_process() -> None:
     script = Path(st.__file__)
     proc = subprocess.Popen(
@@ -476,6 +494,7 @@ def metric_ids(s: st.StandIn) -> dict[tuple[str, str], str]:
     return {(name, integration[0]): mid for mid, name, integration in s.metric_list()}
 
 
+@pytest.mark.e2e
 def test_metrics_come_200_a_page_with_their_integration_and_the_filter(
     server: tuple[st.StandIn, httpx.Client],
 ) -> None:
@@ -507,6 +526,7 @@ def test_metrics_come_200_a_page_with_their_integration_and_the_filter(
     assert c.get("/api/metrics", headers={**HEADERS, "revision": ""}).status_code == 400
 
 
+@pytest.mark.e2e
 def test_metric_aggregates_count_and_sum_per_utc_month_and_currency(
     server: tuple[st.StandIn, httpx.Client],
 ) -> None:
@@ -535,6 +555,7 @@ def test_metric_aggregates_count_and_sum_per_utc_month_and_currency(
     assert row["dimensions"] == [] and row["measurements"] == {"count": [0.0, 3.0] + [0.0] * 10}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(("start", "end", "status"), [
     ("2021-01-01T00:00:00", "2022-01-01T00:00:00", 200),  # a calendar year
     ("2021-03-15T00:00:00", "2022-03-15T00:00:00", 200),
@@ -553,6 +574,7 @@ def test_a_metric_aggregates_query_spans_at_most_one_year(
         assert pointers(r) == ["/data/attributes/filter"]
 
 
+@pytest.mark.e2e
 def test_a_metric_aggregates_body_is_checked_against_klaviyos_schema(
     server: tuple[st.StandIn, httpx.Client],
 ) -> None:
@@ -570,6 +592,7 @@ def test_a_metric_aggregates_body_is_checked_against_klaviyos_schema(
     assert html.status_code == 415
 
 
+@pytest.mark.e2e
 def test_metric_aggregates_are_paced_3_a_second(server: tuple[st.StandIn, httpx.Client]) -> None:
     s, c = server
     s.preload([st.other_event("Placed Order", "2021-06-01T00:00:00+00:00")])
@@ -581,6 +604,7 @@ def test_metric_aggregates_are_paced_3_a_second(server: tuple[st.StandIn, httpx.
     assert not s.requests and len(s.reads) == 4
 
 
+@pytest.mark.e2e
 def test_events_lost_after_their_202_never_reach_the_aggregates() -> None:
     with (
         st.StandIn(faults=st.Faults(lost_after_ack=0.3, seed=9)) as s,
@@ -598,20 +622,23 @@ def test_events_lost_after_their_202_never_reach_the_aggregates() -> None:
                                             if again.is_lost(("a@x.com", "Placed Order", str(i)))}  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_an_ingestion_delay_holds_events_back_from_the_aggregates() -> None:
+    clock = st.Clock()
     with (
-        st.StandIn(faults=st.Faults(ingestion_delay=1.0)) as s,
+        st.StandIn(faults=st.Faults(ingestion_delay=60.0), clock=clock) as s,
         httpx.Client(base_url=s.url, timeout=10) as c,
     ):
         assert post(c, BULK, bulk(({"email": "a@x.com"}, [event("1")]))).status_code == 202
         (mid,) = metric_ids(s).values()
         body = aggregate_query(mid, "2020-01-01T00:00:00", "2021-01-01T00:00:00")
         assert post(c, st.AGGREGATES_PATH, body).json()["data"]["attributes"]["data"] == []
-        time.sleep(1.1)
+        clock.advance(60.0)
         (row,) = post(c, st.AGGREGATES_PATH, body).json()["data"]["attributes"]["data"]
         assert row["measurements"]["count"][2] == 1.0
 
 
+@pytest.mark.e2e
 def test_a_key_without_metrics_read_gets_a_403_naming_the_scope() -> None:
     faults = st.Faults(missing_scopes=frozenset({"metrics:read"}))
     with st.StandIn(faults=faults) as s, httpx.Client(base_url=s.url, timeout=10) as c:
@@ -622,6 +649,7 @@ def test_a_key_without_metrics_read_gets_a_403_naming_the_scope() -> None:
         assert r.status_code == 403
 
 
+@pytest.mark.e2e
 def test_flow_triggers_and_the_account(server: tuple[st.StandIn, httpx.Client]) -> None:
     s, c = server
     assert post(c, BULK, bulk(({"email": "a@x.com"}, [event("1")]))).status_code == 202

@@ -13,13 +13,10 @@ one aggregate query per metric, and a query a third of a second.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import sqlite3
 import subprocess
-import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,37 +24,20 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+import cli_helpers
+import corpus
 import pytest
+import standin as st
+from cli_helpers import FAST, said
 
-try:
-    import corpus
-    import standin as st
-except ImportError:  # tests/ made a package
-    from tests import corpus
-    from tests import standin as st
-
+pytestmark = pytest.mark.e2e
 KEY = "pk_verify_" + secrets.token_hex(12)
-CLI = shutil.which("klaviyo-backfill", path=str(Path(sys.executable).parent)) or str(
-    Path(sys.executable).parent / "klaviyo-backfill"
-)
-FAST = ["--rate-limit", "100/s,1000/m", "-q"]
 MINOR = {"JPY": Decimal(1)}
 Cell = tuple[str, str, str]  # metric, UTC month, currency
 
 
-def cli(
-    cwd: Path, *args: str, key: str = KEY, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
-    env.update(KLAVIYO_API_KEY=key, COLUMNS="220")
-    if "KLAVIYO_OPENAPI_DIR" in os.environ:
-        env["KLAVIYO_OPENAPI_DIR"] = os.environ["KLAVIYO_OPENAPI_DIR"]
-    return subprocess.run([CLI, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
-
-
-def said(result: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+def cli(cwd: Path, *args: str, key: str = KEY) -> subprocess.CompletedProcess[str]:
+    return cli_helpers.run(cwd, key, *args, columns=220, timeout=180)
 
 
 def cents(value: Decimal | float, currency: str) -> Decimal:
@@ -118,9 +98,7 @@ def sent_with(cwd: Path, s: st.StandIn, *extra: str) -> subprocess.CompletedProc
 
 def checkpoint_in(cwd: Path) -> Path:
     """The one checkpoint a send from `cwd` kept: in the test's state folder (conftest)."""
-    state = Path(os.environ["XDG_STATE_HOME"])
-    (found,) = (state / "klaviyo-backfill" / "checkpoints").glob("*.sqlite")
-    return found
+    return cli_helpers.the_checkpoint()
 
 
 def acknowledged_long_ago(path: Path) -> None:
@@ -207,11 +185,12 @@ def test_verify_with_an_ingestion_delay_does_not_call_the_result_final(
     export: Export, tmp_path: Path
 ) -> None:
     export.copy_to(tmp_path)
-    with st.StandIn(api_key=KEY, faults=st.Faults(ingestion_delay=8.0)) as s:
+    clock = st.Clock()  # the delay passes when the test says, however slow the machine
+    with st.StandIn(api_key=KEY, faults=st.Faults(ingestion_delay=600.0), clock=clock) as s:
         sent_with(tmp_path, s)
         early = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json")
         doc = json.loads((tmp_path / "v.json").read_text())
-        time.sleep(max(0.0, s.events[-1].stored_at + 8.0 - time.monotonic()))
+        clock.advance(600.0)
         late = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url)
     assert early.returncode == 5, said(early)  # short, not final
     assert doc["status"] == "short" and doc["final"] is False

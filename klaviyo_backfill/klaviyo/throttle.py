@@ -15,8 +15,9 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import UsageError
 from .endpoints import Window
@@ -82,10 +83,13 @@ class Limiter:
     """
 
     def __init__(
-        self, windows: tuple[Window, ...], clock: Callable[[], float] = time.monotonic
+        self,
+        windows: tuple[Window, ...],
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         self.windows = windows
-        self.clock = clock
+        self.clock, self.sleep = clock, sleep  # a pair: `sleep(s)` lets `clock` move s on
         self.longest = max((w.seconds + w.margin for w in windows), default=0.0)
         shortest = min(windows, key=lambda w: w.seconds, default=None)
         self.spacing = shortest.seconds / shortest.limit if shortest else 0.0
@@ -143,17 +147,16 @@ class Limiter:
 
     async def _sleep(self, wait: float, stop: asyncio.Event | None) -> bool:
         """Sleep `wait` seconds (inf: until an answer comes); False when `stop` came first."""
-        waits = [asyncio.ensure_future(stop.wait())] if stop is not None else []
         if wait == math.inf:
             self.answered.clear()
-            waits.append(asyncio.ensure_future(self.answered.wait()))
-            timeout = None
-        else:
-            timeout = wait
-        if not waits:
-            await asyncio.sleep(wait)
+            woken: asyncio.Future[Any] = asyncio.ensure_future(self.answered.wait())
+        elif stop is None:
+            await self.sleep(wait)
             return True
-        _, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        else:
+            woken = asyncio.ensure_future(self.sleep(wait))
+        waits = [woken] if stop is None else [woken, asyncio.ensure_future(stop.wait())]
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
         return not (stop is not None and stop.is_set())
