@@ -214,6 +214,7 @@ def test_preflight_says_why_orders_will_not_be_sent(tmp_path: Path) -> None:
     assert reasons and sum(int(n) for _, n in reasons) == 5, out
 
 
+@pytest.mark.e2e
 def test_status_and_send_take_json_too_and_paths_stay_whole(tmp_path: Path) -> None:
     """--json FILE (or '-') for every command; a checkpoint's path folded mid-token."""
     export = tmp_path / "orders.csv"

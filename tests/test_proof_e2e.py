@@ -192,6 +192,7 @@ def test_faulty_event_pages_are_retried_and_the_proof_still_holds(
     assert doc["per_order"]["orders"] == []
 
 
+@pytest.mark.e2e
 def test_preflight_names_the_orders_another_api_sender_holds_but_not_its_own(
     tmp_path: Path,
 ) -> None:

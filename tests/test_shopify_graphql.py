@@ -180,6 +180,7 @@ def test_a_shopify_customer_id_identifies_an_order_without_email_or_phone(
     }
 
 
+@pytest.mark.e2e
 def test_line_items_whose_order_is_not_in_a_bulk_file_are_said_not_to_be_sent(
     tmp_path: Path, orders: list[corpus.TruthOrder]
 ) -> None:
