@@ -40,7 +40,8 @@ __all__ = [
 ]
 
 MISSING, TWICE, DIFFERENT = "missing", "twice", "different"
-WINDOW_EVENTS = 50_000  # acknowledged events one window holds at most (memory stays flat)
+WINDOW_EVENTS = 5_000  # acknowledged events one window holds at most (a few pages: many
+# windows in flight keep the pages coming at the rate limit, and memory flat)
 
 
 @dataclass(frozen=True, slots=True)
