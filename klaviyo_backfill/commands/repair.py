@@ -123,6 +123,10 @@ def repair(
         ledger = open_ledger(path, mode, job.fingerprint(), FINGERPRINTED, config.account)
         assert isinstance(ledger, Ledger)  # restart or resume: never "finished"
         try:
-            return send_job(job, config, ledger, progress, mode == "resume", None, False, only=only)
+            outcome = send_job(job, config, ledger, progress, mode == "resume", None, False,
+                               only=only)  # fmt: skip
         finally:
             ledger.close()
+    skipped = outcome.stats.skipped  # the orders the repair does not list: held as sent
+    skipped["held as sent (not in the repair)"] = skipped.pop("already sent (checkpoint)", 0)
+    return outcome
