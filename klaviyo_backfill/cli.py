@@ -224,7 +224,8 @@ ENDPOINT_HELP = (
 @click.option(
     "--failures",
     type=click.Path(),
-    help="Where rejected orders go (JSON lines). [default: <export>.failures.jsonl]",
+    help="Where rejected orders go (JSON lines). [default: a dry run, <export>.failures.jsonl "
+    "here; a send, beside its checkpoint]",
 )
 @click.option(
     "--trigger-flows", is_flag=True, help="Let these events trigger flows (no backfill flag)."

@@ -87,3 +87,13 @@ def test_the_exit_codes_are_distinct_and_named() -> None:
     values = [code.value for code in ExitCode]
     assert len(values) == len(set(values)) == len(ExitCode.__members__)
     assert ExitCode.OK == 0 and ExitCode.REJECTED == 1 and ExitCode.USAGE == 2
+
+
+def test_no_option_offered_goes_undescribed() -> None:
+    import click
+
+    from klaviyo_backfill.cli import main
+
+    bare = [(name, p.opts) for name, command in main.commands.items() for p in command.params
+            if isinstance(p, click.Option) and not p.hidden and not p.help]  # fmt: skip
+    assert not bare, bare
