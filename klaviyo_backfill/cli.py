@@ -341,7 +341,7 @@ def _dry_run(options: SendOptions, console: Console, kw: dict[str, Any]) -> int:
     if result.failures:
         kinds = result.failure_kinds
         told = rejections(kinds.get("orders", 0), kinds.get("events", 0), kinds.get("changed", 0))
-        console.print(f"{told} written to {result.failures_path}")
+        console.print(f"{told} written to {result.failures_path}", soft_wrap=True)
     return ExitCode.REJECTED if result.stats.orders_rejected else ExitCode.OK
 
 
@@ -351,7 +351,8 @@ def _nothing_to_do(console: Console, finished: Finished) -> int:
     told = rejections(finished.orders_rejected, finished.events_rejected)
     console.print(f"Nothing to do: checkpoint {finished.path} says this export was sent completely"
                   + (f", with {told} (`status` reports them)" if told else "")
-                  + ". To send its events again (Klaviyo drops repeats), add --resend.")  # fmt: skip
+                  + ". To send its events again (Klaviyo drops repeats), add --resend.",
+                  soft_wrap=True)  # fmt: skip
     return ExitCode.OK  # nothing was asked that is not done: a script goes on
 
 
@@ -386,7 +387,7 @@ def _send_exit(console: Console, outcome: SendOutcome) -> int:
     if failed:
         kinds = outcome.failure_kinds
         told = rejections(kinds.get("orders", 0), kinds.get("events", 0), kinds.get("changed", 0))
-        console.print(f"{told} written to {outcome.failures_path}")
+        console.print(f"{told} written to {outcome.failures_path}", soft_wrap=True)
     then = outcome.continuation or _resume_command()
     if outcome.interrupted:
         click.echo(f"Stopped. Nothing is lost; continue with:\n  {then}", err=True)
