@@ -399,7 +399,7 @@ def _send_exit(console: Console, outcome: SendOutcome) -> int:
         resumable = isinstance(error, GaveUp | OutputError | CheckpointError)
         raise Stopped(error, then if resumable else None)
     if outcome.limited:
-        click.echo(f"Stopped at --limit: the rest of the export is not sent yet; rerun the same "
+        click.echo("Stopped at --limit: the rest of the export is not sent yet. Rerun the same\n"
                    f"command (it continues), or send all the rest with:\n  {then}", err=True)  # fmt: skip
     return ExitCode.REJECTED if failed else ExitCode.OK
 

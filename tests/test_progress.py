@@ -208,7 +208,8 @@ def test_a_terminal_of_80_columns_shows_count_rate_eta_and_each_wait(tmp_path: P
     lines = frames(drawn)
     bars = [line for line in lines if re.search(r"\d+/\d+ events · [\d,-]+ events/s · ETA ", line)]
     assert bars, lines
-    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    wide = [line for line in lines if len(line) > 80 and not line.startswith("  klaviyo-backfill ")]
+    assert not wide, wide  # but the command that continues it, whole (to be copied)
     assert any(re.search(r"ETA \d:\d\d:\d\d$", line) for line in bars), bars
     assert any(re.search(r"\d+ events/s", line) for line in bars), bars
     assert any(re.fullmatch(r"waiting [1-4] s for --rate-limit's 20-per-4-s limit", line)
