@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -69,32 +68,6 @@ def test_a_named_checkpoint_refuses_another_account(tmp_path: Path) -> None:
     assert "another Klaviyo account" in said and "Nothing to do" not in said
     assert not real
     assert REAL not in said and STAGING not in said
-
-
-def test_a_checkpoint_of_an_earlier_version_is_not_resumed_for_an_unknown_account(
-    tmp_path: Path, own_state_folder: Path
-) -> None:
-    """Before accounts were recorded, the default path was keyed by the export alone (under
-    ./.klaviyo-backfill/): it may hold a staging account's progress, so --resume names it
-    instead of taking it."""
-    shutil.copy(EXPORT, tmp_path / "orders.csv")
-    port = free_port()
-    send_to(tmp_path, STAGING, port)
-    (keyed,) = checkpoints_in(own_state_folder)
-    older = tmp_path / ".klaviyo-backfill" / (keyed.name.rsplit("-", 1)[0] + ".sqlite")
-    older.parent.mkdir()
-    keyed.rename(older)  # the pre-account name, where versions before 0.2 kept it
-    db = sqlite3.connect(older)
-    db.execute("DELETE FROM meta WHERE key = 'account'")
-    db.execute("UPDATE meta SET value = 'stopped' WHERE key = 'state'")
-    db.commit()
-    db.close()
-    real, said, code = send_to(tmp_path, REAL, port, "--resume")
-    assert code == 2 and not real, said
-    assert f"--checkpoint {older.relative_to(tmp_path)} --resume" in said
-    real, said, code = send_to(tmp_path, REAL, port)  # without --resume: everything goes
-    assert code in (0, 1), said
-    assert real
 
 
 def test_a_wrong_key_leaves_nothing_that_blocks_the_right_one(

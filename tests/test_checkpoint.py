@@ -8,7 +8,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from klaviyo_backfill.klaviyo.sender import SendStats
 from klaviyo_backfill.model import Event, Rejection
 from klaviyo_backfill.pipeline.orders import MappedOrder
 from klaviyo_backfill.pipeline.tracker import Tracker
+from klaviyo_backfill.state.account_ledger import AccountLedger, event_key, replay
 from klaviyo_backfill.state.checkpoint import FORMAT_VERSION, Landmarks, Ledger, Total
 from klaviyo_backfill.state.failures import Failures
 
@@ -387,3 +388,33 @@ def test_the_tracker_records_only_acknowledged_events_of_settled_orders(ledger: 
     got = {key: (t.events, t.value) for key, t in ledger.totals().items()}
     assert got == {("Placed Order", "2022-01", "EUR"): (1, Decimal("10.00")),
                    ("Ordered Product", "2022-01", "EUR"): (1, Decimal("4.00"))}  # fmt: skip
+
+
+def test_an_acknowledgement_the_account_ledger_missed_is_replayed_from_the_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """The checkpoint commits first, with what the account's ledger records next: a disk that
+    fails between the two commits loses neither (issue #20 item 8)."""
+    ledger = Ledger(tmp_path / "cp.sqlite")
+    ledger.claim("fp", "files")
+    account = AccountLedger(tmp_path / "account.sqlite")
+    when = datetime(2024, 3, 5, 12, tzinfo=UTC)
+    placed = Event("Placed Order", when, "9", {}, {"email": "a@b.c"}, Decimal("10"), "EUR", "9")
+    tracker = Tracker(ledger, Failures(None), SendStats(), account=account)
+    tracker.register(MappedOrder("9", [placed], "o.csv", 2))
+    account.db.close()  # the account ledger's commit fails (a full disk, say)
+    with pytest.raises(CheckpointError):
+        tracker.settle([placed], [])
+    assert ledger.is_done("9") and ledger.totals()  # the checkpoint holds it
+    key = event_key("a@b.c", "Placed Order", "9")
+    reopened = AccountLedger(tmp_path / "account.sqlite")
+    assert reopened.held([key]) == set() and reopened.held_order("9") is None
+    replay(reopened, ledger.get("journal") or "")
+    assert reopened.held([key]) == {key}
+    held = reopened.held_order("9")
+    assert held is not None and held.events == 1
+    replay(reopened, ledger.get("journal") or "")  # twice is harmless
+    again = reopened.held_order("9")
+    assert again is not None and again.events == 1
+    reopened.close()
+    ledger.close()

@@ -66,7 +66,10 @@ def interrupted(cwd: Path, s: st.StandIn, *args: str, after: int = 30) -> str:
 def continuation(output: str) -> list[str]:
     """The command a stopped run printed to continue it, as argv (the console script)."""
     start_at = output.index("klaviyo-backfill ")
-    line = output[start_at:].splitlines()[0]
+    lines = output[start_at:].splitlines()
+    line = lines.pop(0)
+    while line.endswith("\\"):  # cut to the terminal's width: a shell reads one line
+        line = line[:-1] + lines.pop(0)
     argv = shlex.split(line)
     return [CLI, *argv[1:]]
 
@@ -184,3 +187,23 @@ def test_resume_with_a_key_that_matches_no_job_is_named_as_a_key_problem(
     assert wrong.returncode == 2, told
     assert "this key matches no job of" in told and "Is the key right?" in told, told
     assert "Run without --resume" not in told
+
+
+def test_two_windows_sent_apart_both_land_and_verify_covers_both(
+    export: Path, tmp_path: Path
+) -> None:
+    shutil.copy(export, tmp_path / "orders.csv")
+    fast = ["--rate-limit", "100/s,1000/m", "-q"]
+    with st.StandIn(api_key=KEY, port=free_port()) as s:
+        early = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *fast, "--until",
+                    "2020-06-30")  # fmt: skip
+        first = len(s.keys())
+        late = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *fast, "--since",
+                   "2020-07-01")  # fmt: skip
+        assert early.returncode == late.returncode == 1, early.stderr + late.stderr
+        assert 0 < first < len(s.keys())
+        done = run(tmp_path, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json")
+        stored = len(s.keys())
+    doc = json.loads((tmp_path / "v.json").read_text())
+    assert done.returncode == 0 and doc["status"] == "ok", done.stdout + done.stderr
+    assert sum(row["sent_count"] for row in doc["rows"]) == stored

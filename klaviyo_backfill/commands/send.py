@@ -40,7 +40,8 @@ from ..presend.overlap import overlap_check
 from ..presend.survey import Survey
 from ..results import Finished, SendOutcome, Unwatched, Watcher
 from ..state.account_ledger import AccountLedger, account_ledger_path
-from ..state.checkpoint import Landmarks, Ledger, continues_limited, open_ledger, superseded
+from ..state.account_ledger import replay as replay_journal
+from ..state.checkpoint import Landmarks, Ledger, open_ledger, superseded
 from ..state.failures import Failures
 from ..state.locate import discard, found_for, locate
 from ..state.lock import JobLock
@@ -159,6 +160,18 @@ def _account_of(checkpoint: Path) -> str:
     return checkpoint.name.removesuffix(".sqlite").rsplit("-", 1)[-1]
 
 
+def continues_limited(path: Path, mode: str, fingerprint: str) -> bool:
+    """A new run (`mode` new) of a job a --limit stopped: it continues that job, as --resume
+    would (a plain rerun continues; the limit was a trial, not a reason to refuse)."""
+    if mode != "new" or not path.exists():
+        return False
+    ledger = Ledger(path)
+    try:
+        return ledger.state == "limited" and ledger.get("fingerprint") == fingerprint
+    finally:
+        ledger.close()
+
+
 def _send_locked(
     job: Job,
     config: SendConfig,
@@ -186,9 +199,9 @@ def _send_locked(
         preparing = (progress or Unwatched()).preparing
         overlap, built = overlap_check(job, config, notify, preparing)
     try:
-        ledger = open_ledger(path, mode, fingerprint, FINGERPRINTED, account)
+        ledger = open_ledger(path, mode, fingerprint, FINGERPRINTED, account, not options.resend)
         if isinstance(ledger, Finished) and options.resend:  # sent completely; --resend: again
-            ledger = open_ledger(path, "restart", fingerprint, FINGERPRINTED, account)
+            ledger = open_ledger(path, "restart", fingerprint, FINGERPRINTED, account, keep=False)
     except BaseException:
         if built is not None:
             built.close()
@@ -295,6 +308,9 @@ def send_job(
     tracker = Tracker(ledger, failures, send_stats, landmarks, account)
     reader = ledger.reader()
     point = _resume_point(ledger, landmarks, stats) if resume else None
+    written = ledger.get("journal")
+    if account is not None and written:  # the last acknowledgements the checkpoint recorded:
+        replay_journal(account, written)  # the account's ledger may have stopped short of them
     if resume:  # rejections this run will not meet again come from the ledger; those it
         ledger.forget_from(point)  # meets again, it records again
         for rejection in ledger.rejections(before=point):

@@ -38,7 +38,7 @@ from ..proof.orders import Proof, Window, compare_window, windows
 from ..proof.reconcile import MetricTotal, compare, metric_order, money, years_of
 from ..results import Verification
 from ..state.checkpoint import Ledger, Total, TotalKey
-from ..state.locate import checkpoints_dir, default_path, found_for
+from ..state.locate import archived, checkpoints_dir, default_path, found_for
 from .repair import command, replay_args, write
 
 if TYPE_CHECKING:  # annotations only
@@ -60,7 +60,7 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
     ledger = Ledger(path)
     try:
         ledger.check_account(account)
-        sent, reread = _sent_totals(ledger), False
+        sent, reread = _with_earlier_jobs(path, _sent_totals(ledger)), False
         running = ledger.condition().startswith("running")
         summary = json.loads(ledger.get("last_run") or "{}")
         result = Verification(path, ledger.condition(), [], [], [], running, reread, summary,
@@ -92,6 +92,23 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
     result.processing = running or any(row.short and row.recent(now) for row in result.rows)
     result.elapsed = time.monotonic() - started
     return result
+
+
+def _with_earlier_jobs(path: Path, sent: dict[TotalKey, Total]) -> dict[TotalKey, Total]:
+    """The job's totals and its earlier jobs' (another window, an export saved over the file,
+    a --restart: locate.archive): everything the account acknowledged from this export."""
+    for earlier in archived(path):
+        old = Ledger(earlier)
+        try:
+            totals = old.totals() if old.has_totals() else {}
+        finally:
+            old.close()
+        for key, total in totals.items():
+            into = sent.setdefault(key, Total())
+            into.events += total.events
+            into.value += total.value
+            into.last_at = max(into.last_at, total.last_at)
+    return sent
 
 
 def _verify_checkpoint(options: SendOptions, account: str) -> Path:

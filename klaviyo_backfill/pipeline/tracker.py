@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from ..klaviyo.sender import SendStats
 from ..model import Event, Position, Rejection, identity, item_key, utc_month
 from ..presend.delta import facts_of
-from ..state.account_ledger import AccountLedger, OrderFacts, event_key
+from ..state.account_ledger import AccountLedger, OrderFacts, event_key, journal
 from ..state.checkpoint import Acked, Landmarks, Ledger, Total, TotalKey
 from ..state.failures import KLAVIYO_REJECTED, Failures
 from .orders import MappedOrder
@@ -132,14 +132,20 @@ class Tracker:
             bad.extend(self.inputs_rejected)
             self.inputs_rejected = []
             watermark = self._watermark()
+        keys: list[bytes] = []
         if self.account is not None and (sent or whole):
             keys = [event_key(identity(e.profile), e.metric, e.unique_id) for e in sent]
-            self.account.record(keys, whole, stamps)  # first: a crash between them resends
         if self.ledger is not None and (done or bad):
+            # the checkpoint first, with what the account's ledger records next: a run that
+            # stops between the two loses neither (events of orders not settled yet need no
+            # journal: the checkpoint does not hold them, a resumed run sends them again)
+            written = journal(keys, whole, stamps) if keys or whole else None
             mark = self.landmarks.at(watermark) if self.landmarks and watermark else ""
-            self.ledger.record(done, bad, watermark, mark, totals, acked)
+            self.ledger.record(done, bad, watermark, mark, totals, acked, written)
             log.debug("checkpoint: %d orders done, %d rejections, resume point %s",
                       len(done), len(bad), watermark)  # fmt: skip
+        if self.account is not None and (keys or whole):
+            self.account.record(keys, whole, stamps)
 
     @staticmethod
     def _count(event: Event, entry: _Pending, now: float) -> None:

@@ -28,6 +28,7 @@ and amounts, and is created 0600 in a 0700 folder.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -46,6 +47,8 @@ __all__ = [
     "OrderFacts",
     "account_ledger_path",
     "event_key",
+    "journal",
+    "replay",
     "state_dir",
 ]
 
@@ -220,6 +223,36 @@ class AccountLedger:
     def close(self) -> None:
         with self.lock:
             self.db.close()
+
+
+def journal(
+    keys: list[bytes],
+    orders: list[tuple[str, bytes | None, OrderFacts]],
+    stamps: list[tuple[str, float, str]],
+) -> str:
+    """What `AccountLedger.record` is about to commit, as text the checkpoint keeps first (in
+    the transaction that records the same acknowledgements): a run that stops between the
+    two commits (a full disk, kill -9) loses neither; `replay` gives the account's ledger
+    what it may lack (recording twice is harmless)."""
+    return json.dumps({
+        "keys": [k.hex() for k in keys],
+        "orders": [[oid, digest.hex() if digest else None, f.who, _text(f.total),
+                    _text(f.refunded), f.currency, f.events, f.at] for oid, digest, f in orders],
+        "stamps": [list(stamp) for stamp in stamps],
+    })  # fmt: skip
+
+
+def replay(account: AccountLedger, text: str) -> None:
+    """Record in the account's ledger what a checkpoint's journal says it was about to."""
+    doc = json.loads(text)
+    keys = [bytes.fromhex(k) for k in doc["keys"]]
+    orders = [
+        (oid, bytes.fromhex(digest) if digest else None,
+         OrderFacts(who, _money(total), _money(refunded), currency, int(events), at))
+        for oid, digest, who, total, refunded, currency, events, at in doc["orders"]
+    ]  # fmt: skip
+    stamps = [(str(who), float(at), str(oid)) for who, at, oid in doc["stamps"]]
+    account.record(keys, orders, stamps)
 
 
 def _held(row: tuple[object, ...]) -> HeldOrder:

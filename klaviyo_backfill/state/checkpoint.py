@@ -31,7 +31,7 @@ from ..errors import CheckpointError, UnfinishedRun
 from ..model import Position, Rejection
 from ..results import Finished
 from .files import private_folder
-from .locate import Mode, discard
+from .locate import Mode, archive, discard
 from .lock import locked
 from .sqlite import create_private, guarded, trouble
 
@@ -262,6 +262,7 @@ class Ledger:
         landmark: str = "",
         totals: Mapping[str, Mapping[TotalKey, Total]] | None = None,
         acked: Mapping[str, list[Acked]] | None = None,
+        journal: str | None = None,
     ) -> None:
         """Commit settled orders (id, whether Klaviyo rejected any of its events), rejections
         and the resume point durably, in one transaction. A rejection the ledger holds
@@ -269,7 +270,8 @@ class Ledger:
 
         `totals` holds, per order id, its events that Klaviyo acknowledged: they are added to
         `sent_totals` for an order the ledger did not hold yet (an order resent after a kill
-        counts once); `acked` holds the same events one by one, added to `acked` alike."""
+        counts once); `acked` holds the same events one by one, added to `acked` alike.
+        `journal`: what the account's ledger records next (account_ledger.journal)."""
         now = time.time()
         with self.db:
             self.db.execute("BEGIN")
@@ -296,11 +298,10 @@ class Ledger:
                     for kind in ("klaviyo" if at is None else "input",)
                 ],
             )  # fmt: skip
+            marks = [("journal", journal)] if journal else []
             if watermark is not None:
-                self.db.executemany(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                    [("watermark", json.dumps(list(watermark))), ("landmark", landmark)],
-                )
+                marks += [("watermark", json.dumps(list(watermark))), ("landmark", landmark)]
+            self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", marks)
 
     def _add_totals(
         self, fresh: list[str], totals: Mapping[str, Mapping[TotalKey, Total]], now: float
@@ -494,7 +495,12 @@ class Ledger:
 
 
 def open_ledger(
-    path: Path, mode: Mode, fingerprint: str, describe: str, account: str | None = None
+    path: Path,
+    mode: Mode,
+    fingerprint: str,
+    describe: str,
+    account: str | None = None,
+    keep: bool = True,
 ) -> Ledger | Finished:
     """The ledger to send with, bound to this job's `fingerprint` (what `describe` names) and
     to the Klaviyo `account` it sends to (klaviyo/account.py).
@@ -505,11 +511,14 @@ def open_ledger(
              export saved over the old file, another window): the account's ledger, not the
              checkpoint, says what of it is held already (`superseded`)
     resume   continues an existing checkpoint; there must be one
-    restart  deletes any checkpoint (with its -wal and -shm) and starts over
+    restart  archives any checkpoint (locate.archive; deletes it and the archived ones when
+             not `keep`: --resend counts all again) and starts over
     A checkpoint that a live process is sending with is refused in every mode.
     """
-    if mode == "restart":
-        discard(path)
+    if mode == "restart" and keep:  # the job starts over; the account's history stays:
+        archive(path)  # `verify` still counts the old job
+    elif mode == "restart":
+        discard(path, earlier=True)
     elif mode == "resume" and not path.exists():
         raise CheckpointError(
             f"no checkpoint at {path} to resume", "Run without --resume to start."
@@ -527,7 +536,7 @@ def open_ledger(
             raise UnfinishedRun(f"an unfinished run ({condition}) has a checkpoint at {path}")
         if known == fingerprint:
             return Finished(path, *rejected)
-        discard(path)
+        archive(path)
     ledger = Ledger(path)
     try:
         _refuse_if_running(ledger)
@@ -546,18 +555,6 @@ def superseded(path: Path, mode: Mode, fingerprint: str) -> bool:
     ledger = Ledger(path)
     try:
         return ledger.state == "finished" and ledger.get("fingerprint") != fingerprint
-    finally:
-        ledger.close()
-
-
-def continues_limited(path: Path, mode: Mode, fingerprint: str) -> bool:
-    """A new run (`mode` new) of a job a --limit stopped: it continues that job, as --resume
-    would (a plain rerun continues; the limit was a trial, not a reason to refuse)."""
-    if mode != "new" or not path.exists():
-        return False
-    ledger = Ledger(path)
-    try:
-        return ledger.state == "limited" and ledger.get("fingerprint") == fingerprint
     finally:
         ledger.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -40,8 +41,33 @@ def locate(paths: list[str], account: str, mode: Mode, explicit: str | None = No
     return Path(explicit) if explicit else default_path(paths, account)
 
 
-def discard(path: Path) -> None:
-    """Delete a checkpoint, with its -wal and -shm."""
+def archive(path: Path) -> None:
+    """Put a job's checkpoint aside, never delete it: a restart, or a new export saved over
+    the old file, starts a new job, and `verify` still counts what the old one sent (the
+    account's history is never reset). checkpoints/archive/<name>-<time>.sqlite."""
+    if not path.exists():
+        return
+    folder = path.parent / "archive"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    stamp = f"{time.time():.6f}".replace(".", "")
+    target = folder / f"{path.name.removesuffix('.sqlite')}~{stamp}.sqlite"
+    for suffix in ("-wal", "-shm", ""):  # the main file last: it names the others
+        side = Path(f"{path}{suffix}")
+        if side.exists():
+            os.replace(side, f"{target}{suffix}")
+
+
+def archived(path: Path) -> list[Path]:
+    """The earlier jobs of this checkpoint (`archive`), oldest first."""
+    folder = path.parent / "archive"
+    pattern = f"{path.name.removesuffix('.sqlite')}~*.sqlite"
+    return sorted(folder.glob(pattern)) if folder.is_dir() else []
+
+
+def discard(path: Path, earlier: bool = False) -> None:
+    """Delete a checkpoint, with its -wal and -shm (and, `earlier`, its archived jobs)."""
+    for old in archived(path) if earlier else []:
+        discard(old)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
