@@ -137,11 +137,11 @@ def _no_job(options: SendOptions, account: str, path: Path) -> CheckpointError:
     others = sorted({_account_of(p) for p in found_for(list(options.inputs.paths))} - {account})
     if others:
         return CheckpointError(
-            f"this key matches no job of {named}: it is Klaviyo account {account}, and the "
+            f"this key matches no job of {named}: it is account {account} here, and the "
             f"job{'s' if len(others) > 1 else ''} of this export belong{'' if len(others) > 1 else 's'} "
             f"to account {', '.join(others)}",
-            "Is the key right? Use the key of the account the send went to; a new key of the "
-            "same account continues its job where the key may read accounts:read.",
+            "Is the key right? Use the key the send used (a job is kept under a keyed hash of "
+            "its key: a new key of the same account does not find it).",
         )
     return CheckpointError(
         f"no job of {named} to resume (for this key's Klaviyo account {account}, nor any other)",
