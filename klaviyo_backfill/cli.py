@@ -452,7 +452,7 @@ def status(paths: tuple[str, ...], checkpoint: str | None, json_path: str | None
     """Report a job: orders done, rejected, what is left, and the command that continues it.
     Without PATHS: every job in the state folder."""
     from .commands.status import jobs_folder, open_status
-    from .reports.jobs import jobs_table
+    from .reports.jobs import jobs_report
     from .reports.terminal import console as report_console
     from .reports.terminal import status_json, status_report
 
@@ -462,7 +462,7 @@ def status(paths: tuple[str, ...], checkpoint: str | None, json_path: str | None
             write_json(json_path, {"jobs": [status_json(p, ledger) for p, ledger in found]},
                        "--json")  # fmt: skip
         elif not paths and not checkpoint:
-            report_console().print(jobs_table(found, jobs_folder()))
+            jobs_report(report_console(), found, jobs_folder())
         for path, ledger in found if (paths or checkpoint) and json_path != "-" else ():
             status_report(report_console(), path, ledger)
     return ExitCode.OK

@@ -159,6 +159,10 @@ def test_a_limited_run_says_what_next_and_a_plain_rerun_continues(
         assert "".join(str(tmp_path / "orders.csv").split()) in table, listed.stdout
         assert "limited" in table and "".join(printed[1:]) in table, listed.stdout
         assert ".failures.jsonl" in table
+        lines = [line.strip() for line in listed.stdout.splitlines()]  # 80 columns: a pipe's
+        assert str(tmp_path / "orders.csv") in lines, listed.stdout  # paths whole, never folded
+        assert any(line.startswith("/") and line.endswith(".failures.jsonl") for line in lines)
+        assert any(line.startswith("/") and line.endswith(".sqlite") for line in lines)
         again = run(tmp_path, *base, "--limit", "5")  # the same command again: 5 more
         assert again.returncode in (0, 1), again.stdout + again.stderr
         assert "unfinished" not in again.stderr.lower()

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rich.console import Console
 from rich.table import Table
 
 from ..state.checkpoint import Ledger
 from .terminal import _left, _when
 
-__all__ = ["continue_with", "jobs_table"]
+__all__ = ["continue_with", "jobs_report"]
 
 
 def _exports(ledger: Ledger) -> str:
@@ -40,23 +41,29 @@ def continue_with(ledger: Ledger) -> str:
     return f"nothing left; a later export saved there: {command.removesuffix(' --resume')}"
 
 
-def jobs_table(found: list[tuple[Path, Ledger]], folder: Path) -> Table:
-    """One row per job: account, exports, window, state, counts, failures file, last run and
-    the command that continues it."""
-    table = Table(title=f"Jobs in {folder} ({len(found)})", show_header=False,
-                  title_justify="left", show_lines=True)  # fmt: skip
+def jobs_report(console: Console, found: list[tuple[Path, Ledger]], folder: Path) -> None:
+    """Every job, one block each: a table of what it is and where it stands (account,
+    window, state, counts, last run), then its export, checkpoint, failures file and the
+    command that continues it, each on a line of its own: a path or a command is never
+    folded mid-word, whatever the width."""
+    console.print(f"Jobs in {folder} ({len(found)})", soft_wrap=True, highlight=False,
+                  markup=False)  # fmt: skip
+    for path, ledger in found:
+        console.print(_job_table(ledger))
+        for label, value in (("Export", _exports(ledger)), ("Checkpoint file", str(path)),
+                             ("Failures file", ledger.get("failures") or "(not recorded)"),
+                             ("Continue with", continue_with(ledger))):  # fmt: skip
+            console.print(f"{label}:\n  {value}", soft_wrap=True, highlight=False, markup=False)
+
+
+def _job_table(ledger: Ledger) -> Table:
+    table = Table(show_header=False, box=None, padding=(0, 1))
     table.add_column("what", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
-    for path, ledger in found:
-        state = ledger.condition()
-        last = _when(ledger.get("ended")) or _when(ledger.get("started")) or "never"
-        table.add_row("Export", _exports(ledger))
-        table.add_row("Account", ledger.get("account") or "(not recorded)")
-        table.add_row("Window", ledger.get("window") or "every order")
-        table.add_row("State", state)
-        table.add_row("Orders", _sent(ledger))
-        table.add_row("Failures file", ledger.get("failures") or "(not recorded)")
-        table.add_row("Last run", last)
-        table.add_row("Checkpoint", str(path))
-        table.add_row("Continue with", continue_with(ledger))
+    last = _when(ledger.get("ended")) or _when(ledger.get("started")) or "never"
+    table.add_row("Account", ledger.get("account") or "(not recorded)")
+    table.add_row("Window", ledger.get("window") or "every order")
+    table.add_row("State", ledger.condition())
+    table.add_row("Orders", _sent(ledger))
+    table.add_row("Last run", last)
     return table
