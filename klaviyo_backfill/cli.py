@@ -206,17 +206,15 @@ ENDPOINT_HELP = (
     "Klaviyo API to send to: bulk (1,000 events a request), single (one event a request) or "
     "legacy (the retired Track API, with --public-key)."
 )
+endpoint_option = click.option(
+    "--endpoint", type=click.Choice(ENDPOINT_NAMES), default="bulk", show_default=True,
+    help=ENDPOINT_HELP,
+)  # fmt: skip
 
 
 @main.command(short_help="Send the orders to Klaviyo (--dry-run first: nothing sent).")
 @input_options
-@click.option(
-    "--endpoint",
-    type=click.Choice(ENDPOINT_NAMES),
-    default="bulk",
-    show_default=True,
-    help=ENDPOINT_HELP,
-)
+@endpoint_option
 @click.option("--dry-run", is_flag=True, help="Read, map and encode everything; send nothing.")
 @click.option(
     "--output", type=click.Path(), help="Write every request body as a JSON line ('-': stdout)."
@@ -549,13 +547,7 @@ for _param in verify.params:  # a re-read's --limit and --jobs: taken, not offer
     type=click.Path(allow_dash=True),
     help="Write the report as JSON to FILE ('-': to stdout, instead of the table).",
 )
-@click.option(
-    "--endpoint",
-    type=click.Choice(ENDPOINT_NAMES),
-    default="bulk",
-    show_default=True,
-    help=ENDPOINT_HELP,
-)
+@endpoint_option
 @click.option(
     "--trigger-flows", is_flag=True, help="Also list the flows the export's metrics trigger."
 )
