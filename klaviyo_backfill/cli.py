@@ -326,7 +326,7 @@ def send(**kw: Any) -> int:
 def _dry_run(options: SendOptions, console: Console, kw: dict[str, Any]) -> int:
     from .commands.dry_run import dry_run
     from .reports.preview import preview, samples
-    from .reports.terminal import describe, rejections, summary_table
+    from .reports.terminal import describe, lit, rejections, summary_table
 
     result: DryRun = dry_run(options, kw["preview_count"])
     if kw["preview_count"]:
@@ -339,15 +339,15 @@ def _dry_run(options: SendOptions, console: Console, kw: dict[str, Any]) -> int:
     if result.failures:
         kinds = result.failure_kinds
         told = rejections(kinds.get("orders", 0), kinds.get("events", 0), kinds.get("changed", 0))
-        console.print(f"{told} written to {result.failures_path}", soft_wrap=True)
+        console.print(f"{told} written to {lit(result.failures_path)}", soft_wrap=True)
     return ExitCode.REJECTED if result.stats.orders_rejected else ExitCode.OK
 
 
 def _nothing_to_do(console: Console, finished: Finished) -> int:
-    from .reports.terminal import rejections
+    from .reports.terminal import lit, rejections
 
     told = rejections(finished.orders_rejected, finished.events_rejected)
-    console.print(f"Nothing to do: checkpoint {finished.path} says this export was sent completely"
+    console.print(f"Nothing to do: checkpoint {lit(finished.path)} says this export was sent completely"
                   + (f", with {told} (`status` reports them)" if told else "")
                   + ". To send its events again (Klaviyo drops repeats), add --resend.",
                   soft_wrap=True)  # fmt: skip
@@ -379,13 +379,13 @@ def _real_send(options: SendOptions, console: Console, kw: dict[str, Any]) -> in
 
 
 def _send_exit(console: Console, outcome: SendOutcome) -> int:
-    from .reports.terminal import rejections
+    from .reports.terminal import lit, rejections
 
     failed = outcome.failures
     if failed:
         kinds = outcome.failure_kinds
         told = rejections(kinds.get("orders", 0), kinds.get("events", 0), kinds.get("changed", 0))
-        console.print(f"{told} written to {outcome.failures_path}", soft_wrap=True)
+        console.print(f"{told} written to {lit(outcome.failures_path)}", soft_wrap=True)
     then = outcome.continuation or _resume_command()
     if outcome.interrupted:
         click.echo(f"Stopped. Nothing is lost; continue with:\n  {then}", err=True)

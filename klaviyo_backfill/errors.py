@@ -31,6 +31,7 @@ order is converted and becomes a rejection of that order, and the run goes on.
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 from typing import Any
 
@@ -57,6 +58,7 @@ __all__ = [
     "UnfinishedRun",
     "UsageError",
     "WorkerError",
+    "printable",
 ]
 
 
@@ -76,6 +78,21 @@ class ExitCode(IntEnum):
     TERMINATED = 143  # SIGTERM; the same
 
 
+# ANSI escape sequences (CSI, OSC), then any other C0/C1 control or bidirectional override
+_ESCAPES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x9b[0-?]*[ -/]*[@-~]"
+)
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, keep_lines: bool = True) -> str:
+    """Server text made safe to print: escape sequences and control characters (a terminal
+    would obey them: clear the screen, retitle the window, hide what follows) taken out; a
+    tab becomes a space, and so do line breaks unless `keep_lines`."""
+    text = _CONTROLS.sub("", _ESCAPES.sub("", text)).replace("\t", " ")
+    return text if keep_lines else text.replace("\r", " ").replace("\n", " ")
+
+
 class BackfillError(Exception):
     """Base of every error this tool reports to a user."""
 
@@ -87,7 +104,9 @@ class BackfillError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return self.message if self.hint is None else f"{self.message}\n{self.hint}"
+        """The message, and its hint on a line of its own: never a control character (a
+        server's text in it, a terminal escape in a file's name, is printed inert)."""
+        return printable(self.message if self.hint is None else f"{self.message}\n{self.hint}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Picklable whatever a subclass's __init__ takes (a worker process raises these)."""

@@ -282,3 +282,92 @@ def test_a_summary_on_a_full_disk_names_its_file_and_says_the_send_is_over(
     assert "The send itself ended as reported above" in err
     assert recorded(the_checkpoint()) == (ORDERS, 0)
     assert sorted(p.name for p in tmpfs.iterdir()) == []  # no half summary, no temporary
+
+
+# ---------------------------------------------------------------- 8. the key in any form
+
+
+def forms_of(key: str) -> list[bytes]:
+    """What an echo of the key may look like: its distinctive part in either case, and the
+    base64 of the header that carried it (whose middle holds the key's own base64)."""
+    import base64
+
+    header = base64.b64encode(f"Klaviyo-API-Key {key}".encode())
+    core = base64.b64encode(key.encode()[1:])[4:-4]  # inside a longer text at any alignment
+    return [key[3:].encode(), key[3:].upper().encode(), key[3:].lower().encode(), header[8:],
+            core, key.encode().hex().encode(), key.encode().hex().upper().encode()]  # fmt: skip
+
+
+def test_a_key_echoed_upper_cased_or_base64_is_in_no_output_or_file(tmp_path: Path) -> None:
+    """A server that echoes the key upper-cased, base64-encoded or in hex (and a terminal
+    escape with it): none of it reaches stdout, stderr, the log, the failures file, the
+    summary or the checkpoint; nor is the escape printed."""
+    import base64
+
+    export_in(tmp_path)
+    answered: list[Seen] = []
+
+    def answer(seen: Seen) -> Reply:
+        answered.append(seen)
+        if len(answered) > 1:
+            return Reply(202)
+        auth = seen.headers.get("Authorization", "")
+        said_back = (f"AUTH {auth.upper()} b64 {base64.b64encode(auth.encode()).decode()} "
+                     f"hex {KEY.encode().hex()} \x1b]0;owned\x07\x1b[2J done")  # fmt: skip
+        error = {"id": "e", "status": 400, "code": "invalid", "title": "Invalid input.",
+                 "detail": said_back,
+                 "source": {"pointer": "/data/attributes/events-bulk-create/data/0"}}  # fmt: skip
+        return Reply(400, JSONAPI, json.dumps({"errors": [error]}).encode())
+
+    with Rogue(answer) as server:
+        result = send(tmp_path, server.url, "--summary-json", "summary.json", "--log",
+                      "run.log", "-v", "--checkpoint", "cp.sqlite")  # fmt: skip
+    assert result.returncode == 1, said(result)
+    failures = (tmp_path / "failures.jsonl").read_text()
+    assert "AUTH KLAVIYO-API-KEY [redacted]" in failures and "done" in failures, failures
+    kept = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "orders.csv"]
+    assert {"failures.jsonl", "summary.json", "run.log", "cp.sqlite"} <= {p.name for p in kept}
+    printed = (result.stdout + result.stderr).encode()
+    for form in forms_of(KEY):
+        for path in kept:
+            assert form not in path.read_bytes(), (path, form)
+        assert form not in printed, form
+    for path in kept:
+        assert b"\x1b]0;owned" not in path.read_bytes() and b"\x1b[2J" not in path.read_bytes()
+    assert b"\x1b" not in printed
+
+
+def test_the_redactor_takes_every_form_out() -> None:
+    import base64
+
+    from klaviyo_backfill.klaviyo.http import Redactor
+
+    redact = Redactor(KEY)
+    for prefix in ("", "a", "ab"):  # every alignment inside a longer base64 text
+        text = base64.b64encode(f"{prefix}Klaviyo-API-Key {KEY} and more".encode()).decode()
+        assert base64.b64encode(KEY[3:].encode())[4:-4].decode() not in redact(text)
+        urlsafe = base64.urlsafe_b64encode(f"{prefix}{KEY}".encode()).decode()
+        assert all(form.decode() not in redact(urlsafe) for form in forms_of(KEY)[4:5])
+    assert redact(f"x {KEY.upper()} y {KEY[3:].swapcase()} z") == "x [redacted] y [redacted] z"
+    assert redact("name \x1b[31mred\x1b[0m\x07 \u202eevil") == "name red evil"
+
+
+# ---------------------------------------------------------------- 10. server text printed inert
+
+
+def test_terminal_escapes_in_an_integration_name_are_not_printed(tmp_path: Path) -> None:
+    """The overlap error named another integration as Klaviyo wrote it: an escape sequence
+    (clear the screen, retitle the window) reached the terminal raw."""
+    export_in(tmp_path)
+    name = "Shop\x1b[2J\x1b]0;pwned\x07ify [/] [bold]x"
+    with st.StandIn(api_key=KEY) as klaviyo:
+        klaviyo.preload([st.other_event("Placed Order", "2024-12-29T00:49:29+00:00",
+                                        integration=(name, "eCommerce"))])  # fmt: skip
+        result = send(tmp_path, klaviyo.url)
+        checked = cli(tmp_path, "preflight", "orders.csv", "--base-url", klaviyo.url)
+    assert result.returncode == 2 and "another integration" in result.stderr, said(result)
+    assert checked.returncode == 1, said(checked)  # an overlap found
+    for run in (result, checked):
+        assert "\x1b" not in run.stdout + run.stderr and "\x07" not in run.stdout + run.stderr
+        assert "Traceback" not in run.stderr
+    assert "Shopify [/] [bold]x" in " ".join(checked.stdout.split()), said(checked)

@@ -4,6 +4,7 @@ client (TLS verified; plain http only to this machine), the key's checks and its
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import socket
 import ssl
@@ -15,6 +16,7 @@ import httpx
 from ..errors import (
     CertificateError,
     UsageError,
+    printable,
 )
 from .retry import Retry
 
@@ -121,19 +123,40 @@ def clean_key(key: str | None, name: str) -> str | None:
 
 
 class Redactor:
-    """Takes the key out of a text a server wrote: the key itself (whole, or without its
-    `pk_`), and whatever follows `Klaviyo-API-Key` (an echo of the Authorization header)."""
+    """Takes the key out of a text a server wrote, in any form it may echo it: the key itself
+    or its distinctive part (without `pk_`) in any case, hex, base64 (standard or URL-safe,
+    at any alignment inside a longer base64 text), whatever follows `Klaviyo-API-Key` (an echo
+    of the Authorization header); and every control character (terminal escapes) with it."""
 
     _HEADER = re.compile(r"(Klaviyo-API-Key)(\s*[:=]?\s*)[^\s\"',;]+", re.IGNORECASE)
 
     def __init__(self, *keys: str | None) -> None:
         secrets = {k for key in keys if key for k in (key, key.removeprefix("pk_"))}
-        self.secrets = sorted((k for k in secrets if len(k) >= 8), key=len, reverse=True)
+        plain = sorted((k for k in secrets if len(k) >= 8), key=len, reverse=True)
+        forms = {re.escape(k) for k in plain} | {k.encode().hex() for k in plain}
+        for k in plain:
+            forms |= {re.escape(form) for form in _base64_forms(k.encode())}
+        ordered = sorted(forms, key=len, reverse=True)
+        self.secrets = plain
+        self._pattern = re.compile("|".join(ordered), re.IGNORECASE) if ordered else None
 
     def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "[redacted]")
-        return self._HEADER.sub(r"\1\2[redacted]", text)
+        if self._pattern is not None:
+            text = self._pattern.sub("[redacted]", text)
+        return printable(self._HEADER.sub(r"\1\2[redacted]", text))
+
+
+def _base64_forms(secret: bytes) -> set[str]:
+    """The base64 text that stands for `secret` wherever it starts inside a longer text: for
+    each of the three alignments, the characters that depend on its bytes alone."""
+    forms = set()
+    for shift in range(3):
+        whole = (len(shift * b"\0" + secret) // 3) * 3
+        encoded = base64.b64encode((shift * b"\0" + secret)[:whole]).decode()
+        core = encoded[(0, 2, 3)[shift] :]
+        if len(core) >= 8:
+            forms |= {core, core.replace("+", "-").replace("/", "_")}
+    return forms
 
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")

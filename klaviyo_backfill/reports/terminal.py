@@ -14,6 +14,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from ..errors import printable
 from ..model import METRICS
 from ..pipeline.summary import Stats, describe, window_text
 from .plain import console
@@ -55,7 +56,7 @@ def _skipped_files(table: Table, stats: Stats) -> None:
     """What the folders given held that is no export: not read, said."""
     for path, why in stats.skipped_files:
         kind = "folder" if why.startswith("a folder") else "file"
-        table.add_row(f"Skipped {kind}: {Path(path).name}", why)
+        table.add_row(f"Skipped {kind}: {lit(Path(path).name)}", lit(why))
 
 
 def _revenue(table: Table, stats: Stats) -> None:
@@ -96,7 +97,7 @@ def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) 
     if partly > 0:  # why "mapped" is more than Placed Order: one each, unless Klaviyo holds it
         table.add_row("  mapped orders Klaviyo holds: new events only", f"{partly:,}")
     for reason, n in stats.rejected.most_common():
-        table.add_row(f"Rejected: {reason}", f"{n:,}")
+        table.add_row(f"Rejected: {lit(reason)}", f"{n:,}")
     _revenue(table, stats)
     if (window := window_text(stats.since, stats.until)) is not None:
         table.add_row("Window (--since/--until)", window)
@@ -106,7 +107,7 @@ def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) 
     about = "about " if stats.profiles.estimated else ""
     table.add_row("Distinct customers", f"{about}{len(stats.profiles):,}")
     for warning, n in stats.warnings.most_common():
-        table.add_row(f"[yellow]Warning[/yellow]: {warning}", f"{n:,}")
+        table.add_row(f"[yellow]Warning[/yellow]: {lit(warning)}", f"{n:,}")
         places = stats.examples.get(warning)
         if places:  # the file it is about (and a line), where a folder holds many
             table.add_row(Text(f"  first at {places[0]}", style="dim", no_wrap=True), "")
@@ -125,7 +126,7 @@ def send_summary(outcome: SendOutcome) -> Table:
     if unsettled:
         table.add_row("Orders not acknowledged (resent by --resume)", f"{unsettled:,}")
     for reason, n in send.rejected.most_common():
-        table.add_row(f"Rejected by Klaviyo: {reason}", f"{n:,}")
+        table.add_row(f"Rejected by Klaviyo: {lit(reason)}", f"{n:,}")
     table.add_row("Requests", f"{send.requests:,} ({send.acknowledged:,} acknowledged)")
     causes = ", ".join(f"{c} x{n}" for c, n in send.retry_causes.most_common())
     table.add_row("Retries", f"{send.retries:,}" + (f" ({causes})" if causes else ""))
@@ -549,6 +550,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def lit(text: object) -> str:
+    """Text from a file or a server, shown literally: rich markup in it (`[/]` in a name, a
+    path `out[x/y]z.jsonl`) escaped, control characters (terminal escapes) taken out."""
+    from rich.markup import escape
+
+    return escape(printable(str(text), keep_lines=False))
+
+
 def preflight_report(console: Console, report: Preflight) -> None:
     from ..proof.reconcile import metric_order
 
@@ -561,7 +570,7 @@ def preflight_report(console: Console, report: Preflight) -> None:
         table.add_row(f"  {scope}", "yes" if ok else "[yellow]no[/yellow]")
     if report.account is not None:
         a = report.account
-        table.add_row("Account", f"{a.id} (time zone {a.timezone}, currency {a.currency})")
+        table.add_row("Account", lit(f"{a.id} (time zone {a.timezone}, currency {a.currency})"))
     table.add_row("Orders", f"{stats.orders_read:,} ({stats.orders_mapped:,} would be sent)")
     _not_sent(table, stats)
     for metric in METRICS:
@@ -574,13 +583,13 @@ def preflight_report(console: Console, report: Preflight) -> None:
     table.add_row("Send", f"{report.requests:,} request(s) to the {report.endpoint} endpoint: "
                   f"about {_duration(report.seconds)} at its rate limit")  # fmt: skip
     others = ", ".join(f"{m.name} ({m.integration or m.category})" for m in report.others)
-    table.add_row("Other integrations' metrics of these names", others or "none")
+    table.add_row("Other integrations' metrics of these names", lit(others or "none"))
     if report.flows == {}:
         table.add_row("Flows", "none: the account has no API metric of these names yet")
     elif report.flows is not None:
         for metric, flows in sorted(report.flows.items(), key=lambda i: metric_order(i[0])):
             names = ", ".join(f"{f.name} ({f.status})" for f in flows) or "none"
-            table.add_row(f"Flows {metric} triggers", names)
+            table.add_row(f"Flows {metric} triggers", lit(names))
     elif report.scopes.get("flows:read") is False:
         table.add_row(
             "Flows", "[yellow]not listed: the key cannot read flows (flows:read)[/yellow]"
@@ -594,7 +603,8 @@ def preflight_report(console: Console, report: Preflight) -> None:
                 name, justify="right" if "events" in name or "'s" in name else "left"
             )
         for o in report.overlaps:
-            overlap.add_row(o.metric, o.integration, o.month, f"{o.count:,}", f"{o.export_count:,}")
+            overlap.add_row(lit(o.metric), lit(o.integration), o.month, f"{o.count:,}",
+                            f"{o.export_count:,}")  # fmt: skip
         console.print(overlap)
         console.print("[red]Overlap[/red]: sending would count these orders twice in Klaviyo. "
                       "Send other months (--since/--until), or send with --allow-overlap.")  # fmt: skip
