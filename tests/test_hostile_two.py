@@ -18,6 +18,8 @@ import standin as st
 from cli_helpers import said, the_checkpoint
 from test_hostile import filling, tmpfs
 
+from klaviyo_backfill.errors import ExitCode
+
 __all__ = ["tmpfs"]  # a fixture, used by name
 
 Reply, Rogue, Seen = rogue.Reply, rogue.Rogue, rogue.Seen
@@ -239,7 +241,9 @@ def test_verify_and_inspect_html_reports_are_0600(umask_022: object, tmp_path: P
         verified = cli(tmp_path, "verify", "orders.csv", "--base-url", klaviyo.url,
                        "--html", "verify.html", "--json", "verify.json")  # fmt: skip
     inspected = cli(tmp_path, "inspect", "orders.csv", "--html", "inspect.html")
-    assert verified.returncode in (0, 1) and inspected.returncode in (0, 1), said(verified)
+    assert verified.returncode == ExitCode.OK and inspected.returncode == ExitCode.OK, said(
+        verified
+    )
     for name in ("verify.html", "verify.json", "inspect.html"):
         mode = (tmp_path / name).stat().st_mode & 0o777
         assert mode == 0o600, (name, oct(mode))
@@ -366,8 +370,85 @@ def test_terminal_escapes_in_an_integration_name_are_not_printed(tmp_path: Path)
         result = send(tmp_path, klaviyo.url)
         checked = cli(tmp_path, "preflight", "orders.csv", "--base-url", klaviyo.url)
     assert result.returncode == 2 and "another integration" in result.stderr, said(result)
-    assert checked.returncode == 1, said(checked)  # an overlap found
+    assert checked.returncode == ExitCode.OVERLAP, said(checked)
     for run in (result, checked):
         assert "\x1b" not in run.stdout + run.stderr and "\x07" not in run.stdout + run.stderr
         assert "Traceback" not in run.stderr
     assert "Shopify [/] [bold]x" in " ".join(checked.stdout.split()), said(checked)
+
+
+# ---------------------------------------------------------------- 7. messages, not tracebacks
+
+
+@pytest.mark.parametrize("command", ["send", "verify", "preflight"])
+def test_a_base_url_ending_in_a_newline_is_a_message(command: str, tmp_path: Path) -> None:
+    export_in(tmp_path)
+    result = cli(tmp_path, command, "orders.csv", "--base-url", "https://a.klaviyo.com\n")
+    assert result.returncode == ExitCode.USAGE, said(result)
+    assert "Traceback" not in result.stderr
+    assert "the base URL 'https://a.klaviyo.com\\n' is not a URL" in result.stderr, said(result)
+
+
+def test_a_layout_naming_an_unknown_hook_is_a_message(tmp_path: Path) -> None:
+    (tmp_path / "layout.toml").write_text(
+        '[layout]\nkind = "json"\nhook = "nope"\n'
+        '[order]\nid = "id"\ncreated_at = "created_at"\ntotal = "total_price"\n'
+    )
+    (tmp_path / "orders.json").write_bytes((SAMPLES / "shopify_orders.json").read_bytes())
+    result = cli(tmp_path, "send", "--dry-run", "orders.json", "--layout", "layout.toml")
+    assert result.returncode == ExitCode.USAGE, said(result)
+    assert "layout.toml: [layout] hook 'nope' is not a hook this tool has" in result.stderr
+    assert "shopify_json" in result.stderr
+
+
+DAMAGE = [
+    "UPDATE meta SET value = 'x' WHERE key = 'ended'",
+    "UPDATE meta SET value = 'x' WHERE key = 'started'",
+    "UPDATE meta SET value = '{bad' WHERE key = 'last_run'",
+    """UPDATE meta SET value = '{"orders_read": "x"}' WHERE key = 'last_run'""",
+    "UPDATE sent_totals SET value = 'abc'",
+    "UPDATE sent_totals SET value = 'NaN'",
+    "UPDATE sent_totals SET events = 'x'",
+]
+
+
+@pytest.fixture(scope="module")
+def sent_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """A finished job's checkpoint, and the port of the stand-in it was sent to (the same base
+    URL is the same account)."""
+    where = tmp_path_factory.mktemp("sent")
+    export_in(where)
+    with st.StandIn(api_key=KEY) as klaviyo:
+        result = send(where, klaviyo.url, "--checkpoint", "good.sqlite")
+        assert result.returncode == 0, said(result)
+        port = int(klaviyo.url.rsplit(":", 1)[1])
+    return where / "good.sqlite", port
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_checkpoint_with_bad_stored_values_is_named_by_status_and_verify(
+    damage: str, sent_checkpoint: tuple[Path, int], tmp_path: Path
+) -> None:
+    """Valid SQLite whose stored values are not what a checkpoint holds: status and verify
+    name the file as corrupt (exit 2) instead of a ValueError or InvalidOperation traceback."""
+    import shutil
+
+    bad = tmp_path / "bad.sqlite"
+    good, port = sent_checkpoint
+    shutil.copy(good, bad)
+    db = sqlite3.connect(bad)
+    db.execute(damage)
+    db.commit()
+    db.close()
+    status = cli(tmp_path, "status", "--checkpoint", str(bad))
+    with st.StandIn(api_key=KEY, port=port) as klaviyo:
+        verified = cli(tmp_path, "verify", "--checkpoint", str(bad), "--base-url", klaviyo.url)
+    for result in (status, verified):  # the stand-in holds nothing: verify may say SHORT
+        assert "Traceback" not in result.stderr, said(result)
+        if result.returncode not in (ExitCode.OK, ExitCode.SHORT):
+            assert result.returncode == ExitCode.USAGE, said(result)
+            assert f"checkpoint {bad}: it is corrupt" in " ".join(result.stderr.split())
+    assert ExitCode.USAGE in (status.returncode, verified.returncode), (
+        said(status),
+        said(verified),
+    )

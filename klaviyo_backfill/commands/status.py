@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import CheckpointError
 from ..state.checkpoint import Ledger
 from ..state.locate import checkpoints_dir, found_for
+from ..state.sqlite import BAD_VALUES, trouble
 
 
 def jobs_folder() -> Path:
@@ -51,6 +52,8 @@ def open_status(
     ledgers = [(path, Ledger(path)) for path in found]
     try:
         yield ledgers
+    except BAD_VALUES as exc:  # a value no checkpoint holds: it was edited or damaged
+        raise trouble(found[0] if len(found) == 1 else found[0].parent, exc) from None
     finally:
         for _, ledger in ledgers:
             ledger.close()

@@ -39,6 +39,7 @@ from ..proof.reconcile import MetricTotal, compare, metric_order, money, years_o
 from ..results import Verification
 from ..state.checkpoint import Ledger, Total, TotalKey
 from ..state.locate import archived, checkpoints_dir, default_path, found_for
+from ..state.sqlite import BAD_VALUES, trouble
 from .repair import command, replay_args, write
 
 if TYPE_CHECKING:  # annotations only
@@ -59,15 +60,18 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
     path = _verify_checkpoint(options, account)
     ledger = Ledger(path)
     try:
-        ledger.check_account(account)
-        sent, reread = _with_earlier_jobs(path, _sent_totals(ledger)), False
-        running = ledger.condition().startswith("running")
-        summary = json.loads(ledger.get("last_run") or "{}")
-        result = Verification(path, ledger.condition(), [], [], [], running, reread, summary,
-                              ledger.rejected_rows())  # fmt: skip
-        result.unfinished = ledger.unfinished()
-        result.continuation = ledger.get("command") if result.unfinished else None
-        per_order = ledger if ledger.has_acked() else None
+        try:
+            ledger.check_account(account)
+            sent, reread = _with_earlier_jobs(path, _sent_totals(ledger)), False
+            running = ledger.condition().startswith("running")
+            summary = json.loads(ledger.get("last_run") or "{}")
+            result = Verification(path, ledger.condition(), [], [], [], running, reread,
+                                  summary, ledger.rejected_rows())  # fmt: skip
+            result.unfinished = ledger.unfinished()
+            result.continuation = ledger.get("command") if result.unfinished else None
+            per_order = ledger if ledger.has_acked() else None
+        except BAD_VALUES as exc:  # a value no checkpoint holds: it was edited or damaged
+            raise trouble(path, exc) from None
         if per_order is None:
             result.proof_note = ("per order: not checked (this checkpoint, of an earlier "
                                  "version, keeps no events one by one)")  # fmt: skip

@@ -177,7 +177,13 @@ def loopback_only(url: str) -> None:
             f"the base URL {url!r} has no scheme{api}",
             f"Give it with https://, as in https://{bare} (--base-url or KLAVIYO_BASE_URL).",
         )
-    parsed = httpx.URL(url)
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise UsageError(
+            f"the base URL {url!r} is not a URL ({exc})",
+            "Give KLAVIYO_BASE_URL (or --base-url) as https://a.klaviyo.com, nothing around it.",
+        ) from None
     if parsed.userinfo:
         shown = parsed.copy_with(username=None, password=None)
         raise UsageError(

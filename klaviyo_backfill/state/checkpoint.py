@@ -334,7 +334,10 @@ class Ledger:
             "SELECT metric, month, currency, events, value, last_at FROM sent_totals "
             "ORDER BY metric, month, currency"
         )
-        return {(m, mo, c): Total(int(n), Decimal(v), float(at)) for m, mo, c, n, v, at in rows}
+        totals = {(m, mo, c): Total(int(n), Decimal(v), float(at)) for m, mo, c, n, v, at in rows}
+        if not all(t.value.is_finite() and t.events >= 0 for t in totals.values()):
+            raise ValueError("a total that is not a finite amount")
+        return totals
 
     @_guarded
     def has_acked(self) -> bool:

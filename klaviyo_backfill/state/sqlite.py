@@ -13,6 +13,10 @@ from typing import Any, TypeVar, cast
 
 from ..errors import CheckpointError
 
+# What reading a value a checkpoint cannot hold raises (a valid SQLite file whose stored
+# values were edited or damaged: 'x' for a time, '{bad' for a summary, 'abc' for a total)
+BAD_VALUES = (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError)
+
 
 def trouble(path: Path, exc: BaseException, what: str = "checkpoint") -> CheckpointError:
     """What went wrong with a checkpoint (or `what` else), in words, naming it (never a
@@ -33,7 +37,7 @@ def trouble(path: Path, exc: BaseException, what: str = "checkpoint") -> Checkpo
     elif "readonly" in lower or "read-only" in lower:
         why = "it cannot be written (read-only)"
         hint = "Make it (and its folder) writable, or name another with --checkpoint."
-    elif "malformed" in lower or "not a database" in lower or isinstance(exc, ValueError):
+    elif "malformed" in lower or "not a database" in lower or isinstance(exc, BAD_VALUES):
         why = f"it is corrupt or not a checkpoint ({text})"
         hint = "Start over with --restart (every order is sent again; Klaviyo drops repeats)."
     elif "unable to open" in lower:

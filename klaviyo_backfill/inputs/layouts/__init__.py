@@ -240,6 +240,13 @@ def parse(doc: dict[str, Any], origin: str) -> Layout:
             raise LayoutError(origin, f"[order] {key} is required")
     options = _options(doc.get("options", {}), origin)
     kind = head.get("kind", "")  # "" = decided by looking at each file
+    hook = head.get("hook")
+    if hook is not None:
+        from ..hooks import HOOKS
+
+        if not isinstance(hook, str) or hook not in HOOKS:
+            raise LayoutError(origin, f"[layout] hook {hook!r} is not a hook this tool has",
+                              hint="Hooks: " + ", ".join(sorted(HOOKS)) + ".")  # fmt: skip
     if kind not in ("csv", "json", ""):
         raise LayoutError(origin, f"[layout] kind must be 'csv' or 'json', not {kind!r}")
     return Layout(
@@ -251,7 +258,7 @@ def parse(doc: dict[str, Any], origin: str) -> Layout:
         description=head.get("description", ""),
         group_by=head.get("group_by"),
         detect=tuple(head.get("detect", ())),
-        hook=head.get("hook"),
+        hook=hook,
         origin=origin,
         required=frozenset(head["required"]) if "required" in head else None,
     )
