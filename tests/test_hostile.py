@@ -679,17 +679,20 @@ def test_files_with_customer_data_are_0600_and_the_state_folder_0700(tmp_path: P
 
 
 @pytest.mark.e2e
-def test_a_state_folder_others_may_write_in_is_warned_about(tmp_path: Path) -> None:
+def test_a_state_folder_others_may_write_in_is_refused(tmp_path: Path) -> None:
+    """Warned about until issue #23 (item 9): now refused, as every folder of the state tree
+    is (tests/test_hostile_two.py)."""
     export_in(tmp_path)
     folder = checkpoints_dir()
     folder.mkdir(parents=True)
     folder.chmod(0o777)
     with st.StandIn(api_key=KEY) as klaviyo:
         result = send(tmp_path, klaviyo.url)
-    assert result.returncode == 0, said(result)
-    assert f"Warning: {folder} is writable by other users (mode 777)" in " ".join(
-        result.stderr.split()
-    ), said(result)
+        assert not klaviyo.events
+    assert result.returncode == 2, said(result)
+    assert f"{folder} is writable by other users (mode 777)" in " ".join(result.stderr.split()), (
+        said(result)
+    )
 
 
 # ---------------------------------------------------------------- 6. clear local errors

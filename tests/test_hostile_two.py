@@ -452,3 +452,49 @@ def test_a_checkpoint_with_bad_stored_values_is_named_by_status_and_verify(
         said(status),
         said(verified),
     )
+
+
+# ---------------------------------------------------------------- 9. one rule for the state tree
+
+
+def state_root() -> Path:
+    return Path(os.environ["XDG_STATE_HOME"]) / "klaviyo-backfill"
+
+
+@pytest.mark.parametrize("where", ["", "checkpoints", "accounts", "tmp"])
+@pytest.mark.parametrize("wrong", ["writable by others", "a link", "another user's"])
+def test_every_folder_of_the_state_tree_must_be_the_users_own(
+    where: str, wrong: str, tmp_path: Path
+) -> None:
+    """Only checkpoints/ was warned about when others could write in it (not the state
+    folder, accounts/ or tmp/, nor a folder of another user), and a linked checkpoints/ was
+    followed: anyone who can write there can plant a ledger that makes later exports skip
+    orders. Now each is refused, named with its fix, before anything is sent."""
+    export_in(tmp_path)
+    root = state_root()
+    root.mkdir(mode=0o700, parents=True)
+    folder = root / where if where else root
+    if wrong == "a link":
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir(mode=0o700)
+        if not where:  # the state folder itself a link
+            root.rmdir()
+        folder.symlink_to(elsewhere, target_is_directory=True)
+    else:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if wrong == "writable by others":
+            folder.chmod(0o777)
+        elif os.getuid() == 0:
+            os.chown(folder, 65534, 65534)
+        else:
+            pytest.skip("making a folder another user's needs root")
+    with st.StandIn(api_key=KEY) as klaviyo:
+        result = send(tmp_path, klaviyo.url, "--tuning", "max_attempts=1")
+        sent = len(klaviyo.events)
+    err = " ".join(result.stderr.split())
+    assert result.returncode == ExitCode.USAGE, said(result)
+    assert sent == 0
+    assert f"the state folder {folder} " in err, said(result)
+    fix = {"writable by others": f"chmod 700 {folder}", "a link": "mkdir -m 700",
+           "another user's": f"mv {folder} {folder}.old"}[wrong]  # fmt: skip
+    assert fix in err, said(result)

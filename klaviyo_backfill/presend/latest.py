@@ -33,7 +33,7 @@ from ..mapping.convert import Converter
 from ..pipeline.distinct import SeenIds
 from ..pipeline.parallel import Stamp, splittable, stamp, stamped_pieces, workers_for
 from ..pipeline.prepare import raw_id
-from ..state.files import state_dir
+from ..state.files import state_dir, state_folder
 
 if TYPE_CHECKING:
     from ..model import Order
@@ -123,8 +123,7 @@ def _fill(path: str, marks: Iterator[tuple[str, Mark]]) -> None:
 def scratch(kind: str, suffix: str = ".sqlite") -> str:
     """A private file (0600, in the state folder's 0700 `tmp`): `<kind>-<pid>-*<suffix>`.
     Those a killed run left behind (its process gone) are removed first: they hold emails."""
-    folder = state_dir() / "tmp"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder = state_folder(state_dir() / "tmp")
     for stale in folder.glob(f"{kind}-*{suffix}"):
         pid = stale.name.split("-")[1]
         if pid.isdigit() and not _alive(int(pid)):

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import CheckpointError
-from .files import state_dir
+from .files import state_dir, state_folder
 from .sqlite import create_private, guarded
 
 __all__ = [
@@ -100,9 +100,7 @@ class OrderFacts:
 
 
 def _private_folder(folder: Path) -> None:
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if folder.is_symlink():
-        raise CheckpointError(f"{folder} is a symbolic link: refusing to keep state there")
+    state_folder(folder)
 
 
 _guarded = guarded("account ledger")

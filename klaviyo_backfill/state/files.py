@@ -16,9 +16,16 @@ import warnings
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import BackfillError, BackfillWarning, UsageError
+from ..errors import BackfillError, BackfillWarning, CheckpointError, UsageError
 
-__all__ = ["open_private", "private_folder", "replace_private", "state_dir", "write_private"]
+__all__ = [
+    "open_private",
+    "private_folder",
+    "replace_private",
+    "state_dir",
+    "state_folder",
+    "write_private",
+]
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
@@ -89,8 +96,12 @@ def replace_private(path: str | Path, data: str, what: str) -> None:
 
 
 def private_folder(folder: Path) -> None:
-    """Create `folder` 0700 (its parents as the umask says); warn, once a run, when others may
-    write in it: they could replace what this tool keeps there."""
+    """Create `folder` 0700 (its parents as the umask says). Inside the state folder the one
+    rule of `state_folder` holds; elsewhere (a --checkpoint beside the export) a warning, once
+    a run, when others may write in it: they could replace what this tool keeps there."""
+    if _inside_state(folder):
+        state_folder(folder)
+        return
     if not folder.is_dir():
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
@@ -104,6 +115,57 @@ def private_folder(folder: Path) -> None:
             BackfillWarning,
             stacklevel=2,
         )
+
+
+_TREE = ("checkpoints", "accounts", "tmp")  # the state folder's own folders
+
+
+def state_folder(folder: Path) -> Path:
+    """`folder` of the state tree (the state folder itself, `checkpoints/`, `accounts/`,
+    `tmp/`), created 0700 where missing; it and every folder above it up to the state folder
+    must be a folder (not a link), the user's own, that no one else may write in. Otherwise
+    a CheckpointError names it and the fix: whoever can write there could plant a ledger that
+    makes later exports skip orders, or a checkpoint that says they were sent."""
+    root, folder = Path(os.path.abspath(state_dir())), Path(os.path.abspath(folder))
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)  # above it: as the umask says
+    chain = [root]
+    if folder != root:
+        for part in folder.relative_to(root).parts:
+            chain.append(chain[-1] / part)
+    for place in chain:
+        place.mkdir(mode=0o700, exist_ok=True)  # each 0700, whatever the umask
+    # the whole tree, whichever of its folders this run uses: the ones it holds already too
+    chain += [root / name for name in _TREE if os.path.lexists(root / name)]
+    for place in chain:
+        found = os.lstat(place)
+        if stat.S_ISLNK(found.st_mode) or not stat.S_ISDIR(found.st_mode):
+            what = "a symbolic link" if stat.S_ISLNK(found.st_mode) else "not a folder"
+            raise CheckpointError(
+                f"the state folder {place} is {what}: refusing to keep state there",
+                f"Make it a folder of your own: mv {place} {place}.old && mkdir -m 700 {place}",
+            )
+        if found.st_uid != os.getuid():
+            raise CheckpointError(
+                f"the state folder {place} belongs to another user (uid {found.st_uid}): "
+                "refusing to trust what it holds",
+                f"Move it aside and let the tool make its own: mv {place} {place}.old",
+            )
+        if found.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise CheckpointError(
+                f"the state folder {place} is writable by other users (mode "
+                f"{stat.S_IMODE(found.st_mode):o}): they could plant state that makes "
+                "later exports skip orders",
+                f"chmod 700 {place}",
+            )
+    return folder
+
+
+def _inside_state(folder: Path) -> bool:
+    try:
+        Path(os.path.abspath(folder)).relative_to(os.path.abspath(state_dir()))
+    except ValueError:
+        return False
+    return True
 
 
 def state_dir() -> Path:
