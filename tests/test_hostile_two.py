@@ -498,3 +498,25 @@ def test_every_folder_of_the_state_tree_must_be_the_users_own(
     fix = {"writable by others": f"chmod 700 {folder}", "a link": "mkdir -m 700",
            "another user's": f"mv {folder} {folder}.old"}[wrong]  # fmt: skip
     assert fix in err, said(result)
+
+
+def test_a_linked_account_ledger_is_named_with_a_fix_that_works(tmp_path: Path) -> None:
+    """It was told to continue with --resume or start over with --restart: neither removes
+    the link, so both failed the same way."""
+    export_in(tmp_path)
+    with st.StandIn(api_key=KEY) as klaviyo:
+        first = send(tmp_path, klaviyo.url)
+        assert first.returncode == 0, said(first)
+        (ledger,) = (state_root() / "accounts").glob("*.sqlite")
+        victim = tmp_path / "victim"
+        victim.write_text("precious")
+        ledger.unlink()
+        ledger.symlink_to(victim)
+        (tmp_path / "sub").mkdir()
+        export_in(tmp_path / "sub")  # another export to the same account: its ledger is read
+        again = send(tmp_path / "sub", klaviyo.url)
+    assert again.returncode == ExitCode.USAGE, said(again)
+    err = " ".join(again.stderr.split())
+    assert f"account ledger {ledger} is a symbolic link: refusing to follow it" in err, err
+    assert f"rm {ledger}" in err and "--resume" not in err and "--restart" not in err
+    assert victim.read_text() == "precious"

@@ -23,6 +23,11 @@ def trouble(path: Path, exc: BaseException, what: str = "checkpoint") -> Checkpo
     traceback)."""
     text = str(exc)
     lower = text.lower()
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:  # --resume would not help
+        return CheckpointError(
+            f"{what} {path} is a symbolic link: refusing to follow it",
+            f"Remove the link (rm {path}): the tool makes the file itself, private.",
+        )
     if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         lower = "readonly"
     elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
