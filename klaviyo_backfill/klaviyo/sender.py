@@ -95,6 +95,9 @@ class SendConfig:
 class SendStats:
     requests: int = 0
     acknowledged: int = 0  # requests
+    # of them, those with the RateLimit-* headers Klaviyo sends with a real acknowledgement:
+    # corroboration where present, never required (a 202 with no body is all Klaviyo owes)
+    corroborated: int = 0
     events_sent: Counter[str] = field(default_factory=Counter)
     events_rejected: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
@@ -301,6 +304,8 @@ class Sender:
         endpoint, status = self.config.endpoint, answer.status
         if endpoint.acknowledged(status, answer.content_type, answer.body):
             self.stats.acknowledged += 1
+            if "RateLimit-Remaining" in answer.headers or "RateLimit-Limit" in answer.headers:
+                self.stats.corroborated += 1
             self.settler.settle(request.events, [])
             self.on_progress()
             return

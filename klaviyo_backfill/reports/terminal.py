@@ -128,6 +128,10 @@ def send_summary(outcome: SendOutcome) -> Table:
     for reason, n in send.rejected.most_common():
         table.add_row(f"Rejected by Klaviyo: {lit(reason)}", f"{n:,}")
     table.add_row("Requests", f"{send.requests:,} ({send.acknowledged:,} acknowledged)")
+    bare = send.acknowledged - send.corroborated
+    if bare > 0:  # a proxy that answers 202 itself looks like this: said, never refused
+        table.add_row("[yellow]Acknowledged without Klaviyo's rate-limit headers[/yellow]",
+                      f"{bare:,} (`verify` shows what Klaviyo holds)")  # fmt: skip
     causes = ", ".join(f"{c} x{n}" for c, n in send.retry_causes.most_common())
     table.add_row("Retries", f"{send.retries:,}" + (f" ({causes})" if causes else ""))
     table.add_row("Throttled (429)", f"{send.throttled:,}")
