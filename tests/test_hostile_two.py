@@ -520,3 +520,38 @@ def test_a_linked_account_ledger_is_named_with_a_fix_that_works(tmp_path: Path) 
     assert f"account ledger {ledger} is a symbolic link: refusing to follow it" in err, err
     assert f"rm {ledger}" in err and "--resume" not in err and "--restart" not in err
     assert victim.read_text() == "precious"
+
+
+# ---------------------------------------------------------------- 11, 12. what is said
+
+
+def test_a_failures_path_with_brackets_is_printed_as_it_is(tmp_path: Path) -> None:
+    """rich read `out[x/y]z.jsonl` as markup and printed `outz.jsonl`."""
+    csv_with(tmp_path, "Total", "1e999999")
+    (tmp_path / "out[x").mkdir()
+    with st.StandIn(api_key=KEY) as klaviyo:
+        result = cli(tmp_path, "send", "orders.csv", "--base-url", klaviyo.url,
+                     "--failures", "out[x/y]z.jsonl")  # fmt: skip
+    assert result.returncode == ExitCode.REJECTED, said(result)
+    assert "written to out[x/y]z.jsonl" in " ".join(result.stdout.split()), said(result)
+    assert (tmp_path / "out[x" / "y]z.jsonl").exists()
+
+
+def test_acknowledgements_without_klaviyos_rate_limit_headers_are_counted(
+    tmp_path: Path,
+) -> None:
+    """An empty 202 is all Klaviyo's description promises, so it counts; one without the
+    RateLimit-* headers Klaviyo's real answers carry is said in the summary, not refused."""
+    export_in(tmp_path)
+    with Rogue(lambda seen: Reply(202)) as proxy:
+        bare = cli(tmp_path, "send", "orders.csv", "--base-url", proxy.url, "--rate-limit",
+                   "100/s")  # fmt: skip
+    assert bare.returncode == ExitCode.OK, said(bare)
+    said_bare = " ".join(bare.stdout.split())
+    assert "Acknowledged without Klaviyo's rate-limit headers │ 1 (`verify`" in said_bare, said_bare
+    (tmp_path / "again").mkdir()
+    export_in(tmp_path / "again")
+    with st.StandIn(api_key=KEY) as klaviyo:
+        real = cli(tmp_path / "again", "send", "orders.csv", "--base-url", klaviyo.url)
+    assert real.returncode == ExitCode.OK, said(real)
+    assert "rate-limit headers" not in real.stdout
