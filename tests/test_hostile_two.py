@@ -555,3 +555,67 @@ def test_acknowledgements_without_klaviyos_rate_limit_headers_are_counted(
         real = cli(tmp_path / "again", "send", "orders.csv", "--base-url", klaviyo.url)
     assert real.returncode == ExitCode.OK, said(real)
     assert "rate-limit headers" not in real.stdout
+
+
+# ---------------------------------------------------------------- 5. streams copied aside
+
+
+def test_a_stream_longer_than_the_cap_stops_and_its_copy_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Standard input or a FIFO was copied to $TMPDIR without a limit (5 GB in 12 s)."""
+    import threading
+
+    from klaviyo_backfill.errors import InputError
+    from klaviyo_backfill.inputs.sources import spool
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    fifo = tmp_path / "orders.csv"
+    os.mkfifo(fifo)
+    line = b"a,b,c\n" * 10_000
+
+    def feed() -> None:
+        with open(fifo, "wb") as out:
+            try:
+                for _ in range(1000):  # 60 MB, far past the cap
+                    out.write(line)
+            except BrokenPipeError:
+                pass
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    with pytest.raises(InputError) as caught:
+        spool(str(fifo), cap=1 << 20)
+    feeder.join(10)
+    assert "is a stream longer than 1 MB" in str(caught.value)
+    assert "save it to a file" in str(caught.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["orders.csv"]  # the copy is gone
+
+
+def test_a_copy_a_killed_run_left_is_removed_by_the_next(tmp_path: Path) -> None:
+    """kill -9 leaves the copy of standard input (customer data) behind: nothing runs then.
+    The next run that copies a stream removes those of processes that are gone."""
+    import subprocess
+
+    spools = tmp_path / "tmp"
+    spools.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = spools / f"klaviyo-backfill-{gone.pid}-abcd"
+    left.mkdir(mode=0o700)
+    (left / "stdin").write_text("customer data")
+    alive = spools / f"klaviyo-backfill-{os.getpid()}-efgh"  # a run still going: kept
+    alive.mkdir(mode=0o700)
+    (tmp_path / "run").mkdir()
+    result = subprocess.run(
+        [rogue.CLI, "send", "--dry-run", "-", "-q"], cwd=tmp_path / "run",
+        input=rogue.EXPORT.read_bytes(), capture_output=True, timeout=60,
+        env=rogue.env(TMPDIR=str(spools)),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert not left.exists()
+    assert alive.exists()
+    assert [p.name for p in spools.iterdir()] == [alive.name]  # its own copy removed at exit

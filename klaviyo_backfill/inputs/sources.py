@@ -53,31 +53,100 @@ def is_stream(path: str) -> bool:
         return False
 
 
-def spool(path: str) -> str:
+# A stream is copied this far at most (a real export piped in fits many times over), and
+# never so far that its disk is left with less than SPOOL_RESERVE free: past either, the run
+# stops naming the stream, its copy removed at once.
+SPOOL_CAP = 16 << 30
+SPOOL_RESERVE = 256 << 20
+
+
+def spool(path: str, cap: int | None = None) -> str:
     """A stream ('-' or a FIFO) read once, as it comes, into a private temporary file (0600
     in a 0700 folder, removed at exit), which is then read like any export: detected,
     fingerprinted, read, and for --resume checked against the stream given then. A stream
-    whose first 64 MB hold no line break is refused as it comes (`cat /dev/zero |`)."""
-    folder = tempfile.mkdtemp(prefix="klaviyo-backfill-")
+    whose first 64 MB hold no line break is refused as it comes (`cat /dev/zero |`); one
+    longer than `cap` (SPOOL_CAP), or that would fill its disk, too.
+
+    The folder is named with this process's id: a run killed with SIGKILL cannot remove it
+    (nothing runs then), so the next run that spools removes those whose process is gone."""
+    cap = SPOOL_CAP if cap is None else cap
+    base = tempfile.gettempdir()
+    _sweep(base)
+    folder = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=base)
     atexit.register(shutil.rmtree, folder, True)
     copy = os.path.join(folder, "stdin" if path == "-" else os.path.basename(path) or "stream")
     try:
         source = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise InputError(path, f"cannot open: {exc.strerror}") from None
-    unbroken = 0  # bytes since the last line break
+    unbroken = copied = 0  # bytes since the last line break; in all
     try:
         with open(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
             while chunk := source.read(1 << 20):
+                copied += len(chunk)
+                if copied > cap or _free(folder) < SPOOL_RESERVE + len(chunk):
+                    raise InputError(
+                        path,
+                        f"is a stream longer than {min(cap, copied) >> 20:,} MB, more than "
+                        "this tool copies aside (or its disk has room for): save it to a file "
+                        "and name the file",
+                    )
                 out.write(chunk)
                 end = chunk.rfind(b"\n")
                 unbroken = unbroken + len(chunk) if end < 0 else len(chunk) - end - 1
                 if unbroken > CAP:
                     raise InputError(path, f"has a line longer than {CAP >> 20} MB: not an export?")
+    except BaseException:
+        shutil.rmtree(folder, True)  # customer data: gone at once, not at exit
+        raise
     finally:
         if source is not sys.stdin.buffer:
             source.close()
     return copy
+
+
+_PREFIX = "klaviyo-backfill-"
+
+
+def _free(folder: str) -> int:
+    try:
+        found = os.statvfs(folder)
+    except OSError:
+        return 1 << 62
+    return found.f_bavail * found.f_frsize
+
+
+def _sweep(base: str) -> None:
+    """Remove the spool folders of runs that are gone (killed with SIGKILL): each is named
+    `klaviyo-backfill-<pid>-...`, and is this user's."""
+    try:
+        entries = os.scandir(base)
+    except OSError:
+        return
+    with entries:
+        for entry in entries:
+            if not entry.name.startswith(_PREFIX):
+                continue
+            pid = entry.name[len(_PREFIX) :].split("-", 1)[0]
+            try:
+                mine = (
+                    entry.is_dir(follow_symlinks=False)
+                    and entry.stat(follow_symlinks=False).st_uid == os.getuid()
+                )
+            except OSError:
+                continue
+            if mine and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(entry.path, True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 # spreadsheets, by their suffix: never an export as they are, but one "Save as CSV" away
