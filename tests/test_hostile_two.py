@@ -619,3 +619,42 @@ def test_a_copy_a_killed_run_left_is_removed_by_the_next(tmp_path: Path) -> None
     assert not left.exists()
     assert alive.exists()
     assert [p.name for p in spools.iterdir()] == [alive.name]  # its own copy removed at exit
+
+
+# ---------------------------------------------------------------- 6. the reads' waits told
+
+
+def test_a_429_on_the_read_before_a_send_is_told_and_sigterm_says_how_to_continue(
+    tmp_path: Path,
+) -> None:
+    """GET /api/metrics (the overlap check, before the first request) answered 429 with a
+    Retry-After of 10 minutes: the wait was silent, on a terminal or off it, and SIGTERM
+    during it ended the run without a word. Now the wait is told as the sender's are, and
+    SIGTERM says nothing was lost and which command continues (exit 143)."""
+    import signal
+    import time
+
+    export_in(tmp_path)
+    throttled = {**JSONAPI, "Retry-After": "600"}
+
+    def answer(seen: Seen) -> Reply:
+        if seen.path.startswith("/api/metrics"):
+            return Reply(429, throttled, b'{"errors": []}')
+        return Reply(202)
+
+    with Rogue(answer, metrics=False) as server:
+        proc = rogue.popen(tmp_path, "send", "orders.csv", "--base-url", server.url)
+        assert proc.stderr is not None
+        started = time.monotonic()
+        line = proc.stderr.readline()
+        told = time.monotonic() - started
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert not [s for s in server.seen if s.path.startswith("/api/event")]
+    assert "Klaviyo asked to wait 600 s (429)" in line, line + err
+    assert told < 20, told  # at once, not after the wait
+    assert proc.returncode == ExitCode.TERMINATED, err
+    assert "Stopped. Nothing is lost; continue with:" in err, err
+    again = err.strip().splitlines()[-1].split()
+    assert again[:2] == ["klaviyo-backfill", "send"] and "--resume" not in again, err
+    assert "Traceback" not in err and out == ""

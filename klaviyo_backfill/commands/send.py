@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -118,8 +119,29 @@ def send(
         exc.command = command
         raise
     if isinstance(outcome, SendOutcome):
-        outcome.continuation = command
+        outcome.continuation = outcome.continuation or command
     return outcome
+
+
+@contextlib.contextmanager
+def _stoppable() -> Iterator[list[int]]:
+    """SIGTERM raised as Ctrl-C is, while a new job reads Klaviyo before its first request
+    (the overlap check may wait minutes on a 429): the run then says how to continue, where
+    it was killed without a word. Yields the signal that came (SIGINT unless SIGTERM)."""
+    got = [int(signal.SIGINT)]
+    if threading.current_thread() is not threading.main_thread():  # a library caller's
+        yield got
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        got[0] = signum
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def failures_beside(checkpoint: Path) -> Path:
@@ -196,8 +218,15 @@ def _send_locked(
     if new_job and config.endpoint.versioned and options.allow_overlap:
         overlap = "allowed"
     elif new_job and config.endpoint.versioned:
-        preparing = (progress or Unwatched()).preparing
-        overlap, built = overlap_check(job, config, notify, preparing)
+        watcher = progress or Unwatched()  # the reads' waits told as the sends' are
+        try:
+            with _stoppable() as got:
+                overlap, built = overlap_check(
+                    job, config, notify, watcher.preparing, watcher.waiting
+                )
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM in the check: nothing sent, no job yet
+            return SendOutcome(Stats(), SendStats(), 0.0, interrupted=True, signal=got[0],
+                               continuation=continuation(options, resume=False))  # fmt: skip
     try:
         ledger = open_ledger(path, mode, fingerprint, FINGERPRINTED, account, not options.resend)
         if isinstance(ledger, Finished) and options.resend:  # sent completely; --resend: again

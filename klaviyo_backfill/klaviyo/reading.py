@@ -54,7 +54,7 @@ from .shapes import (
     metrics_page,
     month_rows,
 )
-from .throttle import Limiter
+from .throttle import Limiter, Wait
 
 __all__ = [
     "Account",
@@ -89,6 +89,8 @@ class ReadConfig:
     page_size: int = 1000  # events a page (Klaviyo's most)
     # endpoint name -> windows, instead of Klaviyo's published ones (benchmarks, tests)
     windows: dict[str, tuple[Window, ...]] = field(default_factory=dict)
+    # told of each wait (a 429's, a window's, a retry's), as a send's watcher is
+    observer: Callable[[Wait], None] | None = field(default=None, compare=False, repr=False)
 
     def headers(self) -> dict[str, str]:
         return {
@@ -323,6 +325,9 @@ class Reader:
                     if isinstance(retry, NotAnAnswer):
                         hint = "Is KLAVIYO_BASE_URL right, or a proxy in the way?"
                     raise GaveUp(f"{api.method} {api.path}: {exc.message}", hint) from None
+                if wait > 0 and not retry.throttled:  # a 429's pause is told by the limiter
+                    now = limiter.clock()
+                    limiter.tell(Wait(wait, now + wait, "retry", detail=retry.cause))
                 await asyncio.sleep(wait)
 
     def _limiter(self, api: ReadApi) -> Limiter:
@@ -330,6 +335,8 @@ class Reader:
         if limiter is None:
             windows = self.config.windows.get(api.name, api.windows)
             limiter = self.limiters[api.name] = Limiter(windows)
+            if self.config.observer is not None:  # its waits told as the sender's are
+                limiter.observer = self.config.observer
         return limiter
 
     async def _once(

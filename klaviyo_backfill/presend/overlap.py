@@ -28,6 +28,7 @@ from .latest import Latest
 if TYPE_CHECKING:  # annotations only
     from ..klaviyo.reading import Metric, ReadConfig, Reader
     from ..klaviyo.sender import SendConfig
+    from ..klaviyo.throttle import Wait
     from ..pipeline.job import Job
     from ..proof.reconcile import OtherCounts
 
@@ -79,6 +80,7 @@ def overlap_check(
     config: SendConfig,
     notify: Callable[[str], None],
     preparing: Callable[[str], None] = lambda what: None,
+    waiting: Callable[[Wait], None] | None = None,
 ) -> tuple[str, Latest | None]:
     """Before the first request of a new job: refuse (OverlapError) where another
     integration's metric of the same name holds events in months the job would send. Reads
@@ -89,7 +91,7 @@ def overlap_check(
 
     assert config.api_key is not None
     read = ReadConfig(config.base_url, config.api_key, config.revision, timeout=config.timeout,
-                      retry=config.retry)  # fmt: skip
+                      retry=config.retry, observer=waiting)  # fmt: skip
     started = time.monotonic()
     try:
         others = [m for m in asyncio.run(read_metrics(read)) if not m.via_api and m.name in METRICS]
