@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import CheckpointError
-from .files import state_dir, state_folder
+from .files import inside_state, state_dir, state_folder
 from .sqlite import create_private, guarded
 
 __all__ = [
@@ -100,7 +100,12 @@ class OrderFacts:
 
 
 def _private_folder(folder: Path) -> None:
-    state_folder(folder)
+    if inside_state(folder):  # the state tree's one rule
+        state_folder(folder)
+        return
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # a ledger named elsewhere (tests)
+    if folder.is_symlink():
+        raise CheckpointError(f"{folder} is a symbolic link: refusing to keep state there")
 
 
 _guarded = guarded("account ledger")

@@ -19,6 +19,7 @@ from typing import IO, Any
 from ..errors import BackfillError, BackfillWarning, CheckpointError, UsageError
 
 __all__ = [
+    "inside_state",
     "open_private",
     "private_folder",
     "replace_private",
@@ -99,7 +100,7 @@ def private_folder(folder: Path) -> None:
     """Create `folder` 0700 (its parents as the umask says). Inside the state folder the one
     rule of `state_folder` holds; elsewhere (a --checkpoint beside the export) a warning, once
     a run, when others may write in it: they could replace what this tool keeps there."""
-    if _inside_state(folder):
+    if inside_state(folder):
         state_folder(folder)
         return
     if not folder.is_dir():
@@ -160,7 +161,8 @@ def state_folder(folder: Path) -> Path:
     return folder
 
 
-def _inside_state(folder: Path) -> bool:
+def inside_state(folder: Path) -> bool:
+    """Whether `folder` is in the state tree (where `state_folder`'s rule holds)."""
     try:
         Path(os.path.abspath(folder)).relative_to(os.path.abspath(state_dir()))
     except ValueError:
