@@ -512,7 +512,7 @@ def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None,
 
     from .commands.verify import verify as verify_job
     from .reports.terminal import console as report_console
-    from .reports.terminal import verify_html, verify_report
+    from .reports.verify import verify_html, verify_report
 
     refuse_inputs(paths, {"--json": json_path, "--html": html_path})
     _outputs({"json_path": json_path, "html_path": html_path})
