@@ -92,3 +92,19 @@ def test_the_sender_reports_waits_without_drawing_them(module: str) -> None:
     } | {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
          for a in node.names}  # fmt: skip
     assert "rich" not in roots and "progress" not in imported(module)
+
+
+def test_no_module_is_a_warehouse() -> None:
+    """A module over 600 lines does two jobs (issue #19: the house by stage)."""
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600}  # fmt: skip
+    assert not long, long
+
+
+def test_the_package_root_holds_the_leaves_and_the_cli_only() -> None:
+    """Everything else stands in the folder of its stage."""
+    root = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(root) <= 12, root
+    stages = {"commands", "inputs", "mapping", "pipeline", "presend", "proof", "reports",
+              "state", "klaviyo"}  # fmt: skip
+    assert stages <= {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
