@@ -5,15 +5,25 @@ runs keep their checkpoints (conftest gives every test its own state folder)."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
-import resource
 import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+from unittest import mock
+
+from click.testing import CliRunner, Result
+from launcher import Forked, Launcher
+
+if TYPE_CHECKING:
+    from standin import Clock
 
 CLI = shutil.which("klaviyo-backfill", path=str(Path(sys.executable).parent)) or str(
     Path(sys.executable).parent / "klaviyo-backfill"
@@ -36,6 +46,48 @@ def env(key: str | None = None, **extra: str) -> dict[str, str]:
     return out
 
 
+_launcher: list[Launcher] = []
+Stream = int | IO[Any] | None  # as subprocess.Popen takes one: PIPE, DEVNULL, a file, None
+
+
+def _ends(how: Stream, ours_reads: bool, text: bool) -> tuple[IO[Any] | None, int]:
+    """(the test's end of a stream, or None; the run's end, a file descriptor to close)."""
+    if how == subprocess.PIPE:
+        r, w = os.pipe()
+        mode = ("r" if ours_reads else "w") + ("" if text else "b")
+        return open(r if ours_reads else w, mode), (w if ours_reads else r)
+    if how is None or how == subprocess.DEVNULL:
+        return None, os.open(os.devnull, os.O_RDWR)
+    return None, os.dup(how if isinstance(how, int) else how.fileno())
+
+
+def launched(
+    cwd: Path,
+    variables: dict[str, str],
+    args: tuple[str, ...],
+    stdin: Stream = None,
+    stdout: Stream = None,
+    stderr: Stream = None,
+    text: bool = False,
+    memory: int | None = None,
+) -> Forked:
+    """The CLI started in `cwd` as subprocess.Popen starts it (stdin None: nothing to read),
+    forked by this process's launcher (tests/launcher.py: no imports to wait for)."""
+    if not _launcher or _launcher[0].owner != os.getpid():
+        _launcher[:] = [Launcher(env())]
+        atexit.register(_launcher[0].close)
+    ends = {"stdin": _ends(stdin, False, text), "stdout": _ends(stdout, True, text),
+            "stderr": _ends(stderr, True, text)}  # fmt: skip
+    theirs = tuple(fd for _, fd in ends.values())
+    try:
+        pid, status = _launcher[0].start([CLI, *args], variables, cwd, theirs, memory)
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    ours = {name: end for name, (end, _) in ends.items() if end is not None}
+    return Forked([CLI, *args], pid, status, ours)
+
+
 def run(
     cwd: Path,
     key: str | None,
@@ -47,31 +99,65 @@ def run(
     **extra: str,
 ) -> subprocess.CompletedProcess[str]:
     """The CLI in `cwd` with KLAVIYO_API_KEY=key, `columns` wide (None: as a pipe is, 80),
-    its address space limited to `memory` bytes (past it: MemoryError) when given."""
+    its address space limited to `memory` bytes (past it: MemoryError) when given; as
+    subprocess.run(capture_output=True, text=True) says it."""
     variables = env(key, **({"COLUMNS": str(columns)} if columns else {}), **extra)
+    given = subprocess.DEVNULL if stdin is None else subprocess.PIPE
+    proc = launched(cwd, variables, args, given, subprocess.PIPE, subprocess.PIPE, text=True,
+                    memory=memory)  # fmt: skip
+    try:
+        out, err = proc.communicate(stdin, timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
-    def limit() -> None:
-        if memory is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
-    return subprocess.run([CLI, *args], cwd=cwd, env=variables, capture_output=True, text=True,
-                          timeout=timeout, input=stdin, preexec_fn=limit)  # fmt: skip
+def invoke(key: str | None, *args: str, **extra: str) -> Result:
+    """The CLI in this process (click's runner: no process to start, and what it calls may be
+    patched), in the environment `env` gives; the working folder is the test's to set."""
+    from klaviyo_backfill.cli import main
+
+    unset: dict[str, str | None] = {k: None for k in os.environ
+                                    if k.startswith("KLAVIYO_") or k.upper() in _DROP}  # fmt: skip
+    variables = unset | ({"KLAVIYO_API_KEY": key} if key is not None else {}) | extra
+    return CliRunner().invoke(main, list(args), env=variables)
 
 
-def popen(cwd: Path, key: str | None, *args: str, **extra: str) -> subprocess.Popen[str]:
+def in_process(
+    cwd: Path, key: str | None, *args: str, clock: Clock, columns: int = 200, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """The CLI in this process, in `cwd`, every rate window it waits for (its sends', its
+    reads') waited on `clock` (a standin.Clock: the stand-in's, so both skip the same time);
+    what it did as `run` says it."""
+    from klaviyo_backfill.klaviyo import reading, sender
+    from klaviyo_backfill.klaviyo.throttle import Limiter
+
+    clocked = partial(Limiter, clock=clock, sleep=clock.sleep)
+    with (
+        contextlib.chdir(cwd),
+        mock.patch.object(sender, "Limiter", clocked),
+        mock.patch.object(reading, "Limiter", clocked),
+    ):
+        done = invoke(key, *args, COLUMNS=str(columns), **extra)
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        raise done.exception
+    return subprocess.CompletedProcess(["klaviyo-backfill", *args], done.exit_code,
+                                       done.stdout, done.stderr)  # fmt: skip
+
+
+def popen(cwd: Path, key: str | None, *args: str, **extra: str) -> Forked:
     """The CLI started in `cwd`, its output and errors in pipes (text)."""
-    return subprocess.Popen([CLI, *args], cwd=cwd, env=env(key, **extra), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    return launched(cwd, env(key, **extra), args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True)  # fmt: skip
 
 
-def start(
-    cwd: Path, key: str | None, name: str, *args: str, **extra: str
-) -> subprocess.Popen[bytes]:
+def start(cwd: Path, key: str | None, name: str, *args: str, **extra: str) -> Forked:
     """The CLI started in `cwd`, its output and errors in files `name`.out and .err (no pipe
     to fill up while the test waits): read them with `logs`."""
     with open(cwd / f"{name}.out", "wb") as out, open(cwd / f"{name}.err", "wb") as err:
-        return subprocess.Popen([CLI, *args], cwd=cwd, env=env(key, **extra), stdout=out,
-                                stderr=err)  # fmt: skip
+        return launched(cwd, env(key, **extra), args, stdout=out, stderr=err)
 
 
 def logs(cwd: Path, name: str) -> str:
@@ -86,7 +172,7 @@ def said(done: subprocess.CompletedProcess[str]) -> str:
 
 def wait_until(
     condition: Callable[[], bool],
-    proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None = None,
+    proc: Forked | subprocess.Popen[bytes] | subprocess.Popen[str] | None = None,
     limit: float = 30,
     what: str | Callable[[], str] = "",
 ) -> None:

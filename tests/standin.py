@@ -554,6 +554,12 @@ class _Server(ThreadingHTTPServer):
         with self.count_lock:
             self.open_connections -= 1
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (reset, closed mid-answer) is no error of the stand-in's;
+        anything else is printed, as ThreadingHTTPServer does."""
+        if not isinstance(sys.exception(), ConnectionError):
+            super().handle_error(request, client_address)
+
 
 class StandIn:
     def __init__(
@@ -566,15 +572,15 @@ class StandIn:
         legacy: str = "gone",
         port: int = 0,
         read_limits: dict[str, Limits] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
-        """`clock`: the time the rate windows, the ingestion delay and the request log read
-        (a `Clock`, to skip a wait)."""
+        """`clock`: the time the rate windows, the ingestion delay and the request log read;
+        its own `Clock` by default (monotonic time), which a test may move on."""
         if legacy not in ("gone", "accept"):
             raise ValueError("legacy must be 'gone' or 'accept'")
         self.api_key, self.public_key, self.legacy, self.port = api_key, public_key, legacy, port
         self.faults = faults or Faults()
-        self.clock = clock
+        self.clock = clock = clock or Clock()
         self.windows = {"bulk": SlidingWindow(bulk_limits, clock),
                         "single": SlidingWindow(single_limits, clock)}  # fmt: skip
         for name, limits in (READ_LIMITS | (read_limits or {})).items():

@@ -18,7 +18,7 @@ import cli_helpers
 import corpus
 import pytest
 import standin as st
-from cli_helpers import CLI, checkpoints_in, free_port, logs, wait_until
+from cli_helpers import CLI, checkpoints_in, free_port, in_process, logs, wait_until
 
 from klaviyo_backfill.errors import ExitCode
 
@@ -74,6 +74,7 @@ def continuation(output: str) -> list[str]:
     return [CLI, *argv[1:]]
 
 
+@pytest.mark.slow
 def test_two_resumes_started_together_send_each_event_once(export: Path, tmp_path: Path) -> None:
     shutil.copy(export, tmp_path / "orders.csv")
     with st.StandIn(api_key=KEY, port=free_port(), faults=st.Faults(latency=0.02)) as s:
@@ -100,7 +101,8 @@ def test_verify_of_an_unfinished_job_says_so_in_the_verdict_exit_code_and_json(
     shutil.copy(export, tmp_path / "orders.csv")
     with st.StandIn(api_key=KEY, port=free_port(), faults=st.Faults(latency=0.02)) as s:
         interrupted(tmp_path, s, "send", "orders.csv", "--base-url", s.url, *SLOW)
-        done = run(tmp_path, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json")
+        done = in_process(tmp_path, KEY, "verify", "orders.csv", "--base-url", s.url,
+                          "--json", "v.json", clock=s.clock)  # fmt: skip
     out = " ".join(done.stdout.split())
     assert done.returncode == ExitCode.UNFINISHED == 7, done.stdout + done.stderr
     assert "UNFINISHED: the job is stopped before its end" in out, out
@@ -111,6 +113,7 @@ def test_verify_of_an_unfinished_job_says_so_in_the_verdict_exit_code_and_json(
     assert doc["continue_with"].endswith("--resume")
 
 
+@pytest.mark.slow
 def test_the_printed_continuation_works_from_another_folder_and_one_failures_file_holds_all(
     export: Path, tmp_path: Path, own_state_folder: Path
 ) -> None:
@@ -140,6 +143,7 @@ def test_the_printed_continuation_works_from_another_folder_and_one_failures_fil
     assert "finished" in status.stdout
 
 
+@pytest.mark.slow
 def test_a_limited_run_says_what_next_and_a_plain_rerun_continues(
     export: Path, tmp_path: Path
 ) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import rogue
 import standin as st
-from cli_helpers import said, the_checkpoint
+from cli_helpers import in_process, said, the_checkpoint
 from test_hostile import filling, tmpfs
 
 from klaviyo_backfill.errors import ExitCode
@@ -231,6 +231,7 @@ def umask_022() -> object:
     os.umask(old)
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_verify_and_inspect_html_reports_are_0600(umask_022: object, tmp_path: Path) -> None:
     """They hold order ids and were written 0644 under umask 022, as Path.write_text does."""
@@ -238,8 +239,9 @@ def test_verify_and_inspect_html_reports_are_0600(umask_022: object, tmp_path: P
     with st.StandIn(api_key=KEY) as klaviyo:
         sent = send(tmp_path, klaviyo.url)
         assert sent.returncode == 0, said(sent)
-        verified = cli(tmp_path, "verify", "orders.csv", "--base-url", klaviyo.url,
-                       "--html", "verify.html", "--json", "verify.json")  # fmt: skip
+        verified = in_process(tmp_path, KEY, "verify", "orders.csv", "--base-url", klaviyo.url,
+                              "--html", "verify.html", "--json", "verify.json",
+                              clock=klaviyo.clock)  # fmt: skip
     inspected = cli(tmp_path, "inspect", "orders.csv", "--html", "inspect.html")
     assert verified.returncode == ExitCode.OK and inspected.returncode == ExitCode.OK, said(
         verified

@@ -30,7 +30,7 @@ from pathlib import Path
 import cli_helpers
 import pytest
 import standin as st
-from cli_helpers import CLI, EXPORT, popen, wait_until
+from cli_helpers import CLI, EXPORT, in_process, popen, wait_until
 from rich.console import Console
 
 from klaviyo_backfill.klaviyo.sender import SendStats
@@ -197,6 +197,7 @@ def frames(drawn: str) -> list[str]:
     return [line.rstrip() for line in text.split("\n") if line.strip()]
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_a_terminal_of_80_columns_shows_count_rate_eta_and_each_wait(tmp_path: Path) -> None:
     shutil.copy(EXPORT, tmp_path / "orders.csv")
@@ -219,14 +220,15 @@ def test_a_terminal_of_80_columns_shows_count_rate_eta_and_each_wait(tmp_path: P
 
 @pytest.mark.e2e
 def test_off_a_terminal_a_long_wait_is_written_to_the_log(tmp_path: Path) -> None:
+    """The CLI in this process, its limiter on the stand-in's clock: the 11 s are skipped."""
     shutil.copy(EXPORT, tmp_path / "orders.csv")
-    with st.StandIn(api_key=KEY) as s, open(tmp_path / "log.txt", "w") as log:
-        done = subprocess.run([CLI, "send", "orders.csv", "--base-url", s.url, "--endpoint",
-                               "single", "--rate-limit", "100/s,10/11s", "--limit", "4"],
-                              cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=log,
-                              timeout=120)  # fmt: skip
-    told = (tmp_path / "log.txt").read_text()
+    with st.StandIn(api_key=KEY) as s:
+        done = in_process(tmp_path, KEY, "send", "orders.csv", "--base-url", s.url, "--endpoint",
+                          "single", "--rate-limit", "100/s,10/11s", "--limit", "4",
+                          clock=s.clock)  # fmt: skip
+    told = done.stderr
     assert done.returncode in (0, 1), told
+    assert s.clock.skipped >= 10, s.clock.skipped  # the wait was the limiter's, skipped
     assert re.search(r"^\[0:00:0\d\] waiting 1[01] s for --rate-limit's 10-per-11-s limit$", told,
                      re.MULTILINE), told  # fmt: skip
     assert "\x1b[" not in told and "━" not in told  # no bar, no colour in a log
@@ -255,16 +257,17 @@ def test_the_first_ctrl_c_during_a_wait_says_at_once_what_happens(tmp_path: Path
     assert len(s.requests) == 10  # nothing sent after the Ctrl-C
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_the_first_ctrl_c_names_the_requests_in_flight(tmp_path: Path) -> None:
     shutil.copy(EXPORT, tmp_path / "orders.csv")
-    with st.StandIn(api_key=KEY, faults=st.Faults(latency=3.0)) as s:
+    with st.StandIn(api_key=KEY, faults=st.Faults(latency=2.0)) as s:
         proc = popen(tmp_path, KEY, "send", "orders.csv", "--base-url", s.url, "--endpoint",
                      "single", "--concurrency", "3", "--rate-limit", "100/s", "-q")  # fmt: skip
         try:
-            # the overlap check's read of the metrics, answered in 3 s
+            # the overlap check's read of the metrics, answered in 2 s
             wait_until(lambda: bool(s.reads), proc)
-            time.sleep(1.5)  # three requests out, their answers 3 s away
+            time.sleep(1.0)  # three requests out, their answers a second away
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=30)
         finally:
@@ -297,6 +300,7 @@ def test_a_reading_before_the_first_request_is_said(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_ctrl_c_while_reading_before_the_first_request(tmp_path: Path) -> None:
     """Ctrl-C during the profile pass: nothing was sent, it says how to continue (not a bare

@@ -14,16 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import corpus
 import pytest
-
-try:
-    import corpus
-    import standin as st
-    from cli_helpers import FAST, run
-except ImportError:  # tests/ made a package
-    from tests import corpus
-    from tests import standin as st
-    from tests.cli_helpers import FAST, run
+import standin as st
+from cli_helpers import FAST, in_process, run, said
 
 KEY = "pk_proof_0123456789abcdef"
 
@@ -36,17 +30,15 @@ def export(folder: Path, start: datetime, end: datetime, limit: int = 10_000) ->
     return folder / "orders.csv"
 
 
-def said(result: Any) -> str:
-    return f"exit {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
-
-
 def send(cwd: Path, s: st.StandIn, *extra: str) -> None:
     done = run(cwd, KEY, "send", "orders.csv", "--base-url", s.url, *FAST, *extra)
     assert done.returncode == 0, said(done)
 
 
 def verify(cwd: Path, s: st.StandIn, *extra: str) -> tuple[Any, dict[str, Any]]:
-    done = run(cwd, KEY, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json", *extra)
+    """Verify in this process, on the stand-in's clock: its paced reads wait no real time."""
+    done = in_process(cwd, KEY, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json",
+                      *extra, clock=s.clock)  # fmt: skip
     assert "Traceback" not in done.stderr, said(done)
     return done, json.loads((cwd / "v.json").read_text())
 
@@ -58,6 +50,7 @@ def named(doc: dict[str, Any], kind: str) -> set[str]:
 RECENT = (datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 3, 1, tzinfo=UTC))
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_a_clean_send_verifies_with_no_order_named(tmp_path: Path) -> None:
     export(tmp_path, *RECENT, limit=120)
@@ -71,6 +64,7 @@ def test_a_clean_send_verifies_with_no_order_named(tmp_path: Path) -> None:
     assert doc["repair_command"] is None and "OK" in done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_verify_names_exactly_the_orders_that_lost_events_and_one_command_repairs_them(
     tmp_path: Path,
@@ -107,6 +101,7 @@ def test_verify_names_exactly_the_orders_that_lost_events_and_one_command_repair
     assert doc["per_order"]["orders"] == [] and doc["status"] == "ok"
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_orders_older_than_the_aggregates_reach_are_verified_through_the_events(
     tmp_path: Path,
@@ -129,6 +124,7 @@ def test_orders_older_than_the_aggregates_reach_are_verified_through_the_events(
     assert done.returncode == 5, said(done)
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_orders_another_api_sender_holds_are_named_as_held_twice(tmp_path: Path) -> None:
     export(tmp_path, *RECENT, limit=120)
@@ -145,6 +141,7 @@ def test_orders_another_api_sender_holds_are_named_as_held_twice(tmp_path: Path)
     assert "cannot delete events" in " ".join(done.stdout.split())
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_without_events_read_the_monthly_proof_runs_with_a_one_line_warning(
     tmp_path: Path,
@@ -160,6 +157,7 @@ def test_without_events_read_the_monthly_proof_runs_with_a_one_line_warning(
     assert len(warnings) == 1 and warnings[0].startswith("Warning")
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_a_checkpoint_of_an_earlier_version_is_verified_by_month_and_says_why_not_per_order(
     tmp_path: Path,
@@ -178,6 +176,7 @@ def test_a_checkpoint_of_an_earlier_version_is_verified_by_month_and_says_why_no
     assert doc["per_order"] is None and "earlier version" in doc["per_order_note"]
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 @pytest.mark.parametrize("fault", ["read_server_error", "read_html_200"])
 def test_faulty_event_pages_are_retried_and_the_proof_still_holds(
@@ -211,9 +210,8 @@ def test_preflight_names_the_orders_another_api_sender_holds_but_not_its_own(
         for o in theirs:
             month = o.created_at.astimezone(UTC).strftime("%Y-%m")
             months[month] = months.get(month, 0) + 1
-        done = run(
-            tmp_path, KEY, "preflight", "orders.csv", "--base-url", s.url, "--json", "p.json"
-        )
+        done = in_process(tmp_path, KEY, "preflight", "orders.csv", "--base-url", s.url,
+                          "--json", "p.json", clock=s.clock)  # fmt: skip
     doc = json.loads((tmp_path / "p.json").read_text())
     held = doc["held_by_another_api_sender"]
     assert done.returncode == 6, said(done)

@@ -1,6 +1,8 @@
-"""`verify`, `preflight` and the overlap check of `send`, end to end: the real console script
-against the Klaviyo stand-in (tests/standin.py), which now answers GET /api/metrics and POST
-/api/metric-aggregates at Klaviyo's read limits (3 aggregate queries a second).
+"""`verify`, `preflight` and the overlap check of `send`, end to end: the CLI against the
+Klaviyo stand-in (tests/standin.py), which now answers GET /api/metrics and POST
+/api/metric-aggregates at Klaviyo's read limits (3 aggregate queries a second). Sends run the
+real console script; verify and preflight run in this process, their limiters on the
+stand-in's clock, so the windows they keep are skipped together, not waited for.
 
 What Klaviyo must hold is never taken from the tool: it is read from the stand-in (the events
 it lost after their 202, the events it holds) and from a `--dry-run --endpoint single
@@ -38,6 +40,12 @@ Cell = tuple[str, str, str]  # metric, UTC month, currency
 
 def cli(cwd: Path, *args: str, key: str = KEY) -> subprocess.CompletedProcess[str]:
     return cli_helpers.run(cwd, key, *args, columns=220, timeout=180)
+
+
+def read(cwd: Path, s: st.StandIn, *args: str, key: str = KEY) -> subprocess.CompletedProcess[str]:
+    """verify or preflight in this process, on the stand-in's clock: the reads' rate windows
+    (3 aggregate queries a second) are skipped, not waited for."""
+    return cli_helpers.in_process(cwd, key, *args, clock=s.clock, columns=220)
 
 
 def cents(value: Decimal | float, currency: str) -> Decimal:
@@ -117,6 +125,7 @@ def rows_of(path: Path) -> dict[Cell, dict[str, Any]]:
 # ---------------------------------------------------------------- verify
 
 
+@pytest.mark.slow
 def test_verify_names_every_short_row_with_its_exact_shortfall_when_klaviyo_loses_1_percent(
     export: Export, tmp_path: Path
 ) -> None:
@@ -124,7 +133,7 @@ def test_verify_names_every_short_row_with_its_exact_shortfall_when_klaviyo_lose
     with st.StandIn(api_key=KEY, faults=st.Faults(lost_after_ack=0.01, seed=5)) as s:
         sent_with(tmp_path, s)
         acknowledged_long_ago(checkpoint_in(tmp_path))
-        done = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json")
+        done = read(tmp_path, s, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json")
         lost = list(s.lost)
     assert done.returncode == 5, said(done)  # ExitCode.SHORT
     assert 5 <= len(lost) <= 40, len(lost)  # 1% of ~1,500 events
@@ -161,7 +170,7 @@ def test_verify_exits_0_with_every_row_equal_when_nothing_is_lost(
     export.copy_to(tmp_path)
     with st.StandIn(api_key=KEY) as s:
         sent_with(tmp_path, s)
-        done = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json")
+        done = read(tmp_path, s, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json")
         # answered ones: a 429 (the stand-in counts arrivals, which a loaded machine bunches)
         # is the same query again
         aggregate_queries = sum(r.path == st.AGGREGATES_PATH and r.status != 429 for r in s.reads)
@@ -181,6 +190,7 @@ def test_verify_exits_0_with_every_row_equal_when_nothing_is_lost(
     assert aggregate_queries <= len(metrics) * len(years)  # one query per metric and year
 
 
+@pytest.mark.slow
 def test_verify_with_an_ingestion_delay_does_not_call_the_result_final(
     export: Export, tmp_path: Path
 ) -> None:
@@ -188,10 +198,10 @@ def test_verify_with_an_ingestion_delay_does_not_call_the_result_final(
     clock = st.Clock()  # the delay passes when the test says, however slow the machine
     with st.StandIn(api_key=KEY, faults=st.Faults(ingestion_delay=600.0), clock=clock) as s:
         sent_with(tmp_path, s)
-        early = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json")
+        early = read(tmp_path, s, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json")
         doc = json.loads((tmp_path / "v.json").read_text())
         clock.advance(600.0)
-        late = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url)
+        late = read(tmp_path, s, "verify", "orders.csv", "--base-url", s.url)
     assert early.returncode == 5, said(early)  # short, not final
     assert doc["status"] == "short" and doc["final"] is False
     assert "Not final" in early.stdout and "verify` again" in early.stdout.replace("\n", " ")
@@ -208,13 +218,14 @@ def test_verify_shows_more_in_klaviyo_than_sent_without_failing(
         s.preload([st.other_event("Placed Order", f"{busiest}-15T12:00:00+00:00", 5.0, "USD",
                                   integration=st.API)])  # fmt: skip
         sent_with(tmp_path, s)
-        done = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json")
+        done = read(tmp_path, s, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json")
     assert done.returncode == 0, said(done)
     row = rows_of(tmp_path / "v.json")[("Placed Order", busiest, "USD")]
     assert row["klaviyo_count"] == row["sent_count"] + 1
     assert "hold more" in done.stdout and busiest in done.stdout
 
 
+@pytest.mark.slow
 def test_verify_needs_no_export_with_its_checkpoint(export: Export, tmp_path: Path) -> None:
     """What was sent is in the checkpoint: the export may have moved."""
     export.copy_to(tmp_path)
@@ -222,8 +233,8 @@ def test_verify_needs_no_export_with_its_checkpoint(export: Export, tmp_path: Pa
         sent_with(tmp_path, s)
         checkpoint = checkpoint_in(tmp_path)
         (tmp_path / "orders.csv").unlink()
-        done = cli(tmp_path, "verify", "--checkpoint", str(checkpoint), "--base-url", s.url)
-        again = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url)  # found by its path
+        done = read(tmp_path, s, "verify", "--checkpoint", str(checkpoint), "--base-url", s.url)
+        again = read(tmp_path, s, "verify", "orders.csv", "--base-url", s.url)  # found by its path
     assert done.returncode == 0, said(done)
     assert again.returncode == 0, said(again)
 
@@ -243,7 +254,7 @@ def test_verify_of_a_checkpoint_from_before_totals_is_refused_in_words(
         db.execute("DELETE FROM meta WHERE key = 'totals'")
         db.commit()
         db.close()
-        refused = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url)
+        refused = read(tmp_path, s, "verify", "orders.csv", "--base-url", s.url)
     told = " ".join(refused.stderr.split())
     assert refused.returncode == 2, said(refused)
     assert "pre-release version" in told and "--restart" in told, told
@@ -252,7 +263,7 @@ def test_verify_of_a_checkpoint_from_before_totals_is_refused_in_words(
 def test_verify_without_a_checkpoint_exits_2(export: Export, tmp_path: Path) -> None:
     export.copy_to(tmp_path)
     with st.StandIn(api_key=KEY) as s:
-        done = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url)
+        done = read(tmp_path, s, "verify", "orders.csv", "--base-url", s.url)
         assert not s.reads
     assert done.returncode == 2, said(done)
     assert "no checkpoint" in done.stderr
@@ -265,7 +276,7 @@ def test_verify_refuses_a_key_without_metrics_read_naming_the_scope(
     with st.StandIn(api_key=KEY) as s:
         sent_with(tmp_path, s)
         s.faults = st.Faults(missing_scopes=frozenset({"metrics:read"}))
-        done = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url)
+        done = read(tmp_path, s, "verify", "orders.csv", "--base-url", s.url)
     assert done.returncode == 3, said(done)
     assert "metrics:read" in done.stderr and "403" in done.stderr
     assert KEY not in done.stdout + done.stderr
@@ -278,7 +289,7 @@ def test_verify_with_a_key_klaviyo_refuses_exits_3(export: Export, tmp_path: Pat
         sent_with(tmp_path, s)
         s.api_key = "pk_another_" + secrets.token_hex(8)
         s.faults = st.Faults(wrong_key_status=401)
-        done = cli(tmp_path, "verify", "orders.csv", "--base-url", s.url)
+        done = read(tmp_path, s, "verify", "orders.csv", "--base-url", s.url)
     assert done.returncode == 3, said(done)
     assert "401" in done.stderr and KEY not in done.stdout + done.stderr
 
@@ -308,7 +319,7 @@ def test_preflight_lists_exactly_the_months_another_integration_holds(
         # the API's own Placed Order (a resend, a --resume) is never an overlap
         s.preload([st.other_event("Placed Order", f"{m}-20T00:00:00+00:00", integration=st.API)
                    for m in chosen])  # fmt: skip
-        done = cli(tmp_path, "preflight", "orders.csv", "--base-url", s.url, "--json", "p.json")
+        done = read(tmp_path, s, "preflight", "orders.csv", "--base-url", s.url, "--json", "p.json")
     assert done.returncode == 6, said(done)  # ExitCode.OVERLAP
     doc = json.loads((tmp_path / "p.json").read_text())
     placed = export.months("Placed Order")
@@ -329,7 +340,7 @@ def test_preflight_without_an_overlap_exits_0_and_lists_flows(
     with st.StandIn(api_key=KEY) as s:
         s.preload([st.other_event("Placed Order", "2023-05-01T00:00:00+00:00", integration=st.API)])
         s.flows["Placed Order"] = [{"id": "F1", "name": "Thank you for your order"}]
-        done = cli(tmp_path, "preflight", "orders.csv", "--base-url", s.url, "--json", "p.json",
+        done = read(tmp_path, s, "preflight", "orders.csv", "--base-url", s.url, "--json", "p.json",
                    "--trigger-flows")  # fmt: skip
     assert done.returncode == 0, said(done)
     doc = json.loads((tmp_path / "p.json").read_text())
@@ -348,7 +359,7 @@ def test_preflight_refuses_a_key_it_cannot_read_with(
     export.copy_to(tmp_path)
     key = KEY if faults.wrong_key_status == 403 else "pk_wrong_" + secrets.token_hex(8)
     with st.StandIn(api_key=KEY, faults=faults) as s:
-        done = cli(tmp_path, "preflight", "orders.csv", "--base-url", s.url, key=key)
+        done = read(tmp_path, s, "preflight", "orders.csv", "--base-url", s.url, key=key)
     assert done.returncode == 3, said(done)
     assert expect in done.stderr
 
