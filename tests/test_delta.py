@@ -73,6 +73,7 @@ def summary(cwd: Path) -> dict[str, object]:
     return dict(json.loads((cwd / "summary.json").read_text()))
 
 
+@pytest.mark.slow
 def test_a_later_export_sends_only_what_is_new(exports: Path, tmp_path: Path) -> None:
     for name in ("early.csv", "full.csv"):
         shutil.copy(exports / name, tmp_path / name)

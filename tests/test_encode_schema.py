@@ -229,6 +229,7 @@ def big_order(order_id: str, n_lines: int, name_length: int = 12, email: str = "
     )
 
 
+@pytest.mark.slow
 def test_an_order_of_2500_line_items_is_split_across_bodies() -> None:
     big = map_order(big_order("900001", 2500))
     assert len(big) == 1 + 2500 + 3
@@ -250,6 +251,7 @@ def test_an_order_too_big_for_one_body_by_bytes_is_split_by_size() -> None:
     assert bodies >= 4  # no two of the four big events fit in one body
 
 
+@pytest.mark.slow
 def test_arrays_over_4000_items_are_cut_to_klaviyos_limit_with_a_warning() -> None:
     """4,100 lines, each its own category: Items, ItemNames and Categories are cut to 4,000
     (each said in a warning), the bodies pass the stand-in's checks, and every line still gets
@@ -320,6 +322,7 @@ def test_klaviyos_100_kb_is_read_as_100000_bytes() -> None:
     _check_bulk([events])
 
 
+@pytest.mark.slow
 def test_an_order_too_big_for_one_event_has_its_arrays_cut_to_fit_5_mb() -> None:
     """3,000 lines with 1,300-character names: Items and ItemNames alone would make each
     order-level event ~8 MB, which no body can carry. They are cut (with a warning) so that

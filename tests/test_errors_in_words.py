@@ -43,6 +43,7 @@ def test_a_host_that_does_not_resolve_is_named_as_such(tmp_path: Path) -> None:
     assert took < 20, took
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_a_host_that_refuses_is_named_after_a_short_retry(tmp_path: Path) -> None:
     """Nothing listens on the port: refused at once, retried for at most

@@ -419,6 +419,7 @@ def test_a_full_disk_under_the_account_ledger_stops_the_run_naming_it(
     assert ": the disk is full" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_a_checkpoint_locked_by_another_process_stops_the_run_naming_it(tmp_path: Path) -> None:
     """Another process takes the checkpoint's write lock while the request is in flight: the
@@ -504,6 +505,7 @@ def bomb() -> bytes:
     return b"".join([*(pack.compress(zeros) for _ in range(1024)), pack.flush()])
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_a_gzip_bomb_answer_costs_a_megabyte_not_a_gigabyte(bomb: bytes, tmp_path: Path) -> None:
     """Its body is read 1 MB at most, decompressed a bounded piece at a time: the run (its

@@ -18,6 +18,7 @@ KEY = "pk_log_" + secrets.token_hex(12)
 QUICK = "backoff_base=0.01,backoff_cap=0.05,retry_after_cap=0.01"
 
 
+@pytest.mark.slow
 def test_the_log_names_each_retry_and_commit_and_never_the_key(tmp_path: Path) -> None:
     shutil.copy(EXPORT, tmp_path / "orders.csv")
     faults = st.Faults(server_error=0.25, throttle_no_retry_after=0.1, seed=7)

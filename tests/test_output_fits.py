@@ -97,6 +97,7 @@ def shortfall(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return folder, ""
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_verify_at_80_columns_prints_every_short_month_whole(
     shortfall: tuple[Path, str], tmp_path: Path

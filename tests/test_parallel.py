@@ -123,6 +123,7 @@ def _same(files: list[Path], tmp_path: Path, *extra: str) -> dict[str, Any]:
     return one
 
 
+@pytest.mark.slow
 def test_a_split_dry_run_writes_the_same_bytes(
     small_pieces: list[int], shop_csv: Path, tmp_path: Path
 ) -> None:
@@ -132,6 +133,7 @@ def test_a_split_dry_run_writes_the_same_bytes(
     assert one["inspect"]["orders_read"] == 300
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("endpoint", ["single", "legacy"])
 def test_each_endpoint(
     small_pieces: list[int], shop_csv: Path, tmp_path: Path, endpoint: str
@@ -140,6 +142,7 @@ def test_each_endpoint(
     assert one["bodies"].count(b"\n") > 300 and isinstance(one["inspect"], dict)
 
 
+@pytest.mark.slow
 def test_filters_limit_and_several_files(
     small_pieces: list[int], shop_csv: Path, tmp_path: Path
 ) -> None:
@@ -150,6 +153,7 @@ def test_filters_limit_and_several_files(
     assert one["inspect"]["orders_mapped"] == 77
 
 
+@pytest.mark.slow
 def test_a_single_byte_encoding(small_pieces: list[int], shop_csv: Path, tmp_path: Path) -> None:
     latin = tmp_path / "latin.csv"
     latin.write_bytes(shop_csv.read_text("utf-8").encode("latin-1", "replace"))
@@ -158,6 +162,7 @@ def test_a_single_byte_encoding(small_pieces: list[int], shop_csv: Path, tmp_pat
     assert small_pieces and min(small_pieces) > 50
 
 
+@pytest.mark.slow
 def test_duplicate_ids_across_pieces_are_skipped_once(
     small_pieces: list[int], shop_csv: Path, tmp_path: Path
 ) -> None:
@@ -169,6 +174,7 @@ def test_duplicate_ids_across_pieces_are_skipped_once(
     assert one["inspect"]["skipped"]["duplicate order id"] == 300
 
 
+@pytest.mark.slow
 def test_an_unreadable_row_stops_both_at_the_same_order(
     small_pieces: list[int], shop_csv: Path, tmp_path: Path
 ) -> None:
@@ -186,6 +192,7 @@ def test_an_unreadable_row_stops_both_at_the_same_order(
     assert not latest["bodies"]  # stopped before a body was made
 
 
+@pytest.mark.slow
 def test_a_stray_quote_that_misleads_the_cutter_costs_speed_not_orders(
     small_pieces: list[int], shop_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -242,6 +249,7 @@ def _big_export(shop_csv: Path, tmp_path: Path) -> tuple[Path, int]:
     return big, copies
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_the_real_cli_splits_a_large_export_by_default(shop_csv: Path, tmp_path: Path) -> None:
     """No knobs turned: a CSV over SPLIT_FROM_BYTES, the installed CLI, real processes."""
@@ -259,6 +267,7 @@ def test_the_real_cli_splits_a_large_export_by_default(shop_csv: Path, tmp_path:
     assert f"{300 * (copies - 1):,}" in one[1]  # the duplicates were found across pieces
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_a_worker_that_dies_is_a_message_not_a_traceback(shop_csv: Path, tmp_path: Path) -> None:
     big, _ = _big_export(shop_csv, tmp_path)
@@ -284,6 +293,7 @@ def test_a_worker_that_dies_is_a_message_not_a_traceback(shop_csv: Path, tmp_pat
     assert "Traceback" not in message
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_between_pieces_is_a_worker_error(
     shop_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

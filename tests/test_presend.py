@@ -116,6 +116,7 @@ def _reads_of_a_send(
     return readings.count
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_a_send_checked_for_overlap_reads_its_export_twice(
     export: Path, tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch

@@ -133,6 +133,7 @@ def test_exactly_one_placed_order_and_one_ordered_product_per_line(order: Order)
     assert all(e.order_id == order.id and e.properties["OrderId"] == order.id for e in events)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(orders())
 def test_ordered_product_values_sum_to_the_row_totals(order: Order) -> None:
@@ -159,6 +160,7 @@ def test_unique_ids_are_deterministic(order: Order) -> None:
     assert first == [(e.metric, e.unique_id) for e in map_order(copy.deepcopy(twin))]
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(runs())
 def test_unique_ids_are_distinct_across_a_run(batch: list[Order]) -> None:

@@ -291,6 +291,7 @@ def _no_resend_of(done: set[str], requests: list[st.RequestLog], where: str = ""
             seen.add(key)
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 @pytest.mark.parametrize("endpoint", ["bulk", "single"])
 def test_kill_9_at_random_moments_then_resume_loses_nothing(
@@ -408,6 +409,7 @@ def hostile(big: Export, tmp_path_factory: pytest.TempPathFactory) -> HostileRun
     return HostileRun(cwd, result, s, big)
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_hostile_network_completes_and_loses_nothing(hostile: HostileRun) -> None:
     s, result = hostile.standin, hostile.result
@@ -447,6 +449,7 @@ def test_secrets_stay_out_of_output_and_files(hostile: HostileRun) -> None:
     assert any(r.status == 202 for r in hostile.standin.requests)
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_klaviyo_throttling_with_retry_after_is_waited_out(big: Export, tmp_path: Path) -> None:
     """A --rate-limit above the account's real one: Klaviyo's 429s (Retry-After) pause the
@@ -501,6 +504,7 @@ def test_an_event_only_klaviyo_refuses_is_isolated_and_reported(
     assert summary["orders_with_rejected_events"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_a_run_killed_between_a_rejection_and_its_resend_reports_it_once_after_resume(
     big: Export, tmp_path: Path
@@ -786,6 +790,7 @@ def test_a_send_whose_output_pipe_closes_stops_unfinished_and_resumes(
     assert ledger_state(checkpoint_in(tmp_path)) == "finished"
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_a_second_run_on_a_busy_checkpoint_is_refused_and_status_tells_a_killed_run(
     few: Export, tmp_path: Path
@@ -815,6 +820,7 @@ def test_a_second_run_on_a_busy_checkpoint_is_refused_and_status_tells_a_killed_
         assert s.keys() == few.expected
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_an_export_edited_before_its_resume_point_is_read_from_the_start_not_mid_row(
     big: Export, tmp_path: Path
@@ -873,6 +879,7 @@ def test_ctrl_c_prints_the_resume_command_on_one_line(few: Export, tmp_path: Pat
 # ---------------------------------------------------------------- 9. checkpoint refusals
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_checkpoint_refusals_status_and_nothing_to_do(small: Export, tmp_path: Path) -> None:
     small.copy_to(tmp_path)

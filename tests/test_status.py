@@ -46,6 +46,7 @@ def row(status: str, label: str) -> str:
     return " ".join(match.group(1).split())
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_status_after_a_no_op_resume_shows_the_jobs_rejections(tmp_path: Path) -> None:
     shutil.copy(PROBLEMS, tmp_path / "orders.csv")
@@ -106,6 +107,7 @@ def test_events_klaviyo_refused_are_counted_apart_from_rejected_orders(tmp_path:
     assert row(status, "Orders with events Klaviyo rejected") == "2"
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_a_killed_run_is_stopped_abruptly_wherever_it_is_named(tmp_path: Path) -> None:
     shutil.copy(SAMPLES / "shopify_orders_export.csv", tmp_path / "orders.csv")
