@@ -304,6 +304,7 @@ def forms_of(key: str) -> list[bytes]:
             core, key.encode().hex().encode(), key.encode().hex().upper().encode()]  # fmt: skip
 
 
+@pytest.mark.e2e
 def test_a_key_echoed_upper_cased_or_base64_is_in_no_output_or_file(tmp_path: Path) -> None:
     """A server that echoes the key upper-cased, base64-encoded or in hex (and a terminal
     escape with it): none of it reaches stdout, stderr, the log, the failures file, the
@@ -361,6 +362,7 @@ def test_the_redactor_takes_every_form_out() -> None:
 # ---------------------------------------------------------------- 10. server text printed inert
 
 
+@pytest.mark.e2e
 def test_terminal_escapes_in_an_integration_name_are_not_printed(tmp_path: Path) -> None:
     """The overlap error named another integration as Klaviyo wrote it: an escape sequence
     (clear the screen, retitle the window) reached the terminal raw."""
@@ -382,6 +384,7 @@ def test_terminal_escapes_in_an_integration_name_are_not_printed(tmp_path: Path)
 # ---------------------------------------------------------------- 7. messages, not tracebacks
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("command", ["send", "verify", "preflight"])
 def test_a_base_url_ending_in_a_newline_is_a_message(command: str, tmp_path: Path) -> None:
     export_in(tmp_path)
@@ -391,6 +394,7 @@ def test_a_base_url_ending_in_a_newline_is_a_message(command: str, tmp_path: Pat
     assert "the base URL 'https://a.klaviyo.com\\n' is not a URL" in result.stderr, said(result)
 
 
+@pytest.mark.e2e
 def test_a_layout_naming_an_unknown_hook_is_a_message(tmp_path: Path) -> None:
     (tmp_path / "layout.toml").write_text(
         '[layout]\nkind = "json"\nhook = "nope"\n'
@@ -427,6 +431,7 @@ def sent_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int
     return where / "good.sqlite", port
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_checkpoint_with_bad_stored_values_is_named_by_status_and_verify(
     damage: str, sent_checkpoint: tuple[Path, int], tmp_path: Path
@@ -463,6 +468,7 @@ def state_root() -> Path:
     return Path(os.environ["XDG_STATE_HOME"]) / "klaviyo-backfill"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("where", ["", "checkpoints", "accounts", "tmp"])
 @pytest.mark.parametrize("wrong", ["writable by others", "a link", "another user's"])
 def test_every_folder_of_the_state_tree_must_be_the_users_own(
@@ -502,6 +508,7 @@ def test_every_folder_of_the_state_tree_must_be_the_users_own(
     assert fix in err, said(result)
 
 
+@pytest.mark.e2e
 def test_a_linked_account_ledger_is_named_with_a_fix_that_works(tmp_path: Path) -> None:
     """It was told to continue with --resume or start over with --restart: neither removes
     the link, so both failed the same way."""
@@ -527,6 +534,7 @@ def test_a_linked_account_ledger_is_named_with_a_fix_that_works(tmp_path: Path) 
 # ---------------------------------------------------------------- 11, 12. what is said
 
 
+@pytest.mark.e2e
 def test_a_failures_path_with_brackets_is_printed_as_it_is(tmp_path: Path) -> None:
     """rich read `out[x/y]z.jsonl` as markup and printed `outz.jsonl`."""
     csv_with(tmp_path, "Total", "1e999999")
@@ -539,6 +547,7 @@ def test_a_failures_path_with_brackets_is_printed_as_it_is(tmp_path: Path) -> No
     assert (tmp_path / "out[x" / "y]z.jsonl").exists()
 
 
+@pytest.mark.e2e
 def test_acknowledgements_without_klaviyos_rate_limit_headers_are_counted(
     tmp_path: Path,
 ) -> None:
@@ -597,6 +606,7 @@ def test_a_stream_longer_than_the_cap_stops_and_its_copy_is_removed(
     assert [p.name for p in tmp_path.iterdir()] == ["orders.csv"]  # the copy is gone
 
 
+@pytest.mark.e2e
 def test_a_copy_a_killed_run_left_is_removed_by_the_next(tmp_path: Path) -> None:
     """kill -9 leaves the copy of standard input (customer data) behind: nothing runs then.
     The next run that copies a stream removes those of processes that are gone."""
@@ -626,6 +636,7 @@ def test_a_copy_a_killed_run_left_is_removed_by_the_next(tmp_path: Path) -> None
 # ---------------------------------------------------------------- 6. the reads' waits told
 
 
+@pytest.mark.e2e
 def test_a_429_on_the_read_before_a_send_is_told_and_sigterm_says_how_to_continue(
     tmp_path: Path,
 ) -> None:

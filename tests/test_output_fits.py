@@ -20,17 +20,12 @@ import termios
 from datetime import UTC, datetime
 from pathlib import Path
 
+import cli_helpers
+import corpus
 import pytest
+import standin as st
+from cli_helpers import CLI
 from click.testing import CliRunner
-
-try:
-    import corpus
-    import standin as st
-    from cli_helpers import CLI
-except ImportError:  # tests/ made a package
-    from tests import corpus
-    from tests import standin as st
-    from tests.cli_helpers import CLI
 
 from klaviyo_backfill.cli import main
 
@@ -40,11 +35,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
 def environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAVIYO_")}
-    env.pop("COLUMNS", None)
-    env.pop("LINES", None)
-    env.update(KLAVIYO_API_KEY=KEY, TERM="xterm", **extra)
-    return env
+    return cli_helpers.env(KEY, TERM="xterm", **extra)
 
 
 def on_a_terminal(cwd: Path, *args: str, columns: int = 80) -> tuple[int, str]:
@@ -81,8 +72,7 @@ def widest(text: str) -> int:
 
 
 def plain(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, *args], cwd=cwd, env=environment(**env), capture_output=True,
-                          text=True, timeout=180)  # fmt: skip
+    return cli_helpers.run(cwd, KEY, *args, columns=None, timeout=180, TERM="xterm", **env)
 
 
 @pytest.fixture(scope="module")
