@@ -1,7 +1,9 @@
-"""Running the real CLI in tests: the console script of this venv, in an environment that does
+"""Running the CLI in tests: the console script's `main()` in a process of its own, forked from
+this process's launcher (tests/launcher.py, which imported the package once), or in this
+process with its rate windows on a test's clock (`in_process`); in an environment that does
 not depend on who runs the tests (none of the user's KLAVIYO_* variables, proxies, certificate
-paths or terminal size), a free port for a server to listen on, the sample export, and where
-runs keep their checkpoints (conftest gives every test its own state folder)."""
+paths or terminal size). Also: a free port for a server to listen on, the sample export, and
+where runs keep their checkpoints (conftest gives every test its own state folder)."""
 
 from __future__ import annotations
 

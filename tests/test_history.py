@@ -210,7 +210,8 @@ def test_two_windows_sent_apart_both_land_and_verify_covers_both(
                    "2020-07-01")  # fmt: skip
         assert early.returncode == late.returncode == 1, early.stderr + late.stderr
         assert 0 < first < len(s.keys())
-        done = run(tmp_path, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json")
+        done = in_process(tmp_path, KEY, "verify", "orders.csv", "--base-url", s.url,
+                          "--json", "v.json", clock=s.clock)  # fmt: skip
         stored = len(s.keys())
     doc = json.loads((tmp_path / "v.json").read_text())
     assert done.returncode == 0 and doc["status"] == "ok", done.stdout + done.stderr

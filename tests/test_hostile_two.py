@@ -372,7 +372,8 @@ def test_terminal_escapes_in_an_integration_name_are_not_printed(tmp_path: Path)
         klaviyo.preload([st.other_event("Placed Order", "2024-12-29T00:49:29+00:00",
                                         integration=(name, "eCommerce"))])  # fmt: skip
         result = send(tmp_path, klaviyo.url)
-        checked = cli(tmp_path, "preflight", "orders.csv", "--base-url", klaviyo.url)
+        checked = in_process(tmp_path, KEY, "preflight", "orders.csv", "--base-url",
+                             klaviyo.url, clock=klaviyo.clock, columns=80)  # fmt: skip
     assert result.returncode == 2 and "another integration" in result.stderr, said(result)
     assert checked.returncode == ExitCode.OVERLAP, said(checked)
     for run in (result, checked):
