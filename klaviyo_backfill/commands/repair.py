@@ -110,8 +110,8 @@ def repair(
     job: Job, config: SendConfig, options: SendOptions, progress: Watcher | None
 ) -> SendOutcome:
     """Send the listed events of the job's exports, with a checkpoint of the repair's own."""
-    from ..pipeline.job import FINGERPRINTED
-    from ..state.checkpoint import Ledger, open_ledger
+    from ..pipeline.session import SendSession
+    from ..results import Finished
     from ..state.lock import JobLock
     from .send import send_job
 
@@ -119,14 +119,12 @@ def repair(
     only = load(options.repair)
     path = Path(options.repair).with_suffix(".sqlite")
     mode: Mode = "resume" if options.mode == "resume" and path.exists() else "restart"
-    with JobLock(path):
-        ledger = open_ledger(path, mode, job.fingerprint(), FINGERPRINTED, config.account)
-        assert isinstance(ledger, Ledger)  # restart or resume: never "finished"
-        try:
-            outcome = send_job(job, config, ledger, progress, mode == "resume", None, False,
+    with JobLock(path):  # the account's ledger holds these events already: not asked
+        session = SendSession.open(job, path, mode, config.account, shared=False)
+        assert not isinstance(session, Finished)  # restart or resume: never "finished"
+        with session:
+            outcome = send_job(job, config, session, progress, mode == "resume", False,
                                only=only)  # fmt: skip
-        finally:
-            ledger.close()
     skipped = outcome.stats.skipped  # the orders the repair does not list: held as sent
     skipped["held as sent (not in the repair)"] = skipped.pop("already sent (checkpoint)", 0)
     return outcome

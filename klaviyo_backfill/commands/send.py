@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -30,34 +29,27 @@ from ..klaviyo.http import clean_key, loopback_only
 from ..klaviyo.sender import SendConfig, Sender, SendStats, client_for, tuned
 from ..klaviyo.throttle import parse_rate_limit
 from ..options import SendOptions
-from ..pipeline.job import FINGERPRINTED, job_from
+from ..pipeline.job import job_from
 from ..pipeline.orders import Resume
+from ..pipeline.session import SendSession
 from ..pipeline.stages import open_output, orders, outputting, profiles_for, requests
-from ..pipeline.summary import Stats, describe
-from ..pipeline.tracker import Tracker
+from ..pipeline.summary import Stats
 from ..presend.delta import Delta
 from ..presend.latest import Latest
 from ..presend.overlap import overlap_check
 from ..presend.survey import Survey
 from ..results import Finished, SendOutcome, Unwatched, Watcher
-from ..state.account_ledger import AccountLedger, account_ledger_path
-from ..state.account_ledger import replay as replay_journal
-from ..state.checkpoint import Landmarks, Ledger, open_ledger, superseded
-from ..state.failures import Failures
+from ..state.checkpoint import Ledger, superseded
 from ..state.locate import discard, found_for, locate
 from ..state.lock import JobLock
 from .continuation import continuation
 from .repair import Only, replay_args
 
 if TYPE_CHECKING:  # annotations only
-    from ..klaviyo.sender import SendConfig, Sender
     from ..mapping.encode import Request
-    from ..model import Position
     from ..pipeline.job import Job
-    from ..pipeline.orders import MappedOrder, Resume
-    from ..pipeline.summary import Stats
+    from ..pipeline.orders import MappedOrder
     from ..pipeline.tracker import Tracker
-    from ..state.account_ledger import AccountLedger
 
 
 def send_config(job: Job, options: SendOptions, ask_key: Callable[[], str | None]) -> SendConfig:
@@ -227,37 +219,19 @@ def _send_locked(
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM in the check: nothing sent, no job yet
             return SendOutcome(Stats(), SendStats(), 0.0, interrupted=True, signal=got[0],
                                continuation=continuation(options, resume=False))  # fmt: skip
-    try:
-        ledger = open_ledger(path, mode, fingerprint, FINGERPRINTED, account, not options.resend)
-        if isinstance(ledger, Finished) and options.resend:  # sent completely; --resend: again
-            ledger = open_ledger(path, "restart", fingerprint, FINGERPRINTED, account, keep=False)
-    except BaseException:
-        if built is not None:
-            built.close()
-        raise
-    if isinstance(ledger, Finished):
-        if built is not None:
-            built.close()
-        return ledger
-    ledger.put(command=command, failures=os.path.abspath(job.failures or ""),
-               window=_window(options))  # fmt: skip
+    notes: dict[str, object] = {"command": command, "window": _window(options),
+                                "failures": os.path.abspath(job.failures or "")}  # fmt: skip
     if overlap is not None:
-        ledger.put(overlap=overlap)
-    ledger.put(send_args=replay_args(options))  # what `verify` prints a repair with
-    try:
-        held = AccountLedger(account_ledger_path(account))
-    except BaseException:
-        ledger.close()
-        if built is not None:
-            built.close()
-        raise
-    try:
-        outcome = send_job(job, config, ledger, progress, mode == "resume", held,
-                           skip_held=not options.resend, built=built)  # fmt: skip
-        unused = isinstance(outcome.error, SendError) and not ledger.has_orders()
-    finally:
-        ledger.close()
-        held.close()
+        notes["overlap"] = overlap
+    notes["send_args"] = replay_args(options)  # what `verify` prints a repair with
+    with contextlib.closing(built) if built is not None else contextlib.nullcontext():
+        session = SendSession.open(job, path, mode, account, resend=options.resend, notes=notes)
+        if isinstance(session, Finished):
+            return session
+        with session:
+            outcome = send_job(job, config, session, progress, mode == "resume",
+                               skip_held=not options.resend, built=built)  # fmt: skip
+            unused = isinstance(outcome.error, SendError) and not session.ledger.has_orders()
     if unused:  # the job was refused (a wrong key) before Klaviyo acknowledged anything:
         discard(path)  # a checkpoint would only stand in the way of the corrected run
     return outcome
@@ -303,84 +277,47 @@ async def _send_async(
     return received
 
 
-def _resume_point(ledger: Ledger, landmarks: Landmarks, stats: Stats) -> Position | None:
-    """Where a resumed run seeks to; None (read from the start, skipping sent orders by id)
-    where there is none, or the export changed before it."""
-    point = ledger.watermark()
-    if point is not None and not ledger.still_there(point, landmarks):
-        point = None
-        stats.resumed_at = (
-            "the start (the export changed before its resume point: sent orders skipped by id)"
-        )
-    return point
-
-
 def send_job(
     job: Job,
     config: SendConfig,
-    ledger: Ledger,
+    session: SendSession,
     progress: Watcher | None = None,
     resume: bool = False,
-    account: AccountLedger | None = None,
     skip_held: bool = True,
     built: Latest | None = None,
     only: Only | None = None,
 ) -> SendOutcome:
-    """Send the job with an open ledger; record each acknowledgement (in the account's
-    ledger too, given one, whose events are skipped unless `skip_held` is False). `built`:
-    the table of each customer's latest order, where the overlap check's pass made it (it
-    is closed here)."""
+    """Send the job in an open session; record each acknowledgement (in the account's
+    ledger too, where the session holds it: its events are skipped unless `skip_held` is
+    False). `built`: the table of each customer's latest order, where the overlap check's
+    pass made it."""
 
-    stats, send_stats = Stats(), SendStats()
-    failures = Failures(job.failures)
-    landmarks = Landmarks([source.path for source in job.inputs])
-    tracker = Tracker(ledger, failures, send_stats, landmarks, account)
-    reader = ledger.reader()
-    point = _resume_point(ledger, landmarks, stats) if resume else None
-    written = ledger.get("journal")
-    if account is not None and written:  # the last acknowledgements the checkpoint recorded:
-        replay_journal(account, written)  # the account's ledger may have stopped short of them
-    if resume:  # rejections this run will not meet again come from the ledger; those it
-        ledger.forget_from(point)  # meets again, it records again
-        for rejection in ledger.rejections(before=point):
-            failures.write(rejection)
-            tracker.reported.add((rejection.order_id, rejection.detail))
+    ledger, account, stats = session.ledger, session.account, session.stats
+    point = session.resume_point(resume)
     delta = Delta(account, job.payload_salt()) if account is not None and skip_held else None
-    is_done: Callable[[str], bool] | None = reader.is_done if ledger.has_orders() else None
+    is_done: Callable[[str], bool] | None = session.reader.is_done if ledger.has_orders() else None
     if only is not None:  # a repair: the orders it lists, not yet done
         is_done = _either(only.skip_order, is_done)
     survey, watcher = None, progress or Unwatched()
-    latest = job.profile_attributes == "latest"
+    fresh = is_done is None and point is None  # from the start, asking no checkpoint
     try:
-        ahead = ExitStack()
-        try:
-            fresh = is_done is None and point is None  # from the start, asking no checkpoint
-            # to an account that holds orders: one reading for both (a resumed run replays
-            # nothing, it reads from its resume point: it surveys for its profile table)
-            needed = latest and built is None  # the profile table, unless the overlap check's
-            if delta is not None and not delta.empty and Survey.suits(job) and (fresh or needed):
-                watcher.preparing("Reading the export against what this account holds")
-                survey = Survey.take(job, delta, needed)
-            elif needed:
-                watcher.preparing("Reading the export for each customer's latest order")
-            # latest: a pass over the exports (or the survey's, or the overlap check's)
-            ready = ahead.enter_context(profiles_for(job, delta, account, survey, built))
-            built = None  # profiles_for closes it
-        except KeyboardInterrupt:  # Ctrl-C while reading, before the first request
-            return SendOutcome(stats, send_stats, 0.0, interrupted=True, signal=signal.SIGINT,
-                               failures_path=job.failures)  # fmt: skip
-        replay = survey if fresh else None  # a resumed run reads from its resume point
-        checked = Resume(is_done, point, tracker.input_rejected, delta, replay,
-                         only.keeps if only is not None else None)  # fmt: skip
-        with ahead:
-            return _sending(ready, config, ledger, watcher, checked, tracker, stats)
-    finally:
-        if survey is not None:
-            survey.close()
-        if built is not None:  # not handed on (an error before the send began)
-            built.close()
-        failures.close()
-        reader.close()
+        # to an account that holds orders: one reading for both (a resumed run replays
+        # nothing, it reads from its resume point: it surveys for its profile table)
+        needed = job.profile_attributes == "latest" and built is None  # unless the overlap
+        if delta is not None and not delta.empty and Survey.suits(job) and (fresh or needed):
+            watcher.preparing("Reading the export against what this account holds")
+            survey = session.hold(contextlib.closing(Survey.take(job, delta, needed)))
+        elif needed:  # check's pass built the table
+            watcher.preparing("Reading the export for each customer's latest order")
+        # latest: a pass over the exports (or the survey's, or the overlap check's)
+        ready = session.hold(profiles_for(job, delta, account, survey, built))
+    except KeyboardInterrupt:  # Ctrl-C while reading, before the first request
+        return SendOutcome(stats, session.send_stats, 0.0, interrupted=True,
+                           signal=signal.SIGINT, failures_path=job.failures)  # fmt: skip
+    replay = survey if fresh else None  # a resumed run reads from its resume point
+    checked = Resume(is_done, point, session.tracker.input_rejected, delta, replay,
+                     only.keeps if only is not None else None)  # fmt: skip
+    return _sending(ready, config, session, watcher, checked)
 
 
 def _either(
@@ -390,20 +327,15 @@ def _either(
 
 
 def _sending(
-    job: Job,
-    config: SendConfig,
-    ledger: Ledger,
-    progress: Watcher,
-    checked: Resume,
-    tracker: Tracker,
-    stats: Stats,
+    job: Job, config: SendConfig, session: SendSession, progress: Watcher, checked: Resume
 ) -> SendOutcome:
 
+    tracker, stats = session.tracker, session.stats
     send_stats, failures = tracker.stats, tracker.failures
     encoder = config.endpoint.encoder(job.backfill, config.public_key)
     started = time.monotonic()
     outcome = SendOutcome(stats, send_stats, 0.0, failures_path=job.failures)
-    ledger.mark_running([source.path for source in job.inputs])
+    session.ledger.mark_running([source.path for source in job.inputs])
     ended = False  # an exception that escapes leaves the run "stopped", never "finished"
     try:
         with open_output(job.output) as out:
@@ -426,7 +358,7 @@ def _sending(
         outcome.failures = failures.count
         outcome.failure_kinds = dict(failures.kinds)
         outcome.elapsed = time.monotonic() - started
-        _noting(outcome, lambda: _close(ledger, job, outcome, ended))
+        _noting(outcome, lambda: session.end(outcome, ended))
     return outcome
 
 
@@ -444,19 +376,3 @@ def _noting(outcome: SendOutcome, step: Callable[[], None]) -> None:
     except BackfillError as exc:
         if outcome.error is None:
             outcome.error = exc
-
-
-def _close(ledger: Ledger, job: Job, outcome: SendOutcome, ended: bool) -> None:
-
-    stopped = not ended or outcome.interrupted or outcome.error is not None
-    limited = job.filters.limit is not None and outcome.stats.orders_mapped >= job.filters.limit
-    state = "stopped" if stopped else ("limited" if limited else "finished")
-    outcome.limited = state == "limited"
-    stats, send = outcome.stats, outcome.send
-    summary = describe(stats) | {
-        "sent": dict(send.events_sent),
-        "orders_settled": send.orders_sent + send.orders_with_rejections,
-        "bytes_read": stats.bytes_done,
-        "bytes_total": stats.bytes_total,
-    }
-    ledger.put(state=state, ended=str(time.time()), last_run=summary)
