@@ -116,6 +116,11 @@ def input_flags(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--limit", type=click.IntRange(min=1), help="Only the first N orders."),
         click.option(
+            "--store",
+            help="The shop these orders come from, where several send to one account: their "
+            "ids and the account's ledger then key each order by store and id.",
+        ),
+        click.option(
             "--jobs",
             type=click.IntRange(min=1),
             help="Processes that read a large CSV: to map it for --dry-run and inspect, and "
@@ -181,6 +186,7 @@ def _inputs(kw: dict[str, Any]) -> InputOptions:
         timezone=kw["tz"],
         timezone_given=_given("tz"), currency=kw["currency"], since=kw["since"],
         until=kw["until"], date_order=kw["date_order"], limit=kw["limit"], jobs=kw["jobs"],
+        store=kw["store"],
     )  # fmt: skip
 
 

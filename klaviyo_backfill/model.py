@@ -9,6 +9,7 @@ from typing import Any
 
 __all__ = [
     "METRICS",
+    "STORE",
     "Address",
     "Event",
     "Filters",
@@ -20,6 +21,7 @@ __all__ = [
     "Rejection",
     "identity",
     "item_key",
+    "order_key",
     "utc_month",
 ]
 
@@ -44,6 +46,16 @@ def identity(profile: dict[str, Any]) -> str:
     return str(
         profile.get("email") or profile.get("phone_number") or profile.get("external_id") or ""
     )
+
+
+STORE = "Store"  # the event property that names an order's store (`--store`)
+
+
+def order_key(store: str | None, order_id: str) -> str:
+    """What an order is known by, in the account's ledger, its events' unique ids and the
+    per-order proof: its id, or, where a store is named (`--store`), "<store>:<id>", so two
+    shops' order 1001 are two orders. Without a store, the id as it always was."""
+    return order_id if not store else f"{store}:{order_id}"
 
 
 def item_key(properties: dict[str, Any]) -> str:
@@ -157,6 +169,12 @@ class Order:
     cancel_reason: str | None = None
     refunds: list[Refund] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    store: str | None = None  # the store it was sold in, where one is named (`--store`)
+
+    @property
+    def key(self) -> str:
+        """What the order is known by: its id, qualified by its store (`order_key`)."""
+        return order_key(self.store, self.id)
 
 
 @dataclass(slots=True)

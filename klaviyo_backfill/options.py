@@ -54,6 +54,7 @@ class InputOptions:
     date_order: str | None = None  # --since/--until in figures: "dmy" or "mdy"
     limit: int | None = None
     jobs: int | None = None  # processes for a dry run or inspect (None: one per core)
+    store: str | None = None  # the store the orders were sold in (several shops, one account)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ def continuation(options: SendOptions, resume: bool = True) -> str:
         ("--currency", source.currency),
         ("--since", source.since),
         ("--until", source.until),
+        ("--store", source.store),
         ("--endpoint", options.endpoint if options.endpoint != "bulk" else None),
         ("--revision", options.revision if options.revision != DEFAULT_REVISION else None),
         ("--base-url", options.base_url if options.base_url != DEFAULT_BASE_URL else None),

@@ -11,7 +11,7 @@ from ..errors import ScopeError
 from ..klaviyo.account import account_id
 from ..klaviyo.reading import Reader
 from ..klaviyo.throttle import ideal_seconds, parse_rate_limit
-from ..model import PLACED
+from ..model import PLACED, order_key
 from ..options import SendOptions
 from ..pipeline.job import job_from
 from ..pipeline.stages import export_pass
@@ -49,7 +49,7 @@ def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: 
     placed = api.get(PLACED)
     if placed is not None:
         months = sorted({month for metric, month in stats.metric_months if metric == PLACED})
-        held = asyncio.run(held_by_api(config, placed, months, ids))
+        held = asyncio.run(held_by_api(config, placed, months, ids, job.store))
         scopes["events:read"] = held is not None
         theirs = _not_ours(held, config) if held else {}
         if theirs:
@@ -58,18 +58,22 @@ def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: 
 
 
 async def held_by_api(
-    config: ReadConfig, placed: Metric, months: list[str], ids: set[str]
+    config: ReadConfig, placed: Metric, months: list[str], ids: set[str], store: str | None = None
 ) -> dict[str, str] | None:
     """The export's orders whose OrderId the API's Placed Order holds in the export's months
-    (order id -> month): this tool's, or another API sender's (the merchant's own live
-    integration). None when the key cannot read events (events:read)."""
+    (order key -> month): this tool's, or another API sender's (the merchant's own live
+    integration). With a `store`, an event of that store, or of none (a sender that names
+    no store may be this shop's). None when the key cannot read events (events:read)."""
     held: dict[str, str] = {}
     async with Reader(config) as reader:
         try:
             for window in windows({(PLACED, month): 1 for month in months}):
                 for event in await reader.events(placed.id, window.start, window.end):
-                    if event.order_id in ids:
-                        held.setdefault(event.order_id, window.month)
+                    key = event.order_id
+                    if store and key not in ids:
+                        key = order_key(store, key)
+                    if key in ids:
+                        held.setdefault(key, window.month)
         except ScopeError as exc:
             if "events:read" not in exc.scopes:
                 raise

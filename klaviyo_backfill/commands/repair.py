@@ -42,7 +42,8 @@ def replay_args(options: SendOptions) -> list[str]:
     for flag, value in (("--format", i.fmt), ("--layout", _abs(i.layout)),
                         ("--products", _abs(i.products)), ("--encoding", i.encoding),
                         ("--delimiter", getattr(i, "delimiter", None)),
-                        ("--currency", i.currency), ("--since", i.since), ("--until", i.until)):  # fmt: skip
+                        ("--currency", i.currency), ("--since", i.since), ("--until", i.until),
+                        ("--store", i.store)):  # fmt: skip
         if value:
             args += [flag, value]
     if i.timezone != "UTC":

@@ -37,8 +37,10 @@ from ..pipeline.summary import Stats
 from ..presend.delta import Delta
 from ..presend.latest import Latest
 from ..presend.overlap import overlap_check
+from ..presend.stores import refuse_storeless
 from ..presend.survey import Survey
 from ..results import Finished, SendOutcome, Unwatched, Watcher
+from ..state.account_ledger import AccountLedger, account_ledger_path
 from ..state.checkpoint import Ledger, superseded
 from ..state.locate import discard, found_for, locate
 from ..state.lock import JobLock
@@ -199,6 +201,7 @@ def _send_locked(
     account = config.account
     fingerprint = job.fingerprint()
     mode = options.mode
+    _check_stores(job, account)
     if continues_limited(path, mode, fingerprint):  # a plain rerun continues a limited run
         mode = "resume"
     new_job = (
@@ -224,17 +227,33 @@ def _send_locked(
     if overlap is not None:
         notes["overlap"] = overlap
     notes["send_args"] = replay_args(options)  # what `verify` prints a repair with
+    if job.store is not None:
+        notes["store"] = job.store
     with contextlib.closing(built) if built is not None else contextlib.nullcontext():
         session = SendSession.open(job, path, mode, account, resend=options.resend, notes=notes)
         if isinstance(session, Finished):
             return session
         with session:
+            if session.account is not None:
+                session.account.sending_for(job.store)
             outcome = send_job(job, config, session, progress, mode == "resume",
                                skip_held=not options.resend, built=built)  # fmt: skip
             unused = isinstance(outcome.error, SendError) and not session.ledger.has_orders()
     if unused:  # the job was refused (a wrong key) before Klaviyo acknowledged anything:
         discard(path)  # a checkpoint would only stand in the way of the corrected run
     return outcome
+
+
+def _check_stores(job: Job, account: str) -> None:
+    """A send that names a store, to an account that holds its orders as sent without one,
+    is refused before anything is done (presend/stores.py)."""
+    if job.store is None and not any("store" in s.layout.order for s in job.inputs):
+        return
+    held = AccountLedger(account_ledger_path(account))
+    try:
+        refuse_storeless(job, held)
+    finally:
+        held.close()
 
 
 def _track(encoded: Iterator[MappedOrder], tracker: Tracker) -> Iterator[MappedOrder]:

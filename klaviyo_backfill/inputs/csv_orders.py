@@ -14,7 +14,7 @@ from operator import itemgetter, methodcaller
 from typing import IO, Any, BinaryIO, Protocol, TextIO
 
 from ..errors import InputError, LayoutError
-from ..model import RawOrder
+from ..model import RawOrder, order_key
 from .layouts import Layout, Source
 from .sources import CAP, Input, decode_error, open_text
 
@@ -52,6 +52,12 @@ class HeldRows(Protocol):
         ...
 
 
+def _key(ident: dict[str, Any]) -> str | None:
+    """What the checkpoint and the account's ledger know an order by (model.order_key)."""
+    order_id = ident.get("id")
+    return None if order_id is None else order_key(ident.get("store"), order_id)
+
+
 class _CsvOrders:
     """Groups adjacent rows that share the order's key column into RawOrders.
 
@@ -64,11 +70,16 @@ class _CsvOrders:
         layout: Layout,
         header: list[str],
         skip: Callable[[str], bool] | None = None,
+        store: str | None = None,
     ) -> None:
         self.path = path
         self.skip = skip
+        self.store = store  # `--store`: the store of an order whose row names none
         self.width = len(header)
-        self.id_plan = _Plan(header, {"id": layout.order["id"]})
+        named: dict[str, tuple[Source, ...]] = {
+            k: layout.order[k] for k in ("id", "store") if k in layout.order
+        }
+        self.id_plan = _Plan(header, named)
         self.order = _Plan(header, layout.order)
         self.line = _Plan(header, layout.line)
         key_column = layout.group_by or layout.order["id"][0].path
@@ -84,29 +95,40 @@ class _CsvOrders:
                 yield self.build(*group)
             return
         while batch := list(islice(groups, held.BATCH)):
-            ids = [self.id_plan.cells(rows[0]).get("id") for rows, *_ in batch]
-            verdicts = held.rows([(oid, rows) for oid, (rows, *_) in zip(ids, batch, strict=True)])
-            for (rows, line, offset, end), oid, (digest, known) in zip(
-                batch, ids, verdicts, strict=True
+            idents = [self.ident(rows[0]) for rows, *_ in batch]
+            keys = [_key(ident) for ident in idents]
+            verdicts = held.rows([(key, rows) for key, (rows, *_) in zip(keys, batch, strict=True)])
+            for (rows, line, offset, end), ident, key, (digest, known) in zip(
+                batch, idents, keys, verdicts, strict=True
             ):
-                if known is not None and oid is not None:
-                    yield RawOrder(self.path, line, {"id": oid}, [], offset=offset, end=end,
+                if known is not None and key is not None:
+                    yield RawOrder(self.path, line, ident, [], offset=offset, end=end,
                                    held=known)  # fmt: skip
                     continue
                 raw = self.build(rows, line, offset, end)
                 raw.digest = digest
                 yield raw
 
+    def ident(self, row: list[str]) -> dict[str, Any]:
+        """The order's id, and its store (its row's, else `--store`'s) where one is named."""
+        cells = self.id_plan.cells(row)
+        if self.store and "store" not in cells:
+            cells["store"] = self.store
+        return cells
+
     def build(self, rows: list[list[str]], line: int, offset: int, end: int) -> RawOrder:
         """Order fields come from the order's first row (Shopify fills them only there)."""
         if self.skip is not None:
-            order_id = self.id_plan.cells(rows[0]).get("id")
-            if order_id is not None and self.skip(order_id):
+            ident = self.ident(rows[0])
+            key = _key(ident)
+            if key is not None and self.skip(key):
                 return RawOrder(
-                    self.path, line, {"id": order_id}, [], already_sent=True, offset=offset, end=end
+                    self.path, line, ident, [], already_sent=True, offset=offset, end=end
                 )
         zones: dict[str, str] = {}
         fields = self.order.cells(rows[0], zones)
+        if self.store and "store" not in fields:
+            fields["store"] = self.store
         plan = self.line
         lines = [plan.cells(row) for row in rows] if plan else []
         if self.unescape:
@@ -279,6 +301,7 @@ def iter_csv(
     skip: Callable[[str], bool] | None = None,
     start: Start | None = None,
     held: HeldRows | None = None,
+    store: str | None = None,
 ) -> Iterator[RawOrder]:
     fh, lines = _open_lines(path, encoding)
     csv.field_size_limit(CAP)
@@ -292,7 +315,7 @@ def iter_csv(
                 raise InputError(path, "is empty")
             header = [h.strip() for h in header]
             _check_columns(path, layout, header)
-            orders = _CsvOrders(path, layout, header, skip)
+            orders = _CsvOrders(path, layout, header, skip, store)
             resumed = (
                 start is not None and isinstance(lines, _Lines) and start.offset > lines.offset
             )

@@ -36,6 +36,7 @@ class Input:
     # line items kept in a separate file (--products), by order id
     side_lines: dict[str, list[Any]] | None = None
     name: str | None = None  # what the user gave, where `path` is its spooled copy (spool)
+    store: str | None = None  # `--store`: the store of every order that names none itself
 
     @property
     def shown(self) -> str:

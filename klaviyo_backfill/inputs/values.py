@@ -22,6 +22,7 @@ from dateutil.parser import UnknownTimezoneWarning
 from ..errors import FieldError, UsageError
 
 __all__ = [
+    "STORE_LENGTH",
     "clean",
     "is_currency",
     "minor_units",
@@ -34,6 +35,7 @@ __all__ = [
     "quantize",
     "quantum",
     "read_time",
+    "store_problem",
     "zone",
 ]
 
@@ -204,6 +206,26 @@ def _iso_code_out(match: re.Match[str]) -> str:
 def is_currency(code: str) -> bool:
     """Whether `code` (any case) is an ISO 4217 currency code, current or withdrawn since 2011."""
     return code.upper() in _ISO_4217
+
+
+STORE_LENGTH = 40  # characters a store's name may have
+
+
+def store_problem(name: str) -> str | None:
+    """What is wrong with a store's name (`--store`, a layout's `store` field), if anything:
+    it goes into every unique id of its orders, so it is short, printable, and without ':'
+    (what joins it to the order id: model.order_key) or surrounding spaces."""
+    if not name:
+        return "is empty"
+    if len(name) > STORE_LENGTH:
+        return f"is longer than {STORE_LENGTH} characters"
+    if not name.isprintable():
+        return "holds a control or unprintable character"
+    if ":" in name:
+        return "holds ':' (it joins a store to an order id)"
+    if name != name.strip():
+        return "begins or ends with a space"
+    return None
 
 
 def minor_units(currency: str) -> int:

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import httpx
 import orjson
 
-from ..model import item_key
+from ..model import STORE, item_key, order_key
 from .retry import Retry
 
 __all__ = [
@@ -179,7 +179,7 @@ class HeldEvent(NamedTuple):
     """One stored event, as much of it as the per-order proof needs."""
 
     uuid: str
-    order_id: str  # its OrderId property ('' when it has none)
+    order_id: str  # its OrderId property ('' when it has none), "<Store>:<OrderId>" with a store
     item: str  # its line item (model.item_key) for Ordered Product, else ''
     value: float | None  # its $value
     at: int  # its time, UNIX seconds
@@ -223,8 +223,11 @@ def events_page(
         ):
             return "an event whose $value is not a finite number"
         order = props.get("OrderId")
+        if order is not None:  # with its store, as the job keys it (two shops' order 1001)
+            store = props.get(STORE)
+            order = order_key(None if store is None else str(store), str(order))
         key = item_key(props) if "SKU" in props or "ProductID" in props else ""
-        out.append(HeldEvent(uid, "" if order is None else str(order), key,
+        out.append(HeldEvent(uid, "" if order is None else order, key,
                              None if value is None else float(value), at))  # fmt: skip
     into.extend(out)
     return None

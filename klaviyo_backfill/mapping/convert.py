@@ -17,6 +17,7 @@ from ..inputs.values import (
     parse_money,
     parse_quantity,
     parse_time,
+    store_problem,
     zone,
 )
 from ..model import Address, Line, Order, RawOrder, Refund
@@ -49,6 +50,15 @@ class Settings:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     earliest: datetime = EARLIEST  # orders before it are rejected (`earliest_for`)
     zone_named: bool = False  # --timezone given: naive times are read in it without a warning
+
+
+def _store(value: Any) -> str | None:
+    """A row's store (a layout's `store` field, or `--store`'s, checked already)."""
+    name = _text(value)
+    problem = None if name is None else store_problem(name)
+    if problem is not None:
+        raise FieldError("store", value, f"store name {problem}")
+    return name
 
 
 def _text(value: Any) -> str | None:
@@ -135,6 +145,7 @@ class Converter:
             number=_text(fields.get("number")),
             discount_code=_text(fields.get("discount_code")),
             discount_value=self.money(raw, "discount_value"),
+            store=_store(fields.get("store")),
         )
         order.currency = self.currency(fields, order)
         email = parse_email(_filled(fields.get("email"))) if who_and_when else None

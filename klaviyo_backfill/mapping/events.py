@@ -13,6 +13,10 @@ Where the export says an order was fulfilled, cancelled or refunded but gives no
 (a WooCommerce status, a Shopify CSV refund), the event takes the order's creation time;
 a refund without a date takes the cancellation time when the order was cancelled. So no
 event is ever dated before its order.
+Where a store is named (`--store`), "order id" in these unique ids is "<store>:<order id>"
+(model.order_key) and every event carries a `Store` property (the guide has none: it is
+what tells two shops' order 1001 apart when Klaviyo's events are read back); `OrderId`
+stays the shop's own id.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from ..model import (
     ORDERED,
     PLACED,
     REFUNDED,
+    STORE,
     Address,
     Event,
     Line,
@@ -180,6 +185,8 @@ def _order_props(order: Order, items: list[dict[str, Any]]) -> dict[str, Any]:
     props: dict[str, Any] = {"OrderId": order.id}
     if order.number and order.number != order.id:
         props["OrderNumber"] = order.number
+    if order.store:  # what tells two stores' order 1001 apart when read back (shapes.py)
+        props[STORE] = order.store
     lines = order.lines
     categories = _unique([c for line in lines for c in line.categories])
     _put(props, "Categories", _array(categories, "Categories", warnings), warnings)
@@ -315,7 +322,8 @@ def map_order(order: Order, attributes: bool = True) -> list[Event]:
         _fit_size(props, order.warnings)
     total = quantize(order.total, order.currency)
 
-    oid, currency, created = order.id, order.currency, order.created_at
+    # the key, not the bare id, makes the unique ids: with a store, "<store>:<id>"
+    oid, currency, created = order.key, order.currency, order.created_at
 
     def event(
         metric: str, time: datetime, value: Decimal, unique_id: str, p: dict[str, Any]
@@ -324,7 +332,9 @@ def map_order(order: Order, attributes: bool = True) -> list[Event]:
 
     events = [Event(PLACED, created, oid, props, profile, total, currency, oid)]
     for key, item in zip(line_keys(order.lines), items, strict=True):
-        product = {"OrderId": oid, **item}
+        product = {"OrderId": order.id, **item}
+        if order.store:
+            product[STORE] = order.store
         if "Brand" in product:
             product["ProductBrand"] = product.pop("Brand")
         value = item["RowTotal"]
@@ -332,15 +342,11 @@ def map_order(order: Order, attributes: bool = True) -> list[Event]:
             Event(ORDERED, created, f"{oid}_{key}", product, profile, value, currency, oid)
         )
     if order.fulfilled:
-        events.append(
-            event(FULFILLED, order.fulfilled_at or order.created_at, total, order.id, props)
-        )
+        events.append(event(FULFILLED, order.fulfilled_at or order.created_at, total, oid, props))
     if order.cancelled:
         cancel = dict(props)
         _put(cancel, "Reason", order.cancel_reason, order.warnings)
-        events.append(
-            event(CANCELLED, order.cancelled_at or order.created_at, total, order.id, cancel)
-        )
+        events.append(event(CANCELLED, order.cancelled_at or order.created_at, total, oid, cancel))
     if order.refunds:
         amount, at, reason = _refund(order)
         if amount > order.total:
@@ -355,6 +361,6 @@ def map_order(order: Order, attributes: bool = True) -> list[Event]:
         _put(refund, "Reason", reason, order.warnings)
         value = quantize(amount, order.currency)
         events.append(
-            event(REFUNDED, at or order.cancelled_at or order.created_at, value, order.id, refund)
+            event(REFUNDED, at or order.cancelled_at or order.created_at, value, oid, refund)
         )
     return events

@@ -16,7 +16,7 @@ from ..inputs.detect import detect_layout, fits, sniff_kind, with_delimiter
 from ..inputs.json_orders import load_side_lines
 from ..inputs.layouts import Layout, builtin_layouts, delimiter_named, load
 from ..inputs.sources import Input, Skipped, gather, is_stream, spool
-from ..inputs.values import is_currency, parse_period, zone
+from ..inputs.values import STORE_LENGTH, is_currency, parse_period, store_problem, zone
 from ..klaviyo.endpoints import BACKFILL_REVISION, BULK, DEFAULT_REVISION, ENDPOINTS, Endpoint
 from ..klaviyo.throttle import parse_rate_limit
 from ..mapping.convert import Settings, earliest_for
@@ -39,7 +39,7 @@ __all__ = [
 # what a checkpoint's fingerprint covers, besides the exports: named when they differ
 FINGERPRINTED = (
     "endpoint, timezone, currency, since, until, revision, trigger-flows, layout, "
-    "profile-attributes"
+    "profile-attributes, store"
 )
 
 
@@ -65,6 +65,7 @@ class Job:
         None  # the rule profile_attributes gives (stages.profiles_for)
     )
     skipped: tuple[Skipped, ...] = ()  # what the folders given held that is no export
+    store: str | None = None  # `--store`: every order's store, where a row names none
 
     def payload_salt(self) -> bytes:
         """A digest of what changes an order's events apart from the order itself (the zone
@@ -93,6 +94,8 @@ class Job:
         )
         h.update(f"|{self.filters.since}|{self.filters.until}".encode())
         h.update(f"|profile-attributes={self.profile_attributes}".encode())
+        if self.store is not None:  # a job of one store never continues as another's
+            h.update(f"|store={self.store}".encode())
         for text in self.layout_texts:
             h.update(text.encode())
         return h.hexdigest()[:32]
@@ -273,6 +276,18 @@ def _filters(source: InputOptions, zone_info: tzinfo) -> Filters:
     return Filters(since, until, source.limit)
 
 
+def _store(name: str | None) -> str | None:
+    if name is None:
+        return None
+    problem = store_problem(name)
+    if problem is not None:
+        raise UsageError(
+            f"--store {name!r} {problem}",
+            f"Name the store in up to {STORE_LENGTH} printable characters, e.g. --store eu-shop.",
+        )
+    return name
+
+
 def _currency(code: str | None) -> str | None:
     if code and not is_currency(code):
         raise UsageError(f"--currency {code!r} is not an ISO 4217 code", "Write e.g. EUR.")
@@ -294,10 +309,13 @@ def job_from(options: SendOptions) -> Job:
     if options.rate_limit:
         parse_rate_limit(options.rate_limit)
     zone_info = zone(source.timezone)
+    store = _store(source.store)
     delimiter = delimiter_named(source.delimiter, "--delimiter") if source.delimiter else None
     inputs, texts, skipped = gather_inputs(
         list(source.paths), source.fmt, source.layout, source.encoding, source.products, delimiter
     )
+    if store is not None:
+        inputs = [replace(one, store=store) for one in inputs]
     filters = _filters(source, zone_info)
     # the time floor is the v3 API's, by revision; the legacy Track API sends no revision
     settings = Settings(
@@ -311,4 +329,5 @@ def job_from(options: SendOptions) -> Job:
         backfill=not options.trigger_flows, revision=options.revision, output=options.output,
         failures=options.failures or default_failures(source.paths), layout_texts=texts,
         jobs=source.jobs, profile_attributes=options.profile_attributes, skipped=tuple(skipped),
+        store=store,
     )  # fmt: skip

@@ -264,7 +264,7 @@ def stamp(raw: RawOrder, converter: Converter, filters: Filters, months: bool = 
         if in_window(order.created_at, filters):
             who = order.email or identity_of(order)  # Klaviyo keys a profile by its email first
             pairs = _months(order) if months else ()
-            return raw.offset, raw_id(raw), who, order.created_at.timestamp(), order.id, pairs
+            return raw.offset, raw_id(raw), who, order.created_at.timestamp(), order.key, pairs
     except FieldError:
         pass
     return raw.offset, raw_id(raw), None, 0.0, "", ()

@@ -14,7 +14,7 @@ from ..errors import FieldError
 from ..mapping.convert import Converter
 from ..mapping.encode import Encoder, Part
 from ..mapping.events import AttributeRule, identity_of, map_order
-from ..model import Event, Filters, Order, Position, RawOrder
+from ..model import Event, Filters, Order, Position, RawOrder, order_key
 from ..state.account_ledger import OrderFacts
 from .summary import Tally
 
@@ -32,8 +32,8 @@ class Prepared:
     line: int
     at: Position
     after: Position
-    raw_id: str | None  # the id as read: what duplicates are found by
-    key: str = ""  # the order's id once converted
+    raw_id: str | None  # the id as read (with its store: model.order_key): duplicates' key
+    key: str = ""  # the order's key once converted (its id, or "<store>:<id>")
     rejected: tuple[str, str, str] | None = None  # field, reason, message
     outside: bool = False  # outside --since/--until
     lines: int = 0
@@ -60,8 +60,11 @@ class Held:
 
 
 def raw_id(raw: RawOrder) -> str | None:
+    """The order's key as read: its id, with its store where one is named (`--store`)."""
     value = raw.get("id")
-    return (None if value is None else str(value).strip()) or None
+    found = (None if value is None else str(value).strip()) or None
+    store = raw.fields.get("store")
+    return order_key(str(store), found) if store and found else found
 
 
 def prepare(
@@ -85,7 +88,7 @@ def prepare(
     except FieldError as exc:
         prepared.rejected = (exc.field, exc.reason, str(exc))
         return prepared
-    prepared.key, prepared.lines, prepared.warnings = order.id, len(order.lines), order.warnings
+    prepared.key, prepared.lines, prepared.warnings = order.key, len(order.lines), order.warnings
     prepared.tally = Tally.of(events)
     prepared.events = events
     if encoder is not None:
@@ -107,7 +110,7 @@ def _mapped(order: Order, rule: AttributeRule | None, prepared: Prepared) -> lis
     who = identity_of(order)
     carries = rule(who, order)
     if carries:
-        prepared.stamp = (who, order.created_at.timestamp(), order.id)
+        prepared.stamp = (who, order.created_at.timestamp(), order.key)
     return map_order(order, carries)
 
 

@@ -60,7 +60,7 @@ class Latest:
 
     def __call__(self, who: str, order: Order) -> bool:
         """Whether this order's events carry the profile's attributes."""
-        mine: Mark = (order.created_at.timestamp(), order.id)
+        mine: Mark = (order.created_at.timestamp(), order.key)
         if self._db is None:
             self._db = sqlite3.connect(
                 f"file:{self.path}?mode=ro", uri=True, check_same_thread=False

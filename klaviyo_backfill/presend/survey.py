@@ -82,7 +82,7 @@ class _Look:
     def __call__(self, raw: RawOrder, converter: Converter) -> tuple[_Item, Stamp | None]:
         held = raw.held
         if held is not None:
-            return (raw.offset, raw.line, raw.fields["id"], held.events, held.who, held.at), None
+            return (raw.offset, raw.line, raw_id(raw), held.events, held.who, held.at), None
         mark = stamp(raw, converter, self.filters) if self.stamps else None
         return (raw.offset, raw.line, raw_id(raw), raw.digest), mark
 

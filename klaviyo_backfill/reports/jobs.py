@@ -62,6 +62,8 @@ def _job_table(ledger: Ledger) -> Table:
     table.add_column("value", overflow="fold")
     last = _when(ledger.get("ended")) or _when(ledger.get("started")) or "never"
     table.add_row("Account", ledger.get("account") or "(not recorded)")
+    if ledger.get("store"):
+        table.add_row("Store", ledger.get("store"))
     table.add_row("Window", ledger.get("window") or "every order")
     table.add_row("State", ledger.condition())
     table.add_row("Orders", _sent(ledger))

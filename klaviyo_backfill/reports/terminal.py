@@ -213,6 +213,9 @@ def status_table(path: Path, ledger: Ledger) -> Table:
     account = ledger.get("account")
     if account:
         table.add_row("Klaviyo account", f"{account} (a keyed hash of the key and base URL)")
+    store = ledger.get("store")
+    if store:
+        table.add_row("Store (--store)", store)
     table.add_row("Orders sent", f"{counts.get('sent', 0):,}")
     table.add_row("Orders with events Klaviyo rejected", f"{counts.get('rejected', 0):,}")
     table.add_row("Orders rejected (not sent)", f"{orders_rejected:,}")
@@ -258,6 +261,7 @@ def status_json(path: Path, ledger: Ledger) -> dict[str, Any]:
         "checkpoint": str(path),
         "state": ledger.condition(),
         "account": ledger.get("account"),
+        "store": ledger.get("store"),
         "overlap": ledger.get("overlap"),
         "orders_sent": counts.get("sent", 0),
         "orders_with_rejected_events": counts.get("rejected", 0),

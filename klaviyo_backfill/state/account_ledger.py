@@ -61,7 +61,14 @@ CREATE TABLE IF NOT EXISTS events (key BLOB PRIMARY KEY) WITHOUT ROWID;
 -- the order whose attributes (name, address) each profile was sent: a later export sends
 -- attributes only from a newer one (latest.py)
 CREATE TABLE IF NOT EXISTS profiles (who TEXT PRIMARY KEY, at REAL, oid TEXT) WITHOUT ROWID;
+-- the stores whose orders were sent ('': orders sent without --store, keyed by id alone)
+CREATE TABLE IF NOT EXISTS stores (name TEXT PRIMARY KEY) WITHOUT ROWID;
 """
+# a ledger from before stores were kept holds orders sent without one
+_STORELESS_BEFORE = (
+    "INSERT OR IGNORE INTO stores SELECT '' WHERE NOT EXISTS (SELECT 1 FROM stores)"
+    " AND (EXISTS (SELECT 1 FROM orders) OR EXISTS (SELECT 1 FROM events))"
+)
 
 
 _HELD = "SELECT digest, events, who, at FROM orders WHERE id = ?"
@@ -129,6 +136,7 @@ class AccountLedger:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(_SCHEMA)
+                self.db.execute(_STORELESS_BEFORE)
         except sqlite3.DatabaseError as exc:
             raise CheckpointError(
                 f"account ledger {path} cannot be read: {exc}",
@@ -156,6 +164,19 @@ class AccountLedger:
                 rows = self.db.execute(query, chunk).fetchall()
             found.update((row[0], _held(row[1:])) for row in rows)
         return found
+
+    @_guarded
+    def sending_for(self, store: str | None) -> None:
+        """Note that a send keys its orders by this store (None: by id alone)."""
+        with self.lock:
+            self.db.execute("INSERT OR IGNORE INTO stores VALUES (?)", (store or "",))
+
+    @_guarded
+    def holds_storeless(self) -> bool:
+        """Whether orders were sent to the account without a store (keyed by id alone)."""
+        with self.lock:
+            query = "SELECT EXISTS (SELECT 1 FROM stores WHERE name = '')"
+            return bool(self.db.execute(query).fetchone()[0])
 
     @_guarded
     def held_order(self, order_id: str) -> HeldOrder | None:

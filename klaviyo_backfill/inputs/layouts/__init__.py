@@ -63,6 +63,7 @@ ORDER_KEYS = frozenset(
         "discount_code",
         "discount_value",
         "status",
+        "store",
         "fulfillment_status",
     ]
     + [
