@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 import rogue
@@ -632,6 +633,137 @@ def test_a_copy_a_killed_run_left_is_removed_by_the_next(tmp_path: Path) -> None
     assert not left.exists()
     assert alive.exists()
     assert [p.name for p in spools.iterdir()] == [alive.name]  # its own copy removed at exit
+
+
+# ---------------------------------------------------------------- 5. listings bounded
+
+
+def read_from(url: str, call: Any, **config: Any) -> Any:
+    """`call(reader)` against `url`, the retries quick."""
+    import asyncio
+
+    from klaviyo_backfill.klaviyo.reading import ReadConfig, Reader
+    from klaviyo_backfill.klaviyo.retry import RetryPolicy
+
+    read = ReadConfig(url, KEY, retry=RetryPolicy(backoff_base=0.001, max_attempts=2), **config)
+
+    async def go() -> Any:
+        async with Reader(read) as reader:
+            return await call(reader)
+
+    return asyncio.run(go())
+
+
+def metric(n: int, name: str = "Placed Order") -> dict[str, Any]:
+    return {"type": "metric", "id": f"M{n}", "attributes": {"name": name, "integration": {
+        "key": "shopify", "name": "Shopify", "category": "eCommerce"}}}  # fmt: skip
+
+
+def test_huge_metric_pages_stop_at_the_listings_budget_naming_the_endpoint() -> None:
+    """7.5 MB pages of metrics, each with a next page, were all kept: 1.8 GB in 60 s. Now the
+    pages of one listing take at most its budget (64 MB; 1 MB here): an error naming the
+    endpoint at the page that passes it."""
+    from klaviyo_backfill.errors import QueryError
+
+    padding = "x" * 100_000
+
+    def answer(seen: Seen) -> Reply:
+        n = len(server.seen)
+        doc = {"data": [metric(n, f"Metric {n} {padding}") for _ in range(3)],
+               "links": {"next": f"{server.url}/api/metrics?page%5Bcursor%5D={n}"}}  # fmt: skip
+        return Reply(200, JSONAPI, json.dumps(doc).encode())
+
+    with Rogue(answer, metrics=False) as server:
+        with pytest.raises(QueryError) as caught:
+            read_from(server.url, lambda r: r.metrics(), budgets={"metrics": 1 << 20})
+        pages = len(server.seen)
+    assert pages == 4, pages  # 300 kB a page: the fourth passes 1 MB
+    assert str(caught.value).startswith("GET /api/metrics: answers over 1,048,576 bytes in 4 pages")
+
+
+@pytest.mark.parametrize("next_link", ["itself", "first", "back", "respelt"])
+def test_a_next_link_to_a_page_read_before_is_a_fault_at_once(next_link: str) -> None:
+    """A next link to itself was followed 1,000 times over 371 s: now a page read before (the
+    same address, an earlier one, the first one spelt otherwise) ends the listing at once."""
+    from klaviyo_backfill.errors import QueryError
+
+    def answer(seen: Seen) -> Reply:
+        n = len(server.seen)
+        link = {"itself": f"{server.url}{seen.path}", "first": f"{server.url}/api/metrics/",
+                "back": f"{server.url}/api/metrics?page[cursor]={n % 2}",  # 1, 0, 1
+                "respelt": f"{server.url}/api/metrics/?page%5Bcursor%5D=1" if n == 1
+                else f"{server.url}/api/metrics?page[cursor]=1"}[next_link]  # fmt: skip
+        doc = {"data": [metric(n)], "links": {"next": link}}
+        return Reply(200, JSONAPI, json.dumps(doc).encode())
+
+    with Rogue(answer, metrics=False) as server:
+        with pytest.raises(QueryError) as caught:
+            read_from(server.url, lambda r: r.metrics())
+        pages = len(server.seen)
+    assert pages == {"itself": 1, "first": 1, "back": 3, "respelt": 2}[next_link]
+    assert str(caught.value).startswith("GET /api/metrics: a next link to a page read before")
+
+
+def test_flow_pages_are_followed_and_bounded_too() -> None:
+    from klaviyo_backfill.errors import QueryError
+
+    def answer(seen: Seen) -> Reply:
+        n = len(server.seen)
+        flow = {"type": "flow", "id": f"F{n}", "attributes": {"name": "x" * 50_000}}
+        more = f"{server.url}/api/metrics/M1/flow-triggers?page[cursor]={n}"
+        doc = {"data": [flow], "links": {"next": more if n < limit else None}}
+        return Reply(200, JSONAPI, json.dumps(doc).encode())
+
+    with Rogue(answer, metrics=False) as server:
+        limit = 3
+        flows = read_from(server.url, lambda r: r.flow_triggers("M1"))
+        assert [f.id for f in flows] == ["F1", "F2", "F3"]
+        limit = 100
+        with pytest.raises(QueryError) as caught:
+            read_from(server.url, lambda r: r.flow_triggers("M1"),
+                      budgets={"flow-triggers": 200_000})  # fmt: skip
+    assert str(caught.value).startswith("GET /api/metrics/{id}/flow-triggers: answers over")
+
+
+def test_a_months_events_are_handed_on_page_by_page_not_kept() -> None:
+    """preflight looks for the export's orders among a month of the API's Placed Order
+    events (a busy shop's month is gigabytes): each page is handed on as it comes."""
+    from klaviyo_backfill.klaviyo.shapes import HeldEvent
+
+    start = 1672531200
+
+    def answer(seen: Seen) -> Reply:
+        n = len(server.seen)
+        event = {"type": "event", "id": f"e{n}", "attributes": {
+            "uuid": f"e{n}", "timestamp": start + n, "event_properties": {"OrderId": str(n)}}}  # fmt: skip
+        more = f"{server.url}/api/events?page[cursor]={n}" if n < 5 else None
+        return Reply(200, JSONAPI, json.dumps({"data": [event], "links": {"next": more}}).encode())
+
+    pages: list[list[HeldEvent]] = []
+    with Rogue(answer, metrics=False) as server:
+        read_from(server.url, lambda r: r.scan_events("M1", start, start + 86400, pages.append))
+    assert [[e.order_id for e in p] for p in pages] == [["1"], ["2"], ["3"], ["4"], ["5"]]
+
+
+@pytest.mark.e2e
+def test_a_send_whose_metrics_listing_loops_stops_at_once_naming_it(tmp_path: Path) -> None:
+    """The overlap check before a send: a next link to the same page ends it at once, an
+    error naming the endpoint, nothing sent."""
+    export_in(tmp_path)
+
+    def answer(seen: Seen) -> Reply:
+        if seen.path.startswith("/api/metrics"):
+            doc = {"data": [], "links": {"next": f"{server.url}/api/metrics"}}
+            return Reply(200, JSONAPI, json.dumps(doc).encode())
+        return Reply(202)
+
+    with Rogue(answer, metrics=False) as server:
+        result = send(tmp_path, server.url)
+        seen = [s.path for s in server.seen]
+    assert result.returncode == ExitCode.REFUSED, said(result)
+    assert seen == ["/api/metrics"], seen  # read once, nothing sent
+    assert "GET /api/metrics: a next link to a page read before" in result.stderr, said(result)
+    assert "Traceback" not in result.stderr
 
 
 # ---------------------------------------------------------------- 6. the reads' waits told

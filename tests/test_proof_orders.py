@@ -9,12 +9,12 @@ import json
 from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
 
-from klaviyo_backfill.errors import GaveUp
+from klaviyo_backfill.errors import GaveUp, QueryError
 from klaviyo_backfill.klaviyo.reading import ReadConfig, Reader
 from klaviyo_backfill.klaviyo.retry import RetryPolicy
 from klaviyo_backfill.klaviyo.shapes import HeldEvent
@@ -99,22 +99,47 @@ def test_a_page_of_another_metric_or_window_is_a_fault_never_a_verdict(
     assert len(calls) == 3  # retried, then an error naming the endpoint
 
 
-@pytest.mark.parametrize("how", ["twice", "loop", "elsewhere"])
-def test_an_event_twice_a_loop_or_a_next_link_elsewhere_is_a_fault(how: str) -> None:
+def test_an_event_on_two_pages_reads_the_window_again_then_is_a_fault() -> None:
+    calls = []
+
     def handler(request: httpx.Request) -> httpx.Response:
-        query = parse_qs(urlsplit(str(request.url)).query)
-        here = f"{BASE}/api/events?page[cursor]=x"
-        if how == "elsewhere":
-            return page([event("a", "1")], "https://evil.test/api/events?page[cursor]=x")
-        if "page[cursor]" not in query:
-            return page([event("a", "1")], here)
-        if how == "twice":
-            return page([event("a", "1")])
-        return page([event("b", "2")], here)  # the same next link again: a loop
+        calls.append(request)
+        if "page[cursor]" not in parse_qs(urlsplit(str(request.url)).query):
+            return page([event("a", "1")], f"{BASE}/api/events?page[cursor]=x")
+        return page([event("a", "1")])
 
     with pytest.raises(GaveUp) as caught:
         read(handler, lambda r: r.events("M1", JAN, FEB))
     assert caught.value.message.startswith("GET /api/events")
+    assert len(calls) == 6  # the window read three times
+
+
+@pytest.mark.parametrize("how", ["loop", "itself", "respelt", "elsewhere"])
+def test_a_loop_or_a_next_link_elsewhere_is_a_fault_at_once(how: str) -> None:
+    """A next link to a page read before (the first one too, in another spelling) or off the
+    base URL: an error naming the endpoint at once, never read again."""
+    calls = []
+    here = f"{BASE}/api/events?page[cursor]=x"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        query = parse_qs(urlsplit(str(request.url)).query)
+        if how == "elsewhere":
+            return page([event("a", "1")], "https://evil.test/api/events?page[cursor]=x")
+        if how == "itself":
+            return page([event(f"e{len(calls)}", "1")], str(request.url))
+        if how == "respelt":  # the first page's own address, its query re-encoded and reordered
+            first = sorted(query.items(), reverse=True)
+            return page([event(f"e{len(calls)}", "1")],
+                        f"{BASE}/api/events/?" + urlencode([(k, v[0]) for k, v in first]))  # fmt: skip
+        if "page[cursor]" not in query:
+            return page([event("a", "1")], here)
+        return page([event("b", "2")], here)  # the same next link again: a loop
+
+    with pytest.raises(QueryError) as caught:
+        read(handler, lambda r: r.events("M1", JAN, FEB))
+    assert caught.value.message.startswith("GET /api/events: a next ")
+    assert len(calls) == (1 if how in ("elsewhere", "itself", "respelt") else 2)
 
 
 def aggregate(dates: list[str], rows: list[dict[str, Any]]) -> httpx.Response:

@@ -11,7 +11,7 @@ from ..errors import ScopeError
 from ..klaviyo.account import account_id
 from ..klaviyo.reading import Reader
 from ..klaviyo.throttle import ideal_seconds, parse_rate_limit
-from ..model import PLACED, order_key
+from ..model import METRICS, PLACED, order_key
 from ..options import SendOptions
 from ..pipeline.job import job_from
 from ..pipeline.stages import export_pass
@@ -22,7 +22,7 @@ from ..results import Preflight
 from ..state.account_ledger import AccountLedger, account_ledger_path
 
 if TYPE_CHECKING:  # annotations only
-    from ..klaviyo.reading import Account, Flow, Metric, ReadConfig
+    from ..klaviyo.reading import Account, Flow, HeldEvent, Metric, ReadConfig
     from ..pipeline.summary import Stats
     from ..proof.reconcile import OtherCounts
 
@@ -68,12 +68,16 @@ async def held_by_api(
     async with Reader(config) as reader:
         try:
             for window in windows({(PLACED, month): 1 for month in months}):
-                for event in await reader.events(placed.id, window.start, window.end):
-                    key = event.order_id
-                    if store and key not in ids:
-                        key = order_key(store, key)
-                    if key in ids:
-                        held.setdefault(key, window.month)
+
+                def take(page: list[HeldEvent], month: str = window.month) -> None:
+                    for event in page:  # a page at a time: a month's events are never kept
+                        key = event.order_id
+                        if store and key not in ids:
+                            key = order_key(store, key)
+                        if key in ids:
+                            held.setdefault(key, month)
+
+                await reader.scan_events(placed.id, window.start, window.end, take)
         except ScopeError as exc:
             if "events:read" not in exc.scopes:
                 raise
@@ -95,10 +99,10 @@ def _not_ours(held: dict[str, str], config: ReadConfig) -> dict[str, str]:
 
 
 async def _key_check(config: ReadConfig) -> tuple[Account | None, list[Metric], dict[str, bool]]:
-    """The key: every metric (401 and 403 stop here), and the account if it may read it."""
+    """The key: the metrics of the names this tool sends (401 and 403 stop here), and the account if it may read it."""
 
     async with Reader(config) as reader:
-        metrics = await reader.metrics()
+        metrics = [m async for m in reader.each_metric() if m.name in METRICS]
         scopes = {"metrics:read": True}
         try:
             account: Account | None = await reader.account()

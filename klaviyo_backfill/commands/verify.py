@@ -196,7 +196,7 @@ async def _held(
 async def api_metrics(reader: Reader) -> dict[str, Metric]:
     """The API's metric of each name (every private-key sender's events land there)."""
     api: dict[str, Metric] = {}
-    for metric in await reader.metrics(API_INTEGRATION):
+    async for metric in reader.each_metric(API_INTEGRATION):
         if metric.via_api:
             api.setdefault(metric.name, metric)
     return api

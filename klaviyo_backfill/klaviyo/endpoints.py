@@ -162,13 +162,17 @@ API_INTEGRATION = "API"
 @dataclass(frozen=True)
 class ReadApi:
     """An endpoint that reads: method, path (`{id}` filled in per call), rate windows (per
-    account, as Klaviyo publishes them) and the scopes a key needs for it."""
+    account, as Klaviyo publishes them), the scopes a key needs for it, and the pages of one
+    listing and the bytes they may take together (its answer budget), far over what Klaviyo
+    sends."""
 
     name: str
     method: str
     path: str
     windows: tuple[Window, ...]
     scopes: tuple[str, ...]
+    budget: int = 64 << 20  # a few hundred metrics or flows are a few hundred kB
+    pages: int = 1000  # of one listing (200 metrics a page)
 
     def url(self, base_url: str, **ids: str) -> str:
         return base_url.rstrip("/") + self.path.format(**ids)
@@ -194,6 +198,13 @@ FLOW_TRIGGERS = ReadApi(
 ACCOUNTS = ReadApi(
     "accounts", "GET", "/api/accounts", (Window(1, 1.0), Window(15, 60.0)), ("accounts:read",)
 )
+# a window of events: a month of a shop's orders, each event a few kB, read page by page
 EVENTS = ReadApi(
-    "events", "GET", "/api/events", (Window(350, 1.0), Window(3500, 60.0)), ("events:read",)
+    "events",
+    "GET",
+    "/api/events",
+    (Window(350, 1.0), Window(3500, 60.0)),
+    ("events:read",),
+    budget=2 << 30,
+    pages=10_000,  # 1,000 events a page
 )

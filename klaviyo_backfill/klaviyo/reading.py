@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -70,7 +70,6 @@ __all__ = [
 
 log = logging.getLogger("klaviyo_backfill.reading")
 
-MAX_PAGES = 1000  # of one listing (200 metrics a page): a loop of `next` links ends here
 T = TypeVar("T")
 
 
@@ -83,6 +82,8 @@ class ReadConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_body: int = 8 << 20  # bytes of one answer (decompressed)
     deadline: float = 300.0  # one try's whole exchange, however its bytes trickle in
+    # endpoint name -> the bytes one listing's pages may take, instead of the endpoint's
+    budgets: dict[str, int] = field(default_factory=dict)
     concurrency: int = 3  # queries in flight (the aggregates' burst is 3/s)
     event_windows: int = 16  # windows of GET /api/events read at once (its burst is 350/s;
     # a window is a few pages, read one after the other: many at once keep the pace)
@@ -174,18 +175,19 @@ class Reader:
 
     # ------------------------------------------------------------ the endpoints
 
+    async def each_metric(self, integration: str | None = None) -> AsyncIterator[Metric]:
+        """Every metric of the account, or those of one integration, page by page (a page is
+        let go of before the next is read: a caller that keeps a few keeps only those)."""
+        params = {"filter": f'equals(integration.name,"{integration}")'} if integration else None
+        url = METRICS.url(self.config.base_url)
+        async for doc in self._pages(METRICS, url, params, metrics_page):
+            for item in doc["data"]:
+                if _named(item):
+                    yield _metric(item)
+
     async def metrics(self, integration: str | None = None) -> list[Metric]:
         """Every metric of the account (every page), or those of one integration."""
-        params = {"filter": f'equals(integration.name,"{integration}")'} if integration else None
-        url: str | None = METRICS.url(self.config.base_url)
-        found: list[Metric] = []
-        for _ in range(MAX_PAGES):
-            if url is None:
-                return found
-            doc = await self.fetch(METRICS, url, params=params, check=metrics_page)
-            found.extend(_metric(item) for item in doc["data"] if _named(item))
-            url, params = self._next(doc), None
-        raise QueryError(f"GET {METRICS.path} gave more than {MAX_PAGES} pages")
+        return [metric async for metric in self.each_metric(integration)]
 
     async def aggregate(
         self, metric_id: str, year: int, by_currency: bool = True, values: bool = True
@@ -217,12 +219,12 @@ class Reader:
 
     async def flow_triggers(self, metric_id: str) -> list[Flow]:
         url = FLOW_TRIGGERS.url(self.config.base_url, id=metric_id)
-        doc = await self.fetch(FLOW_TRIGGERS, url, check=lambda d: listing(d, "flow"))
         flows = []
-        for item in doc["data"]:
-            attrs = item.get("attributes") or {}
-            flows.append(Flow(str(item["id"]), str(attrs.get("name") or ""),
-                              str(attrs.get("status") or ""), bool(attrs.get("archived"))))  # fmt: skip
+        async for doc in self._pages(FLOW_TRIGGERS, url, None, lambda d: listing(d, "flow")):
+            for item in doc["data"]:
+                attrs = item.get("attributes") or {}
+                flows.append(Flow(str(item["id"]), str(attrs.get("name") or ""),
+                                  str(attrs.get("status") or ""), bool(attrs.get("archived"))))  # fmt: skip
         return flows
 
     async def account(self) -> Account:
@@ -234,64 +236,96 @@ class Reader:
                        str(attrs.get("preferred_currency") or ""), bool(attrs.get("test_account")))  # fmt: skip
 
     async def events(self, metric_id: str, start: int, end: int) -> list[HeldEvent]:
-        """Every event of a metric with start <= time < end (UNIX seconds), page by page,
-        each page checked (of this metric and window only); across pages no event twice, a
-        next page only on the base URL and never one seen before. A listing that breaks
-        those rules is read again from its start (three times), then an error naming the
-        endpoint."""
+        """Every event of a metric with start <= time < end (UNIX seconds): `scan_events`
+        kept in a list."""
+        found: list[HeldEvent] = []
+        await self.scan_events(metric_id, start, end, found.extend, found.clear)
+        return found
+
+    async def scan_events(
+        self,
+        metric_id: str,
+        start: int,
+        end: int,
+        take: Callable[[list[HeldEvent]], None],
+        again: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Each page of a metric's events with start <= time < end (UNIX seconds) handed to
+        `take` as it comes, each page checked (of this metric and window only); across pages
+        no event twice. A listing with an event twice is read again from its start (three
+        times; `again` is told first), then an error naming the endpoint. A next link off the
+        base URL or to a page read before, or pages over the listing's budget, are an error
+        at once (`_pages`)."""
         what = f"{EVENTS.method} {EVENTS.path}"
         for attempt in range(3):
+            if attempt:
+                again()
             try:
-                return await self._events_once(metric_id, start, end)
+                return await self._events_once(metric_id, start, end, take)
             except Retry as exc:
                 self.stats.retries += 1
                 why = exc
                 log.warning("%s: %s; reading the window again (%d)", what, exc, attempt + 1)
         raise GaveUp(f"{what}: {why}", "Is KLAVIYO_BASE_URL right, or a proxy in the way?")
 
-    async def _events_once(self, metric_id: str, start: int, end: int) -> list[HeldEvent]:
+    async def _events_once(
+        self, metric_id: str, start: int, end: int, take: Callable[[list[HeldEvent]], None]
+    ) -> None:
         def iso(t: int) -> str:
             return datetime.fromtimestamp(t, UTC).isoformat()
 
-        params: dict[str, str] | None = {
+        params = {
             "filter": f'equals(metric_id,"{metric_id}"),greater-or-equal(datetime,{iso(start)}),'
             f"less-than(datetime,{iso(end)})",
             "page[size]": str(self.config.page_size),
             "sort": "datetime",
         }
-        url: str | None = EVENTS.url(self.config.base_url)
-        found: list[HeldEvent] = []
         seen: set[str] = set()
-        visited: set[str] = set()
-        while url is not None:
-            page: list[HeldEvent] = []
+        page: list[HeldEvent] = []
 
-            def check(d: Any, page: list[HeldEvent] = page) -> str | None:
-                page.clear()  # a retried page is read afresh
-                return events_page(d, metric_id, start, end, page)
+        def check(d: Any) -> str | None:
+            page.clear()  # a retried page is read afresh
+            return events_page(d, metric_id, start, end, page)
 
-            doc = await self.fetch(EVENTS, url, params=params, check=check)
+        async for _ in self._pages(EVENTS, EVENTS.url(self.config.base_url), params, check):
             for event in page:
                 if event.uuid in seen:
                     raise Retry(f"event {event.uuid[:40]} on two pages")
                 seen.add(event.uuid)
-            found.extend(page)
-            url, params = self._next(doc, EVENTS), None
-            if url is not None and url in visited:
-                raise Retry("a next page seen before (a loop)")
-            if url is not None:
-                visited.add(url)
-        return found
+            take(page[:])
 
-    def _next(self, doc: dict[str, Any], api: ReadApi = METRICS) -> str | None:
+    # ------------------------------------------------------------ a listing's pages
+
+    async def _pages(
+        self,
+        api: ReadApi,
+        url: str,
+        params: dict[str, str] | None,
+        check: Callable[[Any], str | None],
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Each page of a listing, one after the other (none kept here). The pages' answers
+        take at most the listing's budget in bytes together (the endpoint's, or
+        ReadConfig.budgets'), in at most its pages; a next link stays on the base URL and
+        never names a page read before (a loop): each of these an error naming the endpoint,
+        at once (reading again would meet the same)."""
+        pages = Listing(api, self.config.budgets.get(api.name, api.budget))
+        link: str | None = url
+        while link is not None:
+            pages.visit(link, params)
+            doc = await self.fetch(api, link, params=params, check=check, listing=pages)
+            yield doc
+            link, params = self._next(doc, api), None
+
+    def _next(self, doc: dict[str, Any], api: ReadApi) -> str | None:
         """The next page's address: only ever on the base URL the key was given for."""
         link = (doc.get("links") or {}).get("next")
         if not link:
             return None
         if not isinstance(link, str) or not link.startswith(self.config.base_url.rstrip("/") + "/"):
-            if api is EVENTS:
-                raise Retry(f"a next page outside {self.config.base_url}")
-            raise QueryError(f"GET {api.path}: a next page outside {self.config.base_url}")
+            raise QueryError(
+                f"{api.method} {api.path}: a next page outside {self.config.base_url}",
+                "Is KLAVIYO_BASE_URL right, or a proxy in the way?",
+            )
         return link
 
     # ------------------------------------------------------------ one read, retried
@@ -303,9 +337,11 @@ class Reader:
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
         check: Callable[[Any], str | None] = lambda doc: None,
+        listing: Listing | None = None,
     ) -> dict[str, Any]:
         """One JSON:API document from `api`, paced and retried; `check` names what is wrong
-        with a document of the wrong shape (None: it is an answer)."""
+        with a document of the wrong shape (None: it is an answer); a page of a `listing`
+        read within what is left of its budget."""
         attempts = Attempts(self.config.retry, f"{api.method} {api.path}")
         limiter = self._limiter(api)
         while True:
@@ -313,7 +349,9 @@ class Reader:
             await limiter.acquire()
             limiter.done()  # a read counts from when it leaves: see `_once`
             try:
-                return await self._once(api, url, params, body, check, limiter, attempts.left())
+                return await self._once(
+                    api, url, params, body, check, limiter, attempts.left(), listing
+                )
             except Retry as retry:
                 self.stats.retries += 1
                 try:
@@ -348,6 +386,7 @@ class Reader:
         check: Callable[[Any], str | None],
         limiter: Limiter,
         left: float = float("inf"),
+        listing: Listing | None = None,
     ) -> dict[str, Any]:
         self.stats.requests += 1
         content = None if body is None else json.dumps(body).encode()
@@ -355,14 +394,22 @@ class Reader:
         # windows from then (`fetch` marks it done at once); its answer time is Klaviyo's
         # work, and counting it would halve the pace of slow aggregate queries for nothing
         budget = max(0.001, min(self.config.deadline, left))
-        response = await within(budget, url, self._bounded(api, url, params, content))
+        response = await within(budget, url, self._bounded(api, url, params, content, listing))
         return self._answer(api, response, check, limiter)
 
     async def _bounded(
-        self, api: ReadApi, url: str, params: dict[str, str] | None, content: bytes | None
+        self,
+        api: ReadApi,
+        url: str,
+        params: dict[str, str] | None,
+        content: bytes | None,
+        listing: Listing | None = None,
     ) -> httpx.Response:
-        """The answer, its body read up to max_body bytes (QueryError beyond)."""
+        """The answer, its body read up to max_body bytes, or what is left of its listing's
+        budget (QueryError beyond)."""
         limit = self.config.max_body
+        if listing is not None:
+            limit = min(limit, listing.left)
         request = self.client.build_request(
             api.method, url, params=params, content=content, headers=self.headers
         )
@@ -371,6 +418,8 @@ class Reader:
             content, whole = await read_capped(response, limit)  # decompressed in bounded bites
         finally:
             await response.aclose()
+        if listing is not None:
+            listing.spend(len(content), whole)
         if not whole:
             raise QueryError(f"{api.method} {api.path}: an answer over {limit:,} bytes")
         return httpx.Response(response.status_code, headers=response.headers,
@@ -406,6 +455,54 @@ class Reader:
         if status == 403:
             raise ScopeError(what, api.scopes, said)
         raise QueryError(f"Klaviyo refused {what} (HTTP {status}: {said})")
+
+
+class Listing:
+    """The pages of one listing read so far: the addresses visited (a loop is seen at its
+    first step back, whatever the spelling of the address) and the bytes their answers took,
+    against the listing's budget."""
+
+    def __init__(self, api: ReadApi, budget: int) -> None:
+        self.api, self.budget = api, budget
+        self.what = f"{api.method} {api.path}"
+        self.visited: set[tuple[str, str, int | None, str, tuple[tuple[str, str], ...]]] = set()
+        self.used = 0
+
+    @property
+    def left(self) -> int:
+        return max(0, self.budget - self.used)
+
+    def visit(self, url: str, params: dict[str, str] | None) -> None:
+        """The next page is `url` (with `params`): a fault if read before, or one too many."""
+        at = httpx.URL(url)
+        if params:
+            at = at.copy_merge_params(params)
+        key = (
+            at.scheme,
+            at.host,
+            at.port,
+            at.path.rstrip("/"),
+            tuple(sorted(at.params.multi_items())),
+        )
+        if key in self.visited:
+            raise QueryError(
+                f"{self.what}: a next link to a page read before (a loop of links, after "
+                f"{len(self.visited):,} page{'s' if len(self.visited) > 1 else ''})",
+                "Is KLAVIYO_BASE_URL right, or a proxy in the way?",
+            )
+        if len(self.visited) >= self.api.pages:
+            raise QueryError(f"{self.what} gave more than {self.api.pages:,} pages")
+        self.visited.add(key)
+
+    def spend(self, size: int, whole: bool) -> None:
+        """An answer of `size` bytes read (`whole`: to its end) for a page."""
+        self.used += size
+        if not whole and self.used >= self.budget:
+            raise QueryError(
+                f"{self.what}: answers over {self.budget:,} bytes in {len(self.visited):,} "
+                "pages of one listing (far more than Klaviyo sends); stopped there",
+                "Is KLAVIYO_BASE_URL right, or a proxy in the way?",
+            )
 
 
 async def gather_limited(jobs: Sequence[Callable[[], Awaitable[T]]], at_once: int) -> list[T]:

@@ -49,10 +49,12 @@ def read_config(options: SendOptions, ask_key: Callable[[], str | None]) -> Read
     return ReadConfig(options.base_url, key, options.revision)
 
 
-async def read_metrics(config: ReadConfig, integration: str | None = None) -> list[Metric]:
+async def other_metrics(config: ReadConfig) -> list[Metric]:
+    """Other integrations' metrics of the names this tool sends, read page by page (only
+    those kept)."""
 
     async with Reader(config) as reader:
-        return await reader.metrics(integration)
+        return [m async for m in reader.each_metric() if not m.via_api and m.name in METRICS]
 
 
 async def other_counts(
@@ -94,7 +96,7 @@ def overlap_check(
                       retry=config.retry, observer=waiting)  # fmt: skip
     started = time.monotonic()
     try:
-        others = [m for m in asyncio.run(read_metrics(read)) if not m.via_api and m.name in METRICS]
+        others = asyncio.run(other_metrics(read))
     except ScopeError:
         notify("Warning: this key cannot read metrics (no metrics:read scope), so whether "
                "another integration already holds these orders was not checked.")  # fmt: skip
