@@ -196,3 +196,15 @@ def test_json_orders_take_the_store_too() -> None:
     stored = [raw_id(raw) for raw in read_orders(Input(str(sample), layout, "utf-8", store="b"))]
     assert plain and all(key is not None and ":" not in key for key in plain)
     assert stored == [f"b:{key}" for key in plain]
+
+
+def test_the_commands_the_tool_prints_carry_the_store() -> None:
+    from klaviyo_backfill.commands.continuation import continuation
+    from klaviyo_backfill.commands.repair import replay_args
+
+    options = SendOptions(InputOptions(("/shops/eu.csv",), store="Boutique Zürich"))
+    assert continuation(options).endswith("--store 'Boutique Zürich' --resume")
+    args = replay_args(options)
+    assert args[args.index("--store") + 1] == "Boutique Zürich"
+    plain = SendOptions(InputOptions(("/shops/eu.csv",)))
+    assert "--store" not in continuation(plain) and "--store" not in replay_args(plain)

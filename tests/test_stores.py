@@ -96,6 +96,7 @@ def test_two_shops_with_the_same_order_numbers_land_in_one_account_each_once(
             s.clock.advance(60)  # the last verify's minute of aggregate queries is over
             done = cli(tmp_path, s, "verify", export, "--json", f"{export}.verify.json")
             doc = json.loads((tmp_path / f"{export}.verify.json").read_text())
+            assert done.returncode == 0 and doc["status"] == "ok", said(done)
             proof = doc["per_order"]
             assert proof["orders_held_twice"] == 0, said(done)  # the other shop's 1001 apart
             assert proof["events_missing"] == 0 and proof["orders_different"] == 0
