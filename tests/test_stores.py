@@ -105,7 +105,7 @@ def test_two_shops_with_the_same_order_numbers_land_in_one_account_each_once(
     assert "Store (--store)" in status.stdout and " b" in status.stdout, said(status)
 
 
-def test_a_shop_sent_without_a_store_is_refused_with_one_and_another_shop_goes(
+def test_a_shop_is_refused_under_another_store_than_it_was_sent_with_and_another_shop_goes(
     shops: tuple[Path, Path], tmp_path: Path
 ) -> None:
     a, b = (tmp_path / "a.csv", tmp_path / "b.csv")
@@ -127,3 +127,10 @@ def test_a_shop_sent_without_a_store_is_refused_with_one_and_another_shop_goes(
         assert {(e.metric, e.unique_id) for e in s.events[events:]} == unique_ids(
             tmp_path, "b.csv", "--store", "b"
         )
+        requests = len(s.requests)
+        for wrong in ([], ["--store", "B"]):  # --store forgotten, or mistyped, next month
+            refused = cli(tmp_path, s, "send", "b.csv", *wrong)
+            out = " ".join(said(refused).split())
+            assert refused.returncode == 2, out
+            assert "as sent with --store b:" in out and "Send this shop with --store b" in out
+        assert len(s.requests) == requests  # nothing sent

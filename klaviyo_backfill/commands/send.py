@@ -37,7 +37,7 @@ from ..pipeline.summary import Stats
 from ..presend.delta import Delta
 from ..presend.latest import Latest
 from ..presend.overlap import overlap_check
-from ..presend.stores import refuse_storeless
+from ..presend.stores import refuse_held_elsewhere
 from ..presend.survey import Survey
 from ..results import Finished, SendOutcome, Unwatched, Watcher
 from ..state.account_ledger import AccountLedger, account_ledger_path
@@ -245,13 +245,14 @@ def _send_locked(
 
 
 def _check_stores(job: Job, account: str) -> None:
-    """A send that names a store, to an account that holds its orders as sent without one,
+    """A send whose orders the account holds as sent under another store, or without one,
     is refused before anything is done (presend/stores.py)."""
-    if job.store is None and not any("store" in s.layout.order for s in job.inputs):
+    path = account_ledger_path(account)
+    if not path.exists():  # a new account holds nothing
         return
-    held = AccountLedger(account_ledger_path(account))
+    held = AccountLedger(path)
     try:
-        refuse_storeless(job, held)
+        refuse_held_elsewhere(job, held)
     finally:
         held.close()
 

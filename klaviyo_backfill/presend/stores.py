@@ -1,21 +1,22 @@
-"""Stores: a send with `--store` to an account that holds orders sent without one.
+"""Stores: a send whose orders the account holds under another store, or under none.
 
-An order sent without a store is keyed by its id alone, and so are its events' unique ids.
-The same order sent again with `--store` would get new unique ids ("<store>:<id>"): Klaviyo
-would hold it twice, its revenue counted twice. So before a send that names a store, to an
-account whose ledger holds orders sent without one, each order of the exports is looked up
-by its bare id: one the account holds for the same profile at the same creation time is the
-same order, sent before without a store, and the send is refused (nothing sent). That shop
-goes on being sent without `--store`; `--store` is for the other shops. Another shop's order
-with the same number (WooCommerce numbers start at 1 in every shop) has another customer or
-time: it is no reason to refuse.
+An order's events are keyed by its store and id (model.order_key): "1001" sent without a
+store, "eu:1001" with `--store eu`. The same order sent again under another store, or
+without the one it was sent with (`--store` forgotten next month), would get new unique ids:
+Klaviyo would hold it twice, its revenue counted twice. So before a send, where the account's
+ledger knows stores other than this send's (or orders sent without one), each order of the
+exports is looked up under each of them: one the account holds for the same profile at the
+same creation time is the same order, and the send is refused (nothing sent), naming the
+store it was sent under. Another shop's order with the same number (WooCommerce numbers
+start at 1 in every shop) has another customer or time: it is no reason to refuse.
 
-One reading of the exports, only then (the account holds orders sent without a store, and
-this send names one): an account whose every send named its store never pays for it.
+One reading of the exports, only then: an account whose sends all name the same stores as
+before (or none, always) never pays for it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from itertools import islice
 from typing import TYPE_CHECKING
@@ -24,14 +25,14 @@ from ..errors import FieldError, UsageError
 from ..inputs.export import read_orders
 from ..mapping.convert import Converter
 from ..mapping.events import identity_of
-from ..model import RawOrder
+from ..model import RawOrder, order_key
 from ..pipeline.prepare import in_window
 from ..state.account_ledger import AccountLedger
 
 if TYPE_CHECKING:
     from ..pipeline.job import Job
 
-__all__ = ["refuse_storeless", "storeless_held"]
+__all__ = ["held_elsewhere", "refuse_held_elsewhere"]
 
 _BATCH = 500  # orders looked up in the ledger at once
 
@@ -41,28 +42,39 @@ def _bare_id(raw: RawOrder) -> str | None:
     return (None if value is None else str(value).strip()) or None
 
 
-def storeless_held(job: Job, ledger: AccountLedger, sample: int = 5) -> tuple[int, list[str]]:
-    """How many orders of the job that name a store the account holds as sent without one
-    (the same id, profile and creation time), and the ids of the first few."""
-    count, ids = 0, list[str]()
-    for order_id in _same_orders(job, ledger):
-        count += 1
+def _rows_name_stores(job: Job) -> bool:
+    return any("store" in source.layout.order for source in job.inputs)
+
+
+def held_elsewhere(
+    job: Job, ledger: AccountLedger, stores: set[str], sample: int = 5
+) -> tuple[Counter[str], list[str]]:
+    """How many orders of the job the account holds as sent under another of these `stores`
+    ('': without a store), per store, with the ids of the first few."""
+    found: Counter[str] = Counter()
+    ids: list[str] = []
+    for store, order_id in _same_orders(job, ledger, stores):
+        found[store] += 1
         if len(ids) < sample:
             ids.append(order_id)
-    return count, ids
+    return found, ids
 
 
-def _same_orders(job: Job, ledger: AccountLedger) -> Iterator[str]:
+def _same_orders(job: Job, ledger: AccountLedger, stores: set[str]) -> Iterator[tuple[str, str]]:
     for source in job.inputs:
         converter = Converter(source.layout, job.settings)
-        raws = (raw for raw in read_orders(source) if raw.fields.get("store"))
+        raws = read_orders(source)
         while batch := list(islice(raws, _BATCH)):
-            ids = [order_id for raw in batch if (order_id := _bare_id(raw)) is not None]
-            held = ledger.held_orders(ids)
+            asks: dict[str, tuple[RawOrder, str]] = {}
             for raw in batch:
-                known = held.get(_bare_id(raw) or "")
-                if known is None:
+                bare = _bare_id(raw)
+                mine = str(raw.fields.get("store") or "")
+                if bare is None:
                     continue
+                for store in stores - {mine}:
+                    asks[order_key(store or None, bare)] = (raw, store)
+            for key, known in ledger.held_orders(list(asks)).items():
+                raw, store = asks[key]
                 try:
                     order = converter.order(raw, who_and_when=True)
                     who = identity_of(order)
@@ -74,24 +86,33 @@ def _same_orders(job: Job, ledger: AccountLedger) -> Iterator[str]:
                     and known.who == who
                     and (known.at is None or known.at == at)
                 ):
-                    yield order.id
+                    yield store, order.id
 
 
-def refuse_storeless(job: Job, ledger: AccountLedger) -> None:
-    """Refuse a send that names a store (UsageError, exit 2) when the account holds any of
-    its orders as sent without one: sent again, they would be held twice."""
-    if job.store is None and not any("store" in s.layout.order for s in job.inputs):
+def _sent(store: str) -> str:
+    return f"with --store {store}" if store else "without a store"
+
+
+def refuse_held_elsewhere(job: Job, ledger: AccountLedger) -> None:
+    """Refuse a send (UsageError, exit 2) whose orders the account holds as sent under
+    another store or without one: sent again, they would be held twice."""
+    others = ledger.stores() - {job.store or ""}
+    if not others and not _rows_name_stores(job):
         return
-    if not ledger.holds_storeless():
+    if not others:  # a layout's store column: its rows may name any store
+        others = ledger.stores()
+    found, ids = held_elsewhere(job, ledger, others)
+    if not found:
         return
-    count, ids = storeless_held(job, ledger)
-    if count == 0:
-        return
-    named = f"--store {job.store}" if job.store else "a store (the layout's store field)"
+    count = sum(found.values())
+    store, _ = found.most_common(1)[0]
+    this = f"with --store {job.store}" if job.store else "without --store"
+    again = f"with --store {store}" if store else "without --store"
     raise UsageError(
         f"this account holds {count:,} of these orders (e.g. {', '.join(ids)}) as sent "
-        f"without a store: sent with {named} they would get new unique ids, and Klaviyo "
-        "would hold each twice",
-        "Send this shop without --store, as before (the account's ledger then skips what "
-        "it holds); name a store with --store only for the other shops sent to this account.",
+        f"{_sent(store)}: sent {this} they would get new unique ids, and Klaviyo would hold "
+        "each twice",
+        f"Send this shop {again}, as before (the account's ledger then skips what it holds): "
+        "a shop keeps the store it was first sent with, or none; name a store with --store "
+        "for the other shops.",
     )

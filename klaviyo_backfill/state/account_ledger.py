@@ -172,11 +172,14 @@ class AccountLedger:
             self.db.execute("INSERT OR IGNORE INTO stores VALUES (?)", (store or "",))
 
     @_guarded
+    def stores(self) -> set[str]:
+        """The stores whose orders were sent to the account ('': without a store)."""
+        with self.lock:
+            return {str(row[0]) for row in self.db.execute("SELECT name FROM stores")}
+
     def holds_storeless(self) -> bool:
         """Whether orders were sent to the account without a store (keyed by id alone)."""
-        with self.lock:
-            query = "SELECT EXISTS (SELECT 1 FROM stores WHERE name = '')"
-            return bool(self.db.execute(query).fetchone()[0])
+        return "" in self.stores()
 
     @_guarded
     def held_order(self, order_id: str) -> HeldOrder | None:
