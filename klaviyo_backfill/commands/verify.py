@@ -13,10 +13,12 @@ Months the aggregates refuse (older than their reach) are verified through the e
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from decimal import Decimal
 from functools import partial
@@ -75,9 +77,10 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
         if per_order is None:
             result.proof_note = ("per order: not checked (this checkpoint, of an earlier "
                                  "version, keeps no events one by one)")  # fmt: skip
-        held, result.missing, result.reads, refused, proof = asyncio.run(
-            _held(config, sent, per_order)
-        )
+        with _few_collections():
+            held, result.missing, result.reads, refused, proof = asyncio.run(
+                _held(config, sent, per_order)
+            )
         args = ledger.get("send_args")
     finally:
         ledger.close()
@@ -96,6 +99,20 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
     result.processing = running or any(row.short and row.recent(now) for row in result.rows)
     result.elapsed = time.monotonic() - started
     return result
+
+
+@contextmanager
+def _few_collections() -> Iterator[None]:
+    """Python's cyclic collector rarely, while the events are read: a page of 1,000 events
+    is ~8,000 short-lived dicts, and a collection every 700 of them walked what the reads
+    keep alive for half the run's CPU (3 s of 6 for 250,000 events). None of them forms a
+    cycle: reference counting frees them; a collection still runs every 100,000."""
+    before = gc.get_threshold()
+    gc.set_threshold(100_000, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def _with_earlier_jobs(path: Path, sent: dict[TotalKey, Total]) -> dict[TotalKey, Total]:
