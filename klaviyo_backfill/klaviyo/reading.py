@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -288,10 +289,12 @@ class Reader:
             return events_page(d, metric_id, start, end, page)
 
         async for _ in self._pages(EVENTS, EVENTS.url(self.config.base_url), params, check):
-            for event in page:
-                if event.uuid in seen:
-                    raise Retry(f"event {event.uuid[:40]} on two pages")
-                seen.add(event.uuid)
+            ids = [event[0] for event in page]
+            fresh = set(ids)
+            if len(fresh) != len(ids) or not seen.isdisjoint(fresh):  # twice, or seen before
+                twice = next(u for u, n in Counter(ids).items() if n > 1 or u in seen)
+                raise Retry(f"event {twice[:40]} on two pages")
+            seen |= fresh
             take(page[:])
 
     # ------------------------------------------------------------ a listing's pages
