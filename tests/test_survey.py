@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from klaviyo_backfill.options import InputOptions, SendOptions
 from klaviyo_backfill.pipeline import parallel
 from klaviyo_backfill.pipeline.job import Job, job_from
 from klaviyo_backfill.pipeline.orders import Resume, mapped_orders
-from klaviyo_backfill.pipeline.stages import profiles_for
+from klaviyo_backfill.pipeline.stages import months_pass, profiles_for
 from klaviyo_backfill.pipeline.summary import Stats, describe
 from klaviyo_backfill.presend.delta import Delta
 from klaviyo_backfill.presend.survey import Survey
@@ -66,15 +67,21 @@ def _exports(where: Path) -> None:
         fh.write(new_again)
 
 
-def _stage_one(paths: list[Path], url: str, jobs: int, surveyed: bool) -> dict[str, Any]:
+def _stage_one(
+    paths: list[Path], url: str, jobs: int, surveyed: bool, **inputs: Any
+) -> dict[str, Any]:
     """Stage one of a new job sending `paths` to the account: what it maps, encodes and
-    counts, read twice (the profile pass, then stage one) or surveyed once."""
-    options = SendOptions(InputOptions(tuple(map(str, paths)), jobs=jobs))
+    counts, read twice (the profile pass, then stage one) or surveyed once; the survey also
+    counts the overlap check's months (held orders' too), as a pass over mapped orders."""
+    options = SendOptions(InputOptions(tuple(map(str, paths)), jobs=jobs, **inputs))
     job = job_from(options)
     account = AccountLedger(account_ledger_path(account_id(url, KEY)))
     delta = Delta(account, job.payload_salt())
     assert not delta.empty  # the early send is in the account's ledger
-    survey = Survey.take(job, delta, latest=True) if surveyed else None
+    months: Counter[tuple[str, str]] = Counter()
+    survey = Survey.take(job, delta, latest=True, months=months) if surveyed else None
+    if surveyed:
+        assert months and months == months_pass(job).metric_months
     stats, failures = Stats(), Failures(None)
     encoder = ENDPOINTS["bulk"].encoder(job.backfill)
     try:
@@ -123,6 +130,8 @@ def test_a_survey_maps_exactly_what_two_readings_map(
     twice = _stage_one(paths, url, jobs, surveyed=False)
     once = _stage_one(paths, url, jobs, surveyed=True)
     assert once == twice
+    for window in ({"limit": 40}, {"since": "2019", "until": "2022-06"}):  # the months only
+        _stage_one(paths, url, jobs, surveyed=True, **window)
     said = once["summary"]
     skipped = said["skipped"]
     if again:  # every order of the early export comes twice

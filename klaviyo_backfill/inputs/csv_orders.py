@@ -45,6 +45,7 @@ class HeldRows(Protocol):
     """What an account holds already (delta.py), asked about CSV orders as their rows."""
 
     BATCH: int
+    extract: bool  # an order it holds unchanged is extracted all the same (its months counted)
 
     def rows(self, orders: list[tuple[str | None, list[list[str]]]]) -> list[tuple[bytes, Any]]:
         """Each order's digest, and what the account holds of it (account_ledger.HeldOrder)
@@ -89,7 +90,8 @@ class _CsvOrders:
     def built(self, groups: Iterator[Group], held: HeldRows | None) -> Iterator[RawOrder]:
         """The orders of these row groups. Given `held` (a send to an account that holds
         orders already), it is asked about each batch of orders at once: one it holds
-        unchanged comes back unextracted, with the events it holds (`RawOrder.held`)."""
+        unchanged comes back unextracted (unless `held.extract`), with the events it holds
+        (`RawOrder.held`)."""
         if held is None:
             for group in groups:
                 yield self.build(*group)
@@ -101,12 +103,12 @@ class _CsvOrders:
             for (rows, line, offset, end), ident, key, (digest, known) in zip(
                 batch, idents, keys, verdicts, strict=True
             ):
-                if known is not None and key is not None:
+                if known is not None and key is not None and not held.extract:
                     yield RawOrder(self.path, line, ident, [], offset=offset, end=end,
                                    held=known)  # fmt: skip
                     continue
                 raw = self.build(rows, line, offset, end)
-                raw.digest = digest
+                raw.digest, raw.held = digest, known
                 yield raw
 
     def ident(self, row: list[str]) -> dict[str, Any]:

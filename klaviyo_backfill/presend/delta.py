@@ -34,6 +34,7 @@ KEEPS_FIRST = "not sent: Klaviyo keeps the first event for this order"
 
 class Delta:
     BATCH = 500  # orders looked up in the ledger at once
+    extract = False  # the CSV reader extracts an order held unchanged too (survey.py: months)
 
     def __init__(self, ledger: AccountLedger, salt: bytes) -> None:
         self.ledger = ledger
@@ -47,13 +48,14 @@ class Delta:
 
     def __getstate__(self) -> dict[str, object]:
         """For a worker process (survey.py): the ledger's path, reopened there read-only."""
-        return {"path": self.ledger.path, "salt": self.salt, "empty": self.empty}
+        return {"path": self.ledger.path, "salt": self.salt, "empty": self.empty,
+                "extract": self.extract}  # fmt: skip
 
     def __setstate__(self, state: dict[str, object]) -> None:
         path, salt = state["path"], state["salt"]
         assert isinstance(path, Path) and isinstance(salt, bytes)
         self.__init__(AccountLedger(path, read_only=True), salt)  # type: ignore[misc]
-        self.empty = bool(state["empty"])
+        self.empty, self.extract = bool(state["empty"]), bool(state["extract"])
         # a worker reads a batch of orders ahead of what it asks about, past its piece's end
         # too: small batches keep that (read for nothing) to a few percent of a piece
         self.BATCH = 32

@@ -8,7 +8,9 @@ many, and how many of their events), orders to map (where they are, and their ro
 and repeated order ids (skipped, as stage one skips them).
 With `--profile-attributes latest` the same reading fills the table of each profile's latest
 order (latest.py): the ledger's profile and time for a held order, the converted order's for
-the rest. Stage one of the send (orders.py) then replays the record: a run of held orders is
+the rest; given a counter, it counts there the events per metric and UTC month of the orders
+a run would map, held ones too (the overlap check's count: held orders are then extracted and
+converted as well). Stage one of the send (orders.py) then replays the record: a run of held orders is
 counted at once, the orders to map are read again from their own offsets. The first new
 request so comes after one reading of the export, not two. (A resumed run takes the survey
 for its profile table alone, and reads from its resume point.)
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import marshal
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,16 +77,20 @@ class Duplicate:
 @dataclass(frozen=True, slots=True)
 class _Look:
     """Work for parallel.py: what the survey keeps of one order (and its stamp, for
-    `latest`)."""
+    `latest`, or of every order, held ones too, with the months of its events: `months`)."""
 
     filters: Filters
     stamps: bool
+    months: bool = False
 
     def __call__(self, raw: RawOrder, converter: Converter) -> tuple[_Item, Stamp | None]:
         held = raw.held
         if held is not None:
-            return (raw.offset, raw.line, raw_id(raw), held.events, held.who, held.at), None
-        mark = stamp(raw, converter, self.filters) if self.stamps else None
+            mark = stamp(raw, converter, self.filters, True) if self.months else None
+            return (raw.offset, raw.line, raw_id(raw), held.events, held.who, held.at), mark
+        mark = (
+            stamp(raw, converter, self.filters, self.months) if self.stamps or self.months else None
+        )
         return (raw.offset, raw.line, raw_id(raw), raw.digest), mark
 
 
@@ -101,12 +108,17 @@ class Survey:
         return all(source.layout.kind == "csv" for source in job.inputs)
 
     @classmethod
-    def take(cls, job: Job, delta: Delta, latest: bool) -> Survey:
-        """Read the job's exports against the account; with `latest`, fill `survey.latest`."""
+    def take(
+        cls, job: Job, delta: Delta, latest: bool, months: Counter[tuple[str, str]] | None = None
+    ) -> Survey:
+        """Read the job's exports against the account; with `latest`, fill `survey.latest`;
+        given `months`, count there the events per metric and UTC month of every order a run
+        would map (--limit's first), as a pass over mapped orders counts them (the overlap
+        check's count: `delta` then has the reader extract the orders it holds too)."""
         survey = cls(scratch("survey", ".record"))
         try:
             with os.fdopen(os.open(survey.path, os.O_WRONLY | _NOFOLLOW), "wb") as fh:
-                marks = survey._read(job, delta, latest, fh)
+                marks = survey._read(job, delta, latest, fh, months)
                 if latest:
                     survey.latest = Latest.of(marks)
                 else:
@@ -118,18 +130,34 @@ class Survey:
         return survey
 
     def _read(
-        self, job: Job, delta: Delta, latest: bool, fh: IO[bytes]
+        self,
+        job: Job,
+        delta: Delta,
+        latest: bool,
+        fh: IO[bytes],
+        months: Counter[tuple[str, str]] | None = None,
     ) -> Iterator[tuple[str, Mark]]:
         """Record each input; yield (profile, mark) of every order a run would map."""
         seen = SeenIds()
         workers = workers_for(job.jobs)
-        look = _Look(job.filters, latest)
+        look = _Look(job.filters, latest, months is not None)
+        left = job.filters.limit  # orders whose months are counted yet (as latest._stamps)
+        delta.extract = months is not None
         for index, source in enumerate(job.inputs):
             self.starts[index] = fh.tell()
             record = _Record(fh)
             for item, mark in _looked(source, job, delta, look, workers):
                 order_id = item[2]
                 first = order_id is None or seen.add(order_id)
+                if (
+                    first
+                    and months is not None
+                    and mark is not None
+                    and mark[2] is not None  # an order a run would map
+                    and (left is None or left > 0)
+                ):
+                    months.update(mark[5])
+                    left = None if left is None else left - 1
                 if len(item) == 6:  # held unchanged
                     if first:
                         record.held(item[0], item[3])
