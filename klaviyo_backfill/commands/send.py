@@ -32,13 +32,12 @@ from ..options import SendOptions
 from ..pipeline.job import job_from
 from ..pipeline.orders import Resume
 from ..pipeline.session import SendSession
-from ..pipeline.stages import open_output, orders, outputting, profiles_for, requests
+from ..pipeline.stages import open_output, orders, outputting, requests
 from ..pipeline.summary import Stats
 from ..presend.delta import Delta
-from ..presend.latest import Latest
 from ..presend.overlap import overlap_check
 from ..presend.stores import refuse_held_elsewhere
-from ..presend.survey import Survey
+from ..presend.tables import Tables
 from ..results import Finished, SendOutcome, Unwatched, Watcher
 from ..state.account_ledger import AccountLedger, account_ledger_path
 from ..state.checkpoint import Ledger, superseded
@@ -209,27 +208,27 @@ def _send_locked(
         or (mode == "new" and not path.exists())
         or superseded(path, mode, fingerprint)
     )
-    overlap, built = None, None
-    if new_job and config.endpoint.versioned and options.allow_overlap:
-        overlap = "allowed"
-    elif new_job and config.endpoint.versioned:
-        watcher = progress or Unwatched()  # the reads' waits told as the sends' are
-        try:
-            with _stoppable() as got:
-                overlap, built = overlap_check(
-                    job, config, notify, watcher.preparing, watcher.waiting
-                )
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM in the check: nothing sent, no job yet
-            return SendOutcome(Stats(), SendStats(), 0.0, interrupted=True, signal=got[0],
-                               continuation=continuation(options, resume=False))  # fmt: skip
-    notes: dict[str, object] = {"command": command, "window": _window(options),
-                                "failures": os.path.abspath(job.failures or "")}  # fmt: skip
-    if overlap is not None:
-        notes["overlap"] = overlap
-    notes["send_args"] = replay_args(options)  # what `verify` prints a repair with
-    if job.store is not None:
-        notes["store"] = job.store
-    with contextlib.closing(built) if built is not None else contextlib.nullcontext():
+    watcher = progress or Unwatched()  # the readings' waits told as the sends' are
+    with Tables(job, watcher.preparing) as tables:  # the reading before the send
+        overlap = None
+        if new_job and config.endpoint.versioned and options.allow_overlap:
+            overlap = "allowed"
+        elif new_job and config.endpoint.versioned:
+            held = None if options.resend else account_ledger_path(account)
+            try:
+                with _stoppable() as got:
+                    overlap = overlap_check(config, notify, partial(tables.months, held),
+                                            watcher.waiting)  # fmt: skip
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM in the check: nothing sent, no job
+                return SendOutcome(Stats(), SendStats(), 0.0, interrupted=True, signal=got[0],
+                                   continuation=continuation(options, resume=False))  # fmt: skip
+        notes: dict[str, object] = {"command": command, "window": _window(options),
+                                    "failures": os.path.abspath(job.failures or "")}  # fmt: skip
+        if overlap is not None:
+            notes["overlap"] = overlap
+        notes["send_args"] = replay_args(options)  # what `verify` prints a repair with
+        if job.store is not None:
+            notes["store"] = job.store
         session = SendSession.open(job, path, mode, account, resend=options.resend, notes=notes)
         if isinstance(session, Finished):
             return session
@@ -237,7 +236,7 @@ def _send_locked(
             if session.account is not None:
                 session.account.sending_for(job.store)
             outcome = send_job(job, config, session, progress, mode == "resume",
-                               skip_held=not options.resend, built=built)  # fmt: skip
+                               skip_held=not options.resend, tables=tables)  # fmt: skip
             unused = isinstance(outcome.error, SendError) and not session.ledger.has_orders()
     if unused:  # the job was refused (a wrong key) before Klaviyo acknowledged anything:
         discard(path)  # a checkpoint would only stand in the way of the corrected run
@@ -304,13 +303,12 @@ def send_job(
     progress: Watcher | None = None,
     resume: bool = False,
     skip_held: bool = True,
-    built: Latest | None = None,
+    tables: Tables | None = None,
     only: Only | None = None,
 ) -> SendOutcome:
     """Send the job in an open session; record each acknowledgement (in the account's
     ledger too, where the session holds it: its events are skipped unless `skip_held` is
-    False). `built`: the table of each customer's latest order, where the overlap check's
-    pass made it."""
+    False). `tables`: what the reading before the send made (the overlap check's), if any."""
 
     ledger, account, stats = session.ledger, session.account, session.stats
     point = session.resume_point(resume)
@@ -318,23 +316,15 @@ def send_job(
     is_done: Callable[[str], bool] | None = session.reader.is_done if ledger.has_orders() else None
     if only is not None:  # a repair: the orders it lists, not yet done
         is_done = _either(only.skip_order, is_done)
-    survey, watcher = None, progress or Unwatched()
+    watcher = progress or Unwatched()
+    if tables is None:
+        tables = session.hold(Tables(job, watcher.preparing))
     fresh = is_done is None and point is None  # from the start, asking no checkpoint
     try:
-        # to an account that holds orders: one reading for both (a resumed run replays
-        # nothing, it reads from its resume point: it surveys for its profile table)
-        needed = job.profile_attributes == "latest" and built is None  # unless the overlap
-        if delta is not None and not delta.empty and Survey.suits(job) and (fresh or needed):
-            watcher.preparing("Reading the export against what this account holds")
-            survey = session.hold(contextlib.closing(Survey.take(job, delta, needed)))
-        elif needed:  # check's pass built the table
-            watcher.preparing("Reading the export for each customer's latest order")
-        # latest: a pass over the exports (or the survey's, or the overlap check's)
-        ready = session.hold(profiles_for(job, delta, account, survey, built))
+        ready, replay = session.hold(tables.ready(delta, account, fresh))
     except KeyboardInterrupt:  # Ctrl-C while reading, before the first request
         return SendOutcome(stats, session.send_stats, 0.0, interrupted=True,
                            signal=signal.SIGINT, failures_path=job.failures)  # fmt: skip
-    replay = survey if fresh else None  # a resumed run reads from its resume point
     checked = Resume(is_done, point, session.tracker.input_rejected, delta, replay,
                      only.keeps if only is not None else None)  # fmt: skip
     return _sending(ready, config, session, watcher, checked)

@@ -21,15 +21,12 @@ from ..klaviyo.reading import ReadConfig, Reader, gather_limited
 from ..model import METRICS
 from ..options import SendOptions
 from ..pipeline.job import check_revision
-from ..pipeline.stages import months_pass
 from ..proof.reconcile import OtherCounts, describe_overlaps, overlaps, years_of
-from .latest import Latest
 
 if TYPE_CHECKING:  # annotations only
     from ..klaviyo.reading import Metric, ReadConfig, Reader
     from ..klaviyo.sender import SendConfig
     from ..klaviyo.throttle import Wait
-    from ..pipeline.job import Job
     from ..proof.reconcile import OtherCounts
 
 
@@ -78,18 +75,17 @@ async def other_counts(
 
 
 def overlap_check(
-    job: Job,
     config: SendConfig,
     notify: Callable[[str], None],
-    preparing: Callable[[str], None] = lambda what: None,
+    counted: Callable[[], Counter[tuple[str, str]]],
     waiting: Callable[[Wait], None] | None = None,
-) -> tuple[str, Latest | None]:
+) -> str:
     """Before the first request of a new job: refuse (OverlapError) where another
     integration's metric of the same name holds events in months the job would send. Reads
-    the export only when such a metric exists: with `--profile-attributes latest`, in the
-    pass that finds each customer's latest order, whose table it returns for the send (so a
-    send reads the export twice at most: once before, once while sending). Returns what the
-    checkpoint keeps of the check, and that table (None where it made none)."""
+    the export only when such a metric exists: `counted` gives the job's events per metric
+    and UTC month, in the reading before the send (tables.py: the survey, or the pass that
+    finds each customer's latest order, whose results the send takes as they are). Returns
+    what the checkpoint keeps of the check."""
 
     assert config.api_key is not None
     read = ReadConfig(config.base_url, config.api_key, config.revision, timeout=config.timeout,
@@ -100,36 +96,25 @@ def overlap_check(
     except ScopeError:
         notify("Warning: this key cannot read metrics (no metrics:read scope), so whether "
                "another integration already holds these orders was not checked.")  # fmt: skip
-        return "not checked: the key cannot read metrics", None
+        return "not checked: the key cannot read metrics"
     if not others:
-        return "checked: none", None
-    latest = None
-    if job.profile_attributes == "latest":
-        preparing("Reading the export for each customer's latest order and its months")
-        months: Counter[tuple[str, str]] = Counter()
-        latest = Latest.build(job, None, months)
-    else:
-        months = months_pass(job).metric_months
-    try:
+        return "checked: none"
+    months = counted()
 
-        async def count() -> list[OtherCounts]:
-            async with Reader(read) as reader:
-                return await other_counts(reader, others, months)
+    async def count() -> list[OtherCounts]:
+        async with Reader(read) as reader:
+            return await other_counts(reader, others, months)
 
-        found = overlaps(months, asyncio.run(count()))
-        log.info("overlap check: %d other integration metric(s), %d overlapping month(s), "
-                 "%.1f s", len(others), len(found), time.monotonic() - started)  # fmt: skip
-        if found:
-            raise OverlapError(
-                "another integration already holds events of the metrics this send would "
-                "create, in the same months (they would count twice in Klaviyo):\n  "
-                + "\n  ".join(describe_overlaps(found)),
-                "Send only other months with --since/--until, or send anyway with "
-                "--allow-overlap (a --resume of the job remembers it). `klaviyo-backfill "
-                "preflight` lists every month.",
-            )
-    except BaseException:
-        if latest is not None:
-            latest.close()
-        raise
-    return "checked: none", latest
+    found = overlaps(months, asyncio.run(count()))
+    log.info("overlap check: %d other integration metric(s), %d overlapping month(s), "
+             "%.1f s", len(others), len(found), time.monotonic() - started)  # fmt: skip
+    if found:
+        raise OverlapError(
+            "another integration already holds events of the metrics this send would "
+            "create, in the same months (they would count twice in Klaviyo):\n  "
+            + "\n  ".join(describe_overlaps(found)),
+            "Send only other months with --since/--until, or send anyway with "
+            "--allow-overlap (a --resume of the job remembers it). `klaviyo-backfill "
+            "preflight` lists every month.",
+        )
+    return "checked: none"
