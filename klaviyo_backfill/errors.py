@@ -13,6 +13,7 @@
      ├── InternalError             an unexpected error in the sender: a bug, reported in one line
      ├── CertificateError          the server's TLS certificate is not trusted here
      ├── OutputError               --output stopped taking bodies during a send
+     │    └── LogError             --log stopped taking lines (a full disk): the run stops
      ├── SendError                 (exit 3) Klaviyo refused the whole job
      │    ├── AuthError            401/403: key missing, wrong or lacking scope
      │    │    └── ScopeError      403 to a read: the key lacks the scope it names
@@ -47,6 +48,7 @@ __all__ = [
     "InputError",
     "InternalError",
     "LayoutError",
+    "LogError",
     "NotAnExport",
     "OutputError",
     "OverlapError",
@@ -213,6 +215,20 @@ class OutputError(BackfillError):
             why = exc.strerror or str(exc)
         super().__init__(f"--output: {where} could not be written: {why}; sending stopped")
         self.broken_pipe = isinstance(exc, BrokenPipeError)
+
+
+class LogError(OutputError):
+    """--log could not be written (a full disk): the run stops there, resumable, rather than
+    going on with a log that lacks its end."""
+
+    def __init__(self, path: str, exc: OSError) -> None:
+        BackfillError.__init__(
+            self,
+            f"--log {path} could not be written: {exc.strerror or exc}; the run stopped "
+            "there (nothing is lost)",
+            "Free some space there (or name another --log file), then run again.",
+        )
+        self.broken_pipe = False
 
 
 class SendError(BackfillError):

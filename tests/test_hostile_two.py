@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -407,6 +408,101 @@ def test_a_layout_naming_an_unknown_hook_is_a_message(tmp_path: Path) -> None:
     assert result.returncode == ExitCode.USAGE, said(result)
     assert "layout.toml: [layout] hook 'nope' is not a hook this tool has" in result.stderr
     assert "shopify_json" in result.stderr
+
+
+@pytest.fixture
+def full_scratch() -> Iterator[Path]:
+    """The state folder's `tmp` on a 1 MB tmpfs of its own (0700, as the state tree's rule
+    asks), full (root only: skipped where mounting is not allowed)."""
+    import subprocess
+
+    from test_hostile import fill
+
+    where = Path(os.environ["XDG_STATE_HOME"]) / "klaviyo-backfill" / "tmp"
+    where.mkdir(parents=True, mode=0o700)
+    os.chmod(where.parent, 0o700)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs",
+                              str(where)], capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or 'not root'}")
+    try:
+        fill(where)
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.mark.e2e
+def test_a_full_disk_in_the_profile_pass_names_the_file_and_the_fix(
+    full_scratch: Path, tmp_path: Path
+) -> None:
+    """The table of each customer's latest order (the pass before the first request) on a
+    full disk: `sqlite3.OperationalError` from latest._flush was a traceback. Now a message
+    naming the file and the fix, exit 2; after room is made the job goes on and everything
+    lands once."""
+    export_in(tmp_path)
+    with st.StandIn(api_key=KEY) as klaviyo:
+        result = send(tmp_path, klaviyo.url)
+        assert result.returncode == ExitCode.USAGE, said(result)
+        err = " ".join(result.stderr.split())
+        assert "Traceback" not in err and "OperationalError" not in err, err
+        assert f"the temporary file of each customer's latest order, {full_scratch}/latest-" in err
+        assert ": the disk is full" in err
+        assert f"Free some space in {full_scratch}" in err and "XDG_STATE_HOME" in err, err
+        assert not klaviyo.events
+        assert [p.name for p in full_scratch.iterdir()] == ["filler"]  # its file removed
+        (full_scratch / "filler").unlink()
+        again = send(tmp_path, klaviyo.url, "--resume")
+        assert again.returncode == ExitCode.OK, said(again)
+        assert len(klaviyo.events) == EVENTS
+
+
+def test_a_log_that_cannot_be_written_stops_with_its_path_once(tmp_path: Path) -> None:
+    """Python's logging printed "--- Logging error ---" and a traceback for each line it could
+    not write (a full disk), and the run went on. /dev/full: every write fails with ENOSPC."""
+    import logging
+
+    from klaviyo_backfill.commands.outputs import LogFile
+    from klaviyo_backfill.errors import LogError
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    log = logging.getLogger("klaviyo_backfill.test_log_file")
+    handler = LogFile("/dev/full")
+    log.addHandler(handler)
+    try:
+        with pytest.raises(LogError) as caught:
+            log.warning("a line")
+        log.warning("the run's later lines, and its exit, say nothing more")
+        handler.flush()
+    finally:
+        log.removeHandler(handler)
+    assert str(caught.value).startswith(
+        "--log /dev/full could not be written: No space left on device; the run stopped there"
+    )
+
+
+FAST_SINGLE = ("--endpoint", "single", "--rate-limit", "2000/s", "--concurrency", "8")
+
+
+@pytest.mark.e2e
+def test_a_send_whose_log_fills_the_disk_stops_resumable_naming_it(tmp_path: Path) -> None:
+    """--log on a full disk (/dev/full): the run stops, naming the log, with the command
+    that continues it; that command sends the rest, nothing twice."""
+    if not os.access("/dev", os.W_OK):
+        pytest.skip("--log /dev/full: /dev is not writable here")
+    export_in(tmp_path)
+    with st.StandIn(api_key=KEY) as klaviyo:
+        result = send(tmp_path, klaviyo.url, "--log", "/dev/full", *FAST_SINGLE)
+        err = " ".join(result.stderr.split())
+        assert result.returncode == ExitCode.USAGE, said(result)
+        assert "--log /dev/full could not be written: No space left on device" in err, err
+        assert "Logging error" not in err and "Traceback" not in err, err
+        assert "Continue with:" in err and "--log" not in result.stderr.splitlines()[-1], err
+        assert len(klaviyo.events) < EVENTS, err  # stopped part-way (111 requests)
+        again = send(tmp_path, klaviyo.url, "--resume", *FAST_SINGLE)
+        assert again.returncode == ExitCode.OK, said(again)
+        assert len(klaviyo.events) == EVENTS  # nothing lost, nothing twice
 
 
 DAMAGE = [

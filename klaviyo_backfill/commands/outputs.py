@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import LogError, UsageError
 from ..state.files import open_private, replace_private
 
 
@@ -98,9 +99,39 @@ def configure_logging(verbose: int, log_file: str | None) -> None:
         handler.setFormatter(fmt)
         root.addHandler(handler)
     if log_file:
-        handler = logging.StreamHandler(open_private(log_file, "--log", text=True))
+        handler = LogFile(log_file)
         handler.setFormatter(fmt)
         root.addHandler(handler)
+
+
+class LogFile(logging.StreamHandler):  # type: ignore[type-arg]
+    """--log FILE, private. A line it cannot write (a full disk) stops the run: the log call
+    raises LogError naming the file, once (the run ends as on any error, resumable); the
+    handler writes nothing more. Python's own handler printed "--- Logging error ---" with a
+    traceback for every line and let the run go on with a log that lacks its end."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(open_private(path, "--log", text=True))
+        self.path = path
+        self.failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handleError(record)  # a bad format string: Python's report, and on
+            return
+        self.failed = True
+        with contextlib.suppress(OSError):
+            self.stream.close()  # what it buffers is lost with the disk's room: never again
+        raise LogError(self.path, exc) from None
+
+    def flush(self) -> None:
+        if not self.failed:  # (closed once it failed)
+            super().flush()
 
 
 def checkpoints_shown() -> str:

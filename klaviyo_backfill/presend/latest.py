@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import CheckpointError
 from ..inputs.export import read_orders
 from ..inputs.sources import Input
 from ..mapping.convert import Converter
@@ -34,6 +35,7 @@ from ..pipeline.distinct import SeenIds
 from ..pipeline.parallel import Stamp, splittable, stamp, stamped_pieces, workers_for
 from ..pipeline.prepare import raw_id
 from ..state.files import state_dir, state_folder
+from ..state.sqlite import trouble
 
 if TYPE_CHECKING:
     from ..model import Order
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from ..state.account_ledger import AccountLedger
     from .delta import Delta
 
-__all__ = ["Latest", "Mark", "scratch"]
+__all__ = ["Latest", "Mark", "scratch", "scratch_trouble"]
 
 Mark = tuple[float, str]  # an order's creation time (UNIX seconds) and id: larger is later
 
@@ -95,6 +97,9 @@ class Latest:
         path = scratch("latest")
         try:
             _fill(path, marks)
+        except (sqlite3.Error, OSError) as exc:  # a full disk: in words, naming the file
+            Path(path).unlink(missing_ok=True)
+            raise scratch_trouble(path, exc, "each customer's latest order") from None
         except BaseException:
             Path(path).unlink(missing_ok=True)
             raise
@@ -131,6 +136,19 @@ def scratch(kind: str, suffix: str = ".sqlite") -> str:
     fd, path = tempfile.mkstemp(prefix=f"{kind}-{os.getpid()}-", suffix=suffix, dir=folder)
     os.close(fd)
     return path
+
+
+def scratch_trouble(path: str, exc: BaseException, holding: str) -> CheckpointError:
+    """A temporary file of the state folder that could not be written (a full disk), named
+    with what it holds and where room is needed; nothing is lost (it is made anew)."""
+    error = trouble(Path(path), exc, f"the temporary file of {holding},")
+    folder = os.path.dirname(path)
+    if "disk is full" in error.message:
+        error.hint = (
+            f"Free some space in {folder} (about 100 bytes a customer), or set "
+            "XDG_STATE_HOME to a folder on a disk with room; then run again (nothing is lost)."
+        )
+    return error
 
 
 def _alive(pid: int) -> bool:
