@@ -134,3 +134,26 @@ def test_a_shop_is_refused_under_another_store_than_it_was_sent_with_and_another
             assert refused.returncode == 2, out
             assert "as sent with --store b:" in out and "Send this shop with --store b" in out
         assert len(s.requests) == requests  # nothing sent
+
+
+def test_preflight_of_a_store_names_orders_held_without_a_store_not_another_stores(
+    shops: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Another API sender (a live integration) that names no store may be this shop's: its
+    OrderId counts; one whose events carry another Store is another shop's."""
+    (tmp_path / "a.csv").write_bytes(shops[0].read_bytes())
+    orders = [o for o in corpus.make_orders(ORDERS, 1, "woocommerce") if o.identifiable]
+    live = [st.other_event("Placed Order", o.created_at.isoformat(), integration=st.API,
+                           uid=f"live-{o.number}", properties={"OrderId": o.number})
+            for o in orders[:3]]  # fmt: skip
+    other_shop = [st.other_event("Placed Order", o.created_at.isoformat(), integration=st.API,
+                                 uid=f"b-{o.number}", properties={"OrderId": o.number,
+                                                                  "Store": "b"})
+                  for o in orders[3:8]]  # fmt: skip
+    with st.StandIn(api_key=KEY) as s:
+        s.preload(live + other_shop)
+        done = cli(tmp_path, s, "preflight", "a.csv", "--store", "a", "--json", "p.json")
+    held = json.loads((tmp_path / "p.json").read_text())["held_by_another_api_sender"]
+    assert done.returncode == 6, said(done)
+    assert held["orders"] == 3
+    assert set(held["sample_ids"]) == {f"a:{o.number}" for o in orders[:3]}
