@@ -252,7 +252,8 @@ endpoint_option = click.option(
     "--allow-overlap",
     is_flag=True,
     help="Send even where another integration's metric of the same name (Shopify's own "
-    "Placed Order) already holds events in the months sent.",
+    "Placed Order) already holds events in the months sent, or another API sender (the "
+    "shop's own integration) holds the same orders.",
 )
 @click.option(
     "--rate-limit",
@@ -363,7 +364,7 @@ def _nothing_to_do(console: Console, finished: Finished) -> int:
 def _real_send(options: SendOptions, console: Console, kw: dict[str, Any]) -> int:
     from .commands.send import send
     from .reports.progress import Progress
-    from .reports.terminal import outcome_json, send_summary
+    from .reports.terminal import held_elsewhere, lit, outcome_json, send_summary
     from .results import SendOutcome
 
     progress = Progress(enabled=not kw["quiet"])
@@ -375,6 +376,8 @@ def _real_send(options: SendOptions, console: Console, kw: dict[str, Any]) -> in
     unread = outcome.interrupted and not outcome.stats.orders_read  # stopped before reading
     if not (refused or unread):  # (a refused key before any answer: the error alone)
         console.print(send_summary(outcome))
+    if (held := held_elsewhere(outcome.stats)) is not None:
+        console.print(lit(held), soft_wrap=True)
     if kw["summary_json"]:
         try:
             write_json(kw["summary_json"], outcome_json(outcome) | {"dry_run": False})

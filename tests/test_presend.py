@@ -192,3 +192,43 @@ def test_inspect_and_the_dry_run_assemble_the_send_s_pipeline(
     everyone = SendOptions(InputOptions(paths=(str(export),), jobs=1), profile_attributes="all")
     inspect(everyone)
     assert readings.count == 5  # no profile table to build: one reading
+
+
+def _prepared(order_id: str, *metrics: str) -> Any:
+    from datetime import UTC, datetime
+
+    from klaviyo_backfill.model import Event
+    from klaviyo_backfill.pipeline.prepare import Prepared
+
+    at = datetime(2024, 3, 1, tzinfo=UTC)
+    events = [Event(m, at, f"{order_id}-{m}", {"OrderId": order_id}, {"email": "a@example.com"})
+              for m in metrics]  # fmt: skip
+    return Prepared("orders.csv", 2, (0, 0), (0, 0), order_id, key=order_id, events=events)
+
+
+def test_another_api_senders_order_is_one_whose_placed_order_the_ledger_lacks(
+    tmp_path: Path,
+) -> None:
+    """The one rule (presend/delta.py, `Elsewhere`): of the OrderIds the API's Placed Order
+    holds, this tool's own are those whose Placed Order the account's ledger acknowledged,
+    an order sent in part included; the rest are another sender's."""
+    from klaviyo_backfill.model import PLACED, identity
+    from klaviyo_backfill.pipeline.prepare import Held
+    from klaviyo_backfill.presend.delta import Elsewhere, facts_of
+    from klaviyo_backfill.state.account_ledger import AccountLedger, event_key
+
+    ledger = AccountLedger(tmp_path / "account.sqlite")
+    try:
+        ours = _prepared("1", PLACED, "Ordered Product")
+        placed = ours.events[0]
+        ledger.record([event_key(identity(placed.profile), PLACED, placed.unique_id)])
+        theirs, unheld = _prepared("2", PLACED), _prepared("3", PLACED)
+        sifted = _prepared("4", "Ordered Product")  # its Placed Order held: sifted out
+        sifted.held = Held(b"", facts_of(ours.events), 1, (placed,))
+        elsewhere = Elsewhere(frozenset({"1", "2", "4"}), ledger)
+        assert [elsewhere.holds(p) for p in (ours, theirs, unheld, sifted)] == [
+            False, True, False, False,
+        ]  # fmt: skip
+        assert Elsewhere(frozenset({"1", "2"}), None).holds(ours)  # no ledger: none is ours
+    finally:
+        ledger.close()

@@ -295,7 +295,9 @@ def test_a_reading_before_the_first_request_is_said(tmp_path: Path) -> None:
         later = said("--restart")  # the account holds every order now
         assert "Reading the export against what this account holds..." in later
         assert "Reading the export" not in said("--restart", "-q")
-        assert "Reading the export for each customer's latest order..." in said(
+        # (the overlap check's pass, as the account's API metric holds events: whether
+        # another API sender holds these orders is read in the export's months)
+        assert "Reading the export for each customer's latest order" in said(
             "--restart", "--resend"
         )
 

@@ -11,18 +11,18 @@ from ..errors import ScopeError
 from ..klaviyo.account import account_id
 from ..klaviyo.reading import Reader
 from ..klaviyo.throttle import ideal_seconds, parse_rate_limit
-from ..model import METRICS, PLACED, order_key
+from ..model import METRICS, PLACED
 from ..options import SendOptions
 from ..pipeline.job import job_from
 from ..pipeline.stages import export_pass
-from ..presend.overlap import other_counts, read_config
-from ..proof.orders import HeldElsewhere, windows
+from ..presend.overlap import held_by_api, other_counts, read_config
+from ..proof.orders import HeldElsewhere
 from ..proof.reconcile import overlaps
 from ..results import Preflight
-from ..state.account_ledger import AccountLedger, account_ledger_path
+from ..state.account_ledger import account_ledger_path
 
 if TYPE_CHECKING:  # annotations only
-    from ..klaviyo.reading import Account, Flow, HeldEvent, Metric, ReadConfig
+    from ..klaviyo.reading import Account, Flow, Metric, ReadConfig
     from ..pipeline.summary import Stats
     from ..proof.reconcile import OtherCounts
 
@@ -48,54 +48,13 @@ def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: 
     report.overlaps = overlaps(stats.metric_months, counts)
     placed = api.get(PLACED)
     if placed is not None:
-        months = sorted({month for metric, month in stats.metric_months if metric == PLACED})
-        held = asyncio.run(held_by_api(config, placed, months, ids, job.store))
+        placed_months = {k: n for k, n in stats.metric_months.items() if k[0] == PLACED}
+        ledger = account_ledger_path(account_id(config.base_url, config.api_key))
+        held = asyncio.run(held_by_api(config, placed, placed_months, ids, ledger, job.store))
         scopes["events:read"] = held is not None
-        theirs = _not_ours(held, config) if held else {}
-        if theirs:
-            report.api_held = HeldElsewhere.of(theirs)
+        if held:
+            report.api_held = HeldElsewhere.of(held)
     return report
-
-
-async def held_by_api(
-    config: ReadConfig, placed: Metric, months: list[str], ids: set[str], store: str | None = None
-) -> dict[str, str] | None:
-    """The export's orders whose OrderId the API's Placed Order holds in the export's months
-    (order key -> month): this tool's, or another API sender's (the merchant's own live
-    integration). With a `store`, an event of that store, or of none (a sender that names
-    no store may be this shop's). None when the key cannot read events (events:read)."""
-    held: dict[str, str] = {}
-    async with Reader(config) as reader:
-        try:
-            for window in windows({(PLACED, month): 1 for month in months}):
-
-                def take(page: list[HeldEvent], month: str = window.month) -> None:
-                    for event in page:  # a page at a time: a month's events are never kept
-                        key = event.order_id
-                        if store and key not in ids:
-                            key = order_key(store, key)
-                        if key in ids:
-                            held.setdefault(key, month)
-
-                await reader.scan_events(placed.id, window.start, window.end, take)
-        except ScopeError as exc:
-            if "events:read" not in exc.scopes:
-                raise
-            return None
-    return held
-
-
-def _not_ours(held: dict[str, str], config: ReadConfig) -> dict[str, str]:
-    """Those of the orders that this tool did not send to this account (its ledger)."""
-    path = account_ledger_path(account_id(config.base_url, config.api_key))
-    if not path.exists():
-        return held
-    ledger = AccountLedger(path, read_only=True)
-    try:
-        ours = ledger.held_orders(list(held))
-    finally:
-        ledger.close()
-    return {order: month for order, month in held.items() if order not in ours}
 
 
 async def _key_check(config: ReadConfig) -> tuple[Account | None, list[Metric], dict[str, bool]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -34,7 +35,7 @@ from ..pipeline.orders import Resume
 from ..pipeline.session import SendSession
 from ..pipeline.stages import open_output, orders, outputting, requests
 from ..pipeline.summary import Stats
-from ..presend.delta import Delta
+from ..presend.delta import Delta, Elsewhere
 from ..presend.overlap import overlap_check
 from ..presend.stores import refuse_held_elsewhere
 from ..presend.tables import Tables
@@ -210,22 +211,26 @@ def _send_locked(
     )
     watcher = progress or Unwatched()  # the readings' waits told as the sends' are
     with Tables(job, watcher.preparing) as tables:  # the reading before the send
-        overlap = None
+        overlap, elsewhere = None, set[str]()
         if new_job and config.endpoint.versioned and options.allow_overlap:
             overlap = "allowed"
+            notify("--allow-overlap: orders other integrations or API senders hold already "
+                   "are sent anyway (they count twice in Klaviyo).")  # fmt: skip
         elif new_job and config.endpoint.versioned:
             held = None if options.resend else account_ledger_path(account)
             try:
                 with _stoppable() as got:
-                    overlap = overlap_check(config, notify, partial(tables.months, held),
-                                            watcher.waiting)  # fmt: skip
+                    checked = overlap_check(config, notify, partial(tables.months, held),
+                                            watcher.waiting, account_ledger_path(account),
+                                            job.store)  # fmt: skip
+                overlap, elsewhere = checked.said, checked.elsewhere
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM in the check: nothing sent, no job
                 return SendOutcome(Stats(), SendStats(), 0.0, interrupted=True, signal=got[0],
                                    continuation=continuation(options, resume=False))  # fmt: skip
         notes: dict[str, object] = {"command": command, "window": _window(options),
                                     "failures": os.path.abspath(job.failures or "")}  # fmt: skip
-        if overlap is not None:
-            notes["overlap"] = overlap
+        if overlap is not None:  # a new job: what it skips as another API sender's, remembered
+            notes["overlap"], notes["api_held"] = overlap, json.dumps(sorted(elsewhere))
         notes["send_args"] = replay_args(options)  # what `verify` prints a repair with
         if job.store is not None:
             notes["store"] = job.store
@@ -313,6 +318,8 @@ def send_job(
     ledger, account, stats = session.ledger, session.account, session.stats
     point = session.resume_point(resume)
     delta = Delta(account, job.payload_salt()) if account is not None and skip_held else None
+    # another API sender's orders, skipped (a repair resends only what this tool sent)
+    elsewhere = Elsewhere(_held_elsewhere(ledger), account) if only is None else None
     is_done: Callable[[str], bool] | None = session.reader.is_done if ledger.has_orders() else None
     if only is not None:  # a repair: the orders it lists, not yet done
         is_done = _either(only.skip_order, is_done)
@@ -326,8 +333,24 @@ def send_job(
         return SendOutcome(stats, session.send_stats, 0.0, interrupted=True,
                            signal=signal.SIGINT, failures_path=job.failures)  # fmt: skip
     checked = Resume(is_done, point, session.tracker.input_rejected, delta, replay,
-                     only.keeps if only is not None else None)  # fmt: skip
+                     only.keeps if only is not None else None, elsewhere)  # fmt: skip
     return _sending(ready, config, session, watcher, checked)
+
+
+def _held_elsewhere(ledger: Ledger) -> frozenset[str]:
+    """The ids of the orders another API sender holds, as the job's check found them
+    (presend/overlap.py): skipped by every run of the job, a resumed one too."""
+    stored = ledger.get("api_held")
+    try:
+        ids = json.loads(stored) if stored else []
+    except ValueError:
+        ids = None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise CheckpointError(
+            f"the checkpoint {ledger.path} holds no readable list of the orders another API "
+            "sender holds (api_held)", "Start the job again with --restart.",
+        )  # fmt: skip
+    return frozenset(ids)
 
 
 def _either(

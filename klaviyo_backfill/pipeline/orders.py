@@ -3,7 +3,8 @@
     orders read = orders mapped + orders rejected + orders skipped
 
 Skipped orders are duplicates (the same order id in an earlier row or file), orders outside
---since/--until, and orders a checkpoint already holds as sent. A dry run, `inspect` and a
+--since/--until, orders a checkpoint already holds as sent, and orders another API sender
+holds (presend/overlap.py: sent, they would count twice). A dry run, `inspect` and a
 send all take their orders from `mapped_orders`; only a send passes a `Resume`.
 """
 
@@ -22,8 +23,8 @@ from ..inputs.sources import Input
 from ..mapping.convert import Converter, Settings
 from ..mapping.encode import Encoder, Part
 from ..mapping.events import AttributeRule
-from ..model import Event, Filters, Position, RawOrder, Rejection
-from ..presend.delta import Delta
+from ..model import Event, Filters, Position, RawOrder, Rejection, utc_month
+from ..presend.delta import Delta, Elsewhere
 from ..presend.survey import Duplicate, HeldRun, Survey
 from ..state.failures import Failures
 from .distinct import SeenIds
@@ -32,9 +33,10 @@ from .parallel import prepared_pieces, splittable, workers_for
 from .prepare import Held, Prepared, prepare, raw_id
 from .summary import Stats
 
-__all__ = ["MappedOrder", "Resume", "mapped_orders"]
+__all__ = ["ELSEWHERE", "MappedOrder", "Resume", "mapped_orders"]
 
 _HELD = "already in Klaviyo (this account)"  # the reason a skipped order is counted under
+ELSEWHERE = "held by another API sender"  # ... and one the shop's own integration sent
 
 
 @dataclass(slots=True)
@@ -61,6 +63,7 @@ class Resume:
     delta: Delta | None = None  # what the account holds already (None: --resend)
     survey: Survey | None = None  # one reading against the account, to replay (survey.py)
     only: Callable[[Event], bool] | None = None  # a repair: the events it sends (repair.py)
+    elsewhere: Elsewhere | None = None  # the orders another API sender holds: skipped
 
 
 class _Mapper:
@@ -81,6 +84,7 @@ class _Mapper:
         self.delta = resume.delta if resume is not None else None
         self.survey = resume.survey if resume is not None else None
         self.only = resume.only if resume is not None else None
+        self.elsewhere = resume.elsewhere if resume is not None else None
         self.encoder = encoder
         self.seen = SeenIds()
         self.converters: dict[int, Converter] = {}
@@ -194,6 +198,10 @@ class _Mapper:
             return None
         if prepared.outside:
             stats.skipped["outside --since/--until"] += 1
+            return None
+        if self.elsewhere is not None and self.elsewhere.holds(prepared) and prepared.tally:
+            stats.skipped[ELSEWHERE] += 1
+            stats.held_elsewhere[prepared.key] = utc_month(prepared.tally.time)
             return None
         for warning in dict.fromkeys(prepared.warnings):
             stats.warnings[warning] += 1

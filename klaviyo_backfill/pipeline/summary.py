@@ -73,6 +73,8 @@ class Stats:
     skipped_files: list[tuple[str, str]] = field(default_factory=list)  # (path, why): no export
     since: datetime | None = None  # the window --since/--until applied: orders at or after
     until: datetime | None = None  # ... and before
+    # orders skipped as another API sender holds them: order id -> UTC month (overlap.py)
+    held_elsewhere: dict[str, str] = field(default_factory=dict)
 
     limit: int | None = None  # --limit: the run ends after this many mapped orders
     read_all: bool = False  # the reading ended (the inputs, or --limit): `events` is whole
@@ -166,7 +168,16 @@ def describe(stats: Stats) -> dict[str, Any]:
         "skipped_files": [{"path": path, "why": why} for path, why in stats.skipped_files],
         "since": stats.since.isoformat() if stats.since else None,
         "until": stats.until.isoformat() if stats.until else None,
+        "held_by_another_api_sender": _elsewhere(stats.held_elsewhere),
     }
+
+
+def _elsewhere(held: dict[str, str]) -> dict[str, Any]:
+    """The orders skipped as another API sender holds them: how many, in which UTC months,
+    every id."""
+    months: Counter[str] = Counter(held.values())
+    return {"orders": len(held), "months": dict(sorted(months.items())),
+            "order_ids": sorted(held)}  # fmt: skip
 
 
 def window_text(since: datetime | None, until: datetime | None) -> str | None:

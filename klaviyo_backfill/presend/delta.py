@@ -27,7 +27,7 @@ from ..pipeline.prepare import Held, Prepared, raw_id
 from ..pipeline.summary import Tally
 from ..state.account_ledger import AccountLedger, HeldOrder, OrderFacts, event_key
 
-__all__ = ["KEEPS_FIRST", "Delta", "facts_of"]
+__all__ = ["KEEPS_FIRST", "Delta", "Elsewhere", "facts_of"]
 
 KEEPS_FIRST = "not sent: Klaviyo keeps the first event for this order"
 
@@ -142,6 +142,29 @@ class Delta:
         if fresh:
             prepared.tally = Tally.of(fresh)
         return withheld
+
+
+class Elsewhere:
+    """The orders another API sender holds (the shop's own integration): those of `ids` (the
+    OrderIds the check before the job found in the API's Placed Order, presend/overlap.py)
+    whose Placed Order, as this tool makes it, the account's ledger does not hold. The one
+    rule for "this tool's own", an order sent in part (a refused line item) included: the
+    ledger keeps each event it acknowledged, and Klaviyo's listing has no unique_id."""
+
+    def __init__(self, ids: frozenset[str], ledger: AccountLedger | None) -> None:
+        self.ids, self.ledger = ids, ledger
+
+    def holds(self, prepared: Prepared) -> bool:
+        if prepared.key not in self.ids:
+            return False
+        already = prepared.held.already if prepared.held is not None else ()
+        if any(e.metric == PLACED for e in already):  # the account holds this tool's own
+            return False
+        placed = next((e for e in prepared.events if e.metric == PLACED), None)
+        if placed is None or self.ledger is None:
+            return True
+        key = event_key(identity(placed.profile), PLACED, placed.unique_id)
+        return not self.ledger.held([key])
 
 
 def _value(events: list[Event], metric: str) -> Decimal | None:

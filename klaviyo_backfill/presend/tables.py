@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,12 +45,14 @@ class Tables:
         self.latest: Latest | None = None
 
     def months(self, account: Path | None) -> Counter[tuple[str, str]]:
-        """The events per metric and UTC month of the orders a run would map (the overlap
-        check's count), in the reading the send makes anyway: the survey against the
-        account's ledger at `account` (None: --resend, the send does not ask it), where it
-        holds orders and the exports are CSV; else the pass that builds the profile table;
-        a pass of their own where the send needs neither."""
-        job = self.job
+        """The events per metric and UTC month of the orders the job would map, past any
+        --limit (the overlap check's count), in the reading the send makes anyway: the
+        survey against the account's ledger at `account` (None: --resend, the send does not
+        ask it), where it holds orders and the exports are CSV; else the pass that builds
+        the profile table; a pass of their own where the send needs neither."""
+        # every order's months, past a --limit: a rerun continues a limited job, unchecked
+        # (the limit counts nowhere else in these readings: the survey and table are the same)
+        job = replace(self.job, filters=replace(self.job.filters, limit=None))
         latest = job.profile_attributes == "latest"
         counted: Counter[tuple[str, str]] = Counter()
         if account is not None and account.exists() and Survey.suits(job):

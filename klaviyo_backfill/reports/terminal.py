@@ -139,6 +139,20 @@ def send_summary(outcome: SendOutcome) -> Table:
     return table
 
 
+def held_elsewhere(stats: Stats) -> str | None:
+    """The orders a send skipped as another API sender holds them: how many, which months,
+    up to 10 ids (--summary-json lists every one); None where it skipped none."""
+    from ..proof.orders import HeldElsewhere  # (not for `status`: it reads no server)
+
+    if not stats.held_elsewhere:
+        return None
+    held = HeldElsewhere.of(stats.held_elsewhere, limit=10)
+    return (f"Not sent, held by another API sender (the same OrderId in Klaviyo's API "
+            f"Placed Order, not sent by this tool; sent, they would count twice): "
+            f"{held.describe()}. To send them anyway: the same command with --restart "
+            f"--allow-overlap (what this account holds already is skipped).")  # fmt: skip
+
+
 def outcome_json(outcome: SendOutcome) -> dict[str, Any]:
     send = outcome.send
     return describe(outcome.stats) | {

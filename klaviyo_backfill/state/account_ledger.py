@@ -153,6 +153,7 @@ class AccountLedger:
             query = "SELECT EXISTS (SELECT 1 FROM events) OR EXISTS (SELECT 1 FROM orders)"
             return bool(self.db.execute(query).fetchone()[0])
 
+    @_guarded
     def held_orders(self, order_ids: list[str]) -> dict[str, HeldOrder]:
         """`held_order` for many orders at once (one query: a later export's fast path)."""
         found: dict[str, HeldOrder] = {}
