@@ -208,3 +208,41 @@ def test_the_commands_the_tool_prints_carry_the_store() -> None:
     assert args[args.index("--store") + 1] == "Boutique Zürich"
     plain = SendOptions(InputOptions(("/shops/eu.csv",)))
     assert "--store" not in continuation(plain) and "--store" not in replay_args(plain)
+
+
+def test_a_layouts_row_stores_are_noted_and_a_send_under_another_store_is_refused(
+    tmp_path: Path,
+) -> None:
+    from klaviyo_backfill.mapping.events import identity_of
+    from klaviyo_backfill.presend.stores import refuse_held_elsewhere
+    from klaviyo_backfill.state.account_ledger import OrderFacts
+
+    sample = Path(__file__).parent.parent / "sample_data" / "custom_cart"
+    header, first, second = (sample / "orders.csv").read_text("utf-8-sig").splitlines()[:3]
+    (tmp_path / "stores.toml").write_text((sample / "layout.toml").read_text().replace(
+        'id = "Order No"', 'id = "Order No"\nstore = "Shop"'))  # fmt: skip
+    (tmp_path / "shops.csv").write_text(f"{header},Shop\n{first},north\n{second},\n")
+    (tmp_path / "north.csv").write_text(f"{header}\n{first}\n")
+    rows = job_from(SendOptions(InputOptions((str(tmp_path / "shops.csv"),),
+                                             layout=str(tmp_path / "stores.toml"))))  # fmt: skip
+    ledger = AccountLedger(tmp_path / "account.sqlite")
+    try:
+        refuse_held_elsewhere(rows, ledger)  # the account holds nothing: it goes
+        assert ledger.stores() == {"north"}  # the rows' stores, noted
+        source = rows.inputs[0]
+        order = Converter(source.layout, rows.settings).order(next(read_orders(source)))
+        assert order.key == "north:70001"
+        facts = OrderFacts(identity_of(order), order.total, None, order.currency, 2,
+                           order.created_at.timestamp())  # fmt: skip
+        ledger.record([], [(order.key, None, facts)])  # sent
+        layout = str(sample / "layout.toml")
+        for store in ("south", None):  # the same order, under another store or none
+            job = job_from(SendOptions(InputOptions((str(tmp_path / "north.csv"),),
+                                                    layout=layout, store=store)))  # fmt: skip
+            with pytest.raises(
+                UsageError, match=r"1 of these orders .* as sent with --store north"
+            ):
+                refuse_held_elsewhere(job, ledger)
+        refuse_held_elsewhere(rows, ledger)  # as sent before: goes
+    finally:
+        ledger.close()

@@ -37,7 +37,7 @@ from ..pipeline.stages import open_output, orders, outputting, requests
 from ..pipeline.summary import Stats
 from ..presend.delta import Delta, Elsewhere
 from ..presend.overlap import overlap_check
-from ..presend.stores import refuse_held_elsewhere
+from ..presend.stores import refuse_held_elsewhere, rows_name_stores
 from ..presend.tables import Tables
 from ..results import Finished, SendOutcome, Unwatched, Watcher
 from ..state.account_ledger import AccountLedger, account_ledger_path
@@ -252,7 +252,7 @@ def _check_stores(job: Job, account: str) -> None:
     """A send whose orders the account holds as sent under another store, or without one,
     is refused before anything is done (presend/stores.py)."""
     path = account_ledger_path(account)
-    if not path.exists():  # a new account holds nothing
+    if not path.exists() and not rows_name_stores(job):  # a new account holds nothing
         return
     held = AccountLedger(path)
     try:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import FieldError, UsageError
 from ..inputs.export import read_orders
+from ..inputs.values import store_problem
 from ..mapping.convert import Converter
 from ..mapping.events import identity_of
 from ..model import RawOrder, order_key
@@ -32,7 +33,7 @@ from ..state.account_ledger import AccountLedger
 if TYPE_CHECKING:
     from ..pipeline.job import Job
 
-__all__ = ["held_elsewhere", "refuse_held_elsewhere"]
+__all__ = ["held_elsewhere", "refuse_held_elsewhere", "rows_name_stores"]
 
 _BATCH = 500  # orders looked up in the ledger at once
 
@@ -42,25 +43,33 @@ def _bare_id(raw: RawOrder) -> str | None:
     return (None if value is None else str(value).strip()) or None
 
 
-def _rows_name_stores(job: Job) -> bool:
+def rows_name_stores(job: Job) -> bool:
+    """Whether a layout of the job names a `store` column (its rows may name any store)."""
     return any("store" in source.layout.order for source in job.inputs)
 
 
 def held_elsewhere(
-    job: Job, ledger: AccountLedger, stores: set[str], sample: int = 5
+    job: Job,
+    ledger: AccountLedger,
+    stores: set[str],
+    sample: int = 5,
+    named: set[str] | None = None,
 ) -> tuple[Counter[str], list[str]]:
     """How many orders of the job the account holds as sent under another of these `stores`
-    ('': without a store), per store, with the ids of the first few."""
+    ('': without a store), per store, with the ids of the first few; the stores the orders
+    name are added to `named`, given a set."""
     found: Counter[str] = Counter()
     ids: list[str] = []
-    for store, order_id in _same_orders(job, ledger, stores):
+    for store, order_id in _same_orders(job, ledger, stores, set() if named is None else named):
         found[store] += 1
         if len(ids) < sample:
             ids.append(order_id)
     return found, ids
 
 
-def _same_orders(job: Job, ledger: AccountLedger, stores: set[str]) -> Iterator[tuple[str, str]]:
+def _same_orders(
+    job: Job, ledger: AccountLedger, stores: set[str], named: set[str]
+) -> Iterator[tuple[str, str]]:
     for source in job.inputs:
         converter = Converter(source.layout, job.settings)
         raws = read_orders(source)
@@ -69,6 +78,8 @@ def _same_orders(job: Job, ledger: AccountLedger, stores: set[str]) -> Iterator[
             for raw in batch:
                 bare = _bare_id(raw)
                 mine = str(raw.fields.get("store") or "")
+                if mine and mine not in named and store_problem(mine) is None:
+                    named.add(mine)
                 if bare is None:
                     continue
                 for store in stores - {mine}:
@@ -95,14 +106,18 @@ def _sent(store: str) -> str:
 
 def refuse_held_elsewhere(job: Job, ledger: AccountLedger) -> None:
     """Refuse a send (UsageError, exit 2) whose orders the account holds as sent under
-    another store or without one: sent again, they would be held twice."""
-    others = ledger.stores() - {job.store or ""}
-    if not others and not _rows_name_stores(job):
+    another store or without one: sent again, they would be held twice. A job whose layout
+    names a store column is read whatever the account holds, and the stores its rows name
+    are noted in the account's ledger (a later send under another store is checked against
+    them)."""
+    known = ledger.stores()
+    if not known - {job.store or ""} and not rows_name_stores(job):
         return
-    if not others:  # a layout's store column: its rows may name any store
-        others = ledger.stores()
-    found, ids = held_elsewhere(job, ledger, others)
+    named: set[str] = set()
+    found, ids = held_elsewhere(job, ledger, known, named=named)
     if not found:
+        for store in named - known:
+            ledger.sending_for(store)
         return
     count = sum(found.values())
     store, _ = found.most_common(1)[0]
