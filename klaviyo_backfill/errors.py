@@ -13,7 +13,9 @@
      ├── InternalError             an unexpected error in the sender: a bug, reported in one line
      ├── CertificateError          the server's TLS certificate is not trusted here
      ├── OutputError               --output stopped taking bodies during a send
-     │    └── LogError             --log stopped taking lines (a full disk): the run stops
+     │    └── WriteError           the failures file or --log could not be written (a full
+     │         │                   disk): the run stops, naming it
+     │         └── LogError        --log
      ├── SendError                 (exit 3) Klaviyo refused the whole job
      │    ├── AuthError            401/403: key missing, wrong or lacking scope
      │    │    └── ScopeError      403 to a read: the key lacks the scope it names
@@ -60,6 +62,7 @@ __all__ = [
     "UnfinishedRun",
     "UsageError",
     "WorkerError",
+    "WriteError",
     "printable",
 ]
 
@@ -217,18 +220,27 @@ class OutputError(BackfillError):
         self.broken_pipe = isinstance(exc, BrokenPipeError)
 
 
-class LogError(OutputError):
+class WriteError(OutputError):
+    """A file the run writes as it goes (the failures file, --log) could not be written (a
+    full disk): the run stops there, resumable, naming the file."""
+
+    def __init__(self, what: str, path: str, exc: OSError, hint: str | None = None) -> None:
+        BackfillError.__init__(
+            self,
+            f"{what} {path} could not be written: {exc.strerror or exc}; the run stopped "
+            "there (nothing is lost)",
+            hint or "Free some space there, then run again.",
+        )
+        self.broken_pipe = False
+
+
+class LogError(WriteError):
     """--log could not be written (a full disk): the run stops there, resumable, rather than
     going on with a log that lacks its end."""
 
     def __init__(self, path: str, exc: OSError) -> None:
-        BackfillError.__init__(
-            self,
-            f"--log {path} could not be written: {exc.strerror or exc}; the run stopped "
-            "there (nothing is lost)",
-            "Free some space there (or name another --log file), then run again.",
-        )
-        self.broken_pipe = False
+        super().__init__("--log", path, exc,
+                         "Free some space there (or name another --log file), then run again.")  # fmt: skip
 
 
 class SendError(BackfillError):

@@ -18,7 +18,7 @@ import pytest
 import rogue
 import standin as st
 from cli_helpers import in_process, said, the_checkpoint
-from test_hostile import filling, tmpfs
+from test_hostile import fill, filling, tmpfs
 
 from klaviyo_backfill.errors import ExitCode
 
@@ -413,10 +413,8 @@ def test_a_layout_naming_an_unknown_hook_is_a_message(tmp_path: Path) -> None:
 @pytest.fixture
 def full_scratch() -> Iterator[Path]:
     """The state folder's `tmp` on a 1 MB tmpfs of its own (0700, as the state tree's rule
-    asks), full (root only: skipped where mounting is not allowed)."""
+    asks), for a test to fill (root only: skipped where mounting is not allowed)."""
     import subprocess
-
-    from test_hostile import fill
 
     where = Path(os.environ["XDG_STATE_HOME"]) / "klaviyo-backfill" / "tmp"
     where.mkdir(parents=True, mode=0o700)
@@ -426,7 +424,6 @@ def full_scratch() -> Iterator[Path]:
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or 'not root'}")
     try:
-        fill(where)
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
@@ -441,6 +438,7 @@ def test_a_full_disk_in_the_profile_pass_names_the_file_and_the_fix(
     naming the file and the fix, exit 2; after room is made the job goes on and everything
     lands once."""
     export_in(tmp_path)
+    fill(full_scratch)
     with st.StandIn(api_key=KEY) as klaviyo:
         result = send(tmp_path, klaviyo.url)
         assert result.returncode == ExitCode.USAGE, said(result)
@@ -630,6 +628,56 @@ def test_a_linked_account_ledger_is_named_with_a_fix_that_works(tmp_path: Path) 
 
 
 # ---------------------------------------------------------------- 11, 12. what is said
+
+
+def test_a_failures_file_on_a_full_disk_is_named(tmp_path: Path) -> None:
+    """ "No space left on device" without the file's name (#23 item 11): the failures file
+    (/dev/full: every write fails with ENOSPC) stops the run naming it, once."""
+    from klaviyo_backfill.errors import WriteError
+    from klaviyo_backfill.model import Rejection
+    from klaviyo_backfill.state.failures import Failures
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    failures = Failures("/dev/full")
+    rejection = Rejection("orders.csv", 3, "1001", "a reason")
+    for _ in range(2):  # the second write is refused as the first, never reopened
+        with pytest.raises(WriteError) as caught:
+            failures.write(rejection)
+        assert str(caught.value).startswith(
+            "failures file /dev/full could not be written: No space left on device"
+        )
+    failures.close()
+
+
+@pytest.mark.e2e
+def test_a_checkpoints_lock_on_a_full_disk_is_named(tmpfs: Path, tmp_path: Path) -> None:
+    export_in(tmp_path)
+    fill(tmpfs)
+    result = send(tmp_path, "http://127.0.0.1:9", "--checkpoint", str(tmpfs / "cp.sqlite"))
+    assert result.returncode == ExitCode.USAGE, said(result)
+    err = " ".join(result.stderr.split())
+    assert f"lock file {tmpfs}/cp.sqlite.lock: the disk is full" in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.e2e
+def test_a_survey_of_a_later_export_on_a_full_disk_is_named(
+    full_scratch: Path, tmp_path: Path
+) -> None:
+    """A later export to an account that holds orders is read against it first, into a
+    temporary record in the state folder: on a full disk, named with the fix."""
+    export_in(tmp_path)
+    with st.StandIn(api_key=KEY) as klaviyo:
+        assert send(tmp_path, klaviyo.url).returncode == ExitCode.OK
+        (tmp_path / "later.csv").write_bytes((tmp_path / "orders.csv").read_bytes())
+        fill(full_scratch)
+        result = send(tmp_path, klaviyo.url, "--profile-attributes", "all", export="later.csv")
+    assert result.returncode == ExitCode.USAGE, said(result)
+    err = " ".join(result.stderr.split())
+    assert f"the temporary file of the export against the account, {full_scratch}/survey-" in err
+    assert ": the disk is full" in err and f"Free some space in {full_scratch}" in err, err
+    assert "Traceback" not in err
 
 
 @pytest.mark.e2e

@@ -150,7 +150,9 @@ def _spooled(read: Callable[[], Iterable[Record]], path: str) -> Iterator[Record
         try:
             yield from _with_children(read, db, path)
         except sqlite3.Error as exc:  # the store's disk filled, say
-            raise InputError(path, f"cannot group the lines of its orders: {exc}") from None
+            raise InputError(path, f"cannot group the lines of its orders in {store}: {exc}",
+                             hint=f"Free some space in {tempfile.gettempdir()} (or set TMPDIR "
+                             "to a folder with room), then run again.") from None  # fmt: skip
         finally:
             db.close()
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import codecs
+import errno
 import os
 import shutil
 import stat
@@ -97,6 +98,13 @@ def spool(path: str, cap: int | None = None) -> str:
                 unbroken = unbroken + len(chunk) if end < 0 else len(chunk) - end - 1
                 if unbroken > CAP:
                     raise InputError(path, f"has a line longer than {CAP >> 20} MB: not an export?")
+    except OSError as exc:
+        shutil.rmtree(folder, True)  # customer data: gone at once, not at exit
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise InputError(path, f"could not be copied aside to {copy}: {exc.strerror}",
+                         hint="Save it to a file and name the file (or set TMPDIR to a "
+                         "folder with room).") from None  # fmt: skip
     except BaseException:
         shutil.rmtree(folder, True)  # customer data: gone at once, not at exit
         raise

@@ -41,7 +41,8 @@ from ..model import Filters, RawOrder
 from ..pipeline.distinct import SeenIds
 from ..pipeline.parallel import Stamp, pieces, splittable, stamp, workers_for
 from ..pipeline.prepare import raw_id
-from .latest import Latest, Mark, scratch
+from ..state.sqlite import FULL
+from .latest import Latest, Mark, scratch, scratch_trouble
 
 if TYPE_CHECKING:
     from ..pipeline.job import Job
@@ -124,6 +125,11 @@ class Survey:
                 else:
                     for _ in marks:
                         pass
+        except OSError as exc:
+            survey.close()
+            if exc.errno not in FULL:
+                raise
+            raise scratch_trouble(survey.path, exc, "the export against the account") from None
         except BaseException:
             survey.close()
             raise

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import Counter
 from typing import IO
 
+from ..errors import WriteError
 from ..model import Rejection
 from .files import open_private
 
@@ -35,6 +37,7 @@ class Failures:
         self.count = 0
         self.kinds: Counter[str] = Counter()  # lines by `kind_of`
         self._fh: IO[str] | None = None
+        self._broken: OSError | None = None
         if path is not None and (os.path.isfile(path) or os.path.islink(path)):
             os.unlink(path)  # a link goes, never the file it points to
 
@@ -43,12 +46,30 @@ class Failures:
         self.kinds[kind_of(rejection)] += 1
         if self.path is None:
             return
-        if self._fh is None:
-            self._fh = open_private(self.path, "failures file", text=True)
-        self._fh.write(json.dumps(rejection.as_json(), ensure_ascii=False) + "\n")
-        self._fh.flush()
+        if self._broken is not None:  # told once already: the run is stopping
+            raise WriteError("failures file", self.path, self._broken)
+        try:
+            if self._fh is None:
+                self._fh = open_private(self.path, "failures file", text=True)
+            self._fh.write(json.dumps(rejection.as_json(), ensure_ascii=False) + "\n")
+            self._fh.flush()
+        except OSError as exc:  # a full disk: named, and the run stops (it can go on after)
+            self._broken = exc
+            self._drop()
+            raise WriteError("failures file", self.path, exc) from None
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError as exc:
+                self._fh = None
+                raise WriteError("failures file", str(self.path), exc) from None
+            self._fh = None
+
+    def _drop(self) -> None:
+        """Let go of a file that could not be written (what it buffers is lost with it)."""
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
             self._fh = None

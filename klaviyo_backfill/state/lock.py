@@ -65,8 +65,12 @@ class JobLock:
                 "Let it finish (or stop it with Ctrl-C) before another run of the same export "
                 "to the same account; `status` shows its progress.",
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a full disk
+            os.close(fd)
+            raise trouble(self.path, exc, "lock file") from None
         self.fd = fd
         _OURS.add(self.path)
         return self

@@ -16,6 +16,7 @@ from ..errors import CheckpointError
 # What reading a value a checkpoint cannot hold raises (a valid SQLite file whose stored
 # values were edited or damaged: 'x' for a time, '{bad' for a summary, 'abc' for a total)
 BAD_VALUES = (ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError)
+FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or the user's quota reached
 
 
 def trouble(path: Path, exc: BaseException, what: str = "checkpoint") -> CheckpointError:
@@ -30,7 +31,7 @@ def trouble(path: Path, exc: BaseException, what: str = "checkpoint") -> Checkpo
         )
     if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         lower = "readonly"
-    elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+    elif isinstance(exc, OSError) and exc.errno in FULL:
         lower = "disk is full"
     elif isinstance(exc, OSError):
         text = exc.strerror or text
