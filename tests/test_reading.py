@@ -203,3 +203,28 @@ def test_overlaps_are_the_months_both_hold_events_in() -> None:
     shopify.months.update({"2021-01": 3, "2021-03": 8})
     found = overlaps(export, [shopify])
     assert [(o.month, o.count, o.export_count) for o in found] == [("2021-01", 3, 4)]
+
+
+@pytest.mark.e2e
+def test_a_read_counts_in_its_windows_from_when_it_was_written_not_from_its_turn() -> None:
+    """The loop busy (a page of events parsed) between a read's turn and its writing: the
+    read counts from when it left, so the next one keeps Klaviyo's windows however late the
+    first left (verify reads aggregates while it parses pages of events)."""
+    import time
+
+    import standin as st
+
+    from klaviyo_backfill.klaviyo.endpoints import ACCOUNTS
+
+    key = "pk_" + "a" * 34
+
+    async def go(url: str) -> tuple[float, float]:
+        async with Reader(ReadConfig(url, key)) as reader:
+            turn = time.monotonic()
+            asyncio.get_running_loop().call_soon(time.sleep, 0.2)  # runs at its first wait
+            await reader.account()
+            return turn, reader.limiters[ACCOUNTS.name].answers[0]
+
+    with st.StandIn(api_key=key) as s:
+        turn, counted = asyncio.run(go(s.url))
+    assert counted - turn >= 0.2

@@ -17,13 +17,13 @@ import gc
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import (
     CheckpointError,
@@ -50,6 +50,8 @@ if TYPE_CHECKING:  # annotations only
 
 
 log = logging.getLogger("klaviyo_backfill.verify")
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: None) -> Verification:
@@ -195,10 +197,10 @@ async def _held(
             for year in years_of(month for metric, month, _ in sent if metric == name):
                 jobs.append(partial(_aggregate, reader, found.id, year))
                 names.append(name)
-        # one after the other: each paced to its own windows, but pages of events parsed
-        # while aggregate queries leave would make those leave unevenly (a 429 at 3/s)
-        results = await gather_limited(jobs, config.concurrency)
-        proof = await _per_order(reader, ledger, api, sent)
+        # at once: each paced to its own windows (a query counts from when it was written,
+        # however long the pages of events keep the loop busy before it is)
+        results, proof = await _both(gather_limited(jobs, config.concurrency),
+                                     _per_order(reader, ledger, api, sent))  # fmt: skip
         for name, totals in zip(names, results, strict=True):
             if isinstance(totals, int):
                 refused.add(totals)
@@ -208,6 +210,19 @@ async def _held(
                 count, value = held.get(key, (0, Decimal(0)))
                 held[key] = (count + t.count, value + (t.value or Decimal(0)))
         return held, missing, reader.stats.requests, refused, proof
+
+
+async def _both(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both results; the first error cancels the other and is raised."""
+    tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return tasks[0].result(), tasks[1].result()
 
 
 async def api_metrics(reader: Reader) -> dict[str, Metric]:

@@ -350,11 +350,14 @@ class Reader:
         while True:
             attempts.tries += 1
             await limiter.acquire()
-            limiter.done()  # a read counts from when it leaves: see `_once`
+            gone = _Once(limiter.done)  # a read counts from when it left: see `_once`
             try:
-                return await self._once(
-                    api, url, params, body, check, limiter, attempts.left(), listing
-                )
+                try:
+                    return await self._once(
+                        api, url, params, body, check, limiter, attempts.left(), listing, gone
+                    )
+                finally:
+                    gone()  # it never left, or its transport does not say when (a test's)
             except Retry as retry:
                 self.stats.retries += 1
                 try:
@@ -390,14 +393,19 @@ class Reader:
         limiter: Limiter,
         left: float = float("inf"),
         listing: Listing | None = None,
+        gone: Callable[[], None] = lambda: None,
     ) -> dict[str, Any]:
         self.stats.requests += 1
         content = None if body is None else json.dumps(body).encode()
         # a read's body is a few hundred bytes, so it arrives as it leaves: it counts in the
-        # windows from then (`fetch` marks it done at once); its answer time is Klaviyo's
-        # work, and counting it would halve the pace of slow aggregate queries for nothing
+        # windows from when its last byte was written (`gone`, told by the connection), not
+        # from its answer (Klaviyo's work: counting it would halve the pace of slow aggregate
+        # queries for nothing), nor from its turn (a loop busy with pages of events may
+        # write it later: two would reach Klaviyo closer than the windows allow)
         budget = max(0.001, min(self.config.deadline, left))
-        response = await within(budget, url, self._bounded(api, url, params, content, listing))
+        response = await within(
+            budget, url, self._bounded(api, url, params, content, listing, gone)
+        )
         return self._answer(api, response, check, limiter)
 
     async def _bounded(
@@ -407,15 +415,20 @@ class Reader:
         params: dict[str, str] | None,
         content: bytes | None,
         listing: Listing | None = None,
+        gone: Callable[[], None] = lambda: None,
     ) -> httpx.Response:
         """The answer, its body read up to max_body bytes, or what is left of its listing's
         budget (QueryError beyond)."""
         limit = self.config.max_body
         if listing is not None:
             limit = min(limit, listing.left)
-        request = self.client.build_request(
-            api.method, url, params=params, content=content, headers=self.headers
-        )
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            if event.endswith(".send_request_body.complete"):  # httpcore's: it has left
+                gone()
+
+        request = self.client.build_request(api.method, url, params=params, content=content,
+                                            headers=self.headers, extensions={"trace": trace})  # fmt: skip
         response = await self.client.send(request, stream=True)
         try:
             content, whole = await read_capped(response, limit)  # decompressed in bounded bites
@@ -506,6 +519,20 @@ class Listing:
                 "pages of one listing (far more than Klaviyo sends); stopped there",
                 "Is KLAVIYO_BASE_URL right, or a proxy in the way?",
             )
+
+
+class _Once:
+    """A callable that calls `then` the first time only."""
+
+    __slots__ = ("then",)
+
+    def __init__(self, then: Callable[[], None]) -> None:
+        self.then: Callable[[], None] | None = then
+
+    def __call__(self) -> None:
+        then, self.then = self.then, None
+        if then is not None:
+            then()
 
 
 async def gather_limited(jobs: Sequence[Callable[[], Awaitable[T]]], at_once: int) -> list[T]:
