@@ -15,11 +15,12 @@ from ..model import METRICS, PLACED
 from ..options import SendOptions
 from ..pipeline.job import job_from
 from ..pipeline.stages import export_pass
+from ..presend.delta import Elsewhere
 from ..presend.overlap import held_by_api, other_counts, read_config
 from ..proof.orders import HeldElsewhere
 from ..proof.reconcile import overlaps
 from ..results import Preflight
-from ..state.account_ledger import account_ledger_path
+from ..state.account_ledger import AccountLedger, account_ledger_path
 
 if TYPE_CHECKING:  # annotations only
     from ..klaviyo.reading import Account, Flow, Metric, ReadConfig
@@ -34,8 +35,16 @@ def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: 
     job = job_from(options)
     config = read_config(options, ask_key)
     account, metrics, scopes = asyncio.run(_key_check(config))
-    ids: set[str] = set()
-    stats, bodies = export_pass(job, ids)
+    ids: set[str] = set()  # the orders another API sender may hold: not this tool's own
+    path = account_ledger_path(account_id(config.base_url, config.api_key))
+    api_placed = any(m.via_api and m.name == PLACED for m in metrics)
+    ledger = AccountLedger(path) if api_placed and (path.exists() or path.is_symlink()) else None
+    try:
+        rule = Elsewhere(frozenset(), ledger)  # the send's rule (presend/delta.py)
+        stats, bodies = export_pass(job, ids, lambda order: not rule.ours(order.events))
+    finally:
+        if ledger is not None:
+            ledger.close()
     names = {metric for metric, _ in stats.metric_months}
     others = [m for m in metrics if not m.via_api and m.name in names]
     api = {m.name: m for m in metrics if m.via_api and m.name in names}
@@ -49,8 +58,7 @@ def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: 
     placed = api.get(PLACED)
     if placed is not None:
         placed_months = {k: n for k, n in stats.metric_months.items() if k[0] == PLACED}
-        ledger = account_ledger_path(account_id(config.base_url, config.api_key))
-        held = asyncio.run(held_by_api(config, placed, placed_months, ids, ledger, job.store))
+        held = asyncio.run(held_by_api(config, placed, placed_months, ids, path, job.store))
         scopes["events:read"] = held is not None
         if held:
             report.api_held = HeldElsewhere.of(held)

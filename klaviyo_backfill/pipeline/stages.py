@@ -11,7 +11,7 @@ minus the network" holds by construction."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import IO, TYPE_CHECKING
@@ -114,7 +114,11 @@ def outputting(
 
 @contextmanager
 def assembled(
-    job: Job, stats: Stats, failures: Failures, ids: set[str] | None = None
+    job: Job,
+    stats: Stats,
+    failures: Failures,
+    ids: set[str] | None = None,
+    keep: Callable[[MappedOrder], bool] | None = None,
 ) -> Iterator[Iterator[Request]]:
     """Stage one and two as every command that sends nothing runs them (a dry run, `inspect`,
     `preflight`): the job's request bodies, with the profile rule a send applies (the
@@ -123,21 +127,27 @@ def assembled(
     encoder = job.endpoint.encoder(job.backfill)
     with profiles_for(job) as ready:
         mapped = orders(ready, encoder, stats, failures)
-        yield requests(mapped if ids is None else _noting(mapped, ids), encoder)
+        yield requests(mapped if ids is None else _noting(mapped, ids, keep), encoder)
 
 
-def _noting(mapped: Iterator[MappedOrder], ids: set[str]) -> Iterator[MappedOrder]:
+def _noting(
+    mapped: Iterator[MappedOrder], ids: set[str], keep: Callable[[MappedOrder], bool] | None
+) -> Iterator[MappedOrder]:
     for order in mapped:
-        ids.add(order.key)
+        if keep is None or keep(order):
+            ids.add(order.key)
         yield order
 
 
-def export_pass(job: Job, ids: set[str] | None = None) -> tuple[Stats, int]:
+def export_pass(
+    job: Job, ids: set[str] | None = None, keep: Callable[[MappedOrder], bool] | None = None
+) -> tuple[Stats, int]:
     """The export read as a dry run reads it: its statistics (events per metric and UTC
     month among them) and the request bodies a send would make; the ids of the orders it
-    would send into `ids`, given a set (preflight: the orders another API sender holds)."""
+    would send into `ids`, given a set, those `keep` says (preflight: the orders another API
+    sender may hold, not those whose Placed Order this tool sent)."""
     stats = Stats()
-    with assembled(job, stats, Failures(None), ids) as bodies:
+    with assembled(job, stats, Failures(None), ids, keep) as bodies:
         count = sum(1 for _ in bodies)
     return stats, count
 

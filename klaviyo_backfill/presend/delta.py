@@ -15,7 +15,7 @@ Stage one asks this of every order it reads:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from itertools import islice
 from pathlib import Path
@@ -155,16 +155,21 @@ class Elsewhere:
         self.ids, self.ledger = ids, ledger
 
     def holds(self, prepared: Prepared) -> bool:
+        """Whether another API sender holds this order: skip it."""
         if prepared.key not in self.ids:
             return False
-        already = prepared.held.already if prepared.held is not None else ()
-        if any(e.metric == PLACED for e in already):  # the account holds this tool's own
-            return False
-        placed = next((e for e in prepared.events if e.metric == PLACED), None)
-        if placed is None or self.ledger is None:
+        return not self.ours(prepared.events, prepared.held.already if prepared.held else ())
+
+    def ours(self, events: Sequence[Event], already: Sequence[Event] = ()) -> bool:
+        """Whether the account holds this order's Placed Order as this tool sent it (its
+        `events` as mapped; `already`: those the account's ledger holds, sifted out)."""
+        if any(e.metric == PLACED for e in already):
             return True
-        key = event_key(identity(placed.profile), PLACED, placed.unique_id)
-        return not self.ledger.held([key])
+        placed = next((e for e in events if e.metric == PLACED), None)
+        if placed is None or self.ledger is None:
+            return False
+        return bool(self.ledger.held([event_key(identity(placed.profile), PLACED,
+                                                placed.unique_id)]))  # fmt: skip
 
 
 def _value(events: list[Event], metric: str) -> Decimal | None:
