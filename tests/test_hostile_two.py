@@ -650,6 +650,55 @@ def test_a_failures_file_on_a_full_disk_is_named(tmp_path: Path) -> None:
     failures.close()
 
 
+@pytest.mark.slow  # a send, status and verify: ~2 s idle
+@pytest.mark.e2e
+def test_status_and_verify_read_a_checkpoint_on_a_read_only_disk(
+    tmpfs: Path, tmp_path: Path
+) -> None:
+    """status and verify only read: a checkpoint they cannot write (a read-only mount: no
+    -shm can be made beside it) is opened read-only (#23 item 11), not refused as
+    "it cannot be written (read-only)"."""
+    import subprocess
+
+    export_in(tmp_path)
+    cp = tmpfs / "cp.sqlite"
+    with st.StandIn(api_key=KEY) as klaviyo:
+        first = send(tmp_path, klaviyo.url, "--checkpoint", str(cp))
+        assert first.returncode == ExitCode.OK, said(first)
+        remount = subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], capture_output=True)
+        if remount.returncode != 0:
+            pytest.skip(f"cannot remount the tmpfs read-only: {remount.stderr!r}")
+        status = cli(tmp_path, "status", "--checkpoint", str(cp))
+        verified = in_process(tmp_path, KEY, "verify", "--checkpoint", str(cp), "--base-url",
+                              klaviyo.url, clock=klaviyo.clock)  # fmt: skip
+    for result in (status, verified):
+        assert result.returncode == ExitCode.OK, said(result)
+        assert "read-only" not in result.stderr and "Traceback" not in result.stderr
+    assert f"{ORDERS} orders" in " ".join(status.stdout.split()), status.stdout
+    assert sorted(p.name for p in tmpfs.iterdir()) == ["cp.sqlite", "cp.sqlite.lock"]
+
+
+def test_a_checkpoint_opened_to_read_is_never_written(tmp_path: Path) -> None:
+    """Ledger(read_only=True): SQLite's mode=ro, so even a user who may write the file (root,
+    here) cannot change it through status or verify."""
+    from klaviyo_backfill.errors import CheckpointError
+    from klaviyo_backfill.state.checkpoint import Ledger
+
+    path = tmp_path / "odd [#?] name.sqlite"  # a URI's special characters in the name
+    Ledger(path).close()
+    os.chmod(path, 0o400)
+    before = path.read_bytes()
+    ledger = Ledger(path, read_only=True)
+    try:
+        assert ledger.state is None
+        with pytest.raises(CheckpointError) as caught:
+            ledger.put(state="running")
+        assert "read-only" in str(caught.value)
+    finally:
+        ledger.close()
+    assert path.read_bytes() == before
+
+
 @pytest.mark.e2e
 def test_a_checkpoints_lock_on_a_full_disk_is_named(tmpfs: Path, tmp_path: Path) -> None:
     export_in(tmp_path)

@@ -49,7 +49,7 @@ def open_status(
             "A checkpoint is keyed by the exports' full paths: name them as the send did, "
             "or pass --checkpoint FILE.",
         )
-    ledgers = [(path, Ledger(path)) for path in found]
+    ledgers = [(path, Ledger(path, read_only=True)) for path in found]
     try:
         yield ledgers
     except BAD_VALUES as exc:  # a value no checkpoint holds: it was edited or damaged

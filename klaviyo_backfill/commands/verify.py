@@ -16,6 +16,7 @@ import asyncio
 import gc
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ from ..proof.orders import Proof, Window, compare_window, windows
 from ..proof.reconcile import MetricTotal, compare, metric_order, money, years_of
 from ..results import Verification
 from ..state.checkpoint import Ledger, Total, TotalKey
+from ..state.files import private_folder
 from ..state.locate import archived, checkpoints_dir, default_path, found_for
 from ..state.sqlite import BAD_VALUES, trouble
 from .repair import command, replay_args, write
@@ -62,7 +64,7 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
     account = account_id(config.base_url, config.api_key)
     started = time.monotonic()
     path = _verify_checkpoint(options, account)
-    ledger = Ledger(path)
+    ledger = Ledger(path, read_only=True)
     try:
         try:
             ledger.check_account(account)
@@ -121,7 +123,7 @@ def _with_earlier_jobs(path: Path, sent: dict[TotalKey, Total]) -> dict[TotalKey
     """The job's totals and its earlier jobs' (another window, an export saved over the file,
     a --restart: locate.archive): everything the account acknowledged from this export."""
     for earlier in archived(path):
-        old = Ledger(earlier)
+        old = Ledger(earlier, read_only=True)
         try:
             totals = old.totals() if old.has_totals() else {}
         finally:
@@ -301,9 +303,16 @@ def _by_events(result: Verification, proof: Proof, refused: set[int]) -> None:
 def _repair(
     result: Verification, proof: Proof, checkpoint: Path, args: str | None, options: SendOptions
 ) -> None:
-    """Write the missing events to the repair file beside the checkpoint, and the command
-    that resends them; a clean proof removes an earlier repair file."""
+    """Write the missing events to the repair file beside the checkpoint (in the state's
+    checkpoints folder where the checkpoint's own cannot be written: verify reads a
+    read-only one), and the command that resends them; a clean proof removes an earlier
+    repair file."""
     path = Path(f"{checkpoint.resolve()}.repair.json")
+    if not os.access(path.parent, os.W_OK):
+        if not proof.missing:
+            return
+        private_folder(checkpoints_dir())
+        path = checkpoints_dir() / path.name
     if not proof.missing:
         path.unlink(missing_ok=True)
         return

@@ -33,7 +33,7 @@ from ..results import Finished
 from .files import private_folder
 from .locate import Mode, archive, discard
 from .lock import locked
-from .sqlite import create_private, guarded, trouble
+from .sqlite import create_private, guarded, open_read_only, trouble
 
 FORMAT_VERSION = "2"
 
@@ -121,15 +121,22 @@ _guarded = guarded("checkpoint")
 
 class Ledger:
     @_guarded
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        """The checkpoint at `path`, made if need be; `read_only`: one that exists, opened
+        for `status` and `verify`, which write nothing (a 0400 file, a read-only folder)."""
         self.path = path
-        private_folder(path.parent)
+        if not read_only:
+            private_folder(path.parent)
         for side in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
             if side.is_symlink():  # SQLite would follow it, and write where it points
                 raise CheckpointError(
                     f"checkpoint {side} is a symbolic link: refusing to follow it",
                     "Name the file itself with --checkpoint, or remove the link.",
                 )
+        if read_only:
+            self.db = open_read_only(path)
+            self.db.create_function("dec_add", 2, _dec_add, deterministic=True)
+            return
         create_private(path)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:

@@ -76,6 +76,25 @@ def guarded(what: str) -> Callable[[_F], _F]:
     return decorate
 
 
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """A database a command only reads (`status`, `verify`), opened so that it needs no
+    write: `mode=ro` (a 0400 file, a file of a read-only mount whose folder still holds
+    its -shm), else, where its folder takes no new file (a read-only folder or mount: no
+    -shm can be made), `immutable` (read as it is on disk: a run that ended closed it, its
+    write-ahead log merged in)."""
+    for flags in ("mode=ro", "immutable=1"):
+        db = sqlite3.connect(f"{path.absolute().as_uri()}?{flags}", uri=True,
+                             isolation_level=None, check_same_thread=False)  # fmt: skip
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            db.close()
+            if flags != "mode=ro" or os.access(path.parent, os.W_OK):
+                raise
+    raise AssertionError("unreachable")
+
+
 def create_private(path: Path, what: str = "checkpoint") -> None:
     """Create the database file 0600 (or make an old one so), never through a link planted
     in its place."""
