@@ -226,5 +226,8 @@ def overlap_check(
             log.info("another API sender holds %d order id(s) in the export's months "
                      "(%.1f s)", len(held), time.monotonic() - started)  # fmt: skip
             if held:
-                checked.said += f"; {len(held):,} order id(s) another API sender holds"
+                checked.said += (
+                    f"; another API sender holds {len(held):,} order id(s) "
+                    "of these months: the export's are skipped"
+                )
     return checked
