@@ -46,11 +46,11 @@ from .endpoints import (
 from .http import Redactor, http_client, within
 from .retry import Attempts, Retry, RetryPolicy
 from .shapes import (
+    EventsCheck,
     HeldEvent,
     NotAnAnswer,
     aggregate_answer,
     document,
-    events_page,
     listing,
     metrics_page,
     month_rows,
@@ -283,11 +283,7 @@ class Reader:
         }
         seen: set[str] = set()
         page: list[HeldEvent] = []
-
-        def check(d: Any) -> str | None:
-            page.clear()  # a retried page is read afresh
-            return events_page(d, metric_id, start, end, page)
-
+        check = EventsCheck(metric_id, start, end, page)  # a retried page is read afresh
         async for _ in self._pages(EVENTS, EVENTS.url(self.config.base_url), params, check):
             ids = [event[0] for event in page]
             fresh = set(ids)
