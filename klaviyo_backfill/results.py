@@ -184,6 +184,7 @@ class Preflight:
     overlaps: list[Overlap]
     flows: dict[str, list[Flow]] | None = None  # --trigger-flows: metric -> flows it starts
     api_held: HeldElsewhere | None = None  # orders another API sender holds already
+    history: str = ""  # the account id send, status and verify keep this key's jobs under
 
     @property
     def overlap(self) -> bool:
@@ -205,6 +206,7 @@ class Preflight:
                 {"metric": m.name, "integration": m.integration, "id": m.id} for m in self.others
             ],
             "scopes": self.scopes,
+            "account_id": self.history,
             "account": None
             if self.account is None
             else {

@@ -34,6 +34,10 @@ ORDERS = 27  # orders in EXPORT, every one of them sendable
 EVENTS = 111  # their events
 KEY = "pk_rogue_" + secrets.token_hex(12)  # unique, so "appears nowhere" can be searched for
 NO_METRICS = b'{"data": [], "links": {"self": "/api/metrics", "next": null}}'
+ACCOUNT = (
+    b'{"data": [{"type": "account", "id": "R0gue1", "attributes": {"timezone": "UTC",'
+    b' "preferred_currency": "USD"}}], "links": {"self": "/api/accounts", "next": null}}'
+)
 LOGIN_PAGE = (
     b"<html><head><title>Sign in</title></head><body><form>Wi-Fi login</form></body></html>"
 )
@@ -65,7 +69,8 @@ class Rogue:
         self.answer = answer
         self.tls = tls  # (certificate file, key file): https
         # GET /api/metrics answered as Klaviyo answers for an account with no other
-        # integration (the overlap check of a new send), kept out of `seen`
+        # integration (the overlap check of a new send), and GET /api/accounts with its
+        # account (the account a send's history is kept under), kept out of `seen`
         self.metrics = metrics
         self.reads: list[Seen] = []
         self.seen: list[Seen] = []
@@ -120,10 +125,13 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         seen = Seen(self.command, self.path, dict(self.headers.items()), body)
-        if self.owner.metrics and self.command == "GET" and self.path.startswith("/api/metrics"):
+        path = self.path.split("?")[0]
+        read = NO_METRICS if path.startswith("/api/metrics") else None
+        read = ACCOUNT if path == "/api/accounts" else read
+        if self.owner.metrics and self.command == "GET" and read is not None:
             with self.owner.lock:
                 self.owner.reads.append(seen)
-            reply = Reply(200, {"Content-Type": "application/vnd.api+json"}, NO_METRICS)
+            reply = Reply(200, {"Content-Type": "application/vnd.api+json"}, read)
         else:
             with self.owner.lock:
                 self.owner.seen.append(seen)

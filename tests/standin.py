@@ -23,6 +23,7 @@ import math
 import os
 import random
 import re
+import secrets
 import select
 import signal
 import socket
@@ -597,7 +598,9 @@ class StandIn:
         self._listings: dict[tuple[str, str, str], tuple[int, list[StoredEvent]]] = {}
         self._encoded: dict[tuple[str, str, str, str | None], bytes] = {}
         self.flows: dict[str, list[dict[str, Any]]] = {}  # API metric name -> flows it triggers
-        self.account = {"id": "AcC0uNt", "timezone": "UTC", "preferred_currency": "USD"}
+        # one stand-in is one Klaviyo account: two are two (as two base URLs were two)
+        self.account = {"id": "Ac" + secrets.token_hex(3).upper(), "timezone": "UTC",
+                        "preferred_currency": "USD"}  # fmt: skip
         self._read_rng = random.Random(self.faults.seed + 1)
         self.stats: Counter[str] = Counter()
         self.lock = threading.Lock()

@@ -7,11 +7,13 @@ without arguments, a rotated key.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shlex
 import shutil
 import signal
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import cli_helpers
@@ -32,6 +34,14 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """300 Shopify orders (about 1,000 events)."""
     where = tmp_path_factory.mktemp("history") / "orders_export.csv"
     corpus.write_shopify_csv(corpus.make_orders(300, 20, "shopify"), where)
+    return where
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 Shopify orders: what the tests of the account's id send."""
+    where = tmp_path_factory.mktemp("history") / "orders_export.csv"
+    corpus.write_shopify_csv(corpus.make_orders(40, 21, "shopify"), where)
     return where
 
 
@@ -216,3 +226,111 @@ def test_two_windows_sent_apart_both_land_and_verify_covers_both(
     doc = json.loads((tmp_path / "v.json").read_text())
     assert done.returncode == 0 and doc["status"] == "ok", done.stdout + done.stderr
     assert sum(row["sent_count"] for row in doc["rows"]) == stored
+
+
+FAST = ["--rate-limit", "100/s,1000/m", "-q"]
+# GET /api/accounts 10 a second (Klaviyo's is 1): runs a moment apart wait for no window
+ACCOUNTS = {"accounts": st.Limits(10, 1.0, 150, 60.0)}
+
+
+@pytest.mark.slow  # five runs and a verify: 3 to 4 s
+def test_a_rotated_key_continues_the_same_history_and_every_command_shows_one_account(
+    small: Path, tmp_path: Path
+) -> None:
+    shutil.copy(small, tmp_path / "orders.csv")
+    shutil.copy(small, tmp_path / "copy.csv")  # the same orders, another export
+    rotated = "pk_rotated_" + secrets.token_hex(12)
+    with st.StandIn(api_key=KEY, port=free_port(), read_limits=ACCOUNTS) as s:
+        first = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST)
+        assert first.returncode == 1, first.stdout + first.stderr  # its rejected orders
+        sent, reads = len(s.requests), len(s.reads)
+        s.api_key = rotated  # the old key revoked, a new one made for the same account
+        again = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST, key=rotated)
+        copy = run(tmp_path, "send", "copy.csv", "--base-url", s.url, *FAST,
+                   "--summary-json", "copy.json", key=rotated)  # fmt: skip
+        assert len(s.requests) == sent, "a rotated key sent again"
+        preflight = in_process(tmp_path, rotated, "preflight", "orders.csv", "--base-url",
+                               s.url, "--json", "p.json", clock=s.clock)  # fmt: skip
+        verify = in_process(tmp_path, rotated, "verify", "orders.csv", "--base-url", s.url,
+                            clock=s.clock)  # fmt: skip
+        accounts = [r for r in s.reads[reads:] if r.path == "/api/accounts"]
+    # the new key's account read once (then remembered), and once by preflight's key check
+    assert [r.status for r in accounts] == [200, 200], accounts
+    assert "Nothing to do" in again.stdout, again.stdout + again.stderr
+    summary = json.loads((tmp_path / "copy.json").read_text())
+    assert sum(summary["events_sent"].values()) == 0 and summary["events_already_in_klaviyo"] > 0
+    account = s.account["id"]
+    assert json.loads((tmp_path / "p.json").read_text())["account_id"] == account
+    assert account in preflight.stdout
+    status = run(tmp_path, "status", "orders.csv")
+    assert account in status.stdout and "hash" not in status.stdout, status.stdout
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "Warning" not in first.stderr + again.stderr + copy.stderr
+
+
+def test_a_history_kept_under_the_keys_hash_is_adopted_and_a_rotated_key_resends_nothing(
+    small: Path, tmp_path: Path
+) -> None:
+    """An upgrade: jobs and the ledger kept under the key's hash (an earlier version, or a
+    key without accounts:read) are renamed to Klaviyo's id once the key may read it."""
+    shutil.copy(small, tmp_path / "orders.csv")
+    rotated = "pk_rotated_" + secrets.token_hex(12)
+    faults = st.Faults(missing_scopes=frozenset({"accounts:read"}))
+    with st.StandIn(api_key=KEY, port=free_port(), faults=faults, read_limits=ACCOUNTS) as s:
+        first = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST)
+        assert first.returncode == 1, first.stdout + first.stderr
+        (hashed,) = re.findall(r"account ([0-9a-f]{12})", first.stderr)
+        sent = len(s.requests)
+        s.faults = replace(faults, missing_scopes=frozenset())  # the scope added to the key
+        again = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST)
+        s.api_key = rotated
+        rotation = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST, key=rotated)
+        assert len(s.requests) == sent, "the upgrade or the rotated key sent again"
+    account = s.account["id"]
+    ledgers = cli_helpers.state_folder() / "klaviyo-backfill" / "accounts"
+    assert sorted(p.name for p in ledgers.glob("*.sqlite")) == [f"{account}.sqlite"]
+    (checkpoint,) = checkpoints_in()
+    assert checkpoint.name.endswith(f"-{account}.sqlite"), checkpoint
+    assert checkpoint.with_name(checkpoint.stem + ".failures.jsonl").is_file()
+    for done in (again, rotation):
+        assert "Nothing to do" in done.stdout and done.returncode == 0, done.stdout + done.stderr
+    status = run(tmp_path, "status", "orders.csv")
+    assert account in status.stdout and hashed not in status.stdout, status.stdout
+
+
+def test_a_key_without_accounts_read_is_told_it_keeps_a_history_of_its_own(
+    small: Path, tmp_path: Path
+) -> None:
+    shutil.copy(small, tmp_path / "orders.csv")
+    faults = st.Faults(missing_scopes=frozenset({"accounts:read"}))
+    with st.StandIn(api_key=KEY, port=free_port(), faults=faults, read_limits=ACCOUNTS) as s:
+        sent = run(tmp_path, "send", "orders.csv", "--base-url", s.url, "--limit", "3", "-q")
+        preflight = in_process(tmp_path, KEY, "preflight", "orders.csv", "--base-url", s.url,
+                               clock=s.clock)  # fmt: skip
+    warned = [line for line in sent.stderr.splitlines() if "accounts:read" in line]
+    assert len(warned) == 1 and warned[0].startswith("Warning: "), sent.stderr
+    assert "a new key will start a new history" in warned[0]
+    (hashed,) = re.findall(r"account ([0-9a-f]{12})", warned[0])
+    assert hashed in run(tmp_path, "status", "orders.csv").stdout
+    assert hashed in preflight.stdout
+
+
+def test_a_new_key_whose_account_cannot_be_read_sends_nothing(small: Path, tmp_path: Path) -> None:
+    """GET /api/accounts failing (5xx after the retries) for a key with no history: the run
+    stops rather than start a history beside the account's own."""
+    shutil.copy(small, tmp_path / "orders.csv")
+    faults = st.Faults(read_server_error=1.0)
+    tuning = ["--tuning", "max_attempts=2,backoff_base=0.01"]
+    with st.StandIn(api_key=KEY, port=free_port(), faults=faults, read_limits=ACCOUNTS) as s:
+        failed = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST, *tuning)
+        assert not s.requests
+        s.faults = st.Faults()  # Klaviyo answers again
+        first = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST, *tuning)
+        s.faults = faults  # and fails again: the key's account is remembered, not read
+        reads = len(s.reads)
+        again = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST, *tuning)
+        assert [r.path for r in s.reads[reads:]] == []
+    assert failed.returncode == ExitCode.GAVE_UP, failed.stdout + failed.stderr
+    assert "which Klaviyo account this key belongs to" in failed.stderr and "Traceback" not in failed.stderr
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "Nothing to do" in again.stdout, again.stdout + again.stderr

@@ -979,6 +979,8 @@ def test_a_429_on_the_read_before_a_send_is_told_and_sigterm_says_how_to_continu
     def answer(seen: Seen) -> Reply:
         if seen.path.startswith("/api/metrics"):
             return Reply(429, throttled, b'{"errors": []}')
+        if seen.path == "/api/accounts":  # read before (the account the job is kept under)
+            return Reply(200, JSONAPI, rogue.ACCOUNT)
         return Reply(202)
 
     with Rogue(answer, metrics=False) as server:

@@ -265,8 +265,9 @@ def test_the_first_ctrl_c_names_the_requests_in_flight(tmp_path: Path) -> None:
         proc = popen(tmp_path, KEY, "send", "orders.csv", "--base-url", s.url, "--endpoint",
                      "single", "--concurrency", "3", "--rate-limit", "100/s", "-q")  # fmt: skip
         try:
-            # the overlap check's read of the metrics, answered in 2 s
-            wait_until(lambda: bool(s.reads), proc)
+            # the overlap check's read of the metrics, answered in 2 s (after the account's,
+            # in 2 s before it)
+            wait_until(lambda: any(r.path == "/api/metrics" for r in s.reads), proc)
             time.sleep(1.0)  # three requests out, their answers a second away
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=30)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import ScopeError
-from ..klaviyo.account import account_id
+from ..klaviyo.account import account_id, klaviyo_id
 from ..klaviyo.reading import Reader
 from ..klaviyo.throttle import ideal_seconds, parse_rate_limit
 from ..model import METRICS, PLACED
@@ -21,6 +21,8 @@ from ..proof.orders import HeldElsewhere
 from ..proof.reconcile import overlaps
 from ..results import Preflight
 from ..state.account_ledger import AccountLedger, account_ledger_path
+from ..state.identity import known
+from .account import settled, unread
 
 if TYPE_CHECKING:  # annotations only
     from ..klaviyo.reading import Account, Flow, Metric, ReadConfig
@@ -35,8 +37,9 @@ def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: 
     job = job_from(options)
     config = read_config(options, ask_key)
     account, metrics, scopes = asyncio.run(_key_check(config))
+    history = _history(config, account)  # the account send, status and verify name
     ids: set[str] = set()  # the orders another API sender may hold: not this tool's own
-    path = account_ledger_path(account_id(config.base_url, config.api_key))
+    path = account_ledger_path(history)
     api_placed = any(m.via_api and m.name == PLACED for m in metrics)
     ledger = AccountLedger(path) if api_placed and (path.exists() or path.is_symlink()) else None
     try:
@@ -55,6 +58,7 @@ def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: 
         _preflight_reads(config, others, stats, api if options.trigger_flows else None, scopes)
     )
     report.overlaps = overlaps(stats.metric_months, counts)
+    report.history = history
     placed = api.get(PLACED)
     if placed is not None:
         placed_months = {k: n for k, n in stats.metric_months.items() if k[0] == PLACED}
@@ -63,6 +67,15 @@ def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: 
         if held:
             report.api_held = HeldElsewhere.of(held)
     return report
+
+
+def _history(config: ReadConfig, account: Account | None) -> str:
+    """The account id a send of this key keeps its history under, as `send` and `status`
+    name it (account.py): the account just read, else the one remembered, else the hash."""
+    hashed = account_id(config.base_url, config.api_key)
+    if account is not None and klaviyo_id(account.id):
+        return settled(hashed, account.id)
+    return known(hashed, klaviyo_id) or unread(hashed, warn=False)
 
 
 async def _key_check(config: ReadConfig) -> tuple[Account | None, list[Metric], dict[str, bool]]:

@@ -27,6 +27,7 @@ from ..errors import (
     UsageError,
 )
 from ..klaviyo.http import clean_key, loopback_only
+from ..klaviyo.reading import ReadConfig
 from ..klaviyo.sender import SendConfig, Sender, SendStats, client_for, tuned
 from ..klaviyo.throttle import parse_rate_limit
 from ..options import SendOptions
@@ -44,6 +45,7 @@ from ..state.account_ledger import AccountLedger, account_ledger_path
 from ..state.checkpoint import Ledger, superseded
 from ..state.locate import discard, found_for, locate
 from ..state.lock import JobLock
+from .account import history_of
 from .continuation import continuation
 from .repair import Only, replay_args
 
@@ -79,7 +81,12 @@ def send_config(job: Job, options: SendOptions, ask_key: Callable[[], str | None
         public_key=public, revision=job.revision,
         concurrency=options.concurrency or endpoint.concurrency,
     )  # fmt: skip
-    return tuned(config, options.tuning) if options.tuning else config
+    config = tuned(config, options.tuning) if options.tuning else config
+    if key:  # the account: Klaviyo's own id where the key may read it (commands/account.py)
+        read = ReadConfig(config.base_url, key, config.revision, timeout=config.timeout,
+                          retry=config.retry)  # fmt: skip
+        config = replace(config, history=history_of(read))
+    return config
 
 
 def send(
@@ -156,8 +163,9 @@ def _no_job(options: SendOptions, account: str, path: Path) -> CheckpointError:
             f"this key matches no job of {named}: it is account {account} here, and the "
             f"job{'s' if len(others) > 1 else ''} of this export belong{'' if len(others) > 1 else 's'} "
             f"to account {', '.join(others)}",
-            "Is the key right? Use the key the send used (a job is kept under a keyed hash of "
-            "its key: a new key of the same account does not find it).",
+            "Is the key right? Use the key the send used (a job is kept under Klaviyo's id of "
+            "the account, or, for a key that may not read it (accounts:read), a keyed hash of "
+            "the key: a new key of that account does not find it).",
         )
     return CheckpointError(
         f"no job of {named} to resume (for this key's Klaviyo account {account}, nor any other)",

@@ -32,7 +32,6 @@ from ..errors import (
     ScopeError,
     UsageError,
 )
-from ..klaviyo.account import account_id
 from ..klaviyo.endpoints import API_INTEGRATION
 from ..klaviyo.reading import Reader, gather_limited
 from ..options import SendOptions
@@ -44,6 +43,7 @@ from ..state.checkpoint import Ledger, Total, TotalKey
 from ..state.files import private_folder
 from ..state.locate import archived, checkpoints_dir, default_path, found_for
 from ..state.sqlite import BAD_VALUES, trouble
+from .account import history_of
 from .repair import command, replay_args, write
 
 if TYPE_CHECKING:  # annotations only
@@ -61,7 +61,7 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
     with what Klaviyo holds now."""
 
     config = read_config(options, ask_key)
-    account = account_id(config.base_url, config.api_key)
+    account = history_of(config)  # Klaviyo's id where the key may read it (account.py)
     started = time.monotonic()
     path = _verify_checkpoint(options, account)
     ledger = Ledger(path, read_only=True)

@@ -64,10 +64,16 @@ class SendConfig:
     grace: float = 10.0  # after Ctrl-C or SIGTERM, for the requests in flight
     body_cap: int = 1 << 20  # bytes of an answer's body read at most (decompressed)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # the account its history is kept under (commands/account.py): Klaviyo's id where the
+    # key may read it, else the keyed hash; None: the keyed hash, unread
+    history: str | None = None
 
     @property
     def account(self) -> str:
-        """The account this config sends to (klaviyo/account.py): never the key itself."""
+        """The account this config sends to (klaviyo/account.py): Klaviyo's id where the key
+        may read it, else a keyed hash; never the key itself."""
+        if self.history:
+            return self.history
         return account_id(self.base_url, self.api_key or self.public_key or "")
 
     @property

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import printable
+from ..klaviyo.account import is_hashed
 from ..model import METRICS
 from ..pipeline.summary import Stats, describe, window_text
 from .plain import console
@@ -226,7 +227,8 @@ def status_table(path: Path, ledger: Ledger) -> Table:
         table.add_row("Overlap with other integrations", overlap)
     account = ledger.get("account")
     if account:
-        table.add_row("Klaviyo account", f"{account} (a keyed hash of the key and base URL)")
+        table.add_row("Klaviyo account", account + (" (a keyed hash of the key and base URL)"
+                                                     if is_hashed(account) else ""))  # fmt: skip
     store = ledger.get("store")
     if store:
         table.add_row("Store (--store)", store)
@@ -412,6 +414,10 @@ def preflight_report(console: Console, report: Preflight) -> None:
     if report.account is not None:
         a = report.account
         table.add_row("Account", lit(f"{a.id} (time zone {a.timezone}, currency {a.currency})"))
+        table.add_row("Account", f"{a.id} (time zone {a.timezone}, currency {a.currency})")
+    elif report.history:
+        table.add_row("Account", f"{report.history}: a hash of this key, which may not read "
+                      "accounts:read (a new key will start a new history)")  # fmt: skip
     table.add_row("Orders", f"{stats.orders_read:,} ({stats.orders_mapped:,} would be sent)")
     _not_sent(table, stats)
     for metric in METRICS:
