@@ -61,6 +61,7 @@ class SendOutcome:
     failure_kinds: dict[str, int] = field(default_factory=dict)  # lines by failures.kind_of
     continuation: str | None = None  # the command that continues the job (any folder)
     limited: bool = False  # stopped at its --limit: the rest is not sent yet
+    account: str | None = None  # the Klaviyo account its history is kept under (account.py)
 
 
 class Watcher(Protocol):
@@ -115,6 +116,7 @@ class Verification:
     summary: dict[str, Any] = field(default_factory=dict)  # the last run's
     rejections: list[Rejection] = field(default_factory=list)
     reads: int = 0  # requests made to Klaviyo
+    account: str | None = None  # the Klaviyo account its history is kept under (account.py)
     elapsed: float = 0.0
     # why the job is not finished ("stopped (Ctrl-C or an error)", "running (process 12)"):
     # what it sent so far is compared, and the verdict is never final; None when finished
@@ -154,6 +156,7 @@ class Verification:
         return {
             "status": self.status,
             "final": self.final,
+            "account": self.account,
             "rows": [row.as_json() for row in self.rows],
             "totals": [total.as_json() for total in self.totals],
             "missing_metrics": self.missing,

@@ -252,7 +252,7 @@ def test_a_rotated_key_continues_the_same_history_and_every_command_shows_one_ac
         preflight = in_process(tmp_path, rotated, "preflight", "orders.csv", "--base-url",
                                s.url, "--json", "p.json", clock=s.clock)  # fmt: skip
         verify = in_process(tmp_path, rotated, "verify", "orders.csv", "--base-url", s.url,
-                            clock=s.clock)  # fmt: skip
+                            "--json", "v.json", clock=s.clock)  # fmt: skip
         accounts = [r for r in s.reads[reads:] if r.path == "/api/accounts"]
     # the new key's account read once (then remembered), and once by preflight's key check
     assert [r.status for r in accounts] == [200, 200], accounts
@@ -265,6 +265,9 @@ def test_a_rotated_key_continues_the_same_history_and_every_command_shows_one_ac
     status = run(tmp_path, "status", "orders.csv")
     assert account in status.stdout and "hash" not in status.stdout, status.stdout
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert f"Klaviyo account {account}" in verify.stdout, verify.stdout
+    assert json.loads((tmp_path / "v.json").read_text())["account"] == account
+    assert summary["account"] == account
     assert "Warning" not in first.stderr + again.stderr + copy.stderr
 
 
@@ -331,6 +334,7 @@ def test_a_new_key_whose_account_cannot_be_read_sends_nothing(small: Path, tmp_p
         again = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *FAST, *tuning)
         assert [r.path for r in s.reads[reads:]] == []
     assert failed.returncode == ExitCode.GAVE_UP, failed.stdout + failed.stderr
-    assert "which Klaviyo account this key belongs to" in failed.stderr and "Traceback" not in failed.stderr
+    assert "which Klaviyo account this key belongs to" in failed.stderr, failed.stderr
+    assert "Traceback" not in failed.stderr
     assert first.returncode == 1, first.stdout + first.stderr
     assert "Nothing to do" in again.stdout, again.stdout + again.stderr

@@ -515,29 +515,29 @@ DAMAGE = [
 
 
 @pytest.fixture(scope="module")
-def sent_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    """A finished job's checkpoint, and the port of the stand-in it was sent to (the same base
-    URL is the same account)."""
+def sent_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str]:
+    """A finished job's checkpoint, and the port and account id of the stand-in it was sent
+    to (a stand-in there with that id is the same account)."""
     where = tmp_path_factory.mktemp("sent")
     export_in(where)
     with st.StandIn(api_key=KEY) as klaviyo:
         result = send(where, klaviyo.url, "--checkpoint", "good.sqlite")
         assert result.returncode == 0, said(result)
         port = int(klaviyo.url.rsplit(":", 1)[1])
-    return where / "good.sqlite", port
+    return where / "good.sqlite", port, klaviyo.account["id"]
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_checkpoint_with_bad_stored_values_is_named_by_status_and_verify(
-    damage: str, sent_checkpoint: tuple[Path, int], tmp_path: Path
+    damage: str, sent_checkpoint: tuple[Path, int, str], tmp_path: Path
 ) -> None:
     """Valid SQLite whose stored values are not what a checkpoint holds: status and verify
     name the file as corrupt (exit 2) instead of a ValueError or InvalidOperation traceback."""
     import shutil
 
     bad = tmp_path / "bad.sqlite"
-    good, port = sent_checkpoint
+    good, port, account = sent_checkpoint
     shutil.copy(good, bad)
     db = sqlite3.connect(bad)
     db.execute(damage)
@@ -545,6 +545,7 @@ def test_a_checkpoint_with_bad_stored_values_is_named_by_status_and_verify(
     db.close()
     status = cli(tmp_path, "status", "--checkpoint", str(bad))
     with st.StandIn(api_key=KEY, port=port) as klaviyo:
+        klaviyo.account["id"] = account
         verified = cli(tmp_path, "verify", "--checkpoint", str(bad), "--base-url", klaviyo.url)
     for result in (status, verified):  # the stand-in holds nothing: verify may say SHORT
         assert "Traceback" not in result.stderr, said(result)

@@ -178,3 +178,22 @@ def test_a_remembered_account_that_is_a_link_or_no_id_is_refused() -> None:
     os.symlink(state_dir() / "elsewhere", kept)
     with pytest.raises(CheckpointError, match="symbolic link"):
         known(HASHED, klaviyo_id)
+
+
+def test_a_new_accounts_first_run_names_the_histories_kept_under_other_keys_hashes() -> None:
+    """An upgrade with a rotated key: the old key's history is under its hash, which the new
+    key cannot claim. The run says so, and how to keep it (a run with the old key)."""
+    other = account_id(URL, "pk_the_old_key_0123456789")
+    AccountLedger(account_ledger_path(other)).close()
+    _, client = server(200, ACCOUNT)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert history_of(CONFIG, client()) == "XyZ789"
+    (warning,) = [str(w.message) for w in caught if issubclass(w.category, BackfillWarning)]
+    assert other in warning and "run once with that key first" in warning, warning
+    AccountLedger(account_ledger_path("XyZ789")).close()  # the account's first send
+    (state_dir() / "accounts" / "keys" / HASHED).unlink()  # read again: said no more
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        assert history_of(CONFIG, client()) == "XyZ789"
+    assert not again

@@ -25,7 +25,6 @@ from test_delta import as_of
 
 from klaviyo_backfill.inputs.layouts import builtin_layouts
 from klaviyo_backfill.inputs.sources import Input
-from klaviyo_backfill.klaviyo.account import account_id
 from klaviyo_backfill.klaviyo.endpoints import ENDPOINTS
 from klaviyo_backfill.mapping.convert import Settings
 from klaviyo_backfill.options import InputOptions, SendOptions
@@ -68,14 +67,14 @@ def _exports(where: Path) -> None:
 
 
 def _stage_one(
-    paths: list[Path], url: str, jobs: int, surveyed: bool, **inputs: Any
+    paths: list[Path], klaviyo: str, jobs: int, surveyed: bool, **inputs: Any
 ) -> dict[str, Any]:
     """Stage one of a new job sending `paths` to the account: what it maps, encodes and
     counts, read twice (the profile pass, then stage one) or surveyed once; the survey also
     counts the overlap check's months (held orders' too), as a pass over mapped orders."""
     options = SendOptions(InputOptions(tuple(map(str, paths)), jobs=jobs, **inputs))
     job = job_from(options)
-    account = AccountLedger(account_ledger_path(account_id(url, KEY)))
+    account = AccountLedger(account_ledger_path(klaviyo))  # the account's id (Klaviyo's)
     delta = Delta(account, job.payload_salt())
     assert not delta.empty  # the early send is in the account's ledger
     months: Counter[tuple[str, str]] = Counter()
@@ -117,7 +116,7 @@ def test_a_survey_maps_exactly_what_two_readings_map(
                                 "--rate-limit", "100/s,1000/m", "-q",
                                 "--profile-attributes", "none")  # fmt: skip
         assert first.returncode in (0, 1), first.stderr  # 1: the corpus has orders to reject
-        url = s.url
+        klaviyo = s.account["id"]
     jobs = 1
     if split:  # pieces of a few orders each, read by two workers that ask the ledger
         monkeypatch.setattr(parallel, "SPLIT_FROM_BYTES", 0)
@@ -127,11 +126,11 @@ def test_a_survey_maps_exactly_what_two_readings_map(
             (str(tmp_path / "full.csv"),)))).inputs[0], jobs)  # fmt: skip
     # a second input whose every order came in the first: repeated ids across inputs
     paths = [tmp_path / "full.csv", *([tmp_path / "early.csv"] if again else [])]
-    twice = _stage_one(paths, url, jobs, surveyed=False)
-    once = _stage_one(paths, url, jobs, surveyed=True)
+    twice = _stage_one(paths, klaviyo, jobs, surveyed=False)
+    once = _stage_one(paths, klaviyo, jobs, surveyed=True)
     assert once == twice
     for window in ({"limit": 40}, {"since": "2019", "until": "2022-06"}):  # the months only
-        _stage_one(paths, url, jobs, surveyed=True, **window)
+        _stage_one(paths, klaviyo, jobs, surveyed=True, **window)
     said = once["summary"]
     skipped = said["skipped"]
     if again:  # every order of the early export comes twice

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from ..errors import AuthError, BackfillWarning, GaveUp, QueryError, ScopeError
 from ..klaviyo.account import account_id, klaviyo_id
 from ..klaviyo.reading import ReadConfig, Reader
-from ..state.identity import adopt, keeps_history, known, remember
+from ..state.account_ledger import account_ledger_path
+from ..state.identity import adopt, hashed_histories, keeps_history, known, remember
 
 if TYPE_CHECKING:  # annotations only
     import httpx
@@ -66,6 +67,18 @@ def settled(hashed: str, found: str) -> str:
     key's hash adopted."""
     remember(hashed, found)
     adopt(hashed, found)
+    others = [h for h in hashed_histories() if h != hashed]
+    if others and not account_ledger_path(found).exists():  # the account's first run here
+        warnings.warn(
+            f"account {found} has no history here yet, and {len(others)} "
+            f"histor{'y is' if len(others) == 1 else 'ies are'} kept under the hash of another "
+            f"key ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}: an earlier "
+            "version's, or a key without accounts:read); if one is this account's, run once "
+            "with that key first (it is then kept under the account's id), or what it sent is "
+            "sent again",
+            BackfillWarning,
+            stacklevel=2,
+        )
     return found
 
 

@@ -121,6 +121,7 @@ def send(
         raise
     if isinstance(outcome, SendOutcome):
         outcome.continuation = outcome.continuation or command
+        outcome.account = account
     return outcome
 
 

@@ -61,6 +61,7 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
     with what Klaviyo holds now."""
 
     config = read_config(options, ask_key)
+    _no_job_at_all(options)  # said before any request
     account = history_of(config)  # Klaviyo's id where the key may read it (account.py)
     started = time.monotonic()
     path = _verify_checkpoint(options, account)
@@ -74,6 +75,7 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
             result = Verification(path, ledger.condition(), [], [], [], running, reread,
                                   summary, ledger.rejected_rows())  # fmt: skip
             result.unfinished = ledger.unfinished()
+            result.account = account
             result.continuation = ledger.get("command") if result.unfinished else None
             per_order = ledger if ledger.has_acked() else None
         except BAD_VALUES as exc:  # a value no checkpoint holds: it was edited or damaged
@@ -136,17 +138,30 @@ def _with_earlier_jobs(path: Path, sent: dict[TotalKey, Total]) -> dict[TotalKey
     return sent
 
 
+def _no_job_at_all(options: SendOptions) -> None:
+    """Refuse, before the key's account is read, a checkpoint named that is not there, or
+    exports no account holds a job of."""
+    if options.checkpoint:
+        if not Path(options.checkpoint).is_file():
+            raise CheckpointError(f"no checkpoint at {options.checkpoint}")
+        return
+    paths = list(options.inputs.paths)
+    if not paths:
+        raise UsageError("give the export PATHS the send used, or --checkpoint FILE")
+    if not found_for(paths):
+        raise CheckpointError(
+            f"no checkpoint for {', '.join(paths)} in {checkpoints_dir()}",
+            "A checkpoint is keyed by the exports' full paths: name them as the send did, or "
+            "name the checkpoint with --checkpoint FILE.",
+        )
+
+
 def _verify_checkpoint(options: SendOptions, account: str) -> Path:
     """The checkpoint `send` kept for these exports and this key's account (as `status`
     finds them), or the one named."""
     if options.checkpoint:
-        named = Path(options.checkpoint)
-        if not named.is_file():
-            raise CheckpointError(f"no checkpoint at {named}")
-        return named
+        return Path(options.checkpoint)
     paths = list(options.inputs.paths)
-    if not paths:
-        raise UsageError("give the export PATHS the send used, or --checkpoint FILE")
     path = default_path(paths, account)
     if path.exists():
         return path
@@ -158,11 +173,7 @@ def _verify_checkpoint(options: SendOptions, account: str) -> Path:
             + ("belongs to another account" if len(others) == 1 else "belong to other accounts"),
             "Use the key the send used, or name the checkpoint with --checkpoint FILE.",
         )
-    raise CheckpointError(
-        f"no checkpoint for {', '.join(paths)} in {checkpoints_dir()}",
-        "A checkpoint is keyed by the exports' full paths: name them as the send did, or name "
-        "the checkpoint with --checkpoint FILE.",
-    )
+    raise CheckpointError(f"no checkpoint for {', '.join(paths)} in {checkpoints_dir()}")
 
 
 def _sent_totals(ledger: Ledger) -> dict[TotalKey, Total]:

@@ -119,6 +119,8 @@ def send_summary(outcome: SendOutcome) -> Table:
     stats, send = outcome.stats, outcome.send
     table = summary_table(stats, "Send summary", dict(send.events_sent))
     sent = sum(send.events_sent.values())
+    if outcome.account:
+        table.add_row("Klaviyo account", outcome.account)
     table.add_row("Orders sent completely", f"{send.orders_sent:,}")
     table.add_row("Orders with events Klaviyo rejected", f"{send.orders_with_rejections:,}")
     unsettled = stats.orders_mapped - send.orders_sent - send.orders_with_rejections
@@ -157,6 +159,7 @@ def held_elsewhere(stats: Stats) -> str | None:
 def outcome_json(outcome: SendOutcome) -> dict[str, Any]:
     send = outcome.send
     return describe(outcome.stats) | {
+        "account": outcome.account,
         "events_sent": dict(send.events_sent),
         "events_rejected_by_klaviyo": send.events_rejected,
         "orders_sent": send.orders_sent,
@@ -415,9 +418,12 @@ def preflight_report(console: Console, report: Preflight) -> None:
         a = report.account
         table.add_row("Account", lit(f"{a.id} (time zone {a.timezone}, currency {a.currency})"))
         table.add_row("Account", f"{a.id} (time zone {a.timezone}, currency {a.currency})")
-    elif report.history:
+    elif report.history and is_hashed(report.history):
         table.add_row("Account", f"{report.history}: a hash of this key, which may not read "
                       "accounts:read (a new key will start a new history)")  # fmt: skip
+    elif report.history:  # remembered from a run when the key could read it
+        table.add_row("Account", f"{lit(report.history)} (this key's, as read before: it may "
+                      "not read accounts:read now)")  # fmt: skip
     table.add_row("Orders", f"{stats.orders_read:,} ({stats.orders_mapped:,} would be sent)")
     _not_sent(table, stats)
     for metric in METRICS:

@@ -26,6 +26,8 @@ def verify_report(console: Console, result: Verification) -> None:
     console.print(f"Verify: checkpoint ({result.state or 'new'}), what was sent from {source}; "
                   f"{result.reads} request(s) to Klaviyo in {result.elapsed:.1f} s")  # fmt: skip
     console.print(f"  {result.checkpoint}", soft_wrap=True, highlight=False)  # never cut
+    if result.account:
+        console.print(f"  Klaviyo account {result.account}", soft_wrap=True, highlight=False)
     differ = [row for row in result.rows if row.short or row.more]
     if differ:
         rows: list[tuple[list[str], str | None]] = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +27,9 @@ from .files import replace_private, state_dir, state_folder
 from .locate import checkpoints_dir
 from .lock import locked
 
-__all__ = ["adopt", "keeps_history", "known", "remember"]
+__all__ = ["adopt", "hashed_histories", "keeps_history", "known", "remember"]
+
+_HASHED = re.compile(r"[0-9a-f]{12}")  # klaviyo/account.py's keyed hash
 
 
 def _keys() -> Path:
@@ -68,6 +71,14 @@ def keeps_history(hashed: str) -> bool:
     return account_ledger_path(hashed).exists() or (
         folder.is_dir() and any(folder.glob(f"*-{hashed}.sqlite"))
     )
+
+
+def hashed_histories() -> list[str]:
+    """The keyed hashes an account ledger is kept under (keys that could not read their
+    account, or an earlier version's)."""
+    folder = account_ledger_path("x").parent
+    found = folder.glob("*.sqlite") if folder.is_dir() else []
+    return sorted(p.stem for p in found if _HASHED.fullmatch(p.stem))
 
 
 def adopt(hashed: str, account: str) -> list[Path]:
