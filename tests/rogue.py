@@ -65,13 +65,14 @@ class Rogue:
         answer: Callable[[Seen], Reply],
         tls: tuple[str, str] | None = None,
         metrics: bool = True,
+        account: bool = True,
     ) -> None:
         self.answer = answer
         self.tls = tls  # (certificate file, key file): https
         # GET /api/metrics answered as Klaviyo answers for an account with no other
         # integration (the overlap check of a new send), and GET /api/accounts with its
         # account (the account a send's history is kept under), kept out of `seen`
-        self.metrics = metrics
+        self.metrics, self.account = metrics, account
         self.reads: list[Seen] = []
         self.seen: list[Seen] = []
         self.lock = threading.Lock()
@@ -126,9 +127,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         seen = Seen(self.command, self.path, dict(self.headers.items()), body)
         path = self.path.split("?")[0]
-        read = NO_METRICS if path.startswith("/api/metrics") else None
-        read = ACCOUNT if path == "/api/accounts" else read
-        if self.owner.metrics and self.command == "GET" and read is not None:
+        read = NO_METRICS if self.owner.metrics and path.startswith("/api/metrics") else None
+        read = ACCOUNT if self.owner.account and path == "/api/accounts" else read
+        if self.command == "GET" and read is not None:
             with self.owner.lock:
                 self.owner.reads.append(seen)
             reply = Reply(200, {"Content-Type": "application/vnd.api+json"}, read)
