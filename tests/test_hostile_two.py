@@ -745,6 +745,14 @@ def test_a_failures_path_with_brackets_is_printed_as_it_is(tmp_path: Path) -> No
     assert (tmp_path / "out[x" / "y]z.jsonl").exists()
 
 
+def test_the_security_notes_say_what_an_empty_202_proves() -> None:
+    """#23 item 12: an empty 202 counts (Klaviyo documents it so); the notes say what that
+    means behind a proxy that answers 202 itself, and what corroborates an acknowledgement."""
+    notes = " ".join((Path(__file__).parent.parent / "docs" / "security.md").read_text().split())
+    assert "**What an empty `202` proves.**" in notes
+    assert "proxy" in notes and "rate-limit headers" in notes
+
+
 @pytest.mark.e2e
 def test_acknowledgements_without_klaviyos_rate_limit_headers_are_counted(
     tmp_path: Path,
@@ -764,6 +772,29 @@ def test_acknowledgements_without_klaviyos_rate_limit_headers_are_counted(
         real = cli(tmp_path / "again", "send", "orders.csv", "--base-url", klaviyo.url)
     assert real.returncode == ExitCode.OK, said(real)
     assert "rate-limit headers" not in real.stdout
+
+
+@pytest.mark.e2e
+def test_two_exports_of_one_name_keep_a_failures_file_each(tmp_path: Path) -> None:
+    """Two exports named alike (a/orders.csv, b/orders.csv) sent from one folder: each job's
+    rejections go to its own failures file, beside its checkpoint (they overwrote each
+    other's in the current folder)."""
+    from cli_helpers import SAMPLES, checkpoints_in
+
+    problems = (SAMPLES / "problems" / "shopify_orders_with_problems.csv").read_bytes()
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "orders.csv").write_bytes(problems)
+    with st.StandIn(api_key=KEY) as klaviyo:
+        for name in ("a", "b"):
+            done = cli(tmp_path, "send", f"{name}/orders.csv", "--base-url", klaviyo.url,
+                       "--allow-overlap", "-q")  # fmt: skip
+            assert done.returncode == ExitCode.REJECTED, said(done)
+    files = [cp.with_name(cp.stem + ".failures.jsonl") for cp in checkpoints_in()]
+    assert len(files) == 2 and files[0] != files[1]
+    sources = [{json.loads(x)["source"] for x in f.read_text().splitlines()} for f in files]
+    assert sorted(map(sorted, sources)) == [["a/orders.csv"], ["b/orders.csv"]]
+    assert not list(tmp_path.glob("*.jsonl"))
 
 
 # ---------------------------------------------------------------- 5. streams copied aside
@@ -939,6 +970,21 @@ def test_a_months_events_are_handed_on_page_by_page_not_kept() -> None:
     with Rogue(answer, metrics=False) as server:
         read_from(server.url, lambda r: r.scan_events("M1", start, start + 86400, pages.append))
     assert [[e.order_id for e in p] for p in pages] == [["1"], ["2"], ["3"], ["4"], ["5"]]
+
+
+def test_a_read_answer_nested_100k_deep_is_a_fault_not_a_recursion_error() -> None:
+    """NaN, Infinity, huge counts (tests/test_proof_orders.py) and JSON nested 100,000 deep
+    in a read answer (verify, preflight, the send's overlap check): not an answer, retried,
+    then an error naming the endpoint; never a RecursionError."""
+    from klaviyo_backfill.errors import GaveUp
+
+    deep = b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with Rogue(lambda seen: Reply(200, JSONAPI, deep), metrics=False) as server:
+        with pytest.raises(GaveUp) as caught:
+            read_from(server.url, lambda r: r.metrics())
+        tries = len(server.seen)
+    assert str(caught.value).startswith("GET /api/metrics: ")
+    assert tries == 2  # max_attempts
 
 
 @pytest.mark.e2e
