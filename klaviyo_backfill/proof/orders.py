@@ -168,25 +168,32 @@ def compare_window(
     count = MonthCount(window.metric, window.month)
     by_currency = count.held_by_currency
     findings: list[Finding] = []
+    as_sent = 0
     for order_id, sent in ours.items():
         got = theirs.get(order_id)
-        if got is not None and len(got) == len(sent) and _as_sent(sent, got):
-            n, currency = len(sent), sent[0][6]
-            count.sent += n
-            count.held += n
-            events, value = by_currency.get(currency, (0, 0.0))
-            by_currency[currency] = (events + n, value + sum(h[3] or 0.0 for h in got))
-            continue
-        findings.extend(_one_order(window, order_id, sent, got or [], count))
+        if got is not None and len(got) == len(sent):
+            if len(sent) == 1:  # exactly as sent (item, time, value to the bit): settled here
+                s, h = sent[0], got[0]
+                same = h[2] == s[4] and h[4] == s[1] and (h[3] or 0.0) == float(s[5] or 0.0)
+                value = h[3] or 0.0
+            else:
+                same = _as_sent(sent, got)
+                value = sum([h[3] or 0.0 for h in got])
+            if same:
+                n, currency = len(sent), sent[0][6]
+                as_sent += n
+                events, total = by_currency.get(currency, (0, 0.0))
+                by_currency[currency] = (events + n, total + value)
+                continue
+        findings.extend(_one_order(window, order_id, sent, got or [], count))  # the search
+    count.sent += as_sent
+    count.held += as_sent
     return WindowResult(count, findings)
 
 
 def _as_sent(sent: list[Acked], held: list[HeldEvent]) -> bool:
     """Whether the held events are exactly the sent ones (item, time, value to the bit): the
     common case, settled without `_one_order`'s search (which judges every other)."""
-    if len(sent) == 1:
-        s, h = sent[0], held[0]
-        return h[2] == s[4] and h[4] == s[1] and (h[3] or 0.0) == float(s[5] or 0.0)
     return sorted([(h[2], h[4], h[3] or 0.0) for h in held]) == sorted(
         [(s[4], s[1], float(s[5] or 0.0)) for s in sent]
     )
