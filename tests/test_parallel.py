@@ -323,3 +323,31 @@ def test_a_worker_that_dies_between_pieces_is_a_worker_error(
     with pytest.raises(WorkerError, match="a worker process died"):
         for _ in stamps:
             pass
+
+
+_FORK_INTERRUPTS: list[bool] = []  # armed by the test below; at-fork hooks cannot be removed
+
+
+def _interrupt_in_the_fork_hook() -> None:
+    if _FORK_INTERRUPTS and not _FORK_INTERRUPTS[0]:
+        _FORK_INTERRUPTS[0] = True
+        os.kill(os.getpid(), signal.SIGINT)  # its handler runs here, inside os.fork's hook
+
+
+os.register_at_fork(after_in_parent=_interrupt_in_the_fork_hook)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="workers are forked on Linux only")
+def test_ctrl_c_while_the_workers_fork_is_raised_once_they_have_started() -> None:
+    """test_progress's Ctrl-C-while-reading test once saw the send run to the end, exit 0:
+    the SIGINT came while a worker was forked, and a KeyboardInterrupt raised inside
+    os.fork's at-fork hooks (logging's lock) is printed as "Exception ignored" and lost."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    _FORK_INTERRUPTS[:] = [False]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            parallel._Pool(2, parallel.multiprocessing.get_context("fork")).close()
+        assert _FORK_INTERRUPTS == [True]  # the signal came, inside the fork's hook
+    finally:
+        _FORK_INTERRUPTS.clear()
+        signal.signal(signal.SIGINT, previous)

@@ -33,7 +33,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -250,6 +250,24 @@ def _quiet_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
 
 
+@contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Ctrl-C while workers start is raised once they have started. A fork runs Python's
+    at-fork hooks (logging's lock), and a KeyboardInterrupt raised inside one is printed as
+    "Exception ignored" and lost: the run went on to the end as if no key had been pressed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread can set a handler, and only it runs one
+        return
+    came: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: came.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if came:
+            signal.raise_signal(signal.SIGINT)  # to the handler of before, now it is back
+
+
 # offset, raw id, who, time, id, and (with `months`) its events' (metric, UTC month) pairs
 Stamp = tuple[int, str | None, str | None, float, str, tuple[tuple[str, str], ...]]
 
@@ -370,23 +388,29 @@ class _Pool:
         self.workers: list[_Worker] = []
         forked = context.get_start_method() == "fork"
         try:
-            for _ in range(count):
-                tasks_out, tasks_in = context.Pipe(duplex=False)
-                results_out, results_in = context.Pipe(duplex=False)
-                # a forked worker holds copies of this process's ends of its pipes and of
-                # the others': it closes them, so that each pipe ends with one process (a
-                # worker left behind by a killed run then sees the end, and exits)
-                ends = [(w.tasks, w.results) for w in self.workers] + [(tasks_in, results_out)]
-                others = [end.fileno() for pair in ends for end in pair]
-                args = (tasks_out, results_in, others if forked else [])
-                process = context.Process(target=_serve, args=args, daemon=True)  # type: ignore[attr-defined]
-                process.start()
-                tasks_out.close()  # the worker's ends: only it holds them now
-                results_in.close()
-                self.workers.append(_Worker(process, tasks_in, results_out))
+            with _ctrl_c_held():
+                self._start(count, context, forked)
         except BaseException:
             self.close()
             raise
+
+    def _start(
+        self, count: int, context: multiprocessing.context.BaseContext, forked: bool
+    ) -> None:
+        for _ in range(count):
+            tasks_out, tasks_in = context.Pipe(duplex=False)
+            results_out, results_in = context.Pipe(duplex=False)
+            # a forked worker holds copies of this process's ends of its pipes and of
+            # the others': it closes them, so that each pipe ends with one process (a
+            # worker left behind by a killed run then sees the end, and exits)
+            ends = [(w.tasks, w.results) for w in self.workers] + [(tasks_in, results_out)]
+            others = [end.fileno() for pair in ends for end in pair]
+            args = (tasks_out, results_in, others if forked else [])
+            process = context.Process(target=_serve, args=args, daemon=True)  # type: ignore[attr-defined]
+            process.start()
+            tasks_out.close()  # the worker's ends: only it holds them now
+            results_in.close()
+            self.workers.append(_Worker(process, tasks_in, results_out))
 
     def hand(self, index: int, piece: _Piece) -> None:
         try:
