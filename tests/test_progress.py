@@ -310,7 +310,7 @@ def test_ctrl_c_while_reading_before_the_first_request(tmp_path: Path) -> None:
     it gives continues the job."""
     header, _, body = EXPORT.read_bytes().partition(b"\n")
     big = tmp_path / "orders.csv"  # the sample's orders again and again: a pass of seconds
-    big.write_bytes(header + b"\n" + body * (40_000_000 // len(body)))
+    big.write_bytes(header + b"\n" + body * (16_000_000 // len(body)))
     state = Path(os.environ["XDG_STATE_HOME"])
     with st.StandIn(api_key=KEY) as s:
         proc = popen(tmp_path, KEY, "send", str(big), "--base-url", s.url, "--rate-limit",

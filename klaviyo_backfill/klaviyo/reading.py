@@ -341,8 +341,8 @@ class Reader:
         """One JSON:API document from `api`, paced and retried; `check` names what is wrong
         with a document of the wrong shape (None: it is an answer); a page of a `listing`
         read within what is left of its budget."""
-        attempts = Attempts(self.config.retry, f"{api.method} {api.path}")
-        limiter = self._limiter(api)
+        limiter = self._limiter(api)  # its clock and sleep time the retries' waits too
+        attempts = Attempts(self.config.retry, f"{api.method} {api.path}", limiter.clock)
         while True:
             attempts.tries += 1
             await limiter.acquire()
@@ -368,7 +368,7 @@ class Reader:
                 if wait > 0 and not retry.throttled:  # a 429's pause is told by the limiter
                     now = limiter.clock()
                     limiter.tell(Wait(wait, now + wait, "retry", detail=retry.cause))
-                await asyncio.sleep(wait)
+                await limiter.sleep(wait)
 
     def _limiter(self, api: ReadApi) -> Limiter:
         limiter = self.limiters.get(api.name)
