@@ -35,6 +35,7 @@ from rich.console import Console
 
 from klaviyo_backfill.klaviyo.sender import SendStats
 from klaviyo_backfill.klaviyo.throttle import Wait, Window
+from klaviyo_backfill.pipeline import parallel
 from klaviyo_backfill.pipeline.summary import Stats
 from klaviyo_backfill.reports.progress import Progress, Reading, plain, render
 
@@ -309,8 +310,11 @@ def test_ctrl_c_while_reading_before_the_first_request(tmp_path: Path) -> None:
     "Interrupted."), shows no summary of nothing, leaves no temporary file, and the command
     it gives continues the job."""
     header, _, body = EXPORT.read_bytes().partition(b"\n")
-    big = tmp_path / "orders.csv"  # the sample's orders again and again: a pass of seconds
-    big.write_bytes(header + b"\n" + body * (16_000_000 // len(body)))
+    # the sample's orders again and again, past parallel.SPLIT_FROM_BYTES: the pass runs on
+    # worker processes (Ctrl-C may come while they fork), for a second or two
+    big = tmp_path / "orders.csv"
+    big.write_bytes(header + b"\n" + body * ((parallel.SPLIT_FROM_BYTES + (2 << 20)) // len(body)))
+    assert big.stat().st_size >= parallel.SPLIT_FROM_BYTES
     state = Path(os.environ["XDG_STATE_HOME"])
     with st.StandIn(api_key=KEY) as s:
         proc = popen(tmp_path, KEY, "send", str(big), "--base-url", s.url, "--rate-limit",
