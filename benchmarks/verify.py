@@ -65,15 +65,14 @@ def months() -> list[str]:
     return [f"{y}-{m:02d}" for y in YEARS for m in range(1, 13)]
 
 
-def make_checkpoint(path: Path, base_url: str) -> int:
+def make_checkpoint(path: Path, account: str) -> int:
     """A finished checkpoint of this stand-in's account whose totals are `PER_CELL` events
     of 12.34 per metric, month and currency; returns the number of rows."""
-    from klaviyo_backfill.klaviyo.account import account_id
     from klaviyo_backfill.state.checkpoint import Ledger, Total
 
     ledger = Ledger(path)
     try:
-        ledger.claim("benchmark", "benchmark", account_id(base_url, c.API_KEY))
+        ledger.claim("benchmark", "benchmark", account)
         totals = {}
         for metric in METRICS:
             for month in months():
@@ -98,10 +97,10 @@ def bench_verify(tmp: Path, latency: float) -> dict[str, object]:
     from klaviyo_backfill.klaviyo.endpoints import METRIC_AGGREGATES
     from klaviyo_backfill.klaviyo.throttle import ideal_seconds
 
-    env = dict(os.environ, KLAVIYO_API_KEY=c.API_KEY)
+    env = dict(os.environ, KLAVIYO_API_KEY=c.API_KEY, XDG_STATE_HOME=str(tmp / "state"))
     with st.StandIn(api_key=c.API_KEY, faults=st.Faults(latency=latency)) as s:
         s.preload(held_events())
-        rows = make_checkpoint(tmp / "verify.sqlite", s.url)
+        rows = make_checkpoint(tmp / "verify.sqlite", s.account["id"])
         started = time.perf_counter()
         done = subprocess.run([*c.cli(), "verify", "--checkpoint", str(tmp / "verify.sqlite"),
                                "--base-url", s.url, "--json", str(tmp / "verify.json")],
@@ -120,20 +119,19 @@ ITEMS = 3  # Ordered Product events per order, beside its Placed Order
 SPAN = (1704067200, 1767225600)  # 2024-01-01 .. 2026-01-01, UTC
 
 
-def per_order_job(path: Path, base_url: str, orders: int) -> list[st.StoredEvent]:
+def per_order_job(path: Path, account: str, orders: int) -> list[st.StoredEvent]:
     """A finished checkpoint of `orders` orders (each a Placed Order and ITEMS Ordered
     Products) acknowledged by this stand-in's account, recorded as a send records them; and
     the same events as the stand-in stores them."""
     from datetime import UTC, datetime
 
-    from klaviyo_backfill.klaviyo.account import account_id
     from klaviyo_backfill.model import item_key, utc_month
     from klaviyo_backfill.state.checkpoint import Ledger, Total
 
     ledger = Ledger(path)
     stored: list[st.StoredEvent] = []
     try:
-        ledger.claim("benchmark", "benchmark", account_id(base_url, c.API_KEY))
+        ledger.claim("benchmark", "benchmark", account)
         step = (SPAN[1] - SPAN[0]) / orders
         for start in range(0, orders, 10_000):
             done, totals, acked = [], {}, {}
@@ -194,14 +192,14 @@ def bench_per_order(tmp: Path, orders: int) -> dict[str, object]:
     from klaviyo_backfill.klaviyo.endpoints import EVENTS, METRIC_AGGREGATES, METRICS
     from klaviyo_backfill.klaviyo.throttle import ideal_seconds
 
-    env = dict(os.environ, KLAVIYO_API_KEY=c.API_KEY)
+    env = dict(os.environ, KLAVIYO_API_KEY=c.API_KEY, XDG_STATE_HOME=str(tmp / "state"))
     ck, out = (
         Path(tempfile.mkstemp(".sqlite", "per-order-", tmp)[1]),
         tmp / f"per-order-{orders}.json",
     )
     ck.unlink()
     with st.StandIn(api_key=c.API_KEY) as s:
-        s.store(per_order_job(ck, s.url, orders))
+        s.store(per_order_job(ck, s.account["id"], orders))
         s.encode_all()  # the stand-in's own JSON, before the clock starts
         gc.collect()
         gc.freeze()  # a million stored events: no collection walks them while it answers
@@ -212,6 +210,7 @@ def bench_per_order(tmp: Path, orders: int) -> dict[str, object]:
         queries = sum(r.path == st.AGGREGATES_PATH and r.status == 200 for r in s.reads)
         listings = sum(r.path == st.METRICS_PATH and r.status == 200 for r in s.reads)
         throttled = s.stats["read_429"]
+    assert out.exists(), run.stdout + run.stderr
     doc = json.loads(out.read_text())
     assert run.returncode == 0 and doc["status"] == "ok", run.stdout + run.stderr
     assert doc["per_order"]["events_held"] == orders * (1 + ITEMS)
@@ -226,7 +225,7 @@ def bench_per_order(tmp: Path, orders: int) -> dict[str, object]:
 
 def first_request(tmp: Path, export: Path, other: bool) -> tuple[float, float | None]:
     """(launch -> first event request, the overlap check's own seconds from the log)."""
-    env = dict(os.environ, KLAVIYO_API_KEY=c.API_KEY)
+    env = dict(os.environ, KLAVIYO_API_KEY=c.API_KEY, XDG_STATE_HOME=str(tmp / "state"))
     log = tmp / f"send-{other}.log"
     with st.StandIn(api_key=c.API_KEY) as s:
         if other:
