@@ -17,7 +17,8 @@ per order A checkpoint of --events acknowledged events (orders of one Placed Ord
           --checkpoint CK --json OUT` and reports its wall time and peak memory against the
           least time the reads take under the windows (pages at GET /api/events' windows, plus
           the aggregate queries at theirs): targets 2x for a million events, 150 MB, and 3x
-          for 20,000 orders.
+          for 20,000 orders. Also its own CPU and the stand-in's (this process, on the same
+          cores: Klaviyo serves its pages on its own machines), and the load before the run.
 
 overlap   The benchmark export (--orders, dates over 2016-2025) sent against a stand-in that
           holds another integration's Placed Order (in 2014: outside the export, so the check
