@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 
 import httpx
 import pytest
+from standin import Clock
 
 from klaviyo_backfill.errors import AuthError, RetiredApiError
 from klaviyo_backfill.klaviyo.answers import Answer, retry_after
@@ -237,3 +240,19 @@ def test_a_request_counts_in_the_windows_until_its_answer() -> None:
     now[0] = 0.5
     limiter.done()
     assert limiter.delay(0.5) == pytest.approx(0.4 + 1.0 + window.margin - 0.5)
+
+
+def test_a_retry_waits_on_the_limiter_s_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 429's Retry-After and a 5xx's backoff are waited on the limiter's clock (and its
+    sleep): in production time.monotonic and asyncio.sleep; here a clock that skips them."""
+    from klaviyo_backfill.klaviyo import sender as sender_module
+
+    clock = Clock()
+    monkeypatch.setattr(sender_module, "Limiter", partial(Limiter, clock=clock, sleep=clock.sleep))
+    answers = iter([httpx.Response(429, headers={"Retry-After": "30"}), httpx.Response(503),
+                    httpx.Response(202)])  # fmt: skip
+    started = time.monotonic()
+    _, stats = run_sender(lambda request: next(answers), events(2))
+    assert stats.acknowledged == 1 and stats.throttled == 1 and stats.retries == 2
+    assert clock.skipped >= 30, clock.skipped  # the Retry-After at least, and the backoff
+    assert time.monotonic() - started < 10  # neither slept

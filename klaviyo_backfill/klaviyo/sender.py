@@ -19,7 +19,6 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
@@ -227,16 +226,12 @@ class Sender:
         for worker in self._workers:
             worker.cancel()
 
-    async def _nap(self, seconds: float) -> None:
-        """Sleep, unless the run stops first."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stop.wait(), seconds)
-
     # ------------------------------------------------------------ one request
 
     async def deliver(self, request: Request) -> None:
         what = f"a request of {len(request.events)} events ({len(request.body):,} bytes)"
-        attempts = Attempts(self.config.retry, what)
+        limiter = self.limiter  # its clock and sleep time the retries' waits too
+        attempts = Attempts(self.config.retry, what, limiter.clock)
         while not self.stop.is_set():
             attempts.tries += 1
             if not await self.limiter.acquire(self.stop):
@@ -260,10 +255,10 @@ class Sender:
                     self.halt(exc)
                     return
                 if not retry.throttled:  # a 429's wait is the limiter's pause, told there
-                    now = time.monotonic()
+                    now = limiter.clock()
                     self.limiter.tell(Wait(wait, now + wait, "retry", detail=retry.cause))
                 self.on_progress()
-                await self._nap(wait)
+                await limiter.nap(wait, self.stop)  # unless the run stops first
 
     def _build(self, request: Request) -> httpx.Request:
         if self.config.endpoint.versioned:

@@ -145,6 +145,10 @@ class Limiter:
             if not await self._sleep(wait, stop):
                 return False
 
+    async def nap(self, seconds: float, stop: asyncio.Event) -> None:
+        """Sleep `seconds` on this limiter's clock (a retry's wait), unless `stop` comes first."""
+        await self._sleep(seconds, stop)
+
     async def _sleep(self, wait: float, stop: asyncio.Event | None) -> bool:
         """Sleep `wait` seconds (inf: until an answer comes); False when `stop` came first."""
         if wait == math.inf:
