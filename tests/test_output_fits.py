@@ -224,3 +224,28 @@ def test_status_and_send_take_json_too_and_paths_stay_whole(tmp_path: Path) -> N
     lines = text.splitlines()
     assert any(line.strip() == job["checkpoint"] for line in lines), text  # whole, one line
     assert widest(text) <= 60, text
+
+
+def test_a_long_path_in_the_summary_keeps_its_line_number_at_80_columns() -> None:
+    """An export named by its absolute path (a resume's, from another folder) was cut at the
+    end: `first at /tmp/walk/shop/Downloads…` and `Resumed at /tmp/…/orders_expo…`, the
+    line number gone. A place is cut at its start, so its end (file and line) stays."""
+    from collections import Counter
+    from io import StringIO
+
+    from rich.console import Console
+
+    from klaviyo_backfill.pipeline.summary import Stats
+    from klaviyo_backfill.reports.terminal import summary_table
+
+    where = "/srv/merchants/acme-trading-company/exports/2026/Downloads/orders_export.csv"
+    stats = Stats(bytes_total=1)
+    stats.resumed_at = f"{where}:1234"
+    stats.warnings = Counter({"malformed email ignored": 3})
+    stats.examples = {"malformed email ignored": [f"{where}:17"]}
+    out = StringIO()
+    Console(file=out, width=80, color_system=None).print(summary_table(stats, "Send summary"))
+    text = out.getvalue()
+    assert widest(text) <= 80, text
+    assert re.search(r"Resumed at .*…[^ ]*orders_export\.csv:1234", text), text
+    assert re.search(r"first at …[^ ]*orders_export\.csv:17", text), text

@@ -133,14 +133,16 @@ def test_a_csv_cut_inside_a_row_stops_the_run_and_one_without_a_final_line_break
     result = CliRunner().invoke(main, ["send", str(cut_file), *args])
     assert result.exit_code == 2, result.output
     assert f"{cut_file}:6: ends inside a row" in result.output and "cut short" in result.output
-    no_break = tmp_path / "no-break.csv"
+    no_break = tmp_path / "lbr.csv"  # as long a name as all.csv: the table is as wide
     no_break.write_bytes(data.rstrip(b"\r\n"))
     whole_run = CliRunner().invoke(main, ["send", str(whole), *args])
     no_break_run = CliRunner().invoke(main, ["send", str(no_break), *args])
     assert no_break_run.exit_code == whole_run.exit_code != 2, no_break_run.output
-    assert no_break_run.output.replace(str(no_break), "X") == whole_run.output.replace(
-        str(whole), "X"
-    )
+
+    def named(output: str, path: Path) -> str:  # a path a table cut at its start too
+        return output.replace(str(path), "X").replace(path.name, "X")
+
+    assert named(no_break_run.output, no_break) == named(whole_run.output, whole)
 
 
 @pytest.mark.parametrize(

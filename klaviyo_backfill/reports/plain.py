@@ -7,9 +7,12 @@ import os
 import sys
 from typing import IO, Any, cast
 
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, JustifyMethod, RenderResult
+from rich.measure import Measurement
+from rich.text import Text
 
-__all__ = ["console", "heading"]
+__all__ = ["Tail", "console", "heading"]
 
 
 PLAIN_WIDTH = 1000  # not a terminal: no line is wrapped or cut at 80 columns
@@ -57,3 +60,31 @@ def heading(console: Console, title: str) -> None:
         console.rule(title)
     else:
         console.print(title)
+
+
+class Tail:
+    """A `file:line` on one line that, when wider than its cell, is cut at its start
+    (`  first at …/Downloads/orders_export.csv:12`: what comes before it, `lead`, is kept),
+    never at its end: the line number and the file's name are what a reader needs, the
+    start of a long folder path the least."""
+
+    def __init__(
+        self, text: str, lead: str = "", style: str = "dim", justify: JustifyMethod = "left"
+    ) -> None:
+        self.text, self.lead, self.style, self.justify = text, lead, style, justify
+
+    def cut(self, width: int) -> str:
+        whole = self.lead + self.text
+        if cell_len(whole) <= width:
+            return whole
+        kept, room = self.text, width - cell_len(self.lead) - 1
+        while kept and cell_len(kept) > room:
+            kept = kept[1:]
+        return self.lead + "…" + kept
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield Text(self.cut(options.max_width), self.style, justify=self.justify, no_wrap=True)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        whole = cell_len(self.lead + self.text)
+        return Measurement(min(whole, cell_len(self.lead) + 12), whole)

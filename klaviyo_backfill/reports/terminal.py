@@ -18,7 +18,7 @@ from ..errors import printable
 from ..klaviyo.account import is_hashed
 from ..model import METRICS
 from ..pipeline.summary import Stats, describe, window_text
-from .plain import console
+from .plain import Tail, console
 
 if TYPE_CHECKING:
     from ..results import Preflight, SendOutcome
@@ -78,7 +78,7 @@ def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) 
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
     if stats.resumed_at:
-        table.add_row("Resumed at", stats.resumed_at)
+        table.add_row("Resumed at", Tail(stats.resumed_at, style="", justify="right"))
     table.add_row("Orders read", f"{stats.orders_read:,}")
     table.add_row("  mapped", f"{stats.orders_mapped:,}")
     table.add_row("  rejected", f"{stats.orders_rejected:,}")
@@ -109,7 +109,7 @@ def summary_table(stats: Stats, title: str, sent: dict[str, int] | None = None) 
         table.add_row(f"[yellow]Warning[/yellow]: {lit(warning)}", f"{n:,}")
         places = stats.examples.get(warning)
         if places:  # the file it is about (and a line), where a folder holds many
-            table.add_row(Text(f"  first at {places[0]}", style="dim", no_wrap=True), "")
+            table.add_row(Tail(places[0], lead="  first at "), "")
     if not stats.balanced():  # a bug: said, never hidden
         table.add_row("[red]Orders read do not add up[/red]", "mapped + rejected + skipped")
     return table
@@ -375,15 +375,12 @@ def _with_examples(
     title: str, label: str, counts: Counter[str], examples: dict[str, list[str]]
 ) -> Table:
     """Each reason with its count, and its examples below it, one `file:line` a line, never
-    broken (a path has no place to break; cut at the end only if wider than the screen)."""
+    broken (a path has no place to break; cut at its start if wider than the screen)."""
     table = Table(title=title, title_justify="left")
     table.add_column("orders", justify="right")
     table.add_column(f"{label} (for example, file:line)")
     for what, n in counts.most_common():
-        places = [
-            Text(f"  {place}", style="dim", no_wrap=True, overflow="ellipsis")
-            for place in examples.get(what, [])
-        ]
+        places = [Tail(place, lead="  ") for place in examples.get(what, [])]
         table.add_row(f"{n:,}", Group(Text(what), *places))
     return table
 
