@@ -292,7 +292,13 @@ def test_a_page_read_from_its_bytes_has_the_verdicts_of_the_page_read_as_a_docum
     odd: list[Any] = [None, 1, 2.5, True, "x", "", [], ["M1"], {}, {"id": "M1"}, {"id": 7}]
     base = event("a", "1")
     rng = __import__("random").Random(21)
-    pages = [b"", b"<html>", b"[]", b'{"data": 1}', b'{"links": {}}', b'{"data": [1]}']
+    deep = "[" * 100_000 + "]" * 100_000  # nested in a field read, one skipped, the links
+    nested = {**base, "links": "SKIPPED", "attributes": {**base["attributes"], "uuid": "READ"}}
+    pages = [b"", b"<html>", b"[]", b'{"data": 1}', b'{"links": {}}', b'{"data": [1]}',
+             *(json.dumps({"data": [nested], "links": "LINKS"}).replace(f'"{at}"', deep).encode()
+               for at in ("READ", "SKIPPED", "LINKS")),
+             json.dumps({"data": [nested], "links": {}}).encode().replace(b"SKIPPED", b"\xff"),
+             json.dumps({"data": [nested], "links": {}}).encode().replace(b"SKIPPED", b"\xc3\xa9")]  # fmt: skip
     for _ in range(400):
         items = []
         for k in range(rng.randint(1, 3)):

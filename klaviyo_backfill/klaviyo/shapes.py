@@ -279,9 +279,14 @@ def _read_page(check: EventsCheck, content: bytes) -> dict[str, Any] | str:
     links (the next page), or what is wrong with it."""
     check.into.clear()
     assert _PAGE is not None
+    if not content.isascii():  # a field skipped is not checked: invalid UTF-8 anywhere is
+        try:  # no JSON, as orjson says
+            content.decode()
+        except UnicodeDecodeError:
+            return ""
     try:
         page = _PAGE.decode(content)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # nested beyond orjson's 1,024 levels too
         return ""  # not JSON: `document` says what it is
     except msgspec.ValidationError as exc:
         return f"not an events page ({str(exc)[:80]})"
