@@ -104,6 +104,10 @@ def test_events_klaviyo_refused_are_counted_apart_from_rejected_orders(tmp_path:
     assert row(status, "Orders rejected (not sent)") == "5"
     assert row(status, "Events rejected by Klaviyo") == str(events)
     assert row(status, "Orders with events Klaviyo rejected") == "2"
+    listed = " ".join(run(tmp_path, "status").stdout.split())  # every job, in words
+    assert f"5 orders rejected (not sent); {events} events rejected by Klaviyo (in 2 orders)" in (
+        listed
+    ), listed
 
 
 @pytest.mark.slow

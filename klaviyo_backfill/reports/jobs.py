@@ -24,10 +24,18 @@ def _exports(ledger: Ledger) -> str:
 
 
 def _sent(ledger: Ledger) -> str:
+    """`2,125 orders sent; 375 orders rejected (not sent); left: nothing`, as `status PATH`
+    words them, with the events Klaviyo rejected only where there are some."""
     counts = ledger.counts()
     orders, events = ledger.rejected_apart()
-    return (f"{counts.get('sent', 0):,} orders sent; rejected: {orders:,} orders, {events:,} "
-            f"events (in {counts.get('rejected', 0):,} orders); left: {_left(ledger)}")  # fmt: skip
+    said = [f"{counts.get('sent', 0):,} orders sent"]
+    if orders:
+        said.append(f"{orders:,} orders rejected (not sent)")
+    if events:
+        said.append(
+            f"{events:,} events rejected by Klaviyo (in {counts.get('rejected', 0):,} orders)"
+        )
+    return "; ".join([*said, f"left: {_left(ledger)}"])
 
 
 def continue_with(ledger: Ledger) -> str:
