@@ -5,14 +5,11 @@ the months it sends (presend/overlap.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import signal
-import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
@@ -20,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import (
-    BackfillError,
     CheckpointError,
     SendError,
     UnfinishedRun,
@@ -28,13 +24,12 @@ from ..errors import (
 )
 from ..klaviyo.http import clean_key, loopback_only
 from ..klaviyo.reading import ReadConfig
-from ..klaviyo.sender import SendConfig, Sender, SendStats, client_for, tuned
+from ..klaviyo.sender import SendConfig, SendStats, tuned
 from ..klaviyo.throttle import parse_rate_limit
 from ..options import SendOptions
 from ..pipeline.job import job_from
 from ..pipeline.orders import Resume
 from ..pipeline.session import SendSession
-from ..pipeline.stages import open_output, orders, outputting, requests
 from ..pipeline.summary import Stats
 from ..presend.delta import Delta, Elsewhere
 from ..presend.overlap import overlap_check
@@ -50,10 +45,7 @@ from .continuation import continuation
 from .repair import Only, replay_args
 
 if TYPE_CHECKING:  # annotations only
-    from ..mapping.encode import Request
     from ..pipeline.job import Job
-    from ..pipeline.orders import MappedOrder
-    from ..pipeline.tracker import Tracker
 
 
 def send_config(job: Job, options: SendOptions, ask_key: Callable[[], str | None]) -> SendConfig:
@@ -270,46 +262,6 @@ def _check_stores(job: Job, account: str) -> None:
         held.close()
 
 
-def _track(encoded: Iterator[MappedOrder], tracker: Tracker) -> Iterator[MappedOrder]:
-    for mapped in encoded:
-        tracker.register(mapped)
-        yield mapped
-
-
-async def _send_async(
-    sender: Sender, bodies: Iterator[Request], progress: Callable[[], None], watcher: Watcher
-) -> int:
-    """Run the sender. Ctrl-C or SIGTERM stops new work (waits end at once), says so at once,
-    and gives in-flight requests a few seconds (a second one abandons them). The signal that
-    stopped the run, or 0."""
-    loop = asyncio.get_running_loop()
-    received = 0
-
-    def on_signal(signum: int) -> None:
-        nonlocal received
-        if received:
-            sender.abandon()
-            return
-        received = signum
-        watcher.stopping(sender.stats.in_flight)
-        sender.interrupt()
-
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
-    sender.on_progress = progress
-    # the feeder thread maps while this loop sends: the loop gets the GIL 1 ms (not 5) after
-    # a socket is ready, as each request's time, answer included, counts against the windows
-    switching = sys.getswitchinterval()
-    sys.setswitchinterval(min(switching, 0.001))
-    try:
-        await sender.run(bodies)
-    finally:
-        sys.setswitchinterval(switching)
-        await sender.client.aclose()
-    return received
-
-
 def send_job(
     job: Job,
     config: SendConfig,
@@ -328,7 +280,7 @@ def send_job(
     point = session.resume_point(resume)
     delta = Delta(account, job.payload_salt()) if account is not None and skip_held else None
     # another API sender's orders, skipped (a repair resends only what this tool sent)
-    elsewhere = Elsewhere(_held_elsewhere(ledger), account) if only is None else None
+    elsewhere = Elsewhere(session.held_elsewhere(), account) if only is None else None
     is_done: Callable[[str], bool] | None = session.reader.is_done if ledger.has_orders() else None
     if only is not None:  # a repair: the orders it lists, not yet done
         is_done = _either(only.skip_order, is_done)
@@ -343,78 +295,10 @@ def send_job(
                            signal=signal.SIGINT, failures_path=job.failures)  # fmt: skip
     checked = Resume(is_done, point, session.tracker.input_rejected, delta, replay,
                      only.keeps if only is not None else None, elsewhere)  # fmt: skip
-    return _sending(ready, config, session, watcher, checked)
-
-
-def _held_elsewhere(ledger: Ledger) -> frozenset[str]:
-    """The ids of the orders another API sender holds, as the job's check found them
-    (presend/overlap.py): skipped by every run of the job, a resumed one too."""
-    stored = ledger.get("api_held")
-    try:
-        ids = json.loads(stored) if stored else []
-    except ValueError:
-        ids = None
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise CheckpointError(
-            f"the checkpoint {ledger.path} holds no readable list of the orders another API "
-            "sender holds (api_held)", "Start the job again with --restart.",
-        )  # fmt: skip
-    return frozenset(ids)
+    return session.send(ready, config, watcher, checked)
 
 
 def _either(
     first: Callable[[str], bool], second: Callable[[str], bool] | None
 ) -> Callable[[str], bool]:
     return first if second is None else lambda order_id: first(order_id) or second(order_id)
-
-
-def _sending(
-    job: Job, config: SendConfig, session: SendSession, progress: Watcher, checked: Resume
-) -> SendOutcome:
-
-    tracker, stats = session.tracker, session.stats
-    send_stats, failures = tracker.stats, tracker.failures
-    encoder = config.endpoint.encoder(job.backfill, config.public_key)
-    started = time.monotonic()
-    outcome = SendOutcome(stats, send_stats, 0.0, failures_path=job.failures)
-    session.ledger.mark_running([source.path for source in job.inputs])
-    ended = False  # an exception that escapes leaves the run "stopped", never "finished"
-    try:
-        with open_output(job.output) as out:
-            tracked = _track(orders(job, encoder, stats, failures, checked), tracker)
-            bodies = outputting(requests(tracked, encoder), out, job.output)
-            sender = Sender(config, encoder, tracker, client_for(config))
-            _watch(sender, config, progress)
-            try:
-                updated = partial(progress.update, stats, send_stats)
-                outcome.signal = asyncio.run(_send_async(sender, bodies, updated, progress))
-            except BackfillError as exc:
-                outcome.error = exc
-            outcome.interrupted = outcome.signal != 0
-        ended = True
-    finally:
-        # a checkpoint that failed during the run (a full disk) may fail again here: the
-        # first error is the one reported, and the ledger keeps its last good commit
-        _noting(outcome, tracker.flush)
-        failures.close()
-        outcome.failures = failures.count
-        outcome.failure_kinds = dict(failures.kinds)
-        outcome.elapsed = time.monotonic() - started
-        _noting(outcome, lambda: session.end(outcome, ended))
-    return outcome
-
-
-def _watch(sender: Sender, config: SendConfig, watcher: Watcher) -> None:
-    """Tell the watcher the pace the sender will keep, and each wait it meets."""
-    whose = "Klaviyo's" if config.windows == config.endpoint.windows else "--rate-limit's"
-    watcher.pacing(config.windows, sender.encoder.max_events, whose)
-    sender.limiter.observer = watcher.waiting
-
-
-def _noting(outcome: SendOutcome, step: Callable[[], None]) -> None:
-    """Run a closing step; a checkpoint error in it becomes the outcome's error, if none is."""
-    try:
-        step()
-    except BackfillError as exc:
-        if outcome.error is None:
-            outcome.error = exc

@@ -8,33 +8,44 @@ way out (an error, Ctrl-C, SIGTERM):
     the tracker              settles Klaviyo's acknowledgements into all three
 
 `SendSession.open` opens the checkpoint (or says the export was sent completely), notes the
-run in it, then opens the rest; `with session:` closes them. `end` records how the run ended.
+run in it, then opens the rest; `with session:` closes them. `send` runs the send: stage one
+and two (pipeline/stages.py) into the Klaviyo client, each acknowledgement settled by the
+tracker, Ctrl-C and SIGTERM answered; `end` records how the run ended.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import signal
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from ..klaviyo.sender import SendStats
-from ..results import Finished
+from ..errors import BackfillError, CheckpointError
+from ..klaviyo.sender import SendConfig, Sender, SendStats, client_for
+from ..results import Finished, SendOutcome, Watcher
 from ..state.account_ledger import AccountLedger, account_ledger_path
 from ..state.account_ledger import replay as replay_journal
 from ..state.checkpoint import Landmarks, Ledger, open_ledger
 from ..state.failures import Failures
 from .job import FINGERPRINTED
+from .orders import MappedOrder, Resume
+from .stages import open_output, orders, outputting, requests
 from .summary import Stats, describe
 from .tracker import Tracker
 
 if TYPE_CHECKING:  # annotations only
     from types import TracebackType
 
+    from ..mapping.encode import Request
     from ..model import Position
     from ..options import Mode
-    from ..results import SendOutcome
     from .job import Job
 
 __all__ = ["SendSession"]
@@ -159,3 +170,111 @@ class SendSession:
             "bytes_total": stats.bytes_total,
         }
         self.ledger.put(state=state, ended=str(time.time()), last_run=summary)
+
+    def held_elsewhere(self) -> frozenset[str]:
+        """The ids of the orders another API sender holds, as the job's check found them
+        (presend/overlap.py): skipped by every run of the job, a resumed one too."""
+        ledger = self.ledger
+        stored = ledger.get("api_held")
+        try:
+            ids = json.loads(stored) if stored else []
+        except ValueError:
+            ids = None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise CheckpointError(
+                f"the checkpoint {ledger.path} holds no readable list of the orders another API "
+                "sender holds (api_held)", "Start the job again with --restart.",
+            )  # fmt: skip
+        return frozenset(ids)
+
+    def send(self, job: Job, config: SendConfig, progress: Watcher, checked: Resume) -> SendOutcome:
+        """Send the job's orders (`job` with its profile rule), as `checked` says which: its
+        checkpoint marked running, each acknowledgement recorded as it comes, and how the
+        run ended (`end`) whatever ends it."""
+
+        tracker, stats = self.tracker, self.stats
+        send_stats, failures = tracker.stats, tracker.failures
+        encoder = config.endpoint.encoder(job.backfill, config.public_key)
+        started = time.monotonic()
+        outcome = SendOutcome(stats, send_stats, 0.0, failures_path=job.failures)
+        self.ledger.mark_running([source.path for source in job.inputs])
+        ended = False  # an exception that escapes leaves the run "stopped", never "finished"
+        try:
+            with open_output(job.output) as out:
+                tracked = _track(orders(job, encoder, stats, failures, checked), tracker)
+                bodies = outputting(requests(tracked, encoder), out, job.output)
+                sender = Sender(config, encoder, tracker, client_for(config))
+                _watch(sender, config, progress)
+                try:
+                    updated = partial(progress.update, stats, send_stats)
+                    outcome.signal = asyncio.run(_send_async(sender, bodies, updated, progress))
+                except BackfillError as exc:
+                    outcome.error = exc
+                outcome.interrupted = outcome.signal != 0
+            ended = True
+        finally:
+            # a checkpoint that failed during the run (a full disk) may fail again here: the
+            # first error is the one reported, and the ledger keeps its last good commit
+            _noting(outcome, tracker.flush)
+            failures.close()
+            outcome.failures = failures.count
+            outcome.failure_kinds = dict(failures.kinds)
+            outcome.elapsed = time.monotonic() - started
+            _noting(outcome, lambda: self.end(outcome, ended))
+        return outcome
+
+
+def _track(encoded: Iterator[MappedOrder], tracker: Tracker) -> Iterator[MappedOrder]:
+    for mapped in encoded:
+        tracker.register(mapped)
+        yield mapped
+
+
+async def _send_async(
+    sender: Sender, bodies: Iterator[Request], progress: Callable[[], None], watcher: Watcher
+) -> int:
+    """Run the sender. Ctrl-C or SIGTERM stops new work (waits end at once), says so at once,
+    and gives in-flight requests a few seconds (a second one abandons them). The signal that
+    stopped the run, or 0."""
+    loop = asyncio.get_running_loop()
+    received = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal received
+        if received:
+            sender.abandon()
+            return
+        received = signum
+        watcher.stopping(sender.stats.in_flight)
+        sender.interrupt()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+    sender.on_progress = progress
+    # the feeder thread maps while this loop sends: the loop gets the GIL 1 ms (not 5) after
+    # a socket is ready, as each request's time, answer included, counts against the windows
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(min(switching, 0.001))
+    try:
+        await sender.run(bodies)
+    finally:
+        sys.setswitchinterval(switching)
+        await sender.client.aclose()
+    return received
+
+
+def _watch(sender: Sender, config: SendConfig, watcher: Watcher) -> None:
+    """Tell the watcher the pace the sender will keep, and each wait it meets."""
+    whose = "Klaviyo's" if config.windows == config.endpoint.windows else "--rate-limit's"
+    watcher.pacing(config.windows, sender.encoder.max_events, whose)
+    sender.limiter.observer = watcher.waiting
+
+
+def _noting(outcome: SendOutcome, step: Callable[[], None]) -> None:
+    """Run a closing step; a checkpoint error in it becomes the outcome's error, if none is."""
+    try:
+        step()
+    except BackfillError as exc:
+        if outcome.error is None:
+            outcome.error = exc
