@@ -30,6 +30,7 @@ overlap   The benchmark export (--orders, dates over 2016-2025) sent against a s
     .venv/bin/python benchmarks/verify.py                       # latency 0.3 s, 20,000 orders
     .venv/bin/python benchmarks/verify.py --latency 1.0 --orders 100000
     .venv/bin/python benchmarks/verify.py --only per-order      # 1,000,000 events, 20,000 orders
+    .venv/bin/python benchmarks/verify.py --only per-order --order-latency 0.2  # answers take 0.2 s
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ def peak_measured(cmd: list[str], env: dict[str, str]) -> tuple[c.Measured, floa
     return c.Measured(seconds, proc.returncode, peak, user, system, out, err), peak, served
 
 
-def bench_per_order(tmp: Path, orders: int) -> dict[str, object]:
+def bench_per_order(tmp: Path, orders: int, latency: float = 0.0) -> dict[str, object]:
     from klaviyo_backfill.klaviyo.endpoints import EVENTS, METRIC_AGGREGATES, METRICS
     from klaviyo_backfill.klaviyo.throttle import ideal_seconds
 
@@ -199,7 +200,7 @@ def bench_per_order(tmp: Path, orders: int) -> dict[str, object]:
         tmp / f"per-order-{orders}.json",
     )
     ck.unlink()
-    with st.StandIn(api_key=c.API_KEY) as s:
+    with st.StandIn(api_key=c.API_KEY, faults=st.Faults(latency=latency)) as s:
         s.store(per_order_job(ck, s.account["id"], orders))
         s.encode_all()  # the stand-in's own JSON, before the clock starts
         gc.collect()
@@ -221,7 +222,8 @@ def bench_per_order(tmp: Path, orders: int) -> dict[str, object]:
             "aggregate_queries": queries, "throttled": throttled, "wall_s": round(run.seconds, 2),
             "ideal_s": round(ideal, 2), "ratio": round(run.seconds / ideal, 2),
             "max_rss_mb": round(peak, 1), "cpu_s": round(run.user + run.system, 2),
-            "standin_cpu_s": round(served, 2), "load_before": round(load, 2)}  # fmt: skip
+            "standin_cpu_s": round(served, 2), "load_before": round(load, 2),
+            "latency_s": latency}  # fmt: skip
 
 
 def first_request(tmp: Path, export: Path, other: bool) -> tuple[float, float | None]:
@@ -249,6 +251,8 @@ def first_request(tmp: Path, export: Path, other: bool) -> tuple[float, float | 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--latency", type=float, default=0.3, help="seconds per read answer")
+    ap.add_argument("--order-latency", type=float, default=0.0,
+                    help="per order: seconds per read answer (0: the client's own cost)")  # fmt: skip
     ap.add_argument("--orders", type=int, default=20_000, help="orders in the overlap export")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--events", type=int, default=1_000_000, help="per order: events acknowledged")
@@ -258,8 +262,8 @@ def main() -> None:
     print(f"machine: {info}")
     with c.tempdir(a.keep) as tmp:
         if a.only != "monthly":
-            big = bench_per_order(tmp, a.events // (1 + ITEMS))
-            small = bench_per_order(tmp, 20_000)
+            big = bench_per_order(tmp, a.events // (1 + ITEMS), a.order_latency)
+            small = bench_per_order(tmp, 20_000, a.order_latency)
             print(c.table(
                 ["what", "events", "pages", "aggregate queries", "429s", "wall", "ideal",
                  "ratio", "target", "verify CPU", "stand-in CPU", "peak memory"],
@@ -269,7 +273,8 @@ def main() -> None:
                   f"{r['cpu_s']} s", f"{r['standin_cpu_s']} s", f"{r['max_rss_mb']} MB"]
                  for r, limit in ((big, 2), (small, 3))],
                 "verify order by order at Klaviyo's read limits (peak memory target 150 MB; the "
-                "stand-in serves the pages from this process, on the same cores)",
+                "stand-in serves the pages from this process, on the same cores; "
+                f"{a.order_latency:g} s per answer)",
             ))  # fmt: skip
             c.emit_json({"benchmark": "verify-per-order", "machine": info,
                          "million": big, "twenty_thousand": small})  # fmt: skip
