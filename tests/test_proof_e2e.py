@@ -35,6 +35,13 @@ def send(cwd: Path, s: st.StandIn, *extra: str) -> None:
     assert done.returncode == 0, said(done)
 
 
+def sent_in(cwd: Path, s: st.StandIn, *extra: str) -> None:
+    """A send in this process, on the stand-in's clock."""
+    done = in_process(cwd, KEY, "send", "orders.csv", "--base-url", s.url, *FAST, *extra,
+                      clock=s.clock)  # fmt: skip
+    assert done.returncode == 0, said(done)
+
+
 def verify(cwd: Path, s: st.StandIn, *extra: str) -> tuple[Any, dict[str, Any]]:
     """Verify in this process, on the stand-in's clock: its paced reads wait no real time."""
     done = in_process(cwd, KEY, "verify", "orders.csv", "--base-url", s.url, "--json", "v.json",
@@ -218,3 +225,78 @@ def test_preflight_names_the_orders_another_api_sender_holds_but_not_its_own(
     assert held["orders"] == len(theirs) == 20 and held["months"] == months
     assert set(held["sample_ids"]) <= {o.id for o in theirs}
     assert "Held by another API sender: 20 order(s)" in " ".join(done.stdout.split())
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_two_windows_are_proved_order_by_order_and_one_command_repairs_both(
+    tmp_path: Path,
+) -> None:
+    """`send --until A` then `send --since B`: verify names the orders that lost events in
+    either window, with the file:line of the job that sent them, and its one command (from
+    any folder) resends exactly those events, whichever window they were in."""
+    export(tmp_path, *RECENT, limit=240)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    split = datetime(2023, 8, 1, tzinfo=UTC)
+    with st.StandIn(api_key=KEY, faults=st.Faults(lost_after_ack=0.03, seed=5)) as s:
+        sent_in(tmp_path, s, "--until", "2023-07-31")
+        first = {(e.metric, e.unique_id) for e in s.lost}
+        sent_in(tmp_path, s, "--since", "2023-08-01")
+        lost = {(e.metric, e.unique_id) for e in s.lost}
+        lost_orders = {e.properties["OrderId"] for e in s.lost}
+        assert first and lost - first  # events lost in both windows
+        assert {datetime.fromisoformat(e.time or "") < split for e in s.lost} == {True, False}
+        done, doc = verify(tmp_path, s)
+        assert done.returncode == 5, said(done)
+        assert named(doc, "missing") == lost_orders
+        resent = {(o["metric"], uid) for o in doc["per_order"]["orders"] for uid in o["unique_ids"]}
+        assert resent == lost
+        assert all(o["source"].endswith("orders.csv") and o["line"] >= 2
+                   for o in doc["per_order"]["orders"])  # fmt: skip
+        sent = doc["per_order"]["events_sent"]
+        assert sent == sum(row["sent_count"] for row in doc["rows"]) == len(s.keys())
+        command = doc["repair_command"]
+        assert "--since" not in command and "--until" not in command
+        before = len(s.requests)
+        repaired = in_process(elsewhere, KEY, *shlex.split(command)[1:], *FAST, clock=s.clock)
+        assert repaired.returncode == 0, said(repaired)
+        assert sum(r.n_events for r in s.requests[before:]) == len(lost)
+        assert {(e.metric, e.unique_id) for e in s.events[-len(lost) :]} == lost
+        done, doc = verify(tmp_path, s)
+    assert done.returncode == 0, said(done)
+    assert doc["per_order"]["orders"] == [] and doc["status"] == "ok"
+    assert doc["per_order"]["events_held"] == sent
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_an_export_saved_over_the_file_is_proved_with_the_one_before(tmp_path: Path) -> None:
+    """Last month's export, then this month's (every order so far) saved over the file:
+    verify names the orders of either job that lost events, and the repair resends them from
+    the file as it is now."""
+    orders = [o for o in corpus.make_orders(2400, 17, "shopify")
+              if RECENT[0] <= o.created_at < RECENT[1] and o.identifiable][:240]  # fmt: skip
+    split = datetime(2023, 8, 1, tzinfo=UTC)
+    with st.StandIn(api_key=KEY, faults=st.Faults(lost_after_ack=0.03, seed=5)) as s:
+        corpus.write_shopify_csv([o for o in orders if o.created_at < split],
+                                 tmp_path / "orders.csv")  # fmt: skip
+        sent_in(tmp_path, s)
+        first = {(e.metric, e.unique_id) for e in s.lost}
+        corpus.write_shopify_csv(orders, tmp_path / "orders.csv")
+        sent_in(tmp_path, s)
+        lost = {(e.metric, e.unique_id) for e in s.lost}
+        assert first and lost - first  # events lost by both jobs
+        done, doc = verify(tmp_path, s)
+        assert done.returncode == 5, said(done)
+        assert named(doc, "missing") == {e.properties["OrderId"] for e in s.lost}
+        assert {
+            (o["metric"], u) for o in doc["per_order"]["orders"] for u in o["unique_ids"]
+        } == lost
+        repaired = in_process(tmp_path / "..", KEY, *shlex.split(doc["repair_command"])[1:], *FAST,
+                              clock=s.clock)  # fmt: skip
+        assert repaired.returncode == 0, said(repaired)
+        assert {(e.metric, e.unique_id) for e in s.events[-len(lost) :]} == lost
+        done, doc = verify(tmp_path, s)
+    assert done.returncode == 0, said(done)
+    assert doc["per_order"]["orders"] == [] and doc["per_order"]["events_held"] == len(s.keys())

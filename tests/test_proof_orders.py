@@ -8,17 +8,22 @@ import asyncio
 import json
 from collections.abc import Callable
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
 
+from klaviyo_backfill.commands.repair import without_window
 from klaviyo_backfill.errors import GaveUp, QueryError
 from klaviyo_backfill.klaviyo.reading import ReadConfig, Reader
 from klaviyo_backfill.klaviyo.retry import RetryPolicy
 from klaviyo_backfill.klaviyo.shapes import HeldEvent
 from klaviyo_backfill.proof.orders import DIFFERENT, MISSING, TWICE, Window, compare_window, windows
+from klaviyo_backfill.state.checkpoint import Acked, Ledger
+from klaviyo_backfill.state.history import History
+from klaviyo_backfill.state.locate import archive
 
 BASE = "https://a.klaviyo.test"
 JAN = 1672531200  # 2023-01-01T00:00:00Z
@@ -336,3 +341,45 @@ def test_a_page_read_from_its_bytes_has_the_verdicts_of_the_page_read_as_a_docum
         assert fast == slow, body
         outcomes.add("fault" if fast == "fault" else len(fast))
     assert "fault" in outcomes and outcomes - {"fault", 0}  # both kinds were met
+
+
+def _job(path: Path, args: list[str], events: list[Acked]) -> None:
+    ledger = Ledger(path)
+    ledger.put(send_args=json.dumps(args), acked="1")
+    ledger.record([(e[2], False) for e in events], acked={e[2]: [e] for e in events})
+    ledger.close()
+
+
+def test_a_jobs_history_is_every_job_s_acknowledged_events_each_once(tmp_path: Path) -> None:
+    """Both windows, or an export saved over the file: the union, the newest job's record of
+    an event first; an event only a job sent with other options knows is remembered as
+    that job's, so a repair resends it as that job would."""
+    path = tmp_path / "orders-abc-ACCT.sqlite"
+    at = 1_700_000_000
+
+    def ev(order: str, line: int, source: str = "/x/orders.csv") -> Acked:
+        return ("Placed Order", at, order, order, "", "10", "USD", source, line)
+
+    _job(path, ["/x/orders.csv", "--until", "2023-07-31"], [ev("1", 2), ev("2", 3)])
+    archive(path)
+    _job(path, ["/x/orders.csv", "--currency", "EUR"], [ev("3", 4)])
+    archive(path)
+    _job(path, ["/x/orders.csv", "--since", "2023-08-01"], [ev("2", 9), ev("4", 5)])
+    ledger = Ledger(path, read_only=True)
+    history = History(
+        ledger, lambda j: json.dumps(without_window(json.loads(j.get("send_args") or "[]")))
+    )
+    try:
+        assert len(history.jobs) == 3
+        got = sorted(history.acked("Placed Order", at, at + 1))
+        assert [(e[2], e[8]) for e in got] == [("1", 2), ("2", 9), ("3", 4), ("4", 5)]
+        assert history.acked("Placed Order", at + 1, at + 2) == []
+        euro = json.dumps(["/x/orders.csv", "--currency", "EUR"])
+        assert history.group_of("Placed Order", "3") == euro
+        assert (
+            history.group_of("Placed Order", "1") == history.mine == json.dumps(["/x/orders.csv"])
+        )
+        assert history.ledger_of[history.mine].path == path
+    finally:
+        history.close()
+        ledger.close()

@@ -1,7 +1,9 @@
 """`send --repair FILE`: send again exactly the events `verify` found missing.
 
 `verify` writes FILE (private, beside the checkpoint): the events Klaviyo acknowledged and
-does not hold, by metric and unique id, and prints one command that resends them:
+does not hold, by metric and unique id, whichever job of the export sent them (both windows,
+a job before --restart, an earlier export saved over the file), and prints one command that
+resends them (the window left out: only the listed events go, whichever window held them):
 
     klaviyo-backfill send /abs/orders.csv [the send's options] --repair /abs/<ck>.repair.json
 
@@ -28,8 +30,9 @@ if TYPE_CHECKING:
     from ..model import Event
     from ..pipeline.job import Job
     from ..results import SendOutcome, Watcher
+    from ..state.checkpoint import Ledger
 
-__all__ = ["Only", "command", "load", "repair", "replay_args", "write"]
+__all__ = ["Only", "command", "load", "repair", "replay_args", "without_window", "write"]
 
 FORMAT = "klaviyo-backfill repair 1"
 
@@ -54,6 +57,21 @@ def replay_args(options: SendOptions) -> list[str]:
         args.append("--trigger-flows")
     args += ["--revision", options.revision, "--profile-attributes", options.profile_attributes]
     return args
+
+
+def without_window(args: list[str]) -> list[str]:
+    """A send's arguments without --since/--until: a repair sends the events it lists,
+    whichever of the export's windows (jobs) they were sent in."""
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--since", "--until"):
+            skip = True
+        else:
+            out.append(arg)
+    return out
 
 
 def _abs(path: str | None) -> str | None:
@@ -126,6 +144,21 @@ def repair(
         with session:
             outcome = send_job(job, config, session, progress, mode == "resume", False,
                                only=only)  # fmt: skip
+            complete = not (outcome.interrupted or outcome.error or outcome.limited)
+            absent = _not_found(session.ledger, only.orders) if complete else 0
     skipped = outcome.stats.skipped  # the orders the repair does not list: held as sent
     skipped["held as sent (not in the repair)"] = skipped.pop("already sent (checkpoint)", 0)
+    if absent:
+        outcome.stats.warnings[NOT_FOUND] += absent
     return outcome
+
+
+NOT_FOUND = ("order listed in the repair file, not in the exports as it was sent (an earlier "
+             "export saved over the file? put it back, repair again): not resent")  # fmt: skip
+
+
+def _not_found(ledger: Ledger, orders: frozenset[str]) -> int:
+    """Listed orders the exports did not give (neither settled nor refused): an order of an
+    earlier export at the same path that the file no longer holds, or holds changed."""
+    refused = {str(o) for (o,) in ledger.db.execute("SELECT DISTINCT order_id FROM rejected")}
+    return sum(ledger.order_state(o) is None and o not in refused for o in orders)

@@ -3,7 +3,9 @@
     monthly    the checkpoint's totals of acknowledged events per metric, UTC month and
                currency, against the monthly aggregates of the API's metric of each name
                (proof/reconcile.py): the fast summary, and all there is without events:read
-    per order  the checkpoint's acknowledged events, window by window, against the events
+    per order  the acknowledged events of the job and its earlier jobs (state/history.py:
+               both windows, an export saved over the file, a job before --restart), window
+               by window, against the events
                Klaviyo lists (GET /api/events; proof/orders.py): each order held, missing,
                held twice or different; the missing ones written to a repair file, and the
                one command that resends them printed (repair.py)
@@ -41,10 +43,11 @@ from ..proof.reconcile import MetricTotal, compare, metric_order, money, years_o
 from ..results import Verification
 from ..state.checkpoint import Ledger, Total, TotalKey
 from ..state.files import private_folder
+from ..state.history import History
 from ..state.locate import archived, checkpoints_dir, default_path, found_for
 from ..state.sqlite import BAD_VALUES, trouble
 from .account import history_of
-from .repair import command, replay_args, write
+from .repair import command, replay_args, without_window, write
 
 if TYPE_CHECKING:  # annotations only
     from ..klaviyo.reading import Metric, MonthTotal, ReadConfig
@@ -66,6 +69,7 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
     started = time.monotonic()
     path = _verify_checkpoint(options, account)
     ledger = Ledger(path, read_only=True)
+    per_order: History | None = None
     try:
         try:
             ledger.check_account(account)
@@ -77,7 +81,7 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
             result.unfinished = ledger.unfinished()
             result.account = account
             result.continuation = ledger.get("command") if result.unfinished else None
-            per_order = ledger if ledger.has_acked() else None
+            per_order = History(ledger, _resent_as) if ledger.has_acked() else None
         except BAD_VALUES as exc:  # a value no checkpoint holds: it was edited or damaged
             raise trouble(path, exc) from None
         if per_order is None:
@@ -87,8 +91,11 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
             held, result.missing, result.reads, refused, proof = asyncio.run(
                 _held(config, sent, per_order)
             )
-        args = ledger.get("send_args")
+        if proof is not None and per_order is not None:
+            _repair(result, proof, path, per_order, options)
     finally:
+        if per_order is not None:
+            per_order.close()
         ledger.close()
     result.rows, result.totals = compare(sent, held)
     result.beyond_reach = sorted(refused)
@@ -98,7 +105,6 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
     if proof is not None:
         _by_events(result, proof, refused)
         result.proof = proof
-        _repair(result, proof, path, args, options)
     elif refused:
         result.unverified = sorted(refused)
     now = time.time()
@@ -190,7 +196,7 @@ def _sent_totals(ledger: Ledger) -> dict[TotalKey, Total]:
 
 
 async def _held(
-    config: ReadConfig, sent: dict[TotalKey, Total], ledger: Ledger | None
+    config: ReadConfig, sent: dict[TotalKey, Total], ledger: History | None
 ) -> tuple[Held, list[str], int, set[int], Proof | None]:
     """Klaviyo's aggregates of the API's metric of each name the job sent, per UTC month and
     currency, in the years it sent, and (given a ledger that keeps the events one by one)
@@ -258,9 +264,9 @@ async def _aggregate(reader: Reader, metric_id: str, year: int) -> list[MonthTot
 
 
 async def _per_order(
-    reader: Reader, ledger: Ledger | None, api: dict[str, Metric], sent: dict[TotalKey, Total]
+    reader: Reader, ledger: History | None, api: dict[str, Metric], sent: dict[TotalKey, Total]
 ) -> Proof | None:
-    """Each window's acknowledged events against the events Klaviyo lists in it; None when
+    """Each window's acknowledged events (of every job of the export) against the events Klaviyo lists in it; None when
     the key may not list events (events:read)."""
     if ledger is None:
         return None
@@ -311,29 +317,49 @@ def _by_events(result: Verification, proof: Proof, refused: set[int]) -> None:
     result.totals = list(totals.values())
 
 
+def _resent_as(ledger: Ledger) -> str:
+    """How a job's events are sent again: its send's arguments without its window (a repair
+    sends the events it lists, whichever window they were in); "" where the job kept none."""
+    args = ledger.get("send_args")
+    return json.dumps(without_window(json.loads(args))) if args else ""
+
+
 def _repair(
-    result: Verification, proof: Proof, checkpoint: Path, args: str | None, options: SendOptions
+    result: Verification, proof: Proof, checkpoint: Path, history: History, options: SendOptions
 ) -> None:
-    """Write the missing events to the repair file beside the checkpoint (in the state's
-    checkpoints folder where the checkpoint's own cannot be written: verify reads a
-    read-only one), and the command that resends them; a clean proof removes an earlier
-    repair file."""
+    """Write the missing events, whichever job of the export sent them, to the repair file
+    beside the checkpoint (in the state's checkpoints folder where the checkpoint's own
+    cannot be written: verify reads a read-only one), and the command that resends them; a
+    clean proof removes earlier repair files. Jobs sent with other options than the
+    current one (not the window) get a repair file each, and the commands are chained."""
     path = Path(f"{checkpoint.resolve()}.repair.json")
     if not os.access(path.parent, os.W_OK):
         if not proof.missing:
             return
         private_folder(checkpoints_dir())
         path = checkpoints_dir() / path.name
+    for stale in [path, *path.parent.glob(f"{path.name.removesuffix('.json')}-*.json")]:
+        stale.unlink(missing_ok=True)
     if not proof.missing:
-        path.unlink(missing_ok=True)
         return
-    write(path, checkpoint.resolve(), proof.missing)
-    replay = json.loads(args) if args else None
-    if replay is None and options.inputs.paths:
-        replay = replay_args(options)
-    if replay is None:
-        result.repair_hint = (f"the missing events are listed in {path}; resend them with "
-                              "`klaviyo-backfill send EXPORT... [the send's options] --repair "
-                              f"{path}`")  # fmt: skip
+    groups: dict[str, list[tuple[str, str, str]]] = {}
+    for event in proof.missing:
+        groups.setdefault(history.group_of(event[0], event[1]), []).append(event)
+    commands, files = [], []
+    mine = history.mine
+    for n, (group, missing) in enumerate(sorted(groups.items(), key=lambda g: g[0] != mine)):
+        stem = path.name.removesuffix(".json")
+        named = path if n == 0 else path.with_name(f"{stem}-{n + 1}.json")
+        write(named, history.ledger_of[group].path.resolve(), missing)
+        files.append(str(named))
+        replay = json.loads(group) if group else None
+        if replay is None and options.inputs.paths:
+            replay = without_window(replay_args(options))
+        if replay is not None:
+            commands.append(command(named, replay, options.base_url))
+    if len(commands) < len(files):
+        result.repair_hint = (f"the missing events are listed in {', '.join(files)}; resend "
+                              "them with `klaviyo-backfill send EXPORT... [the send's options] "
+                              "--repair FILE`")  # fmt: skip
         return
-    result.repair = command(path, replay, options.base_url)
+    result.repair = " && ".join(commands)

@@ -1,0 +1,89 @@
+"""A job and its earlier jobs, read as one: everything the account acknowledged from an
+export, whichever job sent it (another window, an earlier export saved over the file, a job
+before a --restart: locate.archive keeps each aside).
+
+`verify` proves them order by order together: `acked` is the union of every job's
+acknowledged events, each once (by metric and unique id; the newest job's record first, so
+an order is named with the file:line of the latest job that sent it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .checkpoint import Acked, Ledger
+from .locate import archived
+
+__all__ = ["History"]
+
+
+class History:
+    """The current job's ledger and its earlier jobs' (newest first), read only.
+
+    `group` sorts jobs by how their events are sent again (a repair's arguments): an event
+    acknowledged only by a job of another group than the current job's is remembered
+    (`origin`), so a repair can resend it as that job would; the common case, every job
+    alike, remembers nothing."""
+
+    def __init__(self, current: Ledger, group: Callable[[Ledger], str] = lambda _: "") -> None:
+        self.current = current
+        self.earlier: list[Ledger] = []
+        try:
+            for path in reversed(archived(current.path)):
+                self.earlier.append(Ledger(path, read_only=True))
+        except BaseException:
+            self.close()
+            raise
+        self.groups = {id(ledger): group(ledger) for ledger in self.jobs}
+        self.origin: dict[tuple[str, str], str] = {}  # (metric, unique id) -> group
+        self.ledger_of: dict[str, Ledger] = {}  # group -> its newest job
+        for ledger in reversed(self.jobs):
+            self.ledger_of[self.groups[id(ledger)]] = ledger
+
+    @property
+    def jobs(self) -> list[Ledger]:
+        return [self.current, *self.earlier]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [ledger.path for ledger in self.jobs]
+
+    def per_order(self) -> list[Ledger]:
+        """The jobs that keep their events one by one (a checkpoint of an earlier version
+        keeps none: its orders are proved by month only)."""
+        return [ledger for ledger in self.jobs if ledger.has_acked()]
+
+    def without_events(self) -> int:
+        """Earlier jobs that keep no events one by one."""
+        return sum(not ledger.has_acked() for ledger in self.earlier)
+
+    def acked(self, metric: str, start: int, end: int) -> list[Acked]:
+        """Every job's acknowledged events of a metric with start <= time < end (UNIX
+        seconds), each event once."""
+        jobs = self.per_order()
+        if len(jobs) == 1:
+            return jobs[0].acked(metric, start, end)
+        mine = self.groups[id(self.current)]
+        seen: dict[str, Acked] = {}
+        for ledger in jobs:
+            group = self.groups[id(ledger)]
+            for event in ledger.acked(metric, start, end):
+                if event[3] in seen:
+                    continue
+                seen[event[3]] = event
+                if group != mine:
+                    self.origin[(metric, event[3])] = group
+        return list(seen.values())
+
+    @property
+    def mine(self) -> str:
+        """The current job's group."""
+        return self.groups[id(self.current)]
+
+    def group_of(self, metric: str, unique_id: str) -> str:
+        """The group of the job an event is resent as (the current job's unless `origin`)."""
+        return self.origin.get((metric, unique_id), self.mine)
+
+    def close(self) -> None:
+        for ledger in self.earlier:
+            ledger.close()
