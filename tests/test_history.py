@@ -196,11 +196,22 @@ def test_a_limited_run_says_what_next_and_a_plain_rerun_continues(
 def test_resume_with_a_key_that_matches_no_job_is_named_as_a_key_problem(
     export: Path, tmp_path: Path
 ) -> None:
+    """A mistyped key is refused by Klaviyo at the first read (exit 3, the key named); the
+    valid key of another account is told it matches no job (exit 2), never "Run without
+    --resume" (that would start a new job in that other account)."""
     shutil.copy(export, tmp_path / "orders.csv")
-    with st.StandIn(api_key=KEY, port=free_port(), faults=st.Faults(latency=0.02)) as s:
+    port, other = free_port(), "pk_other_account_" + secrets.token_hex(8)
+    with st.StandIn(api_key=KEY, port=port, faults=st.Faults(latency=0.02)) as s:
         interrupted(tmp_path, s, "send", "orders.csv", "--base-url", s.url, *SLOW)
-        wrong = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *SLOW, "--resume",
-                    key="pk_mistyped_" + secrets.token_hex(8))  # fmt: skip
+        mistyped = run(tmp_path, "send", "orders.csv", "--base-url", s.url, *SLOW, "--resume",
+                       key="pk_mistyped_" + secrets.token_hex(8))  # fmt: skip
+    with st.StandIn(api_key=other, port=port) as elsewhere:  # another account, same address
+        wrong = run(tmp_path, "send", "orders.csv", "--base-url", elsewhere.url, *SLOW,
+                    "--resume", key=other)  # fmt: skip
+        assert not elsewhere.requests  # nothing sent to the other account
+    told = " ".join(mistyped.stderr.split())
+    assert mistyped.returncode == 3, told
+    assert "Klaviyo refused the API key" in told and "KLAVIYO_API_KEY" in told, told
     told = " ".join(wrong.stderr.split())
     assert wrong.returncode == 2, told
     assert "this key matches no job of" in told and "Is the key right?" in told, told

@@ -92,6 +92,24 @@ def test_a_wrong_key_is_an_auth_error() -> None:
     assert raised.type is AuthError and "401" in str(raised.value)
 
 
+@pytest.mark.parametrize("detail", ["Incorrect authentication credentials.",
+                                    "The API key is not valid."])  # fmt: skip
+def test_a_403_saying_the_key_is_not_valid_is_a_wrong_key_not_a_missing_scope(detail: str) -> None:
+    """A wrong key answered 403 (Klaviyo documents 401 and 403) was taken for a key without
+    accounts:read: a history under its hash, a failures file, the export read, and only
+    then "Klaviyo refused the API key". It stops at the first read, nothing kept."""
+    error = {**ERRORS["errors"][0], "title": "Incorrect authentication credentials.",
+             "detail": detail}  # fmt: skip
+    seen, client = server(403, {"errors": [error]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(AuthError) as raised:
+            history_of(CONFIG, client())
+    assert raised.type is AuthError and "HTTP 403" in str(raised.value), raised.value
+    assert not [w for w in caught if issubclass(w.category, BackfillWarning)]
+    assert len(seen) == 1 and known(HASHED, klaviyo_id) is None
+
+
 def test_a_new_key_whose_account_cannot_be_read_stops_rather_than_start_a_history() -> None:
     seen, client = server(502, {"errors": []})
     with pytest.raises(GaveUp, match="which Klaviyo account this key belongs to"):

@@ -678,11 +678,13 @@ def test_wrong_key_stops_at_once_and_never_echoes_the_key(few: Export, tmp_path:
                      "--rate-limit", SINGLE_RATE, "--concurrency", str(concurrency), "-q",
                      KLAVIYO_API_KEY=wrong)  # fmt: skip
         assert result.returncode == 3, said(result)
-        assert 1 <= len(s.requests) <= concurrency + 2, statuses(s)
-        assert set(statuses(s)) == {"403"}
-        assert not s.events
+        # the first read (which account the key belongs to) is refused: no send at all
+        assert [(r.path, r.status) for r in s.reads] == [("/api/accounts", 403)], s.reads
+        assert not s.requests and not s.events
     output = result.stdout + result.stderr
-    assert "KLAVIYO_API_KEY" in output
+    assert "KLAVIYO_API_KEY" in output and "Klaviyo refused the API key" in output, output
+    assert "accounts:read" not in output  # not taken for a key without a scope
+    assert not list(cli_helpers.state_folder().rglob("*.sqlite"))  # no job was begun
     assert wrong not in output and wrong[3:] not in output and KEY not in output
 
 

@@ -459,14 +459,22 @@ class Reader:
         if errors is None:  # a proxy's or a CDN's page: not Klaviyo's verdict, a fault
             raise NotAnAnswer(self.redact(answer.describe()))
         said = self.redact("; ".join(detail(e) for e in errors)) or "no detail"
-        if status == 401:
+        if status == 401 or (status == 403 and _not_valid(errors)):
             raise AuthError(
-                f"Klaviyo refused the API key (HTTP 401 to {what}: {said}).",
+                f"Klaviyo refused the API key (HTTP {status} to {what}: {said}).",
                 "Check KLAVIYO_API_KEY (or --api-key): a private key (pk_...).",
             )
         if status == 403:
             raise ScopeError(what, api.scopes, said)
         raise QueryError(f"Klaviyo refused {what} (HTTP {status}: {said})")
+
+
+def _not_valid(errors: list[dict[str, Any]]) -> bool:
+    """A 403 that says the key itself is wrong (Klaviyo: "Incorrect authentication
+    credentials.", "The API key is not valid."), not that it lacks a scope: that one names
+    the scopes, and is the only 403 a ScopeError (a key that may not read its account, say)."""
+    said = " ".join(str(e.get(k) or "") for e in errors for k in ("title", "detail")).lower()
+    return "scope" not in said and ("credentials" in said or "not valid" in said)
 
 
 class Listing:
