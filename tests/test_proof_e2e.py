@@ -300,3 +300,46 @@ def test_an_export_saved_over_the_file_is_proved_with_the_one_before(tmp_path: P
         done, doc = verify(tmp_path, s)
     assert done.returncode == 0, said(done)
     assert doc["per_order"]["orders"] == [] and doc["per_order"]["events_held"] == len(s.keys())
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_rows_that_only_hold_more_are_one_line_a_metric_saying_whose(tmp_path: Path) -> None:
+    """Another export of this tool in the same months, and another API sender's events: at
+    80 columns verify lists no such row, one line a metric says how many and whose they are
+    (the account's ledger), --json keeps every row; exit 0."""
+    orders = [o for o in corpus.make_orders(2400, 17, "shopify")
+              if RECENT[0] <= o.created_at < RECENT[1] and o.identifiable][:200]  # fmt: skip
+    (tmp_path / "b").mkdir()
+    corpus.write_shopify_csv(orders[::2], tmp_path / "orders.csv")
+    corpus.write_shopify_csv(orders[1::2], tmp_path / "b" / "orders.csv")
+    with st.StandIn(api_key=KEY) as s:
+        sent_in(tmp_path, s)
+        ours = {(e.metric, e.unique_id) for e in s.events}
+        sent_in(tmp_path / "b", s)
+        months = {(e.time or "")[:7] for e in s.events if (e.metric, e.unique_id) in ours
+                  and e.metric == "Placed Order"}  # fmt: skip
+        busiest = max(months)
+        s.preload([st.other_event("Placed Order", f"{busiest}-15T12:00:00+00:00", 5.0,
+                                  integration=st.API, uid=f"live-{n}",
+                                  properties={"OrderId": f"live-{n}"}) for n in range(3)])  # fmt: skip
+        done = in_process(tmp_path, KEY, "verify", "orders.csv", "--base-url", s.url, "--json",
+                          "v.json", clock=s.clock, columns=80)  # fmt: skip
+    doc = json.loads((tmp_path / "v.json").read_text())
+    assert done.returncode == 0, said(done)
+    more = [r for r in doc["rows"] if r["klaviyo_count"] > r["sent_count"]]
+    assert len(more) > 20 and not any(r["klaviyo_count"] < r["sent_count"] for r in doc["rows"])
+    text = " ".join(done.stdout.split())
+    assert f"Rows that hold more than the job sent: {len(more)} (" in text
+    assert "Rows that are short" not in text and "--json or --html lists every row" in text
+    placed = [r for r in more if r["metric"] == "Placed Order"]
+    shown = {r["month"] for r in placed}
+    others = [e for e in s.events + s.preloaded if e.metric == "Placed Order"
+              and (e.time or "")[:7] in shown and (e.metric, e.unique_id) not in ours]  # fmt: skip
+    live = sum((e.unique_id or "").startswith("live-") for e in others)
+    extra = sum(r["klaviyo_count"] - r["sent_count"] for r in placed)
+    assert live == 3 and len(others) > 3 * live
+    assert (f"Placed Order: {len(placed)} row(s) ({min(shown)} to {max(shown)}), +{extra} "
+            f"event(s) held more in those months: {len(others) - live} event(s) this tool "
+            f"sent from other exports, {live} from other sources") in text  # fmt: skip
+    assert len(done.stdout.splitlines()) < 40 + len(doc["totals"])

@@ -41,6 +41,7 @@ from ..presend.overlap import read_config
 from ..proof.orders import Proof, Window, compare_window, windows
 from ..proof.reconcile import MetricTotal, compare, metric_order, money, years_of
 from ..results import Verification
+from ..state.account_ledger import account_ledger_path
 from ..state.checkpoint import Ledger, Total, TotalKey
 from ..state.files import private_folder
 from ..state.history import History
@@ -81,7 +82,9 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
             result.unfinished = ledger.unfinished()
             result.account = account
             result.continuation = ledger.get("command") if result.unfinished else None
-            per_order = History(ledger, _resent_as) if ledger.has_acked() else None
+            if ledger.has_acked():
+                held_by = account_ledger_path(account)
+                per_order = History(ledger, _resent_as, held_by if held_by.is_file() else None)
         except BAD_VALUES as exc:  # a value no checkpoint holds: it was edited or damaged
             raise trouble(path, exc) from None
         if per_order is None:
@@ -279,7 +282,10 @@ async def _per_order(
     async def one(window: Window) -> None:
         held = await reader.events(api[window.metric].id, window.start, window.end)
         acked = ledger.acked(window.metric, window.start, window.end)
-        proof.add(compare_window(window, acked, held))
+        found = compare_window(window, acked, held)
+        if found.others:  # what the account holds beyond the job: whose
+            found.beyond(ledger.sent_elsewhere(list(found.others)))
+        proof.add(found)
 
     try:
         await gather_limited([partial(one, w) for w in windows(counts)],

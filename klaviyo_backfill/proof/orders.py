@@ -111,6 +111,10 @@ class MonthCount:
     missing: int = 0  # events not held
     twice: int = 0  # orders held twice or more
     different: int = 0  # events held otherwise
+    # events of orders the job did not send: of orders this tool sent from other exports
+    # (the account's ledger holds them), and of other sources
+    beyond_ours: int = 0
+    beyond_other: int = 0
     # what Klaviyo holds of the job's orders, per currency: (events, value)
     held_by_currency: dict[str, tuple[int, float]] = field(default_factory=dict)
 
@@ -120,6 +124,8 @@ class MonthCount:
         self.missing += other.missing
         self.twice += other.twice
         self.different += other.different
+        self.beyond_ours += other.beyond_ours
+        self.beyond_other += other.beyond_other
         for currency, (n, v) in other.held_by_currency.items():
             count, value = self.held_by_currency.get(currency, (0, 0.0))
             self.held_by_currency[currency] = (count + n, value + v)
@@ -131,13 +137,22 @@ class MonthCount:
     def as_json(self) -> dict[str, Any]:
         return {"metric": self.metric, "month": self.month, "sent": self.sent,
                 "held": self.held, "missing": self.missing, "held_twice": self.twice,
-                "different": self.different}  # fmt: skip
+                "different": self.different, "held_beyond_this_tool": self.beyond_ours,
+                "held_beyond_other_sources": self.beyond_other}  # fmt: skip
 
 
 @dataclass(slots=True)
 class WindowResult:
     count: MonthCount
     findings: list[Finding]
+    others: dict[str, int] = field(default_factory=dict)  # events of orders not the job's
+
+    def beyond(self, ours: set[str]) -> None:
+        """Count the events of orders the job did not send: of `ours` (orders this tool sent
+        from other exports), and of other sources."""
+        mine = sum(n for order_id, n in self.others.items() if order_id in ours)
+        self.count.beyond_ours += mine
+        self.count.beyond_other += sum(self.others.values()) - mine
 
 
 def _same_value(a: float | None, b: float | None) -> bool:
@@ -157,6 +172,7 @@ def compare_window(
         else:
             group.append(event)
     theirs: dict[str, list[HeldEvent]] = {}
+    others: dict[str, int] = {}  # events of orders the job did not send, by order
     for one in held:
         order_id = one[1]
         if order_id in ours:
@@ -165,6 +181,8 @@ def compare_window(
                 theirs[order_id] = [one]
             else:
                 found.append(one)
+        else:
+            others[order_id] = others.get(order_id, 0) + 1
     count = MonthCount(window.metric, window.month)
     by_currency = count.held_by_currency
     findings: list[Finding] = []
@@ -188,7 +206,7 @@ def compare_window(
         findings.extend(_one_order(window, order_id, sent, got or [], count))  # the search
     count.sent += as_sent
     count.held += as_sent
-    return WindowResult(count, findings)
+    return WindowResult(count, findings, others)
 
 
 def _as_sent(sent: list[Acked], held: list[HeldEvent]) -> bool:

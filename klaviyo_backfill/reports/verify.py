@@ -1,4 +1,5 @@
-"""What `verify` shows in a terminal: the rows that differ, the totals per metric, the orders
+"""What `verify` shows in a terminal: the rows that are short (those that hold more, in a
+line per metric: --json and --html list them), the totals per metric, the orders
 Klaviyo lacks or holds twice, and the verdict with the command that repairs it."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .terminal import _money
 
 if TYPE_CHECKING:
     from ..proof.orders import Proof
+    from ..proof.reconcile import Row
     from ..results import Verification
 
 __all__ = ["verify_html", "verify_report"]
@@ -28,19 +30,19 @@ def verify_report(console: Console, result: Verification) -> None:
     console.print(f"  {result.checkpoint}", soft_wrap=True, highlight=False)  # never cut
     if result.account:
         console.print(f"  Klaviyo account {result.account}", soft_wrap=True, highlight=False)
-    differ = [row for row in result.rows if row.short or row.more]
-    if differ:
+    short = [row for row in result.rows if row.short]
+    if short:  # every one: each is a failure
         rows: list[tuple[list[str], str | None]] = []
-        for row in differ:
+        for row in short:
             diff = row.klaviyo_count - row.sent_count
             rows.append(([row.month, row.metric, f"{diff:+,}" if diff else "=",
                           row.currency or "-", f"{row.sent_count:,}", f"{row.klaviyo_count:,}",
                           _money(row.sent_value, row.currency),
-                          _money(row.klaviyo_value, row.currency)],
-                         "red" if row.short else "yellow"))  # fmt: skip
-        console.print(_fitted("Rows that differ (UTC month x metric x currency; diff: held - sent)",
-                              ["month", "metric", "diff", "cur", "sent", "held", "value sent",
-                               "value held"], rows, console.width))  # fmt: skip
+                          _money(row.klaviyo_value, row.currency)], "red"))  # fmt: skip
+        console.print(_fitted("Rows that are short (UTC month x metric x currency; diff: held - "
+                              "sent)", ["month", "metric", "diff", "cur", "sent", "held",
+                              "value sent", "value held"], rows, console.width))  # fmt: skip
+    _held_more(console, result)
     totals: list[tuple[list[str], str | None]] = [([t.metric, t.currency or "-", f"{t.sent_count:,}", f"{t.klaviyo_count:,}",
               _money(t.sent_value, t.currency), _money(t.klaviyo_value, t.currency),
               f"{t.short_rows:,}", f"{t.elsewhere:,}"], "red" if t.short_rows else None)
@@ -57,6 +59,46 @@ def verify_report(console: Console, result: Verification) -> None:
     elif result.proof_note:
         console.print(f"[yellow]Warning[/yellow]: {result.proof_note}.")
     _verdict(console, result)
+
+
+def _held_more(console: Console, result: Verification, listed: int = 3) -> None:
+    """Rows that only hold more than the job sent (the account holds other events of those
+    months: this tool's from other exports, another API sender's): not a failure, so one
+    line per metric (its rows, their months, the events beyond what was sent); --json and
+    --html list every row."""
+    by_metric: dict[str, list[Row]] = {}
+    for row in result.rows:
+        if row.more:
+            by_metric.setdefault(row.metric, []).append(row)
+    if not by_metric:
+        return
+    n = sum(map(len, by_metric.values()))
+    console.print(f"Rows that hold more than the job sent: {n:,} (not a failure: the account "
+                  "holds other events in those months; --json or --html lists every row)")  # fmt: skip
+    for metric, rows in by_metric.items():
+        months = sorted({row.month for row in rows})
+        when = (", ".join(months) if len(months) <= listed
+                else f"{months[0]} to {months[-1]}")  # fmt: skip
+        extra = sum(max(0, row.klaviyo_count - row.sent_count) for row in rows)
+        console.print(f"  {metric}: {len(rows):,} row(s) ({when}), {extra:+,} event(s)",
+                      highlight=False)  # fmt: skip
+        whose = _whose(result.proof, metric, months)
+        if whose:
+            console.print(f"    {whose}", highlight=False)
+
+
+def _whose(proof: Proof | None, metric: str, months: list[str]) -> str:
+    """Whose the events of other orders in those months are, as the per-order read found
+    them (every currency): this tool's from other exports (the account's ledger holds their
+    orders), or other sources'."""
+    if proof is None:
+        return ""
+    counts = [proof.months[(metric, m)] for m in months if (metric, m) in proof.months]
+    ours, other = sum(c.beyond_ours for c in counts), sum(c.beyond_other for c in counts)
+    if not ours + other:
+        return ""
+    return (f"held more in those months: {ours:,} event(s) this tool sent from other "
+            f"exports, {other:,} from other sources")  # fmt: skip
 
 
 def _fitted(

@@ -9,8 +9,11 @@ an order is named with the file:line of the latest job that sent it)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
+from ..errors import CheckpointError
+from .account_ledger import AccountLedger
 from .checkpoint import Acked, Ledger
 from .locate import archived
 
@@ -25,8 +28,17 @@ class History:
     (`origin`), so a repair can resend it as that job would; the common case, every job
     alike, remembers nothing."""
 
-    def __init__(self, current: Ledger, group: Callable[[Ledger], str] = lambda _: "") -> None:
+    def __init__(
+        self,
+        current: Ledger,
+        group: Callable[[Ledger], str] = lambda _: "",
+        account: Path | None = None,
+    ) -> None:
+        """`account`: the account's ledger, if there is one (`sent_elsewhere`)."""
         self.current = current
+        self.account: AccountLedger | None = None
+        with suppress(CheckpointError):  # only to say whose the events beyond the job are
+            self.account = AccountLedger(account, read_only=True) if account else None
         self.earlier: list[Ledger] = []
         try:
             for path in reversed(archived(current.path)):
@@ -84,6 +96,15 @@ class History:
         """The group of the job an event is resent as (the current job's unless `origin`)."""
         return self.origin.get((metric, unique_id), self.mine)
 
+    def sent_elsewhere(self, order_ids: list[str]) -> set[str]:
+        """Of these orders (none of the export's jobs sent them), those this tool sent the
+        account from other exports."""
+        if self.account is None or not order_ids:
+            return set()
+        return set(self.account.held_orders(order_ids))
+
     def close(self) -> None:
+        if self.account is not None:
+            self.account.close()
         for ledger in self.earlier:
             ledger.close()
