@@ -264,9 +264,12 @@ def test_two_windows_are_proved_order_by_order_and_one_command_repairs_both(
         assert sum(r.n_events for r in s.requests[before:]) == len(lost)
         assert {(e.metric, e.unique_id) for e in s.events[-len(lost) :]} == lost
         done, doc = verify(tmp_path, s)
+        listed = in_process(elsewhere, KEY, "status", clock=s.clock)  # the repair is no job
     assert done.returncode == 0, said(done)
     assert doc["per_order"]["orders"] == [] and doc["status"] == "ok"
     assert doc["per_order"]["events_held"] == sent
+    assert "Jobs in" in listed.stdout and "(1)" in listed.stdout, said(listed)
+    assert ".repair" not in listed.stdout
 
 
 @pytest.mark.slow

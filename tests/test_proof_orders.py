@@ -15,11 +15,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
-from klaviyo_backfill.commands.repair import without_window
+from klaviyo_backfill.commands.repair import _not_found, without_window
 from klaviyo_backfill.errors import GaveUp, QueryError
 from klaviyo_backfill.klaviyo.reading import ReadConfig, Reader
 from klaviyo_backfill.klaviyo.retry import RetryPolicy
 from klaviyo_backfill.klaviyo.shapes import HeldEvent
+from klaviyo_backfill.model import Rejection
 from klaviyo_backfill.proof.orders import DIFFERENT, MISSING, TWICE, Window, compare_window, windows
 from klaviyo_backfill.state.checkpoint import Acked, Ledger
 from klaviyo_backfill.state.history import History
@@ -382,4 +383,16 @@ def test_a_jobs_history_is_every_job_s_acknowledged_events_each_once(tmp_path: P
         assert history.ledger_of[history.mine].path == path
     finally:
         history.close()
+        ledger.close()
+
+
+def test_a_repair_counts_the_listed_orders_the_exports_no_longer_hold(tmp_path: Path) -> None:
+    """An order sent, or refused, was in the exports; one neither was not (an earlier export
+    saved over the file): that one is counted, for the repair's warning."""
+    ledger = Ledger(tmp_path / "r.sqlite")
+    try:
+        ledger.record([("1", False)], [(Rejection("/x/o.csv", 3, "2", "bad total"), None)])
+        assert _not_found(ledger, frozenset({"1", "2", "3", "4"})) == 2
+        assert _not_found(ledger, frozenset({"1"})) == 0
+    finally:
         ledger.close()

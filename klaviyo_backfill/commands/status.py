@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 from ..state.checkpoint import Ledger
-from ..state.locate import checkpoints_dir, found_for
+from ..state.locate import checkpoints_dir, found_for, is_job
 from ..state.sqlite import BAD_VALUES, trouble
 
 
@@ -20,7 +20,7 @@ def jobs_folder() -> Path:
 def every_job() -> list[Path]:
     """Every job's checkpoint in the state folder, the last run first."""
     folder = checkpoints_dir()
-    found = list(folder.glob("*.sqlite")) if folder.is_dir() else []
+    found = list(filter(is_job, folder.glob("*.sqlite"))) if folder.is_dir() else []
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 

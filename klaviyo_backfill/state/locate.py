@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from pathlib import Path
 from typing import Literal
@@ -72,8 +73,17 @@ def discard(path: Path, earlier: bool = False) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
+_REPAIR = re.compile(r"\.sqlite\.repair(-\d+)?\.sqlite$")
+
+
+def is_job(path: Path) -> bool:
+    """A job's checkpoint, not a repair's (`<checkpoint>.repair[-N].sqlite`, beside it:
+    commands/repair.py), which resends events the job holds already and is no job."""
+    return _REPAIR.search(path.name) is None
+
+
 def found_for(paths: list[str]) -> list[Path]:
     """Every checkpoint of these exports in the state folder: one per account."""
     pattern = _name(paths, None).removesuffix(".sqlite") + "-*.sqlite"
     folder = checkpoints_dir()
-    return sorted(folder.glob(pattern)) if folder.is_dir() else []
+    return sorted(filter(is_job, folder.glob(pattern))) if folder.is_dir() else []
