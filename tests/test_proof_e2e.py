@@ -346,3 +346,6 @@ def test_rows_that_only_hold_more_are_one_line_a_metric_saying_whose(tmp_path: P
             f"event(s) held more in those months: {len(others) - live} event(s) this tool "
             f"sent from other exports, {live} from other sources") in text  # fmt: skip
     assert len(done.stdout.splitlines()) < 40 + len(doc["totals"])
+    lines = done.stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("  Placed Order: "))
+    assert all(line.startswith("    ") for line in lines[first + 1 : first + 3]), lines  # folded

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from .terminal import _money
 
@@ -80,11 +82,11 @@ def _held_more(console: Console, result: Verification, listed: int = 3) -> None:
         when = (", ".join(months) if len(months) <= listed
                 else f"{months[0]} to {months[-1]}")  # fmt: skip
         extra = sum(max(0, row.klaviyo_count - row.sent_count) for row in rows)
-        console.print(f"  {metric}: {len(rows):,} row(s) ({when}), {extra:+,} event(s)",
-                      highlight=False)  # fmt: skip
+        line = Text(f"{metric}: {len(rows):,} row(s) ({when}), {extra:+,} event(s)")
+        console.print(Padding(line, (0, 0, 0, 2), expand=False))  # a folded line keeps its indent
         whose = _whose(result.proof, metric, months)
         if whose:
-            console.print(f"    {whose}", highlight=False)
+            console.print(Padding(Text(whose), (0, 0, 0, 4), expand=False))
 
 
 def _whose(proof: Proof | None, metric: str, months: list[str]) -> str:
