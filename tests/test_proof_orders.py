@@ -21,7 +21,15 @@ from klaviyo_backfill.klaviyo.reading import ReadConfig, Reader
 from klaviyo_backfill.klaviyo.retry import RetryPolicy
 from klaviyo_backfill.klaviyo.shapes import HeldEvent
 from klaviyo_backfill.model import Rejection
-from klaviyo_backfill.proof.orders import DIFFERENT, MISSING, TWICE, Window, compare_window, windows
+from klaviyo_backfill.proof.orders import (
+    DIFFERENT,
+    MISSING,
+    TWICE,
+    Window,
+    all_as_sent,
+    compare_window,
+    windows,
+)
 from klaviyo_backfill.state.checkpoint import Acked, Ledger
 from klaviyo_backfill.state.history import History
 from klaviyo_backfill.state.locate import archive
@@ -275,6 +283,66 @@ def test_orders_held_exactly_as_sent_are_settled_as_the_search_settles_them() ->
             expected += _one_order(W, o, mine, [h for h in there if h.order_id == o], count)
         assert result.findings == expected
         assert result.count == count
+
+
+def test_a_window_held_exactly_as_sent_is_settled_at_once_as_order_by_order(
+    tmp_path: Path,
+) -> None:
+    """all_as_sent, on the checkpoint's keys (Ledger.acked_keys), settles a window whose
+    held events are exactly the acknowledged ones with compare_window's counts and sums; any
+    other window (an event missing, twice, moved, of another value or order, two events
+    alike, two currencies) is left to compare_window (None)."""
+    import random
+
+    rng = random.Random(6)
+    settled = 0
+    for trial in range(60):
+        sent: list[Acked] = []
+        for o in range(1, 8):
+            currency = "EUR" if trial % 10 == 9 and o == 3 else "USD"
+            for k in range(rng.randint(1, 3)):
+                at, value = JAN + 60 * o, rng.choice(["10.00", "12.5", "0", "0.1", None])
+                item = rng.choice([f"I{k}", "I0"]) if trial % 7 == 6 else f"I{k}"
+                sent.append(("Placed Order", at, str(o), f"{o}_{k}_{trial}", item, value,
+                             currency, "orders.csv", o + 1))  # fmt: skip
+        there = [HeldEvent(f"h{e[3]}", e[2], e[4], None if e[5] is None else float(e[5]), e[1])
+                 for e in sent]  # fmt: skip
+        if trial % 3:  # one event otherwise, or gone, or twice, or another order's
+            i = rng.randrange(len(there))
+            h = there[i]
+            there[i:i + 1] = rng.choice([[], [h, h._replace(uuid="x")], [h._replace(at=h.at + 1)],
+                                         [h._replace(value=(h.value or 0) + 0.01)],
+                                         [h, HeldEvent("y", "99", "", 1.0, JAN)]])  # fmt: skip
+        rng.shuffle(there)
+        ledger = Ledger(tmp_path / f"{trial}.sqlite")
+        by_order: dict[str, list[Acked]] = {}
+        for e in sent:
+            by_order.setdefault(e[2], []).append(e)
+        ledger.record([(o, False) for o in by_order], acked=by_order)
+        try:
+            keys, currency = ledger.acked_keys("Placed Order", JAN, FEB)
+            assert sorted(keys) == sorted(
+                (e[2], e[4], e[1], float(e[5] or 0)) for e in ledger.acked("Placed Order", JAN, FEB)
+            )
+            fast = all_as_sent(W, keys, currency, there)
+            full = compare_window(W, ledger.acked("Placed Order", JAN, FEB), there)
+        finally:
+            ledger.close()
+        if fast is None:
+            continue
+        settled += 1
+        assert not full.findings and not full.others and fast.findings == []
+        got, want = fast.count, full.count
+        assert (got.sent, got.held, got.missing, got.twice, got.different) == (
+            want.sent, want.held, 0, 0, 0)  # fmt: skip
+        assert got.held_by_currency.keys() == want.held_by_currency.keys() == {"USD"}
+        assert got.held_by_currency["USD"] == pytest.approx(want.held_by_currency["USD"])
+    assert 10 <= settled < 60  # exact windows settled at once, never one otherwise
+    a, c = ("1", "I0", JAN, 10.0), ("2", "", JAN, 5.0)
+    one = [HeldEvent("h1", "1", "I0", 10.0, JAN), HeldEvent("h2", "2", "", 5.0, JAN)]
+    assert all_as_sent(W, [a, c], "USD", one) is not None
+    assert all_as_sent(W, [a, c], None, one) is None  # several currencies
+    assert all_as_sent(W, [a, a, c], "USD", [*one, one[1]._replace(uuid="h3")]) is None
 
 
 def test_a_page_read_from_its_bytes_has_the_verdicts_of_the_page_read_as_a_document() -> None:

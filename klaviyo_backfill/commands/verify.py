@@ -38,7 +38,7 @@ from ..klaviyo.endpoints import API_INTEGRATION
 from ..klaviyo.reading import Reader, gather_limited
 from ..options import SendOptions
 from ..presend.overlap import read_config
-from ..proof.orders import Proof, Window, compare_window, windows
+from ..proof.orders import Proof, Window, all_as_sent, compare_window, windows
 from ..proof.reconcile import MetricTotal, compare, metric_order, money, years_of
 from ..results import Verification
 from ..state.account_ledger import account_ledger_path
@@ -281,8 +281,11 @@ async def _per_order(
 
     async def one(window: Window) -> None:
         held = await reader.events(api[window.metric].id, window.start, window.end)
-        acked = ledger.acked(window.metric, window.start, window.end)
-        found = compare_window(window, acked, held)
+        sent, currency = ledger.acked_keys(window.metric, window.start, window.end)
+        found = all_as_sent(window, sent, currency, held)
+        if found is None:  # not all held as sent: order by order
+            acked = ledger.acked(window.metric, window.start, window.end)
+            found = compare_window(window, acked, held)
         if found.others:  # what the account holds beyond the job: whose
             found.beyond(ledger.sent_elsewhere(list(found.others)))
         proof.add(found)

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..klaviyo.shapes import HeldEvent
-from ..state.checkpoint import Acked
+from ..state.checkpoint import Acked, AckedKey
 
 __all__ = [
     "DIFFERENT",
@@ -35,6 +35,7 @@ __all__ = [
     "Proof",
     "Window",
     "WindowResult",
+    "all_as_sent",
     "compare_window",
     "windows",
 ]
@@ -207,6 +208,23 @@ def compare_window(
     count.sent += as_sent
     count.held += as_sent
     return WindowResult(count, findings, others)
+
+
+def all_as_sent(
+    window: Window, sent: list[AckedKey], currency: str | None, held: list[HeldEvent]
+) -> WindowResult | None:
+    """The window's result when Klaviyo holds exactly the acknowledged events (`sent`, as
+    Ledger.acked_keys gives them, in one `currency`) and nothing else: each event's order,
+    item, time and value to the bit, each once; the common case, settled at once. None for
+    every other (`compare_window` judges those order by order)."""
+    if currency is None or len(sent) != len(held) or not sent:
+        return None
+    keys = set(sent)
+    if len(keys) != len(sent) or keys != {(h[1], h[2], h[4], h[3] or 0.0) for h in held}:
+        return None
+    count = MonthCount(window.metric, window.month, sent=len(sent), held=len(sent))
+    count.held_by_currency[currency] = (len(held), sum([h[3] or 0.0 for h in held]))
+    return WindowResult(count, [])
 
 
 def _as_sent(sent: list[Acked], held: list[HeldEvent]) -> bool:

@@ -37,7 +37,6 @@ from .sqlite import create_private, guarded, open_read_only, trouble
 
 FORMAT_VERSION = "2"
 
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, state TEXT NOT NULL, at REAL NOT NULL);
@@ -66,7 +65,7 @@ CREATE TABLE IF NOT EXISTS acked (  -- each event Klaviyo acknowledged, of settl
 
 # (metric, time in UNIX seconds, order id, unique id, line item, value, currency, file, line)
 Acked = tuple[str, int, str, str, str, str | None, str, str, int]
-
+AckedKey = tuple[str, str, int, float]
 
 # (metric, UTC month 'YYYY-MM', currency; '' when the events carry none)
 TotalKey = tuple[str, str, str]
@@ -360,6 +359,15 @@ class Ledger:
             (metric, start, end),
         )
         return rows.fetchall()  # as stored: (TEXT, INTEGER, TEXT, ...) are Acked's types
+
+    @_guarded
+    def acked_keys(self, metric: str, start: int, end: int) -> tuple[list[AckedKey], str | None]:
+        """`acked`'s (order_id, item, at, value: a float), cheaply; their currency, if one."""
+        where, args = " FROM acked WHERE metric = ? AND at >= ? AND at < ?", (metric, start, end)
+        one = self.db.execute("SELECT MIN(currency), COUNT(DISTINCT currency)" + where, args)
+        query = "SELECT order_id, item, at, COALESCE(CAST(value AS REAL), 0.0)" + where
+        currency, n = one.fetchone()
+        return self.db.execute(query, args).fetchall(), currency if n == 1 else None
 
     @_guarded
     def order_state(self, order_id: str) -> tuple[str, float] | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import CheckpointError
 from .account_ledger import AccountLedger
-from .checkpoint import Acked, Ledger
+from .checkpoint import Acked, AckedKey, Ledger
 from .locate import archived
 
 __all__ = ["History"]
@@ -86,6 +86,12 @@ class History:
                 if group != mine:
                     self.origin[(metric, event[3])] = group
         return list(seen.values())
+
+    def acked_keys(self, metric: str, start: int, end: int) -> tuple[list[AckedKey], str | None]:
+        """Ledger.acked_keys of the one job that keeps its events (([], None) where several
+        do: their events are read as rows, each once, by `acked`)."""
+        jobs = self.per_order()
+        return jobs[0].acked_keys(metric, start, end) if len(jobs) == 1 else ([], None)
 
     @property
     def mine(self) -> str:
