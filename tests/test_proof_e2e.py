@@ -335,6 +335,7 @@ def test_rows_that_only_hold_more_are_one_line_a_metric_saying_whose(tmp_path: P
     text = " ".join(done.stdout.split())
     assert f"Rows that hold more than the job sent: {len(more)} (" in text
     assert "Rows that are short" not in text and "--json or --html lists every row" in text
+    assert f"; {len(more):,} row(s) hold more, not a failure (see above)." in text, text
     placed = [r for r in more if r["metric"] == "Placed Order"]
     shown = {r["month"] for r in placed}
     others = [e for e in s.events + s.preloaded if e.metric == "Placed Order"

@@ -205,8 +205,8 @@ def _verdict(console: Console, result: Verification) -> None:
         )
         console.print(f"{ok}: Klaviyo holds everything the job sent "
                       f"({sum(r.sent_count for r in result.rows):,} events in "
-                      f"{len(result.rows):,} rows)" + (f"; {more} row(s) hold more (other API "
-                      "sources, an earlier import)" if more else "") + ".")  # fmt: skip
+                      f"{len(result.rows):,} rows)" + (f"; {more:,} row(s) hold more, not a "
+                      "failure (see above)" if more else "") + ".")  # fmt: skip
         if result.unverified:
             console.print(f"[red]UNVERIFIED[/red]: {', '.join(map(str, result.unverified))}.")
     else:
