@@ -305,9 +305,16 @@ def _read_page(check: EventsCheck, content: bytes) -> dict[str, Any] | str:
         rel: Any = rels.metric if type(rels) is _Rels else None
         data: Any = rel.data if type(rel) is _Rel else None
         metric = data.id if type(data) is _Data else None
-        held = _event(attrs.uuid or item.id, attrs.timestamp, attrs.datetime, metric,
-                      props.value, props.order, props.store, props.sku, props.product,
-                      metric_id, start, end)  # fmt: skip
+        uid, at, value, order = attrs.uuid or item.id, attrs.timestamp, props.value, props.order
+        if (type(uid) is str and type(at) is int and start <= at < end and metric == metric_id
+                and type(value) is float and -_MAX_SUM <= value <= _MAX_SUM
+                and type(order) is str and props.store is None):  # fmt: skip
+            sku, product = props.sku, props.product  # the common event, as `_event` reads it
+            key = "" if sku is None and product is None else _item(sku, product)
+            add(_new(HeldEvent, (uid, order, key, value, at)))
+            continue
+        held = _event(uid, at, attrs.datetime, metric, value, order, props.store, props.sku,
+                      props.product, metric_id, start, end)  # fmt: skip
         if type(held) is str:
             return held
         add(held)  # type: ignore[arg-type]
@@ -315,42 +322,47 @@ def _read_page(check: EventsCheck, content: bytes) -> dict[str, Any] | str:
     return {"data": None, "links": page.links}
 
 
-try:
+def _item(sku: Any, product: Any) -> str:
+    """model.item_key of these properties, without a dict."""
+    return f"{'' if sku is None else sku}\x1f{'' if product is None else product}"[:300]
+
+
+try:  # structs of a page are trees, never cycles: the collector need not track them
     import msgspec
 except ImportError:  # installed before it was a dependency: pages are read as documents
     _PAGE = None
 else:
     _Other = list[Any] | str | int | float | bool | None  # what the dicts' way also ignores
 
-    class _Data(msgspec.Struct):
+    class _Data(msgspec.Struct, gc=False):
         id: Any = None
 
-    class _Rel(msgspec.Struct):
+    class _Rel(msgspec.Struct, gc=False):
         data: _Data | _Other = None
 
-    class _Rels(msgspec.Struct):
+    class _Rels(msgspec.Struct, gc=False):
         metric: _Rel | _Other = None
 
-    class _Props(msgspec.Struct):
+    class _Props(msgspec.Struct, gc=False):
         order: Any = msgspec.field(name="OrderId", default=None)
         store: Any = msgspec.field(name=STORE, default=None)
         sku: Any = msgspec.field(name="SKU", default=None)
         product: Any = msgspec.field(name="ProductID", default=None)
         value: Any = msgspec.field(name="$value", default=None)
 
-    class _Attrs(msgspec.Struct):
+    class _Attrs(msgspec.Struct, gc=False):
         event_properties: _Props | None = None
         uuid: Any = None
         timestamp: Any = None
         datetime: Any = None
 
-    class _Item(msgspec.Struct):
+    class _Item(msgspec.Struct, gc=False):
         type: Any = None
         id: Any = None
         attributes: _Attrs | None = None
         relationships: _Rels | _Other = None
 
-    class _Page(msgspec.Struct):
+    class _Page(msgspec.Struct, gc=False):
         data: list[_Item]
         links: Any = None
 
