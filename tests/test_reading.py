@@ -228,3 +228,39 @@ def test_a_read_counts_in_its_windows_from_when_it_was_written_not_from_its_turn
     with st.StandIn(api_key=key) as s:
         turn, counted = asyncio.run(go(s.url))
     assert counted - turn >= 0.2
+
+
+def test_each_window_of_events_reads_through_a_one_connection_client_of_its_own() -> None:
+    """Spares: windows read at once each borrow a client of one connection (httpcore scans
+    every pooled connection at each request), given back for the next window; outside a
+    window, the reader's own client; every spare closed with the reader."""
+    from klaviyo_backfill.klaviyo.http import Spares
+
+    async def go() -> None:
+        reader = Reader(ReadConfig("https://a.klaviyo.test", "pk_secret"))
+        spares = reader.spares
+        assert spares is not None
+        seen: list[httpx.AsyncClient] = []
+
+        async def window(wait: float) -> None:
+            async with spares.lend():
+                mine = spares.client(reader.client)
+                await asyncio.sleep(wait)  # another window borrows meanwhile
+                assert spares.client(reader.client) is mine is not reader.client
+                seen.append(mine)
+
+        await asyncio.gather(window(0.02), window(0.01))
+        await window(0)
+        assert len({id(c) for c in seen[:2]}) == 2 and seen[2] in seen[:2]
+        assert spares.client(reader.client) is reader.client
+        for client in spares.made:
+            assert client._transport._pool._max_connections == 1  # type: ignore[attr-defined]
+        async with reader:
+            pass
+        assert all(c.is_closed for c in [reader.client, *spares.made])
+        given = Reader(ReadConfig("https://a.klaviyo.test", "pk_secret"), httpx.AsyncClient())
+        assert given.spares is None  # a client given (a test's transport) reads every window
+        await given.client.aclose()
+        assert isinstance(spares, Spares)
+
+    asyncio.run(go())

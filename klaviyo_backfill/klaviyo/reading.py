@@ -22,6 +22,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -43,7 +44,7 @@ from .endpoints import (
     ReadApi,
     Window,
 )
-from .http import Redactor, http_client, within
+from .http import Redactor, Spares, http_client, within
 from .retry import Attempts, Retry, RetryPolicy
 from .shapes import (
     EventsCheck,
@@ -163,6 +164,7 @@ class Reader:
         self.client = client or http_client(
             config.base_url, config.timeout, max(config.concurrency, config.event_windows)
         )
+        self.spares = Spares(config.base_url, config.timeout) if client is None else None
         self.redact = Redactor(config.api_key)
         self.limiters: dict[str, Limiter] = {}
         self.stats = ReadStats()
@@ -173,6 +175,8 @@ class Reader:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()
+        if self.spares is not None:
+            await self.spares.aclose()
 
     # ------------------------------------------------------------ the endpoints
 
@@ -258,11 +262,12 @@ class Reader:
         base URL or to a page read before, or pages over the listing's budget, are an error
         at once (`_pages`)."""
         what = f"{EVENTS.method} {EVENTS.path}"
-        for attempt in range(3):
+        for attempt in range(3):  # through a client of its own (`Spares`), if there are
             if attempt:
                 again()
             try:
-                return await self._events_once(metric_id, start, end, take)
+                async with self.spares.lend() if self.spares else nullcontext():
+                    return await self._events_once(metric_id, start, end, take)
             except Retry as exc:
                 self.stats.retries += 1
                 why = exc
@@ -423,9 +428,10 @@ class Reader:
             if event.endswith(".send_request_body.complete"):  # httpcore's: it has left
                 gone()
 
-        request = self.client.build_request(api.method, url, params=params, content=content,
-                                            headers=self.headers, extensions={"trace": trace})  # fmt: skip
-        response = await self.client.send(request, stream=True)
+        client = self.spares.client(self.client) if self.spares else self.client
+        request = client.build_request(api.method, url, params=params, content=content,
+                                       headers=self.headers, extensions={"trace": trace})  # fmt: skip
+        response = await client.send(request, stream=True)
         try:
             content, whole = await read_capped(response, limit)  # decompressed in bounded bites
         finally:
