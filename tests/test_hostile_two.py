@@ -1046,3 +1046,25 @@ def test_a_429_on_the_read_before_a_send_is_told_and_sigterm_says_how_to_continu
     again = err.strip().splitlines()[-1].split()
     assert again[:2] == ["klaviyo-backfill", "send"] and "--resume" not in again, err
     assert "Traceback" not in err and out == ""
+
+
+def test_markup_and_escapes_in_the_accounts_own_fields_are_printed_literally(
+    tmp_path: Path,
+) -> None:
+    """Item 7's `[/]` (rich's MarkupError) and item 10's escapes, in what preflight prints of
+    the account itself: its time zone and currency, as Klaviyo wrote them."""
+    export_in(tmp_path)
+    with st.StandIn(api_key=KEY) as klaviyo:
+        klaviyo.account["timezone"] = "Europe/[/]\x1b[2JParis [bold]"
+        klaviyo.account["preferred_currency"] = "E[/]R"
+        account_id = klaviyo.account["id"]
+        checked = in_process(tmp_path, KEY, "preflight", "orders.csv", "--base-url",
+                             klaviyo.url, clock=klaviyo.clock, columns=80)  # fmt: skip
+    out = checked.stdout + checked.stderr
+    assert "Traceback" not in out and "MarkupError" not in out, said(checked)
+    assert "\x1b" not in out, said(checked)
+    assert checked.stdout.count("│ Account ") == 1, said(checked)  # a merge had left two rows
+    account = checked.stdout[checked.stdout.index("│ Account ") :].split("│ Orders")[0]
+    shown = " ".join(account.replace("│", " ").split())
+    want = f"Account {account_id} (time zone Europe/[/]Paris [bold], currency E[/]R)"
+    assert shown == want, shown

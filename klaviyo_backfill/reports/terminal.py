@@ -414,7 +414,6 @@ def preflight_report(console: Console, report: Preflight) -> None:
     if report.account is not None:
         a = report.account
         table.add_row("Account", lit(f"{a.id} (time zone {a.timezone}, currency {a.currency})"))
-        table.add_row("Account", f"{a.id} (time zone {a.timezone}, currency {a.currency})")
     elif report.history and is_hashed(report.history):
         table.add_row("Account", f"{report.history}: a hash of this key, which may not read "
                       "accounts:read (a new key will start a new history)")  # fmt: skip
