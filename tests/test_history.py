@@ -151,6 +151,11 @@ def test_the_printed_continuation_works_from_another_folder_and_one_failures_fil
     assert failures.name in "".join(resumed.stdout.split()), resumed.stdout
     assert not list(shop.glob("*.jsonl")) and not list(elsewhere.glob("*.jsonl"))
     assert "finished" in status.stdout
+    said = status.stdout.splitlines()  # the command alone on its line, to be copied whole
+    at = said.index("Nothing left; a later export saved there is sent with:")
+    command = said[at + 1]
+    assert command.startswith("  klaviyo-backfill send ") and not command.endswith("--resume")
+    assert str(shop / "orders.csv") in command, status.stdout
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from rich.table import Table
 from ..state.checkpoint import Ledger
 from .terminal import _left, _when
 
-__all__ = ["continue_with", "jobs_report"]
+__all__ = ["continuation_lines", "continue_with", "jobs_report"]
 
 
 def _exports(ledger: Ledger) -> str:
@@ -38,15 +38,21 @@ def _sent(ledger: Ledger) -> str:
     return "; ".join([*said, f"left: {_left(ledger)}"])
 
 
-def continue_with(ledger: Ledger) -> str:
-    """The command that continues the job: --resume while it is unfinished; once finished, a
-    later export saved at the same path is sent by the same command without it."""
+def continue_with(ledger: Ledger) -> tuple[str, str | None]:
+    """(what it does, the command) that continues the job: --resume while it is unfinished;
+    once finished, the same command without it sends a later export saved at the same path.
+    The command stands alone on its line, to be copied whole."""
     command = ledger.get("command")
-    if not command:
-        return "(not recorded: a run of an earlier version)"
-    if ledger.state != "finished":
-        return command
-    return f"nothing left; a later export saved there: {command.removesuffix(' --resume')}"
+    if ledger.state == "finished" and command:
+        return ("Nothing left; a later export saved there is sent with",
+                command.removesuffix(" --resume"))  # fmt: skip
+    return "Continue with", command or None
+
+
+def continuation_lines(ledger: Ledger) -> str:
+    """`Continue with:` and the command on a line of its own, as `status` prints them."""
+    label, command = continue_with(ledger)
+    return f"{label}:\n  {command or '(not recorded: a run of an earlier version)'}"
 
 
 def jobs_report(console: Console, found: list[tuple[Path, Ledger]], folder: Path) -> None:
@@ -59,9 +65,9 @@ def jobs_report(console: Console, found: list[tuple[Path, Ledger]], folder: Path
     for path, ledger in found:
         console.print(_job_table(ledger))
         for label, value in (("Export", _exports(ledger)), ("Checkpoint file", str(path)),
-                             ("Failures file", ledger.get("failures") or "(not recorded)"),
-                             ("Continue with", continue_with(ledger))):  # fmt: skip
+                             ("Failures file", ledger.get("failures") or "(not recorded)")):  # fmt: skip
             console.print(f"{label}:\n  {value}", soft_wrap=True, highlight=False, markup=False)
+        console.print(continuation_lines(ledger), soft_wrap=True, highlight=False, markup=False)
 
 
 def _job_table(ledger: Ledger) -> Table:

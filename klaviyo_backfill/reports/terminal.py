@@ -260,14 +260,14 @@ def status_table(path: Path, ledger: Ledger) -> Table:
 def status_report(console: Console, path: Path, ledger: Ledger) -> None:
     """The checkpoint's table, then its file, failures file and the command that continues
     it, each on a line of its own: a path or a command is never folded mid-word."""
-    from .jobs import continue_with
+    from .jobs import continuation_lines
 
     console.print(status_table(path, ledger))
     failures = ledger.get("failures")
-    for label, value in (("Checkpoint file", str(path)), ("Failures file", failures),
-                         ("Continue with", continue_with(ledger))):  # fmt: skip
+    for label, value in (("Checkpoint file", str(path)), ("Failures file", failures)):
         if value:
             console.print(f"{label}:\n  {value}", soft_wrap=True, highlight=False, markup=False)
+    console.print(continuation_lines(ledger), soft_wrap=True, highlight=False, markup=False)
 
 
 def status_json(path: Path, ledger: Ledger) -> dict[str, Any]:
@@ -291,7 +291,7 @@ def status_json(path: Path, ledger: Ledger) -> dict[str, Any]:
         "last_run": ledger.last_run() or None,
         "left": _left(ledger),
         "failures": ledger.get("failures"),
-        "continue_with": continue_with(ledger),
+        "continue_with": continue_with(ledger)[1],
     }
 
 
