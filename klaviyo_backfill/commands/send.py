@@ -38,7 +38,7 @@ from ..presend.tables import Tables
 from ..results import Finished, SendOutcome, Unwatched, Watcher
 from ..state.account_ledger import AccountLedger, account_ledger_path
 from ..state.checkpoint import Ledger, superseded
-from ..state.locate import discard, found_for, locate
+from ..state.locate import discard, failures_beside, found_for, locate
 from ..state.lock import JobLock
 from .account import history_of
 from .continuation import continuation
@@ -136,11 +136,6 @@ def _stoppable() -> Iterator[list[int]]:
         yield got
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def failures_beside(checkpoint: Path) -> Path:
-    """The job's failures file: <checkpoint>.failures.jsonl, beside it."""
-    return checkpoint.with_name(checkpoint.name.removesuffix(".sqlite") + ".failures.jsonl")
 
 
 def _no_job(options: SendOptions, account: str, path: Path) -> CheckpointError:

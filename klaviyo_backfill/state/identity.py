@@ -14,7 +14,6 @@ where the id holds none yet, so an upgrade resends nothing.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import re
@@ -24,7 +23,7 @@ from pathlib import Path
 from ..errors import CheckpointError
 from .account_ledger import account_ledger_path
 from .files import replace_private, state_dir, state_folder
-from .locate import checkpoints_dir
+from .locate import checkpoints_dir, failures_beside, move
 from .lock import locked
 
 __all__ = ["adopt", "hashed_histories", "keeps_history", "known", "remember"]
@@ -89,7 +88,7 @@ def adopt(hashed: str, account: str) -> list[Path]:
     moved: list[Path] = []
     old, new = account_ledger_path(hashed), account_ledger_path(account)
     if old.exists() and not os.path.lexists(new):
-        _move(old, new)
+        move(old, new)
         moved.append(new)
     folder = checkpoints_dir()
     if not folder.is_dir():
@@ -101,17 +100,10 @@ def adopt(hashed: str, account: str) -> list[Path]:
         target = path.with_name(path.name.replace(f"-{hashed}", f"-{account}", 1))
         if os.path.lexists(target) or locked(path):
             continue
-        _move(path, target)
+        move(path, target)
         _readdress(path, target, hashed, account)
         moved.append(target)
     return moved
-
-
-def _move(path: Path, target: Path) -> None:
-    """An SQLite file renamed with its -wal and -shm (the main file last: it names them)."""
-    for suffix in ("-wal", "-shm", ""):
-        with contextlib.suppress(FileNotFoundError):  # another run moved it first
-            os.replace(f"{path}{suffix}", f"{target}{suffix}")
 
 
 def _readdress(path: Path, checkpoint: Path, hashed: str, account: str) -> None:
@@ -119,10 +111,7 @@ def _readdress(path: Path, checkpoint: Path, hashed: str, account: str) -> None:
     file beside it (<name>.failures.jsonl), follow."""
     from .checkpoint import Ledger
 
-    def failures(of: Path) -> str:
-        return os.path.abspath(of.with_name(of.name.removesuffix(".sqlite") + ".failures.jsonl"))
-
-    before, after = failures(path), failures(checkpoint)
+    before, after = (os.path.abspath(failures_beside(p)) for p in (path, checkpoint))
     ledger = Ledger(checkpoint)
     try:
         if ledger.get("account") == hashed:

@@ -4,6 +4,7 @@ from any folder finds them."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -51,11 +52,20 @@ def archive(path: Path) -> None:
     folder = path.parent / "archive"
     folder.mkdir(mode=0o700, exist_ok=True)
     stamp = f"{time.time():.6f}".replace(".", "")
-    target = folder / f"{path.name.removesuffix('.sqlite')}~{stamp}.sqlite"
-    for suffix in ("-wal", "-shm", ""):  # the main file last: it names the others
-        side = Path(f"{path}{suffix}")
-        if side.exists():
-            os.replace(side, f"{target}{suffix}")
+    move(path, folder / f"{path.name.removesuffix('.sqlite')}~{stamp}.sqlite")
+
+
+def move(path: Path, target: Path) -> None:
+    """A checkpoint (an SQLite file) renamed with its -wal and -shm, the main file last: it
+    names the others. One another run moved first is passed over."""
+    for suffix in ("-wal", "-shm", ""):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{path}{suffix}", f"{target}{suffix}")
+
+
+def failures_beside(checkpoint: Path) -> Path:
+    """The job's failures file: <checkpoint>.failures.jsonl, beside it."""
+    return checkpoint.with_name(checkpoint.name.removesuffix(".sqlite") + ".failures.jsonl")
 
 
 def archived(path: Path) -> list[Path]:
