@@ -56,18 +56,10 @@ class History:
     def jobs(self) -> list[Ledger]:
         return [self.current, *self.earlier]
 
-    @property
-    def paths(self) -> list[Path]:
-        return [ledger.path for ledger in self.jobs]
-
     def per_order(self) -> list[Ledger]:
         """The jobs that keep their events one by one (a checkpoint of an earlier version
         keeps none: its orders are proved by month only)."""
         return [ledger for ledger in self.jobs if ledger.has_acked()]
-
-    def without_events(self) -> int:
-        """Earlier jobs that keep no events one by one."""
-        return sum(not ledger.has_acked() for ledger in self.earlier)
 
     def acked(self, metric: str, start: int, end: int) -> list[Acked]:
         """Every job's acknowledged events of a metric with start <= time < end (UNIX
@@ -75,7 +67,7 @@ class History:
         jobs = self.per_order()
         if len(jobs) == 1:
             return jobs[0].acked(metric, start, end)
-        mine = self.groups[id(self.current)]
+        mine = self.mine
         seen: dict[str, Acked] = {}
         for ledger in jobs:
             group = self.groups[id(ledger)]
