@@ -130,6 +130,8 @@ class Converter:
             _check_range(created, "created_at", fields.get("created_at"), self.settings)
         lines = _lines(raw, self.options)
         total = self.money(raw, "total")
+        if total is not None and total < 0:
+            raise FieldError("total", fields.get("total"), _NEGATIVE_TOTAL)
         if total is None:
             if self.total_required:
                 raise FieldError("total", None, "missing order total")
@@ -212,6 +214,12 @@ class Converter:
         return refunds
 
 
+# Klaviyo adds event values up as revenue: a negative one takes revenue away, silently
+_NEGATIVE_TOTAL = ("negative: an order's total is what was paid (a refund is sent as "
+                   "Refunded Order, from the refund's own columns)")  # fmt: skip
+_NEGATIVE_PRICE = "negative: a line item's price is what it sold for (a discount is the order's)"
+
+
 def _status(fields: dict[str, Any]) -> set[str]:
     values = (fields.get("status"), fields.get("fulfillment_status"))
     return {str(v).strip().lower() for v in values if v is not None}
@@ -272,6 +280,8 @@ def _lines(raw: RawOrder, options: Options) -> list[Line]:
             price = parse_money(get("price"), "price", comma)
             if price is None:
                 raise FieldError("price", None, "missing")
+            if price < 0:
+                raise FieldError("price", get("price"), _NEGATIVE_PRICE)
             quantity = get("quantity")
             count = parse_quantity(quantity, "quantity") if quantity else 1
         except FieldError as exc:

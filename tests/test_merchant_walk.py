@@ -1,0 +1,54 @@
+"""What a merchant met using the tool as they would (an outside tester's walk): each test is a
+defect found that way, run through the real console script at 80 columns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import corpus
+import pytest
+from cli_helpers import run, said
+
+from klaviyo_backfill.errors import ExitCode
+
+
+def _failures(folder: Path, name: str) -> list[dict[str, object]]:
+    text = (folder / name).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("column", "value", "field"),
+    [("Total", "-50.00", "total"), ("Lineitem price", "-19.99", "line item 1 price")],
+)
+def test_a_negative_total_or_price_is_rejected_not_sent_as_negative_revenue(
+    tmp_path: Path, column: str, value: str, field: str
+) -> None:
+    """A Total of -50.00 went out as a Placed Order worth -50, a line item at -19.99 as an
+    Ordered Product worth less than nothing: Klaviyo's revenue lowered, and not a word."""
+    orders = corpus._clean_orders()
+    corpus._patched_shopify_csv(orders, tmp_path / "orders.csv", {column: value})
+    done = run(tmp_path, None, "send", "orders.csv", "--dry-run", "--output", "bodies.jsonl",
+               columns=80)  # fmt: skip
+    assert done.returncode == ExitCode.REJECTED, said(done)
+    assert "Traceback" not in done.stdout + done.stderr
+    rejected = _failures(tmp_path, "orders.failures.jsonl")
+    assert len(rejected) == 1, rejected
+    assert rejected[0]["line"] and str(rejected[0]["detail"]).startswith(f"{field}: "), rejected
+    assert "negative" in str(rejected[0]["detail"]), rejected
+    assert "-" not in " ".join(
+        str(e["attributes"]["value"])
+        for body in (tmp_path / "bodies.jsonl").read_text().splitlines()
+        for e in _events(json.loads(body))
+    )
+    assert " 3 " in done.stdout.split("mapped")[1].split("\n")[0], done.stdout  # 4 read
+
+
+def _events(body: dict[str, object]) -> list[dict[str, object]]:
+    """The events of one bulk request body, each with its value among its attributes."""
+    out: list[dict[str, object]] = []
+    for job in body["data"]["attributes"]["events-bulk-create"]["data"]:  # type: ignore[index]
+        out += job["attributes"]["events"]["data"]
+    return out
