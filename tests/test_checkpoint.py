@@ -7,6 +7,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -287,11 +288,23 @@ def test_a_dead_runner_is_not_alive(ledger: Ledger) -> None:
     assert ledger.runner_alive() is False
 
 
+def _started(child: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """The child once its arguments show in /proc: Popen returns when exec has begun, and
+    the kernel sets them up a moment later (under load the parent can read the empty
+    cmdline between: this test failed so once, in a CI run beside two benchmarks)."""
+    cmdline = Path(f"/proc/{child.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while not cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cmdline.read_bytes(), "the child process never showed its arguments"
+    return child
+
+
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="Linux /proc")
 def test_a_live_runner_is_alive_only_when_it_is_klaviyo_backfill(ledger: Ledger) -> None:
     sleep = "import time; time.sleep(60)"
-    ours = subprocess.Popen([sys.executable, "-c", sleep, "klaviyo-backfill"])
-    other = subprocess.Popen([sys.executable, "-c", sleep])  # a pid reused by something else
+    ours = _started(subprocess.Popen([sys.executable, "-c", sleep, "klaviyo-backfill"]))
+    other = _started(subprocess.Popen([sys.executable, "-c", sleep]))  # a pid reused so
     try:
         running_as(ledger, ours.pid)
         assert ledger.runner_alive() is True
