@@ -117,31 +117,33 @@ def _reads_of_a_send(
     *,
     other_integration: bool,
     earlier: Path | None = None,
+    stores: tuple[str | None, str | None] = (None, None),
     **choices: Any,
 ) -> int:
     """The readings of one send of `export`; `earlier` sent first, not counted (to the same
-    account: the send then surveys its export against what the account holds)."""
+    account: the send then surveys its export against what the account holds); `stores`:
+    the --store of each."""
     path = Path(shutil.copy(export, tmp_path / "orders.csv"))
     with st.StandIn(api_key=KEY) as s:
         clocked = partial(Limiter, clock=s.clock, sleep=s.clock.sleep)  # windows skipped
         monkeypatch.setattr(sender, "Limiter", clocked)
         monkeypatch.setattr(reading, "Limiter", clocked)
 
-        def options(path: Path) -> SendOptions:
+        def options(path: Path, store: str | None) -> SendOptions:
             return SendOptions(
-                inputs=InputOptions(paths=(str(path),), jobs=1), base_url=s.url, api_key=KEY,
-                rate_limit="100/s,1000/m", failures=str(tmp_path / f"{path.stem}.jsonl"),
-                **choices,
+                inputs=InputOptions(paths=(str(path),), jobs=1, store=store), base_url=s.url,
+                api_key=KEY, rate_limit="100/s,1000/m",
+                failures=str(tmp_path / f"{path.stem}.jsonl"), **choices,
             )  # fmt: skip
 
         if earlier is not None:
-            first = send(options(earlier))
+            first = send(options(earlier, stores[0]))
             assert isinstance(first, SendOutcome) and first.error is None and s.events
         if other_integration:  # Shopify's own Placed Order, outside the export's months
             s.preload([st.other_event("Placed Order", "2001-06-01T00:00:00+00:00", uid="x")])
         sent = len(s.events)
         readings = _Readings(monkeypatch)
-        outcome = send(options(path))
+        outcome = send(options(path, stores[1]))
         assert isinstance(outcome, SendOutcome) and outcome.error is None
         assert len(s.events) > sent, "the send delivered"
     return readings.count
@@ -180,6 +182,27 @@ def test_a_later_export_checked_for_overlap_reads_its_export_twice(
     corpus.write_shopify_csv(orders, later)
     reads = _reads_of_a_send(later, tmp_path, monkeypatch, other_integration=True,
                              earlier=earlier, profile_attributes=profiles)  # fmt: skip
+    assert reads == 2
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("profiles", "other_integration"),
+    [("latest", True), ("all", True), ("latest", False), ("all", False)],
+)
+def test_a_send_under_a_store_the_account_does_not_know_reads_its_export_twice(
+    tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch, profiles: str,
+    other_integration: bool,
+) -> None:  # fmt: skip
+    # the account holds shop a's orders (--store a): shop b's export, with the same order
+    # numbers and other customers, is looked up under store a in the reading before the send
+    # (its survey, its profile table's pass, or a pass of its own), not in a reading of its own
+    shop_a, shop_b = tmp_path / "a.csv", tmp_path / "b.csv"
+    corpus.write_shopify_csv(corpus.make_orders(60, 31, "shopify"), shop_a)
+    corpus.write_shopify_csv(corpus.make_orders(100, 32, "shopify"), shop_b)
+    reads = _reads_of_a_send(shop_b, tmp_path, monkeypatch, other_integration=other_integration,
+                             earlier=shop_a, stores=("a", "b"), profile_attributes=profiles)  # fmt: skip
     assert reads == 2
 
 

@@ -218,7 +218,7 @@ def test_a_stamp_names_the_profile_and_time_full_conversion_gives(tmp_path: Path
                     expected = (identity_of(full), full.created_at.timestamp(), full.id)
                 except FieldError:
                     expected = None
-                _, _, who, at, oid, _ = stamp(raw, converter, job.filters)
+                _, _, who, at, oid, _, _ = stamp(raw, converter, job.filters)
                 assert (None if who is None else (who, at, oid)) == expected, (name, raw.line)
                 compared += 1
                 kept += expected is not None

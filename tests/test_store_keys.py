@@ -246,3 +246,40 @@ def test_a_layouts_row_stores_are_noted_and_a_send_under_another_store_is_refuse
         refuse_held_elsewhere(rows, ledger)  # as sent before: goes
     finally:
         ledger.close()
+
+
+def test_the_same_number_held_for_another_shop_does_not_hide_this_shops_order(
+    tmp_path: Path,
+) -> None:
+    """The order is held as sent with --store north; another shop's order of the same number
+    is held without a store. Sent without --store (forgotten) it is refused: the order held
+    under its own key is another customer's. Held under both keys as the same order (doubled
+    already), a send adds nothing: it is no reason to refuse."""
+    from dataclasses import replace
+
+    from klaviyo_backfill.mapping.events import identity_of
+    from klaviyo_backfill.presend.stores import refuse_held_elsewhere
+    from klaviyo_backfill.state.account_ledger import OrderFacts
+
+    sample = Path(__file__).parent.parent / "sample_data" / "custom_cart"
+    header, first = (sample / "orders.csv").read_text("utf-8-sig").splitlines()[:2]
+    (tmp_path / "north.csv").write_text(f"{header}\n{first}\n")
+    job = job_from(SendOptions(InputOptions((str(tmp_path / "north.csv"),),
+                                            layout=str(sample / "layout.toml"))))  # fmt: skip
+    source = job.inputs[0]
+    order = Converter(source.layout, job.settings).order(next(read_orders(source)))
+    facts = OrderFacts(identity_of(order), order.total, None, order.currency, 2,
+                       order.created_at.timestamp())  # fmt: skip
+    theirs = replace(facts, who="someone.else@example.com")
+    for held, refused in ((theirs, True), (facts, False)):
+        ledger = AccountLedger(tmp_path / f"account-{refused}.sqlite")
+        try:
+            ledger.sending_for("north")
+            ledger.record([], [(f"north:{order.id}", None, facts), (order.id, None, held)])
+            if refused:
+                with pytest.raises(UsageError, match=r"1 of these orders .* --store north"):
+                    refuse_held_elsewhere(job, ledger)
+            else:
+                refuse_held_elsewhere(job, ledger)
+        finally:
+            ledger.close()

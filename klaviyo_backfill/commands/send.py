@@ -33,10 +33,10 @@ from ..pipeline.session import SendSession
 from ..pipeline.summary import Stats
 from ..presend.delta import Delta, Elsewhere
 from ..presend.overlap import overlap_check
-from ..presend.stores import refuse_held_elsewhere, rows_name_stores
+from ..presend.stores import StoresCheck
 from ..presend.tables import Tables
 from ..results import Finished, SendOutcome, Unwatched, Watcher
-from ..state.account_ledger import AccountLedger, account_ledger_path
+from ..state.account_ledger import account_ledger_path
 from ..state.checkpoint import Ledger, superseded
 from ..state.locate import discard, failures_beside, found_for, locate
 from ..state.lock import JobLock
@@ -197,7 +197,6 @@ def _send_locked(
     account = config.account
     fingerprint = job.fingerprint()
     mode = options.mode
-    _check_stores(job, account)
     if continues_limited(path, mode, fingerprint):  # a plain rerun continues a limited run
         mode = "resume"
     new_job = (
@@ -206,23 +205,26 @@ def _send_locked(
         or superseded(path, mode, fingerprint)
     )
     watcher = progress or Unwatched()  # the readings' waits told as the sends' are
-    with Tables(job, watcher.preparing) as tables:  # the reading before the send
+    held = None if options.resend else account_ledger_path(account)  # what the send skips
+    checks = new_job and config.endpoint.versioned and not options.allow_overlap
+    stores = StoresCheck.needed(job, account_ledger_path(account))
+    with Tables(job, watcher.preparing, stores) as tables:  # the reading before the send
         overlap, elsewhere = None, set[str]()
         if new_job and config.endpoint.versioned and options.allow_overlap:
             overlap = "allowed"
             notify("--allow-overlap: orders other integrations or API senders hold already "
                    "are sent anyway (they count twice in Klaviyo).")  # fmt: skip
-        elif new_job and config.endpoint.versioned:
-            held = None if options.resend else account_ledger_path(account)
-            try:
-                with _stoppable() as got:
+        try:
+            with _stoppable() as got:
+                tables.check_stores(held, months=checks)  # refused here: nothing sent
+                if checks:
                     checked = overlap_check(config, notify, partial(tables.months, held),
                                             watcher.waiting, account_ledger_path(account),
                                             job.store)  # fmt: skip
-                overlap, elsewhere = checked.said, checked.elsewhere
-            except KeyboardInterrupt:  # Ctrl-C or SIGTERM in the check: nothing sent, no job
-                return SendOutcome(Stats(), SendStats(), 0.0, interrupted=True, signal=got[0],
-                                   continuation=continuation(options, resume=False))  # fmt: skip
+                    overlap, elsewhere = checked.said, checked.elsewhere
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM before the send: nothing sent, no job
+            return SendOutcome(Stats(), SendStats(), 0.0, interrupted=True, signal=got[0],
+                               continuation=continuation(options, resume=not new_job))  # fmt: skip
         notes: dict[str, object] = {"command": command, "window": _window(options),
                                     "failures": os.path.abspath(job.failures or "")}  # fmt: skip
         if overlap is not None:  # a new job: what it skips as another API sender's, remembered
@@ -242,19 +244,6 @@ def _send_locked(
     if unused:  # the job was refused (a wrong key) before Klaviyo acknowledged anything:
         discard(path)  # a checkpoint would only stand in the way of the corrected run
     return outcome
-
-
-def _check_stores(job: Job, account: str) -> None:
-    """A send whose orders the account holds as sent under another store, or without one,
-    is refused before anything is done (presend/stores.py)."""
-    path = account_ledger_path(account)
-    if not path.exists() and not rows_name_stores(job):  # a new account holds nothing
-        return
-    held = AccountLedger(path)
-    try:
-        refuse_held_elsewhere(job, held)
-    finally:
-        held.close()
 
 
 def send_job(

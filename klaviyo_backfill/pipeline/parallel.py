@@ -268,8 +268,9 @@ def _ctrl_c_held() -> Iterator[None]:
             signal.raise_signal(signal.SIGINT)  # to the handler of before, now it is back
 
 
-# offset, raw id, who, time, id, and (with `months`) its events' (metric, UTC month) pairs
-Stamp = tuple[int, str | None, str | None, float, str, tuple[tuple[str, str], ...]]
+# offset, raw id, who, time, id, (with `months`) its events' (metric, UTC month) pairs, and
+# the store its row names ('': none; the raw id is then the bare id, else "<store>:<id>")
+Stamp = tuple[int, str | None, str | None, float, str, tuple[tuple[str, str], ...], str]
 
 
 def stamp(raw: RawOrder, converter: Converter, filters: Filters, months: bool = False) -> Stamp:
@@ -277,15 +278,17 @@ def stamp(raw: RawOrder, converter: Converter, filters: Filters, months: bool = 
     (latest.py); who is None where the order would not be mapped. With `months`, also the
     metric and UTC month of each event it yields (the overlap check's count, in the same
     pass)."""
+    store = str(raw.fields.get("store") or "")
     try:
         order = converter.order(raw, who_and_when=True)
         if in_window(order.created_at, filters):
             who = order.email or identity_of(order)  # Klaviyo keys a profile by its email first
             pairs = _months(order) if months else ()
-            return raw.offset, raw_id(raw), who, order.created_at.timestamp(), order.key, pairs
+            at = order.created_at.timestamp()
+            return raw.offset, raw_id(raw), who, at, order.key, pairs, store
     except FieldError:
         pass
-    return raw.offset, raw_id(raw), None, 0.0, "", ()
+    return raw.offset, raw_id(raw), None, 0.0, "", (), store
 
 
 def _months(order: Order) -> tuple[tuple[str, str], ...]:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ..pipeline.job import Job
     from ..state.account_ledger import AccountLedger
     from .delta import Delta
+    from .stores import StoresCheck
 
 __all__ = ["Latest", "Mark", "scratch", "scratch_trouble"]
 
@@ -87,13 +88,17 @@ class Latest:
 
     @classmethod
     def build(
-        cls, job: Job, delta: Delta | None = None, months: Counter[tuple[str, str]] | None = None
+        cls,
+        job: Job,
+        delta: Delta | None = None,
+        months: Counter[tuple[str, str]] | None = None,
+        stores: StoresCheck | None = None,
     ) -> Latest:
         """One pass over the job's exports: each profile's latest order. Given the account's
         `delta`, orders it holds unchanged are not converted: their profile and time come
         from its ledger. Given `months`, the same pass counts the events per metric and UTC
-        month there (`_stamps`)."""
-        return cls.of(_stamps(job, delta, months))
+        month there; given `stores`, it shows it each order (`stamps`)."""
+        return cls.of(stamps(job, delta, months, stores))
 
     @classmethod
     def of(cls, marks: Iterator[tuple[str, Mark]]) -> Latest:
@@ -172,25 +177,33 @@ def _flush(db: sqlite3.Connection, upsert: str, batch: list[tuple[str, float, st
     batch.clear()
 
 
-def _stamps(
-    job: Job, delta: Delta | None, months: Counter[tuple[str, str]] | None = None
+def stamps(
+    job: Job,
+    delta: Delta | None,
+    months: Counter[tuple[str, str]] | None = None,
+    stores: StoresCheck | None = None,
 ) -> Iterator[tuple[str, Mark]]:
     """(profile, mark) of every order a run would map: read and convert, nothing more; a
     large CSV on every core (parallel.py), as a dry run prepares it. A duplicate id is
     passed over, as the run passes over it. Given `months`, it counts there the events of
     the orders a run would map (--limit's first), per metric and UTC month, as the overlap
-    check needs them: the same pass, not another reading."""
+    check needs them; given `stores`, it shows it each order (stores.py): the same pass,
+    not another reading."""
     seen = SeenIds()
     workers = workers_for(job.jobs)
     left = job.filters.limit
     for source in job.inputs:
-        stamps: Iterator[Stamp]
+        marks: Iterator[Stamp]
         if delta is None and splittable(source, workers):
-            stamps = stamped_pieces(source, job.settings, job.filters, workers, months is not None)
+            marks = stamped_pieces(source, job.settings, job.filters, workers, months is not None)
         else:
-            stamps = _read_stamps(source, job, delta, months is not None)
-        for _, order_id, who, at, oid, pairs in stamps:
-            if (order_id is None or seen.add(order_id)) and who is not None:
+            marks = _read_stamps(source, job, delta, months is not None)
+        for mark in marks:
+            _, order_id, who, at, oid, pairs, _ = mark
+            first = order_id is None or seen.add(order_id)
+            if first and stores is not None:
+                stores.see(mark)
+            if first and who is not None:
                 if months is not None and (left is None or left > 0):
                     months.update(pairs)
                     left = None if left is None else left - 1
@@ -213,7 +226,8 @@ def _read_stamps(
             yield stamp(raw, converter, job.filters, months)
             continue
         order_id = raw_id(raw)  # held unchanged: not sent again, but maybe the latest
+        store = str(raw.fields.get("store") or "")
         if known.at is not None and order_id is not None:
-            yield raw.offset, order_id, known.who, known.at, order_id, ()
+            yield raw.offset, order_id, known.who, known.at, order_id, (), store
         else:
-            yield raw.offset, order_id, None, 0.0, "", ()
+            yield raw.offset, order_id, None, 0.0, "", (), store

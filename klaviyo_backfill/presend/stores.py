@@ -4,43 +4,38 @@ An order's events are keyed by its store and id (model.order_key): "1001" sent w
 store, "eu:1001" with `--store eu`. The same order sent again under another store, or
 without the one it was sent with (`--store` forgotten next month), would get new unique ids:
 Klaviyo would hold it twice, its revenue counted twice. So before a send, where the account's
-ledger knows stores other than this send's (or orders sent without one), each order of the
-exports is looked up under each of them: one the account holds for the same profile at the
+ledger knows stores other than this send's (or orders sent without one), each order the send
+would map is looked up under each of them: one the account holds for the same profile at the
 same creation time is the same order, and the send is refused (nothing sent), naming the
 store it was sent under. Another shop's order with the same number (WooCommerce numbers
-start at 1 in every shop) has another customer or time: it is no reason to refuse.
+start at 1 in every shop) has another customer or time: it is no reason to refuse. An order
+the account holds (as this one) under its own key too keeps its unique ids: sending it adds
+nothing, and the survey passes over it unread where it is unchanged.
 
-One reading of the exports, only then: an account whose sends all name the same stores as
-before (or none, always) never pays for it.
+The check reads nothing itself: it is shown each order in the reading before the send
+(tables.py: the survey, the profile table's pass, or a pass of stamps alone), so a send reads
+its exports twice at most. An account whose sends all name the same stores as before (or
+none, always) never pays for it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from itertools import islice
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import FieldError, UsageError
-from ..inputs.export import read_orders
+from ..errors import UsageError
 from ..inputs.values import store_problem
-from ..mapping.convert import Converter
-from ..mapping.events import identity_of
-from ..model import RawOrder, order_key
-from ..pipeline.prepare import in_window
-from ..state.account_ledger import AccountLedger
+from ..model import order_key
+from ..state.account_ledger import AccountLedger, HeldOrder
 
 if TYPE_CHECKING:
     from ..pipeline.job import Job
+    from ..pipeline.parallel import Stamp
 
-__all__ = ["held_elsewhere", "refuse_held_elsewhere", "rows_name_stores"]
+__all__ = ["StoresCheck", "refuse_held_elsewhere", "rows_name_stores"]
 
 _BATCH = 500  # orders looked up in the ledger at once
-
-
-def _bare_id(raw: RawOrder) -> str | None:
-    value = raw.get("id")
-    return (None if value is None else str(value).strip()) or None
 
 
 def rows_name_stores(job: Job) -> bool:
@@ -48,56 +43,92 @@ def rows_name_stores(job: Job) -> bool:
     return any("store" in source.layout.order for source in job.inputs)
 
 
-def held_elsewhere(
-    job: Job,
-    ledger: AccountLedger,
-    stores: set[str],
-    sample: int = 5,
-    named: set[str] | None = None,
-) -> tuple[Counter[str], list[str]]:
-    """How many orders of the job the account holds as sent under another of these `stores`
-    ('': without a store), per store, with the ids of the first few; the stores the orders
-    name are added to `named`, given a set."""
-    found: Counter[str] = Counter()
-    ids: list[str] = []
-    for store, order_id in _same_orders(job, ledger, stores, set() if named is None else named):
-        found[store] += 1
-        if len(ids) < sample:
-            ids.append(order_id)
-    return found, ids
+class StoresCheck:
+    """Shown each order of the reading before a send (`see`), then `end`: refuses the send
+    (UsageError, exit 2) where the account holds some of them as sent under another store or
+    without one, else notes in the account's ledger the stores the rows named."""
+
+    def __init__(self, job: Job, ledger: AccountLedger) -> None:
+        self.job = job
+        self.ledger = ledger
+        self.known = ledger.stores()
+        self.named: set[str] = set()  # the stores the rows name
+        self.found: Counter[str] = Counter()  # orders held under another store, per store
+        self.ids: list[str] = []  # the first few of them
+        self._batch: list[tuple[str, str, str, float]] = []  # store, id, who, time
+
+    @classmethod
+    def needed(cls, job: Job, account: Path) -> StoresCheck | None:
+        """The check for a send to the account whose ledger is at `account`, where it can
+        find anything: the ledger knows a store other than the job's (or orders sent without
+        one), or a layout names a store column. The caller closes it (`close`)."""
+        if not account.exists() and not rows_name_stores(job):  # a new account holds nothing
+            return None
+        ledger = AccountLedger(account)
+        check = cls(job, ledger)
+        if check.known - {job.store or ""} or rows_name_stores(job):
+            return check
+        ledger.close()
+        return None
+
+    def see(self, stamp: Stamp) -> None:
+        """An order of the reading (parallel.stamp): the first of its id, in file order."""
+        _, key, who, at, _, _, store = stamp
+        if store and store not in self.named and store_problem(store) is None:
+            self.named.add(store)
+        if key is None or who is None:  # nobody to send it to, or outside the window
+            return
+        self._batch.append((store, key[len(store) + 1 :] if store else key, who, at))
+        if len(self._batch) >= _BATCH:
+            self._look_up()
+
+    def _look_up(self) -> None:
+        asks: dict[str, tuple[int, str]] = {}  # key -> (order, store asked under)
+        for n, (mine, bare, _, _) in enumerate(self._batch):
+            for store in self.known - {mine}:
+                asks[order_key(store or None, bare)] = (n, store)
+        owns = {order_key(mine or None, bare) for mine, bare, _, _ in self._batch}
+        held = self.ledger.held_orders([*asks, *owns]) if asks else {}
+        for key, known in held.items():
+            if key not in asks:
+                continue
+            n, store = asks[key]
+            mine, bare, who, at = self._batch[n]
+            own = held.get(order_key(mine or None, bare))
+            if _same(known, who, at) and (own is None or not _same(own, who, at)):
+                self.found[store] += 1
+                if len(self.ids) < 5:
+                    self.ids.append(bare)
+        self._batch.clear()
+
+    def end(self) -> None:
+        """After the reading: refuse the send, or note the stores its rows named."""
+        self._look_up()
+        if not self.found:
+            for store in self.named - self.known:
+                self.ledger.sending_for(store)
+            return
+        count = sum(self.found.values())
+        store, _ = self.found.most_common(1)[0]
+        job = self.job
+        this = f"with --store {job.store}" if job.store else "without --store"
+        again = f"with --store {store}" if store else "without --store"
+        raise UsageError(
+            f"this account holds {count:,} of these orders (e.g. {', '.join(self.ids)}) as "
+            f"sent {_sent(store)}: sent {this} they would get new unique ids, and Klaviyo "
+            "would hold each twice",
+            f"Send this shop {again}, as before (the account's ledger then skips what it "
+            "holds): a shop keeps the store it was first sent with, or none; name a store "
+            "with --store for the other shops.",
+        )
+
+    def close(self) -> None:
+        self.ledger.close()
 
 
-def _same_orders(
-    job: Job, ledger: AccountLedger, stores: set[str], named: set[str]
-) -> Iterator[tuple[str, str]]:
-    for source in job.inputs:
-        converter = Converter(source.layout, job.settings)
-        raws = read_orders(source)
-        while batch := list(islice(raws, _BATCH)):
-            asks: dict[str, tuple[RawOrder, str]] = {}
-            for raw in batch:
-                bare = _bare_id(raw)
-                mine = str(raw.fields.get("store") or "")
-                if mine and mine not in named and store_problem(mine) is None:
-                    named.add(mine)
-                if bare is None:
-                    continue
-                for store in stores - {mine}:
-                    asks[order_key(store or None, bare)] = (raw, store)
-            for key, known in ledger.held_orders(list(asks)).items():
-                raw, store = asks[key]
-                try:
-                    order = converter.order(raw, who_and_when=True)
-                    who = identity_of(order)
-                except FieldError:
-                    continue
-                at = order.created_at.timestamp()
-                if (
-                    in_window(order.created_at, job.filters)
-                    and known.who == who
-                    and (known.at is None or known.at == at)
-                ):
-                    yield store, order.id
+def _same(known: HeldOrder, who: str, at: float) -> bool:
+    """Whether the order the ledger holds is this one: the same profile, created then."""
+    return known.who == who and (known.at is None or known.at == at)
 
 
 def _sent(store: str) -> str:
@@ -105,29 +136,13 @@ def _sent(store: str) -> str:
 
 
 def refuse_held_elsewhere(job: Job, ledger: AccountLedger) -> None:
-    """Refuse a send (UsageError, exit 2) whose orders the account holds as sent under
-    another store or without one: sent again, they would be held twice. A job whose layout
-    names a store column is read whatever the account holds, and the stores its rows name
-    are noted in the account's ledger (a later send under another store is checked against
-    them)."""
-    known = ledger.stores()
-    if not known - {job.store or ""} and not rows_name_stores(job):
+    """The check in a pass of its own over the job's exports (stamps only): a refusal
+    (UsageError) where the account `ledger` holds some of its orders under another store."""
+    from .latest import stamps
+
+    check = StoresCheck(job, ledger)
+    if not check.known - {job.store or ""} and not rows_name_stores(job):
         return
-    named: set[str] = set()
-    found, ids = held_elsewhere(job, ledger, known, named=named)
-    if not found:
-        for store in named - known:
-            ledger.sending_for(store)
-        return
-    count = sum(found.values())
-    store, _ = found.most_common(1)[0]
-    this = f"with --store {job.store}" if job.store else "without --store"
-    again = f"with --store {store}" if store else "without --store"
-    raise UsageError(
-        f"this account holds {count:,} of these orders (e.g. {', '.join(ids)}) as sent "
-        f"{_sent(store)}: sent {this} they would get new unique ids, and Klaviyo would hold "
-        "each twice",
-        f"Send this shop {again}, as before (the account's ledger then skips what it holds): "
-        "a shop keeps the store it was first sent with, or none; name a store with --store "
-        "for the other shops.",
-    )
+    for _ in stamps(job, None, None, check):
+        pass
+    check.end()

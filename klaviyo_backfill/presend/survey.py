@@ -47,6 +47,7 @@ from .latest import Latest, Mark, scratch, scratch_trouble
 if TYPE_CHECKING:
     from ..pipeline.job import Job
     from .delta import Delta
+    from .stores import StoresCheck
 
 __all__ = ["Duplicate", "HeldRun", "Survey"]
 
@@ -110,16 +111,22 @@ class Survey:
 
     @classmethod
     def take(
-        cls, job: Job, delta: Delta, latest: bool, months: Counter[tuple[str, str]] | None = None
+        cls,
+        job: Job,
+        delta: Delta,
+        latest: bool,
+        months: Counter[tuple[str, str]] | None = None,
+        stores: StoresCheck | None = None,
     ) -> Survey:
         """Read the job's exports against the account; with `latest`, fill `survey.latest`;
         given `months`, count there the events per metric and UTC month of every order a run
         would map (--limit's first), as a pass over mapped orders counts them (the overlap
-        check's count: `delta` then has the reader extract the orders it holds too)."""
+        check's count: `delta` then has the reader extract the orders it holds too); given
+        `stores`, show it each order the account does not hold unchanged (stores.py)."""
         survey = cls(scratch("survey", ".record"))
         try:
             with os.fdopen(os.open(survey.path, os.O_WRONLY | _NOFOLLOW), "wb") as fh:
-                marks = survey._read(job, delta, latest, fh, months)
+                marks = survey._read(job, delta, latest, fh, months, stores)
                 if latest:
                     survey.latest = Latest.of(marks)
                 else:
@@ -142,11 +149,12 @@ class Survey:
         latest: bool,
         fh: IO[bytes],
         months: Counter[tuple[str, str]] | None = None,
+        stores: StoresCheck | None = None,
     ) -> Iterator[tuple[str, Mark]]:
         """Record each input; yield (profile, mark) of every order a run would map."""
         seen = SeenIds()
         workers = workers_for(job.jobs)
-        look = _Look(job.filters, latest, months is not None)
+        look = _Look(job.filters, latest or stores is not None, months is not None)
         left = job.filters.limit  # orders whose months are counted yet (as latest._stamps)
         delta.extract = months is not None
         for index, source in enumerate(job.inputs):
@@ -172,6 +180,8 @@ class Survey:
                         continue
                 elif first:
                     record.add(("n", item[0], item[1], item[3]))
+                    if stores is not None and mark is not None:
+                        stores.see(mark)
                     if latest and mark is not None and mark[2] is not None:
                         yield mark[2], (mark[3], mark[4])
                     continue

@@ -3,12 +3,14 @@
     the survey    a later export read against what the account holds (survey.py)
     the table     each customer's latest order, for --profile-attributes latest (latest.py)
     the months    the events per metric and UTC month the overlap check counts (overlap.py)
+    the stores    each order looked up under the account's other stores (stores.py)
 
-The overlap check asks for the months only where another integration's metric exists; the
-reading that counts them is the one the send would make anyway (the survey, else the profile
-table's pass), so no send reads its export more than twice: once before, once while sending.
-Only a new job without a profile table and with nothing to survey reads an export just to
-count its months (`months_pass`: --profile-attributes all or none, a first send).
+The overlap check asks for the months only where another integration's metric exists, the
+stores check only where the account knows another store; the reading that serves them is the
+one the send would make anyway (the survey, else the profile table's pass), so no send reads
+its export more than twice: once before, once while sending. Only a job without a profile
+table and with nothing to survey reads an export just for them (a pass of stamps, or
+`months_pass`: --profile-attributes all or none).
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from typing import TYPE_CHECKING
 from ..pipeline.stages import months_pass, profiles_for
 from ..state.account_ledger import AccountLedger
 from .delta import Delta
-from .latest import Latest
+from .latest import Latest, stamps
 from .survey import Survey
 
 if TYPE_CHECKING:  # annotations only
     from types import TracebackType
 
     from ..pipeline.job import Job
+    from .stores import StoresCheck
 
 __all__ = ["Tables"]
 
@@ -38,11 +41,19 @@ class Tables:
     """What the reading before a send made, owned until the send ends (a context manager:
     the temporary files go with it)."""
 
-    def __init__(self, job: Job, preparing: Callable[[str], None] = lambda what: None) -> None:
+    def __init__(
+        self,
+        job: Job,
+        preparing: Callable[[str], None] = lambda what: None,
+        stores: StoresCheck | None = None,
+    ) -> None:
         self.job = job
         self.preparing = preparing  # told of each reading (the progress display)
+        self.stores = stores  # shown each order of the reading, where the send needs it (owned)
         self.survey: Survey | None = None
         self.latest: Latest | None = None
+        self.counted: Counter[tuple[str, str]] | None = None  # the months, once counted
+        self.read = False  # whether the reading before the send was made
 
     def months(self, account: Path | None) -> Counter[tuple[str, str]]:
         """The events per metric and UTC month of the orders the job would map, past any
@@ -50,27 +61,55 @@ class Tables:
         survey against the account's ledger at `account` (None: --resend, the send does not
         ask it), where it holds orders and the exports are CSV; else the pass that builds
         the profile table; a pass of their own where the send needs neither."""
+        if self.counted is None:
+            self._read(account, months=True)
+        assert self.counted is not None
+        return self.counted
+
+    def check_stores(self, account: Path | None, months: bool) -> None:
+        """The stores check (stores.py), in the reading before the send (`months`: counting
+        them too, for the overlap check to come): refused (UsageError) before anything is
+        sent."""
+        if self.stores is None:
+            return
+        try:
+            if not self.read:
+                self._read(account, months)
+            self.stores.end()
+        finally:
+            self.stores.close()
+            self.stores = None
+
+    def _read(self, account: Path | None, months: bool) -> None:
         # every order's months, past a --limit: a rerun continues a limited job, unchecked
         # (the limit counts nowhere else in these readings: the survey and table are the same)
         job = replace(self.job, filters=replace(self.job.filters, limit=None))
         latest = job.profile_attributes == "latest"
-        counted: Counter[tuple[str, str]] = Counter()
-        if account is not None and account.exists() and Survey.suits(job):
+        counted: Counter[tuple[str, str]] | None = Counter() if months else None
+        stores, self.read = (None if self.read else self.stores), True  # the first reading's
+        its_months = " and its months" if months else ""
+        if self.survey is None and account is not None and account.exists() and Survey.suits(job):
             ledger = AccountLedger(account, read_only=True)
             try:
                 delta = Delta(ledger, job.payload_salt())
                 if not delta.empty:
-                    self.preparing("Reading the export against what this account holds, "
-                                   "and its months")  # fmt: skip
-                    self.survey = Survey.take(job, delta, latest, counted)
-                    return counted
+                    self.preparing("Reading the export against what this account holds"
+                                   + (", and its months" if months else ""))  # fmt: skip
+                    self.survey = Survey.take(job, delta, latest, counted, stores)
+                    self.counted = counted
+                    return
             finally:
                 ledger.close()
-        if latest:
-            self.preparing("Reading the export for each customer's latest order and its months")
-            self.latest = Latest.build(job, None, counted)
-            return counted
-        return months_pass(job).metric_months
+        if latest and self.latest is None:
+            self.preparing(f"Reading the export for each customer's latest order{its_months}")
+            self.latest = Latest.build(job, None, counted, stores)
+        elif stores is not None:  # --profile-attributes all or none: the stamps alone
+            self.preparing(f"Reading the export for the stores it names{its_months}")
+            for _ in stamps(job, None, counted, stores):
+                pass
+        elif months:
+            counted = months_pass(job).metric_months
+        self.counted = counted
 
     @contextmanager
     def ready(
@@ -99,6 +138,9 @@ class Tables:
 
     def close(self) -> None:
         """Remove what the reading made (each once)."""
+        if self.stores is not None:
+            self.stores.close()
+            self.stores = None
         if self.survey is not None:
             self.survey.close()
         if self.latest is not None:
