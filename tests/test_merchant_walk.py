@@ -8,7 +8,8 @@ from pathlib import Path
 
 import corpus
 import pytest
-from cli_helpers import run, said
+import standin as st
+from cli_helpers import free_port, run, said
 
 from klaviyo_backfill.errors import ExitCode
 
@@ -52,3 +53,39 @@ def _events(body: dict[str, object]) -> list[dict[str, object]]:
     for job in body["data"]["attributes"]["events-bulk-create"]["data"]:  # type: ignore[index]
         out += job["attributes"]["events"]["data"]
     return out
+
+
+FAST = ["--rate-limit", "100/s,1000/m", "-q"]
+KEY, NEW_KEY = "pk_walk_" + "a" * 24, "pk_walk_" + "b" * 24
+
+
+def _revoking(standin: st.StandIn, after: int) -> None:
+    """The key revoked (a new one made) once the stand-in stored `after` requests' events."""
+    store, stored = standin.store, [0]
+
+    def revoke_after(events: list[st.StoredEvent]) -> int:
+        held = store(events)
+        stored[0] += 1
+        if stored[0] == after:
+            standin.api_key = NEW_KEY
+        return held
+
+    standin.store = revoke_after  # type: ignore[method-assign]
+
+
+@pytest.mark.e2e
+def test_the_log_ends_with_the_error_that_stopped_the_run(tmp_path: Path) -> None:
+    """A key revoked after Klaviyo acknowledged part of a send: exit 3, and the --log file
+    ended on a throttle wait, without the error that stopped the run."""
+    corpus.write_shopify_csv(corpus.make_orders(40, seed=5, platform="shopify"),
+                             tmp_path / "orders.csv")  # fmt: skip
+    with st.StandIn(api_key=KEY, port=free_port()) as s:
+        _revoking(s, after=1)
+        done = run(tmp_path, KEY, "send", "orders.csv", "--base-url", s.url, "--endpoint",
+                   "single", "--concurrency", "1", "--log", "run.log", *FAST, columns=80)  # fmt: skip
+    assert done.returncode == ExitCode.REFUSED, said(done)
+    assert "Traceback" not in done.stdout + done.stderr
+    log = (tmp_path / "run.log").read_text()
+    last = log.splitlines()[-1]
+    assert " ERROR stopped: Klaviyo refused the API key (HTTP 403)" in last, log[-2000:]
+    assert KEY not in log and NEW_KEY not in log

@@ -3,6 +3,7 @@ reaches a user), warnings become one line each, and the command that resumes a r
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
@@ -33,11 +34,13 @@ def edge(func: Callable[..., int]) -> Callable[..., None]:
                        "stays held).", err=True)  # fmt: skip
             sys.exit(int(exc.exit_code))
         except Stopped as exc:
+            _logged(exc)
             click.echo(f"Error: {exc}", err=True)
             if exc.continue_with:
                 click.echo(f"Continue with:\n  {exc.continue_with}", err=True)
             sys.exit(int(exc.exit_code))
         except BackfillError as exc:
+            _logged(exc)
             click.echo(f"Error: {exc}", err=True)
             sys.exit(int(exc.exit_code))
         except KeyboardInterrupt:
@@ -53,6 +56,11 @@ def edge(func: Callable[..., int]) -> Callable[..., None]:
         sys.exit(int(code))
 
     return wrapper
+
+
+def _logged(exc: BackfillError) -> None:
+    """The error that ends a run, as the last line of its --log (and -v's stderr)."""
+    logging.getLogger("klaviyo_backfill").error("stopped: %s", exc.message)
 
 
 def warnings_as_lines() -> None:
