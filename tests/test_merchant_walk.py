@@ -4,6 +4,7 @@ defect found that way, run through the real console script at 80 columns."""
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import corpus
@@ -11,7 +12,9 @@ import pytest
 import standin as st
 from cli_helpers import free_port, run, said
 
+from klaviyo_backfill.commands.continuation import continuation
 from klaviyo_backfill.errors import ExitCode
+from klaviyo_backfill.options import InputOptions, SendOptions
 
 
 def _failures(folder: Path, name: str) -> list[dict[str, object]]:
@@ -89,3 +92,28 @@ def test_the_log_ends_with_the_error_that_stopped_the_run(tmp_path: Path) -> Non
     last = log.splitlines()[-1]
     assert " ERROR stopped: Klaviyo refused the API key (HTTP 403)" in last, log[-2000:]
     assert KEY not in log and NEW_KEY not in log
+
+
+@pytest.mark.e2e
+def test_the_printed_continuation_keeps_date_order_and_delimiter(tmp_path: Path) -> None:
+    """`--since 01/06/2016 --date-order dmy`: the command printed to send the rest kept
+    `--since 01/06/2016` without `--date-order`, and pasted it stopped at once (exit 2, "could
+    be 1 June or 6 January"); `--delimiter` was left out the same way."""
+    orders = corpus.make_orders(40, seed=5, platform="shopify")
+    corpus.write_shopify_csv(orders, tmp_path / "orders.csv")
+    with st.StandIn(api_key=KEY, port=free_port()) as s:
+        done = run(tmp_path, KEY, "send", "orders.csv", "--since", "01/06/2016", "--date-order",
+                   "dmy", "--limit", "1", "--base-url", s.url, *FAST, columns=80)  # fmt: skip
+        assert done.returncode in (ExitCode.OK, ExitCode.REJECTED), said(done)
+        command = done.stderr.split("send all the rest with:\n")[1].strip().splitlines()[0]
+        assert "--date-order dmy" in command, command
+        rest = run(Path("/"), KEY, *shlex.split(command)[1:], columns=80)
+        assert rest.returncode in (ExitCode.OK, ExitCode.REJECTED), said(rest)
+        status = run(Path("/"), None, "status", str(tmp_path / "orders.csv"), columns=80)
+        again = status.stdout.split("sent with:\n")[1].strip().splitlines()[0]
+        assert "--date-order dmy" in again, status.stdout
+    assert continuation(_options("orders.csv", delimiter=";")).count("--delimiter ';'") == 1
+
+
+def _options(path: str, **inputs: str) -> SendOptions:
+    return SendOptions(inputs=InputOptions(paths=(path,), **inputs))  # type: ignore[arg-type]

@@ -44,8 +44,9 @@ def replay_args(options: SendOptions) -> list[str]:
     args = [str(Path(p).resolve()) for p in i.paths]
     for flag, value in (("--format", i.fmt), ("--layout", _abs(i.layout)),
                         ("--products", _abs(i.products)), ("--encoding", i.encoding),
-                        ("--delimiter", getattr(i, "delimiter", None)),
+                        ("--delimiter", i.delimiter),
                         ("--currency", i.currency), ("--since", i.since), ("--until", i.until),
+                        ("--date-order", i.date_order if i.since or i.until else None),
                         ("--store", i.store)):  # fmt: skip
         if value:
             args += [flag, value]
@@ -60,14 +61,15 @@ def replay_args(options: SendOptions) -> list[str]:
 
 
 def without_window(args: list[str]) -> list[str]:
-    """A send's arguments without --since/--until: a repair sends the events it lists,
-    whichever of the export's windows (jobs) they were sent in."""
+    """A send's arguments without --since/--until (nor the --date-order they were read
+    with): a repair sends the events it lists, whichever of the export's windows (jobs) they
+    were sent in."""
     out: list[str] = []
     skip = False
     for arg in args:
         if skip:
             skip = False
-        elif arg in ("--since", "--until"):
+        elif arg in ("--since", "--until", "--date-order"):
             skip = True
         else:
             out.append(arg)
