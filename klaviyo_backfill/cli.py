@@ -519,6 +519,7 @@ def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None,
     unfinished job is compared as far as it went, and said to be unfinished (exit 7)."""
     from rich.console import Console
 
+    from .commands.continuation import continuation
     from .commands.verify import verify as verify_job
     from .reports.terminal import console as report_console
     from .reports.verify import verify_html, verify_report
@@ -532,6 +533,7 @@ def verify(paths: tuple[str, ...], json_path: str | None, html_path: str | None,
         "Reading Klaviyo's metrics, their monthly aggregates and the events"
     ):
         result: Verification = verify_job(options)
+    result.again = continuation(options, resume=False, command="verify")
     if json_path != "-":
         verify_report(report_console(), result)
     if json_path:

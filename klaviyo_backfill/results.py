@@ -128,6 +128,7 @@ class Verification:
     unverified: list[int] = field(default_factory=list)  # ... with no events to read either
     repair: str | None = None  # the command that resends the missing events
     repair_hint: str = ""  # where no command can be given (no export paths known)
+    again: str | None = None  # the command that verifies again, from any folder
 
     @property
     def short(self) -> list[Row]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import corpus
 import pytest
 import standin as st
-from cli_helpers import free_port, run, said
+from cli_helpers import free_port, in_process, run, said
 
 from klaviyo_backfill.commands.continuation import continuation
 from klaviyo_backfill.errors import ExitCode
@@ -117,3 +117,57 @@ def test_the_printed_continuation_keeps_date_order_and_delimiter(tmp_path: Path)
 
 def _options(path: str, **inputs: str) -> SendOptions:
     return SendOptions(inputs=InputOptions(paths=(path,), **inputs))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow  # a send and two verifies on the stand-in's clock: 3 s
+@pytest.mark.e2e
+def test_verify_at_80_columns_names_each_order_whole_and_says_how_to_verify_again(
+    tmp_path: Path,
+) -> None:
+    """At 80 columns an order Klaviyo lacks ran over its line and folded to column 0
+    ("  orders_export.csv:202  order 5110118576  Ordered Product 2023-07: 1 of 3" and then
+    "missing" alone); the verdict said "Run `klaviyo-backfill verify` again", which, pasted,
+    stops at once: "give the export PATHS the send used"."""
+    orders = [o for o in corpus.make_orders(300, 17, "shopify") if o.identifiable][:150]
+    corpus.write_shopify_csv(orders, tmp_path / "orders_export.csv")
+    with st.StandIn(api_key=KEY, faults=st.Faults(lost_after_ack=0.03, seed=11)) as s:
+        sent = in_process(tmp_path, KEY, "send", "orders_export.csv", "--base-url", s.url,
+                          *FAST, clock=s.clock)  # fmt: skip
+        assert sent.returncode == ExitCode.OK, said(sent)
+        done = in_process(tmp_path, KEY, "verify", "orders_export.csv", "--base-url", s.url,
+                          clock=s.clock, columns=80)  # fmt: skip
+        assert done.returncode == ExitCode.SHORT and s.lost, said(done)
+        lines = done.stdout.splitlines()
+        start = lines.index(next(x for x in lines if x.startswith("Orders Klaviyo lacks")))
+        named = lines[start + 1 : start + 1 + 2 * min(20, len(s.lost))]
+        named = named[: next((i for i, x in enumerate(named) if not x.startswith("  ")), None)]
+        assert all(len(x) <= 80 and x.startswith("  ") for x in named), "\n".join(named)
+        assert any(x.startswith("    ") for x in named), "\n".join(named)  # one split in two
+        again = done.stdout.split("Verify again in a few minutes:\n")[1].splitlines()[0].strip()
+        assert again.startswith("klaviyo-backfill verify /") and KEY not in again, again
+        pasted = in_process(Path("/"), KEY, *shlex.split(again)[1:], clock=s.clock, columns=80)
+    assert pasted.returncode == ExitCode.SHORT, said(pasted)
+    assert pasted.stdout.count("order ") == done.stdout.count("order "), said(pasted)
+
+
+@pytest.mark.slow  # two sends and a verify on the stand-in's clock: 3 s
+@pytest.mark.e2e
+def test_the_verdict_counts_the_events_missing_order_by_order(tmp_path: Path) -> None:
+    """Another export's events in the same months fill the monthly rows: 46 events were
+    missing order by order, named above, and the verdict said "(2 event(s) missing; 46
+    order(s) named above)"."""
+    orders = [o for o in corpus.make_orders(300, 17, "shopify") if o.identifiable]
+    corpus.write_shopify_csv(orders[1::2], tmp_path / "other.csv")
+    corpus.write_shopify_csv(orders[::2], tmp_path / "orders.csv")
+    with st.StandIn(api_key=KEY) as s:
+        for name in ("other.csv", "orders.csv"):
+            sent = in_process(tmp_path, KEY, "send", name, "--base-url", s.url, *FAST,
+                              clock=s.clock)  # fmt: skip
+            assert sent.returncode == ExitCode.OK, said(sent)
+            s.faults = st.Faults(lost_after_ack=0.05, seed=11)  # the second export's lose some
+        done = in_process(tmp_path, KEY, "verify", "orders.csv", "--base-url", s.url, "--json",
+                          "v.json", clock=s.clock, columns=80)  # fmt: skip
+    missing = json.loads((tmp_path / "v.json").read_text())["per_order"]["events_missing"]
+    assert done.returncode == ExitCode.SHORT and missing > 0, said(done)
+    verdict = " ".join(done.stdout[done.stdout.index("SHORT: ") :].split())
+    assert f"({missing:,} event(s) missing;" in verdict, verdict

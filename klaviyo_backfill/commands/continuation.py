@@ -15,15 +15,18 @@ from ..options import DEFAULT_BASE_URL, DEFAULT_REVISION, SendOptions
 
 __all__ = ["continuation"]
 
+_SEND_ONLY = frozenset({"--rate-limit", "--concurrency", "--failures", "--output", "--tuning"})
+
 
 def _path(value: str) -> str:
     return value if value == "-" else os.path.abspath(value)
 
 
-def continuation(options: SendOptions, resume: bool = True) -> str:
-    """`klaviyo-backfill send <absolute paths> <options> --resume`, quoted for a shell."""
+def continuation(options: SendOptions, resume: bool = True, command: str = "send") -> str:
+    """`klaviyo-backfill send <absolute paths> <options> --resume`, quoted for a shell;
+    `command` "verify": the verify of the same job (the options verify takes)."""
     source = options.inputs
-    args = ["klaviyo-backfill", "send", *(_path(p) for p in source.paths)]
+    args = ["klaviyo-backfill", command, *(_path(p) for p in source.paths)]
     attributes = options.profile_attributes if options.profile_attributes != "latest" else None
     zone = source.timezone if source.timezone_given or source.timezone != "UTC" else None
     pairs: list[tuple[str, str | None]] = [
@@ -50,12 +53,12 @@ def continuation(options: SendOptions, resume: bool = True) -> str:
         ("--tuning", options.tuning),
     ]
     for flag, value in pairs:
-        if value:
+        if value and (command == "send" or flag not in _SEND_ONLY):
             args += [flag, value]
     if options.trigger_flows:
         args.append("--trigger-flows")
-    if options.resend:
+    if options.resend and command == "send":
         args.append("--resend")
-    if resume:
+    if resume and command == "send":
         args.append("--resume")
     return " ".join(shlex.quote(arg) for arg in args)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.padding import Padding
 from rich.table import Table
@@ -166,10 +167,15 @@ def _per_order(console: Console, proof: Proof, shown: int = 20) -> None:
         if not named:
             continue
         console.print(f"[{style}]{title}[/{style}]: {proof.orders[kind]:,}")
-        for f in named[:shown]:
-            where = f"{Path(f.source).name}:{f.line}"
-            console.print(f"  {where}  order {f.order_id}  {f.metric} {f.month}: {f.detail}",
-                          overflow="fold", highlight=False)  # fmt: skip
+        listed = [(f"{Path(f.source).name}:{f.line}  order {f.order_id}",
+                   f"{f.metric} {f.month}: {f.detail}") for f in named[:shown]]  # fmt: skip
+        whole = all(cell_len(f"  {order}  {what}") <= console.width for order, what in listed)
+        for order, what in listed:
+            if whole:
+                console.print(Text(f"  {order}  {what}"), overflow="fold")
+            else:  # each order on its line, what it lacks below: never folded to column 0
+                console.print(Padding(Text(order), (0, 0, 0, 2), expand=False))
+                console.print(Padding(Text(what), (0, 0, 0, 4), expand=False))
         more = proof.orders[kind] - min(shown, len(named))
         if more > 0:
             console.print(f"  ... and {more:,} more (--json or --html lists them).")
@@ -211,6 +217,8 @@ def _verdict(console: Console, result: Verification) -> None:
             console.print(f"[red]UNVERIFIED[/red]: {', '.join(map(str, result.unverified))}.")
     else:
         lost = sum(max(0, r.sent_count - r.klaviyo_count) for r in short)
+        if result.proof is not None:  # exact: a month's other events hide a shortfall in its row
+            lost = max(lost, result.proof.totals().missing)
         said = (f"[red]SHORT[/red]: {len(short):,} of {len(result.rows):,} rows hold less than "
                 f"the job sent ({lost:,} event(s) missing"
                 + (f"; {missing_orders:,} order(s) named above" if missing_orders else "")
@@ -221,8 +229,12 @@ def _verdict(console: Console, result: Verification) -> None:
         else:
             console.print(f"{said} [yellow]Not final[/yellow]: some of them were acknowledged "
                           f"in the last {PROCESSING_SECONDS // 60} minutes (or a send is still "
-                          "running), and Klaviyo processes accepted events with a delay. Run "
-                          "`klaviyo-backfill verify` again in a few minutes.")  # fmt: skip
+                          "running), and Klaviyo processes accepted events with a delay.")  # fmt: skip
+            if result.again:
+                console.print("Verify again in a few minutes:")
+                console.print(f"  {result.again}", soft_wrap=True, highlight=False, markup=False)
+            else:
+                console.print("Run `klaviyo-backfill verify` again in a few minutes.")
 
 
 def _unfinished_verdict(result: Verification) -> str:
