@@ -171,3 +171,31 @@ def test_the_verdict_counts_the_events_missing_order_by_order(tmp_path: Path) ->
     assert done.returncode == ExitCode.SHORT and missing > 0, said(done)
     verdict = " ".join(done.stdout[done.stdout.index("SHORT: ") :].split())
     assert f"({missing:,} event(s) missing;" in verdict, verdict
+
+
+@pytest.mark.slow  # two sends and a verify on the stand-in's clock: 2 s
+@pytest.mark.e2e
+def test_verify_of_an_unfinished_job_prints_its_continuation_whole(tmp_path: Path) -> None:
+    """An unfinished job's verdict folded the command that continues it into its sentence
+    ("Continue it with: klaviyo-backfill" / "send /tmp/... --base-url" / "http://..."): no
+    line of it could be pasted; and it counted "0 event(s) missing" from the monthly rows
+    while the orders read one by one lacked some."""
+    orders = [o for o in corpus.make_orders(300, 17, "shopify") if o.identifiable]
+    corpus.write_shopify_csv(orders[1::2], tmp_path / "other.csv")
+    corpus.write_shopify_csv(orders[::2], tmp_path / "orders.csv")
+    with st.StandIn(api_key=KEY) as s:
+        for name, *extra in (("other.csv",), ("orders.csv", "--limit", "100")):
+            sent = in_process(tmp_path, KEY, "send", name, "--base-url", s.url, *extra, *FAST,
+                              clock=s.clock)  # fmt: skip
+            assert sent.returncode == ExitCode.OK, said(sent)
+            s.faults = st.Faults(lost_after_ack=0.05, seed=11)  # the second export's lose some
+        done = in_process(tmp_path, KEY, "verify", "orders.csv", "--base-url", s.url, "--json",
+                          "v.json", clock=s.clock, columns=80)  # fmt: skip
+        doc = json.loads((tmp_path / "v.json").read_text())
+        assert doc["unfinished"] and doc["per_order"]["events_missing"] > 0, said(done)
+        verdict = " ".join(done.stdout[done.stdout.index("UNFINISHED: ") :].split())
+        assert f"({doc['per_order']['events_missing']:,} event(s) missing)" in verdict, verdict
+        command = done.stdout.split("Continue it with:\n")[1].splitlines()[0].strip()
+        assert command == doc["continue_with"], done.stdout
+        rest = run(Path("/"), KEY, *shlex.split(command)[1:], columns=80)
+    assert rest.returncode == ExitCode.OK, said(rest)

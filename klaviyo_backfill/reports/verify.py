@@ -199,7 +199,7 @@ def _verdict(console: Console, result: Verification) -> None:
     elif result.repair_hint:
         console.print(f"Repair: {result.repair_hint}", soft_wrap=True)
     if result.unfinished:
-        console.print(_unfinished_verdict(result))
+        _unfinished_verdict(console, result)
     elif not result.rows:
         console.print("Nothing to verify: the checkpoint holds no acknowledged events.")
     elif not short and not missing_orders:
@@ -237,20 +237,24 @@ def _verdict(console: Console, result: Verification) -> None:
                 console.print("Run `klaviyo-backfill verify` again in a few minutes.")
 
 
-def _unfinished_verdict(result: Verification) -> str:
-    """An unfinished job: what it sent so far is compared, and the verdict says it is not all."""
+def _unfinished_verdict(console: Console, result: Verification) -> None:
+    """An unfinished job: what it sent so far is compared, and the verdict says it is not all;
+    the command that continues it on a line of its own (whole, to be pasted)."""
     sent = sum(r.sent_count for r in result.rows)
     short = result.short
     missing = sum(max(0, r.sent_count - r.klaviyo_count) for r in short)
+    if result.proof is not None:  # exact: a month's other events hide a shortfall in its row
+        missing = max(missing, result.proof.totals().missing)
     so_far = (f"{len(short):,} of {len(result.rows):,} rows hold less than it sent so far "
-              f"({missing:,} event(s) missing)" if short else
+              f"({missing:,} event(s) missing)" if short or missing else
               f"Klaviyo holds the {sent:,} events it sent so far")  # fmt: skip
-    then = (f" Continue it with: {result.continuation}" if result.continuation else
-            " Continue it with `send ... --resume`.")  # fmt: skip
-    return (
-        f"[yellow]UNFINISHED[/yellow]: the job is {result.unfinished}; {so_far}. Not "
-        f"final: verify again once it has finished.{then}"
-    )
+    console.print(f"[yellow]UNFINISHED[/yellow]: the job is {result.unfinished}; {so_far}. Not "
+                  "final: verify again once it has finished.")  # fmt: skip
+    if result.continuation:
+        console.print("Continue it with:")
+        console.print(f"  {result.continuation}", soft_wrap=True, highlight=False, markup=False)
+    else:
+        console.print("Continue it with `send ... --resume`.")
 
 
 def verify_html(result: Verification) -> str:
