@@ -34,6 +34,8 @@ order is converted and becomes a rejection of that order, and the run goes on.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from enum import IntEnum
 from typing import Any
@@ -224,13 +226,18 @@ class WriteError(OutputError):
     """A file the run writes as it goes (the failures file, --log) could not be written (a
     full disk): the run stops there, resumable, naming the file."""
 
-    def __init__(self, what: str, path: str, exc: OSError, hint: str | None = None) -> None:
+    def __init__(
+        self, what: str, path: str, exc: OSError, option: str = "--failures FILE",
+        full_hint: str = "Free some space there, then run again.",
+    ) -> None:  # fmt: skip
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         BackfillError.__init__(
             self,
-            f"{what} {path} could not be written: {exc.strerror or exc}; the run stopped "
-            "there (nothing is lost)",
-            hint or "Free some space there, then run again.",
-        )
+            f"{what} {os.path.abspath(path)} could not be written: {exc.strerror or exc}; the "
+            "run stopped there (nothing is lost)",
+            full_hint if full else "Its folder cannot be written in (or is gone): run from a "
+            f"folder you may write in, or name the file with {option}, then run again.",
+        )  # fmt: skip
         self.broken_pipe = False
 
 
@@ -239,7 +246,7 @@ class LogError(WriteError):
     going on with a log that lacks its end."""
 
     def __init__(self, path: str, exc: OSError) -> None:
-        super().__init__("--log", path, exc,
+        super().__init__("--log", path, exc, "--log FILE",
                          "Free some space there (or name another --log file), then run again.")  # fmt: skip
 
 

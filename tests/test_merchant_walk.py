@@ -199,3 +199,18 @@ def test_verify_of_an_unfinished_job_prints_its_continuation_whole(tmp_path: Pat
         assert command == doc["continue_with"], done.stdout
         rest = run(Path("/"), KEY, *shlex.split(command)[1:], columns=80)
     assert rest.returncode == ExitCode.OK, said(rest)
+
+
+@pytest.mark.e2e
+def test_a_failures_file_that_cannot_be_created_is_not_called_a_full_disk(tmp_path: Path) -> None:
+    """A dry run from a folder it may not write in (`cd /`, a read-only share) stopped on
+    "failures file orders.failures.jsonl could not be written: No such file or directory" and
+    said "Free some space there": the disk was not full, and the file was named without the
+    folder it was to be in."""
+    corpus._patched_shopify_csv(corpus._clean_orders(), tmp_path / "orders.csv",
+                                {"Total": "-1.00"})  # fmt: skip
+    done = run(tmp_path, None, "send", "orders.csv", "--dry-run", "--failures", "nowhere/f.jsonl",
+               columns=80)  # fmt: skip
+    assert done.returncode == ExitCode.USAGE, said(done)
+    assert f"{tmp_path / 'nowhere' / 'f.jsonl'} could not be written" in done.stderr, said(done)
+    assert "space" not in done.stderr and "--failures FILE" in done.stderr, said(done)
