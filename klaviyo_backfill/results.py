@@ -189,10 +189,11 @@ class Preflight:
     flows: dict[str, list[Flow]] | None = None  # --trigger-flows: metric -> flows it starts
     api_held: HeldElsewhere | None = None  # orders another API sender holds already
     history: str = ""  # the account id send, status and verify keep this key's jobs under
+    stores: str | None = None  # why the send would be refused: orders held under another store
 
     @property
     def overlap(self) -> bool:
-        return bool(self.overlaps) or self.api_held is not None
+        return bool(self.overlaps) or self.api_held is not None or self.stores is not None
 
     def as_json(self) -> dict[str, Any]:
         from .pipeline.summary import describe
@@ -206,6 +207,7 @@ class Preflight:
             "held_by_another_api_sender": None
             if self.api_held is None
             else self.api_held.as_json(),
+            "held_under_another_store": self.stores,
             "other_integrations": [
                 {"metric": m.name, "integration": m.integration, "id": m.id} for m in self.others
             ],

@@ -133,7 +133,17 @@ def test_a_shop_is_refused_under_another_store_than_it_was_sent_with_and_another
             out = " ".join(said(refused).split())
             assert refused.returncode == 2, out
             assert "as sent with --store b:" in out and "Send this shop with --store b" in out
+            # preflight says so first, in the send's words (exit 6, as for an overlap)
+            told = cli(tmp_path, s, "preflight", "b.csv", *wrong, "--json", "p.json")
+            out = " ".join(said(told).split())
+            assert told.returncode == ExitCode.OVERLAP == 6, out
+            assert "Held under another store: the send would be refused" in out
+            held = json.loads((tmp_path / "p.json").read_text())["held_under_another_store"]
+            assert "as sent with --store b:" in held and "Send this shop with --store b" in held
         assert len(s.requests) == requests  # nothing sent
+        told = cli(tmp_path, s, "preflight", "b.csv", "--store", "b", "--json", "p.json")
+        assert told.returncode == 0, said(told)
+        assert json.loads((tmp_path / "p.json").read_text())["held_under_another_store"] is None
 
 
 def test_preflight_of_a_store_names_orders_held_without_a_store_not_another_stores(

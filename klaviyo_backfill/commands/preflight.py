@@ -17,6 +17,7 @@ from ..pipeline.job import job_from
 from ..pipeline.stages import export_pass
 from ..presend.delta import Elsewhere
 from ..presend.overlap import held_by_api, other_counts, read_config
+from ..presend.stores import StoresCheck
 from ..proof.orders import HeldElsewhere
 from ..proof.reconcile import overlaps
 from ..results import Preflight
@@ -42,12 +43,16 @@ def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: 
     path = account_ledger_path(history)
     api_placed = any(m.via_api and m.name == PLACED for m in metrics)
     ledger = AccountLedger(path) if api_placed and (path.exists() or path.is_symlink()) else None
+    stores = StoresCheck.needed(job, path, read_only=True)  # the send's stores check
     try:
         rule = Elsewhere(frozenset(), ledger)  # the send's rule (presend/delta.py)
-        stats, bodies = export_pass(job, ids, lambda order: not rule.ours(order.events))
+        stats, bodies = export_pass(job, ids, lambda order: not rule.ours(order.events), stores)
+        refused = None if stores is None else stores.refusal()
     finally:
         if ledger is not None:
             ledger.close()
+        if stores is not None:
+            stores.close()
     names = {metric for metric, _ in stats.metric_months}
     others = [m for m in metrics if not m.via_api and m.name in names]
     api = {m.name: m for m in metrics if m.via_api and m.name in names}
@@ -59,6 +64,8 @@ def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: 
     )
     report.overlaps = overlaps(stats.metric_months, counts)
     report.history = history
+    if refused is not None:
+        report.stores = f"{refused.message}. {refused.hint}"
     placed = api.get(PLACED)
     if placed is not None:
         placed_months = {k: n for k, n in stats.metric_months.items() if k[0] == PLACED}

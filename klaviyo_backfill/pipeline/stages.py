@@ -20,7 +20,7 @@ from ..errors import (
     OutputError,
 )
 from ..mapping.events import Never
-from ..presend.latest import Latest
+from ..presend.latest import Latest, stamps
 from ..state.failures import Failures
 from ..state.files import open_private
 from .orders import mapped_orders
@@ -29,6 +29,7 @@ from .summary import Stats
 if TYPE_CHECKING:  # annotations only
     from ..mapping.encode import Encoder, Request
     from ..presend.delta import Delta
+    from ..presend.stores import StoresCheck
     from ..presend.survey import Survey
     from ..state.account_ledger import AccountLedger
     from .job import Job
@@ -56,11 +57,18 @@ def profiles_for(
     account: AccountLedger | None = None,
     survey: Survey | None = None,
     built: Latest | None = None,
+    stores: StoresCheck | None = None,
 ) -> Iterator[Job]:
     """The job with its rule for which orders carry profile attributes (`--profile-attributes`):
     `latest` reads the exports once first (latest.py), unless a `survey` read them already or
-    the overlap check `built` the table in its own pass (the table is closed here)."""
+    the overlap check `built` the table in its own pass (the table is closed here). Given
+    the `stores` check, that first reading shows it each order (a pass of its own where
+    there is no table to build)."""
 
+    if stores is not None and (job.profile_attributes != "latest" or survey or built):
+        for _ in stamps(job, None, None, stores):
+            pass
+        stores = None
     if job.profile_attributes == "all":
         yield job
         return
@@ -74,7 +82,9 @@ def profiles_for(
     elif built is not None:
         latest = built
     else:
-        latest = Latest.build(job, delta if delta is not None and not delta.empty else None)
+        latest = Latest.build(
+            job, delta if delta is not None and not delta.empty else None, None, stores
+        )
     latest.account = account
     try:
         yield replace(job, attributes=latest)
@@ -119,13 +129,14 @@ def assembled(
     failures: Failures,
     ids: set[str] | None = None,
     keep: Callable[[MappedOrder], bool] | None = None,
+    stores: StoresCheck | None = None,
 ) -> Iterator[Iterator[Request]]:
     """Stage one and two as every command that sends nothing runs them (a dry run, `inspect`,
     `preflight`): the job's request bodies, with the profile rule a send applies (the
     `latest` pass first), so each sees what the send sends. A send adds its checkpoint, the
     account and its resume point to the same stages (commands/send.py)."""
     encoder = job.endpoint.encoder(job.backfill)
-    with profiles_for(job) as ready:
+    with profiles_for(job, stores=stores) as ready:
         mapped = orders(ready, encoder, stats, failures)
         yield requests(mapped if ids is None else _noting(mapped, ids, keep), encoder)
 
@@ -140,14 +151,17 @@ def _noting(
 
 
 def export_pass(
-    job: Job, ids: set[str] | None = None, keep: Callable[[MappedOrder], bool] | None = None
+    job: Job,
+    ids: set[str] | None = None,
+    keep: Callable[[MappedOrder], bool] | None = None,
+    stores: StoresCheck | None = None,
 ) -> tuple[Stats, int]:
     """The export read as a dry run reads it: its statistics (events per metric and UTC
     month among them) and the request bodies a send would make; the ids of the orders it
     would send into `ids`, given a set, those `keep` says (preflight: the orders another API
     sender may hold, not those whose Placed Order this tool sent)."""
     stats = Stats()
-    with assembled(job, stats, Failures(None), ids, keep) as bodies:
+    with assembled(job, stats, Failures(None), ids, keep, stores) as bodies:
         count = sum(1 for _ in bodies)
     return stats, count
 

@@ -58,13 +58,14 @@ class StoresCheck:
         self._batch: list[tuple[str, str, str, float]] = []  # store, id, who, time
 
     @classmethod
-    def needed(cls, job: Job, account: Path) -> StoresCheck | None:
+    def needed(cls, job: Job, account: Path, read_only: bool = False) -> StoresCheck | None:
         """The check for a send to the account whose ledger is at `account`, where it can
         find anything: the ledger knows a store other than the job's (or orders sent without
-        one), or a layout names a store column. The caller closes it (`close`)."""
-        if not account.exists() and not rows_name_stores(job):  # a new account holds nothing
-            return None
-        ledger = AccountLedger(account)
+        one), or a layout names a store column. `read_only`: to tell (preflight), noting
+        nothing. The caller closes it (`close`)."""
+        if not account.exists() and (read_only or not rows_name_stores(job)):
+            return None  # a new account holds nothing
+        ledger = AccountLedger(account, read_only=read_only)
         check = cls(job, ledger)
         if check.known - {job.store or ""} or rows_name_stores(job):
             return check
@@ -103,17 +104,23 @@ class StoresCheck:
 
     def end(self) -> None:
         """After the reading: refuse the send, or note the stores its rows named."""
+        refused = self.refusal()
+        if refused is not None:
+            raise refused
+        for store in self.named - self.known:
+            self.ledger.sending_for(store)
+
+    def refusal(self) -> UsageError | None:
+        """After the reading: why the send is refused, if it is."""
         self._look_up()
         if not self.found:
-            for store in self.named - self.known:
-                self.ledger.sending_for(store)
-            return
+            return None
         count = sum(self.found.values())
         store, _ = self.found.most_common(1)[0]
         job = self.job
         this = f"with --store {job.store}" if job.store else "without --store"
         again = f"with --store {store}" if store else "without --store"
-        raise UsageError(
+        return UsageError(
             f"this account holds {count:,} of these orders (e.g. {', '.join(self.ids)}) as "
             f"sent {_sent(store)}: sent {this} they would get new unique ids, and Klaviyo "
             "would hold each twice",

@@ -468,6 +468,9 @@ def preflight_report(console: Console, report: Preflight) -> None:
     elif report.scopes.get("events:read") is False:
         console.print("[yellow]Warning[/yellow]: the key cannot read events (events:read): "
                       "orders another API sender holds were not looked for.")  # fmt: skip
+    if report.stores is not None:  # the send's refusal, as it would say it
+        console.print(f"[red]Held under another store[/red]: the send would be refused: "
+                      f"{lit(report.stores)}")  # fmt: skip
 
 
 def inspect_html(stats: Stats) -> str:
