@@ -214,3 +214,29 @@ def test_a_failures_file_that_cannot_be_created_is_not_called_a_full_disk(tmp_pa
     assert done.returncode == ExitCode.USAGE, said(done)
     assert f"{tmp_path / 'nowhere' / 'f.jsonl'} could not be written" in done.stderr, said(done)
     assert "space" not in done.stderr and "--failures FILE" in done.stderr, said(done)
+
+
+@pytest.mark.slow  # a send, a verify and a repair on the stand-in's clock: 3 s
+@pytest.mark.e2e
+def test_a_repair_does_not_call_the_orders_it_skips_held_as_sent(tmp_path: Path) -> None:
+    """A repair's summary counted every order not in its file as "skipped: held as sent (not
+    in the repair)": the export's orders the send had rejected (nobody to attribute them to)
+    among them, which Klaviyo never held."""
+    orders = corpus.make_orders(200, 17, "shopify")
+    unsendable = sum(not o.identifiable for o in orders)
+    corpus.write_shopify_csv(orders, tmp_path / "orders.csv")
+    with st.StandIn(api_key=KEY, faults=st.Faults(lost_after_ack=0.03, seed=11)) as s:
+        sent = in_process(tmp_path, KEY, "send", "orders.csv", "--base-url", s.url, *FAST,
+                          clock=s.clock)  # fmt: skip
+        assert sent.returncode == ExitCode.REJECTED and unsendable, said(sent)
+        done = in_process(tmp_path, KEY, "verify", "orders.csv", "--base-url", s.url, "--json",
+                          "v.json", clock=s.clock)  # fmt: skip
+        command = json.loads((tmp_path / "v.json").read_text())["repair_command"]
+        assert command, said(done)
+        repaired = in_process(Path("/"), KEY, *shlex.split(command)[1:], "--summary-json",
+                              str(tmp_path / "r.json"), *FAST, clock=s.clock)  # fmt: skip
+    assert repaired.returncode == ExitCode.OK, said(repaired)
+    summary = json.loads((tmp_path / "r.json").read_text())
+    assert summary["orders_read"] == len(orders), summary
+    rest = summary["orders_read"] - summary["orders_mapped"] - summary["orders_rejected"]
+    assert summary["skipped"] == {"not listed in the repair file": rest} and rest > unsendable

@@ -148,8 +148,9 @@ def repair(
                                only=only)  # fmt: skip
             complete = not (outcome.interrupted or outcome.error or outcome.limited)
             absent = _not_found(session.ledger, only.orders) if complete else 0
-    skipped = outcome.stats.skipped  # the orders the repair does not list: held as sent
-    skipped["held as sent (not in the repair)"] = skipped.pop("already sent (checkpoint)", 0)
+    skipped = outcome.stats.skipped  # the orders the repair does not list: held as sent, or
+    # never sent (the send rejected them): not mapped, so not told apart
+    skipped["not listed in the repair file"] = skipped.pop("already sent (checkpoint)", 0)
     if absent:
         outcome.stats.warnings[NOT_FOUND] += absent
     return outcome
