@@ -240,3 +240,21 @@ def test_a_repair_does_not_call_the_orders_it_skips_held_as_sent(tmp_path: Path)
     assert summary["orders_read"] == len(orders), summary
     rest = summary["orders_read"] - summary["orders_mapped"] - summary["orders_rejected"]
     assert summary["skipped"] == {"not listed in the repair file": rest} and rest > unsendable
+
+
+@pytest.mark.e2e
+def test_status_of_every_job_sets_the_jobs_apart(tmp_path: Path) -> None:
+    """`status` without a path ran one job's block into the next: the command that continues
+    one job, then at once the next one's " Account" line (no rule, no blank line)."""
+    orders = [o for o in corpus.make_orders(40, seed=5, platform="shopify") if o.identifiable]
+    corpus.write_shopify_csv(orders[:10], tmp_path / "march.csv")
+    corpus.write_shopify_csv(orders[10:], tmp_path / "april.csv")
+    with st.StandIn(api_key=KEY, port=free_port()) as s:
+        for name in ("march.csv", "april.csv"):
+            sent = run(tmp_path, KEY, "send", name, "--base-url", s.url, *FAST)
+            assert sent.returncode == ExitCode.OK, said(sent)
+    listed = run(Path("/"), None, "status", columns=80)
+    assert listed.returncode == ExitCode.OK, said(listed)
+    blocks = listed.stdout.split("\n\n")
+    assert len(blocks) == 3 and blocks[0].startswith("Jobs in "), listed.stdout  # then 2 jobs
+    assert all(b.lstrip().startswith("Account") for b in blocks[1:]), listed.stdout

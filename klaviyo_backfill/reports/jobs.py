@@ -63,6 +63,7 @@ def jobs_report(console: Console, found: list[tuple[Path, Ledger]], folder: Path
     console.print(f"Jobs in {folder} ({len(found)})", soft_wrap=True, highlight=False,
                   markup=False)  # fmt: skip
     for path, ledger in found:
+        console.print()  # a blank line sets each job apart
         console.print(_job_table(ledger))
         for label, value in (("Export", _exports(ledger)), ("Checkpoint file", str(path)),
                              ("Failures file", ledger.get("failures") or "(not recorded)")):  # fmt: skip
