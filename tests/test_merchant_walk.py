@@ -3,6 +3,8 @@ defect found that way, run through the real console script at 80 columns."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shlex
 from pathlib import Path
@@ -258,3 +260,49 @@ def test_status_of_every_job_sets_the_jobs_apart(tmp_path: Path) -> None:
     blocks = listed.stdout.split("\n\n")
     assert len(blocks) == 3 and blocks[0].startswith("Jobs in "), listed.stdout  # then 2 jobs
     assert all(b.lstrip().startswith("Account") for b in blocks[1:]), listed.stdout
+
+
+def _stray_quote(path: Path) -> int:
+    """A '"' opening the last field of an order's row whose next row is another order's: the
+    physical line of that row."""
+    lines = path.read_bytes().split(b"\r\n")
+    for i in range(1, len(lines) - 1):
+        here, there = lines[i].split(b",", 1)[0], lines[i + 1].split(b",", 1)[0]
+        if (
+            here.startswith(b"#")
+            and there.startswith(b"#")
+            and here != there
+            and b'"' not in lines[i]
+        ):
+            head, last = lines[i].rsplit(b",", 1)
+            lines[i] = head + b',"' + last
+            path.write_bytes(b"\r\n".join(lines))
+            return i + 1
+    raise AssertionError("no row to spoil")
+
+
+@pytest.mark.e2e
+def test_a_stray_quote_that_swallows_the_next_order_stops_the_file(tmp_path: Path) -> None:
+    """A '"' left in one row's last field joined it with the next order's row: that order
+    was read as part of a field and never counted (2,499 orders read of 2,500, no
+    rejection, no warning)."""
+    orders = [o for o in corpus.make_orders(60, seed=5, platform="shopify") if o.identifiable]
+    corpus.write_shopify_csv(orders, tmp_path / "orders.csv")
+    line = _stray_quote(tmp_path / "orders.csv")
+    done = run(tmp_path, None, "send", "orders.csv", "--dry-run", columns=80)
+    assert done.returncode == ExitCode.USAGE, said(done)
+    assert f"orders.csv:{line}: " in done.stderr and "stray" in done.stderr, said(done)
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.e2e
+def test_multi_line_notes_and_a_trailing_empty_column_are_no_stray_quote(tmp_path: Path) -> None:
+    orders = [o for o in corpus.make_orders(60, seed=5, platform="shopify") if o.identifiable]
+    corpus.write_shopify_csv(orders, tmp_path / "orders.csv")
+    text = (tmp_path / "orders.csv").read_text(encoding="utf-8")
+    assert "\n" in "".join(c for row in csv.reader(io.StringIO(text)) for c in row), "no note"
+    (tmp_path / "orders.csv").write_text(text.replace("\r\n", ",\r\n"), encoding="utf-8")
+    done = run(tmp_path, None, "send", "orders.csv", "--dry-run", columns=80)
+    assert done.returncode == ExitCode.OK, said(done)
+    read = done.stdout.split("Orders read")[1].split("\n")[0]
+    assert f" {len(orders)} " in read, done.stdout

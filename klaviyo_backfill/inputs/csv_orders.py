@@ -77,6 +77,8 @@ class _CsvOrders:
         self.skip = skip
         self.store = store  # `--store`: the store of an order whose row names none
         self.width = len(header)
+        self.header = header
+        self.delimiter = layout.options.delimiter or ","
         named: dict[str, tuple[Source, ...]] = {
             k: layout.order[k] for k in ("id", "store") if k in layout.order
         }
@@ -381,6 +383,8 @@ def _group_rows(
             continue  # blank line
         if len(row) < orders.width // 2:
             folded = row_line, len(row)
+        elif len(row) != orders.width and "\n" in "".join(row):
+            _no_stray_quote(orders, row, row_line)
         value = row[key].strip() if key is not None and key < len(row) else ""
         if rows and (key is None or value != current):
             yield rows, start_line, start_offset, row_offset
@@ -400,6 +404,29 @@ def _group_rows(
         if folded is not None:
             raise _folded(orders, *folded)
         yield rows, start_line, start_offset, lines.offset
+
+
+def _no_stray_quote(orders: _CsvOrders, row: list[str], line: int) -> None:
+    """A row of another length than the header whose field holds a line break followed by a
+    row (its delimiters, with the fields that follow this one, are about a whole row's): a
+    stray '"' opened that field, and the rows after it were read into it until the next
+    quote; read on, their orders would be lost without a word."""
+    whole = orders.width - 1  # a row's delimiters
+    for i, field in enumerate(row):
+        parts = [part.count(orders.delimiter) for part in field.split("\n")[1:]]
+        if parts:  # a row swallowed whole, or the start of one whose end follows this field
+            parts[-1] += len(row) - 1 - i
+        if any(abs(count - whole) <= 3 for count in parts):
+            name = orders.header[i] if i < len(orders.header) else f"column {i + 1}"
+            raise InputError(
+                orders.path,
+                f"a quote opens the field {name!r} (column {i + 1}) and runs into the rows "
+                "after it: a stray '\"' joined them into this one, and their orders would be "
+                "lost",
+                line,
+                hint='Remove that quote (or double it: "") in the file, or export the orders '
+                "again.",
+            )
 
 
 def _folded(orders: _CsvOrders, line: int, fields: int) -> InputError:
