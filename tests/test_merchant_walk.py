@@ -306,3 +306,20 @@ def test_multi_line_notes_and_a_trailing_empty_column_are_no_stray_quote(tmp_pat
     assert done.returncode == ExitCode.OK, said(done)
     read = done.stdout.split("Orders read")[1].split("\n")[0]
     assert f" {len(orders)} " in read, done.stdout
+
+
+@pytest.mark.e2e
+def test_a_csv_sorted_in_a_spreadsheet_says_its_rows_must_be_adjacent(tmp_path: Path) -> None:
+    """A Shopify export sorted by SKU in a spreadsheet: each order's later rows (Name, Email,
+    Created at and the line item: no Total, Currency or status) were rejected as "total:
+    missing order total", hundreds of them, without a word of why."""
+    orders = [o for o in corpus.make_orders(60, seed=5, platform="shopify") if o.identifiable]
+    corpus.write_shopify_csv(orders, tmp_path / "orders.csv")
+    rows = list(csv.reader(io.StringIO((tmp_path / "orders.csv").read_text(encoding="utf-8"))))
+    sku = rows[0].index("Lineitem sku")
+    with open(tmp_path / "sorted.csv", "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([rows[0], *sorted(rows[1:], key=lambda r: r[sku])])
+    done = run(tmp_path, None, "send", "sorted.csv", "--dry-run", columns=80)
+    assert done.returncode == ExitCode.REJECTED, said(done)
+    reasons = {str(r["detail"]) for r in _failures(tmp_path, "sorted.failures.jsonl")}
+    assert reasons and all("must be adjacent" in r for r in reasons), reasons

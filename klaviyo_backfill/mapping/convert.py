@@ -27,7 +27,7 @@ __all__ = ["EARLIEST", "Converter", "Settings", "earliest_for", "to_order"]
 EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)  # Klaviyo rejects events before 1990
 _FUTURE = "more than a year in the future"  # Klaviyo rejects events past a year from now
 _ORPHAN_ROWS = (  # a CSV order's later rows, apart from its first: the export is out of order
-    "line item rows without their order's first row (no date, no total): the rows of one "
+    "line item rows without their order's first row (no date or no total): the rows of one "
     "order must be adjacent; sort the export by order"
 )
 _FLOOR_1990_FROM = "2026-07-15"  # the first API revision that takes them: before it, 2000
@@ -133,6 +133,8 @@ class Converter:
         if total is not None and total < 0:
             raise FieldError("total", fields.get("total"), _NEGATIVE_TOTAL)
         if total is None:
+            if self.total_required and self._orphan(raw):
+                raise FieldError("order", None, _ORPHAN_ROWS)
             if self.total_required:
                 raise FieldError("total", None, "missing order total")
             total = sum((line.price * line.quantity for line in lines), Decimal(0))
@@ -175,6 +177,13 @@ class Converter:
         if raw.notes:
             order.warnings.extend(raw.notes)
         return order
+
+    def _orphan(self, raw: RawOrder) -> bool:
+        """A CSV order's later rows apart from its first (a spreadsheet sorted the file): line
+        items, and none of what only an order's first row holds (total, currency, status)."""
+        fields = raw.fields
+        return (bool(raw.lines) and self.layout.kind == "csv"
+                and not any(fields.get(k) for k in ("total", "currency", "status")))  # fmt: skip
 
     def currency(self, fields: dict[str, Any], order: Order) -> str:
         code = _text(fields.get("currency")) or self.settings.currency or self.options.currency
