@@ -323,3 +323,17 @@ def test_a_csv_sorted_in_a_spreadsheet_says_its_rows_must_be_adjacent(tmp_path: 
     assert done.returncode == ExitCode.REJECTED, said(done)
     reasons = {str(r["detail"]) for r in _failures(tmp_path, "sorted.failures.jsonl")}
     assert reasons and all("must be adjacent" in r for r in reasons), reasons
+
+
+@pytest.mark.e2e
+def test_a_binary_file_is_not_called_utf_16(tmp_path: Path) -> None:
+    """A program's file saved as orders.csv: "The file looks like UTF-16: try --encoding
+    utf-16."; tried, "cannot be decoded as utf-16 ... The file looks like UTF-16: try
+    --encoding utf-16." again."""
+    blob = bytes(range(256)) * 8 + b"\x00\x00\x01\x00" * 300  # an executable's bytes, say
+    (tmp_path / "orders.csv").write_bytes(b"\x7fELF\x02\x01\x01\x00" + blob)
+    for extra in ([], ["--encoding", "utf-16"]):
+        done = run(tmp_path, None, "send", "orders.csv", "--dry-run", *extra, columns=80)
+        assert done.returncode == ExitCode.USAGE, said(done)
+        assert "orders.csv" in done.stderr and "UTF-16" not in done.stderr, said(done)
+        assert "not text" in done.stderr, said(done)

@@ -240,16 +240,27 @@ def open_text(path: str, encoding: str) -> TextIO:
         raise InputError(path, f"unknown encoding {encoding!r}") from None
 
 
+def _utf16(data: bytes) -> bool:
+    """UTF-16 text: a byte order mark, or mostly NULs in every other byte (its ASCII)."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return True
+    sample = data[:65536]
+    half = len(sample) // 2
+    zeros = sorted((sample[0::2].count(0), sample[1::2].count(0)))
+    return half > 0 and zeros[1] > half // 2 and zeros[0] < half // 10
+
+
 def decode_error(path: str, exc: UnicodeError, encoding: str, line: int | None) -> InputError:
     if not isinstance(exc, UnicodeDecodeError):  # e.g. utf-16 asked of a file without its BOM
         return InputError(path, f"cannot be decoded as {encoding} ({exc})", line,
                           hint="Name the file's own encoding with --encoding, or leave it out for UTF-8.")  # fmt: skip
     data = bytes(exc.object)
-    if (
-        data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-        or data.count(0) > len(data) // 4
-    ):
+    asked16 = encoding.lower().replace("-", "").replace("_", "").startswith("utf16")
+    if _utf16(data) and not asked16:
         hint = "The file looks like UTF-16: try --encoding utf-16."
+    elif 0 in data[:65536] and not _utf16(data):
+        hint = ("It is not text (a program's or a spreadsheet's own file?): give the orders "
+                "export, saved as CSV.")  # fmt: skip
     else:
         hint = "Try --encoding latin-1 (or cp1252) if the file was saved by Excel."
     return InputError(
