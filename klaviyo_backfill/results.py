@@ -190,6 +190,7 @@ class Preflight:
     api_held: HeldElsewhere | None = None  # orders another API sender holds already
     history: str = ""  # the account id send, status and verify keep this key's jobs under
     stores: str | None = None  # why the send would be refused: orders held under another store
+    held_here: int = 0  # orders whose Placed Order this tool sent the account already
 
     @property
     def overlap(self) -> bool:
@@ -208,6 +209,7 @@ class Preflight:
             if self.api_held is None
             else self.api_held.as_json(),
             "held_under_another_store": self.stores,
+            "held_by_this_account": self.held_here,
             "other_integrations": [
                 {"metric": m.name, "integration": m.integration, "id": m.id} for m in self.others
             ],

@@ -337,3 +337,23 @@ def test_a_binary_file_is_not_called_utf_16(tmp_path: Path) -> None:
         assert done.returncode == ExitCode.USAGE, said(done)
         assert "orders.csv" in done.stderr and "UTF-16" not in done.stderr, said(done)
         assert "not text" in done.stderr, said(done)
+
+
+@pytest.mark.e2e
+def test_preflight_of_next_months_export_counts_what_the_account_holds(tmp_path: Path) -> None:
+    """Next month's export (the old orders and new ones) to an account that holds the old:
+    preflight said "(40 would be sent)" and a request count for all of them; the send then
+    skipped the 30 the account held. A merchant reading 40 fears them counted twice."""
+    orders = [o for o in corpus.make_orders(60, seed=5, platform="shopify") if o.identifiable]
+    corpus.write_shopify_csv(orders[:30], tmp_path / "orders.csv")
+    with st.StandIn(api_key=KEY) as s:
+        first = in_process(tmp_path, KEY, "send", "orders.csv", "--base-url", s.url, *FAST,
+                           clock=s.clock)  # fmt: skip
+        assert first.returncode == ExitCode.OK, said(first)
+        corpus.write_shopify_csv(orders, tmp_path / "orders.csv")  # next month's, saved over
+        done = in_process(tmp_path, KEY, "preflight", "orders.csv", "--base-url", s.url,
+                          "--json", "p.json", clock=s.clock, columns=80)  # fmt: skip
+    assert done.returncode == ExitCode.OK, said(done)
+    assert json.loads((tmp_path / "p.json").read_text())["held_by_this_account"] == 30
+    text = " ".join(done.stdout.split())
+    assert f"{len(orders)} ({len(orders)} would be sent; 30 of them this" in text, text

@@ -27,6 +27,7 @@ from .account import settled, unread
 
 if TYPE_CHECKING:  # annotations only
     from ..klaviyo.reading import Account, Flow, Metric, ReadConfig
+    from ..pipeline.orders import MappedOrder
     from ..pipeline.summary import Stats
     from ..proof.reconcile import OtherCounts
 
@@ -44,9 +45,17 @@ def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: 
     api_placed = any(m.via_api and m.name == PLACED for m in metrics)
     ledger = AccountLedger(path) if api_placed and (path.exists() or path.is_symlink()) else None
     stores = StoresCheck.needed(job, path, read_only=True)  # the send's stores check
+    held_here = 0  # orders this tool sent the account already: a send skips them unchanged
+
+    def not_ours(order: MappedOrder) -> bool:
+        nonlocal held_here
+        ours = rule.ours(order.events)
+        held_here += ours
+        return not ours
+
     try:
         rule = Elsewhere(frozenset(), ledger)  # the send's rule (presend/delta.py)
-        stats, bodies = export_pass(job, ids, lambda order: not rule.ours(order.events), stores)
+        stats, bodies = export_pass(job, ids, not_ours, stores)
         refused = None if stores is None else stores.refusal()
     finally:
         if ledger is not None:
@@ -64,6 +73,7 @@ def preflight(options: SendOptions, ask_key: Callable[[], str | None] = lambda: 
     )
     report.overlaps = overlaps(stats.metric_months, counts)
     report.history = history
+    report.held_here = held_here
     if refused is not None:
         report.stores = f"{refused.message}. {refused.hint}"
     placed = api.get(PLACED)

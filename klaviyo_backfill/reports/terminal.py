@@ -420,7 +420,9 @@ def preflight_report(console: Console, report: Preflight) -> None:
     elif report.history:  # remembered from a run when the key could read it
         table.add_row("Account", f"{lit(report.history)} (this key's, as read before: it may "
                       "not read accounts:read now)")  # fmt: skip
-    table.add_row("Orders", f"{stats.orders_read:,} ({stats.orders_mapped:,} would be sent)")
+    held = (f"; {report.held_here:,} of them this account holds already: a send skips those "
+            "unchanged" if report.held_here else "")  # fmt: skip
+    table.add_row("Orders", f"{stats.orders_read:,} ({stats.orders_mapped:,} would be sent{held})")
     _not_sent(table, stats)
     for metric in METRICS:
         if stats.events[metric]:
