@@ -339,6 +339,7 @@ def test_a_binary_file_is_not_called_utf_16(tmp_path: Path) -> None:
         assert "not text" in done.stderr, said(done)
 
 
+@pytest.mark.slow  # a send and a preflight on the stand-in's clock: 1.5 s
 @pytest.mark.e2e
 def test_preflight_of_next_months_export_counts_what_the_account_holds(tmp_path: Path) -> None:
     """Next month's export (the old orders and new ones) to an account that holds the old:
