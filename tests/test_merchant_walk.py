@@ -358,3 +358,15 @@ def test_preflight_of_next_months_export_counts_what_the_account_holds(tmp_path:
     assert json.loads((tmp_path / "p.json").read_text())["held_by_this_account"] == 30
     text = " ".join(done.stdout.split())
     assert f"{len(orders)} ({len(orders)} would be sent; 30 of them this" in text, text
+
+
+@pytest.mark.e2e
+def test_a_time_zone_in_the_wrong_case_is_named_as_it_is_spelt(tmp_path: Path) -> None:
+    """`--timezone europe/berlin`: "unknown time zone", and an example, America/New_York; the
+    zone meant is one letter's case away."""
+    corpus.write_woo_csv(corpus.make_orders(5, seed=5, platform="woocommerce"),
+                         tmp_path / "orders.csv")  # fmt: skip
+    done = run(tmp_path, None, "send", "orders.csv", "--dry-run", "--timezone", "europe/berlin",
+               columns=80)  # fmt: skip
+    assert done.returncode == ExitCode.USAGE, said(done)
+    assert "Europe/Berlin" in done.stderr, said(done)

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import phonenumbers
 from dateutil import parser as dateutil_parser
@@ -274,9 +274,12 @@ def zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
+        meant = [z for z in available_timezones() if z.lower() == name.strip().lower()]
         raise UsageError(
-            f"unknown time zone {name!r}", "Use an IANA name such as America/New_York or UTC."
-        ) from None
+            f"unknown time zone {name!r}",
+            f"Did you mean {sorted(meant)[0]}? (IANA names are spelt with their capitals)" if meant
+            else "Use an IANA name such as America/New_York or UTC.",
+        ) from None  # fmt: skip
 
 
 @lru_cache(maxsize=256)
