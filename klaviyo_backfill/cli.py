@@ -403,7 +403,10 @@ def _send_exit(console: Console, outcome: SendOutcome) -> int:
     if error is not None:  # told at the edge, after what the run did
         if isinstance(error, OutputError) and error.broken_pipe:
             _quiet_stdout()
-        resumable = isinstance(error, GaveUp | OutputError | CheckpointError)
+        # a refusal (a key revoked mid-send) after orders settled: their checkpoint is kept
+        resumable = isinstance(error, GaveUp | OutputError | CheckpointError) or (
+            isinstance(error, SendError) and outcome.kept
+        )
         raise Stopped(error, then if resumable else None)
     if outcome.limited:
         click.echo("Stopped at --limit: the rest of the export is not sent yet. Rerun the same\n"

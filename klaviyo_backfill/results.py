@@ -62,6 +62,7 @@ class SendOutcome:
     continuation: str | None = None  # the command that continues the job (any folder)
     limited: bool = False  # stopped at its --limit: the rest is not sent yet
     account: str | None = None  # the Klaviyo account its history is kept under (account.py)
+    kept: bool = True  # its checkpoint kept (False: a job refused before any order settled)
 
 
 class Watcher(Protocol):

@@ -97,6 +97,31 @@ def test_the_log_ends_with_the_error_that_stopped_the_run(tmp_path: Path) -> Non
 
 
 @pytest.mark.e2e
+def test_a_key_revoked_mid_send_says_how_to_continue_with_the_new_key(tmp_path: Path) -> None:
+    """Orders settled before the key was revoked: the checkpoint is kept, and the error is
+    followed by the command that continues it (it said only that the key was refused); with
+    the account's new key, pasted from another folder, it sends the rest and each event once."""
+    corpus.write_shopify_csv(corpus.make_orders(40, seed=5, platform="shopify"),
+                             tmp_path / "orders.csv")  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with st.StandIn(api_key=KEY, port=free_port()) as s:
+        _revoking(s, after=12)  # a few whole orders settled (one event a request)
+        done = run(tmp_path, KEY, "send", "orders.csv", "--base-url", s.url, "--endpoint",
+                   "single", "--concurrency", "1", *FAST, columns=80)  # fmt: skip
+        assert done.returncode == ExitCode.REFUSED, said(done)
+        assert "When that is fixed, continue with:" in done.stderr, said(done)
+        command = done.stderr.split("continue with:\n")[1].strip().splitlines()[0]
+        assert command.endswith("--resume") and KEY not in done.stderr + done.stdout
+        stored = len(s.events)
+        assert stored > 0
+        args = shlex.split(command)[1:]
+        again = run(elsewhere, NEW_KEY, *args, columns=80)
+        assert again.returncode in (ExitCode.OK, ExitCode.REJECTED), said(again)
+        assert len(s.events) > stored and len(s.keys()) == len(s.events)  # each once
+
+
+@pytest.mark.e2e
 def test_the_printed_continuation_keeps_date_order_and_delimiter(tmp_path: Path) -> None:
     """`--since 01/06/2016 --date-order dmy`: the command printed to send the rest kept
     `--since 01/06/2016` without `--date-order`, and pasted it stopped at once (exit 2, "could

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ..errors import BackfillError, BackfillWarning, ExitCode, Stopped, UnfinishedRun
+from ..errors import BackfillError, BackfillWarning, ExitCode, SendError, Stopped, UnfinishedRun
 
 __all__ = ["ask_key", "edge", "quiet_stdout", "resume_command"]
 
@@ -36,8 +36,13 @@ def edge(func: Callable[..., int]) -> Callable[..., None]:
         except Stopped as exc:
             _logged(exc)
             click.echo(f"Error: {exc}", err=True)
-            if exc.continue_with:
-                click.echo(f"Continue with:\n  {exc.continue_with}", err=True)
+            if exc.continue_with:  # after a refusal (SendError), once what it names is fixed
+                then = (
+                    "When that is fixed, continue"
+                    if isinstance(exc.cause, SendError)
+                    else "Continue"
+                )
+                click.echo(f"{then} with:\n  {exc.continue_with}", err=True)
             sys.exit(int(exc.exit_code))
         except BackfillError as exc:
             _logged(exc)

@@ -243,6 +243,7 @@ def _send_locked(
             unused = isinstance(outcome.error, SendError) and not session.ledger.has_orders()
     if unused:  # the job was refused (a wrong key) before Klaviyo acknowledged anything:
         discard(path)  # a checkpoint would only stand in the way of the corrected run
+        outcome.kept = False
     return outcome
 
 
