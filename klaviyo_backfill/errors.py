@@ -194,6 +194,14 @@ class UnfinishedRun(CheckpointError):
     command: str | None = None  # the command that continues it (commands/continuation.py)
 
 
+class ExportChanged(CheckpointError):
+    """An unfinished job whose export changed since it began (a later export saved over it):
+    it cannot be continued; the new export is sent with --restart (the command line adds the
+    exact command)."""
+
+    command: str | None = None  # the same send with --restart (commands/continuation.py)
+
+
 class InternalError(BackfillError):
     """An error nobody foresaw in the sender (a bug): the run stops, its checkpoint consistent,
     with one line naming it (the traceback goes to the log, -v or --log)."""

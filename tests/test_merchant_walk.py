@@ -395,3 +395,41 @@ def test_a_time_zone_in_the_wrong_case_is_named_as_it_is_spelt(tmp_path: Path) -
                columns=80)  # fmt: skip
     assert done.returncode == ExitCode.USAGE, said(done)
     assert "Europe/Berlin" in done.stderr, said(done)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("again", [[], ["--resume"]], ids=["rerun", "resume"])
+def test_an_export_saved_over_an_unfinished_job_is_named_and_restart_sends_it(
+    tmp_path: Path, again: list[str]
+) -> None:
+    """A job stopped part-way (here at --limit), then next month's export saved over the file:
+    a rerun or --resume said the checkpoint 'belongs to another run' (or printed a --resume
+    that said so). Now: the file changed since the job began, and the command that sends it
+    (--restart), which, pasted from another folder, sends every order once."""
+    orders = corpus.make_orders(60, seed=5, platform="shopify")
+    export = tmp_path / "orders_export.csv"
+    corpus.write_shopify_csv(orders[:40], export)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with st.StandIn(api_key=KEY, port=free_port()) as s:
+        first = run(tmp_path, KEY, "send", export.name, "--limit", "5", "--base-url", s.url,
+                    *FAST, columns=80)  # fmt: skip
+        assert first.returncode in (ExitCode.OK, ExitCode.REJECTED), said(first)
+        corpus.write_shopify_csv(orders, export)  # next month's, saved over it
+        done = run(tmp_path, KEY, "send", export.name, *again, "--base-url", s.url, *FAST,
+                   columns=80)  # fmt: skip
+        err = " ".join(done.stderr.split())
+        assert done.returncode == ExitCode.USAGE, said(done)
+        assert f"{export} changed since the unfinished job" in err, said(done)
+        assert "belongs to another run" not in err and "--resume" not in done.stderr
+        command = done.stderr.split("Send it with:\n")[1].strip().splitlines()[0]
+        assert command.endswith("--restart"), command
+        sent = run(elsewhere, KEY, *shlex.split(command)[1:], columns=80)
+        assert sent.returncode in (ExitCode.OK, ExitCode.REJECTED), said(sent)
+        whole = st.StandIn(api_key=KEY)  # what the new export sends, alone, into an account
+        with whole:
+            alone = run(elsewhere, KEY, "send", str(export), "--base-url", whole.url, *FAST)
+            assert alone.returncode in (ExitCode.OK, ExitCode.REJECTED), said(alone)
+            expected = whole.keys()
+        held = s.keys()
+        assert held == expected and len(held) == len(s.events)  # all of it, each once

@@ -14,7 +14,15 @@ from typing import Any
 
 import click
 
-from ..errors import BackfillError, BackfillWarning, ExitCode, SendError, Stopped, UnfinishedRun
+from ..errors import (
+    BackfillError,
+    BackfillWarning,
+    ExitCode,
+    ExportChanged,
+    SendError,
+    Stopped,
+    UnfinishedRun,
+)
 
 __all__ = ["ask_key", "edge", "quiet_stdout", "resume_command"]
 
@@ -32,6 +40,11 @@ def edge(func: Callable[..., int]) -> Callable[..., None]:
             click.echo(f"Continue it with:\n  {exc.command or resume_command()}\n"
                        "or start its progress over with --restart (what the account holds "
                        "stays held).", err=True)  # fmt: skip
+            sys.exit(int(exc.exit_code))
+        except ExportChanged as exc:
+            click.echo(f"Error: {exc}", err=True)
+            if exc.command:
+                click.echo(f"Send it with:\n  {exc.command}", err=True)
             sys.exit(int(exc.exit_code))
         except Stopped as exc:
             _logged(exc)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import (
     CheckpointError,
+    ExportChanged,
     SendError,
     UnfinishedRun,
     UsageError,
@@ -110,6 +111,9 @@ def send(
             outcome = _send_locked(job, config, options, path, progress, notify, command)
     except UnfinishedRun as exc:
         exc.command = command
+        raise
+    except ExportChanged as exc:
+        exc.command = continuation(options, resume=False) + " --restart"
         raise
     if isinstance(outcome, SendOutcome):
         outcome.continuation = outcome.continuation or command

@@ -27,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from ..errors import BackfillError, CheckpointError
+from ..errors import BackfillError, CheckpointError, ExportChanged
 from ..klaviyo.sender import SendConfig, Sender, SendStats, client_for
 from ..results import Finished, SendOutcome, Watcher
 from ..state.account_ledger import AccountLedger, account_ledger_path
@@ -101,14 +101,15 @@ class SendSession:
         `notes` in its meta table; the account's ledger too where `shared`. Finished where
         the checkpoint says the export was sent completely (with `resend`: it starts over)."""
         fingerprint = job.fingerprint()
+        if mode != "restart":
+            _refuse_a_changed_export(job, path, fingerprint)
         ledger = open_ledger(path, mode, fingerprint, FINGERPRINTED, account, not resend)
         if isinstance(ledger, Finished) and resend:  # sent completely; --resend: again
             ledger = open_ledger(path, "restart", fingerprint, FINGERPRINTED, account, keep=False)
         if isinstance(ledger, Finished):
             return ledger
-        try:
-            if notes:
-                ledger.put(**notes)
+        try:  # the run's notes, and what tells its exports from a later one saved there
+            ledger.put(**(notes or {}), exports_print=job.exports_print())
         except BaseException:
             ledger.close()
             raise
@@ -222,6 +223,30 @@ class SendSession:
             outcome.elapsed = time.monotonic() - started
             _noting(outcome, lambda: self.end(outcome, ended))
         return outcome
+
+
+def _refuse_a_changed_export(job: Job, path: Path, fingerprint: str) -> None:
+    """An unfinished job at `path` whose export changed since it began (a later export saved
+    over the file): not this run's to continue (ExportChanged, naming the fix), where the
+    job says what its exports were; a job some process is sending is left to open_ledger."""
+    if not path.exists():
+        return
+    ledger = Ledger(path)
+    try:
+        if ledger.get("fingerprint") == fingerprint or ledger.state == "finished":
+            return
+        was, live = ledger.get("exports_print"), ledger.runner_alive()
+    finally:
+        ledger.close()
+    if was is None or live or was == job.exports_print():
+        return
+    named = ", ".join(str(Path(source.path).absolute()) for source in job.inputs)
+    raise ExportChanged(
+        f"{named} changed since the unfinished job of checkpoint {path} began (a later "
+        "export saved over it?): that job cannot go on with another export",
+        "Send this export as a new job with --restart: the account's ledger skips every "
+        "order Klaviyo holds already, the stopped job's among them, and sends the rest.",
+    )
 
 
 def _track(encoded: Iterator[MappedOrder], tracker: Tracker) -> Iterator[MappedOrder]:
