@@ -230,11 +230,8 @@ def _verdict(console: Console, result: Verification) -> None:
             console.print(f"{said} [yellow]Not final[/yellow]: some of them were acknowledged "
                           f"in the last {PROCESSING_SECONDS // 60} minutes (or a send is still "
                           "running), and Klaviyo processes accepted events with a delay.")  # fmt: skip
-            if result.again:
-                console.print("Verify again in a few minutes:")
-                console.print(f"  {result.again}", soft_wrap=True, highlight=False, markup=False)
-            else:
-                console.print("Run `klaviyo-backfill verify` again in a few minutes.")
+            _command(console, "Verify again in a few minutes:", result.again,
+                     "Run `klaviyo-backfill verify` again in a few minutes.")  # fmt: skip
 
 
 def _unfinished_verdict(console: Console, result: Verification) -> None:
@@ -250,11 +247,18 @@ def _unfinished_verdict(console: Console, result: Verification) -> None:
               f"Klaviyo holds the {sent:,} events it sent so far")  # fmt: skip
     console.print(f"[yellow]UNFINISHED[/yellow]: the job is {result.unfinished}; {so_far}. Not "
                   "final: verify again once it has finished.")  # fmt: skip
-    if result.continuation:
-        console.print("Continue it with:")
-        console.print(f"  {result.continuation}", soft_wrap=True, highlight=False, markup=False)
+    _command(console, "Continue it with:", result.continuation,
+             "Continue it with `send ... --resume`.")  # fmt: skip
+
+
+def _command(console: Console, label: str, command: str | None, instead: str) -> None:
+    """A command to paste, on a line of its own under its `label` (whole, never folded into
+    prose or read as markup); `instead` where there is none."""
+    if command:
+        console.print(label)
+        console.print(f"  {command}", soft_wrap=True, highlight=False, markup=False)
     else:
-        console.print("Continue it with `send ... --resume`.")
+        console.print(instead)
 
 
 def verify_html(result: Verification) -> str:
