@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -34,6 +35,7 @@ from ..state.account_ledger import AccountLedger, account_ledger_path
 from ..state.account_ledger import replay as replay_journal
 from ..state.checkpoint import Landmarks, Ledger, open_ledger
 from ..state.failures import Failures
+from ..state.locate import files_print
 from .job import FINGERPRINTED
 from .orders import MappedOrder, Resume
 from .stages import open_output, orders, outputting, requests
@@ -109,7 +111,9 @@ class SendSession:
         if isinstance(ledger, Finished):
             return ledger
         try:  # the run's notes, and what tells its exports from a later one saved there
-            ledger.put(**(notes or {}), exports_print=job.exports_print())
+            files = files_print([os.path.abspath(source.path) for source in job.inputs])
+            ledger.put(**(notes or {}), exports_print=job.exports_print(),
+                       **({"files_print": files} if files else {}))  # fmt: skip
         except BaseException:
             ledger.close()
             raise

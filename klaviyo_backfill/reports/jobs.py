@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..state.checkpoint import Ledger
+from ..state.locate import files_print
 from .terminal import _left, _when
 
 __all__ = ["continuation_lines", "continue_with", "jobs_report"]
@@ -41,12 +42,31 @@ def _sent(ledger: Ledger) -> str:
 def continue_with(ledger: Ledger) -> tuple[str, str | None]:
     """(what it does, the command) that continues the job: --resume while it is unfinished;
     once finished, the same command without it sends a later export saved at the same path.
-    The command stands alone on its line, to be copied whole."""
+    An unfinished job whose export was saved over since (a later export) is not continued:
+    the send refuses it (pipeline/session.py), and the command is the one that refusal
+    prints, with --restart. The command stands alone on its line, to be copied whole."""
     command = ledger.get("command")
     if ledger.state == "finished" and command:
         return ("Nothing left; a later export saved there is sent with",
                 command.removesuffix(" --resume"))  # fmt: skip
+    if command and _saved_over(ledger):
+        return ("The export changed since this job began (a later export saved over\n"
+                "it?); send it as a new job with", command.removesuffix(" --resume") + " --restart")  # fmt: skip
     return "Continue with", command or None
+
+
+def _saved_over(ledger: Ledger) -> bool:
+    """Whether the files of this unfinished job are no longer those it began with (what
+    the send recorded of them), while no process is sending it."""
+    was = ledger.get("files_print")
+    if not was:
+        return False
+    try:
+        inputs = [str(p) for p in json.loads(ledger.get("inputs") or "[]")]
+    except ValueError:
+        return False
+    now = files_print(inputs)
+    return now is not None and now != was and not ledger.runner_alive()
 
 
 def continuation_lines(ledger: Ledger) -> str:

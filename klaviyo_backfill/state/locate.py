@@ -26,6 +26,23 @@ def _name(paths: list[str], account: str | None) -> str:
     return f"{stem}-{digest}{suffix}.sqlite"
 
 
+def files_print(paths: list[str]) -> str | None:
+    """What tells the files at these paths apart from a later one saved there (each one's
+    path, size and first 64 KB), read from the files alone, as `status` can without the
+    send's options; None where one is no regular file (standard input) or is gone."""
+    h = hashlib.sha256()
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                if not os.path.isfile(path):
+                    return None
+                h.update(f"{path}|{os.fstat(fh.fileno()).st_size}\n".encode())
+                h.update(fh.read(1 << 16))
+        except OSError:
+            return None
+    return h.hexdigest()[:32]
+
+
 def checkpoints_dir() -> Path:
     """Where checkpoints live: the user's state folder, whatever the current folder."""
     return state_dir() / "checkpoints"

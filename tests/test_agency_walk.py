@@ -1,0 +1,60 @@
+"""What an agency engineer met moving several shops into Klaviyo accounts (a second outside
+tester's walk): each test is a defect found that way, through the CLI against the stand-in,
+in this process on the stand-in's clock where it can be (no rate window waited for)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+import subprocess
+from pathlib import Path
+
+import cli_helpers
+import corpus
+import pytest
+import standin as st
+from cli_helpers import said
+
+from klaviyo_backfill.errors import ExitCode
+
+pytestmark = pytest.mark.e2e
+KEY = "pk_agency_" + secrets.token_hex(12)
+
+
+def cli(cwd: Path, s: st.StandIn, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in this process at 80 columns, on the stand-in's clock."""
+    return cli_helpers.in_process(cwd, KEY, *args, clock=s.clock, columns=80)
+
+
+def test_status_of_a_job_whose_export_was_saved_over_prints_the_restart(tmp_path: Path) -> None:
+    """A job stopped at --limit, then next month's export saved over the file: the send
+    refuses --resume and prints the same send with --restart, but `status` (with the path,
+    without, and --json) still said to continue with --resume, which that refusal stops."""
+    orders = corpus.make_orders(24, seed=5, platform="shopify")
+    export = tmp_path / "orders_export.csv"
+    corpus.write_shopify_csv(orders[:12], export)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with st.StandIn(api_key=KEY) as s:
+        first = cli(tmp_path, s, "send", export.name, "--limit", "5", "--base-url", s.url)
+        assert first.returncode == ExitCode.OK, said(first)
+        unchanged = cli(elsewhere, s, "status", str(export))
+        assert unchanged.stdout.rstrip().endswith("--resume"), said(unchanged)  # as it was
+        corpus.write_shopify_csv(orders, export)  # next month's, saved over it
+        refused = cli(tmp_path, s, "send", export.name, "--resume", "--base-url", s.url)
+        assert refused.returncode == ExitCode.USAGE, said(refused)
+        restart = refused.stderr.split("Send it with:\n")[1].split("\n")[0].strip()
+        assert restart.endswith("--restart"), said(refused)
+        for args in (["status", str(export)], ["status"]):
+            shown = cli(elsewhere, s, *args)
+            assert shown.returncode == ExitCode.OK, said(shown)
+            assert "--resume" not in shown.stdout, shown.stdout
+            assert shown.stdout.rstrip().splitlines()[-1].strip() == restart, shown.stdout
+            assert "export changed" in " ".join(shown.stdout.split()), shown.stdout
+        as_json = cli(elsewhere, s, "status", str(export), "--json", "-")
+        assert json.loads(as_json.stdout)["jobs"][0]["continue_with"] == restart, said(as_json)
+        sent = cli(elsewhere, s, *shlex.split(restart)[1:])  # pasted from another folder
+        assert sent.returncode in (ExitCode.OK, ExitCode.REJECTED), said(sent)
+        assert "24 " in sent.stdout.split("Orders read")[1].split("\n")[0], sent.stdout
+        assert len(s.keys()) == len(s.events)  # each event once
