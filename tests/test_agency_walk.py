@@ -4,6 +4,7 @@ in this process on the stand-in's clock where it can be (no rate window waited f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shlex
@@ -58,3 +59,40 @@ def test_status_of_a_job_whose_export_was_saved_over_prints_the_restart(tmp_path
         assert sent.returncode in (ExitCode.OK, ExitCode.REJECTED), said(sent)
         assert "24 " in sent.stdout.split("Orders read")[1].split("\n")[0], sent.stdout
         assert len(s.keys()) == len(s.events)  # each event once
+
+
+@pytest.mark.parametrize(("content", "shown"), [("null\n", "null"), ("42", "42"), ('"x"', '"x"')])
+def test_a_json_file_of_one_plain_value_is_called_json(
+    tmp_path: Path, content: str, shown: str
+) -> None:
+    """A .json export that holds `null` (an API call that returned nothing, saved) was
+    called 'a CSV or text file without the columns of one'."""
+    (tmp_path / "orders.json").write_text(content)
+    with contextlib.chdir(tmp_path):
+        done = cli_helpers.invoke(None, "inspect", "orders.json")
+    assert done.exit_code == ExitCode.USAGE, done.output
+    said = " ".join(done.output.split())
+    assert f"orders.json: is a JSON file that holds {shown}, not orders" in said, said
+    assert "CSV" not in said
+
+
+def test_rows_wider_than_the_header_are_a_warning_once_per_file(tmp_path: Path) -> None:
+    """A row with values past the header's last column (a delimiter too many): they were
+    dropped without a word. Now one warning for the file, counting its orders, with the
+    first one's line."""
+    export = corpus.write_shopify_csv(corpus.make_orders(10, seed=5, platform="shopify"),
+                                      tmp_path / "wide.csv")  # fmt: skip
+    rows = export.read_bytes().split(b"\r\n")
+    rows[3] += b",extra"  # an order's first row (line 4)
+    rows[6] += b",more,"
+    rows[8] += b",,"  # empty fields past the header: nothing lost, nothing said
+    export.write_bytes(b"\r\n".join(rows))
+    with contextlib.chdir(tmp_path):
+        done = cli_helpers.invoke(None, "send", "wide.csv", "--dry-run", "--json", "-",
+                                  "--preview", "0")  # fmt: skip
+    assert done.exit_code in (ExitCode.OK, ExitCode.REJECTED), done.output
+    summary = json.loads(done.stdout)
+    wide = [w for w in summary["warnings"] if "past its header's" in w]
+    assert wide == [w for w in wide if w.startswith("rows of wide.csv ")] and len(wide) == 1
+    assert summary["warnings"][wide[0]] == 2, summary["warnings"]
+    assert summary["warning_examples"][wide[0]][0].endswith("wide.csv:4"), summary

@@ -88,6 +88,7 @@ class _CsvOrders:
         key_column = layout.group_by or layout.order["id"][0].path
         self.key = header.index(key_column) if key_column in header else None
         self.unescape = layout.options.unescape_html
+        self.wide: str | None = None  # the warning of rows wider than the header, once found
 
     def built(self, groups: Iterator[Group], held: HeldRows | None) -> Iterator[RawOrder]:
         """The orders of these row groups. Given `held` (a send to an account that holds
@@ -140,7 +141,24 @@ class _CsvOrders:
                 for key, value in table.items():
                     if "&" in value:
                         table[key] = html.unescape(value)
-        return RawOrder(self.path, line, fields, lines, zones=zones, offset=offset, end=end)
+        notes = self.wider(rows)
+        return RawOrder(self.path, line, fields, lines, zones=zones, offset=offset, end=end,
+                        notes=notes)  # fmt: skip
+
+    def wider(self, rows: list[list[str]]) -> tuple[str, ...]:
+        """The warning of an order with a row that has values past the header's last column
+        (they are not read): one text for the file, so the summary says it once, with the
+        orders it counts and the first one's line."""
+        width = self.width
+        for row in rows:
+            if len(row) > width and any(cell.strip() for cell in row[width:]):
+                self.wide = self.wide or (
+                    f"rows of {os.path.basename(self.path)} with values past its header's "
+                    f"{width} columns: those values are not read (a delimiter too many, or a "
+                    "column without a name?)"
+                )
+                return (self.wide,)
+        return ()
 
 
 class _Plan:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import replace
 from itertools import islice
 from typing import Any
@@ -84,6 +85,20 @@ def _first_order(path: str, encoding: str) -> Any:
     return None
 
 
+def _json_value(head: str, path: str) -> str | None:
+    """The whole file, where it is one JSON value that is neither a list nor an object
+    (`null`, a number, true or false; a string in a file named .json: elsewhere it may be a
+    CSV's one quoted column), as it is written; else None."""
+    text = head.strip()
+    if len(head) >= CHUNK or len(text) > 40:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return None if isinstance(value, str) and not path.lower().endswith(".json") else text
+
+
 def detect_layout(
     path: str, layouts: dict[str, Layout], encoding: str, delimiter: str | None = None
 ) -> Layout:
@@ -105,6 +120,12 @@ def detect_layout(
             if layout.kind == kind and layout.detect and keys.issuperset(layout.detect):
                 return layout
         keys = set()
+    elif (value := _json_value(head, path)) is not None:
+        raise NotAnExport(
+            path,
+            f"is a JSON file that holds {value}, not orders (a JSON export is a list of "
+            "orders, or an object that holds them)",
+        )
     else:
         split = delimiter or sniff_delimiter(head)
         keys = {key.strip() for key in next(csv.reader(io.StringIO(head), delimiter=split), [])}
