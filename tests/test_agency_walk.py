@@ -5,6 +5,7 @@ in this process on the stand-in's clock where it can be (no rate window waited f
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import secrets
 import shlex
@@ -96,3 +97,46 @@ def test_rows_wider_than_the_header_are_a_warning_once_per_file(tmp_path: Path) 
     assert wide == [w for w in wide if w.startswith("rows of wide.csv ")] and len(wide) == 1
     assert summary["warnings"][wide[0]] == 2, summary["warnings"]
     assert summary["warning_examples"][wide[0]][0].endswith("wide.csv:4"), summary
+
+
+CART = Path(__file__).resolve().parent.parent / "sample_data" / "custom_cart"
+
+
+def _two_shops(folder: Path) -> tuple[Path, Path]:
+    """The custom cart's export as two shops' in one file, a `Shop` column naming each (the
+    layout's `store`): `north`, its orders as they are; then `south`, the same order numbers
+    for other customers at other times. With the layout that reads it."""
+    rows = list(csv.reader((CART / "orders.csv").open(newline="")))
+    out = [[*rows[0], "Shop"], *([*row, "north"] for row in rows[1:])]
+    for row in rows[1:]:
+        other = list(row)
+        other[2], other[4] = str(int(row[2]) + 100), "(312) 555-0199"  # customer no, mobile
+        other[1] = row[1].replace(" AM", " XM").replace(" PM", " AM").replace(" XM", " PM")
+        out.append([*other, "south"])
+    export = folder / "shops.csv"
+    with export.open("w", newline="") as fh:
+        csv.writer(fh).writerows(out)
+    layout = folder / "shops.toml"
+    text = (CART / "layout.toml").read_text()
+    layout.write_text(text.replace('status = "Status"', 'status = "Status"\nstore = "Shop"'))
+    return export, layout
+
+
+def test_a_store_column_naming_orders_held_without_a_store_is_refused(tmp_path: Path) -> None:
+    """The cart sent without a store, then an export of it with a second shop, a store column
+    naming each: north's orders (the same ones) went again as north:70001..., Klaviyo holding
+    each twice. The check looked each id up once per batch: south's row of the same number,
+    last, hid north's. Now refused, nothing sent, saying the rows' store column named it."""
+    export, layout = _two_shops(tmp_path)
+    with st.StandIn(api_key=KEY) as s:
+        first = cli(tmp_path, s, "send", str(CART / "orders.csv"), "--layout",
+                    str(CART / "layout.toml"), "--base-url", s.url, "-q")  # fmt: skip
+        assert first.returncode == ExitCode.OK, said(first)
+        held = len(s.events)
+        again = cli(tmp_path, s, "send", export.name, "--layout", layout.name, "--base-url",
+                    s.url, "-q")  # fmt: skip
+        assert again.returncode == ExitCode.USAGE, said(again)
+        assert len(s.events) == held  # nothing sent
+    err = " ".join(again.stderr.split())
+    assert "holds 12 of these orders" in err and "as store north (their rows' store" in err, err
+    assert "Leave blank the store column of this shop's rows" in err, err

@@ -55,6 +55,7 @@ class StoresCheck:
         self.named: set[str] = set()  # the stores the rows name
         self.found: Counter[str] = Counter()  # orders held under another store, per store
         self.ids: list[str] = []  # the first few of them
+        self.rows: Counter[str] = Counter()  # the stores their rows name ("": none)
         self._batch: list[tuple[str, str, str, float]] = []  # store, id, who, time
 
     @classmethod
@@ -84,22 +85,23 @@ class StoresCheck:
             self._look_up()
 
     def _look_up(self) -> None:
-        asks: dict[str, tuple[int, str]] = {}  # key -> (order, store asked under)
+        # key -> every (order, store asked under): rows of several stores (a layout's store
+        # column) share an id, and each is asked about
+        asks: dict[str, list[tuple[int, str]]] = {}
         for n, (mine, bare, _, _) in enumerate(self._batch):
             for store in self.known - {mine}:
-                asks[order_key(store or None, bare)] = (n, store)
+                asks.setdefault(order_key(store or None, bare), []).append((n, store))
         owns = {order_key(mine or None, bare) for mine, bare, _, _ in self._batch}
         held = self.ledger.held_orders([*asks, *owns]) if asks else {}
         for key, known in held.items():
-            if key not in asks:
-                continue
-            n, store = asks[key]
-            mine, bare, who, at = self._batch[n]
-            own = held.get(order_key(mine or None, bare))
-            if _same(known, who, at) and (own is None or not _same(own, who, at)):
-                self.found[store] += 1
-                if len(self.ids) < 5:
-                    self.ids.append(bare)
+            for n, store in asks.get(key, ()):
+                mine, bare, who, at = self._batch[n]
+                own = held.get(order_key(mine or None, bare))
+                if _same(known, who, at) and (own is None or not _same(own, who, at)):
+                    self.found[store] += 1
+                    self.rows[mine] += 1
+                    if len(self.ids) < 5:
+                        self.ids.append(bare)
         self._batch.clear()
 
     def end(self) -> None:
@@ -118,15 +120,22 @@ class StoresCheck:
         count = sum(self.found.values())
         store, _ = self.found.most_common(1)[0]
         job = self.job
-        this = f"with --store {job.store}" if job.store else "without --store"
-        again = f"with --store {store}" if store else "without --store"
+        row, _ = self.rows.most_common(1)[0]
+        if row and row != job.store:  # a layout's store column named it
+            this = f"as store {row} (their rows' store column)"
+            again = f"Name {store} in" if store else "Leave blank"
+            again += " the store column of this shop's rows, as before"
+        else:
+            this = f"with --store {job.store}" if job.store else "without --store"
+            again = f"Send this shop {'with --store ' + store if store else 'without --store'}"
+            again += ", as before"
         return UsageError(
             f"this account holds {count:,} of these orders (e.g. {', '.join(self.ids)}) as "
             f"sent {_sent(store)}: sent {this} they would get new unique ids, and Klaviyo "
             "would hold each twice",
-            f"Send this shop {again}, as before (the account's ledger then skips what it "
-            "holds): a shop keeps the store it was first sent with, or none; name a store "
-            "with --store for the other shops.",
+            f"{again} (the account's ledger then skips what it holds): a shop keeps the "
+            "store it was first sent with, or none; name a store with --store for the other "
+            "shops.",
         )
 
     def close(self) -> None:
