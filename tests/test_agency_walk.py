@@ -140,3 +140,35 @@ def test_a_store_column_naming_orders_held_without_a_store_is_refused(tmp_path: 
     err = " ".join(again.stderr.split())
     assert "holds 12 of these orders" in err and "as store north (their rows' store" in err, err
     assert "Leave blank the store column of this shop's rows" in err, err
+
+
+def test_a_second_window_keeps_the_first_ones_failures_and_status_names_that_job(
+    tmp_path: Path,
+) -> None:
+    """One export sent in two windows (--until, then --since): the second archived the
+    first's job, and its run replaced the failures file, so the first window's rejected
+    orders were listed nowhere; `status` showed the second window alone (its orders sent
+    too), not a word of the first. Now the first job's failures file is archived with it,
+    and `status` (with the path, without, --json) names the earlier job and that file."""
+    orders = corpus.make_orders(60, seed=77, platform="shopify")
+    export = corpus.write_shopify_csv(orders, tmp_path / "orders.csv")
+    windows = (["--until", "2020-12-31"], ["--since", "2021-01-01"])
+    with st.StandIn(api_key=KEY) as s:
+        sent = [
+            cli(tmp_path, s, "send", export.name, *w, "--base-url", s.url, "-q") for w in windows
+        ]
+        assert [d.returncode for d in sent] == [ExitCode.REJECTED] * 2, [said(d) for d in sent]
+        shown = [cli(Path("/"), s, "status", *args) for args in ([str(export)], [])]
+        as_json = cli(Path("/"), s, "status", str(export), "--json", "-")
+    first = sent[0].stdout.split("rejected orders written to ")[0].rsplit("\n", 1)[-1].strip()
+    earlier = json.loads(as_json.stdout)["jobs"][0]["earlier_jobs"]
+    assert len(earlier) == 1 and earlier[0]["window"] == "--until 2020-12-31", earlier
+    kept = Path(earlier[0]["failures"])
+    assert len(kept.read_text().splitlines()) == int(first) == earlier[0]["orders_rejected"]
+    assert kept.stat().st_mode & 0o777 == 0o600
+    for done in shown:
+        assert done.returncode == ExitCode.OK, said(done)
+        lines = [line.strip() for line in done.stdout.splitlines()]
+        assert "--until 2020-12-31 (last run" in done.stdout, done.stdout
+        assert str(kept) in lines, done.stdout  # a path on a line of its own
+        assert max(len(line) for line in done.stdout.splitlines() if "/" not in line) <= 80

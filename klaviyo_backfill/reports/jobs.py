@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ..state.checkpoint import Ledger
-from ..state.locate import files_print
+from ..state.locate import archived, failures_beside, files_print
 from .terminal import _left, _when
 
-__all__ = ["continuation_lines", "continue_with", "jobs_report"]
+__all__ = ["continuation_lines", "continue_with", "earlier_jobs", "earlier_lines", "jobs_report"]
 
 
 def _exports(ledger: Ledger) -> str:
@@ -69,6 +69,43 @@ def _saved_over(ledger: Ledger) -> bool:
     return now is not None and now != was and not ledger.runner_alive()
 
 
+def earlier_jobs(path: Path) -> list[dict[str, object]]:
+    """The jobs this one replaced at its path (archived: another window, a --restart, a later
+    export saved over it), oldest first: what each sent and rejected, and its failures file
+    (kept beside it) where it has one. `verify` still counts what they sent."""
+    out: list[dict[str, object]] = []
+    for old in archived(path):
+        ledger = Ledger(old, read_only=True)
+        try:
+            failures = failures_beside(old)
+            out.append({
+                "window": ledger.get("window") or "every order",
+                "orders_sent": ledger.counts().get("sent", 0),
+                "orders_rejected": ledger.rejected_apart()[0],
+                "last_run": _when(ledger.get("ended")) or _when(ledger.get("started")),
+                "checkpoint": str(old),
+                "failures": str(failures) if failures.exists() else None,
+            })  # fmt: skip
+        finally:
+            ledger.close()
+    return out
+
+
+def earlier_lines(path: Path) -> str | None:
+    """`Earlier jobs of this export`, a line each, with its failures file on its own line."""
+    jobs = earlier_jobs(path)
+    if not jobs:
+        return None
+    lines = ["Earlier jobs of this export (archived; verify counts what they sent):"]
+    for job in jobs:
+        lines.append(f"  {job['window']} (last run {job['last_run'] or 'never'}):")
+        lines.append(f"    {job['orders_sent']:,} orders sent; "
+                     f"{job['orders_rejected']:,} orders rejected (not sent)")  # fmt: skip
+        if job["failures"]:
+            lines.append(f"    its failures file:\n      {job['failures']}")
+    return "\n".join(lines)
+
+
 def continuation_lines(ledger: Ledger) -> str:
     """`Continue with:` and the command on a line of its own, as `status` prints them."""
     label, command = continue_with(ledger)
@@ -88,6 +125,9 @@ def jobs_report(console: Console, found: list[tuple[Path, Ledger]], folder: Path
         for label, value in (("Export", _exports(ledger)), ("Checkpoint file", str(path)),
                              ("Failures file", ledger.get("failures") or "(not recorded)")):  # fmt: skip
             console.print(f"{label}:\n  {value}", soft_wrap=True, highlight=False, markup=False)
+        earlier = earlier_lines(path)
+        if earlier:
+            console.print(earlier, soft_wrap=True, highlight=False, markup=False)
         console.print(continuation_lines(ledger), soft_wrap=True, highlight=False, markup=False)
 
 

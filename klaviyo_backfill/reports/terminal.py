@@ -225,6 +225,7 @@ def status_table(path: Path, ledger: Ledger) -> Table:
     if state.startswith("stopped abruptly"):
         state += ": --resume continues"
     table.add_row("State", state)
+    table.add_row("Window", ledger.get("window") or "every order")
     overlap = ledger.get("overlap")
     if overlap:
         table.add_row("Overlap with other integrations", overlap)
@@ -260,19 +261,22 @@ def status_table(path: Path, ledger: Ledger) -> Table:
 def status_report(console: Console, path: Path, ledger: Ledger) -> None:
     """The checkpoint's table, then its file, failures file and the command that continues
     it, each on a line of its own: a path or a command is never folded mid-word."""
-    from .jobs import continuation_lines
+    from .jobs import continuation_lines, earlier_lines
 
     console.print(status_table(path, ledger))
     failures = ledger.get("failures")
     for label, value in (("Checkpoint file", str(path)), ("Failures file", failures)):
         if value:
             console.print(f"{label}:\n  {value}", soft_wrap=True, highlight=False, markup=False)
+    earlier = earlier_lines(path)
+    if earlier:
+        console.print(earlier, soft_wrap=True, highlight=False, markup=False)
     console.print(continuation_lines(ledger), soft_wrap=True, highlight=False, markup=False)
 
 
 def status_json(path: Path, ledger: Ledger) -> dict[str, Any]:
     """`status --json`: what the table says, as data."""
-    from .jobs import continue_with
+    from .jobs import continue_with, earlier_jobs
 
     counts = ledger.counts()
     orders_rejected, events_rejected = ledger.rejected_apart()
@@ -292,6 +296,7 @@ def status_json(path: Path, ledger: Ledger) -> dict[str, Any]:
         "left": _left(ledger),
         "failures": ledger.get("failures"),
         "continue_with": continue_with(ledger)[1],
+        "earlier_jobs": earlier_jobs(path),
     }
 
 

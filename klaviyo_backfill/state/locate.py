@@ -62,14 +62,19 @@ def locate(paths: list[str], account: str, mode: Mode, explicit: str | None = No
 
 def archive(path: Path) -> None:
     """Put a job's checkpoint aside, never delete it: a restart, or a new export saved over
-    the old file, starts a new job, and `verify` still counts what the old one sent (the
-    account's history is never reset). checkpoints/archive/<name>-<time>.sqlite."""
+    the old file, another window, starts a new job, and `verify` still counts what the old
+    one sent (the account's history is never reset). checkpoints/archive/<name>~<time>.sqlite,
+    with the failures file beside it (the new job's run would replace it: the rejected
+    orders of another window would be listed nowhere)."""
     if not path.exists():
         return
     folder = path.parent / "archive"
     folder.mkdir(mode=0o700, exist_ok=True)
     stamp = f"{time.time():.6f}".replace(".", "")
-    move(path, folder / f"{path.name.removesuffix('.sqlite')}~{stamp}.sqlite")
+    target = folder / f"{path.name.removesuffix('.sqlite')}~{stamp}.sqlite"
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(failures_beside(path), failures_beside(target))
+    move(path, target)
 
 
 def move(path: Path, target: Path) -> None:
@@ -96,6 +101,7 @@ def discard(path: Path, earlier: bool = False) -> None:
     """Delete a checkpoint, with its -wal and -shm (and, `earlier`, its archived jobs)."""
     for old in archived(path) if earlier else []:
         discard(old)
+        failures_beside(old).unlink(missing_ok=True)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
