@@ -9,6 +9,8 @@ import csv
 import json
 import secrets
 import shlex
+import socket
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -29,10 +31,25 @@ def cli(cwd: Path, s: st.StandIn, *args: str) -> subprocess.CompletedProcess[str
     return cli_helpers.in_process(cwd, KEY, *args, clock=s.clock, columns=80)
 
 
+def _stopped_abruptly(checkpoint: Path) -> None:
+    """The checkpoint as a send killed mid-run leaves it: "running", by a process gone."""
+    with sqlite3.connect(checkpoint) as db:
+        db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                       [("state", "running"), ("pid", str(_dead_pid())),
+                        ("host", socket.gethostname()), ("pid_start", "")])  # fmt: skip
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
 def test_status_of_a_job_whose_export_was_saved_over_prints_the_restart(tmp_path: Path) -> None:
     """A job stopped at --limit, then next month's export saved over the file: the send
     refuses --resume and prints the same send with --restart, but `status` (with the path,
-    without, and --json) still said to continue with --resume, which that refusal stops."""
+    without, and --json) and `verify` still said to continue with --resume, which that
+    refusal stops (and status's State, for a send killed mid-run, '--resume continues')."""
     orders = corpus.make_orders(24, seed=5, platform="shopify")
     export = tmp_path / "orders_export.csv"
     corpus.write_shopify_csv(orders[:12], export)
@@ -56,6 +73,13 @@ def test_status_of_a_job_whose_export_was_saved_over_prints_the_restart(tmp_path
             assert "export changed" in " ".join(shown.stdout.split()), shown.stdout
         as_json = cli(elsewhere, s, "status", str(export), "--json", "-")
         assert json.loads(as_json.stdout)["jobs"][0]["continue_with"] == restart, said(as_json)
+        s.clock.advance(3600)
+        checked = cli(elsewhere, s, "verify", str(export), "--base-url", s.url)
+        assert checked.returncode == ExitCode.UNFINISHED, said(checked)
+        assert "--resume" not in checked.stdout and restart in checked.stdout.splitlines()[-1]
+        _stopped_abruptly(cli_helpers.the_checkpoint())
+        shown = cli(elsewhere, s, "status", str(export))
+        assert "--resume" not in shown.stdout and "its export changed" in shown.stdout
         sent = cli(elsewhere, s, *shlex.split(restart)[1:])  # pasted from another folder
         assert sent.returncode in (ExitCode.OK, ExitCode.REJECTED), said(sent)
         assert "24 " in sent.stdout.split("Orders read")[1].split("\n")[0], sent.stdout

@@ -45,7 +45,14 @@ from ..state.account_ledger import account_ledger_path
 from ..state.checkpoint import Ledger, Total, TotalKey
 from ..state.files import private_folder
 from ..state.history import History
-from ..state.locate import archived, checkpoints_dir, default_path, found_for
+from ..state.locate import (
+    archived,
+    checkpoints_dir,
+    default_path,
+    found_for,
+    restarted,
+    saved_over,
+)
 from ..state.sqlite import BAD_VALUES, trouble
 from .account import history_of
 from .repair import command, replay_args, without_window, write
@@ -82,6 +89,8 @@ def verify(options: SendOptions, ask_key: Callable[[], str | None] = lambda: Non
             result.unfinished = ledger.unfinished()
             result.account = account
             result.continuation = ledger.get("command") if result.unfinished else None
+            if result.continuation and saved_over(ledger.get("inputs"), ledger.get("files_print")):
+                result.continuation = restarted(result.continuation)  # as status says
             if ledger.has_acked():
                 held_by = account_ledger_path(account)
                 per_order = History(ledger, _resent_as, held_by if held_by.is_file() else None)

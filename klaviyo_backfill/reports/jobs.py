@@ -10,10 +10,18 @@ from rich.console import Console
 from rich.table import Table
 
 from ..state.checkpoint import Ledger
-from ..state.locate import archived, failures_beside, files_print
+from ..state.locate import archived, failures_beside, restarted
+from ..state.locate import saved_over as saved_over_files
 from .terminal import _left, _when
 
-__all__ = ["continuation_lines", "continue_with", "earlier_jobs", "earlier_lines", "jobs_report"]
+__all__ = [
+    "continuation_lines",
+    "continue_with",
+    "earlier_jobs",
+    "earlier_lines",
+    "jobs_report",
+    "saved_over",
+]
 
 
 def _exports(ledger: Ledger) -> str:
@@ -49,24 +57,18 @@ def continue_with(ledger: Ledger) -> tuple[str, str | None]:
     if ledger.state == "finished" and command:
         return ("Nothing left; a later export saved there is sent with",
                 command.removesuffix(" --resume"))  # fmt: skip
-    if command and _saved_over(ledger):
+    if command and saved_over(ledger):
         return ("The export changed since this job began (a later export saved over\n"
-                "it?); send it as a new job with", command.removesuffix(" --resume") + " --restart")  # fmt: skip
+                "it?); send it as a new job with", restarted(command))  # fmt: skip
     return "Continue with", command or None
 
 
-def _saved_over(ledger: Ledger) -> bool:
+def saved_over(ledger: Ledger) -> bool:
     """Whether the files of this unfinished job are no longer those it began with (what
     the send recorded of them), while no process is sending it."""
-    was = ledger.get("files_print")
-    if not was:
-        return False
-    try:
-        inputs = [str(p) for p in json.loads(ledger.get("inputs") or "[]")]
-    except ValueError:
-        return False
-    now = files_print(inputs)
-    return now is not None and now != was and not ledger.runner_alive()
+    return saved_over_files(ledger.get("inputs"), ledger.get("files_print")) and not (
+        ledger.runner_alive()
+    )
 
 
 def earlier_jobs(path: Path) -> list[dict[str, object]]:

@@ -223,7 +223,9 @@ def status_table(path: Path, ledger: Ledger) -> Table:
     table.add_column("value")
     state = ledger.condition()
     if state.startswith("stopped abruptly"):
-        state += ": --resume continues"
+        from .jobs import saved_over
+
+        state += ": its export changed since" if saved_over(ledger) else ": --resume continues"
     table.add_row("State", state)
     table.add_row("Window", ledger.get("window") or "every order")
     overlap = ledger.get("overlap")

@@ -247,8 +247,10 @@ def _unfinished_verdict(console: Console, result: Verification) -> None:
               f"Klaviyo holds the {sent:,} events it sent so far")  # fmt: skip
     console.print(f"[yellow]UNFINISHED[/yellow]: the job is {result.unfinished}; {so_far}. Not "
                   "final: verify again once it has finished.")  # fmt: skip
-    _command(console, "Continue it with:", result.continuation,
-             "Continue it with `send ... --resume`.")  # fmt: skip
+    replaced = bool(result.continuation and result.continuation.endswith(" --restart"))
+    label = ("Its export changed since it began (a later export saved over it?); send it as "
+             "a new job with:" if replaced else "Continue it with:")  # fmt: skip
+    _command(console, label, result.continuation, "Continue it with `send ... --resume`.")
 
 
 def _command(console: Console, label: str, command: str | None, instead: str) -> None:

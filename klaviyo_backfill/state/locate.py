@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import time
@@ -41,6 +42,23 @@ def files_print(paths: list[str]) -> str | None:
         except OSError:
             return None
     return h.hexdigest()[:32]
+
+
+def saved_over(inputs: str | None, was: str | None) -> bool:
+    """Whether a job's exports (its checkpoint's `inputs`, as JSON) are no longer the files
+    its send recorded (`files_print`, where it did): a later export saved over them."""
+    try:
+        paths = [str(p) for p in json.loads(inputs or "[]")] if was else []
+    except ValueError:
+        return False
+    now = files_print(paths) if paths else None
+    return now is not None and now != was
+
+
+def restarted(command: str) -> str:
+    """The continuation of a job whose export was saved over: the same send with --restart
+    (the send refuses --resume for it, and prints this)."""
+    return command.removesuffix(" --resume") + " --restart"
 
 
 def checkpoints_dir() -> Path:
