@@ -982,7 +982,9 @@ def test_a_send_from_standard_input_resumes_only_with_the_same_stream(tmp_path: 
         assert 0 < len(klaviyo.events) < EVENTS
         other = stdin(tmp_path, PROBLEMS.read_bytes(), *base, "--resume")
         assert other.returncode == 2, said(other)
-        assert "belongs to another run" in " ".join(other.stderr.split())
+        told = " ".join(other.stderr.split())  # another stream: not this job's to continue
+        assert "standard input changed since the unfinished job" in told, told
+        assert told.endswith("--restart") and "klaviyo-backfill-" not in told  # no spool path
         same = stdin(tmp_path, data, *base, "--resume")
         assert same.returncode == 0, said(same)
         assert len(klaviyo.events) == EVENTS

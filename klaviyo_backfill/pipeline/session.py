@@ -244,7 +244,8 @@ def _refuse_a_changed_export(job: Job, path: Path, fingerprint: str) -> None:
         ledger.close()
     if was is None or live or was == job.exports_print():
         return
-    named = ", ".join(str(Path(source.path).absolute()) for source in job.inputs)
+    named = ", ".join("standard input" if source.shown == "-" else
+                      str(Path(source.shown).absolute()) for source in job.inputs)  # fmt: skip
     raise ExportChanged(
         f"{named} changed since the unfinished job of checkpoint {path} began (a later "
         "export saved over it?): that job cannot go on with another export",
