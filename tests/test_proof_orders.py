@@ -464,3 +464,147 @@ def test_a_repair_counts_the_listed_orders_the_exports_no_longer_hold(tmp_path: 
         assert _not_found(ledger, frozenset({"1"})) == 0
     finally:
         ledger.close()
+
+
+def test_held_keys_are_the_checkpoints_keys_and_give_back_each_event_as_read() -> None:
+    """shapes.HeldKeys (what verify compares: a key per event, no HeldEvent): each key is
+    Ledger.acked_keys' (order, item, time, value; 0.0 for none, equal to -0.0), and `events`
+    gives back every event as read, a $value of None or -0.0 too; a list handed on is never
+    changed after."""
+    from klaviyo_backfill.klaviyo.shapes import HeldKeys
+
+    read = [HeldEvent("a", "1", "I0", 10.5, JAN), HeldEvent("b", "2", "", None, JAN + 1),
+            HeldEvent("c", "3", "", -0.0, JAN + 2), HeldEvent("d", "4", "", 0.0, JAN + 3)]  # fmt: skip
+    first, second = HeldKeys(), HeldKeys()
+    for e in read[:2]:
+        first.add(e)
+    for e in read[2:]:
+        second.add(e)
+    handed = first.handed()
+    first.clear()  # the next page is read into new lists
+    assert handed.uuids == ["a", "b"] and len(first) == 0
+    both = HeldKeys()
+    both.extend(handed)
+    both.extend(second)
+    assert both.keys == [("1", "I0", JAN, 10.5), ("2", "", JAN + 1, 0.0), ("3", "", JAN + 2, 0.0),
+                         ("4", "", JAN + 3, 0.0)]  # fmt: skip
+    back = both.events()
+    assert back == read and [repr(e.value) for e in back] == ["10.5", "None", "-0.0", "0.0"]
+
+
+def test_a_page_read_into_keys_holds_the_events_it_reads_as_events() -> None:
+    """A page read into HeldKeys (from its bytes with msgspec, or as a document) holds
+    exactly the events read into a list, with the same verdicts: of every field the proof
+    reads, its usual and its odd forms (no timestamp, a Store, a whole $value, none, -0.0)."""
+    from klaviyo_backfill.klaviyo.shapes import EventsCheck, HeldKeys, NotAnAnswer, document
+
+    def verdict(body: bytes, fast: bool, keys: bool) -> Any:
+        into: Any = HeldKeys() if keys else []
+        check = EventsCheck("M1", JAN, FEB, into)
+        if not fast:
+            check.read = None
+        answer = httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+        try:
+            document(answer, check)
+        except NotAnAnswer:
+            return "fault"
+        return into.events() if keys else into
+
+    rng = __import__("random").Random(8)
+    outcomes = set()
+    for _ in range(300):
+        items = []
+        for k in range(rng.randint(1, 4)):
+            item: Any = event(f"u{k}", rng.choice(["1", "2", "1001"]), JAN + k)
+            attrs, props = item["attributes"], item["attributes"]["event_properties"]
+            for _change in range(rng.randint(0, 3)):
+                where = rng.choice(["timestamp", "$value", "Store", "SKU", "ProductID", "mid"])
+                value = rng.choice([None, 0, 3, -0.0, 0.0, 2.5, "x", "2023-01-02T00:00:00+00:00",
+                                    JAN + 9, FEB + 1])  # fmt: skip
+                if where == "timestamp":
+                    attrs.pop("timestamp") if value is None else attrs.update(timestamp=value)
+                elif where == "mid":
+                    item["relationships"]["metric"]["data"]["id"] = rng.choice(["M1", "M2"])
+                elif value is None:
+                    props.pop(where, None)
+                else:
+                    props[where] = value
+            items.append(item)
+        body = json.dumps({"data": items, "links": {"next": None}}).encode()
+        found = verdict(body, True, False)
+        for fast, keys in ((True, True), (False, True), (False, False)):
+            assert verdict(body, fast, keys) == found, body
+        if found != "fault":
+            got = HeldKeys()
+            document(httpx.Response(200, content=body), EventsCheck("M1", JAN, FEB, got))
+            assert got.keys == [(h.order_id, h.item, h.at, h.value or 0.0) for h in found]
+            assert [repr(h.value) for h in got.events()] == [repr(h.value) for h in found]
+        outcomes.add("fault" if found == "fault" else len(found))
+    assert "fault" in outcomes and outcomes - {"fault", 0}  # both kinds were met
+
+
+def test_a_window_is_settled_alike_from_its_keys_and_from_its_events(tmp_path: Path) -> None:
+    """all_as_sent on Reader.held's keys (what verify reads) gives what it gives on the
+    events themselves: the same windows settled, with the same counts and sums."""
+    import random
+
+    from klaviyo_backfill.klaviyo.shapes import HeldKeys
+
+    rng = random.Random(9)
+    ledger = Ledger(tmp_path / "keys.sqlite")
+    sent: list[Acked] = []
+    for o in range(1, 30):
+        for k in range(rng.randint(1, 3)):
+            value = rng.choice(["10.00", "12.5", "0", "-0", None])
+            sent.append(("Placed Order", JAN + 60 * o, str(o), f"{o}_{k}", f"I{k}", value, "USD",
+                         "orders.csv", o + 1))  # fmt: skip
+    by_order: dict[str, list[Acked]] = {}
+    for e in sent:
+        by_order.setdefault(e[2], []).append(e)
+    ledger.record([(o, False) for o in by_order], acked=by_order)
+    try:
+        keys, currency = ledger.acked_keys("Placed Order", JAN, FEB)
+    finally:
+        ledger.close()
+    exact = [HeldEvent(f"h{e[3]}", e[2], e[4], None if e[5] is None else float(e[5]), e[1])
+             for e in sent]  # fmt: skip
+    settled = 0
+    for trial in range(80):
+        there = list(exact)
+        if trial % 2:
+            i = rng.randrange(len(there))
+            h = there[i]
+            there[i : i + 1] = rng.choice([[], [h, h._replace(uuid="x")], [h._replace(at=h.at + 1)],
+                                           [h._replace(value=(h.value or 0) + 0.01)],
+                                           [h._replace(item="other")]])  # fmt: skip
+        rng.shuffle(there)
+        held = HeldKeys()
+        for h in there:
+            held.add(h)
+        on_events, on_keys = (
+            all_as_sent(W, keys, currency, there),
+            all_as_sent(W, keys, currency, held),
+        )
+        assert (on_events is None) == (on_keys is None) == (trial % 2 == 1)
+        if on_keys is not None and on_events is not None:
+            settled += 1
+            assert on_keys.count == on_events.count and on_keys.findings == []
+    assert settled == 40
+
+
+def test_the_reader_hands_the_proof_keys_of_the_events_it_reads() -> None:
+    """Reader.held reads a window page by page, as Reader.events does, into keys."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if "page[cursor]" not in parse_qs(urlsplit(str(request.url)).query):
+            return page([event("a", "1"), event("b", "2")], f"{BASE}/api/events?page[cursor]=2")
+        return page([event("c", "3", value=0.0)])
+
+    held = read(handler, lambda r: r.held("M1", JAN, FEB))
+    assert held.uuids == ["a", "b", "c"]
+    assert held.keys == [
+        ("1", "", JAN + 60, 10.0),
+        ("2", "", JAN + 60, 10.0),
+        ("3", "", JAN + 60, 0.0),
+    ]
+    assert held.events() == read(handler, lambda r: r.events("M1", JAN, FEB))

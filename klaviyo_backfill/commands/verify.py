@@ -289,12 +289,12 @@ async def _per_order(
             counts[(metric, month)] = counts.get((metric, month), 0) + total.events
 
     async def one(window: Window) -> None:
-        held = await reader.events(api[window.metric].id, window.start, window.end)
+        held = await reader.held(api[window.metric].id, window.start, window.end)
         sent, currency = ledger.acked_keys(window.metric, window.start, window.end)
         found = all_as_sent(window, sent, currency, held)
         if found is None:  # not all held as sent: order by order
             acked = ledger.acked(window.metric, window.start, window.end)
-            found = compare_window(window, acked, held)
+            found = compare_window(window, acked, held.events())
         if found.others:  # what the account holds beyond the job: whose
             found.beyond(ledger.sent_elsewhere(list(found.others)))
         proof.add(found)

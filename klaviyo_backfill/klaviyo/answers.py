@@ -15,11 +15,24 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-__all__ = ["Answer", "detail", "json_api_errors", "klaviyo_errors", "read_capped", "retry_after"]
+from ..errors import QueryError
+
+if TYPE_CHECKING:
+    from .endpoints import ReadApi
+
+__all__ = [
+    "Answer",
+    "Listing",
+    "detail",
+    "json_api_errors",
+    "klaviyo_errors",
+    "read_capped",
+    "retry_after",
+]
 
 _EXPECTED = re.compile(r"available in (\d+(?:\.\d+)?) second", re.IGNORECASE)
 
@@ -81,23 +94,26 @@ async def read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
         inflate = None
     else:
         return b"", False
-    out = bytearray()
-    raw = 0
+    parts: list[bytes] = []  # joined once (a page of events is ~10 chunks: growing one
+    size = raw = 0  # buffer chunk by chunk, then copying it out, cost more than decoding it)
     try:
         async for chunk in response.aiter_raw():
             raw += len(chunk)
             if inflate is None:
-                out += chunk
+                parts.append(chunk)
+                size += len(chunk)
             else:
                 data = chunk
-                while data and len(out) <= cap:
-                    out += inflate.decompress(data, cap + 1 - len(out))
+                while data and size <= cap:
+                    piece = inflate.decompress(data, cap + 1 - size)
+                    parts.append(piece)
+                    size += len(piece)
                     data = inflate.unconsumed_tail
-            if len(out) > cap or raw > cap:
-                return bytes(out[:cap]), False
+            if size > cap or raw > cap:
+                return b"".join(parts)[:cap], False
     except zlib.error:
-        return bytes(out[:cap]), False
-    return bytes(out), True
+        return b"".join(parts)[:cap], False
+    return b"".join(parts), True
 
 
 def json_api_errors(body: Any) -> list[dict[str, Any]] | None:
@@ -175,3 +191,53 @@ def _until(date: str) -> float | None:
     if when.tzinfo is None:
         return None
     return (when - datetime.now(UTC)).total_seconds()
+
+
+class Listing:
+    """The pages of one listing read so far: the addresses visited (a loop is seen at its
+    first step back, whatever the spelling of the address) and the bytes their answers took,
+    against the listing's budget."""
+
+    def __init__(self, api: ReadApi, budget: int) -> None:
+        self.api, self.budget = api, budget
+        self.what = f"{api.method} {api.path}"
+        self.visited: set[tuple[str, str, int | None, str, tuple[tuple[str, str], ...]]] = set()
+        self.used = 0
+
+    @property
+    def left(self) -> int:
+        return max(0, self.budget - self.used)
+
+    def visit(self, url: str, params: dict[str, str] | None) -> httpx.URL:
+        """The next page is `url` (with `params`): its address, parsed once (and read so); a
+        fault if read before, or one too many."""
+        at = httpx.URL(url)
+        if params:
+            at = at.copy_merge_params(params)
+        key = (
+            at.scheme,
+            at.host,
+            at.port,
+            at.path.rstrip("/"),
+            tuple(sorted(at.params.multi_items())),
+        )
+        if key in self.visited:
+            raise QueryError(
+                f"{self.what}: a next link to a page read before (a loop of links, after "
+                f"{len(self.visited):,} page{'s' if len(self.visited) > 1 else ''})",
+                "Is KLAVIYO_BASE_URL right, or a proxy in the way?",
+            )
+        if len(self.visited) >= self.api.pages:
+            raise QueryError(f"{self.what} gave more than {self.api.pages:,} pages")
+        self.visited.add(key)
+        return at
+
+    def spend(self, size: int, whole: bool) -> None:
+        """An answer of `size` bytes read (`whole`: to its end) for a page."""
+        self.used += size
+        if not whole and self.used >= self.budget:
+            raise QueryError(
+                f"{self.what}: answers over {self.budget:,} bytes in {len(self.visited):,} "
+                "pages of one listing (far more than Klaviyo sends); stopped there",
+                "Is KLAVIYO_BASE_URL right, or a proxy in the way?",
+            )

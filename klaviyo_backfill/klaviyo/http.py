@@ -37,7 +37,7 @@ def certificate_failure(exc: BaseException) -> str | None:
     return None
 
 
-async def within(budget: float, url: str, exchange: Awaitable[T]) -> T:
+async def within(budget: float, url: str | httpx.URL, exchange: Awaitable[T]) -> T:
     """One exchange, the whole of it bounded by `budget` seconds (not each read): a timeout
     or a broken connection is a Retry (`unreachable` while the host has never answered this
     process: a short bounded retry), an untrusted certificate a CertificateError at once."""
@@ -96,7 +96,7 @@ def _why(exc: httpx.TransportError, host: str) -> tuple[str, str]:
     return "connection broken", f"the connection to {host} broke"
 
 
-def untrusted(url: str, reason: str) -> CertificateError:
+def untrusted(url: str | httpx.URL, reason: str) -> CertificateError:
     return CertificateError(
         f"the TLS certificate of {httpx.URL(url).host} could not be verified ({reason}): "
         "this machine does not trust it",

@@ -32,7 +32,7 @@ import httpx
 
 from .. import __version__
 from ..errors import AuthError, GaveUp, QueryError, ScopeError
-from .answers import Answer, detail, read_capped, retry_after
+from .answers import Answer, Listing, detail, read_capped, retry_after
 from .endpoints import (
     ACCOUNTS,
     API_INTEGRATION,
@@ -49,6 +49,7 @@ from .retry import Attempts, Retry, RetryPolicy
 from .shapes import (
     EventsCheck,
     HeldEvent,
+    HeldKeys,
     NotAnAnswer,
     aggregate_answer,
     document,
@@ -62,6 +63,7 @@ __all__ = [
     "Account",
     "Flow",
     "HeldEvent",
+    "HeldKeys",
     "Metric",
     "MonthTotal",
     "ReadConfig",
@@ -243,8 +245,13 @@ class Reader:
     async def events(self, metric_id: str, start: int, end: int) -> list[HeldEvent]:
         """Every event of a metric with start <= time < end (UNIX seconds): `scan_events`
         kept in a list."""
-        found: list[HeldEvent] = []
-        await self.scan_events(metric_id, start, end, found.extend, found.clear)
+        return (await self.held(metric_id, start, end)).events()
+
+    async def held(self, metric_id: str, start: int, end: int) -> HeldKeys:
+        """`events` as the per-order proof compares them (shapes.HeldKeys: a key per event,
+        no HeldEvent)."""
+        found = HeldKeys()
+        await self.scan_keys(metric_id, start, end, found.extend, found.clear)
         return found
 
     async def scan_events(
@@ -253,6 +260,17 @@ class Reader:
         start: int,
         end: int,
         take: Callable[[list[HeldEvent]], None],
+        again: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`scan_keys`, each page handed to `take` as a list of HeldEvent."""
+        await self.scan_keys(metric_id, start, end, lambda page: take(page.events()), again)
+
+    async def scan_keys(
+        self,
+        metric_id: str,
+        start: int,
+        end: int,
+        take: Callable[[HeldKeys], None],
         again: Callable[[], None] = lambda: None,
     ) -> None:
         """Each page of a metric's events with start <= time < end (UNIX seconds) handed to
@@ -275,7 +293,7 @@ class Reader:
         raise GaveUp(f"{what}: {why}", "Is KLAVIYO_BASE_URL right, or a proxy in the way?")
 
     async def _events_once(
-        self, metric_id: str, start: int, end: int, take: Callable[[list[HeldEvent]], None]
+        self, metric_id: str, start: int, end: int, take: Callable[[HeldKeys], None]
     ) -> None:
         def iso(t: int) -> str:
             return datetime.fromtimestamp(t, UTC).isoformat()
@@ -287,16 +305,16 @@ class Reader:
             "sort": "datetime",
         }
         seen: set[str] = set()
-        page: list[HeldEvent] = []
+        page = HeldKeys()
         check = EventsCheck(metric_id, start, end, page)  # a retried page is read afresh
         async for _ in self._pages(EVENTS, EVENTS.url(self.config.base_url), params, check):
-            ids = [event[0] for event in page]
+            ids = page.uuids
             fresh = set(ids)
             if len(fresh) != len(ids) or not seen.isdisjoint(fresh):  # twice, or seen before
                 twice = next(u for u, n in Counter(ids).items() if n > 1 or u in seen)
                 raise Retry(f"event {twice[:40]} on two pages")
             seen |= fresh
-            take(page[:])
+            take(page.handed())  # its lists: the next page is read into new ones
 
     # ------------------------------------------------------------ a listing's pages
 
@@ -315,8 +333,8 @@ class Reader:
         pages = Listing(api, self.config.budgets.get(api.name, api.budget))
         link: str | None = url
         while link is not None:
-            pages.visit(link, params)
-            doc = await self.fetch(api, link, params=params, check=check, listing=pages)
+            at = pages.visit(link, params)  # params merged in
+            doc = await self.fetch(api, at, check=check, listing=pages)
             yield doc
             link, params = self._next(doc, api), None
 
@@ -337,7 +355,7 @@ class Reader:
     async def fetch(
         self,
         api: ReadApi,
-        url: str,
+        url: str | httpx.URL,
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
         check: Callable[[Any], str | None] = lambda doc: None,
@@ -387,7 +405,7 @@ class Reader:
     async def _once(
         self,
         api: ReadApi,
-        url: str,
+        url: str | httpx.URL,
         params: dict[str, str] | None,
         body: dict[str, Any] | None,
         check: Callable[[Any], str | None],
@@ -412,7 +430,7 @@ class Reader:
     async def _bounded(
         self,
         api: ReadApi,
-        url: str,
+        url: str | httpx.URL,
         params: dict[str, str] | None,
         content: bytes | None,
         listing: Listing | None = None,
@@ -481,54 +499,6 @@ def _not_valid(errors: list[dict[str, Any]]) -> bool:
     the scopes, and is the only 403 a ScopeError (a key that may not read its account, say)."""
     said = " ".join(str(e.get(k) or "") for e in errors for k in ("title", "detail")).lower()
     return "scope" not in said and ("credentials" in said or "not valid" in said)
-
-
-class Listing:
-    """The pages of one listing read so far: the addresses visited (a loop is seen at its
-    first step back, whatever the spelling of the address) and the bytes their answers took,
-    against the listing's budget."""
-
-    def __init__(self, api: ReadApi, budget: int) -> None:
-        self.api, self.budget = api, budget
-        self.what = f"{api.method} {api.path}"
-        self.visited: set[tuple[str, str, int | None, str, tuple[tuple[str, str], ...]]] = set()
-        self.used = 0
-
-    @property
-    def left(self) -> int:
-        return max(0, self.budget - self.used)
-
-    def visit(self, url: str, params: dict[str, str] | None) -> None:
-        """The next page is `url` (with `params`): a fault if read before, or one too many."""
-        at = httpx.URL(url)
-        if params:
-            at = at.copy_merge_params(params)
-        key = (
-            at.scheme,
-            at.host,
-            at.port,
-            at.path.rstrip("/"),
-            tuple(sorted(at.params.multi_items())),
-        )
-        if key in self.visited:
-            raise QueryError(
-                f"{self.what}: a next link to a page read before (a loop of links, after "
-                f"{len(self.visited):,} page{'s' if len(self.visited) > 1 else ''})",
-                "Is KLAVIYO_BASE_URL right, or a proxy in the way?",
-            )
-        if len(self.visited) >= self.api.pages:
-            raise QueryError(f"{self.what} gave more than {self.api.pages:,} pages")
-        self.visited.add(key)
-
-    def spend(self, size: int, whole: bool) -> None:
-        """An answer of `size` bytes read (`whole`: to its end) for a page."""
-        self.used += size
-        if not whole and self.used >= self.budget:
-            raise QueryError(
-                f"{self.what}: answers over {self.budget:,} bytes in {len(self.visited):,} "
-                "pages of one listing (far more than Klaviyo sends); stopped there",
-                "Is KLAVIYO_BASE_URL right, or a proxy in the way?",
-            )
 
 
 class _Once:

@@ -24,6 +24,8 @@ from .retry import Retry
 __all__ = [
     "EventsCheck",
     "HeldEvent",
+    "HeldKey",
+    "HeldKeys",
     "NotAnAnswer",
     "aggregate_answer",
     "document",
@@ -194,8 +196,70 @@ class HeldEvent(NamedTuple):
     at: int  # its time, UNIX seconds
 
 
+# what the proof compares of an event: (order id, line item, time, value; 0.0 for none), as
+# Ledger.acked_keys gives the acknowledged ones (checkpoint.AckedKey)
+HeldKey = tuple[str, str, int, float]
+
+
+class HeldKeys:
+    """Held events as the proof compares them, in the order read: each one's uuid (no event
+    twice across pages) and its key (`HeldKey`), side by side; one tuple per event, compared
+    as it is with the checkpoint's keys. `values` marks, by position, the events without a
+    $value (the key's 0.0), so `events` gives back each HeldEvent exactly as read. A list
+    handed out is never changed after: `clear` starts new ones."""
+
+    __slots__ = ("keys", "uuids", "values")
+
+    def __init__(self) -> None:
+        self.uuids: list[str] = []
+        self.keys: list[HeldKey] = []
+        self.values: dict[int, None] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def clear(self) -> None:
+        self.uuids, self.keys, self.values = [], [], {}
+
+    def add(self, event: HeldEvent) -> None:
+        uid, order, item, value, at = event
+        if value is None:
+            self.values[len(self.keys)] = None
+        self.uuids.append(uid)
+        self.keys.append((order, item, at, 0.0 if value is None else value))
+
+    def extend(self, other: HeldKeys) -> None:
+        if other.values:
+            n = len(self.keys)
+            self.values.update({n + i: v for i, v in other.values.items()})
+        self.uuids += other.uuids
+        self.keys += other.keys
+
+    def handed(self) -> HeldKeys:
+        """The same events in another HeldKeys (the lists shared: nothing copied)."""
+        out = HeldKeys()
+        out.uuids, out.keys, out.values = self.uuids, self.keys, self.values
+        return out
+
+    def events(self) -> list[HeldEvent]:
+        """Each event as a HeldEvent, as read."""
+        values = self.values
+        return [
+            _new(HeldEvent, (u, k[0], k[1], None if values and i in values else k[3], k[2]))
+            for i, (u, k) in enumerate(zip(self.uuids, self.keys, strict=True))
+        ]
+
+
+def _fill(into: list[HeldEvent] | HeldKeys, out: HeldKeys) -> None:
+    """A page read (`out`) handed to its check's `into`, emptied before it was read."""
+    if isinstance(into, HeldKeys):
+        into.uuids, into.keys, into.values = out.uuids, out.keys, out.values
+    else:
+        into.extend(out.events())
+
+
 def events_page(
-    doc: dict[str, Any], metric_id: str, start: int, end: int, into: list[HeldEvent]
+    doc: dict[str, Any], metric_id: str, start: int, end: int, into: list[HeldEvent] | HeldKeys
 ) -> str | None:
     """A page of events of `metric_id` with start <= time < end (UNIX seconds), read into
     `into`; or what is wrong with it (a page at once: checked and read in one pass, as a
@@ -203,8 +267,7 @@ def events_page(
     data = doc["data"]
     if type(data) is not list:
         return "data is not a list of event objects"
-    out: list[HeldEvent] = []
-    add = out.append
+    out = HeldKeys()
     for item in data:
         if type(item) is not dict or item.get("type") != "event":
             return "an item of data is not an event"
@@ -222,8 +285,8 @@ def events_page(
                       metric_id, start, end)  # fmt: skip
         if type(held) is str:
             return held
-        add(held)  # type: ignore[arg-type]
-    into.extend(out)
+        out.add(held)  # type: ignore[arg-type]
+    _fill(into, out)
     return None
 
 
@@ -260,12 +323,15 @@ _new = tuple.__new__
 
 class EventsCheck:
     """The check of a page of GET /api/events, reading its events into `into` (emptied
-    first: a retried page is read afresh): called with the page's document, as every check
-    is; or, with msgspec, `read` from its bytes, decoding only the fields the proof reads
-    (an event's links, its profile and its other properties are skipped, not built: half
-    the time of a page). The same verdicts either way."""
+    first: a retried page is read afresh): a list of HeldEvent, or a HeldKeys (what the
+    per-order proof compares, without a HeldEvent per event). Called with the page's
+    document, as every check is; or, with msgspec, `read` from its bytes, decoding only the
+    fields the proof reads (an event's links, its profile and its other properties are
+    skipped, not built: half the time of a page). The same verdicts either way."""
 
-    def __init__(self, metric_id: str, start: int, end: int, into: list[HeldEvent]) -> None:
+    def __init__(
+        self, metric_id: str, start: int, end: int, into: list[HeldEvent] | HeldKeys
+    ) -> None:
         self.metric_id, self.start, self.end, self.into = metric_id, start, end, into
         self.read = _read_page if _PAGE is not None else None
 
@@ -290,8 +356,8 @@ def _read_page(check: EventsCheck, content: bytes) -> dict[str, Any] | str:
         return ""  # not JSON: `document` says what it is
     except msgspec.ValidationError as exc:
         return f"not an events page ({str(exc)[:80]})"
-    out: list[HeldEvent] = []
-    add = out.append
+    out = HeldKeys()
+    uid_of, key_of = out.uuids.append, out.keys.append
     metric_id, start, end = check.metric_id, check.start, check.end
     for item in page.data:
         attrs = item.attributes
@@ -310,21 +376,20 @@ def _read_page(check: EventsCheck, content: bytes) -> dict[str, Any] | str:
                 and type(value) is float and -_MAX_SUM <= value <= _MAX_SUM
                 and type(order) is str and props.store is None):  # fmt: skip
             sku, product = props.sku, props.product  # the common event, as `_event` reads it
-            key = "" if sku is None and product is None else _item(sku, product)
-            add(_new(HeldEvent, (uid, order, key, value, at)))
+            if sku is None and product is None:
+                line = ""
+            else:  # model.item_key, without a dict
+                line = f"{'' if sku is None else sku}\x1f{'' if product is None else product}"[:300]
+            uid_of(uid)
+            key_of((order, line, at, value))
             continue
         held = _event(uid, at, attrs.datetime, metric, value, order, props.store, props.sku,
                       props.product, metric_id, start, end)  # fmt: skip
         if type(held) is str:
             return held
-        add(held)  # type: ignore[arg-type]
-    check.into.extend(out)
+        out.add(held)  # type: ignore[arg-type]
+    _fill(check.into, out)
     return {"data": None, "links": page.links}
-
-
-def _item(sku: Any, product: Any) -> str:
-    """model.item_key of these properties, without a dict."""
-    return f"{'' if sku is None else sku}\x1f{'' if product is None else product}"[:300]
 
 
 try:  # structs of a page are trees, never cycles: the collector need not track them

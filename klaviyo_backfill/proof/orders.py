@@ -20,9 +20,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
-from ..klaviyo.shapes import HeldEvent
+from ..klaviyo.shapes import HeldEvent, HeldKeys
 from ..state.checkpoint import Acked, AckedKey
 
 __all__ = [
@@ -211,20 +212,31 @@ def compare_window(
 
 
 def all_as_sent(
-    window: Window, sent: list[AckedKey], currency: str | None, held: list[HeldEvent]
+    window: Window, sent: list[AckedKey], currency: str | None, held: HeldKeys | list[HeldEvent]
 ) -> WindowResult | None:
     """The window's result when Klaviyo holds exactly the acknowledged events (`sent`, as
     Ledger.acked_keys gives them, in one `currency`) and nothing else: each event's order,
     item, time and value to the bit, each once; the common case, settled at once. None for
-    every other (`compare_window` judges those order by order)."""
-    if currency is None or len(sent) != len(held) or not sent:
+    every other (`compare_window` judges those order by order). `held`: Reader.held's keys
+    (compared as they are), or the events."""
+    keys = (
+        held.keys if isinstance(held, HeldKeys) else [(h[1], h[2], h[4], h[3] or 0.0) for h in held]
+    )
+    if currency is None or len(sent) != len(keys) or not sent:
         return None
-    keys = set(sent)
-    if len(keys) != len(sent) or keys != {(h[1], h[2], h[4], h[3] or 0.0) for h in held}:
+    left = set(sent)
+    if len(left) != len(sent):
+        return None
+    # n distinct keys sent, n held, each held one of them: each sent key held exactly once
+    left.difference_update(keys)
+    if left:
         return None
     count = MonthCount(window.metric, window.month, sent=len(sent), held=len(sent))
-    count.held_by_currency[currency] = (len(held), sum([h[3] or 0.0 for h in held]))
+    count.held_by_currency[currency] = (len(keys), sum(map(_value, keys)))
     return WindowResult(count, [])
+
+
+_value = itemgetter(3)
 
 
 def _as_sent(sent: list[Acked], held: list[HeldEvent]) -> bool:
