@@ -663,3 +663,57 @@ def test_flow_triggers_and_the_account(server: tuple[st.StandIn, httpx.Client]) 
     doc = c.get("/api/accounts", headers=HEADERS).json()
     assert answer_errors(doc, "get_accounts.json", "GetAccountResponseCollection") == []
     assert c.get("/api/accounts", headers=HEADERS).status_code == 429  # 1 a second
+
+
+def test_a_listing_of_events_is_the_months_events_filtered_and_sorted() -> None:
+    """GET /api/events' listing is cut out of each month's events kept in time order: the
+    same list, event for event, as all the months' events filtered and sorted, whatever the
+    window (across months, within one), with events alike (same time, profile and id), events
+    without a time, events that arrive after a listing, and an ingestion delay; and a page's
+    JSON is the same whether the events were encoded beforehand (encode_all) or not."""
+    import random
+
+    rng = random.Random(12)
+    clock = st.Clock()
+    s = st.StandIn(clock=clock)
+    metric = ("Placed Order", st.API)
+
+    def made(n: int) -> list[st.StoredEvent]:
+        out = []
+        for k in range(n):
+            day, second = rng.randint(1, 28), rng.choice([0, 30, 59])
+            when = f"2024-{rng.randint(1, 3):02d}-{day:02d}T10:00:{second:02d}+00:00"
+            e = st.other_event("Placed Order", when, integration=st.API, uid=f"u{rng.randint(0, 40)}",
+                               identity=rng.choice(["a@x.io", "b@x.io"]))  # fmt: skip
+            out.append(st.replace(e, time=None) if k % 17 == 0 else e)
+        return out
+
+    def whole(start: str, end: str, now: float, delay: float) -> list[st.StoredEvent]:
+        found = [e for month, events in s.by_month.get(metric, {}).items()
+                 if start[:7] <= month <= end[:7] for e in events]  # fmt: skip
+        found = [e for e in found
+                 if e.time is not None and start <= e.time < end and e.stored_at + delay <= now]  # fmt: skip
+        return sorted(found, key=lambda e: (e.time or "", e.identity, e.key_uid))
+
+    bounds = ["2023-12-31T00:00:00+00:00", "2024-01-15T10:00:30+00:00", "2024-02-01T00:00:00+00:00",
+              "2024-02-10T10:00:00+00:00", "2024-03-28T10:00:59+00:00", "2024-04-01T00:00:00+00:00"]  # fmt: skip
+    s.preload([st.other_event("Placed Order", f"2024-{m:02d}-05T00:00:00+00:00", integration=st.API)
+               for m in (3, 2, 1)])  # the months known latest first  # fmt: skip
+    for round_ in range(6):
+        s.preload(made(150))  # alike events too: preload keeps every one
+        s.faults.ingestion_delay = 5.0 if round_ % 2 else 0.0
+        s.store([st.replace(e, unique_id=f"r{round_}-{i}", key_uid=f"r{round_}-{i}")
+                 for i, e in enumerate(made(50))])  # fmt: skip
+        clock.advance(3.0)
+        for _ in range(12):
+            start, end = sorted(rng.sample(bounds, 2))
+            got = s.listing(metric, start, end, clock())
+            want = whole(start, end, clock(), s.faults.ingestion_delay)
+            assert [id(e) for e in got] == [id(e) for e in want]
+    assert len(whole(bounds[0], bounds[-1], clock(), 0.0)) > 900
+    mid = st.metric_id(*metric)
+    events = s.listing(metric, bounds[0], bounds[-1], clock())
+    plain = b",".join(json.dumps(st._event_item(e, mid, s.url)).encode() for e in events)
+    assert s.page(events, mid) == plain
+    s.encode_all()
+    assert s.page(events, mid) == plain
