@@ -601,6 +601,9 @@ class StandIn:
         # (metric, month) -> (its events counted, their times, the events) in time order
         self._ordered: dict[tuple[tuple[str, tuple[str, str]], str],
                             tuple[int, list[str], list[StoredEvent]]] = {}  # fmt: skip
+        # (metric, month) -> (its events counted, their rollup: StandIn._rollup)
+        self._rollups: dict[tuple[tuple[str, tuple[str, str]], str],
+                            tuple[int, tuple[str, str, float, dict[str, list[Any]], list[Any]]]] = {}  # fmt: skip
         self.flows: dict[str, list[dict[str, Any]]] = {}  # API metric name -> flows it triggers
         # one stand-in is one Klaviyo account: two are two (as two base URLs were two)
         self.account = {"id": "Ac" + secrets.token_hex(3).upper(), "timezone": "UTC",
@@ -733,9 +736,10 @@ class StandIn:
         months.setdefault((e.time or "")[:7], []).append(e)
 
     def encode_all(self) -> None:
-        """Encode every processed event as GET /api/events lists it, and put each month's in
-        time order, now (a benchmark does this before its clock starts: the stand-in's own
-        JSON and its index by time, which Klaviyo keeps, are not the client's time)."""
+        """Encode every processed event as GET /api/events lists it, put each month's in time
+        order and count its aggregate, now (a benchmark does this before its clock starts: the
+        stand-in's own JSON, its index by time and its rollups, which Klaviyo keeps, are not
+        the client's time)."""
         with self.lock:
             metrics = {metric: list(events) for metric, events in self.by_metric.items()}
             months = [(metric, month, len(events), events)
@@ -746,6 +750,7 @@ class StandIn:
                 self.encoded(e, mid)
         for metric, month, n, events in months:
             self._in_order(metric, month, n, events)
+            self._rollup(metric, month, n, events)
 
     def encoded(self, e: StoredEvent, mid: str) -> bytes:
         """An event as GET /api/events lists it, encoded once (the benchmarks list a million)."""
@@ -802,16 +807,48 @@ class StandIn:
         return [(metric_id(n, i), n, i) for n, i in dict.fromkeys(names)]
 
     def aggregate(
-        self, metric: tuple[str, tuple[str, str]], start: str, end: str, now: float
-    ) -> list[StoredEvent]:
+        self, metric: tuple[str, tuple[str, str]], start: str, end: str, now: float, grouped: bool
+    ) -> list[tuple[str, dict[str, list[Any]]]]:
         """The metric's processed events with start <= time < end (UTC ISO strings, which
-        order as times do), past the ingestion delay."""
+        order as times do), past the ingestion delay, per UTC month: counted, summed and their
+        profiles (`_month_cells`), per currency if `grouped`. A month whose every event is
+        in the range and past the delay is answered from its cells counted once (a rollup, as
+        Klaviyo keeps; `encode_all` counts them before a benchmark's clock), any other read."""
         delay = self.faults.ingestion_delay
         with self.lock:
-            months = [held for month, held in self.by_month.get(metric, {}).items()
-                      if start[:7] <= month <= end[:7]]  # fmt: skip
-        return [e for held in months for e in held
-                if e.time is not None and start <= e.time < end and e.stored_at + delay <= now]  # fmt: skip
+            spans = [(month, len(held), held) for month, held in self.by_month.get(metric, {}).items()
+                     if start[:7] <= month <= end[:7]]  # fmt: skip
+        out = []
+        for month, n, held in spans:
+            rollup = self._rollup(metric, month, n, held)
+            first, last, stored, by, whole = rollup
+            if n and start <= first and last < end and stored + delay <= now:
+                out.append((month, by if grouped else {"": whole}))
+                continue
+            events = [e for e in held[:n]
+                      if e.time is not None and start <= e.time < end and e.stored_at + delay <= now]  # fmt: skip
+            by, whole = _month_cells(events, grouped)
+            out.append((month, by if grouped else {"": whole}))
+        return out
+
+    def _rollup(
+        self, metric: tuple[str, tuple[str, str]], month: str, n: int, events: list[StoredEvent]
+    ) -> tuple[str, str, float, dict[str, list[Any]], list[Any]]:
+        """The first `n` events of a month: (their first and last times, the latest stored_at,
+        their cells per currency and all together); counted once, again when the month has
+        more."""
+        with self.lock:
+            known = self._rollups.get((metric, month))
+        if known is not None and known[0] == n:
+            return known[1]
+        held = events[:n]
+        times = [e.time or "" for e in held]
+        by, whole = _month_cells(held, True)
+        rollup = (min(times, default=""), max(times, default=""),
+                  max((e.stored_at for e in held), default=0.0), by, whole)  # fmt: skip
+        with self.lock:
+            self._rollups[(metric, month)] = (n, rollup)
+        return rollup
 
     def draw_read_fault(self) -> str | None:
         f = self.faults
@@ -1139,8 +1176,10 @@ class _Handler(BaseHTTPRequestHandler):
             raise _invalid(
                 [(f"Dates may go back at most {reach:g} years.", "/data/attributes/filter")]
             )
-        events = s.aggregate(metric, start.isoformat(), end.isoformat(), s.clock())
-        return _aggregate_answer(events, start, end, attrs, s.url)
+        cells = s.aggregate(
+            metric, start.isoformat(), end.isoformat(), s.clock(), bool(attrs.get("by"))
+        )
+        return _aggregate_answer(cells, start, end, attrs, s.url)
 
     def _events(self) -> bytes:
         """GET /api/events: `filter` with equals(metric_id,...) and greater-or-equal/less-than
@@ -1374,9 +1413,32 @@ def _aggregate_query(attrs: dict[str, Any]) -> tuple[datetime, datetime]:
     return start, end
 
 
+def _month_cells(
+    events: list[StoredEvent], grouped: bool
+) -> tuple[dict[str, list[Any]], list[Any]]:
+    """A month's events: per currency (if `grouped`) and all together, [count, sum of values
+    (in their order), their profiles]."""
+    by: dict[str, list[Any]] = {}
+    whole: list[Any] = [0.0, 0.0, set()]
+    for e in events:
+        value = float(e.value or 0)
+        if grouped:
+            cell = by.get(e.value_currency or "")
+            if cell is None:
+                cell = by[e.value_currency or ""] = [0.0, 0.0, set()]
+            cell[0] += 1.0
+            cell[1] += value
+            cell[2].add(e.identity)
+        whole[0] += 1.0
+        whole[1] += value
+        whole[2].add(e.identity)
+    return by, whole
+
+
 def _aggregate_answer(
-    events: list[StoredEvent], start: datetime, end: datetime, attrs: dict[str, Any], url: str
-) -> dict[str, Any]:
+    cells: list[tuple[str, dict[str, list[Any]]]], start: datetime, end: datetime,
+    attrs: dict[str, Any], url: str,
+) -> dict[str, Any]:  # fmt: skip
     months = []
     month = start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     while month < end:
@@ -1385,17 +1447,18 @@ def _aggregate_answer(
     index = {m.strftime("%Y-%m"): i for i, m in enumerate(months)}
     grouped = bool(attrs.get("by"))
     groups: dict[str, list[list[Any]]] = {}  # currency -> [counts, sums, profiles]
-    for e in events:
-        assert e.time is not None
-        i = index[e.time[:7]]
-        group = (e.value_currency or "") if grouped else ""
-        cells = groups.get(group)
-        if cells is None:  # (made once per group, not for each event as a default)
-            cells = groups[group] = [[0.0] * len(months), [0.0] * len(months),
-                                     [set() for _ in months]]  # fmt: skip
-        cells[0][i] += 1.0
-        cells[1][i] += float(e.value or 0)
-        cells[2][i].add(e.identity)
+    for month, held in cells:
+        for currency, (count, total, profiles) in held.items():
+            if not count:
+                continue
+            i = index[month]
+            series = groups.get(currency)
+            if series is None:
+                series = groups[currency] = [[0.0] * len(months), [0.0] * len(months),
+                                             [set() for _ in months]]  # fmt: skip
+            series[0][i] += count
+            series[1][i] += total
+            series[2][i] |= profiles
     if not grouped and not groups:
         groups[""] = [[0.0] * len(months), [0.0] * len(months), [set() for _ in months]]
     rows = []

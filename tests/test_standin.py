@@ -710,3 +710,81 @@ def test_a_listing_of_events_is_the_months_events_filtered_and_sorted() -> None:
             want = whole(start, end, clock(), s.faults.ingestion_delay)
             assert [id(e) for e in got] == [id(e) for e in want]
     assert len(whole(bounds[0], bounds[-1], clock(), 0.0)) > 900
+
+
+def test_the_aggregates_from_rollups_are_the_aggregates_of_every_event() -> None:
+    """POST /api/metric-aggregates answers a month whose every event is in the range (and
+    past the ingestion delay) from its cells counted once (StandIn._rollup, which encode_all
+    counts before a benchmark's clock), any other month by reading its events: either way
+    the very answer of counting, summing and collecting profiles event by event, for ranges
+    on month bounds and inside months, by currency or not, as events keep arriving."""
+    import random
+    from datetime import UTC, datetime
+
+    rng = random.Random(14)
+    clock = st.Clock()
+    s = st.StandIn(clock=clock)
+    metric = ("Placed Order", st.API)
+
+    def made(n: int) -> list[st.StoredEvent]:
+        out = []
+        for _ in range(n):
+            when = f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T0{rng.randint(0, 9)}:00:00+00:00"
+            e = st.other_event("Placed Order", when, value=rng.choice([10.1, 0.3, 7.77, 1e-7]),
+                               currency=rng.choice(["USD", "EUR", ""]), integration=st.API,
+                               identity=f"p{rng.randint(0, 30)}")  # fmt: skip
+            out.append(st.replace(e, value=None) if rng.random() < 0.1 else e)
+        return out
+
+    def every_event(start: datetime, end: datetime, grouped: bool, delay: float) -> Any:
+        a, b = start.isoformat(), end.isoformat()
+        events = [e for month, held in s.by_month.get(metric, {}).items() if a[:7] <= month <= b[:7]
+                  for e in held if e.time is not None and a <= e.time < b and e.stored_at + delay <= clock()]  # fmt: skip
+        months = []
+        month = start.replace(day=1, hour=0)
+        while month < end:
+            months.append(month)
+            month = month.replace(year=month.year + month.month // 12, month=month.month % 12 + 1)
+        index = {m.strftime("%Y-%m"): i for i, m in enumerate(months)}
+        groups: dict[str, list[list[Any]]] = {}
+        for e in events:
+            assert e.time is not None
+            i = index[e.time[:7]]
+            cells = groups.setdefault((e.value_currency or "") if grouped else "", [
+                [0.0] * len(months), [0.0] * len(months), [set() for _ in months]])  # fmt: skip
+            cells[0][i] += 1.0
+            cells[1][i] += float(e.value or 0)
+            cells[2][i].add(e.identity)
+        if not grouped and not groups:
+            groups[""] = [[0.0] * len(months), [0.0] * len(months), [set() for _ in months]]
+        return [(c, n, [round(v, 6) for v in v_], [len(p) for p in p_])
+                for c, (n, v_, p_) in sorted(groups.items())]  # fmt: skip
+
+    def answered(start: datetime, end: datetime, grouped: bool) -> Any:
+        attrs = {
+            "measurements": ["count", "sum_value", "unique"],
+            "by": ["$value_currency"] if grouped else [],
+        }
+        cells = s.aggregate(metric, start.isoformat(), end.isoformat(), clock(), grouped)
+        rows = st._aggregate_answer(cells, start, end, attrs, s.url)["data"]["attributes"]["data"]
+        return [((r["dimensions"] or [""])[0], r["measurements"]["count"], r["measurements"]["sum_value"],
+                 [int(u) for u in r["measurements"]["unique"]]) for r in rows]  # fmt: skip
+
+    checked = 0
+    for round_ in range(5):
+        s.preload(made(300))
+        s.faults.ingestion_delay = 4.0 if round_ == 3 else 0.0
+        s.store([st.replace(e, unique_id=f"r{round_}-{i}", key_uid=f"r{round_}-{i}")
+                 for i, e in enumerate(made(40))])  # fmt: skip
+        if round_ in (1, 4):
+            s.encode_all()  # rollups counted now; the events after them are read
+        clock.advance(2.0)
+        for _ in range(10):
+            m1 = rng.randint(1, 12)
+            start = datetime(2024, m1, rng.choice([1, 1, 15]), tzinfo=UTC)
+            end = rng.choice([datetime(2025, 1, 1, tzinfo=UTC), datetime(2024, m1, 28, tzinfo=UTC)])
+            for grouped in (True, False):
+                want = every_event(start, end, grouped, s.faults.ingestion_delay)
+                assert answered(start, end, grouped) == want
+                checked += sum(sum(n) for _, n, _, _ in want)
+    assert checked > 5000
