@@ -202,7 +202,7 @@ def bench_per_order(tmp: Path, orders: int, latency: float = 0.0) -> dict[str, o
     ck.unlink()
     with st.StandIn(api_key=c.API_KEY, faults=st.Faults(latency=latency)) as s:
         s.store(per_order_job(ck, s.account["id"], orders))
-        s.encode_all()  # the stand-in's own JSON and index by time, before the clock starts
+        s.encode_all()  # the stand-in's own JSON, index by time and rollups: before the clock
         gc.collect()
         gc.freeze()  # a million stored events: no collection walks them while it answers
         load = os.getloadavg()[0]
