@@ -101,6 +101,19 @@ def test_a_json_file_of_one_plain_value_is_called_json(
     assert "CSV" not in said
 
 
+@pytest.mark.parametrize("content", ["[]", '{"orders": []}', '{"data": {"orders": {"edges": []}}}'])
+def test_a_json_export_without_orders_is_said_to_hold_none(tmp_path: Path, content: str) -> None:
+    """A JSON export of a month without orders (Shopify's `{"orders": []}`, a GraphQL answer
+    with no edges) was 'not an export this tool recognises (a JSON file without the columns
+    of one)': its format is not the question; it holds no orders."""
+    (tmp_path / "orders.json").write_text(content)
+    with contextlib.chdir(tmp_path):
+        done = cli_helpers.invoke(None, "inspect", "orders.json")
+    assert done.exit_code == ExitCode.USAGE, done.output
+    assert "orders.json: holds no orders" in " ".join(done.output.split()), done.output
+    assert "recognises" not in done.output
+
+
 def test_rows_wider_than_the_header_are_a_warning_once_per_file(tmp_path: Path) -> None:
     """A row with values past the header's last column (a delimiter too many): they were
     dropped without a word. Now one warning for the file, counting its orders, with the

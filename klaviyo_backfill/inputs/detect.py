@@ -111,14 +111,18 @@ def detect_layout(
     if head.lstrip()[0] in "[{":
         first = _first_order(path, encoding)
         kind = "json"
+        none = first is None  # `[]`, `{"orders": []}`: an export of a time without orders
         for layout in layouts.values():
             order = first
             if layout.options.orders_path:
                 found = orders_of(first, layout.options.orders_path)
                 order = next(found, None) if found is not None else first
+                none = none or (found is not None and order is None)
             keys = set(order) if isinstance(order, dict) else set()
             if layout.kind == kind and layout.detect and keys.issuperset(layout.detect):
                 return layout
+        if none:
+            raise NotAnExport(path, "holds no orders (a JSON export with none in it)")
         keys = set()
     elif (value := _json_value(head, path)) is not None:
         raise NotAnExport(
