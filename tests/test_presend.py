@@ -118,11 +118,12 @@ def _reads_of_a_send(
     other_integration: bool,
     earlier: Path | None = None,
     stores: tuple[str | None, str | None] = (None, None),
+    preflight: bool = False,
     **choices: Any,
 ) -> int:
-    """The readings of one send of `export`; `earlier` sent first, not counted (to the same
-    account: the send then surveys its export against what the account holds); `stores`:
-    the --store of each."""
+    """The readings of one send of `export` (its `preflight`, instead); `earlier` sent first,
+    not counted (to the same account: the send then surveys its export against what the
+    account holds); `stores`: the --store of each."""
     path = Path(shutil.copy(export, tmp_path / "orders.csv"))
     with st.StandIn(api_key=KEY) as s:
         clocked = partial(Limiter, clock=s.clock, sleep=s.clock.sleep)  # windows skipped
@@ -143,6 +144,12 @@ def _reads_of_a_send(
             s.preload([st.other_event("Placed Order", "2001-06-01T00:00:00+00:00", uid="x")])
         sent = len(s.events)
         readings = _Readings(monkeypatch)
+        if preflight:
+            from klaviyo_backfill.commands.preflight import preflight as preflight_of
+
+            report = preflight_of(options(path, stores[1]))
+            assert report.stats.orders_mapped > 0 and report.stores is None
+            return readings.count
         outcome = send(options(path, stores[1]))
         assert isinstance(outcome, SendOutcome) and outcome.error is None
         assert len(s.events) > sent, "the send delivered"
@@ -203,6 +210,23 @@ def test_a_send_under_a_store_the_account_does_not_know_reads_its_export_twice(
     corpus.write_shopify_csv(corpus.make_orders(100, 32, "shopify"), shop_b)
     reads = _reads_of_a_send(shop_b, tmp_path, monkeypatch, other_integration=other_integration,
                              earlier=shop_a, stores=("a", "b"), profile_attributes=profiles)  # fmt: skip
+    assert reads == 2
+
+
+@pytest.mark.slow  # ~1.5 s: a send first, then the preflight's reads
+@pytest.mark.e2e
+@pytest.mark.parametrize("profiles", ["latest", "all"])
+def test_preflight_under_a_store_the_account_does_not_know_reads_its_export_twice(
+    tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch, profiles: str
+) -> None:
+    # its stores check is shown each order in the profile table's pass (or a pass of its own
+    # with `all`), then the pass that maps the orders
+    shop_a, shop_b = tmp_path / "a.csv", tmp_path / "b.csv"
+    corpus.write_shopify_csv(corpus.make_orders(30, 31, "shopify"), shop_a)
+    corpus.write_shopify_csv(corpus.make_orders(40, 32, "shopify"), shop_b)
+    reads = _reads_of_a_send(shop_b, tmp_path, monkeypatch, other_integration=False,
+                             earlier=shop_a, stores=("a", "b"), preflight=True,
+                             profile_attributes=profiles)  # fmt: skip
     assert reads == 2
 
 
