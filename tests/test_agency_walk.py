@@ -4,11 +4,16 @@ in this process on the stand-in's clock where it can be (no rate window waited f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
+import gc
 import json
+import logging
+import os
 import secrets
 import shlex
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -209,3 +214,30 @@ def test_a_second_window_keeps_the_first_ones_failures_and_status_names_that_job
         assert "--until 2020-12-31 (last run" in done.stdout, done.stdout
         assert str(kept) in lines, done.stdout  # a path on a line of its own
         assert max(len(line) for line in done.stdout.splitlines() if "/" not in line) <= 80
+
+
+def test_sigterm_inside_a_read_before_the_send_stops_it_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SIGTERM while the send's overlap check read Klaviyo (several reads at once, under
+    asyncio.run): 'Stopped. Nothing is lost', then asyncio's 'Task exception was never
+    retrieved' and a traceback (KeyboardInterrupt raised inside one of the reads' tasks).
+    Now the read is cancelled as Ctrl-C cancels it, and only KeyboardInterrupt comes out."""
+    from klaviyo_backfill.commands.send import _stoppable
+
+    async def reads() -> None:
+        async def one(n: int) -> None:
+            if n == 0:
+                await asyncio.sleep(0.001)
+                os.kill(os.getpid(), signal.SIGTERM)  # its handler runs inside this task
+            for _ in range(100_000):
+                await asyncio.sleep(0)
+
+        await asyncio.gather(*(one(n) for n in range(3)))
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"), _stoppable() as got:
+        with pytest.raises(KeyboardInterrupt):
+            asyncio.run(reads())
+        gc.collect()  # where an unretrieved task exception is reported
+    assert got == [signal.SIGTERM]
+    assert not [r.getMessage() for r in caplog.records], caplog.text

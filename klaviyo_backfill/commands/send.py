@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from ..errors import (
@@ -131,8 +132,15 @@ def _stoppable() -> Iterator[list[int]]:
         yield got
         return
 
-    def terminated(signum: int, frame: object) -> None:
+    def terminated(signum: int, frame: FrameType | None) -> None:
         got[0] = signum
+        on_sigint = signal.getsignal(signal.SIGINT)
+        if callable(on_sigint) and on_sigint is not signal.default_int_handler:
+            # asyncio.run's own (a read runs): it cancels the read, which then raises
+            # KeyboardInterrupt; raised here, inside one of its tasks, the task kept it and
+            # asyncio printed its traceback ("Task exception was never retrieved")
+            on_sigint(signal.SIGINT, frame)
+            return
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, terminated)
