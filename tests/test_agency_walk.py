@@ -76,6 +76,7 @@ def test_status_of_a_job_whose_export_was_saved_over_prints_the_restart(tmp_path
             assert "--resume" not in shown.stdout, shown.stdout
             assert shown.stdout.rstrip().splitlines()[-1].strip() == restart, shown.stdout
             assert "export changed" in " ".join(shown.stdout.split()), shown.stdout
+            assert "resume point" not in shown.stdout, shown.stdout  # in the old export
         as_json = cli(elsewhere, s, "status", str(export), "--json", "-")
         assert json.loads(as_json.stdout)["jobs"][0]["continue_with"] == restart, said(as_json)
         s.clock.advance(3600)

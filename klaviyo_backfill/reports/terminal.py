@@ -199,6 +199,10 @@ def _left(ledger: Ledger) -> str:
     """What a resumed run would still read, from the resume point the checkpoint holds."""
     if ledger.state == "finished":
         return "nothing"
+    from .jobs import saved_over
+
+    if saved_over(ledger):  # its resume point is in the old export, not in this one
+        return "the whole export: it changed since the job began (--restart sends it)"
     inputs = json.loads(ledger.get("inputs") or "[]")
     point = ledger.watermark()
     try:
