@@ -608,3 +608,18 @@ def test_the_reader_hands_the_proof_keys_of_the_events_it_reads() -> None:
         ("3", "", JAN + 60, 0.0),
     ]
     assert held.events() == read(handler, lambda r: r.events("M1", JAN, FEB))
+
+
+def test_an_order_missing_in_two_windows_is_one_order_named_in_each() -> None:
+    """Its Placed Order missing in January and an Ordered Product in another window: the
+    proof counted two orders missing ("8 order(s) named above" beside 7 orders named)."""
+    from klaviyo_backfill.proof.orders import Proof
+
+    proof = Proof()
+    proof.add(compare_window(W, [acked("1", "p1"), acked("2", "p2")], [held("2")]))
+    product = Window("Ordered Product", "2023-01", JAN, FEB)
+    lines = [("Ordered Product", JAN + 60, "1", "o1", "SKU", "5.00", "USD", "orders.csv", 2)]
+    proof.add(compare_window(product, lines, []))
+    assert proof.orders[MISSING] == 1 and proof.entries[MISSING] == 2
+    assert [f.metric for f in proof.named(MISSING)] == ["Placed Order", "Ordered Product"]
+    assert proof.as_json()["orders_missing"] == 1 and proof.totals().missing == 2

@@ -317,16 +317,24 @@ class Proof:
 
     months: dict[tuple[str, str], MonthCount] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)  # the first NAMED of each kind
-    orders: dict[str, int] = field(default_factory=dict)  # kind -> orders
+    orders: dict[str, int] = field(default_factory=dict)  # kind -> orders (each once)
+    entries: dict[str, int] = field(default_factory=dict)  # kind -> findings (order, metric, month)
     missing: list[tuple[str, str, str]] = field(default_factory=list)  # (metric, uid, order)
     reads: int = 0
+    _seen: dict[str, set[str]] = field(default_factory=dict, repr=False)  # kind -> order ids
 
     def add(self, result: WindowResult) -> None:
         c = result.count
         self.months.setdefault((c.metric, c.month), MonthCount(c.metric, c.month)).add(c)
         for finding in result.findings:
-            n = self.orders.get(finding.kind, 0)
-            self.orders[finding.kind] = n + 1
+            # an order is a finding in each window (metric, month) it lacks events of:
+            # counted once as an order, named once for each
+            seen = self._seen.setdefault(finding.kind, set())
+            if finding.order_id not in seen:
+                seen.add(finding.order_id)
+                self.orders[finding.kind] = len(seen)
+            n = self.entries.get(finding.kind, 0)
+            self.entries[finding.kind] = n + 1
             if n < NAMED:
                 self.findings.append(finding)
             if finding.kind == MISSING:

@@ -176,7 +176,7 @@ def _per_order(console: Console, proof: Proof, shown: int = 20) -> None:
             else:  # each order on its line, what it lacks below: never folded to column 0
                 console.print(Padding(Text(order), (0, 0, 0, 2), expand=False))
                 console.print(Padding(Text(what), (0, 0, 0, 4), expand=False))
-        more = proof.orders[kind] - min(shown, len(named))
+        more = proof.entries[kind] - min(shown, len(named))
         if more > 0:
             console.print(f"  ... and {more:,} more (--json or --html lists them).")
     if proof.orders.get("twice"):
