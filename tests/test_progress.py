@@ -305,10 +305,13 @@ def test_a_reading_before_the_first_request_is_said(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_ctrl_c_while_reading_before_the_first_request(tmp_path: Path) -> None:
-    """Ctrl-C during the profile pass: nothing was sent, it says how to continue (not a bare
-    "Interrupted."), shows no summary of nothing, leaves no temporary file, and the command
-    it gives continues the job."""
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_while_reading_before_the_first_request(
+    tmp_path: Path, stop: signal.Signals, code: int
+) -> None:
+    """Ctrl-C (or SIGTERM: it killed the run without a word) during the profile pass: nothing
+    was sent, it says how to continue (not a bare "Interrupted."), shows no summary of
+    nothing, leaves no temporary file, and the command it gives continues the job."""
     header, _, body = EXPORT.read_bytes().partition(b"\n")
     # the sample's orders again and again, past parallel.SPLIT_FROM_BYTES: the pass runs on
     # worker processes (Ctrl-C may come while they fork), for a second or two
@@ -322,9 +325,9 @@ def test_ctrl_c_while_reading_before_the_first_request(tmp_path: Path) -> None:
         assert proc.stderr is not None
         line = proc.stderr.readline()
         assert line.startswith("Reading the export for each customer's latest order"), line
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 130, err
+        assert proc.returncode == code, err
         assert not s.requests  # stopped before the first request
         assert "Stopped. Nothing is lost; continue with:" in err and "--resume" in err, err
         assert "Traceback" not in err and out == ""  # no summary of nothing

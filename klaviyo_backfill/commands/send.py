@@ -124,9 +124,10 @@ def send(
 
 @contextlib.contextmanager
 def _stoppable() -> Iterator[list[int]]:
-    """SIGTERM raised as Ctrl-C is, while a new job reads Klaviyo before its first request
-    (the overlap check may wait minutes on a 429): the run then says how to continue, where
-    it was killed without a word. Yields the signal that came (SIGINT unless SIGTERM)."""
+    """SIGTERM raised as Ctrl-C is, while a job reads before its first request (Klaviyo: the
+    overlap check may wait minutes on a 429; the export: the survey or the profile table's
+    pass): the run then says how to continue, where it was killed without a word. Yields the
+    signal that came (SIGINT unless SIGTERM)."""
     got = [int(signal.SIGINT)]
     if threading.current_thread() is not threading.main_thread():  # a library caller's
         yield got
@@ -286,10 +287,11 @@ def send_job(
         tables = session.hold(Tables(job, watcher.preparing))
     fresh = is_done is None and point is None  # from the start, asking no checkpoint
     try:
-        ready, replay = session.hold(tables.ready(delta, account, fresh))
-    except KeyboardInterrupt:  # Ctrl-C while reading, before the first request
+        with _stoppable() as got:  # SIGTERM too: the reading may take minutes
+            ready, replay = session.hold(tables.ready(delta, account, fresh))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while reading, before the first request
         return SendOutcome(stats, session.send_stats, 0.0, interrupted=True,
-                           signal=signal.SIGINT, failures_path=job.failures)  # fmt: skip
+                           signal=got[0], failures_path=job.failures)  # fmt: skip
     checked = Resume(is_done, point, session.tracker.input_rejected, delta, replay,
                      only.keeps if only is not None else None, elsewhere)  # fmt: skip
     return session.send(ready, config, watcher, checked)
