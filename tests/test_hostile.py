@@ -15,6 +15,7 @@ import shutil
 import signal
 import sqlite3
 import stat
+import struct
 import subprocess
 import threading
 import time
@@ -499,10 +500,19 @@ def event(uid: str) -> Event:
 
 @pytest.fixture(scope="module")
 def bomb() -> bytes:
-    """1 MB of gzip that unpacks to 1 GB of zeros."""
-    pack = zlib.compressobj(9, zlib.DEFLATED, 31)
-    zeros = b"\0" * (1 << 20)
-    return b"".join([*(pack.compress(zeros) for _ in range(1024)), pack.flush()])
+    """1 MB of gzip that unpacks to 1 GB of zeros: a valid stream (its CRC and size), made in
+    0.3 s, not compressed (6 s): past its first megabyte, each megabyte of zeros flushed to a
+    byte boundary deflates to the same bytes, so they are repeated."""
+    zeros = bytes(1 << 20)
+    pack = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate, in a gzip frame below
+    first, again, third = (pack.compress(zeros) + pack.flush(zlib.Z_SYNC_FLUSH) for _ in range(3))
+    assert again == third  # the steady state the repetition stands for
+    crc = 0
+    for _ in range(1024):
+        crc = zlib.crc32(zeros, crc)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"  # gzip, deflate, no name
+    trailer = struct.pack("<II", crc, (1 << 30) & 0xFFFFFFFF)
+    return header + first + again * 1023 + pack.flush() + trailer
 
 
 @pytest.mark.slow

@@ -183,7 +183,7 @@ def test_the_verdict_counts_the_events_missing_order_by_order(tmp_path: Path) ->
     """Another export's events in the same months fill the monthly rows: 46 events were
     missing order by order, named above, and the verdict said "(2 event(s) missing; 46
     order(s) named above)"."""
-    orders = [o for o in corpus.make_orders(300, 17, "shopify") if o.identifiable]
+    orders = [o for o in corpus.make_orders(160, 17, "shopify") if o.identifiable]
     corpus.write_shopify_csv(orders[1::2], tmp_path / "other.csv")
     corpus.write_shopify_csv(orders[::2], tmp_path / "orders.csv")
     with st.StandIn(api_key=KEY) as s:
@@ -207,11 +207,11 @@ def test_verify_of_an_unfinished_job_prints_its_continuation_whole(tmp_path: Pat
     ("Continue it with: klaviyo-backfill" / "send /tmp/... --base-url" / "http://..."): no
     line of it could be pasted; and it counted "0 event(s) missing" from the monthly rows
     while the orders read one by one lacked some."""
-    orders = [o for o in corpus.make_orders(300, 17, "shopify") if o.identifiable]
+    orders = [o for o in corpus.make_orders(160, 17, "shopify") if o.identifiable]
     corpus.write_shopify_csv(orders[1::2], tmp_path / "other.csv")
     corpus.write_shopify_csv(orders[::2], tmp_path / "orders.csv")
     with st.StandIn(api_key=KEY) as s:
-        for name, *extra in (("other.csv",), ("orders.csv", "--limit", "100")):
+        for name, *extra in (("other.csv",), ("orders.csv", "--limit", "50")):
             sent = in_process(tmp_path, KEY, "send", name, "--base-url", s.url, *extra, *FAST,
                               clock=s.clock)  # fmt: skip
             assert sent.returncode == ExitCode.OK, said(sent)
@@ -424,6 +424,8 @@ def test_an_export_saved_over_an_unfinished_job_is_named_and_restart_sends_it(
         assert "belongs to another run" not in err and "--resume" not in done.stderr
         command = done.stderr.split("Send it with:\n")[1].strip().splitlines()[0]
         assert command.endswith("--restart"), command
+        if again:
+            return  # the same command as the rerun's, which the rerun's case sends
         sent = run(elsewhere, KEY, *shlex.split(command)[1:], columns=80)
         assert sent.returncode in (ExitCode.OK, ExitCode.REJECTED), said(sent)
         whole = st.StandIn(api_key=KEY)  # what the new export sends, alone, into an account

@@ -196,7 +196,7 @@ def test_a_later_export_checked_for_overlap_reads_its_export_twice(
 @pytest.mark.e2e
 @pytest.mark.parametrize(
     ("profiles", "other_integration"),
-    [("latest", True), ("all", True), ("latest", False), ("all", False)],
+    [("latest", True), ("all", False)],  # the survey with its table, and without
 )
 def test_a_send_under_a_store_the_account_does_not_know_reads_its_export_twice(
     tmp_path: Path, state: Path, monkeypatch: pytest.MonkeyPatch, profiles: str,
