@@ -107,8 +107,8 @@ def test_a_key_revoked_mid_send_says_how_to_continue_with_the_new_key(tmp_path: 
     elsewhere.mkdir()
     with st.StandIn(api_key=KEY, port=free_port()) as s:
         _revoking(s, after=12)  # a few whole orders settled (one event a request)
-        done = run(tmp_path, KEY, "send", "orders.csv", "--base-url", s.url, "--endpoint",
-                   "single", "--concurrency", "1", *FAST, columns=80)  # fmt: skip
+        done = in_process(tmp_path, KEY, "send", "orders.csv", "--base-url", s.url, "--endpoint",
+                          "single", "--concurrency", "1", *FAST, clock=s.clock, columns=80)  # fmt: skip
         assert done.returncode == ExitCode.REFUSED, said(done)
         assert "When that is fixed, continue with:" in done.stderr, said(done)
         command = done.stderr.split("continue with:\n")[1].strip().splitlines()[0]
@@ -116,7 +116,7 @@ def test_a_key_revoked_mid_send_says_how_to_continue_with_the_new_key(tmp_path: 
         stored = len(s.events)
         assert stored > 0
         args = shlex.split(command)[1:]
-        again = run(elsewhere, NEW_KEY, *args, columns=80)
+        again = in_process(elsewhere, NEW_KEY, *args, clock=s.clock, columns=80)
         assert again.returncode in (ExitCode.OK, ExitCode.REJECTED), said(again)
         assert len(s.events) > stored and len(s.keys()) == len(s.events)  # each once
 
@@ -278,7 +278,8 @@ def test_status_of_every_job_sets_the_jobs_apart(tmp_path: Path) -> None:
     corpus.write_shopify_csv(orders[10:], tmp_path / "april.csv")
     with st.StandIn(api_key=KEY, port=free_port()) as s:
         for name in ("march.csv", "april.csv"):
-            sent = run(tmp_path, KEY, "send", name, "--base-url", s.url, *FAST)
+            sent = in_process(tmp_path, KEY, "send", name, "--base-url", s.url, *FAST,
+                              clock=s.clock)  # fmt: skip
             assert sent.returncode == ExitCode.OK, said(sent)
     listed = run(Path("/"), None, "status", columns=80)
     assert listed.returncode == ExitCode.OK, said(listed)
@@ -412,8 +413,8 @@ def test_an_export_saved_over_an_unfinished_job_is_named_and_restart_sends_it(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     with st.StandIn(api_key=KEY, port=free_port()) as s:
-        first = run(tmp_path, KEY, "send", export.name, "--limit", "5", "--base-url", s.url,
-                    *FAST, columns=80)  # fmt: skip
+        first = in_process(tmp_path, KEY, "send", export.name, "--limit", "5", "--base-url",
+                           s.url, *FAST, clock=s.clock, columns=80)  # fmt: skip
         assert first.returncode in (ExitCode.OK, ExitCode.REJECTED), said(first)
         corpus.write_shopify_csv(orders, export)  # next month's, saved over it
         done = run(tmp_path, KEY, "send", export.name, *again, "--base-url", s.url, *FAST,
@@ -426,11 +427,12 @@ def test_an_export_saved_over_an_unfinished_job_is_named_and_restart_sends_it(
         assert command.endswith("--restart"), command
         if again:
             return  # the same command as the rerun's, which the rerun's case sends
-        sent = run(elsewhere, KEY, *shlex.split(command)[1:], columns=80)
+        sent = in_process(elsewhere, KEY, *shlex.split(command)[1:], clock=s.clock, columns=80)
         assert sent.returncode in (ExitCode.OK, ExitCode.REJECTED), said(sent)
         whole = st.StandIn(api_key=KEY)  # what the new export sends, alone, into an account
         with whole:
-            alone = run(elsewhere, KEY, "send", str(export), "--base-url", whole.url, *FAST)
+            alone = in_process(elsewhere, KEY, "send", str(export), "--base-url", whole.url,
+                               *FAST, clock=whole.clock)  # fmt: skip
             assert alone.returncode in (ExitCode.OK, ExitCode.REJECTED), said(alone)
             expected = whole.keys()
         held = s.keys()
