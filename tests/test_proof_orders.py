@@ -349,19 +349,10 @@ def test_a_page_read_from_its_bytes_has_the_verdicts_of_the_page_read_as_a_docum
     """With msgspec, a page of events is decoded into the fields the proof reads only: every
     page, well formed or not, gives the same events, or is a fault, as read as a document."""
     pytest.importorskip("msgspec")
-    from klaviyo_backfill.klaviyo.shapes import EventsCheck, NotAnAnswer, document
 
     def verdict(body: bytes, fast: bool) -> Any:
         into: list[HeldEvent] = []
-        check = EventsCheck("M1", JAN, FEB, into)
-        if not fast:
-            check.read = None
-        answer = httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
-        try:
-            document(answer, check)
-        except NotAnAnswer:
-            return "fault"
-        return into
+        return "fault" if _page_fault(body, fast, into) else into
 
     odd: list[Any] = [None, 1, 2.5, True, "x", "", [], ["M1"], {}, {"id": "M1"}, {"id": 7}]
     base = event("a", "1")
@@ -496,17 +487,11 @@ def test_a_page_read_into_keys_holds_the_events_it_reads_as_events() -> None:
     """A page read into HeldKeys (from its bytes with msgspec, or as a document) holds
     exactly the events read into a list, with the same verdicts: of every field the proof
     reads, its usual and its odd forms (no timestamp, a Store, a whole $value, none, -0.0)."""
-    from klaviyo_backfill.klaviyo.shapes import EventsCheck, HeldKeys, NotAnAnswer, document
+    from klaviyo_backfill.klaviyo.shapes import EventsCheck, HeldKeys, document
 
     def verdict(body: bytes, fast: bool, keys: bool) -> Any:
         into: Any = HeldKeys() if keys else []
-        check = EventsCheck("M1", JAN, FEB, into)
-        if not fast:
-            check.read = None
-        answer = httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
-        try:
-            document(answer, check)
-        except NotAnAnswer:
+        if _page_fault(body, fast, into):
             return "fault"
         return into.events() if keys else into
 
@@ -623,3 +608,19 @@ def test_an_order_missing_in_two_windows_is_one_order_named_in_each() -> None:
     assert proof.orders[MISSING] == 1 and proof.entries[MISSING] == 2
     assert [f.metric for f in proof.named(MISSING)] == ["Placed Order", "Ordered Product"]
     assert proof.as_json()["orders_missing"] == 1 and proof.totals().missing == 2
+
+
+def _page_fault(body: bytes, fast: bool, into: Any) -> bool:
+    """Read a GET /api/events page of metric M1 in January into `into` (with msgspec where
+    `fast`, else as a document): whether it is a fault instead."""
+    from klaviyo_backfill.klaviyo.shapes import EventsCheck, NotAnAnswer, document
+
+    check = EventsCheck("M1", JAN, FEB, into)
+    if not fast:
+        check.read = None
+    answer = httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+    try:
+        document(answer, check)
+    except NotAnAnswer:
+        return True
+    return False
