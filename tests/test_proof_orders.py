@@ -314,11 +314,7 @@ def test_a_window_held_exactly_as_sent_is_settled_at_once_as_order_by_order(
                                          [h._replace(value=(h.value or 0) + 0.01)],
                                          [h, HeldEvent("y", "99", "", 1.0, JAN)]])  # fmt: skip
         rng.shuffle(there)
-        ledger = Ledger(tmp_path / f"{trial}.sqlite")
-        by_order: dict[str, list[Acked]] = {}
-        for e in sent:
-            by_order.setdefault(e[2], []).append(e)
-        ledger.record([(o, False) for o in by_order], acked=by_order)
+        ledger = _recorded(tmp_path / f"{trial}.sqlite", sent)
         try:
             keys, currency = ledger.acked_keys("Placed Order", JAN, FEB)
             assert sorted(keys) == sorted(
@@ -536,17 +532,13 @@ def test_a_window_is_settled_alike_from_its_keys_and_from_its_events(tmp_path: P
     from klaviyo_backfill.klaviyo.shapes import HeldKeys
 
     rng = random.Random(9)
-    ledger = Ledger(tmp_path / "keys.sqlite")
     sent: list[Acked] = []
     for o in range(1, 30):
         for k in range(rng.randint(1, 3)):
             value = rng.choice(["10.00", "12.5", "0", "-0", None])
             sent.append(("Placed Order", JAN + 60 * o, str(o), f"{o}_{k}", f"I{k}", value, "USD",
                          "orders.csv", o + 1))  # fmt: skip
-    by_order: dict[str, list[Acked]] = {}
-    for e in sent:
-        by_order.setdefault(e[2], []).append(e)
-    ledger.record([(o, False) for o in by_order], acked=by_order)
+    ledger = _recorded(tmp_path / "keys.sqlite", sent)
     try:
         keys, currency = ledger.acked_keys("Placed Order", JAN, FEB)
     finally:
@@ -624,3 +616,13 @@ def _page_fault(body: bytes, fast: bool, into: Any) -> bool:
     except NotAnAnswer:
         return True
     return False
+
+
+def _recorded(path: Path, sent: list[Acked]) -> Ledger:
+    """A checkpoint at `path` that recorded these acknowledged events, each order whole."""
+    ledger = Ledger(path)
+    by_order: dict[str, list[Acked]] = {}
+    for e in sent:
+        by_order.setdefault(e[2], []).append(e)
+    ledger.record([(o, False) for o in by_order], acked=by_order)
+    return ledger
