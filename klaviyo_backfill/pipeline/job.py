@@ -76,14 +76,9 @@ class Job:
         text = "|".join([str(s.timezone), str(s.currency), *layouts, *self.layout_texts])
         return hashlib.sha256(text.encode()).digest()
 
-    def exports_print(self) -> str:
-        """What tells the exports apart: each one's name, size, layout, encoding and first
-        64 KB (a later export saved over the file is another)."""
+    def fingerprint(self) -> str:
+        """What binds a checkpoint to its inputs and to the options that change payloads."""
         h = hashlib.sha256()
-        self._exports_into(h)
-        return h.hexdigest()[:32]
-
-    def _exports_into(self, h: hashlib._Hash) -> None:
         for source in self.inputs:
             stat = os.stat(source.path)
             side = sum(len(items) for items in (source.side_lines or {}).values())
@@ -93,11 +88,6 @@ class Job:
             )
             with open(source.path, "rb") as fh:
                 h.update(fh.read(1 << 16))
-
-    def fingerprint(self) -> str:
-        """What binds a checkpoint to its inputs and to the options that change payloads."""
-        h = hashlib.sha256()
-        self._exports_into(h)
         s = self.settings
         h.update(
             f"{self.endpoint.name}|{self.backfill}|{self.revision}|{s.timezone}|{s.currency}".encode()

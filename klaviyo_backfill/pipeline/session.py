@@ -111,9 +111,8 @@ class SendSession:
         if isinstance(ledger, Finished):
             return ledger
         try:  # the run's notes, and what tells its exports from a later one saved there
-            files = files_print([os.path.abspath(source.path) for source in job.inputs])
-            ledger.put(**(notes or {}), exports_print=job.exports_print(),
-                       **({"files_print": files} if files else {}))  # fmt: skip
+            files = _files_print(job)
+            ledger.put(**(notes or {}), **({"files_print": files} if files else {}))
         except BaseException:
             ledger.close()
             raise
@@ -239,10 +238,10 @@ def _refuse_a_changed_export(job: Job, path: Path, fingerprint: str) -> None:
     try:
         if ledger.get("fingerprint") == fingerprint or ledger.state == "finished":
             return
-        was, live = ledger.get("exports_print"), ledger.runner_alive()
+        was, live = ledger.get("files_print"), ledger.runner_alive()
     finally:
         ledger.close()
-    if was is None or live or was == job.exports_print():
+    if was is None or live or was == _files_print(job):
         return
     named = ", ".join("standard input" if source.shown == "-" else
                       str(Path(source.shown).absolute()) for source in job.inputs)  # fmt: skip
@@ -251,6 +250,15 @@ def _refuse_a_changed_export(job: Job, path: Path, fingerprint: str) -> None:
         "export saved over it?): that job cannot go on with another export",
         "Send this export as a new job with --restart: the account's ledger skips every "
         "order Klaviyo holds already, the stopped job's among them, and sends the rest.",
+    )
+
+
+def _files_print(job: Job) -> str | None:
+    """The job's exports as `status` tells them from a later one (locate.files_print), each
+    by its absolute path, or standard input by its name ('-') with the data it brought."""
+    paths = [os.path.abspath(source.path) for source in job.inputs]
+    return files_print(
+        paths, [source.name or os.path.abspath(source.path) for source in job.inputs]
     )
 
 

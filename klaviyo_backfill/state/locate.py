@@ -27,17 +27,19 @@ def _name(paths: list[str], account: str | None) -> str:
     return f"{stem}-{digest}{suffix}.sqlite"
 
 
-def files_print(paths: list[str]) -> str | None:
+def files_print(paths: list[str], names: list[str] | None = None) -> str | None:
     """What tells the files at these paths apart from a later one saved there (each one's
-    path, size and first 64 KB), read from the files alone, as `status` can without the
-    send's options; None where one is no regular file (standard input) or is gone."""
+    name, size and first 64 KB), read from the files alone, as `status` can without the
+    send's options; None where one is no regular file (standard input) or is gone.
+    `names`: what each is called where the file read is a copy (standard input, spooled):
+    the same data then gives the same print (by default, each its path)."""
     h = hashlib.sha256()
-    for path in paths:
+    for path, name in zip(paths, names or paths, strict=True):
         try:
             with open(path, "rb") as fh:
                 if not os.path.isfile(path):
                     return None
-                h.update(f"{path}|{os.fstat(fh.fileno()).st_size}\n".encode())
+                h.update(f"{name}|{os.fstat(fh.fileno()).st_size}\n".encode())
                 h.update(fh.read(1 << 16))
         except OSError:
             return None
