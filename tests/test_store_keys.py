@@ -214,7 +214,6 @@ def test_a_layouts_row_stores_are_noted_and_a_send_under_another_store_is_refuse
     tmp_path: Path,
 ) -> None:
     from klaviyo_backfill.mapping.events import identity_of
-    from klaviyo_backfill.presend.stores import refuse_held_elsewhere
     from klaviyo_backfill.state.account_ledger import OrderFacts
 
     sample = Path(__file__).parent.parent / "sample_data" / "custom_cart"
@@ -227,7 +226,7 @@ def test_a_layouts_row_stores_are_noted_and_a_send_under_another_store_is_refuse
                                              layout=str(tmp_path / "stores.toml"))))  # fmt: skip
     ledger = AccountLedger(tmp_path / "account.sqlite")
     try:
-        refuse_held_elsewhere(rows, ledger)  # the account holds nothing: it goes
+        _refuse(rows, ledger)  # the account holds nothing: it goes
         assert ledger.stores() == {"north"}  # the rows' stores, noted
         source = rows.inputs[0]
         order = Converter(source.layout, rows.settings).order(next(read_orders(source)))
@@ -242,8 +241,8 @@ def test_a_layouts_row_stores_are_noted_and_a_send_under_another_store_is_refuse
             with pytest.raises(
                 UsageError, match=r"1 of these orders .* as sent with --store north"
             ):
-                refuse_held_elsewhere(job, ledger)
-        refuse_held_elsewhere(rows, ledger)  # as sent before: goes
+                _refuse(job, ledger)
+        _refuse(rows, ledger)  # as sent before: goes
     finally:
         ledger.close()
 
@@ -258,7 +257,6 @@ def test_the_same_number_held_for_another_shop_does_not_hide_this_shops_order(
     from dataclasses import replace
 
     from klaviyo_backfill.mapping.events import identity_of
-    from klaviyo_backfill.presend.stores import refuse_held_elsewhere
     from klaviyo_backfill.state.account_ledger import OrderFacts
 
     sample = Path(__file__).parent.parent / "sample_data" / "custom_cart"
@@ -278,8 +276,18 @@ def test_the_same_number_held_for_another_shop_does_not_hide_this_shops_order(
             ledger.record([], [(f"north:{order.id}", None, facts), (order.id, None, held)])
             if refused:
                 with pytest.raises(UsageError, match=r"1 of these orders .* --store north"):
-                    refuse_held_elsewhere(job, ledger)
+                    _refuse(job, ledger)
             else:
-                refuse_held_elsewhere(job, ledger)
+                _refuse(job, ledger)
         finally:
             ledger.close()
+
+
+def _refuse(job: Any, ledger: AccountLedger) -> None:
+    """The stores check of a send of `job` to the account `ledger`, in a pass of its own:
+    UsageError where it refuses; else the stores the rows name noted."""
+    from klaviyo_backfill.presend.stores import StoresCheck
+
+    check = StoresCheck(job, ledger)
+    check.read(job)
+    check.end()

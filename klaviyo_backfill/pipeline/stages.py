@@ -20,7 +20,7 @@ from ..errors import (
     OutputError,
 )
 from ..mapping.events import Never
-from ..presend.latest import Latest, stamps
+from ..presend.latest import Latest
 from ..state.failures import Failures
 from ..state.files import open_private
 from .orders import mapped_orders
@@ -66,8 +66,7 @@ def profiles_for(
     there is no table to build)."""
 
     if stores is not None and (job.profile_attributes != "latest" or survey or built):
-        for _ in stamps(job, None, None, stores):
-            pass
+        stores.read(job)
         stores = None
     if job.profile_attributes == "all":
         yield job

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ..pipeline.job import Job
     from ..pipeline.parallel import Stamp
 
-__all__ = ["StoresCheck", "refuse_held_elsewhere", "rows_name_stores"]
+__all__ = ["StoresCheck", "rows_name_stores"]
 
 _BATCH = 500  # orders looked up in the ledger at once
 
@@ -72,6 +72,15 @@ class StoresCheck:
             return check
         ledger.close()
         return None
+
+    def read(self, job: Job, months: Counter[tuple[str, str]] | None = None) -> None:
+        """A pass of stamps alone over `job`'s exports (the check's job, or it past a
+        --limit) shows the check each order, where no reading the send makes anyway
+        serves it (--profile-attributes all or none); counting `months` too, given them."""
+        from .latest import stamps
+
+        for _ in stamps(job, None, months, self):
+            pass
 
     def see(self, stamp: Stamp) -> None:
         """An order of the reading (parallel.stamp): the first of its id, in file order."""
@@ -149,16 +158,3 @@ def _same(known: HeldOrder, who: str, at: float) -> bool:
 
 def _sent(store: str) -> str:
     return f"with --store {store}" if store else "without a store"
-
-
-def refuse_held_elsewhere(job: Job, ledger: AccountLedger) -> None:
-    """The check in a pass of its own over the job's exports (stamps only): a refusal
-    (UsageError) where the account `ledger` holds some of its orders under another store."""
-    from .latest import stamps
-
-    check = StoresCheck(job, ledger)
-    if not check.known - {job.store or ""} and not rows_name_stores(job):
-        return
-    for _ in stamps(job, None, None, check):
-        pass
-    check.end()

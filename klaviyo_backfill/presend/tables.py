@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ..pipeline.stages import months_pass, profiles_for
 from ..state.account_ledger import AccountLedger
 from .delta import Delta
-from .latest import Latest, stamps
+from .latest import Latest
 from .survey import Survey
 
 if TYPE_CHECKING:  # annotations only
@@ -105,8 +105,7 @@ class Tables:
             self.latest = Latest.build(job, None, counted, stores)
         elif stores is not None:  # --profile-attributes all or none: the stamps alone
             self.preparing(f"Reading the export for the stores it names{its_months}")
-            for _ in stamps(job, None, counted, stores):
-                pass
+            stores.read(job, counted)
         elif months:
             counted = months_pass(job).metric_months
         self.counted = counted
