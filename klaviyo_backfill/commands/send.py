@@ -40,7 +40,7 @@ from ..presend.tables import Tables
 from ..results import Finished, SendOutcome, Unwatched, Watcher
 from ..state.account_ledger import account_ledger_path
 from ..state.checkpoint import Ledger, superseded
-from ..state.locate import discard, failures_beside, found_for, locate
+from ..state.locate import discard, failures_beside, found_for, locate, restarted
 from ..state.lock import JobLock
 from .account import history_of
 from .continuation import continuation
@@ -114,7 +114,7 @@ def send(
         exc.command = command
         raise
     except ExportChanged as exc:
-        exc.command = continuation(options, resume=False) + " --restart"
+        exc.command = restarted(command)  # as status and verify print it
         raise
     if isinstance(outcome, SendOutcome):
         outcome.continuation = outcome.continuation or command
